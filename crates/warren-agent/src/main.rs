@@ -1,0 +1,3 @@
+//! `warren-agent`: PID 1 inside every sandbox.
+
+fn main() {}

@@ -1,0 +1,3 @@
+//! `warren-jailer`: reads a JailSpec on stdin, builds the jail, execs the agent.
+
+fn main() {}
