@@ -16,6 +16,10 @@ pub struct JailSpec {
     pub rootfs: PathBuf,
     /// Host path of the statically linked `warren-agent`; executed by fd, never placed in the rootfs.
     pub agent_path: PathBuf,
+    /// Host path where the jailer binds the agent's listening unix socket (mode 0600, outside the
+    /// rootfs). The agent inherits the listener as [`crate::AGENT_LISTEN_FD`]; the host connects
+    /// to this path, also after a daemon restart.
+    pub agent_socket: PathBuf,
     /// First host uid of the sandbox's private range; sandbox uid 0 maps here. Never 0.
     pub uid_base: u32,
     /// First host gid of the sandbox's private range; sandbox gid 0 maps here. Never 0.
