@@ -457,7 +457,7 @@ impl FrameDecoder {
     }
 
     /// Takes the next complete message, if one is buffered.
-    pub fn next<T: for<'a> Deserialize<'a>>(&mut self) -> Result<Option<T>, ProtoError> {
+    pub fn next_frame<T: for<'a> Deserialize<'a>>(&mut self) -> Result<Option<T>, ProtoError> {
         let Some(prefix) = self.buf.get(..4) else {
             return Ok(None);
         };
@@ -515,15 +515,15 @@ mod tests {
         for byte in &all[..all.len() - 1] {
             d.push(std::slice::from_ref(byte));
         }
-        let first: Response = d.next().unwrap().unwrap();
+        let first: Response = d.next_frame().unwrap().unwrap();
         assert!(matches!(first, Response::Output { offset: 42, .. }));
-        assert!(d.next::<Response>().unwrap().is_none());
+        assert!(d.next_frame::<Response>().unwrap().is_none());
         d.push(&all[all.len() - 1..]);
-        assert_eq!(d.next::<Response>().unwrap(), Some(Response::Pong));
+        assert_eq!(d.next_frame::<Response>().unwrap(), Some(Response::Pong));
 
         let mut big = FrameDecoder::new();
         big.push(&u32::try_from(MAX_FRAME_LEN + 1).unwrap().to_be_bytes());
-        assert!(matches!(big.next::<Response>(), Err(ProtoError::FrameTooLarge { .. })));
+        assert!(matches!(big.next_frame::<Response>(), Err(ProtoError::FrameTooLarge { .. })));
     }
 
     #[test]

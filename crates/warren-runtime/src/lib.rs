@@ -1,1 +1,20 @@
-//! Sandbox drivers and storage.
+//! Sandbox drivers and their storage: everything below the control plane that touches the host.
+//!
+//! Request path: `warren-control` → [`driver::Driver`] → `warren-jailer` → `warren-agent`.
+//! The jail driver creates a btrfs snapshot for the root filesystem ([`storage`]), cgroups with
+//! the limits ([`cgroup`]), a private uid range, then runs the jailer and talks to the agent it
+//! leaves behind ([`agent`]).
+
+pub mod agent;
+pub mod cgroup;
+pub mod driver;
+pub mod image;
+mod slots;
+pub mod storage;
+mod tool;
+
+pub use agent::{AgentConn, AgentConnError, AgentReader, AgentWriter};
+pub use driver::{Driver, DriverError, JailConfig, JailDriver, SandboxHandle, SandboxSpec, Tier};
+pub use slots::SlotError;
+pub use storage::{BtrfsStorage, Storage, StorageError};
+pub use tool::ToolError;

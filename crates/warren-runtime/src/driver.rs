@@ -1,0 +1,460 @@
+//! The driver seam: how a sandbox is brought up and torn down. [`JailDriver`] is the namespace
+//! jail; a microVM driver will implement the same trait, so control and api never know which
+//! tier they are talking to beyond [`Tier`], which is always reported truthfully.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use warren_jail::{JailReport, JailSpec};
+use warren_types::{ImageRef, Limits, SandboxId};
+
+use crate::agent::{AgentConn, AgentConnError};
+use crate::cgroup::{self, CgroupBackend, CgroupError};
+use crate::slots::{SlotError, Slots};
+use crate::storage::{BtrfsStorage, Storage, StorageError};
+
+/// Isolation tier a sandbox runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Linux namespaces, cgroups, seccomp and Landlock on the host kernel.
+    Jail,
+}
+
+/// What to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSpec {
+    /// The new sandbox's id.
+    pub id: SandboxId,
+    /// Image its root filesystem is made from.
+    pub image: ImageRef,
+    /// Resource limits.
+    pub limits: Limits,
+}
+
+/// A running sandbox, as the driver identifies it. Serializable so the control plane can persist
+/// it and re-adopt the sandbox after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxHandle {
+    /// The sandbox's id.
+    pub id: SandboxId,
+    /// Its tier.
+    pub tier: Tier,
+    /// Host pid of its agent.
+    pub pid: u32,
+    /// The agent's start time (clock ticks since boot), so a recycled pid is never adopted.
+    pub start_time: u64,
+    /// Host path of the agent's socket.
+    pub agent_socket: PathBuf,
+    /// Its uid/gid range slot.
+    pub slot: u32,
+}
+
+/// Driver failures.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// cgroups failed.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// No uid range left, or its bookkeeping failed.
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+    /// A helper binary is missing or unusable.
+    #[error("{0}")]
+    Binary(String),
+    /// The jailer could not be run.
+    #[error("failed to run the jailer")]
+    JailerSpawn(#[source] std::io::Error),
+    /// The jailer reported a failure.
+    #[error("failed to build the jail: {0}")]
+    Jail(String),
+    /// The agent could not be reached.
+    #[error(transparent)]
+    Agent(#[from] AgentConnError),
+    /// A filesystem operation failed.
+    #[error("failed to {action} {path}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Processes stayed alive after the kill.
+    #[error("sandbox {0} did not stop")]
+    StopTimeout(SandboxId),
+    /// A blocking task panicked or was cancelled.
+    #[error("internal task failed")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Brings sandboxes up and down.
+pub trait Driver: Send + Sync {
+    /// The tier this driver provides.
+    fn tier(&self) -> Tier;
+    /// Creates and starts a sandbox; returns once its agent accepts connections.
+    fn create(
+        &self,
+        spec: &SandboxSpec,
+    ) -> impl Future<Output = Result<SandboxHandle, DriverError>> + Send;
+    /// Kills every process of the sandbox and frees all of its resources. Idempotent.
+    fn destroy(&self, handle: &SandboxHandle)
+    -> impl Future<Output = Result<(), DriverError>> + Send;
+    /// Whether the sandbox's agent is the process the handle names and is alive.
+    fn is_running(&self, handle: &SandboxHandle) -> bool;
+    /// Connects to the sandbox's agent.
+    fn connect(
+        &self,
+        handle: &SandboxHandle,
+    ) -> impl Future<Output = Result<AgentConn, DriverError>> + Send;
+}
+
+/// Configuration of the jail driver.
+#[derive(Debug, Clone)]
+pub struct JailConfig {
+    /// The data dir (storage, run dir, uid slots).
+    pub data_dir: PathBuf,
+    /// Statically linked `warren-agent`.
+    pub agent_path: PathBuf,
+    /// `warren-jailer`.
+    pub jailer_path: PathBuf,
+    /// Size of the loop-backed btrfs pool when the data dir is not on btrfs.
+    pub pool_bytes: u64,
+    /// Size of each sandbox's `/dev/shm`.
+    pub shm_bytes: u64,
+    /// RLIMIT_NOFILE inside sandboxes.
+    pub nofile: u64,
+}
+
+impl JailConfig {
+    /// Defaults for a data dir, with helper binaries next to the running executable.
+    pub fn new(data_dir: PathBuf, bin_dir: &Path) -> Self {
+        Self {
+            data_dir,
+            agent_path: bin_dir.join("warren-agent"),
+            jailer_path: bin_dir.join("warren-jailer"),
+            pool_bytes: 64 << 30,
+            shm_bytes: 64 << 20,
+            nofile: 4096,
+        }
+    }
+}
+
+/// The namespace-jail driver.
+#[derive(Debug, Clone)]
+pub struct JailDriver {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cfg: JailConfig,
+    storage: BtrfsStorage,
+    cgroups: Box<dyn CgroupBackend>,
+    slots: Slots,
+}
+
+/// First host uid/gid handed to sandboxes; far above any account a distribution creates.
+const ID_BASE: u32 = 1 << 20;
+/// uids and gids per sandbox: the full 16-bit range images expect.
+const ID_COUNT: u32 = 65_536;
+
+impl JailDriver {
+    /// Opens the driver: storage (mounting the pool if needed), cgroups, uid slots. Blocking.
+    pub fn open(cfg: JailConfig) -> Result<Self, DriverError> {
+        check_static(&cfg.agent_path)?;
+        if !cfg.jailer_path.is_file() {
+            return Err(DriverError::Binary(format!(
+                "warren-jailer not found at {}",
+                cfg.jailer_path.display()
+            )));
+        }
+        let storage = BtrfsStorage::open(&cfg.data_dir, cfg.pool_bytes)?;
+        let cgroups = cgroup::detect()?;
+        let slots = Slots::open(&cfg.data_dir.join("slots"), (u32::MAX - ID_BASE) / ID_COUNT)?;
+        let run = cfg.data_dir.join("run");
+        std::fs::create_dir_all(&run).map_err(|source| DriverError::Io {
+            action: "create",
+            path: run.clone(),
+            source,
+        })?;
+        Ok(Self { inner: Arc::new(Inner { cfg, storage, cgroups, slots }) })
+    }
+
+    /// The storage under this driver.
+    pub fn storage(&self) -> &BtrfsStorage {
+        &self.inner.storage
+    }
+
+    /// The cgroup layout in use.
+    pub fn cgroups(&self) -> &dyn CgroupBackend {
+        self.inner.cgroups.as_ref()
+    }
+
+    /// Times the OOM killer fired inside the sandbox.
+    pub fn oom_kills(&self, id: &SandboxId) -> Result<u64, DriverError> {
+        Ok(self.inner.cgroups.oom_kills(cgroup_name(id).as_str())?)
+    }
+
+    fn run_dir(&self, id: &SandboxId) -> PathBuf {
+        self.inner.cfg.data_dir.join("run").join(id.as_str())
+    }
+
+    async fn create_inner(
+        &self,
+        spec: &SandboxSpec,
+        undo: &mut Undo,
+    ) -> Result<SandboxHandle, DriverError> {
+        let inner = self.inner.clone();
+        let (id, image, disk) = (spec.id.clone(), spec.image.clone(), spec.limits.disk_bytes);
+        let rootfs = tokio::task::spawn_blocking(move || {
+            inner.storage.create_rootfs(&id, &image, disk)
+        })
+        .await??;
+        undo.rootfs = true;
+
+        let slot = self.inner.slots.allocate(spec.id.as_str())?;
+        undo.slot = Some(slot);
+
+        let cg = cgroup_name(&spec.id);
+        let procs = self.inner.cgroups.create(&cg, &spec.limits)?;
+        undo.cgroup = true;
+
+        let run_dir = self.run_dir(&spec.id);
+        create_private_dir(&run_dir)?;
+        undo.run_dir = true;
+        let agent_socket = run_dir.join("agent.sock");
+
+        let base = ID_BASE + slot * ID_COUNT;
+        let jail = JailSpec {
+            sandbox_id: spec.id.to_string(),
+            rootfs,
+            agent_path: self.inner.cfg.agent_path.clone(),
+            agent_socket: agent_socket.clone(),
+            uid_base: base,
+            gid_base: base,
+            id_count: ID_COUNT,
+            cgroup_procs: procs,
+            hostname: spec.id.to_string(),
+            shm_bytes: self.inner.cfg.shm_bytes.min(spec.limits.memory_bytes),
+            nofile: self.inner.cfg.nofile,
+            nproc: u64::from(spec.limits.pids),
+            agent_args: vec!["--listen-fd".into(), warren_jail::AGENT_LISTEN_FD.to_string()],
+        };
+        let report = run_jailer(&self.inner.cfg.jailer_path, &jail).await?;
+        Ok(SandboxHandle {
+            id: spec.id.clone(),
+            tier: Tier::Jail,
+            pid: report.pid,
+            start_time: report.start_time,
+            agent_socket,
+            slot,
+        })
+    }
+
+    async fn teardown(&self, id: &SandboxId, pid: Option<(u32, u64)>) -> Result<(), DriverError> {
+        let cg = cgroup_name(id);
+        // v2 kills the whole cgroup in one write. On v1, SIGKILL to the agent (PID 1 of the
+        // sandbox's pid namespace) makes the kernel kill every other process in it.
+        if !self.inner.cgroups.kill(&cg)? {
+            if let Some((pid, start)) = pid
+                && process_start_time(pid) == Some(start)
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            // Stragglers (a jailer that died between joining the cgroup and cloning) die too.
+            for p in self.inner.cgroups.pids(&cg)? {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(i32::try_from(p).unwrap_or(i32::MAX)),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut pause = Duration::from_micros(200);
+        while !self.inner.cgroups.pids(&cg)?.is_empty() {
+            if Instant::now() > deadline {
+                return Err(DriverError::StopTimeout(id.clone()));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+        self.inner.cgroups.remove(&cg)?;
+        let inner = self.inner.clone();
+        let id2 = id.clone();
+        tokio::task::spawn_blocking(move || inner.storage.destroy_rootfs(&id2)).await??;
+        let run_dir = self.run_dir(id);
+        match std::fs::remove_dir_all(&run_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(DriverError::Io { action: "remove", path: run_dir, source }),
+        }
+        self.inner.slots.release_owner(id.as_str())?;
+        Ok(())
+    }
+}
+
+/// What a half-finished create must undo.
+#[derive(Debug, Default)]
+struct Undo {
+    rootfs: bool,
+    slot: Option<u32>,
+    cgroup: bool,
+    run_dir: bool,
+}
+
+impl Driver for JailDriver {
+    fn tier(&self) -> Tier {
+        Tier::Jail
+    }
+
+    async fn create(&self, spec: &SandboxSpec) -> Result<SandboxHandle, DriverError> {
+        let started = Instant::now();
+        let mut undo = Undo::default();
+        match self.create_inner(spec, &mut undo).await {
+            Ok(h) => {
+                tracing::debug!(sandbox_id = %spec.id, pid = h.pid, elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "sandbox created");
+                Ok(h)
+            }
+            Err(e) => {
+                tracing::warn!(sandbox_id = %spec.id, error = %e, "sandbox create failed; cleaning up");
+                let dirty = undo.rootfs || undo.cgroup || undo.run_dir || undo.slot.is_some();
+                if dirty && let Err(cleanup) = self.teardown(&spec.id, None).await {
+                    tracing::error!(sandbox_id = %spec.id, error = %cleanup, "cleanup after failed create failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn destroy(&self, handle: &SandboxHandle) -> Result<(), DriverError> {
+        self.teardown(&handle.id, Some((handle.pid, handle.start_time))).await
+    }
+
+    fn is_running(&self, handle: &SandboxHandle) -> bool {
+        process_start_time(handle.pid) == Some(handle.start_time)
+    }
+
+    async fn connect(&self, handle: &SandboxHandle) -> Result<AgentConn, DriverError> {
+        Ok(AgentConn::connect(&handle.agent_socket).await?)
+    }
+}
+
+fn cgroup_name(id: &SandboxId) -> String {
+    id.to_string()
+}
+
+fn create_private_dir(path: &Path) -> Result<(), DriverError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(|source| {
+        DriverError::Io { action: "create", path: path.to_owned(), source }
+    })
+}
+
+async fn run_jailer(jailer: &Path, spec: &JailSpec) -> Result<JailReport, DriverError> {
+    let input = serde_json::to_vec(spec)
+        .map_err(|e| DriverError::Jail(format!("failed to encode jail spec: {e}")))?;
+    let mut child = tokio::process::Command::new(jailer)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(DriverError::JailerSpawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&input).await.map_err(DriverError::JailerSpawn)?;
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .map_err(|_| DriverError::Jail("the jailer did not finish in 30 s".into()))?
+        .map_err(DriverError::JailerSpawn)?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        let msg = msg.lines().last().unwrap_or("no message").to_owned();
+        return Err(DriverError::Jail(format!("{msg} ({})", out.status)));
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(line.trim())
+        .map_err(|e| DriverError::Jail(format!("the jailer printed an unreadable report: {e}")))
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: fields after it start at
+    // the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let state = rest.split(' ').next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Refuses a dynamically linked agent: it runs inside arbitrary images, which may have no or a
+/// different libc.
+fn check_static(agent: &Path) -> Result<(), DriverError> {
+    let bytes = std::fs::read(agent).map_err(|e| {
+        DriverError::Binary(format!(
+            "warren-agent not found at {} ({e}); build it with scripts/build.sh",
+            agent.display()
+        ))
+    })?;
+    if elf_has_interpreter(&bytes) {
+        return Err(DriverError::Binary(format!(
+            "warren-agent at {} is dynamically linked; build the static one with scripts/build.sh",
+            agent.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a 64-bit little-endian ELF file has a PT_INTERP program header.
+fn elf_has_interpreter(elf: &[u8]) -> bool {
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
+    };
+    if elf.get(..4) != Some(b"\x7fELF") {
+        return true;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return true;
+    };
+    let Ok(phoff) = usize::try_from(phoff) else { return true };
+    (0..usize::from(phnum)).any(|i| u32_at(phoff + i * usize::from(phentsize)) == Some(3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_of_self_is_stable_and_dead_pids_have_none() {
+        let me = std::process::id();
+        let a = process_start_time(me).unwrap();
+        assert_eq!(process_start_time(me), Some(a));
+        assert_eq!(process_start_time(u32::MAX - 1), None);
+    }
+
+    #[test]
+    fn detects_dynamic_elf() {
+        let bash = std::fs::read("/bin/sh").unwrap();
+        assert!(elf_has_interpreter(&bash), "/bin/sh is dynamically linked on Debian");
+        assert!(elf_has_interpreter(b"#!/bin/sh\n"), "non-ELF counts as unusable");
+    }
+}

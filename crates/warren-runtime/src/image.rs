@@ -1,0 +1,172 @@
+//! Images: the default image, built locally from Debian's packages so a fresh machine needs no
+//! container registry. (Pulling any OCI image from a registry plugs in beside this later.)
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use warren_types::ImageRef;
+
+use crate::storage::{BtrfsStorage, Storage, StorageError};
+
+/// Image build failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The bootstrap tool could not be started.
+    #[error("failed to run mmdebstrap (install it: apt-get install mmdebstrap)")]
+    Spawn(#[source] std::io::Error),
+    /// The bootstrap failed.
+    #[error("failed to build image {image}: mmdebstrap exited with {status}; last output: {tail}")]
+    Bootstrap {
+        /// The image.
+        image: ImageRef,
+        /// Exit status.
+        status: std::process::ExitStatus,
+        /// The last lines it printed.
+        tail: String,
+    },
+    /// Finishing the root filesystem failed.
+    #[error("failed to finish image root filesystem at {path}")]
+    Finish {
+        /// Where.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Only the default image can be built locally for now.
+    #[error("image {0} cannot be built locally; only {default} can", default = ImageRef::default_image())]
+    NotBuildable(ImageRef),
+}
+
+/// Debian suite of the default image.
+pub const DEFAULT_SUITE: &str = "bookworm";
+
+/// Packages of the default image on top of Debian's minimal base.
+pub const DEFAULT_PACKAGES: &[&str] = &[
+    "bash",
+    "ca-certificates",
+    "coreutils",
+    "curl",
+    "findutils",
+    "git",
+    "grep",
+    "procps",
+    "python-is-python3",
+    "python3",
+    "python3-pip",
+    "python3-venv",
+    "tar",
+    "util-linux",
+];
+
+/// Builds the default image unless it is present. `progress` gets one line per build step.
+pub fn ensure_default_image(
+    storage: &BtrfsStorage,
+    progress: &mut dyn FnMut(&str),
+) -> Result<bool, ImageError> {
+    let image = ImageRef::default_image();
+    if storage.has_image(&image) {
+        return Ok(false);
+    }
+    build_image(storage, &image, progress)?;
+    Ok(true)
+}
+
+/// Builds an image from Debian's packages into a fresh subvolume and publishes it atomically.
+pub fn build_image(
+    storage: &BtrfsStorage,
+    image: &ImageRef,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ImageError> {
+    if *image != ImageRef::default_image() {
+        return Err(ImageError::NotBuildable(image.clone()));
+    }
+    let build = storage.begin_image_build()?;
+    let result = bootstrap(&build, image, progress).and_then(|()| finish_rootfs(&build));
+    match result {
+        Ok(()) => {
+            storage.commit_image_build(&build, image)?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = storage.abort_image_build(&build);
+            Err(e)
+        }
+    }
+}
+
+fn bootstrap(
+    target: &Path,
+    image: &ImageRef,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ImageError> {
+    let mut cmd = Command::new("mmdebstrap");
+    cmd.arg("--variant=minbase")
+        .arg(format!("--include={}", DEFAULT_PACKAGES.join(",")))
+        // Inside a sandbox every capability is gone, so apt cannot drop to its `_apt` user.
+        .arg("--aptopt=APT::Sandbox::User \"root\"")
+        // Documentation and translations are a third of a minimal image and no agent reads them.
+        .arg("--dpkgopt=path-exclude=/usr/share/man/*")
+        .arg("--dpkgopt=path-exclude=/usr/share/doc/*")
+        .arg("--dpkgopt=path-include=/usr/share/doc/*/copyright")
+        .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
+        .arg("--dpkgopt=path-exclude=/usr/share/info/*")
+        .arg(DEFAULT_SUITE)
+        .arg(target);
+    if let Ok(mirror) = std::env::var("WARREN_DEBIAN_MIRROR") {
+        cmd.arg(mirror);
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(ImageError::Spawn)?;
+    let mut tail: Vec<String> = Vec::new();
+    if let Some(stderr) = child.stderr.take() {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let line = line.trim().to_owned();
+            if line.is_empty() {
+                continue;
+            }
+            progress(line.trim_start_matches("I: "));
+            tail.push(line);
+            if tail.len() > 8 {
+                tail.remove(0);
+            }
+        }
+    }
+    let status = child.wait().map_err(ImageError::Spawn)?;
+    if !status.success() {
+        return Err(ImageError::Bootstrap { image: image.clone(), status, tail: tail.join(" | ") });
+    }
+    Ok(())
+}
+
+/// Makes the tree ready to be a sandbox root: mount points the jail needs, a hosts file, and no
+/// leftovers of the build host.
+fn finish_rootfs(root: &Path) -> Result<(), ImageError> {
+    let fail = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ImageError::Finish { path, source }
+    };
+    for (dir, mode) in [("proc", 0o555), ("dev", 0o755), ("sys", 0o555), ("tmp", 0o1777)] {
+        let p = root.join(dir);
+        std::fs::create_dir_all(&p).map_err(fail(&p))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).map_err(fail(&p))?;
+    }
+    let hosts = root.join("etc/hosts");
+    std::fs::write(&hosts, "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+        .map_err(fail(&hosts))?;
+    let hostname = root.join("etc/hostname");
+    std::fs::write(&hostname, "sandbox\n").map_err(fail(&hostname))?;
+    let resolv = root.join("etc/resolv.conf");
+    let _ = std::fs::remove_file(&resolv);
+    std::fs::write(&resolv, "").map_err(fail(&resolv))?;
+    Ok(())
+}

@@ -1,0 +1,414 @@
+//! Copy-on-write storage: images, snapshots and sandbox root filesystems as btrfs subvolumes.
+//!
+//! Layout under the data dir:
+//! ```text
+//! <data>/warren.btrfs             sparse loop image, only when <data> is not on btrfs
+//! <data>/fs/                      the btrfs filesystem (loop mount, or a plain dir on a btrfs host)
+//!   images/<name@tag>/            read-only subvolume per image
+//!   images/.build-*/              an image being built (deleted at open if a build was killed)
+//!   sandboxes/<id>/rootfs/        writable snapshot of the image: O(1), own inodes per sandbox
+//!   sandboxes/<id>/rootfs/tmp/    nested subvolume: persistent, but not part of captures
+//!   sandboxes/<id>/qgroup         the level-1 qgroup that carries the sandbox's disk limit
+//! ```
+//! Each sandbox's rootfs and /tmp are created inside one level-1 qgroup (`-i` at creation time,
+//! so btrfs never needs a quota rescan) whose referenced-bytes limit is the sandbox's disk size:
+//! writing past it fails with EDQUOT inside, and nothing outside is affected.
+
+use std::path::{Path, PathBuf};
+
+use fs_err as fs;
+use nix::fcntl::{Flock, FlockArg};
+use warren_types::{ImageRef, SandboxId};
+
+use crate::tool::{self, ToolError};
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A filesystem operation on the data dir failed.
+    #[error("failed to {action} {path}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A btrfs or mount tool failed.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// The image is not in the store.
+    #[error("image {0} is not present; build it with `warren image build`")]
+    ImageMissing(ImageRef),
+    /// A sandbox's rootfs already exists.
+    #[error("a root filesystem for sandbox {0} already exists")]
+    SandboxExists(SandboxId),
+}
+
+fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StorageError {
+    let path = path.to_owned();
+    move |source| StorageError::Io { action, path, source }
+}
+
+/// Where root filesystems come from. The jail driver uses btrfs; a microVM driver will want
+/// block devices (qcow2 or raw images) behind the same operations.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// Whether the image is present.
+    fn has_image(&self, image: &ImageRef) -> bool;
+    /// Creates a sandbox's writable root filesystem from an image, limited to `disk_bytes`.
+    fn create_rootfs(
+        &self,
+        id: &SandboxId,
+        image: &ImageRef,
+        disk_bytes: u64,
+    ) -> Result<PathBuf, StorageError>;
+    /// Path of a sandbox's root filesystem.
+    fn rootfs_path(&self, id: &SandboxId) -> PathBuf;
+    /// Deletes a sandbox's root filesystem, /tmp and quota group. Missing parts are not an error.
+    fn destroy_rootfs(&self, id: &SandboxId) -> Result<(), StorageError>;
+    /// Ids of every sandbox that has storage, for garbage collection.
+    fn list_rootfs(&self) -> Result<Vec<SandboxId>, StorageError>;
+}
+
+/// btrfs-backed [`Storage`].
+#[derive(Debug)]
+pub struct BtrfsStorage {
+    root: PathBuf,
+}
+
+const BTRFS_SUPER_MAGIC: i64 = 0x9123_683e;
+
+fn is_btrfs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 & 0xffff_ffff == BTRFS_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+impl BtrfsStorage {
+    /// Opens (and on first use creates) the btrfs store under `data_dir`: when the data dir is
+    /// not on btrfs, a sparse loop-backed image of `pool_bytes` is created and mounted.
+    pub fn open(data_dir: &Path, pool_bytes: u64) -> Result<Self, StorageError> {
+        fs::create_dir_all(data_dir).map_err(|e| StorageError::Io {
+            action: "create data dir",
+            path: data_dir.to_owned(),
+            source: e,
+        })?;
+        let root = data_dir.join("fs");
+        // Several `warren` processes may open the same data dir at once (parallel `warren run`):
+        // the first mounts, the others wait here and then find it mounted.
+        let lock_path = data_dir.join(".storage.lock");
+        let lock_file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("open", &lock_path))?;
+        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| StorageError::Io {
+                action: "lock",
+                path: lock_path.clone(),
+                source: e.into(),
+            })?;
+        fs::create_dir_all(&root).map_err(|e| StorageError::Io {
+            action: "create",
+            path: root.clone(),
+            source: e,
+        })?;
+        if !is_btrfs(&root) {
+            let image = data_dir.join("warren.btrfs");
+            if !image.exists() {
+                let f = std::fs::File::create(&image).map_err(io_err("create", &image))?;
+                f.set_len(pool_bytes).map_err(io_err("size", &image))?;
+                drop(f);
+                tool::run("mkfs.btrfs", [std::ffi::OsStr::new("-q"), image.as_os_str()])?;
+            }
+            tool::run(
+                "mount",
+                [
+                    std::ffi::OsStr::new("-o"),
+                    std::ffi::OsStr::new("loop,noatime"),
+                    image.as_os_str(),
+                    root.as_os_str(),
+                ],
+            )?;
+        }
+        let quota_marker = root.join(".quota-enabled");
+        if !quota_marker.exists() {
+            tool::run("btrfs", [std::ffi::OsStr::new("quota"), "enable".as_ref(), root.as_os_str()])?;
+            fs::write(&quota_marker, b"").map_err(|e| StorageError::Io {
+                action: "write",
+                path: quota_marker.clone(),
+                source: e,
+            })?;
+        }
+        let store = Self { root };
+        for dir in [store.images_dir(), store.sandboxes_dir()] {
+            fs::create_dir_all(&dir).map_err(|e| StorageError::Io {
+                action: "create",
+                path: dir.clone(),
+                source: e,
+            })?;
+        }
+        store.remove_partial_builds()?;
+        Ok(store)
+    }
+
+    /// The btrfs filesystem's root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    fn sandboxes_dir(&self) -> PathBuf {
+        self.root.join("sandboxes")
+    }
+
+    /// Path of an image's read-only subvolume.
+    pub fn image_path(&self, image: &ImageRef) -> PathBuf {
+        self.images_dir().join(image.storage_name())
+    }
+
+    /// Creates an empty writable subvolume for building an image into.
+    pub fn begin_image_build(&self) -> Result<PathBuf, StorageError> {
+        let path = self.images_dir().join(format!(".build-{}", std::process::id()));
+        if path.exists() {
+            delete_subvolumes(std::slice::from_ref(&path))?;
+        }
+        tool::run("btrfs", [std::ffi::OsStr::new("subvolume"), "create".as_ref(), path.as_os_str()])?;
+        Ok(path)
+    }
+
+    /// Makes a finished build read-only and publishes it under the image's name. Atomic: the
+    /// image is either absent or complete.
+    pub fn commit_image_build(&self, build: &Path, image: &ImageRef) -> Result<(), StorageError> {
+        tool::run(
+            "btrfs",
+            [
+                std::ffi::OsStr::new("property"),
+                "set".as_ref(),
+                "-ts".as_ref(),
+                build.as_os_str(),
+                "ro".as_ref(),
+                "true".as_ref(),
+            ],
+        )?;
+        let dest = self.image_path(image);
+        fs::rename(build, &dest).map_err(|e| StorageError::Io {
+            action: "publish image",
+            path: dest.clone(),
+            source: e,
+        })
+    }
+
+    /// Deletes an unfinished build.
+    pub fn abort_image_build(&self, build: &Path) -> Result<(), StorageError> {
+        delete_subvolumes(&[build.to_owned()])
+    }
+
+    /// Deletes an image. Sandboxes made from it keep their data (they are snapshots).
+    pub fn remove_image(&self, image: &ImageRef) -> Result<(), StorageError> {
+        let path = self.image_path(image);
+        if !path.exists() {
+            return Err(StorageError::ImageMissing(image.clone()));
+        }
+        delete_subvolumes(&[path])
+    }
+
+    fn remove_partial_builds(&self) -> Result<(), StorageError> {
+        let dir = self.images_dir();
+        let entries = fs::read_dir(&dir).map_err(|e| StorageError::Io {
+            action: "list",
+            path: dir.clone(),
+            source: e,
+        })?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(pid) = name.strip_prefix(".build-") else { continue };
+            // A build whose process still runs is someone else's, in progress.
+            let alive = pid.parse::<u32>().is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if !alive {
+                delete_subvolumes(&[entry.path()])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn qgroup_file(&self, id: &SandboxId) -> PathBuf {
+        self.sandboxes_dir().join(id.as_str()).join("qgroup")
+    }
+}
+
+/// Deletes subvolumes, nested ones first. Paths that no longer exist are skipped.
+fn delete_subvolumes(paths: &[PathBuf]) -> Result<(), StorageError> {
+    let present: Vec<&PathBuf> = paths.iter().filter(|p| p.exists()).collect();
+    if present.is_empty() {
+        return Ok(());
+    }
+    let mut args = vec![std::ffi::OsStr::new("subvolume"), "delete".as_ref()];
+    args.extend(present.iter().map(|p| p.as_os_str()));
+    tool::run("btrfs", args)?;
+    Ok(())
+}
+
+impl Storage for BtrfsStorage {
+    fn has_image(&self, image: &ImageRef) -> bool {
+        self.image_path(image).is_dir()
+    }
+
+    fn create_rootfs(
+        &self,
+        id: &SandboxId,
+        image: &ImageRef,
+        disk_bytes: u64,
+    ) -> Result<PathBuf, StorageError> {
+        let src = self.image_path(image);
+        if !src.is_dir() {
+            return Err(StorageError::ImageMissing(image.clone()));
+        }
+        let dir = self.sandboxes_dir().join(id.as_str());
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StorageError::SandboxExists(id.clone()));
+            }
+            Err(e) => return Err(io_err("create", &dir)(e)),
+        }
+        let result = self.populate_rootfs(&dir, &src, id, disk_bytes);
+        if result.is_err() {
+            let _ = self.destroy_rootfs(id);
+        }
+        result
+    }
+
+    fn rootfs_path(&self, id: &SandboxId) -> PathBuf {
+        self.sandboxes_dir().join(id.as_str()).join("rootfs")
+    }
+
+    fn destroy_rootfs(&self, id: &SandboxId) -> Result<(), StorageError> {
+        let dir = self.sandboxes_dir().join(id.as_str());
+        let rootfs = dir.join("rootfs");
+        delete_subvolumes(&[rootfs.join("tmp"), rootfs])?;
+        let qfile = self.qgroup_file(id);
+        if let Ok(q) = std::fs::read_to_string(&qfile) {
+            let q = q.trim();
+            // The deleted subvolumes leave the group asynchronously; a group that still has
+            // members cannot be destroyed yet and is cleared by `btrfs qgroup clear-stale` later.
+            let _ = tool::run(
+                "btrfs",
+                [std::ffi::OsStr::new("qgroup"), "destroy".as_ref(), q.as_ref(), self.root.as_os_str()],
+            );
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &dir)(e)),
+        }
+    }
+
+    fn list_rootfs(&self) -> Result<Vec<SandboxId>, StorageError> {
+        let dir = self.sandboxes_dir();
+        let entries = fs::read_dir(&dir).map_err(|e| StorageError::Io {
+            action: "list",
+            path: dir.clone(),
+            source: e,
+        })?;
+        Ok(entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+            .collect())
+    }
+}
+
+impl BtrfsStorage {
+    fn populate_rootfs(
+        &self,
+        dir: &Path,
+        src: &Path,
+        id: &SandboxId,
+        disk_bytes: u64,
+    ) -> Result<PathBuf, StorageError> {
+        let qgroup = self.create_qgroup()?;
+        fs::write(self.qgroup_file(id), qgroup.as_bytes()).map_err(|e| StorageError::Io {
+            action: "write",
+            path: self.qgroup_file(id),
+            source: e,
+        })?;
+        let rootfs = dir.join("rootfs");
+        tool::run(
+            "btrfs",
+            [
+                std::ffi::OsStr::new("subvolume"),
+                "snapshot".as_ref(),
+                "-i".as_ref(),
+                qgroup.as_ref(),
+                src.as_os_str(),
+                rootfs.as_os_str(),
+            ],
+        )?;
+        // /tmp becomes its own subvolume: it persists with the sandbox but a capture (a snapshot
+        // of the rootfs subvolume) does not descend into nested subvolumes.
+        let tmp = rootfs.join("tmp");
+        match std::fs::remove_dir_all(&tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("clear", &tmp)(e)),
+        }
+        tool::run(
+            "btrfs",
+            [
+                std::ffi::OsStr::new("subvolume"),
+                "create".as_ref(),
+                "-i".as_ref(),
+                qgroup.as_ref(),
+                tmp.as_os_str(),
+            ],
+        )?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
+                .map_err(io_err("chmod", &tmp))?;
+        }
+        tool::run(
+            "btrfs",
+            [
+                std::ffi::OsStr::new("qgroup"),
+                "limit".as_ref(),
+                disk_bytes.to_string().as_ref(),
+                qgroup.as_ref(),
+                self.root.as_os_str(),
+            ],
+        )?;
+        Ok(rootfs)
+    }
+
+    /// Creates a fresh level-1 qgroup with a random id and returns its name (`1/N`).
+    fn create_qgroup(&self) -> Result<String, StorageError> {
+        let mut last = None;
+        for _ in 0..4 {
+            let n = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or([1; 8]))
+                & ((1 << 40) - 1);
+            let name = format!("1/{}", n.max(1));
+            match tool::run(
+                "btrfs",
+                [std::ffi::OsStr::new("qgroup"), "create".as_ref(), name.as_ref(), self.root.as_os_str()],
+            ) {
+                Ok(_) => return Ok(name),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.map_or_else(
+            || StorageError::Io {
+                action: "create qgroup in",
+                path: self.root.clone(),
+                source: std::io::ErrorKind::Other.into(),
+            },
+            StorageError::Tool,
+        ))
+    }
+}
