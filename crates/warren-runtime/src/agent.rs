@@ -69,15 +69,24 @@ impl AgentConn {
     }
 
     async fn connect_inner(socket: &Path) -> Result<Self, AgentConnError> {
-        let stream = UnixStream::connect(socket).await.map_err(AgentConnError::Connect)?;
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(AgentConnError::Connect)?;
         let (r, w) = stream.into_split();
-        let mut conn = Self { reader: AgentReader { inner: r }, writer: AgentWriter { inner: w } };
-        conn.send(&Request::Hello { version: PROTOCOL_VERSION }).await?;
+        let mut conn = Self {
+            reader: AgentReader { inner: r },
+            writer: AgentWriter { inner: w },
+        };
+        conn.send(&Request::Hello {
+            version: PROTOCOL_VERSION,
+        })
+        .await?;
         match conn.recv().await? {
             Some(Response::Hello { version, .. }) if version == PROTOCOL_VERSION => Ok(conn),
-            Some(Response::Hello { version, .. }) => {
-                Err(AgentConnError::Version { agent: version, host: PROTOCOL_VERSION })
-            }
+            Some(Response::Hello { version, .. }) => Err(AgentConnError::Version {
+                agent: version,
+                host: PROTOCOL_VERSION,
+            }),
             Some(Response::Error(e)) => Err(e.into()),
             other => Err(AgentConnError::Unexpected(format!("{other:?}"))),
         }
@@ -128,7 +137,10 @@ impl AgentReader {
         }
         let len = warren_proto::body_len(prefix)?;
         let mut body = vec![0u8; len];
-        self.inner.read_exact(&mut body).await.map_err(ProtoError::Io)?;
+        self.inner
+            .read_exact(&mut body)
+            .await
+            .map_err(ProtoError::Io)?;
         Ok(Some(warren_proto::decode(&body)?))
     }
 }

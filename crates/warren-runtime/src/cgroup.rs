@@ -67,11 +67,17 @@ pub fn detect() -> Result<Box<dyn CgroupBackend>, CgroupError> {
         path: "/proc/self/mountinfo".into(),
         source: e,
     })?;
-    let mut v1 = V1 { memory: None, cpu: None, pids: None };
+    let mut v1 = V1 {
+        memory: None,
+        cpu: None,
+        pids: None,
+    };
     let mut v2_mount = None;
     for line in mounts.lines() {
         // mountinfo: id parent maj:min root mountpoint opts [optional...] - fstype source superopts
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let mount_point = left.split(' ').nth(4).unwrap_or_default();
         let mut r = right.split(' ');
         let fstype = r.next().unwrap_or_default();
@@ -93,10 +99,13 @@ pub fn detect() -> Result<Box<dyn CgroupBackend>, CgroupError> {
         }
     }
     if let Some(mount) = v2_mount {
-        let controllers = std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
+        let controllers =
+            std::fs::read_to_string(mount.join("cgroup.controllers")).unwrap_or_default();
         let has = |c: &str| controllers.split_whitespace().any(|x| x == c);
         if has("memory") && has("cpu") && has("pids") {
-            return Ok(Box::new(V2 { root: mount.join(PARENT) }));
+            return Ok(Box::new(V2 {
+                root: mount.join(PARENT),
+            }));
         }
     }
     if v1.memory.is_some() && v1.cpu.is_some() && v1.pids.is_some() {
@@ -128,7 +137,11 @@ fn mkdir(path: &Path) -> Result<(), CgroupError> {
     match std::fs::create_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(CgroupError::Io { action: "create", path: path.to_owned(), source }),
+        Err(source) => Err(CgroupError::Io {
+            action: "create",
+            path: path.to_owned(),
+            source,
+        }),
     }
 }
 
@@ -144,7 +157,11 @@ fn rmdir(path: &Path) -> Result<(), CgroupError> {
                 std::thread::sleep(Duration::from_millis(2));
             }
             Err(source) => {
-                return Err(CgroupError::Io { action: "remove", path: path.to_owned(), source });
+                return Err(CgroupError::Io {
+                    action: "remove",
+                    path: path.to_owned(),
+                    source,
+                });
             }
         }
     }
@@ -158,7 +175,13 @@ fn list_children(dir: &Path) -> Result<Vec<String>, CgroupError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(CgroupError::Io { action: "list", path: dir.to_owned(), source }),
+        Err(source) => {
+            return Err(CgroupError::Io {
+                action: "list",
+                path: dir.to_owned(),
+                source,
+            });
+        }
     };
     Ok(entries
         .flatten()
@@ -186,7 +209,9 @@ impl V1 {
     }
 
     fn dir(base: &Option<PathBuf>, name: &str) -> Result<PathBuf, CgroupError> {
-        base.as_ref().map(|b| b.join(name)).ok_or(CgroupError::Unsupported)
+        base.as_ref()
+            .map(|b| b.join(name))
+            .ok_or(CgroupError::Unsupported)
     }
 }
 
@@ -205,7 +230,10 @@ impl CgroupBackend for V1 {
         for d in [&mem, &cpu, &pids] {
             mkdir(d)?;
         }
-        write(&mem.join("memory.limit_in_bytes"), &limits.memory_bytes.to_string())?;
+        write(
+            &mem.join("memory.limit_in_bytes"),
+            &limits.memory_bytes.to_string(),
+        )?;
         // With swap accounting the memsw limit must equal the memory limit, or the sandbox
         // would swap past it; without swap accounting the file does not exist.
         let memsw = mem.join("memory.memsw.limit_in_bytes");
@@ -214,9 +242,15 @@ impl CgroupBackend for V1 {
         }
         let _ = write(&mem.join("memory.swappiness"), "0");
         write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
-        write(&cpu.join("cpu.cfs_quota_us"), &cpu_quota_us(limits).to_string())?;
+        write(
+            &cpu.join("cpu.cfs_quota_us"),
+            &cpu_quota_us(limits).to_string(),
+        )?;
         write(&pids.join("pids.max"), &limits.pids.to_string())?;
-        Ok([mem, cpu, pids].iter().map(|d| d.join("cgroup.procs")).collect())
+        Ok([mem, cpu, pids]
+            .iter()
+            .map(|d| d.join("cgroup.procs"))
+            .collect())
     }
 
     fn pids(&self, name: &str) -> Result<Vec<u32>, CgroupError> {
@@ -224,7 +258,11 @@ impl CgroupBackend for V1 {
         match std::fs::read_to_string(&procs) {
             Ok(t) => Ok(parse_pids(&t)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(source) => Err(CgroupError::Io { action: "read", path: procs, source }),
+            Err(source) => Err(CgroupError::Io {
+                action: "read",
+                path: procs,
+                source,
+            }),
         }
     }
 
@@ -273,12 +311,18 @@ impl CgroupBackend for V2 {
 
     fn create(&self, name: &str, limits: &Limits) -> Result<Vec<PathBuf>, CgroupError> {
         mkdir(&self.root)?;
-        write(&self.root.join("cgroup.subtree_control"), "+memory +cpu +pids")?;
+        write(
+            &self.root.join("cgroup.subtree_control"),
+            "+memory +cpu +pids",
+        )?;
         let dir = self.root.join(name);
         mkdir(&dir)?;
         write(&dir.join("memory.max"), &limits.memory_bytes.to_string())?;
         let _ = write(&dir.join("memory.swap.max"), "0");
-        write(&dir.join("cpu.max"), &format!("{} {CPU_PERIOD_US}", cpu_quota_us(limits)))?;
+        write(
+            &dir.join("cpu.max"),
+            &format!("{} {CPU_PERIOD_US}", cpu_quota_us(limits)),
+        )?;
         write(&dir.join("pids.max"), &limits.pids.to_string())?;
         Ok(vec![dir.join("cgroup.procs")])
     }
@@ -288,7 +332,11 @@ impl CgroupBackend for V2 {
         match std::fs::read_to_string(&procs) {
             Ok(t) => Ok(parse_pids(&t)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(source) => Err(CgroupError::Io { action: "read", path: procs, source }),
+            Err(source) => Err(CgroupError::Io {
+                action: "read",
+                path: procs,
+                source,
+            }),
         }
     }
 
@@ -325,10 +373,20 @@ mod tests {
 
     #[test]
     fn cpu_quota_scales_with_millicpus() {
-        let l = Limits { millicpus: 1500, ..Limits::default() };
+        let l = Limits {
+            millicpus: 1500,
+            ..Limits::default()
+        };
         assert_eq!(cpu_quota_us(&l), 150_000);
-        let tiny = Limits { millicpus: 1, ..Limits::default() };
-        assert_eq!(cpu_quota_us(&tiny), 1000, "the kernel rejects quotas under 1 ms");
+        let tiny = Limits {
+            millicpus: 1,
+            ..Limits::default()
+        };
+        assert_eq!(
+            cpu_quota_us(&tiny),
+            1000,
+            "the kernel rejects quotas under 1 ms"
+        );
     }
 
     #[test]

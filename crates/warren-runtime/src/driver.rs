@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -107,8 +107,10 @@ pub trait Driver: Send + Sync {
         spec: &SandboxSpec,
     ) -> impl Future<Output = Result<SandboxHandle, DriverError>> + Send;
     /// Kills every process of the sandbox and frees all of its resources. Idempotent.
-    fn destroy(&self, handle: &SandboxHandle)
-    -> impl Future<Output = Result<(), DriverError>> + Send;
+    fn destroy(
+        &self,
+        handle: &SandboxHandle,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send;
     /// Whether the sandbox's agent is the process the handle names and is alive.
     fn is_running(&self, handle: &SandboxHandle) -> bool;
     /// Connects to the sandbox's agent.
@@ -161,6 +163,8 @@ struct Inner {
     storage: BtrfsStorage,
     cgroups: Box<dyn CgroupBackend>,
     slots: Slots,
+    /// Whether the helper binaries are usable; checked on the first create.
+    binaries: OnceLock<Result<(), String>>,
 }
 
 /// First host uid/gid handed to sandboxes; far above any account a distribution creates.
@@ -171,13 +175,6 @@ const ID_COUNT: u32 = 65_536;
 impl JailDriver {
     /// Opens the driver: storage (mounting the pool if needed), cgroups, uid slots. Blocking.
     pub fn open(cfg: JailConfig) -> Result<Self, DriverError> {
-        check_static(&cfg.agent_path)?;
-        if !cfg.jailer_path.is_file() {
-            return Err(DriverError::Binary(format!(
-                "warren-jailer not found at {}",
-                cfg.jailer_path.display()
-            )));
-        }
         let storage = BtrfsStorage::open(&cfg.data_dir, cfg.pool_bytes)?;
         let cgroups = cgroup::detect()?;
         let slots = Slots::open(&cfg.data_dir.join("slots"), (u32::MAX - ID_BASE) / ID_COUNT)?;
@@ -187,7 +184,15 @@ impl JailDriver {
             path: run.clone(),
             source,
         })?;
-        Ok(Self { inner: Arc::new(Inner { cfg, storage, cgroups, slots }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                cfg,
+                storage,
+                cgroups,
+                slots,
+                binaries: OnceLock::new(),
+            }),
+        })
     }
 
     /// The storage under this driver.
@@ -214,12 +219,17 @@ impl JailDriver {
         spec: &SandboxSpec,
         undo: &mut Undo,
     ) -> Result<SandboxHandle, DriverError> {
+        let cfg = &self.inner.cfg;
+        self.inner
+            .binaries
+            .get_or_init(|| check_binaries(&cfg.agent_path, &cfg.jailer_path))
+            .clone()
+            .map_err(DriverError::Binary)?;
         let inner = self.inner.clone();
         let (id, image, disk) = (spec.id.clone(), spec.image.clone(), spec.limits.disk_bytes);
-        let rootfs = tokio::task::spawn_blocking(move || {
-            inner.storage.create_rootfs(&id, &image, disk)
-        })
-        .await??;
+        let rootfs =
+            tokio::task::spawn_blocking(move || inner.storage.create_rootfs(&id, &image, disk))
+                .await??;
         undo.rootfs = true;
 
         let slot = self.inner.slots.allocate(spec.id.as_str())?;
@@ -248,7 +258,10 @@ impl JailDriver {
             shm_bytes: self.inner.cfg.shm_bytes.min(spec.limits.memory_bytes),
             nofile: self.inner.cfg.nofile,
             nproc: u64::from(spec.limits.pids),
-            agent_args: vec!["--listen-fd".into(), warren_jail::AGENT_LISTEN_FD.to_string()],
+            agent_args: vec![
+                "--listen-fd".into(),
+                warren_jail::AGENT_LISTEN_FD.to_string(),
+            ],
         };
         let report = run_jailer(&self.inner.cfg.jailer_path, &jail).await?;
         Ok(SandboxHandle {
@@ -299,7 +312,13 @@ impl JailDriver {
         match std::fs::remove_dir_all(&run_dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => return Err(DriverError::Io { action: "remove", path: run_dir, source }),
+            Err(source) => {
+                return Err(DriverError::Io {
+                    action: "remove",
+                    path: run_dir,
+                    source,
+                });
+            }
         }
         self.inner.slots.release_owner(id.as_str())?;
         Ok(())
@@ -340,7 +359,8 @@ impl Driver for JailDriver {
     }
 
     async fn destroy(&self, handle: &SandboxHandle) -> Result<(), DriverError> {
-        self.teardown(&handle.id, Some((handle.pid, handle.start_time))).await
+        self.teardown(&handle.id, Some((handle.pid, handle.start_time)))
+            .await
     }
 
     fn is_running(&self, handle: &SandboxHandle) -> bool {
@@ -358,9 +378,15 @@ fn cgroup_name(id: &SandboxId) -> String {
 
 fn create_private_dir(path: &Path) -> Result<(), DriverError> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path).map_err(|source| {
-        DriverError::Io { action: "create", path: path.to_owned(), source }
-    })
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| DriverError::Io {
+            action: "create",
+            path: path.to_owned(),
+            source,
+        })
 }
 
 async fn run_jailer(jailer: &Path, spec: &JailSpec) -> Result<JailReport, DriverError> {
@@ -374,7 +400,10 @@ async fn run_jailer(jailer: &Path, spec: &JailSpec) -> Result<JailReport, Driver
         .spawn()
         .map_err(DriverError::JailerSpawn)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(&input).await.map_err(DriverError::JailerSpawn)?;
+        stdin
+            .write_all(&input)
+            .await
+            .map_err(DriverError::JailerSpawn)?;
     }
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
@@ -403,20 +432,23 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
-/// Refuses a dynamically linked agent: it runs inside arbitrary images, which may have no or a
-/// different libc.
-fn check_static(agent: &Path) -> Result<(), DriverError> {
+/// Checks the helper binaries. A dynamically linked agent is refused: it runs inside arbitrary
+/// images, which may have no libc or a different one.
+fn check_binaries(agent: &Path, jailer: &Path) -> Result<(), String> {
     let bytes = std::fs::read(agent).map_err(|e| {
-        DriverError::Binary(format!(
+        format!(
             "warren-agent not found at {} ({e}); build it with scripts/build.sh",
             agent.display()
-        ))
+        )
     })?;
     if elf_has_interpreter(&bytes) {
-        return Err(DriverError::Binary(format!(
+        return Err(format!(
             "warren-agent at {} is dynamically linked; build the static one with scripts/build.sh",
             agent.display()
-        )));
+        ));
+    }
+    if !jailer.is_file() {
+        return Err(format!("warren-jailer not found at {}", jailer.display()));
     }
     Ok(())
 }
@@ -424,9 +456,14 @@ fn check_static(agent: &Path) -> Result<(), DriverError> {
 /// Whether a 64-bit little-endian ELF file has a PT_INTERP program header.
 fn elf_has_interpreter(elf: &[u8]) -> bool {
     let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
     let u64_at = |o: usize| {
-        elf.get(o..o + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes)
+        elf.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
     };
     if elf.get(..4) != Some(b"\x7fELF") {
         return true;
@@ -435,7 +472,9 @@ fn elf_has_interpreter(elf: &[u8]) -> bool {
     else {
         return true;
     };
-    let Ok(phoff) = usize::try_from(phoff) else { return true };
+    let Ok(phoff) = usize::try_from(phoff) else {
+        return true;
+    };
     (0..usize::from(phnum)).any(|i| u32_at(phoff + i * usize::from(phentsize)) == Some(3))
 }
 
@@ -454,7 +493,13 @@ mod tests {
     #[test]
     fn detects_dynamic_elf() {
         let bash = std::fs::read("/bin/sh").unwrap();
-        assert!(elf_has_interpreter(&bash), "/bin/sh is dynamically linked on Debian");
-        assert!(elf_has_interpreter(b"#!/bin/sh\n"), "non-ELF counts as unusable");
+        assert!(
+            elf_has_interpreter(&bash),
+            "/bin/sh is dynamically linked on Debian"
+        );
+        assert!(
+            elf_has_interpreter(b"#!/bin/sh\n"),
+            "non-ELF counts as unusable"
+        );
     }
 }

@@ -143,7 +143,11 @@ fn bootstrap(
     }
     let status = child.wait().map_err(ImageError::Spawn)?;
     if !status.success() {
-        return Err(ImageError::Bootstrap { image: image.clone(), status, tail: tail.join(" | ") });
+        return Err(ImageError::Bootstrap {
+            image: image.clone(),
+            status,
+            tail: tail.join(" | "),
+        });
     }
     Ok(())
 }
@@ -155,14 +159,22 @@ fn finish_rootfs(root: &Path) -> Result<(), ImageError> {
         let path = path.to_owned();
         move |source| ImageError::Finish { path, source }
     };
-    for (dir, mode) in [("proc", 0o555), ("dev", 0o755), ("sys", 0o555), ("tmp", 0o1777)] {
+    for (dir, mode) in [
+        ("proc", 0o555),
+        ("dev", 0o755),
+        ("sys", 0o555),
+        ("tmp", 0o1777),
+    ] {
         let p = root.join(dir);
         std::fs::create_dir_all(&p).map_err(fail(&p))?;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).map_err(fail(&p))?;
     }
     let hosts = root.join("etc/hosts");
-    std::fs::write(&hosts, "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
-        .map_err(fail(&hosts))?;
+    std::fs::write(
+        &hosts,
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    )
+    .map_err(fail(&hosts))?;
     let hostname = root.join("etc/hostname");
     std::fs::write(&hostname, "sandbox\n").map_err(fail(&hostname))?;
     let resolv = root.join("etc/resolv.conf");

@@ -38,29 +38,45 @@ impl Slots {
             path: dir.to_owned(),
             source,
         })?;
-        Ok(Self { dir: dir.to_owned(), count })
+        Ok(Self {
+            dir: dir.to_owned(),
+            count,
+        })
     }
 
     /// Claims a free slot for `owner`.
     pub(crate) fn allocate(&self, owner: &str) -> Result<u32, SlotError> {
         // Start at a random slot so concurrent allocators rarely contend on the same files.
         let start = u32::from_le_bytes(
-            uuid::Uuid::new_v4().as_bytes()[..4].try_into().unwrap_or([0; 4]),
+            uuid::Uuid::new_v4().as_bytes()[..4]
+                .try_into()
+                .unwrap_or([0; 4]),
         ) % self.count;
         for i in 0..self.count {
             let n = (start + i) % self.count;
             let path = self.dir.join(n.to_string());
-            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
                 Ok(mut f) => {
-                    f.write_all(owner.as_bytes()).map_err(|source| SlotError::Io {
-                        action: "write",
-                        path: path.clone(),
-                        source,
-                    })?;
+                    f.write_all(owner.as_bytes())
+                        .map_err(|source| SlotError::Io {
+                            action: "write",
+                            path: path.clone(),
+                            source,
+                        })?;
                     return Ok(n);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(source) => return Err(SlotError::Io { action: "create", path, source }),
+                Err(source) => {
+                    return Err(SlotError::Io {
+                        action: "create",
+                        path,
+                        source,
+                    });
+                }
             }
         }
         Err(SlotError::Exhausted(self.count))
@@ -74,7 +90,13 @@ impl Slots {
                 match std::fs::remove_file(&path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(source) => return Err(SlotError::Io { action: "remove", path, source }),
+                    Err(source) => {
+                        return Err(SlotError::Io {
+                            action: "remove",
+                            path,
+                            source,
+                        });
+                    }
                 }
             }
         }

@@ -49,7 +49,11 @@ pub enum StorageError {
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StorageError {
     let path = path.to_owned();
-    move |source| StorageError::Io { action, path, source }
+    move |source| StorageError::Io {
+        action,
+        path,
+        source,
+    }
 }
 
 /// Where root filesystems come from. The jail driver uses btrfs; a microVM driver will want
@@ -105,8 +109,8 @@ impl BtrfsStorage {
             .write(true)
             .open(&lock_path)
             .map_err(io_err("open", &lock_path))?;
-        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive)
-            .map_err(|(_, e)| StorageError::Io {
+        let _lock =
+            Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| StorageError::Io {
                 action: "lock",
                 path: lock_path.clone(),
                 source: e.into(),
@@ -122,7 +126,10 @@ impl BtrfsStorage {
                 let f = std::fs::File::create(&image).map_err(io_err("create", &image))?;
                 f.set_len(pool_bytes).map_err(io_err("size", &image))?;
                 drop(f);
-                tool::run("mkfs.btrfs", [std::ffi::OsStr::new("-q"), image.as_os_str()])?;
+                tool::run(
+                    "mkfs.btrfs",
+                    [std::ffi::OsStr::new("-q"), image.as_os_str()],
+                )?;
             }
             tool::run(
                 "mount",
@@ -136,7 +143,14 @@ impl BtrfsStorage {
         }
         let quota_marker = root.join(".quota-enabled");
         if !quota_marker.exists() {
-            tool::run("btrfs", [std::ffi::OsStr::new("quota"), "enable".as_ref(), root.as_os_str()])?;
+            tool::run(
+                "btrfs",
+                [
+                    std::ffi::OsStr::new("quota"),
+                    "enable".as_ref(),
+                    root.as_os_str(),
+                ],
+            )?;
             fs::write(&quota_marker, b"").map_err(|e| StorageError::Io {
                 action: "write",
                 path: quota_marker.clone(),
@@ -175,11 +189,20 @@ impl BtrfsStorage {
 
     /// Creates an empty writable subvolume for building an image into.
     pub fn begin_image_build(&self) -> Result<PathBuf, StorageError> {
-        let path = self.images_dir().join(format!(".build-{}", std::process::id()));
+        let path = self
+            .images_dir()
+            .join(format!(".build-{}", std::process::id()));
         if path.exists() {
             delete_subvolumes(std::slice::from_ref(&path))?;
         }
-        tool::run("btrfs", [std::ffi::OsStr::new("subvolume"), "create".as_ref(), path.as_os_str()])?;
+        tool::run(
+            "btrfs",
+            [
+                std::ffi::OsStr::new("subvolume"),
+                "create".as_ref(),
+                path.as_os_str(),
+            ],
+        )?;
         Ok(path)
     }
 
@@ -229,9 +252,13 @@ impl BtrfsStorage {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let Some(pid) = name.strip_prefix(".build-") else { continue };
+            let Some(pid) = name.strip_prefix(".build-") else {
+                continue;
+            };
             // A build whose process still runs is someone else's, in progress.
-            let alive = pid.parse::<u32>().is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            let alive = pid
+                .parse::<u32>()
+                .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
             if !alive {
                 delete_subvolumes(&[entry.path()])?;
             }
@@ -301,7 +328,12 @@ impl Storage for BtrfsStorage {
             // members cannot be destroyed yet and is cleared by `btrfs qgroup clear-stale` later.
             let _ = tool::run(
                 "btrfs",
-                [std::ffi::OsStr::new("qgroup"), "destroy".as_ref(), q.as_ref(), self.root.as_os_str()],
+                [
+                    std::ffi::OsStr::new("qgroup"),
+                    "destroy".as_ref(),
+                    q.as_ref(),
+                    self.root.as_os_str(),
+                ],
             );
         }
         match std::fs::remove_dir_all(&dir) {
@@ -391,12 +423,20 @@ impl BtrfsStorage {
     fn create_qgroup(&self) -> Result<String, StorageError> {
         let mut last = None;
         for _ in 0..4 {
-            let n = u64::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or([1; 8]))
-                & ((1 << 40) - 1);
+            let n = u64::from_le_bytes(
+                uuid::Uuid::new_v4().as_bytes()[..8]
+                    .try_into()
+                    .unwrap_or([1; 8]),
+            ) & ((1 << 40) - 1);
             let name = format!("1/{}", n.max(1));
             match tool::run(
                 "btrfs",
-                [std::ffi::OsStr::new("qgroup"), "create".as_ref(), name.as_ref(), self.root.as_os_str()],
+                [
+                    std::ffi::OsStr::new("qgroup"),
+                    "create".as_ref(),
+                    name.as_ref(),
+                    self.root.as_os_str(),
+                ],
             ) {
                 Ok(_) => return Ok(name),
                 Err(e) => last = Some(e),

@@ -38,7 +38,10 @@ where
         .args(&args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| ToolError::Spawn { program: program.to_owned(), source })?;
+        .map_err(|source| ToolError::Spawn {
+            program: program.to_owned(),
+            source,
+        })?;
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }

@@ -1,1 +1,94 @@
-fn main() {}
+//! `warren`: the command line. Thin glue over `warren-runtime` (and, with the server, its API).
+
+// Printing is this binary's job.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+mod doctor;
+mod image;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use warren_runtime::{JailConfig, JailDriver};
+
+/// Warren: isolated, stateful sandboxes for AI agents on your own hardware.
+#[derive(Debug, Parser)]
+#[command(name = "warren", version, about)]
+struct Cli {
+    /// Where Warren keeps images, sandboxes and state.
+    #[arg(
+        long,
+        global = true,
+        env = "WARREN_DATA_DIR",
+        default_value = "/var/lib/warren"
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a sandbox, run one command in it with live output, destroy it; exits with the
+    /// command's exit code.
+    Run(run::RunArgs),
+    /// Manage images.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Check which host features Warren needs are present, and how to fix what is missing.
+    Doctor,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(125)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run::run(&cli.data_dir, args),
+        Command::Image(cmd) => image::image(&cli.data_dir, cmd),
+        Command::Doctor => doctor::doctor(&cli.data_dir),
+    }
+}
+
+/// Directory holding `warren-agent` and `warren-jailer`: `WARREN_BIN_DIR`, else next to this
+/// executable.
+fn bin_dir() -> Result<PathBuf> {
+    if let Some(dir) = std::env::var_os("WARREN_BIN_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let exe = std::env::current_exe().context("failed to find the warren executable")?;
+    Ok(exe.parent().map(PathBuf::from).unwrap_or_default())
+}
+
+/// Opens the jail driver for a data dir.
+fn open_driver(data_dir: &std::path::Path) -> Result<JailDriver> {
+    let cfg = JailConfig::new(data_dir.to_owned(), &bin_dir()?);
+    JailDriver::open(cfg).context("failed to open the sandbox runtime")
+}
+
+/// A tokio runtime for one CLI command.
+fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")
+}
