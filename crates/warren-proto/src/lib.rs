@@ -299,7 +299,10 @@ pub struct AgentError {
 impl AgentError {
     /// Builds an error.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -387,7 +390,10 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtoError> {
     out = postcard::to_extend(msg, out).map_err(ProtoError::Encode)?;
     let len = out.len() - 4;
     if len > MAX_FRAME_LEN {
-        return Err(ProtoError::FrameTooLarge { len, max: MAX_FRAME_LEN });
+        return Err(ProtoError::FrameTooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
     }
     let prefix = u32::try_from(len).map_err(|_| ProtoError::FrameTooLarge {
         len,
@@ -401,7 +407,10 @@ pub fn encode<T: Serialize>(msg: &T) -> Result<Vec<u8>, ProtoError> {
 pub fn body_len(prefix: [u8; 4]) -> Result<usize, ProtoError> {
     let len = u32::from_be_bytes(prefix) as usize;
     if len > MAX_FRAME_LEN {
-        return Err(ProtoError::FrameTooLarge { len, max: MAX_FRAME_LEN });
+        return Err(ProtoError::FrameTooLarge {
+            len,
+            max: MAX_FRAME_LEN,
+        });
     }
     Ok(len)
 }
@@ -479,7 +488,9 @@ mod tests {
     #[test]
     fn roundtrip_every_request_shape() {
         let reqs = vec![
-            Request::Hello { version: PROTOCOL_VERSION },
+            Request::Hello {
+                version: PROTOCOL_VERSION,
+            },
             Request::Exec(ExecSpec {
                 command_id: Some("abc".into()),
                 argv: vec!["/bin/bash".into(), "-c".into(), "echo hi".into()],
@@ -488,9 +499,20 @@ mod tests {
                 timeout_ms: Some(5),
                 ..Default::default()
             }),
-            Request::Attach { command_id: "x".into(), stdout_offset: 7, stderr_offset: u64::MAX },
-            Request::Input { data: vec![0, 255, 10] },
-            Request::ReadFile { path: "/etc/hosts".into(), offset: 1, len: None, user: None },
+            Request::Attach {
+                command_id: "x".into(),
+                stdout_offset: 7,
+                stderr_offset: u64::MAX,
+            },
+            Request::Input {
+                data: vec![0, 255, 10],
+            },
+            Request::ReadFile {
+                path: "/etc/hosts".into(),
+                offset: 1,
+                len: None,
+                user: None,
+            },
             Request::DialTcp { port: 8080 },
         ];
         for r in reqs {
@@ -523,7 +545,10 @@ mod tests {
 
         let mut big = FrameDecoder::new();
         big.push(&u32::try_from(MAX_FRAME_LEN + 1).unwrap().to_be_bytes());
-        assert!(matches!(big.next_frame::<Response>(), Err(ProtoError::FrameTooLarge { .. })));
+        assert!(matches!(
+            big.next_frame::<Response>(),
+            Err(ProtoError::FrameTooLarge { .. })
+        ));
     }
 
     #[test]

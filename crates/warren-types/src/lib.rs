@@ -45,8 +45,13 @@ impl FromStr for SandboxId {
         let ok = !s.is_empty()
             && s.len() <= 40
             && !s.starts_with('-')
-            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if ok { Ok(Self(s.to_owned())) } else { Err(ParseError::SandboxId(s.to_owned())) }
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(ParseError::SandboxId(s.to_owned()))
+        }
     }
 }
 
@@ -75,7 +80,9 @@ impl fmt::Display for SandboxId {
 pub fn parse_size(s: &str) -> Result<u64, ParseError> {
     let err = || ParseError::Size(s.to_owned());
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let unit = unit.trim().to_ascii_uppercase();
     let unit = unit.trim_end_matches('B').trim_end_matches('I');
@@ -117,7 +124,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { millicpus: 1000, memory_bytes: 512 << 20, disk_bytes: 2 << 30, pids: 1024 }
+        Self {
+            millicpus: 1000,
+            memory_bytes: 512 << 20,
+            disk_bytes: 2 << 30,
+            pids: 1024,
+        }
     }
 }
 
@@ -132,7 +144,10 @@ pub struct ImageRef {
 impl ImageRef {
     /// The image every sandbox gets unless told otherwise.
     pub fn default_image() -> Self {
-        Self { name: "system/default".into(), tag: "latest".into() }
+        Self {
+            name: "system/default".into(),
+            tag: "latest".into(),
+        }
     }
 
     /// Repository part, e.g. `system/default`.
@@ -166,13 +181,20 @@ impl FromStr for ImageRef {
                 !part.is_empty()
                     && part != "."
                     && part != ".."
-                    && part.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
             });
         let tag_ok = !tag.is_empty()
             && tag.len() <= 128
-            && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            && tag
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if name_ok && tag_ok {
-            Ok(Self { name: name.to_owned(), tag: tag.to_owned() })
+            Ok(Self {
+                name: name.to_owned(),
+                tag: tag.to_owned(),
+            })
         } else {
             Err(err())
         }
@@ -232,7 +254,10 @@ mod tests {
         let p: ImageRef = "python".parse().unwrap();
         assert_eq!(p.to_string(), "python:latest");
         let h = "localhost:5000/x/y:1.2".parse::<ImageRef>();
-        assert!(h.is_err(), "hosts with ports are not image refs of this store");
+        assert!(
+            h.is_err(),
+            "hosts with ports are not image refs of this store"
+        );
         for bad in ["../x", "a//b", "a:b:c/d", "x:", "a b"] {
             assert!(bad.parse::<ImageRef>().is_err(), "{bad} should not parse");
         }
