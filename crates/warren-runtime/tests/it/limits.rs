@@ -1,0 +1,131 @@
+//! Resource limits are enforced by the kernel, inside the sandbox only.
+
+use std::time::{Duration, Instant};
+
+use warren_types::Limits;
+
+use crate::support::{TestSandbox, driver};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fork_bomb_stops_at_the_pids_limit_and_the_host_stays_responsive() {
+    let sb = TestSandbox::with_limits(Limits {
+        pids: 64,
+        ..Limits::default()
+    })
+    .await;
+    let bomb = warren_proto::ExecSpec {
+        argv: crate::support::bash(":(){ :|:& };:; sleep 5"),
+        timeout_ms: Some(8_000),
+        ..Default::default()
+    };
+    let mut conn = sb.conn().await;
+    conn.send(&warren_proto::Request::Exec(bomb)).await.unwrap();
+    // While the bomb runs, the host still spawns processes promptly and the sandbox's process
+    // count never passes its limit.
+    let mut peak = 0;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        peak = peak.max(driver().cgroups().pids(sb.id().as_str()).unwrap().len());
+        let t = Instant::now();
+        let st = std::process::Command::new("true").status().unwrap();
+        assert!(st.success());
+        slowest = slowest.max(t.elapsed());
+    }
+    assert!(peak > 32, "the bomb did fork (peak {peak})");
+    assert!(peak <= 64, "pids limit held (peak {peak})");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "host spawn took {slowest:?}"
+    );
+    drop(conn);
+    let t = Instant::now();
+    sb.destroy().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "destroy of a bombed sandbox took {:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_hog_is_oom_killed_inside_its_cgroup_only() {
+    let sb = TestSandbox::with_limits(Limits {
+        memory_bytes: 128 << 20,
+        ..Limits::default()
+    })
+    .await;
+    let neighbour = TestSandbox::new().await;
+    let before = driver().oom_kills(sb.id()).unwrap();
+    let out = sb
+        .exec(warren_proto::ExecSpec {
+            argv: vec![
+                "python3".into(),
+                "-c".into(),
+                "b=[]\nwhile True: b.append(bytearray(16<<20))".into(),
+            ],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(
+        out.code(),
+        137,
+        "killed by SIGKILL: {:?} {}",
+        out.exit,
+        out.err()
+    );
+    assert!(
+        driver().oom_kills(sb.id()).unwrap() > before,
+        "the kernel's OOM killer fired in the sandbox cgroup"
+    );
+    // The sandbox itself (its agent) and its neighbour keep working.
+    assert_eq!(sb.sh("echo alive").await.out(), "alive\n");
+    assert_eq!(neighbour.sh("echo alive").await.out(), "alive\n");
+    assert_eq!(driver().oom_kills(neighbour.id()).unwrap(), 0);
+    sb.destroy().await;
+    neighbour.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writing_past_the_disk_limit_fails_inside_and_spares_the_host() {
+    let limit: u64 = 512 << 20;
+    let sb = TestSandbox::with_limits(Limits {
+        disk_bytes: limit,
+        ..Limits::default()
+    })
+    .await;
+    let host_free = || {
+        let s = nix::sys::statvfs::statvfs("/").unwrap();
+        s.blocks_available() * s.fragment_size()
+    };
+    let before = host_free();
+    let out = sb
+        .sh("dd if=/dev/zero of=/root/big bs=1M count=2048 conv=fsync 2>&1; echo rc=$?; sync")
+        .await;
+    let text = out.out();
+    assert!(!text.contains("rc=0"), "dd must fail: {text}");
+    assert!(
+        text.contains("Disk quota exceeded") || text.contains("No space left"),
+        "EDQUOT or ENOSPC: {text}"
+    );
+    // /tmp counts against the same limit.
+    let tmp = sb
+        .sh("dd if=/dev/zero of=/tmp/big bs=1M count=2048 2>&1; echo rc=$?")
+        .await;
+    assert!(
+        !tmp.out().contains("rc=0"),
+        "dd into /tmp must fail too: {}",
+        tmp.out()
+    );
+    let used = before.saturating_sub(host_free());
+    assert!(
+        used < limit + (256 << 20),
+        "host lost {used} bytes for a {limit} byte sandbox"
+    );
+    // Freeing space makes the sandbox usable again.
+    let again = sb
+        .sh("rm -f /root/big /tmp/big; sync; echo ok > /root/small && cat /root/small")
+        .await;
+    assert_eq!(again.out(), "ok\n", "{}", again.err());
+    sb.destroy().await;
+}

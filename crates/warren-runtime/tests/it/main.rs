@@ -1,0 +1,10 @@
+//! Integration tests with real sandboxes: isolation seen from inside, resource limits, and the
+//! command session features (streaming, stdin, PTY, kill, timeout, reattach, floods).
+
+// An integration-test crate is test code throughout.
+#![allow(unreachable_pub, clippy::tests_outside_test_module, clippy::unwrap_used, clippy::cast_possible_truncation)]
+
+mod exec;
+mod isolation;
+mod limits;
+mod support;
