@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, the static helper build, the default image in the
+# test data dir, then every test (unit and integration, with real sandboxes). Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/test.sh needs root: the tests create namespaces, cgroups and btrfs subvolumes" >&2
+  exit 1
+fi
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+scripts/build.sh
+export WARREN_BIN_DIR="$PWD/target/release"
+export WARREN_TEST_DATA_DIR="${WARREN_TEST_DATA_DIR:-/var/lib/warren-test}"
+target/release/warren --data-dir "$WARREN_TEST_DATA_DIR" image build
+cargo nextest run --workspace --locked
