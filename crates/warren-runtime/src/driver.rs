@@ -89,6 +89,9 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+    /// The sandbox has no root filesystem to start from.
+    #[error("sandbox {0} has no root filesystem")]
+    NoStorage(SandboxId),
     /// Processes stayed alive after the kill.
     #[error("sandbox {0} did not stop")]
     StopTimeout(SandboxId),
@@ -106,11 +109,32 @@ pub trait Driver: Send + Sync {
         &self,
         spec: &SandboxSpec,
     ) -> impl Future<Output = Result<SandboxHandle, DriverError>> + Send;
-    /// Kills every process of the sandbox and frees all of its resources. Idempotent.
+    /// Boots a stopped sandbox on its existing root filesystem (files and /tmp kept).
+    fn start(
+        &self,
+        spec: &SandboxSpec,
+    ) -> impl Future<Output = Result<SandboxHandle, DriverError>> + Send;
+    /// Kills every process of the sandbox and frees its runtime resources, keeping its files.
+    /// `handle` is `None` when the caller has lost it (the processes are then found by cgroup).
+    fn stop(
+        &self,
+        id: &SandboxId,
+        handle: Option<&SandboxHandle>,
+    ) -> impl Future<Output = Result<(), DriverError>> + Send;
+    /// Stops the sandbox and deletes its files. Idempotent.
     fn destroy(
         &self,
-        handle: &SandboxHandle,
+        id: &SandboxId,
+        handle: Option<&SandboxHandle>,
     ) -> impl Future<Output = Result<(), DriverError>> + Send;
+    /// Whether the sandbox has a root filesystem (so it can be started).
+    fn has_storage(&self, id: &SandboxId) -> bool;
+    /// Frees every resource (processes, cgroups, files, uid ranges) of sandboxes not in `keep`.
+    /// Returns the ids it removed.
+    fn gc(
+        &self,
+        keep: &std::collections::HashSet<SandboxId>,
+    ) -> impl Future<Output = Result<Vec<SandboxId>, DriverError>> + Send;
     /// Whether the sandbox's agent is the process the handle names and is alive.
     fn is_running(&self, handle: &SandboxHandle) -> bool;
     /// Connects to the sandbox's agent.
@@ -219,19 +243,28 @@ impl JailDriver {
         spec: &SandboxSpec,
         undo: &mut Undo,
     ) -> Result<SandboxHandle, DriverError> {
-        let cfg = &self.inner.cfg;
-        self.inner
-            .binaries
-            .get_or_init(|| check_binaries(&cfg.agent_path, &cfg.jailer_path))
-            .clone()
-            .map_err(DriverError::Binary)?;
         let inner = self.inner.clone();
         let (id, image, disk) = (spec.id.clone(), spec.image.clone(), spec.limits.disk_bytes);
         let rootfs =
             tokio::task::spawn_blocking(move || inner.storage.create_rootfs(&id, &image, disk))
                 .await??;
         undo.rootfs = true;
+        self.boot(spec, rootfs, undo).await
+    }
 
+    /// Brings up the jail on an existing root filesystem: uid range, cgroups, jailer.
+    async fn boot(
+        &self,
+        spec: &SandboxSpec,
+        rootfs: PathBuf,
+        undo: &mut Undo,
+    ) -> Result<SandboxHandle, DriverError> {
+        let cfg = &self.inner.cfg;
+        self.inner
+            .binaries
+            .get_or_init(|| check_binaries(&cfg.agent_path, &cfg.jailer_path))
+            .clone()
+            .map_err(DriverError::Binary)?;
         let slot = self.inner.slots.allocate(spec.id.as_str())?;
         undo.slot = Some(slot);
 
@@ -274,7 +307,8 @@ impl JailDriver {
         })
     }
 
-    async fn teardown(&self, id: &SandboxId, pid: Option<(u32, u64)>) -> Result<(), DriverError> {
+    /// Kills the sandbox's processes and frees cgroups, run dir and uid range; keeps files.
+    async fn halt(&self, id: &SandboxId, pid: Option<(u32, u64)>) -> Result<(), DriverError> {
         let cg = cgroup_name(id);
         // v2 kills the whole cgroup in one write. On v1, SIGKILL to the agent (PID 1 of the
         // sandbox's pid namespace) makes the kernel kill every other process in it.
@@ -305,9 +339,6 @@ impl JailDriver {
             pause = (pause * 2).min(Duration::from_millis(20));
         }
         self.inner.cgroups.remove(&cg)?;
-        let inner = self.inner.clone();
-        let id2 = id.clone();
-        tokio::task::spawn_blocking(move || inner.storage.destroy_rootfs(&id2)).await??;
         let run_dir = self.run_dir(id);
         match std::fs::remove_dir_all(&run_dir) {
             Ok(()) => {}
@@ -321,6 +352,14 @@ impl JailDriver {
             }
         }
         self.inner.slots.release_owner(id.as_str())?;
+        Ok(())
+    }
+
+    async fn teardown(&self, id: &SandboxId, pid: Option<(u32, u64)>) -> Result<(), DriverError> {
+        self.halt(id, pid).await?;
+        let inner = self.inner.clone();
+        let id2 = id.clone();
+        tokio::task::spawn_blocking(move || inner.storage.destroy_rootfs(&id2)).await??;
         Ok(())
     }
 }
@@ -358,9 +397,81 @@ impl Driver for JailDriver {
         }
     }
 
-    async fn destroy(&self, handle: &SandboxHandle) -> Result<(), DriverError> {
-        self.teardown(&handle.id, Some((handle.pid, handle.start_time)))
+    async fn start(&self, spec: &SandboxSpec) -> Result<SandboxHandle, DriverError> {
+        let rootfs = self.inner.storage.rootfs_path(&spec.id);
+        if !rootfs.is_dir() {
+            return Err(DriverError::NoStorage(spec.id.clone()));
+        }
+        let mut undo = Undo::default();
+        match self.boot(spec, rootfs, &mut undo).await {
+            Ok(h) => Ok(h),
+            Err(e) => {
+                if let Err(cleanup) = self.halt(&spec.id, None).await {
+                    tracing::error!(sandbox_id = %spec.id, error = %cleanup, "cleanup after failed start failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn stop(
+        &self,
+        id: &SandboxId,
+        handle: Option<&SandboxHandle>,
+    ) -> Result<(), DriverError> {
+        self.halt(id, handle.map(|h| (h.pid, h.start_time))).await
+    }
+
+    async fn destroy(
+        &self,
+        id: &SandboxId,
+        handle: Option<&SandboxHandle>,
+    ) -> Result<(), DriverError> {
+        self.teardown(id, handle.map(|h| (h.pid, h.start_time)))
             .await
+    }
+
+    fn has_storage(&self, id: &SandboxId) -> bool {
+        self.inner.storage.rootfs_path(id).is_dir()
+    }
+
+    async fn gc(
+        &self,
+        keep: &std::collections::HashSet<SandboxId>,
+    ) -> Result<Vec<SandboxId>, DriverError> {
+        let mut found = std::collections::BTreeSet::new();
+        found.extend(self.inner.storage.list_rootfs()?);
+        found.extend(
+            self.inner
+                .cgroups
+                .list()?
+                .into_iter()
+                .filter_map(|n| n.parse().ok()),
+        );
+        found.extend(
+            self.inner
+                .slots
+                .list()?
+                .into_iter()
+                .filter_map(|(_, o)| o.parse().ok()),
+        );
+        if let Ok(entries) = std::fs::read_dir(self.inner.cfg.data_dir.join("run")) {
+            found.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok()),
+            );
+        }
+        let mut removed = Vec::new();
+        for id in found
+            .into_iter()
+            .filter(|id: &SandboxId| !keep.contains(id))
+        {
+            tracing::info!(sandbox_id = %id, "removing orphaned sandbox resources");
+            self.teardown(&id, None).await?;
+            removed.push(id);
+        }
+        Ok(removed)
     }
 
     fn is_running(&self, handle: &SandboxHandle) -> bool {

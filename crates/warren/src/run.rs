@@ -95,7 +95,7 @@ pub(crate) fn run(data_dir: &Path, args: RunArgs) -> Result<ExitCode> {
             _ = tokio::signal::ctrl_c() => Ok(130),
         };
         let destroyed = driver
-            .destroy(&handle)
+            .destroy(&handle.id, Some(&handle))
             .await
             .context("failed to destroy the sandbox");
         let code = outcome?;

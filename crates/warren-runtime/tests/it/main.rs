@@ -2,7 +2,12 @@
 //! command session features (streaming, stdin, PTY, kill, timeout, reattach, floods).
 
 // An integration-test crate is test code throughout.
-#![allow(unreachable_pub, clippy::tests_outside_test_module, clippy::unwrap_used, clippy::cast_possible_truncation)]
+#![allow(
+    unreachable_pub,
+    clippy::tests_outside_test_module,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation
+)]
 
 mod exec;
 mod isolation;

@@ -102,7 +102,10 @@ impl TestSandbox {
     pub async fn destroy(self) {
         let handle = self.handle.clone();
         std::mem::forget(self);
-        driver().destroy(&handle).await.expect("destroy sandbox");
+        driver()
+            .destroy(&handle.id, Some(&handle))
+            .await
+            .expect("destroy sandbox");
     }
 }
 
@@ -115,7 +118,7 @@ impl Drop for TestSandbox {
                 .enable_all()
                 .build()
                 .unwrap();
-            let _ = rt.block_on(driver().destroy(&handle));
+            let _ = rt.block_on(driver().destroy(&handle.id, Some(&handle)));
         })
         .join();
     }
