@@ -129,6 +129,8 @@ pub trait Driver: Send + Sync {
     ) -> impl Future<Output = Result<(), DriverError>> + Send;
     /// Whether the sandbox has a root filesystem (so it can be started).
     fn has_storage(&self, id: &SandboxId) -> bool;
+    /// Whether sandboxes can be created from this image.
+    fn has_image(&self, image: &ImageRef) -> bool;
     /// Frees every resource (processes, cgroups, files, uid ranges) of sandboxes not in `keep`.
     /// Returns the ids it removed.
     fn gc(
@@ -435,6 +437,10 @@ impl Driver for JailDriver {
         self.inner.storage.rootfs_path(id).is_dir()
     }
 
+    fn has_image(&self, image: &ImageRef) -> bool {
+        self.inner.storage.has_image(image)
+    }
+
     async fn gc(
         &self,
         keep: &std::collections::HashSet<SandboxId>,
@@ -612,5 +618,82 @@ mod tests {
             elf_has_interpreter(b"#!/bin/sh\n"),
             "non-ELF counts as unusable"
         );
+    }
+}
+
+/// Every driver this build has, behind one type, so the control plane holds one driver without
+/// being generic over it. The microVM driver becomes a second variant.
+#[derive(Debug, Clone)]
+pub enum AnyDriver {
+    /// The namespace jail.
+    Jail(JailDriver),
+}
+
+impl Driver for AnyDriver {
+    fn tier(&self) -> Tier {
+        match self {
+            Self::Jail(d) => d.tier(),
+        }
+    }
+
+    async fn create(&self, spec: &SandboxSpec) -> Result<SandboxHandle, DriverError> {
+        match self {
+            Self::Jail(d) => d.create(spec).await,
+        }
+    }
+
+    async fn start(&self, spec: &SandboxSpec) -> Result<SandboxHandle, DriverError> {
+        match self {
+            Self::Jail(d) => d.start(spec).await,
+        }
+    }
+
+    async fn stop(&self, id: &SandboxId, handle: Option<&SandboxHandle>) -> Result<(), DriverError> {
+        match self {
+            Self::Jail(d) => d.stop(id, handle).await,
+        }
+    }
+
+    async fn destroy(
+        &self,
+        id: &SandboxId,
+        handle: Option<&SandboxHandle>,
+    ) -> Result<(), DriverError> {
+        match self {
+            Self::Jail(d) => d.destroy(id, handle).await,
+        }
+    }
+
+    fn has_storage(&self, id: &SandboxId) -> bool {
+        match self {
+            Self::Jail(d) => d.has_storage(id),
+        }
+    }
+
+    fn has_image(&self, image: &ImageRef) -> bool {
+        match self {
+            Self::Jail(d) => d.has_image(image),
+        }
+    }
+
+    async fn gc(
+        &self,
+        keep: &std::collections::HashSet<SandboxId>,
+    ) -> Result<Vec<SandboxId>, DriverError> {
+        match self {
+            Self::Jail(d) => d.gc(keep).await,
+        }
+    }
+
+    fn is_running(&self, handle: &SandboxHandle) -> bool {
+        match self {
+            Self::Jail(d) => d.is_running(handle),
+        }
+    }
+
+    async fn connect(&self, handle: &SandboxHandle) -> Result<AgentConn, DriverError> {
+        match self {
+            Self::Jail(d) => d.connect(handle).await,
+        }
     }
 }

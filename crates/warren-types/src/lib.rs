@@ -17,6 +17,9 @@ pub enum ParseError {
     /// An image reference that could not be read.
     #[error("invalid image reference {0:?}")]
     ImageRef(String),
+    /// An unknown sandbox status.
+    #[error("invalid sandbox status {0:?}")]
+    Status(String),
 }
 
 /// Identifies one sandbox on this host. Short, lowercase, usable in paths, cgroup names and
@@ -260,6 +263,87 @@ mod tests {
         );
         for bad in ["../x", "a//b", "a:b:c/d", "x:", "a b"] {
             assert!(bad.parse::<ImageRef>().is_err(), "{bad} should not parse");
+        }
+    }
+}
+
+/// Lifecycle state of a sandbox as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxStatus {
+    /// Being created or started.
+    Provisioning,
+    /// Running; commands and file operations work.
+    Ready,
+    /// Not running; files kept. A data-plane request or `start` wakes it.
+    Stopped,
+    /// Creation or start failed; `status_message` says why.
+    Failed,
+    /// Being deleted.
+    Deleting,
+}
+
+impl SandboxStatus {
+    /// The status as the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provisioning => "provisioning",
+            Self::Ready => "ready",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+            Self::Deleting => "deleting",
+        }
+    }
+
+    /// Whether the lifecycle allows going from `self` to `next`.
+    pub fn can_become(self, next: Self) -> bool {
+        use SandboxStatus::{Deleting, Failed, Provisioning, Ready, Stopped};
+        matches!(
+            (self, next),
+            (Provisioning, Ready | Failed | Stopped)
+                | (Ready, Stopped | Failed)
+                | (Stopped | Failed, Provisioning)
+                | (Provisioning | Ready | Stopped | Failed, Deleting)
+        )
+    }
+}
+
+impl FromStr for SandboxStatus {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "provisioning" => Self::Provisioning,
+            "ready" => Self::Ready,
+            "stopped" => Self::Stopped,
+            "failed" => Self::Failed,
+            "deleting" => Self::Deleting,
+            _ => return Err(ParseError::Status(s.to_owned())),
+        })
+    }
+}
+
+impl fmt::Display for SandboxStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::SandboxStatus::*;
+
+    #[test]
+    fn lifecycle_transitions() {
+        assert!(Provisioning.can_become(Ready));
+        assert!(Ready.can_become(Stopped));
+        assert!(Stopped.can_become(Provisioning));
+        assert!(Failed.can_become(Deleting));
+        assert!(!Deleting.can_become(Ready));
+        assert!(!Stopped.can_become(Ready), "a start goes through provisioning");
+        assert!(!Ready.can_become(Provisioning));
+        for s in [Provisioning, Ready, Stopped, Failed, Deleting] {
+            assert_eq!(s.as_str().parse::<super::SandboxStatus>().unwrap(), s);
         }
     }
 }
