@@ -1,0 +1,403 @@
+//! What a sandbox was asked to be: validated requests, defaults in one place, and run_config
+//! layering (LANGSMITH-API.md §2.7).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::ControlError;
+
+/// User, working directory and environment commands run with. Layers merge: `user` and
+/// `work_dir` replace, `env_vars` merge.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// `name`, `uid`, `name:group` or `uid:gid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Absolute working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_dir: Option<String>,
+    /// Environment variables.
+    #[serde(default)]
+    pub env_vars: BTreeMap<String, String>,
+}
+
+impl RunConfig {
+    /// `self` with `top` layered over it.
+    pub fn layered(&self, top: &RunConfig) -> RunConfig {
+        let mut env_vars = self.env_vars.clone();
+        env_vars.extend(top.env_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        RunConfig {
+            user: top.user.clone().or_else(|| self.user.clone()),
+            work_dir: top.work_dir.clone().or_else(|| self.work_dir.clone()),
+            env_vars,
+        }
+    }
+
+    /// Rejects relative working directories, empty users and malformed variable names.
+    pub fn validate(&self) -> Result<(), ControlError> {
+        if let Some(dir) = &self.work_dir
+            && !dir.starts_with('/')
+        {
+            return Err(ControlError::BadRequest {
+                error: "InvalidRequest",
+                message: format!("run_config.work_dir must be an absolute path, got {dir:?}"),
+            });
+        }
+        if let Some(user) = &self.user
+            && (user.is_empty() || user.contains(['\0', '\n', '/']))
+        {
+            return Err(ControlError::invalid(format!(
+                "invalid run_config.user {user:?}"
+            )));
+        }
+        for k in self.env_vars.keys() {
+            if k.is_empty() || k.contains(['=', '\0']) {
+                return Err(ControlError::invalid(format!(
+                    "invalid environment variable name {k:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A sandbox's stored configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SandboxConfig {
+    /// Image reference it boots from.
+    pub snapshot: String,
+    /// CPUs.
+    pub vcpus: u32,
+    /// Memory limit in bytes.
+    pub mem_bytes: u64,
+    /// Disk size in bytes.
+    pub fs_capacity_bytes: u64,
+    /// Stop after this long without activity; 0 = never.
+    pub idle_ttl_seconds: u64,
+    /// Delete this long after a stop; 0 = never.
+    pub delete_after_stop_seconds: u64,
+    /// False: writes are discarded on every stop.
+    pub persistent: bool,
+    /// The sandbox's run_config layer.
+    pub run_config: RunConfig,
+    /// Stored and echoed.
+    pub labels: BTreeMap<String, String>,
+    /// Stored and echoed.
+    pub access_delegation: Option<Value>,
+    /// Stored and echoed (empty rule sets only, until the egress proxy exists).
+    pub proxy_config: Option<Value>,
+    /// Stored and echoed (no mounts, until mounts exist).
+    pub mount_config: Option<Value>,
+}
+
+/// Server-side defaults and bounds.
+pub mod defaults {
+    /// CPUs when the request names none.
+    pub const VCPUS: u32 = 1;
+    /// Memory when the request names none.
+    pub const MEM_BYTES: u64 = 1 << 30;
+    /// Disk when the request names none.
+    pub const FS_CAPACITY_BYTES: u64 = 4 << 30;
+    /// Idle stop after 10 minutes unless told otherwise.
+    pub const IDLE_TTL_SECONDS: u64 = 600;
+    /// Delete 14 days after a stop unless told otherwise.
+    pub const DELETE_AFTER_STOP_SECONDS: u64 = 14 * 24 * 3600;
+    /// Bounds.
+    pub const MAX_VCPUS: u32 = 64;
+    /// Smallest memory limit a sandbox can boot with.
+    pub const MIN_MEM_BYTES: u64 = 32 << 20;
+    /// Smallest disk a sandbox can have (the default image alone takes about 220 MiB).
+    pub const MIN_FS_CAPACITY_BYTES: u64 = 256 << 20;
+    /// Largest disk (the btrfs pool is sparse; this bounds one tenant).
+    pub const MAX_FS_CAPACITY_BYTES: u64 = 1 << 40;
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            snapshot: warren_types::ImageRef::default_image().to_string(),
+            vcpus: defaults::VCPUS,
+            mem_bytes: defaults::MEM_BYTES,
+            fs_capacity_bytes: defaults::FS_CAPACITY_BYTES,
+            idle_ttl_seconds: defaults::IDLE_TTL_SECONDS,
+            delete_after_stop_seconds: defaults::DELETE_AFTER_STOP_SECONDS,
+            persistent: true,
+            run_config: RunConfig::default(),
+            labels: BTreeMap::new(),
+            access_delegation: None,
+            proxy_config: None,
+            mount_config: None,
+        }
+    }
+}
+
+/// A create request, already decoded by the API layer.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CreateSandbox {
+    /// Name; generated when absent.
+    pub name: Option<String>,
+    /// Snapshot reference or id; the default image when absent.
+    pub snapshot: Option<String>,
+    /// CPUs.
+    pub vcpus: Option<u32>,
+    /// Memory limit.
+    pub mem_bytes: Option<u64>,
+    /// Disk size.
+    pub fs_capacity_bytes: Option<u64>,
+    /// Idle stop.
+    pub idle_ttl_seconds: Option<u64>,
+    /// Delete after stop.
+    pub delete_after_stop_seconds: Option<u64>,
+    /// Persistence across stops.
+    pub persistent: Option<bool>,
+    /// run_config layer.
+    pub run_config: Option<RunConfig>,
+    /// Labels.
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Access delegation.
+    pub access_delegation: Option<Value>,
+    /// Proxy config.
+    pub proxy_config: Option<Value>,
+    /// Mount config.
+    pub mount_config: Option<Value>,
+    /// Memory-preserving stop (not supported yet).
+    pub preserve_memory_on_stop: Option<bool>,
+    /// Resume from snapshot memory (not supported yet).
+    pub restore_memory: Option<bool>,
+}
+
+/// An update request.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpdateSandbox {
+    /// New name.
+    pub name: Option<String>,
+    /// Idle stop.
+    pub idle_ttl_seconds: Option<u64>,
+    /// Delete after stop.
+    pub delete_after_stop_seconds: Option<u64>,
+    /// run_config layer to merge.
+    pub run_config: Option<RunConfig>,
+    /// Replaces the proxy config.
+    pub proxy_config: Option<Value>,
+    /// CPUs (applied at the next start).
+    pub vcpus: Option<u32>,
+    /// Memory limit (applied at the next start).
+    pub mem_bytes: Option<u64>,
+    /// Disk size (applied at the next start).
+    pub fs_capacity_bytes: Option<u64>,
+    /// Labels (replace).
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// Checks a sandbox name: 1–63 characters of letters, digits, `-`, `_` and `.`, starting with a
+/// letter or digit, and not shaped like a UUID (those address sandboxes by id).
+pub fn validate_name(name: &str) -> Result<(), ControlError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !ok {
+        return Err(ControlError::invalid(format!(
+            "invalid sandbox name {name:?}: use 1-63 letters, digits, '-', '_' or '.', starting \
+             with a letter or digit"
+        )));
+    }
+    if uuid::Uuid::parse_str(name).is_ok() {
+        return Err(ControlError::invalid(format!(
+            "sandbox name {name:?} must not be a UUID"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a TTL: non-negative multiple of 60 seconds.
+pub fn validate_ttl(field: &str, secs: u64) -> Result<(), ControlError> {
+    if !secs.is_multiple_of(60) {
+        return Err(ControlError::invalid(format!(
+            "{field} must be a multiple of 60, got {secs}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks resource figures against the bounds.
+pub fn validate_resources(
+    vcpus: Option<u32>,
+    mem: Option<u64>,
+    fs: Option<u64>,
+) -> Result<(), ControlError> {
+    if let Some(v) = vcpus
+        && !(1..=defaults::MAX_VCPUS).contains(&v)
+    {
+        return Err(ControlError::invalid(format!(
+            "vcpus must be between 1 and {}, got {v}",
+            defaults::MAX_VCPUS
+        )));
+    }
+    if let Some(m) = mem
+        && m < defaults::MIN_MEM_BYTES
+    {
+        return Err(ControlError::invalid(format!(
+            "mem_bytes must be at least {}, got {m}",
+            defaults::MIN_MEM_BYTES
+        )));
+    }
+    if let Some(f) = fs
+        && !(defaults::MIN_FS_CAPACITY_BYTES..=defaults::MAX_FS_CAPACITY_BYTES).contains(&f)
+    {
+        return Err(ControlError::invalid(format!(
+            "fs_capacity_bytes must be between {} and {}, got {f}",
+            defaults::MIN_FS_CAPACITY_BYTES,
+            defaults::MAX_FS_CAPACITY_BYTES
+        )));
+    }
+    Ok(())
+}
+
+/// Checks the objects that are stored and echoed but not yet enforced: accepting a rule that
+/// does nothing would let a caller believe, say, that credentials are being injected.
+pub fn validate_passthrough(req: &CreateSandbox) -> Result<(), ControlError> {
+    if req.preserve_memory_on_stop == Some(true) || req.restore_memory == Some(true) {
+        return Err(ControlError::BadRequest {
+            error: "InvalidRequest",
+            message: "memory-preserving stop is not supported yet".into(),
+        });
+    }
+    if let Some(ad) = &req.access_delegation {
+        let explicit = ad.get("mode").and_then(Value::as_str) == Some("EXPLICIT")
+            && ad.get("permissions").is_some_and(Value::is_array);
+        if !explicit {
+            return Err(ControlError::BadRequest {
+                error: "InvalidRequest",
+                message:
+                    "access_delegation must be {\"mode\": \"EXPLICIT\", \"permissions\": [...]}"
+                        .into(),
+            });
+        }
+    }
+    check_proxy_config(req.proxy_config.as_ref())?;
+    if let Some(mc) = &req.mount_config
+        && mc
+            .get("mounts")
+            .and_then(Value::as_array)
+            .is_some_and(|m| !m.is_empty())
+    {
+        return Err(ControlError::unsupported("mounts are not supported yet"));
+    }
+    Ok(())
+}
+
+/// Proxy rules need the egress proxy, which is not built yet: only an empty rule set is accepted.
+pub fn check_proxy_config(pc: Option<&Value>) -> Result<(), ControlError> {
+    if let Some(pc) = pc {
+        if !pc.is_object() {
+            return Err(ControlError::invalid("proxy_config must be an object"));
+        }
+        let has_rules = pc
+            .get("rules")
+            .and_then(Value::as_array)
+            .is_some_and(|r| !r.is_empty());
+        let has_acl = pc.get("access_control").is_some_and(|v| !v.is_null());
+        let has_callbacks = pc
+            .get("callbacks")
+            .and_then(Value::as_array)
+            .is_some_and(|r| !r.is_empty());
+        if has_rules || has_acl || has_callbacks {
+            return Err(ControlError::unsupported(
+                "proxy rules are not supported yet: sandboxes have no network egress",
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_config_layers_replace_and_merge() {
+        let base = RunConfig {
+            user: Some("root".into()),
+            work_dir: Some("/".into()),
+            env_vars: [("A".into(), "1".into()), ("B".into(), "1".into())].into(),
+        };
+        let top = RunConfig {
+            user: None,
+            work_dir: Some("/srv".into()),
+            env_vars: [("B".into(), "2".into())].into(),
+        };
+        let l = base.layered(&top);
+        assert_eq!(l.user.as_deref(), Some("root"));
+        assert_eq!(l.work_dir.as_deref(), Some("/srv"));
+        assert_eq!(l.env_vars.get("A").map(String::as_str), Some("1"));
+        assert_eq!(l.env_vars.get("B").map(String::as_str), Some("2"));
+        let rel = RunConfig {
+            work_dir: Some("srv".into()),
+            ..Default::default()
+        };
+        assert!(rel.validate().is_err());
+    }
+
+    #[test]
+    fn names() {
+        for ok in ["a", "sandbox-abc123", "My_Box.1"] {
+            validate_name(ok).unwrap();
+        }
+        let uuid = uuid::Uuid::new_v4().to_string();
+        let long = "a".repeat(64);
+        for bad in [
+            "",
+            "-a",
+            "a/b",
+            "a b",
+            "../x",
+            long.as_str(),
+            uuid.as_str(),
+            "é",
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ttl_and_resources() {
+        validate_ttl("idle_ttl_seconds", 0).unwrap();
+        validate_ttl("idle_ttl_seconds", 120).unwrap();
+        assert!(validate_ttl("idle_ttl_seconds", 61).is_err());
+        validate_resources(Some(2), Some(512 << 20), Some(1 << 30)).unwrap();
+        assert!(validate_resources(Some(0), None, None).is_err());
+        assert!(validate_resources(None, Some(1), None).is_err());
+        assert!(validate_resources(None, None, Some(1)).is_err());
+    }
+
+    #[test]
+    fn unsupported_features_are_refused_not_ignored() {
+        let req = CreateSandbox {
+            preserve_memory_on_stop: Some(true),
+            ..Default::default()
+        };
+        assert!(validate_passthrough(&req).is_err());
+        let req = CreateSandbox {
+            proxy_config: Some(serde_json::json!({"rules": [{"name": "aws"}]})),
+            ..Default::default()
+        };
+        assert!(validate_passthrough(&req).is_err());
+        let req = CreateSandbox {
+            proxy_config: Some(serde_json::json!({"rules": []})),
+            access_delegation: Some(serde_json::json!({"mode": "EXPLICIT", "permissions": []})),
+            ..Default::default()
+        };
+        validate_passthrough(&req).unwrap();
+        let req = CreateSandbox {
+            access_delegation: Some(serde_json::json!({"mode": "INHERIT"})),
+            ..Default::default()
+        };
+        assert!(validate_passthrough(&req).is_err());
+    }
+}
