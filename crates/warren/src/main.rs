@@ -3,9 +3,11 @@
 // Printing is this binary's job.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod audit;
 mod doctor;
 mod image;
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,10 @@ enum Command {
     Image(image::ImageCommand),
     /// Check which host features Warren needs are present, and how to fix what is missing.
     Doctor,
+    /// Run the daemon: the LangSmith-compatible API on one listener.
+    Serve(serve::ServeArgs),
+    /// Print the audit log (API calls and commands: who, what, when).
+    Audit(audit::AuditArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +71,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run::run(&cli.data_dir, args),
         Command::Image(cmd) => image::image(&cli.data_dir, cmd),
         Command::Doctor => doctor::doctor(&cli.data_dir),
+        Command::Serve(args) => serve::serve(&cli.data_dir, args),
+        Command::Audit(args) => audit::audit(&cli.data_dir, args),
     }
 }
 

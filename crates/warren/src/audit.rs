@@ -1,0 +1,47 @@
+//! `warren audit`: reads the append-only audit log straight from the state database, so it works
+//! whether or not the daemon runs.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use warren_control::{SqliteStore, Store};
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditArgs {
+    /// Only entries after this sequence number.
+    #[arg(long, default_value_t = 0)]
+    after: i64,
+    /// At most this many entries.
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// One JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn audit(data_dir: &Path, args: AuditArgs) -> Result<ExitCode> {
+    let db = data_dir.join("warren.db");
+    let store = SqliteStore::open_read_only(&db)
+        .with_context(|| format!("failed to open {}", db.display()))?;
+    let entries = store
+        .list_audit(None, args.after, args.limit)
+        .context("failed to read the audit log")?;
+    for e in entries {
+        if args.json {
+            println!("{}", serde_json::to_string(&e)?);
+        } else {
+            println!(
+                "{:>6} {} user={} {} {} {}",
+                e.seq,
+                e.at,
+                e.user_id.as_deref().unwrap_or("-"),
+                e.action,
+                e.target.as_deref().unwrap_or("-"),
+                e.detail.as_deref().unwrap_or(""),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,83 @@
+//! `warren serve`: the daemon. Opens the runtime and the control plane (re-adopting sandboxes
+//! that kept running while it was down), starts the TTL sweeper and serves the API.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use warren_control::{Control, ControlConfig};
+use warren_runtime::AnyDriver;
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "WARREN_LISTEN", default_value = "127.0.0.1:7878")]
+    listen: SocketAddr,
+    /// URL clients reach this server at (used in each sandbox's `dataplane_url`); defaults to
+    /// `http://<listen>`.
+    #[arg(long, env = "WARREN_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// Seconds between sweeps for idle and expired sandboxes.
+    #[arg(long, default_value_t = 5)]
+    sweep_interval: u64,
+    /// Most sandboxes this host holds at once.
+    #[arg(long, default_value_t = 2000)]
+    max_sandboxes: usize,
+}
+
+pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
+    let driver = crate::open_driver(data_dir)?;
+    let rt = crate::tokio_runtime()?;
+    rt.block_on(async move {
+        let public_url = args
+            .public_url
+            .unwrap_or_else(|| format!("http://{}", args.listen))
+            .trim_end_matches('/')
+            .to_owned();
+        let cfg = ControlConfig {
+            data_dir: data_dir.to_owned(),
+            public_url: public_url.clone(),
+            sweep_interval: Duration::from_secs(args.sweep_interval.max(1)),
+            max_sandboxes: args.max_sandboxes,
+        };
+        let (control, admin_key) = Control::open(cfg, AnyDriver::Jail(driver))
+            .await
+            .context("failed to open the control plane")?;
+        if let Some(key) = admin_key {
+            println!(
+                "admin API key (shown once; also in {}): {key}",
+                data_dir.join("admin.key").display()
+            );
+        }
+        tokio::spawn(control.clone().sweep_forever());
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("failed to listen on {}", args.listen))?;
+        tracing::info!(listen = %args.listen, %public_url, "warren serving");
+        eprintln!("warren serving on {public_url}");
+        axum::serve(listener, warren_api::router(control))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("server failed")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Ctrl-C or SIGTERM. Sandboxes keep running: they do not depend on the daemon.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
