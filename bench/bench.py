@@ -1,0 +1,96 @@
+#!/usr/bin/env python3
+"""Cold-start benchmark: create -> first command -> destroy, side by side with peers.
+
+Runs each contender N times (default 100) running `true` on the same root filesystem (the
+default image's subvolume) and prints p50/p99 latency and the ratio to Warren. Needs root, a
+built Warren (scripts/build.sh) and the default image (warren image build).
+
+    sudo python3 bench/bench.py [-n 100] [--only warren,bwrap,podman]
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def percentile(samples, p):
+    s = sorted(samples)
+    k = (len(s) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def ensure_hugetlb():
+    # crun on a cgroup v1 host insists on the hugetlb controller being mounted.
+    path = "/sys/fs/cgroup/hugetlb"
+    if os.path.ismount(path) or not os.path.isdir("/sys/fs/cgroup/memory"):
+        return
+    os.makedirs(path, exist_ok=True)
+    subprocess.run(["mount", "-t", "cgroup", "-o", "hugetlb", "cgroup", path], check=False)
+
+
+def contenders(warren, data_dir, rootfs):
+    yield "warren", [warren, "--data-dir", data_dir, "run", "--", "true"]
+    if shutil.which("bwrap"):
+        yield "bwrap", ["bwrap", "--unshare-all", "--die-with-parent", "--ro-bind", rootfs, "/",
+                        "--proc", "/proc", "--dev", "/dev", "--", "/bin/true"]
+    if shutil.which("podman") and shutil.which("crun"):
+        ensure_hugetlb()
+        yield "podman-crun", ["podman", "--cgroup-manager=cgroupfs", "--runtime", "crun", "run",
+                              "--rm", "--network", "none", "--ulimit", "nofile=4096:4096",
+                              "--rootfs", rootfs, "/bin/true"]
+
+
+def measure(cmd, n, warmup=3):
+    for _ in range(warmup):
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    samples = []
+    for i in range(n):
+        t = time.perf_counter()
+        r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        dt = time.perf_counter() - t
+        if r.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} failed on run {i}: {r.stderr.decode(errors='replace')[-500:]}")
+        samples.append(dt * 1000)
+    return samples
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=100)
+    ap.add_argument("--only", default="")
+    ap.add_argument("--data-dir", default=os.environ.get("WARREN_DATA_DIR", "/var/lib/warren"))
+    ap.add_argument("--warren", default=os.path.join(ROOT, "target/release/warren"))
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench needs root")
+    rootfs = os.path.join(args.data_dir, "fs/images/system+default@latest")
+    if not os.path.isdir(rootfs):
+        sys.exit(f"no default image at {rootfs}: run `warren image build` first")
+    only = set(filter(None, args.only.split(",")))
+    results = {}
+    for name, cmd in contenders(args.warren, args.data_dir, rootfs):
+        if only and name not in only:
+            continue
+        try:
+            results[name] = measure(cmd, args.n)
+        except RuntimeError as e:
+            print(f"{name}: skipped, {e}", file=sys.stderr)
+    if "warren" not in results:
+        sys.exit("warren did not run")
+    base = statistics.median(results["warren"])
+    print(f"create -> `true` -> destroy, n={args.n} each, on {os.cpu_count()} CPUs")
+    print(f"{'contender':<14}{'p50 ms':>10}{'p99 ms':>10}{'mean ms':>10}{'p50 vs warren':>16}")
+    for name, s in results.items():
+        p50 = percentile(s, 50)
+        print(f"{name:<14}{p50:>10.1f}{percentile(s, 99):>10.1f}{statistics.mean(s):>10.1f}"
+              f"{p50 / base:>15.2f}x")
+
+
+if __name__ == "__main__":
+    main()
