@@ -4,8 +4,11 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 mod audit;
+mod client;
 mod doctor;
+mod exec;
 mod image;
+mod remote;
 mod run;
 mod serve;
 
@@ -46,6 +49,16 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Print the audit log (API calls and commands: who, what, when).
     Audit(audit::AuditArgs),
+    /// Manage sandboxes on a Warren server.
+    Sandbox(remote::SandboxArgs),
+    /// Run a command in a sandbox on a Warren server; exits with the command's exit code.
+    Exec(exec::ExecArgs),
+    /// Open an interactive login shell in a sandbox on a Warren server.
+    Shell(exec::ShellArgs),
+    /// Copy a file into or out of a sandbox (one side is NAME:/path).
+    Cp(remote::CpArgs),
+    /// Manage API keys on a Warren server.
+    Keys(remote::KeysArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +86,11 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Doctor => doctor::doctor(&cli.data_dir),
         Command::Serve(args) => serve::serve(&cli.data_dir, args),
         Command::Audit(args) => audit::audit(&cli.data_dir, args),
+        Command::Sandbox(args) => remote::sandbox(&cli.data_dir, args),
+        Command::Exec(args) => exec::exec(&cli.data_dir, args),
+        Command::Shell(args) => exec::shell(&cli.data_dir, args),
+        Command::Cp(args) => remote::cp(&cli.data_dir, args),
+        Command::Keys(args) => remote::keys(&cli.data_dir, args),
     }
 }
 
