@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The LangSmith Sandboxes conformance suite: the official SDKs (Python, JS) and Deep Agents
+# against a fresh `warren serve`. Needs root, a built warren (WARREN_BIN, default
+# target/release/warren) and a data dir with the default image (WARREN_TEST_DATA_DIR, default
+# /var/lib/warren-test). Extra arguments go to pytest, e.g. `run.sh -k exec -x`.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cd "$repo"
+
+venv="${WARREN_CONFORMANCE_VENV:-$repo/target/conformance-venv}"
+if [ ! -x "$venv/bin/python" ]; then
+  "${PYTHON:-python3}" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/requirements.txt"
+
+command -v node >/dev/null || { echo "run.sh: node is required for the JS SDK tests" >&2; exit 1; }
+command -v npm >/dev/null || { echo "run.sh: npm is required for the JS SDK tests" >&2; exit 1; }
+for variant in ws http; do
+  (cd "$here/js/$variant" && npm ci --no-audit --no-fund --loglevel=error)
+done
+
+exec "$venv/bin/python" -m pytest -q tests/conformance "$@"
