@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, the static helper build, the default image in the
-# test data dir, then every test (unit and integration, with real sandboxes). Needs root.
+# test data dir, every Rust test (unit and integration, with real sandboxes), then the SDK
+# conformance suite against a real server. Needs root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
@@ -14,3 +15,5 @@ export WARREN_BIN_DIR="$PWD/target/release"
 export WARREN_TEST_DATA_DIR="${WARREN_TEST_DATA_DIR:-/var/lib/warren-test}"
 target/release/warren --data-dir "$WARREN_TEST_DATA_DIR" image build
 cargo nextest run --workspace --locked
+# The official SDKs (Python, JS) and Deep Agents against a real `warren serve`.
+WARREN_BIN="$PWD/target/release/warren" tests/conformance/run.sh
