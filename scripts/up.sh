@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Builds Warren, prepares the default image and checks the host. Needs root.
+# Builds Warren, prepares the default image, checks the host and runs `warren serve` in the
+# foreground (Ctrl-C stops the daemon; sandboxes keep running and are re-adopted next start).
+# Needs root. Extra arguments go to `warren serve`, e.g. --listen 0.0.0.0:7878.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then
@@ -9,5 +11,4 @@ fi
 scripts/build.sh
 target/release/warren image build
 target/release/warren doctor || true
-echo
-echo "ready: target/release/warren run -- python3 -c 'print(2+2)'"
+exec target/release/warren serve "$@"
