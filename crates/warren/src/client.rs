@@ -335,6 +335,9 @@ fn source_chain(e: &dyn std::error::Error) -> String {
 }
 
 #[cfg(test)]
+pub(crate) mod mock;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -444,5 +447,44 @@ mod tests {
             error_message(StatusCode::BAD_GATEWAY, ""),
             "HTTP 502 Bad Gateway"
         );
+    }
+
+    #[tokio::test]
+    async fn auth_failures_explain_the_missing_key() {
+        let srv = mock::MockServer::start().await;
+        let e = srv
+            .client_with(Some("wrong"))
+            .get_sandbox("x")
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "invalid API key");
+        let e = srv.client_with(None).get_sandbox("x").await.unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("invalid API key (no API key was sent: cannot read")
+        );
+        let e = srv.client().get_sandbox("missing").await.unwrap_err();
+        assert_eq!(e.to_string(), "Sandbox 'missing' not found");
+        let sb = srv.client().get_sandbox("box").await.unwrap();
+        assert_eq!(sb.dataplane().unwrap(), format!("{}/dp/box", srv.url));
+        let sb = srv.client().get_sandbox("nodp").await.unwrap();
+        assert!(sb.dataplane().is_err());
+    }
+
+    #[tokio::test]
+    async fn an_absent_server_is_named() {
+        // Bind and drop a listener to get a port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let conn = ConnArgs {
+            url: format!("http://127.0.0.1:{port}"),
+            api_key: Some("k".into()),
+        };
+        let c = Client::new(&conn, Path::new("/nonexistent")).unwrap();
+        let e = c.get_sandbox("x").await.unwrap_err().to_string();
+        assert!(e.contains("cannot connect to the Warren server"), "{e}");
     }
 }

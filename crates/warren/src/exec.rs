@@ -233,7 +233,12 @@ fn run(data_dir: &Path, conn: &ConnArgs, name: &str, session: Session) -> Result
     } else {
         None
     };
-    let outcome = rt.block_on(session_loop(&client, name, &session));
+    let io = Io {
+        out: &mut std::io::stdout(),
+        err: &mut std::io::stderr(),
+        input: session.interactive.then(|| spawn_stdin_reader(session.tty)),
+    };
+    let outcome = rt.block_on(session_loop(&client, name, &session, io));
     drop(raw);
     // The stdin reader thread may be blocked in read(2); do not wait for it.
     rt.shutdown_background();
@@ -253,20 +258,30 @@ enum Input {
     Eof,
 }
 
-async fn session_loop(client: &Client, name: &str, s: &Session) -> Result<Outcome> {
+/// Where a session's output goes and its input comes from: this process's stdio, or buffers
+/// in tests.
+struct Io<'a> {
+    out: &'a mut dyn Write,
+    err: &'a mut dyn Write,
+    input: Option<mpsc::Receiver<Input>>,
+}
+
+async fn session_loop(client: &Client, name: &str, s: &Session, io: Io<'_>) -> Result<Outcome> {
+    let Io {
+        out: stdout,
+        err: stderr,
+        input: mut stdin,
+    } = io;
     let sb = client.get_sandbox(name).await?;
     let dataplane = sb.dataplane()?.to_owned();
     let command_id = uuid::Uuid::now_v7().simple().to_string();
     let first = execute_message(s, &command_id).to_string();
     let (mut ws, mut pending) = start(client, &dataplane, &first).await?;
 
-    let mut stdin = s.interactive.then(|| spawn_stdin_reader(s.tty));
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
     let mut kills = 0u32;
-    let mut stdout = std::io::stdout();
-    let mut stderr = std::io::stderr();
     let mut stdout_broken = false;
 
     loop {
@@ -319,7 +334,9 @@ async fn session_loop(client: &Client, name: &str, s: &Session) -> Result<Outcom
             "stdout" | "stderr" => {
                 let data = msg.get("data").and_then(Value::as_str).unwrap_or("");
                 if msg["type"] == "stderr" {
-                    let _ = stderr.write_all(data.as_bytes());
+                    let _ = stderr
+                        .write_all(data.as_bytes())
+                        .and_then(|()| stderr.flush());
                 } else if !stdout_broken
                     && stdout
                         .write_all(data.as_bytes())
@@ -684,5 +701,155 @@ mod tests {
         );
         assert!(parse_frame(Message::text("[1]")).unwrap().is_none());
         assert!(parse_frame(Message::text("nope")).is_err());
+    }
+
+    fn plain(command: &str, interactive: bool) -> Session {
+        Session {
+            command: command.into(),
+            env: BTreeMap::new(),
+            cwd: None,
+            timeout: 0,
+            interactive,
+            tty: false,
+        }
+    }
+
+    /// Runs a session against the mock; returns the outcome, stdout and stderr.
+    async fn run_mock(
+        srv: &MockServer,
+        s: &Session,
+        input: Option<mpsc::Receiver<Input>>,
+    ) -> (Result<Outcome>, String, String) {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let io = Io {
+            out: &mut out,
+            err: &mut err,
+            input,
+        };
+        let r = session_loop(&srv.client(), "box", s, io).await;
+        (
+            r,
+            String::from_utf8(out).unwrap(),
+            String::from_utf8(err).unwrap(),
+        )
+    }
+
+    use crate::client::mock::MockServer;
+
+    #[tokio::test]
+    async fn output_streams_and_the_exit_code_is_kept() {
+        let srv = MockServer::start().await;
+        let (r, out, err) = run_mock(&srv, &plain("echo", false), None).await;
+        assert_eq!(r.unwrap(), Outcome::Exit(3));
+        assert_eq!(out, "hello\n");
+        assert_eq!(err, "oops\n");
+        let reqs = srv.requests();
+        assert_eq!(reqs[0], "GET /api/v2/sandboxes/boxes/box");
+        assert_eq!(reqs[1], "GET /dp/box/execute/ws");
+        let first = srv.rec.lock().unwrap().executes[0].clone();
+        assert_eq!(first["type"], "execute");
+        assert_eq!(first["close_stdin"], true);
+        assert_eq!(first["command_id"].as_str().unwrap().len(), 32);
+    }
+
+    #[tokio::test]
+    async fn stdin_is_forwarded_then_closed() {
+        let srv = MockServer::start().await;
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Input::Data("abc".into())).await.unwrap();
+        tx.send(Input::Data("é\n".into())).await.unwrap();
+        tx.send(Input::Eof).await.unwrap();
+        let (r, out, _) = run_mock(&srv, &plain("cat", true), Some(rx)).await;
+        assert_eq!(r.unwrap(), Outcome::Exit(0));
+        assert_eq!(out, "abcé\n");
+        let rec = srv.rec.lock().unwrap();
+        assert!(rec.executes[0].get("close_stdin").is_none());
+        assert_eq!(
+            rec.controls.last().unwrap(),
+            &json!({"type": "close_stdin"})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_pty_gets_eot_at_the_end_of_input() {
+        let srv = MockServer::start().await;
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Input::Eof).await.unwrap();
+        let mut s = plain("cat", true);
+        s.tty = true;
+        let (r, _, _) = run_mock(&srv, &s, Some(rx)).await;
+        assert_eq!(r.unwrap(), Outcome::Exit(0));
+        assert_eq!(
+            srv.rec.lock().unwrap().controls,
+            [json!({"type": "input", "data": "\u{4}"})]
+        );
+    }
+
+    #[tokio::test]
+    async fn timeouts_and_errors_are_told_apart() {
+        let srv = MockServer::start().await;
+        let (r, _, _) = run_mock(&srv, &plain("sleep", false), None).await;
+        assert_eq!(
+            r.unwrap(),
+            Outcome::Timeout("Command timed out after 1 seconds".into())
+        );
+        let (r, _, _) = run_mock(&srv, &plain("fail", false), None).await;
+        assert_eq!(r.unwrap_err().to_string(), "boom");
+        let (r, _, _) = run_mock(&srv, &plain("drop", false), None).await;
+        assert!(
+            r.unwrap_err()
+                .to_string()
+                .contains("closed before the command ended")
+        );
+    }
+
+    #[tokio::test]
+    async fn execute_is_reissued_with_the_same_id_until_started() {
+        let srv = MockServer::start().await;
+        let (r, _, _) = run_mock(&srv, &plain("flaky", false), None).await;
+        assert_eq!(r.unwrap(), Outcome::Exit(0));
+        let rec = srv.rec.lock().unwrap();
+        assert_eq!(rec.executes.len(), 2);
+        assert_eq!(rec.executes[0], rec.executes[1]);
+    }
+
+    #[tokio::test]
+    async fn unknown_sandboxes_fail_before_connecting() {
+        let srv = MockServer::start().await;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let io = Io {
+            out: &mut out,
+            err: &mut err,
+            input: None,
+        };
+        let e = session_loop(&srv.client(), "missing", &plain("echo", false), io)
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "Sandbox 'missing' not found");
+    }
+
+    /// A reader that went away, like `head` closing the pipe.
+    struct Closed;
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_stdout_kills_the_command() {
+        let srv = MockServer::start().await;
+        let mut err = Vec::new();
+        let io = Io {
+            out: &mut Closed,
+            err: &mut err,
+            input: None,
+        };
+        let r = session_loop(&srv.client(), "box", &plain("hang", false), io).await;
+        assert_eq!(r.unwrap(), Outcome::Exit(137));
+        assert_eq!(srv.rec.lock().unwrap().controls, [json!({"type": "kill"})]);
     }
 }

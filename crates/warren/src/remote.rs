@@ -107,25 +107,27 @@ fn create_body(a: &CreateArgs) -> Value {
 
 pub(crate) fn sandbox(data_dir: &Path, args: SandboxArgs) -> Result<ExitCode> {
     let client = Client::new(&args.conn, data_dir)?;
-    crate::tokio_runtime()?.block_on(async move {
-        match args.command {
-            SandboxCommand::Ls { json } => list(&client, json).await,
-            SandboxCommand::Create(a) => create(&client, &a).await,
-            SandboxCommand::Rm { names } => remove(&client, &names).await,
-            SandboxCommand::Stop { name } => {
-                client
-                    .send(
-                        client
-                            .control(Method::POST, &["boxes", &name, "stop"])
-                            .json(&json!({})),
-                    )
-                    .await?;
-                println!("{name}");
-                Ok(ExitCode::SUCCESS)
-            }
-            SandboxCommand::Start { name } => start(&client, &name).await,
+    crate::tokio_runtime()?.block_on(sandbox_command(&client, args.command))
+}
+
+async fn sandbox_command(client: &Client, command: SandboxCommand) -> Result<ExitCode> {
+    match command {
+        SandboxCommand::Ls { json } => list(client, json).await,
+        SandboxCommand::Create(a) => create(client, &a).await,
+        SandboxCommand::Rm { names } => remove(client, &names).await,
+        SandboxCommand::Stop { name } => {
+            client
+                .send(
+                    client
+                        .control(Method::POST, &["boxes", &name, "stop"])
+                        .json(&json!({})),
+                )
+                .await?;
+            println!("{name}");
+            Ok(ExitCode::SUCCESS)
         }
-    })
+        SandboxCommand::Start { name } => start(client, &name).await,
+    }
 }
 
 async fn list(client: &Client, as_json: bool) -> Result<ExitCode> {
@@ -473,57 +475,58 @@ struct KeyInfo {
 
 pub(crate) fn keys(data_dir: &Path, args: KeysArgs) -> Result<ExitCode> {
     let client = Client::new(&args.conn, data_dir)?;
-    crate::tokio_runtime()?.block_on(async move {
-        match args.command {
-            KeysCommand::Create { name, admin } => {
-                let (_, v) = client
-                    .json(
-                        client
-                            .control(Method::POST, &["keys"])
-                            .json(&json!({ "name": name, "admin": admin })),
-                    )
-                    .await?;
-                let key = v
-                    .get("key")
-                    .and_then(Value::as_str)
-                    .context("the server's answer has no key")?;
-                // Only the key on stdout, so `KEY=$(warren keys create ...)` works.
-                println!("{key}");
-            }
-            KeysCommand::Ls { json } => {
-                let (text, v) = client.json(client.control(Method::GET, &["keys"])).await?;
-                if json {
-                    println!("{}", text.trim_end());
-                    return Ok(ExitCode::SUCCESS);
-                }
-                let keys: Vec<KeyInfo> = serde_json::from_value(
-                    v.get("keys").cloned().unwrap_or(Value::Array(Vec::new())),
+    crate::tokio_runtime()?.block_on(keys_command(&client, args.command))
+}
+
+async fn keys_command(client: &Client, command: KeysCommand) -> Result<ExitCode> {
+    match command {
+        KeysCommand::Create { name, admin } => {
+            let (_, v) = client
+                .json(
+                    client
+                        .control(Method::POST, &["keys"])
+                        .json(&json!({ "name": name, "admin": admin })),
                 )
-                .context("unexpected key list from the server")?;
-                let now = SystemTime::now();
-                let when =
-                    |t: &Option<String>| t.as_deref().map_or_else(|| "-".into(), |t| ago(t, now));
-                let mut rows = vec![row(&["ID", "NAME", "ADMIN", "CREATED", "REVOKED"])];
-                for k in &keys {
-                    rows.push(vec![
-                        k.id.clone(),
-                        k.name.clone(),
-                        if k.admin { "yes" } else { "no" }.into(),
-                        when(&k.created_at),
-                        when(&k.revoked_at),
-                    ]);
-                }
-                print!("{}", table(&rows));
-            }
-            KeysCommand::Revoke { id } => {
-                client
-                    .send(client.control(Method::DELETE, &["keys", &id]))
-                    .await?;
-                println!("{id}");
-            }
+                .await?;
+            let key = v
+                .get("key")
+                .and_then(Value::as_str)
+                .context("the server's answer has no key")?;
+            // Only the key on stdout, so `KEY=$(warren keys create ...)` works.
+            println!("{key}");
         }
-        Ok(ExitCode::SUCCESS)
-    })
+        KeysCommand::Ls { json } => {
+            let (text, v) = client.json(client.control(Method::GET, &["keys"])).await?;
+            if json {
+                println!("{}", text.trim_end());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let keys: Vec<KeyInfo> =
+                serde_json::from_value(v.get("keys").cloned().unwrap_or(Value::Array(Vec::new())))
+                    .context("unexpected key list from the server")?;
+            let now = SystemTime::now();
+            let when =
+                |t: &Option<String>| t.as_deref().map_or_else(|| "-".into(), |t| ago(t, now));
+            let mut rows = vec![row(&["ID", "NAME", "ADMIN", "CREATED", "REVOKED"])];
+            for k in &keys {
+                rows.push(vec![
+                    k.id.clone(),
+                    k.name.clone(),
+                    if k.admin { "yes" } else { "no" }.into(),
+                    when(&k.created_at),
+                    when(&k.revoked_at),
+                ]);
+            }
+            print!("{}", table(&rows));
+        }
+        KeysCommand::Revoke { id } => {
+            client
+                .send(client.control(Method::DELETE, &["keys", &id]))
+                .await?;
+            println!("{id}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 // ---- formatting ----
@@ -759,5 +762,166 @@ mod tests {
     fn tables_align() {
         let rows = vec![row(&["NAME", "STATUS"]), row(&["a-long-name", "ready"])];
         assert_eq!(table(&rows), "NAME          STATUS\na-long-name   ready\n");
+    }
+
+    use crate::client::mock::MockServer;
+
+    fn sandbox_cmd(args: &[&str]) -> SandboxCommand {
+        let mut argv = vec!["sandbox"];
+        argv.extend(args);
+        Cli::try_parse_from(argv).unwrap().command
+    }
+
+    #[tokio::test]
+    async fn sandbox_commands_make_the_documented_requests() {
+        let srv = MockServer::start().await;
+        let c = srv.client();
+        for args in [
+            &["ls"][..],
+            &["ls", "--json"],
+            &["create", "b1", "--memory", "1G"],
+            &["create", "--json"],
+            &["stop", "b1"],
+            &["start", "b1"],
+            &["rm", "b1", "b2"],
+        ] {
+            let code = sandbox_command(&c, sandbox_cmd(args)).await.unwrap();
+            assert_eq!(code, ExitCode::SUCCESS, "{args:?}");
+        }
+        let b = "/api/v2/sandboxes";
+        assert_eq!(
+            srv.requests(),
+            [
+                format!("GET {b}/boxes"),
+                format!("GET {b}/boxes"),
+                format!("POST {b}/boxes"),
+                format!("POST {b}/boxes"),
+                format!("POST {b}/boxes/b1/stop"),
+                format!("POST {b}/boxes/b1/start"),
+                // provisioning, then ready
+                format!("GET {b}/boxes/b1/status"),
+                format!("GET {b}/boxes/b1/status"),
+                format!("DELETE {b}/boxes/b1"),
+                format!("DELETE {b}/boxes/b2"),
+            ]
+        );
+        let bodies = srv.rec.lock().unwrap().bodies.clone();
+        assert_eq!(
+            bodies,
+            [
+                json!({"wait_for_ready": true, "timeout": 60, "name": "b1", "mem_bytes": 1u64 << 30}),
+                json!({"wait_for_ready": true, "timeout": 60}),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn sandbox_failures_carry_the_server_message() {
+        let srv = MockServer::start().await;
+        let c = srv.client();
+        let e = sandbox_command(&c, sandbox_cmd(&["create", "taken"]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "Sandbox with name 'taken' already exists");
+        let e = sandbox_command(&c, sandbox_cmd(&["rm", "b1", "missing"]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "failed to remove 1 of 2 sandboxes");
+        let e = sandbox_command(&c, sandbox_cmd(&["start", "failed"]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "sandbox failed failed to start: out of disk");
+    }
+
+    #[tokio::test]
+    async fn keys_commands_make_the_documented_requests() {
+        #[derive(Debug, Parser)]
+        struct KeysCli {
+            #[command(subcommand)]
+            command: KeysCommand,
+        }
+        let srv = MockServer::start().await;
+        let c = srv.client();
+        for args in [
+            &["keys", "create", "--name", "ci"][..],
+            &["keys", "create", "--name", "ops", "--admin"],
+            &["keys", "ls"],
+            &["keys", "revoke", "k2"],
+        ] {
+            let cmd = KeysCli::try_parse_from(args).unwrap().command;
+            assert_eq!(keys_command(&c, cmd).await.unwrap(), ExitCode::SUCCESS);
+        }
+        let b = "/api/v2/sandboxes";
+        assert_eq!(
+            srv.requests(),
+            [
+                format!("POST {b}/keys"),
+                format!("POST {b}/keys"),
+                format!("GET {b}/keys"),
+                format!("DELETE {b}/keys/k2"),
+            ]
+        );
+        assert_eq!(
+            srv.rec.lock().unwrap().bodies,
+            [
+                json!({"name": "ci", "admin": false}),
+                json!({"name": "ops", "admin": true})
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn cp_streams_files_both_ways() {
+        let srv = MockServer::start().await;
+        let c = srv.client();
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("data.bin");
+        // Bigger than any one read or chunk, so the streaming paths loop.
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&src, &data).unwrap();
+        let src = src.to_str().unwrap();
+
+        upload(&c, src, "box", "/app/").await.unwrap();
+        upload(&c, src, "box", "/app/renamed.bin").await.unwrap();
+        {
+            let rec = srv.rec.lock().unwrap();
+            assert_eq!(rec.files["/app/data.bin"], data);
+            assert_eq!(rec.files["/app/renamed.bin"], data);
+            assert_eq!(
+                rec.parts[0],
+                (
+                    "file".to_owned(),
+                    Some("file".to_owned()),
+                    Some("application/octet-stream".to_owned())
+                )
+            );
+        }
+
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        download(&c, "box", "/app/renamed.bin", out.to_str().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(out.join("renamed.bin")).unwrap(), data);
+
+        let e = download(&c, "box", "/nope", out.join("x").to_str().unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            format!("{e:#}"),
+            "failed to download box:/nope: File '/nope' not found"
+        );
+        // Nothing half-written is left behind.
+        let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+        assert_eq!(left.len(), 1);
+
+        let e = upload(&c, dir.path().to_str().unwrap(), "box", "/app/")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("is a directory"), "{e}");
+
+        let reqs = srv.requests();
+        assert_eq!(reqs[1], "POST /dp/box/upload?path=%2Fapp%2Fdata.bin");
+        assert!(reqs.contains(&"GET /dp/box/download?path=%2Fapp%2Frenamed.bin".to_owned()));
     }
 }
