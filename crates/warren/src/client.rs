@@ -211,17 +211,18 @@ impl Client {
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> anyhow::Error {
-        let url = e.url().map(Url::as_str).unwrap_or(self.base.as_str());
+        let url = e.url().unwrap_or(&self.base);
         if e.is_connect() {
+            let url = url.origin().ascii_serialization();
             anyhow!(
-                "cannot connect to the Warren server at {url} (is `warren serve` running? set \
-                 --url or WARREN_URL): {}",
-                source_chain(e)
+                "cannot connect to the Warren server at {url}: {} (is `warren serve` running? \
+                 set --url or WARREN_URL)",
+                root_cause(e)
             )
         } else if e.is_timeout() {
             anyhow!("the Warren server at {url} did not answer in time")
         } else {
-            anyhow!("request to {url} failed: {}", source_chain(e))
+            anyhow!("request to {url} failed: {}", root_cause(e))
         }
     }
 
@@ -320,18 +321,14 @@ pub(crate) fn error_message(status: StatusCode, body: &str) -> String {
     }
 }
 
-/// An error and its causes on one line (reqwest hides the useful part in the sources).
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        cur = s.source();
+/// The innermost cause of an error: reqwest's own message only repeats the URL, the useful
+/// part ("Connection refused") is at the bottom of the chain.
+fn root_cause(e: &dyn std::error::Error) -> String {
+    let mut cur = e;
+    while let Some(s) = cur.source() {
+        cur = s;
     }
-    parts.join(": ")
+    cur.to_string()
 }
 
 #[cfg(test)]
