@@ -23,6 +23,9 @@ const SHELL: &str = "/bin/bash";
 /// Exit status for a command stopped by its `--timeout`, as timeout(1) uses.
 const TIMEOUT_EXIT: u8 = 124;
 
+/// How often an open exec socket is pinged.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Args)]
 pub(crate) struct ExecArgs {
     #[command(flatten)]
@@ -282,6 +285,10 @@ async fn session_loop(client: &Client, name: &str, s: &Session, io: Io<'_>) -> R
     let mut terminate = signal(SignalKind::terminate())?;
     let mut hangup = signal(SignalKind::hangup())?;
     let mut kills = 0u32;
+    // Pings keep a quiet session (a shell waiting for keystrokes, a long silent build) from
+    // being dropped as idle by anything between here and the server, as the SDKs' pings do.
+    let mut keepalive =
+        tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
     let mut stdout_broken = false;
 
     loop {
@@ -320,6 +327,12 @@ async fn session_loop(client: &Client, name: &str, s: &Session, io: Io<'_>) -> R
                 _ = interrupt.recv() => Value::Null,
                 _ = terminate.recv() => Value::Null,
                 _ = hangup.recv() => Value::Null,
+                _ = keepalive.tick() => {
+                    ws.send(Message::Ping(Vec::new().into()))
+                        .await
+                        .context("lost the connection to the sandbox")?;
+                    continue;
+                }
             }
         };
         if msg.is_null() {
