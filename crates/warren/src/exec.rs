@@ -261,6 +261,15 @@ enum Input {
     Eof,
 }
 
+/// What woke the session loop.
+#[derive(Debug)]
+enum Event {
+    /// A message from the server.
+    Message(Value),
+    /// SIGINT, SIGTERM or SIGHUP.
+    Signal,
+}
+
 /// Where a session's output goes and its input comes from: this process's stdio, or buffers
 /// in tests.
 struct Io<'a> {
@@ -292,8 +301,8 @@ async fn session_loop(client: &Client, name: &str, s: &Session, io: Io<'_>) -> R
     let mut stdout_broken = false;
 
     loop {
-        let msg = if let Some(m) = pending.take() {
-            m
+        let event = if let Some(m) = pending.take() {
+            Event::Message(m)
         } else {
             tokio::select! {
                 frame = ws.next() => match frame {
@@ -302,7 +311,7 @@ async fn session_loop(client: &Client, name: &str, s: &Session, io: Io<'_>) -> R
                     ),
                     Some(Err(e)) => bail!("lost the connection to sandbox {name}: {e}"),
                     Some(Ok(frame)) => match parse_frame(frame)? {
-                        Some(m) => m,
+                        Some(m) => Event::Message(m),
                         None => continue,
                     },
                 },
@@ -324,9 +333,9 @@ async fn session_loop(client: &Client, name: &str, s: &Session, io: Io<'_>) -> R
                 }
                 // Ctrl-C (when the terminal is not raw), kill(1) or a closed terminal: kill the
                 // command and wait for its exit; a second signal gives up waiting.
-                _ = interrupt.recv() => Value::Null,
-                _ = terminate.recv() => Value::Null,
-                _ = hangup.recv() => Value::Null,
+                _ = interrupt.recv() => Event::Signal,
+                _ = terminate.recv() => Event::Signal,
+                _ = hangup.recv() => Event::Signal,
                 _ = keepalive.tick() => {
                     ws.send(Message::Ping(Vec::new().into()))
                         .await
@@ -335,14 +344,17 @@ async fn session_loop(client: &Client, name: &str, s: &Session, io: Io<'_>) -> R
                 }
             }
         };
-        if msg.is_null() {
-            kills += 1;
-            if kills > 1 {
-                return Ok(Outcome::Exit(130));
+        let msg = match event {
+            Event::Message(m) => m,
+            Event::Signal => {
+                kills += 1;
+                if kills > 1 {
+                    return Ok(Outcome::Exit(130));
+                }
+                send(&mut ws, &json!({"type": "kill"})).await?;
+                continue;
             }
-            send(&mut ws, &json!({"type": "kill"})).await?;
-            continue;
-        }
+        };
         match msg.get("type").and_then(Value::as_str).unwrap_or("") {
             "stdout" | "stderr" => {
                 let data = msg.get("data").and_then(Value::as_str).unwrap_or("");
