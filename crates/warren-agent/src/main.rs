@@ -1,3 +1,150 @@
 //! `warren-agent`: PID 1 inside every sandbox.
+//!
+//! It runs the host's commands, serves files and dials ports inside the sandbox, speaking
+//! `warren-proto` on a unix socket. As PID 1 it also reaps every orphan in the sandbox. If it
+//! dies the sandbox dies, so nothing a client sends may crash it: a bad frame closes that
+//! client's connection and nothing else.
+//!
+//! Usage: `warren-agent --listen-fd N` (the jailer's already listening socket) or
+//! `warren-agent --listen PATH` (bind a socket, for tests outside a jail).
 
-fn main() {}
+mod conn;
+mod exec;
+mod files;
+#[allow(unsafe_code)]
+mod pty;
+mod ring;
+mod session;
+mod users;
+mod wire;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::UnixListener;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::session::Agent;
+
+#[derive(Debug)]
+enum Listen {
+    Fd(i32),
+    Path(PathBuf),
+}
+
+const USAGE: &str = "usage: warren-agent (--listen-fd N | --listen PATH)";
+
+fn parse_args(mut args: impl Iterator<Item = std::ffi::OsString>) -> anyhow::Result<Listen> {
+    let mut listen = None;
+    while let Some(arg) = args.next() {
+        let value = |args: &mut dyn Iterator<Item = std::ffi::OsString>| {
+            args.next()
+                .with_context(|| format!("{} needs a value; {USAGE}", arg.to_string_lossy()))
+        };
+        match arg.to_str() {
+            Some("--listen-fd") => {
+                let v = value(&mut args)?;
+                let fd = v
+                    .to_str()
+                    .and_then(|s| s.parse().ok())
+                    .context("--listen-fd takes a number")?;
+                listen = Some(Listen::Fd(fd));
+            }
+            Some("--listen") => listen = Some(Listen::Path(PathBuf::from(value(&mut args)?))),
+            _ => bail!("unexpected argument {}; {USAGE}", arg.to_string_lossy()),
+        }
+    }
+    listen.context(USAGE)
+}
+
+/// The process-wide setup every sandbox relies on.
+fn init_process() {
+    pty::ignore_sigpipe();
+    // Orphans must come back to the agent for reaping also when it is not PID 1.
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+    // Commands must start without capabilities. Already-empty sets are fine.
+    let _ = caps::clear(None, caps::CapSet::Inheritable);
+    let _ = caps::clear(None, caps::CapSet::Ambient);
+}
+
+/// Whether this user namespace lets the agent set supplementary groups. When it is denied the
+/// groups are fixed for every process in it, so there is nothing to drop.
+fn setgroups_allowed() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() != "deny")
+}
+
+fn main() -> anyhow::Result<()> {
+    let listen = parse_args(std::env::args_os().skip(1))?;
+    init_process();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building runtime")?;
+    rt.block_on(run(listen))
+}
+
+async fn run(listen: Listen) -> anyhow::Result<()> {
+    let listener = match listen {
+        Listen::Fd(fd) => {
+            let l = pty::adopt_listener(fd).with_context(|| format!("adopting listen fd {fd}"))?;
+            l.set_nonblocking(true)?;
+            UnixListener::from_std(l)?
+        }
+        Listen::Path(path) => {
+            let _ = std::fs::remove_file(&path);
+            UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?
+        }
+    };
+    let agent = Agent::new(setgroups_allowed());
+
+    // The handler must exist before the first command starts, or an early exit is missed.
+    let mut sigchld = signal(SignalKind::child()).context("installing SIGCHLD handler")?;
+    let reaper = Arc::clone(&agent);
+    tokio::spawn(async move {
+        loop {
+            reaper.reap();
+            if sigchld.recv().await.is_none() {
+                return;
+            }
+        }
+    });
+
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(conn::serve(Arc::clone(&agent), stream));
+            }
+            // Out of descriptors or memory for a moment: back off rather than spin or exit.
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(a: &[&str]) -> impl Iterator<Item = std::ffi::OsString> {
+        a.iter()
+            .map(std::ffi::OsString::from)
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    #[test]
+    fn parses_both_forms_and_rejects_junk() {
+        assert!(matches!(
+            parse_args(args(&["--listen-fd", "3"])),
+            Ok(Listen::Fd(3))
+        ));
+        assert!(
+            matches!(parse_args(args(&["--listen", "/a.sock"])), Ok(Listen::Path(p)) if p == std::path::Path::new("/a.sock"))
+        );
+        assert!(parse_args(args(&[])).is_err());
+        assert!(parse_args(args(&["--listen-fd"])).is_err());
+        assert!(parse_args(args(&["--listen-fd", "x"])).is_err());
+        assert!(parse_args(args(&["--verbose"])).is_err());
+    }
+}

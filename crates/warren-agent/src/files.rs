@@ -1,0 +1,332 @@
+//! File operations on the sandbox's filesystem, done here so the host never resolves a path
+//! that the sandbox controls. Everything in this module blocks; callers run it off the runtime.
+
+use std::collections::BinaryHeap;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt, fchown};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use warren_proto::{AgentError, ErrorKind, FileInfo, FileKind, MAX_DIR_ENTRIES, MAX_FRAME_LEN};
+
+use crate::users;
+
+/// Checks that a client's path is absolute and free of NUL bytes.
+pub(crate) fn check_path(path: &str) -> Result<PathBuf, AgentError> {
+    if path.contains('\0') {
+        return Err(AgentError::new(
+            ErrorKind::BadRequest,
+            "path contains a NUL byte",
+        ));
+    }
+    if !path.starts_with('/') {
+        return Err(AgentError::new(
+            ErrorKind::BadRequest,
+            format!("path {path} is not absolute"),
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
+/// The one mapping from I/O errors to protocol errors.
+pub(crate) fn io_error(e: &io::Error, path: &str) -> AgentError {
+    let kind = match e.raw_os_error() {
+        Some(libc::ENOENT) => ErrorKind::NotFound,
+        Some(libc::ENOTDIR) => ErrorKind::NotADirectory,
+        Some(libc::EISDIR) => ErrorKind::IsADirectory,
+        Some(libc::EACCES | libc::EPERM | libc::EROFS) => ErrorKind::PermissionDenied,
+        Some(libc::ENOSPC | libc::EDQUOT) => ErrorKind::NoSpace,
+        _ => match e.kind() {
+            io::ErrorKind::NotFound => ErrorKind::NotFound,
+            io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
+            _ => ErrorKind::Io,
+        },
+    };
+    let message = match kind {
+        ErrorKind::NotFound => format!("{path}: no such file or directory"),
+        ErrorKind::NotADirectory => format!("{path}: a path component is not a directory"),
+        ErrorKind::IsADirectory => format!("{path} is a directory"),
+        ErrorKind::PermissionDenied => format!("{path}: permission denied"),
+        ErrorKind::NoSpace => format!("{path}: no space left on device"),
+        _ => format!("{path}: {e}"),
+    };
+    AgentError::new(kind, message)
+}
+
+fn is_a_directory(path: &str) -> AgentError {
+    AgentError::new(ErrorKind::IsADirectory, format!("{path} is a directory"))
+}
+
+pub(crate) fn file_info(name: String, md: &Metadata) -> FileInfo {
+    let ft = md.file_type();
+    let kind = if ft.is_symlink() {
+        FileKind::Symlink
+    } else if ft.is_dir() {
+        FileKind::Dir
+    } else if ft.is_file() {
+        FileKind::File
+    } else {
+        FileKind::Other
+    };
+    let mtime_ns = md
+        .mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(md.mtime_nsec());
+    FileInfo {
+        name,
+        kind,
+        size: md.size(),
+        mode: md.mode() & 0o7777,
+        mtime_ns,
+        uid: md.uid(),
+        gid: md.gid(),
+    }
+}
+
+fn resolve_user(user: Option<&str>) -> Result<users::User, AgentError> {
+    users::resolve(user).map_err(|e| AgentError::new(ErrorKind::BadRequest, e.to_string()))
+}
+
+/// `Stat`: metadata of the path itself (a final symlink is not followed).
+pub(crate) fn stat(path: &str) -> Result<FileInfo, AgentError> {
+    let p = check_path(path)?;
+    let md = std::fs::symlink_metadata(&p).map_err(|e| io_error(&e, path))?;
+    Ok(file_info(path.to_owned(), &md))
+}
+
+/// `ListDir`: the first [`MAX_DIR_ENTRIES`] entries by name, and whether there were more.
+/// Only that many names are held at once, however large the directory.
+pub(crate) fn list_dir(path: &str) -> Result<(Vec<FileInfo>, bool), AgentError> {
+    let p = check_path(path)?;
+    let rd = std::fs::read_dir(&p).map_err(|e| io_error(&e, path))?;
+    let mut smallest: BinaryHeap<Vec<u8>> = BinaryHeap::new();
+    let mut truncated = false;
+    for entry in rd {
+        let entry = entry.map_err(|e| io_error(&e, path))?;
+        let name = std::os::unix::ffi::OsStrExt::as_bytes(entry.file_name().as_os_str()).to_vec();
+        smallest.push(name);
+        if smallest.len() > MAX_DIR_ENTRIES {
+            smallest.pop();
+            truncated = true;
+        }
+    }
+    let mut names = smallest.into_sorted_vec();
+    let mut entries = Vec::with_capacity(names.len());
+    for name in names.drain(..) {
+        let os = <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(name);
+        // An entry removed while listing is simply left out.
+        let Ok(md) = std::fs::symlink_metadata(p.join(&os)) else {
+            continue;
+        };
+        entries.push(file_info(os.to_string_lossy().into_owned(), &md));
+    }
+    // Long names can make even a bounded listing exceed a frame; cut to fit.
+    let mut budget = MAX_FRAME_LEN - 64;
+    let mut keep = 0;
+    for e in &entries {
+        let cost = e.name.len() + 64;
+        if cost > budget {
+            break;
+        }
+        budget -= cost;
+        keep += 1;
+    }
+    if keep < entries.len() {
+        entries.truncate(keep);
+        truncated = true;
+    }
+    Ok((entries, truncated))
+}
+
+/// Opens a file for `ReadFile`, with the permissions of `user` when that is not root.
+pub(crate) fn open_for_read(
+    path: &str,
+    user: Option<&str>,
+) -> Result<(File, FileInfo), AgentError> {
+    let p = check_path(path)?;
+    let user = resolve_user(user)?;
+    let open = move || {
+        OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&p)
+    };
+    let file = if user.uid == 0 {
+        open()
+    } else {
+        // Filesystem credentials are per thread on Linux: a short-lived thread takes the user's
+        // and opens the file, so the kernel applies the user's permissions and the rest of the
+        // agent keeps its own.
+        let (uid, gid, groups) = (user.uid, user.gid, user.groups.clone());
+        std::thread::spawn(move || {
+            let groups: Vec<rustix::process::Gid> = groups
+                .into_iter()
+                .map(rustix::process::Gid::from_raw)
+                .collect();
+            rustix::thread::set_thread_groups(&groups)?;
+            nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
+            nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
+            open()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("open thread failed")))
+    }
+    .map_err(|e| io_error(&e, path))?;
+    let md = file.metadata().map_err(|e| io_error(&e, path))?;
+    if md.is_dir() {
+        return Err(is_a_directory(path));
+    }
+    if !md.is_file() {
+        return Err(AgentError::new(
+            ErrorKind::BadRequest,
+            format!("{path} is not a regular file"),
+        ));
+    }
+    Ok((file, file_info(path.to_owned(), &md)))
+}
+
+/// Positions a file for a range read.
+pub(crate) fn seek(file: &mut File, offset: u64, path: &str) -> Result<(), AgentError> {
+    file.seek(SeekFrom::Start(offset))
+        .map(|_| ())
+        .map_err(|e| io_error(&e, path))
+}
+
+/// Reads the next chunk of at most `max` bytes; empty at end of file.
+pub(crate) fn read_chunk(file: &mut File, max: usize, path: &str) -> Result<Vec<u8>, AgentError> {
+    let mut buf = vec![0u8; max];
+    loop {
+        match file.read(&mut buf) {
+            Ok(n) => {
+                buf.truncate(n);
+                return Ok(buf);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io_error(&e, path)),
+        }
+    }
+}
+
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A file being written: bytes go to a temp file beside the target, which replaces the target
+/// only on [`FileWriter::commit`]. Dropped uncommitted (the client went away, an error), the
+/// temp file is removed and the target is untouched.
+#[derive(Debug)]
+pub(crate) struct FileWriter {
+    path: String,
+    target: PathBuf,
+    tmp: PathBuf,
+    file: Option<File>,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    /// The first write error; the rest of the data is discarded and this is the answer.
+    error: Option<AgentError>,
+}
+
+impl FileWriter {
+    pub(crate) fn begin(
+        path: &str,
+        mode: Option<u32>,
+        user: Option<&str>,
+    ) -> Result<Self, AgentError> {
+        let target = check_path(path)?;
+        let user = resolve_user(user)?;
+        let parent = match target.parent() {
+            Some(p) if target.file_name().is_some() => p.to_path_buf(),
+            _ => return Err(is_a_directory(path)),
+        };
+        mkdir_p(&parent, user.uid, user.gid).map_err(|e| io_error(&e, path))?;
+        match std::fs::metadata(&target) {
+            Ok(md) if md.is_dir() => return Err(is_a_directory(path)),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(&e, path)),
+        }
+        let (tmp, file) = loop {
+            let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
+            let tmp = parent.join(format!(".warren-tmp.{}.{seq}", std::process::id()));
+            match OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+            {
+                Ok(f) => break (tmp, f),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_error(&e, path)),
+            }
+        };
+        Ok(Self {
+            path: path.to_owned(),
+            target,
+            tmp,
+            file: Some(file),
+            uid: user.uid,
+            gid: user.gid,
+            mode: mode.unwrap_or(0o644) & 0o7777,
+            error: None,
+        })
+    }
+
+    pub(crate) fn write(&mut self, data: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        if let Some(f) = &mut self.file
+            && let Err(e) = f.write_all(data)
+        {
+            self.error = Some(io_error(&e, &self.path));
+        }
+    }
+
+    pub(crate) fn commit(mut self) -> Result<(), AgentError> {
+        if let Some(e) = self.error.take() {
+            return Err(e);
+        }
+        let Some(file) = self.file.take() else {
+            return Err(AgentError::new(ErrorKind::Io, "file already committed"));
+        };
+        let path = self.path.clone();
+        // Owner first: chown clears set-id bits that chmod then puts back.
+        fchown(&file, Some(self.uid), Some(self.gid)).map_err(|e| io_error(&e, &path))?;
+        file.set_permissions(std::fs::Permissions::from_mode(self.mode))
+            .map_err(|e| io_error(&e, &path))?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.target).map_err(|e| io_error(&e, &path))?;
+        // Renamed: nothing left for Drop to clean up.
+        self.tmp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for FileWriter {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Creates `dir` and its missing parents, owned by the user.
+fn mkdir_p(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    let mut missing = Vec::new();
+    for a in dir.ancestors() {
+        match std::fs::metadata(a) {
+            Ok(md) if md.is_dir() => break,
+            Ok(_) => return Err(io::Error::from_raw_os_error(libc::ENOTDIR)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => missing.push(a),
+            Err(e) => return Err(e),
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(0o755).create(d) {
+            Ok(()) => std::os::unix::fs::chown(d, Some(uid), Some(gid))?,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
