@@ -6,12 +6,13 @@ started before the kill keeps running, and its whole output is retrievable after
 
 from __future__ import annotations
 
+import secrets
 import time
 
 import requests
 from langsmith.sandbox import ResourceNotFoundError
 
-from helpers import RawExec, uniq
+from helpers import RawExec, uniq, wait_until
 
 LINES = 40
 CMD = f"for i in $(seq 1 {LINES}); do echo line-$i; echo err-$i >&2; sleep 0.25; done; exit 9"
@@ -24,7 +25,8 @@ def test_commands_and_sandboxes_survive_daemon_kill9(server, client):
     sb = client.create_sandbox(name=name)
     try:
         sb.write("/root/before.txt", "written before the kill")
-        idle = sb.run("sleep 3600", timeout=0, wait=False)
+        sleeper = f"sleep {7200 + secrets.randbelow(600)}"
+        idle = sb.run(sleeper, timeout=0, wait=False)
         handle = sb.run(CMD, timeout=0, idle_timeout=-1, wait=False)
         command_id = handle.command_id
         got_out = ""
@@ -62,14 +64,14 @@ def test_commands_and_sandboxes_survive_daemon_kill9(server, client):
 
         # A command started before the kill that is still running is still controllable.
         assert idle.command_id
-        assert "sleep 3600" in sb.run("ps -eo args").stdout
+        assert sleeper in sb.run("ps -eo args").stdout.splitlines()
         with RawExec(sb.dataplane_url, server.key) as ex:
             ex.send({"type": "reconnect", "command_id": idle.command_id, "stdout_offset": 0, "stderr_offset": 0})
             assert ex.recv()["type"] == "started"
             ex.send({"type": "kill"})
             msgs, _ = ex.drain(timeout=30)
         assert msgs[-1]["type"] == "exit" and msgs[-1]["exit_code"] != 0
-        assert "sleep 3600" not in sb.run("ps -eo args").stdout
+        assert wait_until(lambda: sleeper not in sb.run("ps -eo args").stdout.splitlines(), 15)
         # New work goes through the restarted daemon.
         assert sb.run("echo after").stdout == "after\n"
         with client.sandbox() as fresh:

@@ -191,11 +191,12 @@ def test_kill_takes_the_whole_process_group(sb):
 
 
 def test_command_timeout_raises(sb):
+    marker = f"sleep {900 + uuid.uuid4().int % 99}"
     start = time.monotonic()
     with pytest.raises(CommandTimeoutError):
-        sb.run("sleep 999", timeout=2)
+        sb.run(marker, timeout=2)
     assert time.monotonic() - start < 30
-    assert wait_until(lambda: not _pgrep(sb, "sleep 999"), 15), "timed-out command still runs"
+    assert wait_until(lambda: not _pgrep(sb, marker), 15), "timed-out command still runs"
 
 
 def test_timeout_zero_runs_without_deadline(sb):
