@@ -10,7 +10,7 @@ import requests
 from helpers import uniq
 
 TIMEOUT = 30
-SAMPLE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? [-+0-9.eEInfa]+( [0-9]+)?$")
+SAMPLE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? [-+0-9.eEInfNa]+( [0-9]+)?$")
 
 
 def test_admin_key_file_is_private(server):

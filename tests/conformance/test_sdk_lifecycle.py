@@ -210,7 +210,7 @@ def test_stop_start_keeps_files_and_dataplane_url(client):
     try:
         url = sb.dataplane_url
         sb.run("echo 'hello' > /tmp/state.txt")
-        sb.write("/root/kept.bin", b"\x00kept\xff")
+        sb.write("/var/tmp/kept.bin", b"\x00kept\xff")
         sb.stop()
         assert sb.status == "stopped"
         stopped = client.get_sandbox(name)
@@ -223,7 +223,7 @@ def test_stop_start_keeps_files_and_dataplane_url(client):
         assert sb.dataplane_url == url, "dataplane_url is stable across stop/start"
         result = sb.run("cat /tmp/state.txt")
         assert result.stdout.strip() == "hello"
-        assert sb.read("/root/kept.bin") == b"\x00kept\xff"
+        assert sb.read("/var/tmp/kept.bin") == b"\x00kept\xff"
         again = client.get_sandbox(name)
         assert again.status == "ready"
         assert again.stopped_at is None
@@ -249,10 +249,10 @@ def test_dataplane_hit_on_stopped_sandbox_wakes_it_or_says_not_ready(client):
     name = uniq("wake")
     sb = client.create_sandbox(name=name)
     try:
-        sb.write("/root/wake.txt", "awake")
+        sb.write("/var/tmp/wake.txt", "awake")
         sb.stop()
         try:
-            assert sb.read("/root/wake.txt") == b"awake"
+            assert sb.read("/var/tmp/wake.txt") == b"awake"
         except SandboxNotReadyError:
             pass  # also allowed: an explicit NotReady instead of an auto-wake
     finally:
