@@ -1,14 +1,184 @@
-//! The jail: the ordered steps that turn a prepared sandbox (cgroups, rootfs subvolume, agent
-//! socket) into a confined process tree with `warren-agent` as PID 1.
+//! The jail: the ordered steps that turn a prepared sandbox (cgroups, rootfs subvolume, uid
+//! range) into a confined process tree with `warren-agent` as PID 1.
 //!
 //! The runtime spawns `warren-jailer` with a [`JailSpec`] as JSON on stdin. The jailer binds the
-//! agent's listening unix socket at `agent_socket`, hands it to the agent as fd 3, prints a [`JailReport`] on stdout and exits; the
-//! agent it leaves behind is not its child's child in any way the daemon depends on, so
-//! sandboxes outlive both the jailer and the daemon.
+//! agent's listening unix socket at `agent_socket`, hands it to the agent as fd 3
+//! ([`AGENT_LISTEN_FD`]), prints a [`JailReport`] on stdout and exits 0; the agent it leaves
+//! behind depends on neither the jailer nor the daemon, so sandboxes outlive both. On failure
+//! the jailer prints one "failed to <verb> <object>: <cause>" line on stderr, exits non-zero and
+//! leaves no process and no socket behind.
+//!
+//! [`run`] is the whole jail as one checklist, in the order of bubblewrap's `main()` and
+//! nsjail's `containProc` (STYLE.md convention 10): the jailer's half on the host, then the
+//! child's half in the new namespaces. Each step is a named function in [`host`] or [`inside`];
+//! each order constraint is a comment at the step. Unsafe code lives only in `sys`.
 
+#[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
+compile_error!("warren-jail supports x86_64 Linux only: its seccomp policy is x86_64's");
+
+mod error;
+mod host;
+mod inside;
+mod seccomp;
 mod spec;
+mod sync;
+#[allow(unsafe_code)]
+mod sys;
 
-pub use spec::{JailReport, JailSpec};
+use std::convert::Infallible;
+use std::os::fd::OwnedFd;
+use std::panic::AssertUnwindSafe;
+
+use error::Context;
+
+pub use error::JailError;
+pub use inside::AGENT_CAPABILITIES;
+pub use spec::{JailReport, JailSpec, MIN_ID_BASE};
 
 /// The fd on which the agent finds its listening socket.
 pub const AGENT_LISTEN_FD: i32 = 3;
+
+/// The namespaces of a sandbox, created together by one clone(2) so the new user namespace owns
+/// all the others (and the child holds every capability over them, and over nothing else).
+const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWCGROUP;
+
+/// Builds the jail described by `spec` and starts the agent in it. Must run in a
+/// single-threaded process with root on the host (the jailer).
+pub fn run(spec: &JailSpec) -> Result<JailReport, JailError> {
+    spec.validate()?;
+
+    // 1. no_new_privs first (prctl(2) PR_SET_NO_NEW_PRIVS): nothing exec'd from here on,
+    //    setuid binaries and file capabilities included, can gain privileges; it is inherited
+    //    by the child and the agent. Then the cgroups, before the clone, so the child and all
+    //    its descendants are charged to the sandbox and the cgroup namespace created below is
+    //    rooted at the sandbox's cgroup (firecracker's jailer joins before chroot for the same
+    //    reason).
+    host::set_no_new_privs()?;
+    host::join_cgroups(&spec.cgroup_procs)?;
+    // 2. The agent's listening socket, bound on the host (outside the rootfs), handed to the
+    //    agent as fd 3. Removed again if any later step fails.
+    let (listener, socket_file) = host::bind_agent_socket(&spec.agent_socket)?;
+    // 3. The agent binary, by O_PATH fd: after pivot_root its host path is gone. It is
+    //    executed by fd, never copied into or mounted in the rootfs.
+    let agent = host::open_agent(&spec.agent_path)?;
+    let (parent_end, child_end) = sync::channel()?;
+
+    // 4. One clone into all new namespaces; the child is PID 1 of the new pid namespace and
+    //    waits on the sync socket until the parent has set up its ids and rootfs.
+    let child = match sys::clone_fork(NAMESPACES).sys("clone into new namespaces")? {
+        None => {
+            drop(parent_end);
+            jail_child(spec, child_end, listener, agent)
+        }
+        Some(pid) => host::Child::new(pid),
+    };
+    // Our copies: the child's end must close here so its exec shows as end of file.
+    drop(child_end);
+    drop(listener);
+    drop(agent);
+
+    // 5. uid/gid maps, written by the privileged parent (see Child::write_id_maps for why
+    //    setgroups stays allowed). Before step 6: an idmapped mount needs a mapped namespace.
+    child.write_id_maps(spec)?;
+    // 6. The idmapped, nosuid, nodev rootfs mount, sent to the child as an fd.
+    let rootfs = child.idmapped_rootfs(&spec.rootfs)?;
+    parent_end.send_rootfs(&rootfs)?;
+    drop(rootfs);
+
+    // 13. Wait for the child's exec: end of file on the close-on-exec socket means the exec
+    //     succeeded; a message is the child's error (and dropping `child` kills it).
+    parent_end.wait_for_exec()?;
+    let report = child.report()?;
+    child.release();
+    socket_file.keep();
+    Ok(report)
+}
+
+/// The child's half: runs in the new namespaces, ends in the agent's exec, or reports its error
+/// to the parent and exits. Never returns.
+fn jail_child(spec: &JailSpec, mut sync: sync::ChildEnd, listener: OwnedFd, agent: OwnedFd) -> ! {
+    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        child_steps(spec, &mut sync, listener, agent)
+    }));
+    let message = match outcome {
+        Ok(Ok(never)) => match never {},
+        Ok(Err(err)) => error::one_line(&err),
+        Err(_) => "failed to build the jail: the jailer panicked".to_owned(),
+    };
+    sync.report_failure(&message);
+    sys::exit_now(1)
+}
+
+fn child_steps(
+    spec: &JailSpec,
+    sync: &mut sync::ChildEnd,
+    listener: OwnedFd,
+    mut agent: OwnedFd,
+) -> Result<Infallible, JailError> {
+    // Die with the jailer until the exec: if it is killed mid-way, nothing is left behind.
+    inside::die_with_jailer()?;
+
+    // 7. Wait for the maps and the rootfs mount, then become root of the new user namespace
+    //    (host uid_base) with no host groups, before any file is created. The credential
+    //    change resets the parent death signal (credentials(7)), so it is set again, and the
+    //    parent is checked once more in case it died in between.
+    let root = sync.receive_rootfs()?;
+    inside::become_sandbox_root()?;
+    inside::die_with_jailer()?;
+    if !sync.parent_alive()? {
+        return Err(JailError::Check {
+            action: "build the jail",
+            found: "the jailer went away".into(),
+        });
+    }
+    //    Mounts private first, so nothing below propagates to the host; then the idmapped
+    //    rootfs goes over its own path in our mount namespace.
+    inside::make_mounts_private()?;
+    inside::attach_rootfs(&root, &spec.rootfs)?;
+
+    // 8. Inside the new root, resolved through `root` without following the image's symlinks:
+    //    /proc first, while the host's procfs is still visible (mount_too_revealing()), then
+    //    its masks, then the minimal /dev. /sys stays as the image has it (no sysfs).
+    let proc = inside::mount_proc(&root)?;
+    inside::mask_proc(&proc)?;
+    inside::mount_dev(&root, spec.shm_bytes)?;
+    drop(proc);
+
+    // 9. pivot_root and detach the old root: from here no host path is reachable.
+    inside::pivot_into(&root)?;
+    drop(root);
+
+    // 10. The sandbox's own uts and net namespaces (needs CAP_SYS_ADMIN/NET_ADMIN there, so
+    //     before step 12).
+    inside::set_hostname(&spec.hostname)?;
+    inside::bring_up_loopback()?;
+
+    // 11. rlimits.
+    inside::set_rlimits(spec)?;
+
+    // 12. Capabilities: the agent keeps AGENT_CAPABILITIES, what it executes gets none.
+    inside::restrict_capabilities()?;
+
+    // 13. Own session; stdio on /dev/null; the listener at fd 3; every other fd close-on-exec.
+    //     The sync socket stays open (close-on-exec) to report errors until the exec.
+    inside::new_session()?;
+    inside::arrange_fds(listener, [&mut sync.0, &mut agent])?;
+
+    // 14. Landlock, after the last mount (a Landlock domain may not change mounts) and before
+    //     seccomp, which would deny the landlock syscalls' setup nothing but is kept last.
+    inside::apply_landlock(&agent)?;
+
+    // 15. The agent must outlive the jailer: clear the death signal, then seccomp last, right
+    //     before the exec (bubblewrap: "the last thing before execve()").
+    inside::clear_parent_death_signal()?;
+    seccomp::install()?;
+
+    // 16. Become the agent. Only returns on failure.
+    Err(inside::exec_agent(&agent, &spec.agent_args))
+}

@@ -1,8 +1,20 @@
 //! What the runtime asks the jailer to build. Sent as one JSON document on the jailer's stdin.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::JailError;
+
+/// Lowest first host id of a sandbox's range: sandbox ids must never map onto host root or onto
+/// the ids of the host's own users and services.
+pub const MIN_ID_BASE: u32 = 1 << 16;
+
+/// The agent and what it runs need some fds; below this the jail itself cannot arrange them.
+const MIN_NOFILE: u64 = 64;
+
+/// `sun_path` of `struct sockaddr_un` holds 108 bytes including the NUL.
+const MAX_SOCKET_PATH: usize = 107;
 
 /// Everything the jailer needs to build one sandbox. The runtime prepares the resources (cgroups,
 /// subvolume, listening socket); the jailer only enters and confines.
@@ -48,4 +60,191 @@ pub struct JailReport {
     /// The agent's start time in clock ticks since boot (field 22 of `/proc/<pid>/stat`), so a
     /// recycled pid is never mistaken for the agent.
     pub start_time: u64,
+}
+
+impl JailSpec {
+    /// Checks what the kernel would otherwise reject halfway through the jail, or worse accept:
+    /// ids that map onto host root, relative host paths, an unusable hostname.
+    pub fn validate(&self) -> Result<(), JailError> {
+        let bad = |field, problem| Err(JailError::InvalidSpec { field, problem });
+        if self.sandbox_id.is_empty() {
+            return bad("sandbox_id", "is empty");
+        }
+        for (field, path) in [
+            ("rootfs", &self.rootfs),
+            ("agent_path", &self.agent_path),
+            ("agent_socket", &self.agent_socket),
+        ] {
+            if !is_clean_absolute(path) {
+                return bad(field, "is not an absolute path without NUL bytes");
+            }
+        }
+        if self.agent_socket.as_os_str().len() > MAX_SOCKET_PATH {
+            return bad(
+                "agent_socket",
+                "is longer than a unix socket path may be (107 bytes)",
+            );
+        }
+        for path in &self.cgroup_procs {
+            if !is_clean_absolute(path) || path.file_name() != Some("cgroup.procs".as_ref()) {
+                return bad(
+                    "cgroup_procs",
+                    "holds a path that is not an absolute .../cgroup.procs",
+                );
+            }
+        }
+        for (field, base) in [("uid_base", self.uid_base), ("gid_base", self.gid_base)] {
+            if base < MIN_ID_BASE {
+                return bad(
+                    field,
+                    "is below 65536 (sandbox ids must not map onto host ids)",
+                );
+            }
+            if base.checked_add(self.id_count).is_none() {
+                return bad(field, "plus id_count overflows the id space");
+            }
+        }
+        if self.id_count == 0 {
+            return bad("id_count", "is 0");
+        }
+        if !is_hostname(&self.hostname) {
+            return bad("hostname", "is not 1 to 64 characters of [A-Za-z0-9.-_]");
+        }
+        if self.shm_bytes == 0 {
+            return bad("shm_bytes", "is 0");
+        }
+        if self.nofile < MIN_NOFILE {
+            return bad("nofile", "is below 64");
+        }
+        if self.nproc == 0 {
+            return bad("nproc", "is 0");
+        }
+        if self.agent_args.iter().any(|a| a.contains('\0')) {
+            return bad("agent_args", "holds a NUL byte");
+        }
+        Ok(())
+    }
+}
+
+fn is_clean_absolute(path: &Path) -> bool {
+    path.is_absolute() && !path.as_os_str().as_encoded_bytes().contains(&0)
+}
+
+fn is_hostname(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> JailSpec {
+        JailSpec {
+            sandbox_id: "sb-1".into(),
+            rootfs: "/var/lib/warren/fs/sandboxes/sb-1".into(),
+            agent_path: "/usr/lib/warren/warren-agent".into(),
+            agent_socket: "/run/warren/sb-1/agent.sock".into(),
+            uid_base: 1 << 20,
+            gid_base: 1 << 20,
+            id_count: 65_536,
+            cgroup_procs: vec![
+                "/sys/fs/cgroup/memory/warren/sb-1/cgroup.procs".into(),
+                "/sys/fs/cgroup/pids/warren/sb-1/cgroup.procs".into(),
+            ],
+            hostname: "sb-1".into(),
+            shm_bytes: 64 << 20,
+            nofile: 4096,
+            nproc: 512,
+            agent_args: vec!["--listen-fd".into(), "3".into()],
+        }
+    }
+
+    fn field_of(spec: &JailSpec) -> &'static str {
+        match spec.validate() {
+            Err(JailError::InvalidSpec { field, .. }) => field,
+            other => panic!("expected an invalid spec, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_runtime_s_spec_round_trips_and_validates() {
+        let s = spec();
+        let json = serde_json::to_string(&s).unwrap();
+        let back: JailSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        back.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_and_missing_fields_are_rejected() {
+        let mut v = serde_json::to_value(spec()).unwrap();
+        v["surprise"] = serde_json::json!(1);
+        assert!(serde_json::from_value::<JailSpec>(v.clone()).is_err());
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("surprise");
+        obj.remove("uid_base");
+        assert!(serde_json::from_value::<JailSpec>(v).is_err());
+    }
+
+    #[test]
+    fn ids_never_map_onto_host_ids() {
+        let mut s = spec();
+        s.uid_base = 0;
+        assert_eq!(field_of(&s), "uid_base");
+        let mut s = spec();
+        s.gid_base = 1000;
+        assert_eq!(field_of(&s), "gid_base");
+        let mut s = spec();
+        s.uid_base = u32::MAX - 10;
+        assert_eq!(field_of(&s), "uid_base");
+        let mut s = spec();
+        s.id_count = 0;
+        assert_eq!(field_of(&s), "id_count");
+    }
+
+    #[test]
+    fn host_paths_must_be_absolute_and_cgroup_files_named_right() {
+        let mut s = spec();
+        s.rootfs = "relative/rootfs".into();
+        assert_eq!(field_of(&s), "rootfs");
+        let mut s = spec();
+        s.cgroup_procs
+            .push("/sys/fs/cgroup/pids/warren/sb-1/tasks".into());
+        assert_eq!(field_of(&s), "cgroup_procs");
+        let mut s = spec();
+        s.agent_socket = PathBuf::from(format!("/run/{}", "x".repeat(120)));
+        assert_eq!(field_of(&s), "agent_socket");
+    }
+
+    #[test]
+    fn hostname_limits_follow_the_kernel() {
+        let mut s = spec();
+        s.hostname = "a".repeat(65);
+        assert_eq!(field_of(&s), "hostname");
+        s.hostname = "bad/name".into();
+        assert_eq!(field_of(&s), "hostname");
+        s.hostname = String::new();
+        assert_eq!(field_of(&s), "hostname");
+        s.hostname = "a".repeat(64);
+        s.validate().unwrap();
+    }
+
+    #[test]
+    fn limits_and_args_are_checked() {
+        let mut s = spec();
+        s.nofile = 3;
+        assert_eq!(field_of(&s), "nofile");
+        let mut s = spec();
+        s.nproc = 0;
+        assert_eq!(field_of(&s), "nproc");
+        let mut s = spec();
+        s.shm_bytes = 0;
+        assert_eq!(field_of(&s), "shm_bytes");
+        let mut s = spec();
+        s.agent_args.push("a\0b".into());
+        assert_eq!(field_of(&s), "agent_args");
+    }
 }
