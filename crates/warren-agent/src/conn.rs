@@ -2,6 +2,7 @@
 //!
 //! Whatever a client sends, the worst outcome is that its own connection is closed.
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use tokio::net::UnixStream;
@@ -297,7 +298,36 @@ async fn stream_to(
     tokio::spawn(feed_stdin(session.clone(), rx));
     tokio::select! {
         r = pump(session, client, wr) => r,
-        r = requests(session, rd, tx) => r,
+        r = async move {
+            let mut rd = rd;
+            requests(session, &mut rd, tx).await?;
+            // The client half-closed (e.g. dropped its writing half) but may still be reading:
+            // keep streaming until it hangs up entirely.
+            wait_for_hangup(rd.as_ref()).await;
+            Ok(())
+        } => r,
+    }
+}
+
+/// How often a half-closed client is checked for having gone away entirely.
+const HANGUP_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Returns once the peer has closed its end of the socket completely: POLLHUP on a unix
+/// stream socket means both directions are shut, unlike the read EOF of a half-close.
+async fn wait_for_hangup(stream: &UnixStream) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    loop {
+        let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
+        let hung_up = match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(_) => fds[0]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
+            Err(_) => true,
+        };
+        if hung_up {
+            return;
+        }
+        tokio::time::sleep(HANGUP_POLL).await;
     }
 }
 
@@ -336,11 +366,11 @@ enum StdinMsg {
 
 async fn requests(
     session: &Session,
-    mut rd: tokio::net::unix::ReadHalf<'_>,
+    rd: &mut tokio::net::unix::ReadHalf<'_>,
     tx: mpsc::Sender<StdinMsg>,
 ) -> Result<(), WireError> {
     loop {
-        let Some(req) = read_request(&mut rd).await? else {
+        let Some(req) = read_request(rd).await? else {
             return Ok(());
         };
         match req {

@@ -542,3 +542,20 @@ fn detached_command_keeps_running_and_is_listed() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn half_closed_client_still_gets_everything() {
+    let agent = Agent::start();
+    let mut c = agent.conn();
+    let (_, pid) = c.exec(ExecSpec {
+        kill_on_disconnect: true,
+        ..sh("sleep 0.7; echo late")
+    });
+    // Like a host that drops its writing half after sending the request.
+    c.s.shutdown(std::net::Shutdown::Write).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(alive(pid), "a half-close is not a disconnect");
+    let out = c.collect();
+    assert_eq!(out.out(), "late\n");
+    assert_eq!(out.exit.unwrap().reason, ExitReason::Exited);
+}
