@@ -246,7 +246,8 @@ def server(tmp_path_factory) -> Server:
 def client(server):
     from langsmith.sandbox import SandboxClient
 
-    c = SandboxClient(api_endpoint=server.api_base, api_key=server.key, timeout=30.0)
+    # The SDK's default HTTP timeout (10 s) on purpose: users get it too.
+    c = SandboxClient(api_endpoint=server.api_base, api_key=server.key)
     yield c
     c.close()
 

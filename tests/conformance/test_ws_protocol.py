@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -24,7 +25,7 @@ def test_upgrade_key_header_is_case_insensitive(sb, server):
 
     for header in ("x-api-key", "X-API-KEY"):
         with connect(ws_url(sb.dataplane_url), additional_headers={header: server.key}) as ws:
-            ws.send('{"type":"execute","command":"echo ok","close_stdin":true}')
+            ws.send(json.dumps(execute_msg("echo ok")))
             first = ws.recv(timeout=30)
             assert '"started"' in first
 
@@ -49,7 +50,7 @@ def test_message_sequence(sb, server, command_id):
 
 def test_command_id_is_assigned_when_absent(sb, server):
     with RawExec(sb.dataplane_url, server.key) as ex:
-        ex.send({"type": "execute", "command": "echo hi", "close_stdin": True})
+        ex.send(execute_msg("echo hi"))  # no command_id: the server assigns one
         msgs, _ = ex.drain()
     assert msgs[0]["type"] == "started"
     assert isinstance(msgs[0]["command_id"], str) and msgs[0]["command_id"]
