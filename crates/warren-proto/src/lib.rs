@@ -87,6 +87,7 @@ pub enum Request {
     /// Bytes for the attached command's stdin (or its PTY).
     Input {
         /// The bytes.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// Half-close the attached command's stdin.
@@ -117,6 +118,7 @@ pub enum Request {
     /// A chunk of a file being written.
     FileData {
         /// The bytes, at most [`MAX_CHUNK_LEN`].
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// End of a file being written.
@@ -228,6 +230,7 @@ pub enum Response {
         /// Byte offset of `data[0]` within the stream since the command started.
         offset: u64,
         /// The bytes, at most [`MAX_CHUNK_LEN`].
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// The command ended; last frame of an attached stream, sent after all output.
@@ -237,6 +240,7 @@ pub enum Response {
     /// A chunk of a file being read.
     FileData {
         /// The bytes, at most [`MAX_CHUNK_LEN`].
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// End of a file being read.

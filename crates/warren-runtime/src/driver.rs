@@ -648,7 +648,11 @@ impl Driver for AnyDriver {
         }
     }
 
-    async fn stop(&self, id: &SandboxId, handle: Option<&SandboxHandle>) -> Result<(), DriverError> {
+    async fn stop(
+        &self,
+        id: &SandboxId,
+        handle: Option<&SandboxHandle>,
+    ) -> Result<(), DriverError> {
         match self {
             Self::Jail(d) => d.stop(id, handle).await,
         }

@@ -14,7 +14,9 @@ pub mod storage;
 mod tool;
 
 pub use agent::{AgentConn, AgentConnError, AgentReader, AgentWriter};
-pub use driver::{AnyDriver, Driver, DriverError, JailConfig, JailDriver, SandboxHandle, SandboxSpec, Tier};
+pub use driver::{
+    AnyDriver, Driver, DriverError, JailConfig, JailDriver, SandboxHandle, SandboxSpec, Tier,
+};
 pub use slots::SlotError;
 pub use storage::{BtrfsStorage, Storage, StorageError};
 pub use tool::ToolError;

@@ -8,11 +8,9 @@
 //!   images/.build-*/              an image being built (deleted at open if a build was killed)
 //!   sandboxes/<id>/rootfs/        writable snapshot of the image: O(1), own inodes per sandbox
 //!   sandboxes/<id>/rootfs/tmp/    nested subvolume: persistent, but not part of captures
-//!   sandboxes/<id>/qgroup         the level-1 qgroup that carries the sandbox's disk limit
 //! ```
-//! Each sandbox's rootfs and /tmp are created inside one level-1 qgroup (`-i` at creation time,
-//! so btrfs never needs a quota rescan) whose referenced-bytes limit is the sandbox's disk size:
-//! writing past it fails with EDQUOT inside, and nothing outside is affected.
+//! The rootfs and /tmp subvolumes each carry a qgroup limit of the sandbox's disk size: writing
+//! past it fails with EDQUOT inside, and nothing outside is affected.
 
 use std::path::{Path, PathBuf};
 
@@ -157,6 +155,23 @@ impl BtrfsStorage {
                 source: e,
             })?;
         }
+        // Quota numbers that a crash or an old layout left inconsistent would make limits
+        // unreliable: rescan once at open (rare, and only then).
+        let show = std::process::Command::new("btrfs")
+            .args(["qgroup", "show"])
+            .arg(&root)
+            .output();
+        if show.is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("inconsistent")) {
+            tool::run(
+                "btrfs",
+                [
+                    std::ffi::OsStr::new("quota"),
+                    "rescan".as_ref(),
+                    "-w".as_ref(),
+                    root.as_os_str(),
+                ],
+            )?;
+        }
         let store = Self { root };
         for dir in [store.images_dir(), store.sandboxes_dir()] {
             fs::create_dir_all(&dir).map_err(|e| StorageError::Io {
@@ -265,10 +280,6 @@ impl BtrfsStorage {
         }
         Ok(())
     }
-
-    fn qgroup_file(&self, id: &SandboxId) -> PathBuf {
-        self.sandboxes_dir().join(id.as_str()).join("qgroup")
-    }
 }
 
 /// Deletes subvolumes, nested ones first. Paths that no longer exist are skipped.
@@ -321,21 +332,6 @@ impl Storage for BtrfsStorage {
         let dir = self.sandboxes_dir().join(id.as_str());
         let rootfs = dir.join("rootfs");
         delete_subvolumes(&[rootfs.join("tmp"), rootfs])?;
-        let qfile = self.qgroup_file(id);
-        if let Ok(q) = std::fs::read_to_string(&qfile) {
-            let q = q.trim();
-            // The deleted subvolumes leave the group asynchronously; a group that still has
-            // members cannot be destroyed yet and is cleared by `btrfs qgroup clear-stale` later.
-            let _ = tool::run(
-                "btrfs",
-                [
-                    std::ffi::OsStr::new("qgroup"),
-                    "destroy".as_ref(),
-                    q.as_ref(),
-                    self.root.as_os_str(),
-                ],
-            );
-        }
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -362,23 +358,15 @@ impl BtrfsStorage {
         &self,
         dir: &Path,
         src: &Path,
-        id: &SandboxId,
+        _id: &SandboxId,
         disk_bytes: u64,
     ) -> Result<PathBuf, StorageError> {
-        let qgroup = self.create_qgroup()?;
-        fs::write(self.qgroup_file(id), qgroup.as_bytes()).map_err(|e| StorageError::Io {
-            action: "write",
-            path: self.qgroup_file(id),
-            source: e,
-        })?;
         let rootfs = dir.join("rootfs");
         tool::run(
             "btrfs",
             [
                 std::ffi::OsStr::new("subvolume"),
                 "snapshot".as_ref(),
-                "-i".as_ref(),
-                qgroup.as_ref(),
                 src.as_os_str(),
                 rootfs.as_os_str(),
             ],
@@ -396,8 +384,6 @@ impl BtrfsStorage {
             [
                 std::ffi::OsStr::new("subvolume"),
                 "create".as_ref(),
-                "-i".as_ref(),
-                qgroup.as_ref(),
                 tmp.as_os_str(),
             ],
         )?;
@@ -406,49 +392,21 @@ impl BtrfsStorage {
             std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
                 .map_err(io_err("chmod", &tmp))?;
         }
-        tool::run(
-            "btrfs",
-            [
-                std::ffi::OsStr::new("qgroup"),
-                "limit".as_ref(),
-                disk_bytes.to_string().as_ref(),
-                qgroup.as_ref(),
-                self.root.as_os_str(),
-            ],
-        )?;
-        Ok(rootfs)
-    }
-
-    /// Creates a fresh level-1 qgroup with a random id and returns its name (`1/N`).
-    fn create_qgroup(&self) -> Result<String, StorageError> {
-        let mut last = None;
-        for _ in 0..4 {
-            let n = u64::from_le_bytes(
-                uuid::Uuid::new_v4().as_bytes()[..8]
-                    .try_into()
-                    .unwrap_or([1; 8]),
-            ) & ((1 << 40) - 1);
-            let name = format!("1/{}", n.max(1));
-            match tool::run(
+        // Each subvolume's own (level-0) qgroup carries the limit: btrfs accounts a snapshot
+        // into its level-0 group exactly, whereas grouping both under a level-1 group at
+        // creation would leave quota data inconsistent until a rescan. So the root filesystem
+        // (image included) and /tmp are each limited to the disk size.
+        for sub in [&rootfs, &tmp] {
+            tool::run(
                 "btrfs",
                 [
                     std::ffi::OsStr::new("qgroup"),
-                    "create".as_ref(),
-                    name.as_ref(),
-                    self.root.as_os_str(),
+                    "limit".as_ref(),
+                    disk_bytes.to_string().as_ref(),
+                    sub.as_os_str(),
                 ],
-            ) {
-                Ok(_) => return Ok(name),
-                Err(e) => last = Some(e),
-            }
+            )?;
         }
-        Err(last.map_or_else(
-            || StorageError::Io {
-                action: "create qgroup in",
-                path: self.root.clone(),
-                source: std::io::ErrorKind::Other.into(),
-            },
-            StorageError::Tool,
-        ))
+        Ok(rootfs)
     }
 }
