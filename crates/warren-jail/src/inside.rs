@@ -116,7 +116,9 @@ pub(crate) fn attach_rootfs(tree: &OwnedFd, rootfs: &Path) -> Result<(), JailErr
 
 /// Opens directory `name` directly under `dir` as a mount target, creating it if missing.
 /// A symlink or a non-directory there is an error, not something to follow or replace.
-fn mount_target(dir: BorrowedFd<'_>, name: &str) -> Result<OwnedFd, JailError> {
+/// `shown` is its path in the sandbox, for errors.
+fn mount_target(dir: BorrowedFd<'_>, name: &str, shown: &str) -> Result<OwnedFd, JailError> {
+    let shown = Path::new(shown);
     let open = || {
         rustix::fs::openat2(
             dir,
@@ -130,11 +132,12 @@ fn mount_target(dir: BorrowedFd<'_>, name: &str) -> Result<OwnedFd, JailError> {
         Err(Errno::NOENT) => {
             match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755)) {
                 Ok(()) | Err(Errno::EXIST) => {}
-                Err(e) => return Err(e).path("create the mount point", Path::new(name)),
+                Err(e) => return Err(e).path("create the mount point", shown),
             }
-            open().path("open the mount point", Path::new(name))
+            open().path("open the mount point", shown)
         }
-        other => other.path("open the mount point", Path::new(name)),
+        // ENOTDIR or ELOOP: a file or a symlink where a directory belongs.
+        other => other.path("open the mount point", shown),
     }
 }
 
@@ -191,7 +194,7 @@ fn host_device(name: &str, read_only: bool) -> Result<OwnedFd, JailError> {
 /// fully visible procfs is mounted in its mount namespace (mount_too_revealing(), the host's
 /// /proc here). Returns the mounted procfs.
 pub(crate) fn mount_proc(root: &OwnedFd) -> Result<OwnedFd, JailError> {
-    let target = mount_target(root.as_fd(), "proc")?;
+    let target = mount_target(root.as_fd(), "proc", "/proc")?;
     let proc = new_mount(
         "proc",
         &[],
@@ -276,7 +279,7 @@ pub(crate) fn mask_proc(proc: &OwnedFd) -> Result<(), JailError> {
 /// instance with `ptmx`; a size-limited `/dev/shm`; the fd and stdio links. No `/dev/console`
 /// (CVE-2025-52565) and no other device.
 pub(crate) fn mount_dev(root: &OwnedFd, shm_bytes: u64) -> Result<(), JailError> {
-    let target = mount_target(root.as_fd(), "dev")?;
+    let target = mount_target(root.as_fd(), "dev", "/dev")?;
     let dev = new_mount(
         "tmpfs",
         &[],
@@ -302,7 +305,7 @@ pub(crate) fn mount_dev(root: &OwnedFd, shm_bytes: u64) -> Result<(), JailError>
     }
 
     rustix::fs::mkdirat(&dev, "pts", Mode::from_raw_mode(0o755)).sys("create /dev/pts")?;
-    let pts_target = mount_target(dev.as_fd(), "pts")?;
+    let pts_target = mount_target(dev.as_fd(), "pts", "/dev/pts")?;
     // Not nodev: the pseudo-terminals of this instance must open. gid 5 is the sandbox's tty
     // group, resolved in its user namespace.
     let pts = new_mount(
@@ -315,7 +318,7 @@ pub(crate) fn mount_dev(root: &OwnedFd, shm_bytes: u64) -> Result<(), JailError>
     attach(&pts, pts_target.as_fd()).sys("mount /dev/pts")?;
 
     rustix::fs::mkdirat(&dev, "shm", Mode::from_raw_mode(0o755)).sys("create /dev/shm")?;
-    let shm_target = mount_target(dev.as_fd(), "shm")?;
+    let shm_target = mount_target(dev.as_fd(), "shm", "/dev/shm")?;
     let size = shm_bytes.to_string();
     let shm = new_mount(
         "tmpfs",

@@ -2,7 +2,7 @@
 //! the agent in it and prints a [`warren_jail::JailReport`] as one JSON line on stdout. On
 //! failure: one "failed to <verb> <object>: <cause>" line on stderr and exit status 1.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -20,12 +20,14 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    let mut input = Vec::new();
-    std::io::stdin()
-        .read_to_end(&mut input)
-        .context("failed to read the jail spec from stdin")?;
+    // The first JSON value on stdin; the jailer does not wait for end of file, so a caller that
+    // keeps stdin open cannot stall it.
     let spec: warren_jail::JailSpec =
-        serde_json::from_slice(&input).context("failed to parse the jail spec")?;
+        serde_json::Deserializer::from_reader(std::io::stdin().lock())
+            .into_iter()
+            .next()
+            .context("failed to read the jail spec: stdin is empty")?
+            .context("failed to parse the jail spec")?;
     let report = warren_jail::run(&spec)?;
     let line = serde_json::to_string(&report).context("failed to encode the jail report")?;
     let mut out = std::io::stdout().lock();
