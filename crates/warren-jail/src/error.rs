@@ -1,4 +1,4 @@
-//! The jail's error type. Every message reads "failed to <verb> <object>", and the cause sits in
+//! The jail's error type. Every message reads `failed to <verb> <object>`, and the cause sits in
 //! the source chain, so `{:#}` in the binary prints one line: "failed to X: cause".
 
 use std::io;
@@ -18,7 +18,7 @@ pub enum JailError {
     /// A system call on a path failed.
     #[error("failed to {action} {}", path.display())]
     Path {
-        /// What the jail was doing, as "<verb> <object>".
+        /// What the jail was doing, as `<verb> <object>`.
         action: &'static str,
         /// The path it was doing it to.
         path: PathBuf,
@@ -29,7 +29,7 @@ pub enum JailError {
     /// A system call failed.
     #[error("failed to {action}")]
     Sys {
-        /// What the jail was doing, as "<verb> <object>".
+        /// What the jail was doing, as `<verb> <object>`.
         action: &'static str,
         /// The kernel's answer.
         #[source]
@@ -76,7 +76,7 @@ pub enum JailError {
     },
 }
 
-/// Attaches "<verb> <object>" context to a failed system call.
+/// Attaches `<verb> <object>` context to a failed system call.
 pub(crate) trait Context<T> {
     /// A failure of a system call on no particular path.
     fn sys(self, action: &'static str) -> Result<T, JailError>;

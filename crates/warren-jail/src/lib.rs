@@ -5,12 +5,12 @@
 //! agent's listening unix socket at `agent_socket`, hands it to the agent as fd 3
 //! ([`AGENT_LISTEN_FD`]), prints a [`JailReport`] on stdout and exits 0; the agent it leaves
 //! behind depends on neither the jailer nor the daemon, so sandboxes outlive both. On failure
-//! the jailer prints one "failed to <verb> <object>: <cause>" line on stderr, exits non-zero and
+//! the jailer prints one `failed to <verb> <object>: <cause>` line on stderr, exits non-zero and
 //! leaves no process and no socket behind.
 //!
 //! [`run`] is the whole jail as one checklist, in the order of bubblewrap's `main()` and
 //! nsjail's `containProc` (STYLE.md convention 10): the jailer's half on the host, then the
-//! child's half in the new namespaces. Each step is a named function in [`host`] or [`inside`];
+//! child's half in the new namespaces. Each step is a named function in `host` or `inside`;
 //! each order constraint is a comment at the step. Unsafe code lives only in `sys`.
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]

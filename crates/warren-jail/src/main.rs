@@ -1,6 +1,6 @@
 //! `warren-jailer`: reads a [`warren_jail::JailSpec`] as JSON on stdin, builds the jail, starts
 //! the agent in it and prints a [`warren_jail::JailReport`] as one JSON line on stdout. On
-//! failure: one "failed to <verb> <object>: <cause>" line on stderr and exit status 1.
+//! failure: one `failed to <verb> <object>: <cause>` line on stderr and exit status 1.
 
 use std::io::Write;
 use std::process::ExitCode;
