@@ -182,3 +182,44 @@ fn child_steps(
     // 16. Become the agent. Only returns on failure.
     Err(inside::exec_agent(&agent, &spec.agent_args))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_spec_fails_before_any_side_effect() {
+        let spec = JailSpec {
+            sandbox_id: "sb".into(),
+            rootfs: "/nonexistent/rootfs".into(),
+            agent_path: "/nonexistent/agent".into(),
+            agent_socket: "/nonexistent/agent.sock".into(),
+            uid_base: 0,
+            gid_base: 1 << 20,
+            id_count: 65_536,
+            cgroup_procs: vec![],
+            hostname: "sb".into(),
+            shm_bytes: 1 << 20,
+            nofile: 1024,
+            nproc: 64,
+            agent_args: vec![],
+        };
+        let err = run(&spec).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                JailError::InvalidSpec {
+                    field: "uid_base",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // no_new_privs is the first side effect; it must not have happened.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(
+            status.contains("NoNewPrivs:\t0"),
+            "validation must come first"
+        );
+    }
+}

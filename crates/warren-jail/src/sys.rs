@@ -15,6 +15,9 @@ use rustix::process::Pid;
 /// Refuses to run in a process with more than one thread: the child would inherit locks held
 /// by threads that do not exist in it.
 pub(crate) fn clone_fork(flags: libc::c_int) -> io::Result<Option<Pid>> {
+    if flags & !NAMESPACE_FLAGS != 0 {
+        return Err(io::Error::other("clone_fork takes namespace flags only"));
+    }
     if thread_count()? != 1 {
         return Err(io::Error::other(
             "the jailer must be single-threaded to clone",
@@ -24,11 +27,11 @@ pub(crate) fn clone_fork(flags: libc::c_int) -> io::Result<Option<Pid>> {
     // copy-on-write copy of this stack. The process has exactly one thread (checked above), so
     // no lock (malloc's, stdio's) can be held by a thread missing from the child. The unused
     // pointer arguments (parent_tid, child_tid, tls) are only read with CLONE_PARENT_SETTID,
-    // CLONE_CHILD_*TID or CLONE_SETTLS, which `flags` never carries (masked below).
+    // CLONE_CHILD_*TID or CLONE_SETTLS, which `flags` never carries (checked above).
     let ret = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            libc::c_ulong::from((flags & NAMESPACE_FLAGS).cast_unsigned())
+            libc::c_ulong::from(flags.cast_unsigned())
                 | libc::c_ulong::from(libc::SIGCHLD.cast_unsigned()),
             std::ptr::null_mut::<libc::c_void>(),
             std::ptr::null_mut::<libc::pid_t>(),
@@ -237,6 +240,12 @@ mod tests {
     #[test]
     fn the_test_process_counts_its_threads() {
         assert!(thread_count().unwrap() >= 1);
+    }
+
+    #[test]
+    fn clone_fork_takes_namespace_flags_only() {
+        let err = clone_fork(libc::CLONE_VM).unwrap_err();
+        assert!(err.to_string().contains("namespace flags only"), "{err}");
     }
 
     #[test]
