@@ -155,13 +155,18 @@ impl BtrfsStorage {
                 source: e,
             })?;
         }
+        set_drop_subtree_threshold(&root);
         // Quota numbers that a crash or an old layout left inconsistent would make limits
         // unreliable: rescan once at open (rare, and only then).
         let show = std::process::Command::new("btrfs")
             .args(["qgroup", "show"])
             .arg(&root)
             .output();
-        if show.is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("inconsistent")) {
+        let inconsistent = show.is_ok_and(|o| {
+            let text = [o.stdout, o.stderr].concat();
+            String::from_utf8_lossy(&text).contains("inconsistent")
+        });
+        if inconsistent {
             tool::run(
                 "btrfs",
                 [
@@ -282,6 +287,31 @@ impl BtrfsStorage {
     }
 }
 
+/// Deleting a sandbox drops a snapshot that shares most of its tree with its image. Above
+/// `drop_subtree_threshold` levels btrfs skips the qgroup accounting of such a drop and marks all
+/// quota data inconsistent, which stops limits from being enforced until a rescan; the kernel
+/// default (3) is below the height of an image's tree, so account every level (8, the maximum).
+/// The knob is per mount and not persistent, hence set on every open.
+fn set_drop_subtree_threshold(root: &Path) {
+    let Ok(out) = tool::run(
+        "btrfs",
+        [
+            std::ffi::OsStr::new("filesystem"),
+            "show".as_ref(),
+            root.as_os_str(),
+        ],
+    ) else {
+        return;
+    };
+    let Some(uuid) = out.split_whitespace().skip_while(|w| *w != "uuid:").nth(1) else {
+        return;
+    };
+    let knob = format!("/sys/fs/btrfs/{uuid}/qgroups/drop_subtree_threshold");
+    if let Err(e) = std::fs::write(&knob, "8") {
+        tracing::warn!(error = %e, knob, "failed to raise the qgroup drop threshold; deletes may mark quotas inconsistent");
+    }
+}
+
 /// Deletes subvolumes, nested ones first. Paths that no longer exist are skipped.
 fn delete_subvolumes(paths: &[PathBuf]) -> Result<(), StorageError> {
     let present: Vec<&PathBuf> = paths.iter().filter(|p| p.exists()).collect();
@@ -331,6 +361,21 @@ impl Storage for BtrfsStorage {
     fn destroy_rootfs(&self, id: &SandboxId) -> Result<(), StorageError> {
         let dir = self.sandboxes_dir().join(id.as_str());
         let rootfs = dir.join("rootfs");
+        // btrfs needs to reserve space to delete a subvolume, and refuses with EDQUOT when the
+        // subvolume is at its limit (a sandbox that filled its disk): lift the limits first.
+        for sub in [rootfs.join("tmp"), rootfs.clone()] {
+            if sub.exists() {
+                let _ = tool::run(
+                    "btrfs",
+                    [
+                        std::ffi::OsStr::new("qgroup"),
+                        "limit".as_ref(),
+                        "none".as_ref(),
+                        sub.as_os_str(),
+                    ],
+                );
+            }
+        }
         delete_subvolumes(&[rootfs.join("tmp"), rootfs])?;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
