@@ -108,7 +108,8 @@ async fn writing_past_the_disk_limit_fails_inside_and_spares_the_host() {
         text.contains("Disk quota exceeded") || text.contains("No space left"),
         "EDQUOT or ENOSPC: {text}"
     );
-    // /tmp counts against the same limit.
+    // /tmp is its own subvolume (kept across stops, left out of captures) with its own quota of
+    // the same size: like LangSmith's /tmp, it is not part of fs_capacity_bytes.
     let tmp = sb
         .sh("dd if=/dev/zero of=/tmp/big bs=1M count=2048 2>&1; echo rc=$?")
         .await;
@@ -119,7 +120,7 @@ async fn writing_past_the_disk_limit_fails_inside_and_spares_the_host() {
     );
     let used = before.saturating_sub(host_free());
     assert!(
-        used < limit + (256 << 20),
+        used < 2 * limit + (256 << 20),
         "host lost {used} bytes for a {limit} byte sandbox"
     );
     // Freeing space makes the sandbox usable again.
