@@ -105,11 +105,30 @@ impl ExecuteParams {
     }
 }
 
-/// Reads agent frames on their own task: `AgentReader::recv` is not cancel-safe, so it must
-/// never sit in a `select!`. The bounded channel carries back-pressure to the agent.
-fn pump(mut reader: AgentReader) -> mpsc::Receiver<Result<AgentResponse, String>> {
+/// Agent frames read on their own task: `AgentReader::recv` is not cancel-safe, so it must
+/// never sit in a `select!`. The bounded channel carries back-pressure to the agent. Dropping
+/// the pump stops the task and so closes the agent connection: that is how the agent learns a
+/// client went away (detach, `kill_on_disconnect`, idle timeout).
+struct Pump {
+    rx: mpsc::Receiver<Result<AgentResponse, String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Pump {
+    async fn recv(&mut self) -> Option<Result<AgentResponse, String>> {
+        self.rx.recv().await
+    }
+}
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn pump(mut reader: AgentReader) -> Pump {
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         loop {
             let item = match reader.recv().await {
                 Ok(Some(r)) => Ok(r),
@@ -122,7 +141,7 @@ fn pump(mut reader: AgentReader) -> mpsc::Receiver<Result<AgentResponse, String>
             }
         }
     });
-    rx
+    Pump { rx, task }
 }
 
 fn error_type(kind: ErrorKind) -> &'static str {

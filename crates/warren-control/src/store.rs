@@ -152,6 +152,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Appends to the audit log.
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Sequence number of the newest audit entry (0 when empty).
+    fn last_audit_seq(&self) -> Result<i64, StoreError>;
     /// Audit entries after `after_seq`, oldest first, at most `limit`.
     fn list_audit(
         &self,
@@ -557,6 +559,12 @@ impl Store for SqliteStore {
             ],
         )?;
         Ok(())
+    }
+
+    fn last_audit_seq(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .lock()
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM audit", [], |r| r.get(0))?)
     }
 
     fn list_audit(

@@ -340,7 +340,10 @@ mod status_tests {
         assert!(Stopped.can_become(Provisioning));
         assert!(Failed.can_become(Deleting));
         assert!(!Deleting.can_become(Ready));
-        assert!(!Stopped.can_become(Ready), "a start goes through provisioning");
+        assert!(
+            !Stopped.can_become(Ready),
+            "a start goes through provisioning"
+        );
         assert!(!Ready.can_become(Provisioning));
         for s in [Provisioning, Ready, Stopped, Failed, Deleting] {
             assert_eq!(s.as_str().parse::<super::SandboxStatus>().unwrap(), s);

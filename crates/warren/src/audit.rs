@@ -10,9 +10,9 @@ use warren_control::{SqliteStore, Store};
 
 #[derive(Debug, Args)]
 pub(crate) struct AuditArgs {
-    /// Only entries after this sequence number.
-    #[arg(long, default_value_t = 0)]
-    after: i64,
+    /// Only entries after this sequence number (default: the newest `--limit` entries).
+    #[arg(long)]
+    after: Option<i64>,
     /// At most this many entries.
     #[arg(long, default_value_t = 100)]
     limit: u32,
@@ -25,8 +25,16 @@ pub(crate) fn audit(data_dir: &Path, args: AuditArgs) -> Result<ExitCode> {
     let db = data_dir.join("warren.db");
     let store = SqliteStore::open_read_only(&db)
         .with_context(|| format!("failed to open {}", db.display()))?;
+    let after = match args.after {
+        Some(a) => a,
+        None => (store
+            .last_audit_seq()
+            .context("failed to read the audit log")?
+            - i64::from(args.limit))
+        .max(0),
+    };
     let entries = store
-        .list_audit(None, args.after, args.limit)
+        .list_audit(None, after, args.limit)
         .context("failed to read the audit log")?;
     for e in entries {
         if args.json {
