@@ -69,9 +69,14 @@ def main():
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench needs root")
-    rootfs = os.path.join(args.data_dir, "fs/images/system+default@latest")
+    image = os.path.join(args.data_dir, "fs/images/system+default@latest")
+    if not os.path.isdir(image):
+        sys.exit(f"no default image at {image}: run `warren image build` first")
+    # The peers get a writable snapshot of the same image (podman writes /etc/mtab into it).
+    rootfs = os.path.join(args.data_dir, "fs/bench-rootfs")
     if not os.path.isdir(rootfs):
-        sys.exit(f"no default image at {rootfs}: run `warren image build` first")
+        subprocess.run(["btrfs", "subvolume", "snapshot", image, rootfs], check=True,
+                       stdout=subprocess.DEVNULL)
     only = set(filter(None, args.only.split(",")))
     results = {}
     for name, cmd in contenders(args.warren, args.data_dir, rootfs):
