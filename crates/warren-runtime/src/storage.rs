@@ -118,7 +118,9 @@ impl BtrfsStorage {
             path: root.clone(),
             source: e,
         })?;
+        let mut mounted_now = false;
         if !is_btrfs(&root) {
+            mounted_now = true;
             let image = data_dir.join("warren.btrfs");
             if !image.exists() {
                 let f = std::fs::File::create(&image).map_err(io_err("create", &image))?;
@@ -141,6 +143,7 @@ impl BtrfsStorage {
         }
         let quota_marker = root.join(".quota-enabled");
         if !quota_marker.exists() {
+            mounted_now = true;
             tool::run(
                 "btrfs",
                 [
@@ -155,12 +158,31 @@ impl BtrfsStorage {
                 source: e,
             })?;
         }
-        set_drop_subtree_threshold(&root);
+        let store = Self { root };
+        if mounted_now {
+            store.check_quotas()?;
+        }
+        for dir in [store.images_dir(), store.sandboxes_dir()] {
+            fs::create_dir_all(&dir).map_err(|e| StorageError::Io {
+                action: "create",
+                path: dir.clone(),
+                source: e,
+            })?;
+        }
+        store.remove_partial_builds()?;
+        Ok(store)
+    }
+
+    /// Makes quota limits dependable: raises the per-mount drop threshold (see
+    /// [`set_drop_subtree_threshold`]) and rescans quota numbers a crash left inconsistent. Done
+    /// when this process mounts the pool, and by the daemon at start; cheap calls skip it.
+    pub fn check_quotas(&self) -> Result<(), StorageError> {
+        set_drop_subtree_threshold(&self.root);
         // Quota numbers that a crash or an old layout left inconsistent would make limits
         // unreliable: rescan once at open (rare, and only then).
         let show = std::process::Command::new("btrfs")
             .args(["qgroup", "show"])
-            .arg(&root)
+            .arg(&self.root)
             .output();
         let inconsistent = show.is_ok_and(|o| {
             let text = [o.stdout, o.stderr].concat();
@@ -173,20 +195,11 @@ impl BtrfsStorage {
                     std::ffi::OsStr::new("quota"),
                     "rescan".as_ref(),
                     "-w".as_ref(),
-                    root.as_os_str(),
+                    self.root.as_os_str(),
                 ],
             )?;
         }
-        let store = Self { root };
-        for dir in [store.images_dir(), store.sandboxes_dir()] {
-            fs::create_dir_all(&dir).map_err(|e| StorageError::Io {
-                action: "create",
-                path: dir.clone(),
-                source: e,
-            })?;
-        }
-        store.remove_partial_builds()?;
-        Ok(store)
+        Ok(())
     }
 
     /// The btrfs filesystem's root.

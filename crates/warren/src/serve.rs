@@ -30,6 +30,10 @@ pub(crate) struct ServeArgs {
 
 pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
     let driver = crate::open_driver(data_dir)?;
+    driver
+        .storage()
+        .check_quotas()
+        .context("failed to check disk quotas")?;
     let rt = crate::tokio_runtime()?;
     rt.block_on(async move {
         let public_url = args
