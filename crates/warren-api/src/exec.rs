@@ -144,6 +144,14 @@ fn pump(mut reader: AgentReader) -> Pump {
     Pump { rx, task }
 }
 
+fn unreachable() -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "ConnectionError",
+        "sandbox is unreachable",
+    )
+}
+
 fn error_type(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::CommandNotFound => "CommandNotFound",
@@ -406,13 +414,7 @@ pub(crate) async fn http(
     );
     let conn = open_session(&state.control, &running, &Request::Exec(spec))
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "ConnectionError",
-                "sandbox is unreachable",
-            )
-        })?;
+        .map_err(|_| unreachable())?;
     let (reader, _writer) = conn.split();
     let mut frames = pump(reader);
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
@@ -531,13 +533,7 @@ async fn sse_response(
 ) -> Result<Response, ApiError> {
     let conn = open_session(&control, &running, &request)
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "ConnectionError",
-                "sandbox is unreachable",
-            )
-        })?;
+        .map_err(|_| unreachable())?;
     let (reader, writer) = conn.split();
     let mut frames = pump(reader);
     let first = frames

@@ -246,6 +246,13 @@ impl Control {
         Ok(entries)
     }
 
+    /// A sandbox's record by id, or 404.
+    fn record(&self, id: &str) -> Result<SandboxRecord, ControlError> {
+        self.store
+            .get_sandbox(id)?
+            .ok_or_else(|| ControlError::NotFound(format!("Sandbox '{id}' not found")))
+    }
+
     fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.locks
             .lock()
@@ -486,10 +493,7 @@ impl Control {
         let mut rx = self.changes.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let rec = self
-                .store
-                .get_sandbox(id)?
-                .ok_or_else(|| ControlError::NotFound(format!("Sandbox '{id}' not found")))?;
+            let rec = self.record(id)?;
             if rec.status != SandboxStatus::Provisioning {
                 return Ok(rec);
             }
@@ -582,17 +586,11 @@ impl Control {
     ) -> Result<SandboxRecord, ControlError> {
         let lock = self.lock_for(id);
         let _held = lock.lock().await;
-        let mut rec = self
-            .store
-            .get_sandbox(id)?
-            .ok_or_else(|| ControlError::NotFound(format!("Sandbox '{id}' not found")))?;
+        let mut rec = self.record(id)?;
         match rec.status {
             SandboxStatus::Stopped | SandboxStatus::Failed => return Ok(rec),
             SandboxStatus::Deleting => {
-                return Err(ControlError::NotReady(format!(
-                    "Sandbox '{}' is being deleted",
-                    rec.name
-                )));
+                return Err(being_deleted(&rec));
             }
             SandboxStatus::Provisioning | SandboxStatus::Ready => {}
         }
@@ -626,17 +624,11 @@ impl Control {
         let lock = self.lock_for(id);
         let rec = {
             let _held = lock.lock().await;
-            let mut rec = self
-                .store
-                .get_sandbox(id)?
-                .ok_or_else(|| ControlError::NotFound(format!("Sandbox '{id}' not found")))?;
+            let mut rec = self.record(id)?;
             match rec.status {
                 SandboxStatus::Ready | SandboxStatus::Provisioning => return Ok(rec),
                 SandboxStatus::Deleting => {
-                    return Err(ControlError::NotReady(format!(
-                        "Sandbox '{}' is being deleted",
-                        rec.name
-                    )));
+                    return Err(being_deleted(&rec));
                 }
                 SandboxStatus::Stopped | SandboxStatus::Failed => {}
             }
@@ -694,10 +686,7 @@ impl Control {
         let guard = self.guard(id);
         let deadline = Duration::from_secs(120);
         for _ in 0..3 {
-            let rec = self
-                .store
-                .get_sandbox(id)?
-                .ok_or_else(|| ControlError::NotFound(format!("Sandbox '{id}' not found")))?;
+            let rec = self.record(id)?;
             match (rec.status, rec.handle.clone()) {
                 (SandboxStatus::Ready, Some(handle)) => {
                     return Ok(Running {
@@ -891,6 +880,10 @@ impl Control {
             None => rec.config.run_config.clone(),
         }
     }
+}
+
+fn being_deleted(rec: &SandboxRecord) -> ControlError {
+    ControlError::NotReady(format!("Sandbox '{}' is being deleted", rec.name))
 }
 
 fn visible(p: &Principal, r: &SandboxRecord) -> bool {

@@ -167,6 +167,19 @@ fn rmdir(path: &Path) -> Result<(), CgroupError> {
     }
 }
 
+/// Members of a cgroup; a cgroup that does not exist has none.
+fn read_procs(procs: PathBuf) -> Result<Vec<u32>, CgroupError> {
+    match std::fs::read_to_string(&procs) {
+        Ok(t) => Ok(parse_pids(&t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(CgroupError::Io {
+            action: "read",
+            path: procs,
+            source,
+        }),
+    }
+}
+
 fn parse_pids(text: &str) -> Vec<u32> {
     text.lines().filter_map(|l| l.trim().parse().ok()).collect()
 }
@@ -255,15 +268,7 @@ impl CgroupBackend for V1 {
 
     fn pids(&self, name: &str) -> Result<Vec<u32>, CgroupError> {
         let procs = Self::dir(&self.pids, name)?.join("cgroup.procs");
-        match std::fs::read_to_string(&procs) {
-            Ok(t) => Ok(parse_pids(&t)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(source) => Err(CgroupError::Io {
-                action: "read",
-                path: procs,
-                source,
-            }),
-        }
+        read_procs(procs)
     }
 
     fn kill(&self, _name: &str) -> Result<bool, CgroupError> {
@@ -329,15 +334,7 @@ impl CgroupBackend for V2 {
 
     fn pids(&self, name: &str) -> Result<Vec<u32>, CgroupError> {
         let procs = self.root.join(name).join("cgroup.procs");
-        match std::fs::read_to_string(&procs) {
-            Ok(t) => Ok(parse_pids(&t)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(source) => Err(CgroupError::Io {
-                action: "read",
-                path: procs,
-                source,
-            }),
-        }
+        read_procs(procs)
     }
 
     fn kill(&self, name: &str) -> Result<bool, CgroupError> {
