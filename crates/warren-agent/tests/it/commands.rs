@@ -559,3 +559,37 @@ fn half_closed_client_still_gets_everything() {
     assert_eq!(out.out(), "late\n");
     assert_eq!(out.exit.unwrap().reason, ExitReason::Exited);
 }
+
+#[test]
+fn orphans_are_reparented_to_the_agent_and_reaped() {
+    let agent = Agent::start();
+    let out = agent.sh("for i in 1 2 3 4; do (sleep 0.5 &); done; echo spawned");
+    assert_eq!(out.out(), "spawned\n");
+    // (pid state) of every child of the agent.
+    let children = || -> Vec<char> {
+        let ppid = format!("PPid:\t{}", agent.pid());
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("status")).ok())
+            .filter(|st| st.lines().any(|l| l == ppid))
+            .filter_map(|st| {
+                let state = st.lines().find(|l| l.starts_with("State:"))?;
+                state["State:".len()..].trim().chars().next()
+            })
+            .collect()
+    };
+    let now = children();
+    assert_eq!(
+        now.len(),
+        4,
+        "the orphaned sleeps belong to the agent (subreaper): {now:?}"
+    );
+    assert!(now.iter().all(|s| *s != 'Z'));
+    // Once they exit they are reaped, not left as zombies.
+    assert!(
+        eventually(5, || children().is_empty()),
+        "left: {:?}",
+        children()
+    );
+}

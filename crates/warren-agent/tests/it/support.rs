@@ -20,7 +20,24 @@ impl Agent {
     pub fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("agent.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_warren-agent"))
+        // WARREN_AGENT_BIN runs the suite against another build (e.g. the static release one).
+        let bin = std::env::var_os("WARREN_AGENT_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_warren-agent")),
+            PathBuf::from,
+        );
+        // WARREN_AGENT_WRAP runs it under a wrapper, e.g. `unshare -p -f --mount-proc` to make
+        // it PID 1 (tests that look at host pids then do not apply).
+        let wrap = std::env::var("WARREN_AGENT_WRAP").unwrap_or_default();
+        let mut words = wrap.split_whitespace();
+        let mut cmd = match words.next() {
+            Some(w) => {
+                let mut c = Command::new(w);
+                c.args(words).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let child = cmd
             .arg("--listen")
             .arg(&sock)
             .stdin(Stdio::null())
