@@ -42,7 +42,10 @@ def contenders(warren, data_dir, rootfs):
     if shutil.which("podman") and shutil.which("crun"):
         ensure_hugetlb()
         yield "podman-crun", ["podman", "--cgroup-manager=cgroupfs", "--runtime", "crun", "run",
-                              "--rm", "--network", "none", "--ulimit", "nofile=4096:4096",
+                              "--rm", "--network", "none",
+                              # Root here cannot raise rlimits (no CAP_SYS_RESOURCE), and
+                              # podman's defaults are above the host's: ask for lower ones.
+                              "--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096",
                               "--rootfs", rootfs, "/bin/true"]
 
 

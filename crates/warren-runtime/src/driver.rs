@@ -247,10 +247,12 @@ impl JailDriver {
     ) -> Result<SandboxHandle, DriverError> {
         let inner = self.inner.clone();
         let (id, image, disk) = (spec.id.clone(), spec.image.clone(), spec.limits.disk_bytes);
+        let began = Instant::now();
         let rootfs =
             tokio::task::spawn_blocking(move || inner.storage.create_rootfs(&id, &image, disk))
                 .await??;
         undo.rootfs = true;
+        tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), "rootfs created");
         self.boot(spec, rootfs, undo).await
     }
 
@@ -270,9 +272,11 @@ impl JailDriver {
         let slot = self.inner.slots.allocate(spec.id.as_str())?;
         undo.slot = Some(slot);
 
+        let began = Instant::now();
         let cg = cgroup_name(&spec.id);
         let procs = self.inner.cgroups.create(&cg, &spec.limits)?;
         undo.cgroup = true;
+        tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), "cgroups created");
 
         let run_dir = self.run_dir(&spec.id);
         create_private_dir(&run_dir)?;
@@ -298,7 +302,9 @@ impl JailDriver {
                 warren_jail::AGENT_LISTEN_FD.to_string(),
             ],
         };
+        let began = Instant::now();
         let report = run_jailer(&self.inner.cfg.jailer_path, &jail).await?;
+        tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), pid = report.pid, "jail up");
         Ok(SandboxHandle {
             id: spec.id.clone(),
             tier: Tier::Jail,
@@ -552,12 +558,18 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
 /// Checks the helper binaries. A dynamically linked agent is refused: it runs inside arbitrary
 /// images, which may have no libc or a different one.
 fn check_binaries(agent: &Path, jailer: &Path) -> Result<(), String> {
-    let bytes = std::fs::read(agent).map_err(|e| {
-        format!(
-            "warren-agent not found at {} ({e}); build it with scripts/build.sh",
-            agent.display()
-        )
-    })?;
+    use std::io::Read;
+    // The ELF and program headers lead the file (the linker puts them first); reading the
+    // whole binary would cost more than the rest of a create.
+    let mut bytes = Vec::new();
+    std::fs::File::open(agent)
+        .and_then(|f| f.take(64 << 10).read_to_end(&mut bytes))
+        .map_err(|e| {
+            format!(
+                "warren-agent not found at {} ({e}); build it with scripts/build.sh",
+                agent.display()
+            )
+        })?;
     if elf_has_interpreter(&bytes) {
         return Err(format!(
             "warren-agent at {} is dynamically linked; build the static one with scripts/build.sh",

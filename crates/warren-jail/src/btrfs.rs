@@ -1,0 +1,115 @@
+//! btrfs subvolumes and quota groups by path: the storage operations of the jail tier (a
+//! sandbox's root filesystem is a snapshot of its image with a quota limit). Each is one ioctl,
+//! where the `btrfs` tool costs a process and, for a limited snapshot, a second transaction.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::sys::btrfs as sys;
+
+/// How the filesystem accounts space to subvolumes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaMode {
+    /// Quotas are off: limits are not enforced.
+    Off,
+    /// Full qgroups: exact shared/exclusive accounting by backref walks at every transaction
+    /// commit, whose cost grows with the number of snapshots sharing the image.
+    Full,
+    /// Simple quotas: each extent is charged to the subvolume that wrote it, so a snapshot
+    /// starts at zero and its limit caps what it writes. Constant cost per commit.
+    Simple,
+}
+
+fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    Ok(rustix::fs::open(
+        path,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
+}
+
+/// The directory a new entry goes into, and its name.
+fn split(path: &Path) -> io::Result<(OwnedFd, &[u8])> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    Ok((open_dir(parent)?, name.as_bytes()))
+}
+
+/// Creates `dest` as a writable snapshot of the subvolume `source`, its quota group limited to
+/// `limit` bytes when given.
+pub fn snapshot(source: &Path, dest: &Path, limit: Option<u64>) -> io::Result<()> {
+    let src = open_dir(source)?;
+    let (dir, name) = split(dest)?;
+    sys::create(dir.as_fd(), name, Some(src.as_fd()), limit)
+}
+
+/// Creates `dest` as an empty subvolume, its quota group limited to `limit` bytes when given.
+pub fn create_subvolume(dest: &Path, limit: Option<u64>) -> io::Result<()> {
+    let (dir, name) = split(dest)?;
+    sys::create(dir.as_fd(), name, None, limit)
+}
+
+/// Deletes the subvolume at `path`. Fails with ENOTEMPTY while it holds nested subvolumes.
+pub fn delete_subvolume(path: &Path) -> io::Result<()> {
+    let (dir, name) = split(path)?;
+    sys::destroy(dir.as_fd(), name)
+}
+
+/// Sets (`None`: clears) the byte limit of the subvolume at `path`.
+pub fn set_limit(path: &Path, limit: Option<u64>) -> io::Result<()> {
+    sys::set_limit(open_dir(path)?.as_fd(), limit)
+}
+
+/// Makes the subvolume at `path` read-only.
+pub fn set_read_only(path: &Path) -> io::Result<()> {
+    sys::set_read_only(open_dir(path)?.as_fd())
+}
+
+/// The filesystem's directory under /sys/fs/btrfs.
+pub fn sysfs_dir(fs: &Path) -> io::Result<PathBuf> {
+    use std::fmt::Write;
+    let id = sys::fsid(open_dir(fs)?.as_fd())?;
+    let mut uuid = String::with_capacity(36);
+    for (i, b) in id.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            uuid.push('-');
+        }
+        let _ = write!(uuid, "{b:02x}");
+    }
+    Ok(Path::new("/sys/fs/btrfs").join(uuid))
+}
+
+/// The quota mode of the filesystem `fs` is on.
+pub fn quota_mode(fs: &Path) -> io::Result<QuotaMode> {
+    let qgroups = sysfs_dir(fs)?.join("qgroups");
+    if !qgroups.is_dir() {
+        return Ok(QuotaMode::Off);
+    }
+    // Kernels before simple quotas (6.7) have no `mode` file: their quotas are full ones.
+    match std::fs::read_to_string(qgroups.join("mode")) {
+        Ok(mode) if mode.trim() == "squota" => Ok(QuotaMode::Simple),
+        Ok(_) => Ok(QuotaMode::Full),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(QuotaMode::Full),
+        Err(e) => Err(e),
+    }
+}
+
+/// Turns quotas on (in `mode`) or off for the filesystem `fs` is on. Switching between full and
+/// simple quotas takes `Off` first. Simple quotas need Linux 6.7 (EINVAL before).
+pub fn set_quota_mode(fs: &Path, mode: QuotaMode) -> io::Result<()> {
+    let cmd = match mode {
+        QuotaMode::Off => sys::QuotaCtl::Disable,
+        QuotaMode::Full => sys::QuotaCtl::Enable,
+        QuotaMode::Simple => sys::QuotaCtl::EnableSimple,
+    };
+    sys::quota_ctl(open_dir(fs)?.as_fd(), cmd)
+}
