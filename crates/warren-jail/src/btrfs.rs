@@ -64,9 +64,12 @@ pub fn delete_subvolume(path: &Path) -> io::Result<()> {
     sys::destroy(dir.as_fd(), name)
 }
 
-/// Sets (`None`: clears) the byte limit of the subvolume at `path`.
-pub fn set_limit(path: &Path, limit: Option<u64>) -> io::Result<()> {
-    sys::set_limit(open_dir(path)?.as_fd(), limit)
+/// Sets (`None`: clears) the byte limit of the subvolume at `path`. The change is made from
+/// `fs_root` (the filesystem's top level): made from inside a subvolume at its limit, it would
+/// itself fail with EDQUOT.
+pub fn set_limit(fs_root: &Path, path: &Path, limit: Option<u64>) -> io::Result<()> {
+    let id = sys::subvolume_id(open_dir(path)?.as_fd())?;
+    sys::set_limit(open_dir(fs_root)?.as_fd(), id, limit)
 }
 
 /// Makes the subvolume at `path` read-only.

@@ -410,6 +410,10 @@ impl Driver for JailDriver {
         if !rootfs.is_dir() {
             return Err(DriverError::NoStorage(spec.id.clone()));
         }
+        // Limits are the spec's, which an update may have changed while it was stopped.
+        let inner = self.inner.clone();
+        let (id, disk) = (spec.id.clone(), spec.limits.disk_bytes);
+        tokio::task::spawn_blocking(move || inner.storage.set_disk_limit(&id, disk)).await??;
         let mut undo = Undo::default();
         match self.boot(spec, rootfs, &mut undo).await {
             Ok(h) => Ok(h),

@@ -76,6 +76,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     ) -> Result<PathBuf, StorageError>;
     /// Path of a sandbox's root filesystem.
     fn rootfs_path(&self, id: &SandboxId) -> PathBuf;
+    /// Sets the disk limit of an existing root filesystem (and its /tmp).
+    fn set_disk_limit(&self, id: &SandboxId, disk_bytes: u64) -> Result<(), StorageError>;
     /// Deletes a sandbox's root filesystem, /tmp and quota group. Missing parts are not an error.
     fn destroy_rootfs(&self, id: &SandboxId) -> Result<(), StorageError>;
     /// Ids of every sandbox that has storage, for garbage collection.
@@ -94,6 +96,15 @@ fn is_btrfs(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
         .map(|s| s.filesystem_type().0 & 0xffff_ffff == BTRFS_SUPER_MAGIC)
         .unwrap_or(false)
+}
+
+/// The quota mode of the pool of `data_dir` if it is mounted; mounts and changes nothing.
+pub fn pool_quota_mode(data_dir: &Path) -> Option<QuotaMode> {
+    let root = data_dir.join("fs");
+    if !is_btrfs(&root) {
+        return None;
+    }
+    btrfs::quota_mode(&root).ok()
 }
 
 impl BtrfsStorage {
@@ -197,9 +208,7 @@ impl BtrfsStorage {
     /// [`set_drop_subtree_threshold`]) and rescans quota numbers a crash left inconsistent. Done
     /// when this process mounts the pool, and by the daemon at start. Simple quotas need neither.
     pub fn check_quotas(&self) -> Result<(), StorageError> {
-        if btrfs::quota_mode(&self.root).map_err(io_err("read the quota mode of", &self.root))?
-            != QuotaMode::Full
-        {
+        if self.quota_mode()? != QuotaMode::Full {
             return Ok(());
         }
         set_drop_subtree_threshold(&self.root);
@@ -225,6 +234,11 @@ impl BtrfsStorage {
             )?;
         }
         Ok(())
+    }
+
+    /// How the pool accounts disk use to sandboxes.
+    pub fn quota_mode(&self) -> Result<QuotaMode, StorageError> {
+        btrfs::quota_mode(&self.root).map_err(io_err("read the quota mode of", &self.root))
     }
 
     /// The btrfs filesystem's root.
@@ -372,6 +386,15 @@ impl Storage for BtrfsStorage {
         self.sandboxes_dir().join(id.as_str()).join("rootfs")
     }
 
+    fn set_disk_limit(&self, id: &SandboxId, disk_bytes: u64) -> Result<(), StorageError> {
+        let rootfs = self.rootfs_path(id);
+        for sub in [rootfs.join("tmp"), rootfs] {
+            btrfs::set_limit(&self.root, &sub, Some(disk_bytes))
+                .map_err(io_err("set the disk limit of", &sub))?;
+        }
+        Ok(())
+    }
+
     fn destroy_rootfs(&self, id: &SandboxId) -> Result<(), StorageError> {
         let dir = self.sandboxes_dir().join(id.as_str());
         let rootfs = dir.join("rootfs");
@@ -379,7 +402,11 @@ impl Storage for BtrfsStorage {
         // subvolume is at its limit (a sandbox that filled its disk): lift the limits first.
         // (Full qgroups only; simple quotas delete at the limit, and this is cheap.)
         for sub in [rootfs.join("tmp"), rootfs.clone()] {
-            let _ = btrfs::set_limit(&sub, None);
+            if let Err(e) = btrfs::set_limit(&self.root, &sub, None)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(error = %e, path = %sub.display(), "failed to lift a disk limit before delete");
+            }
         }
         delete_subvolumes(&[rootfs.join("tmp"), rootfs])?;
         match std::fs::remove_dir_all(&dir) {

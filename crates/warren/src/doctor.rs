@@ -118,6 +118,22 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
             },
         });
     }
+    let (squota_kernel, _) = kernel_at_least(6, 7);
+    let mode = warren_runtime::storage::pool_quota_mode(data_dir).map(|m| match m {
+        warren_runtime::QuotaMode::Simple => "simple",
+        warren_runtime::QuotaMode::Full => "full qgroups",
+        warren_runtime::QuotaMode::Off => "off",
+    });
+    checks.push(Check {
+        name: "btrfs simple quotas (kernel >= 6.7)",
+        ok: squota_kernel && mode.is_none_or(|m| m == "simple"),
+        required: false,
+        detail: match mode {
+            Some(m) => format!("pool quotas: {m}"),
+            None => "no pool yet".into(),
+        },
+        fix: "upgrade the kernel: full qgroups make creates slower as sandboxes accumulate",
+    });
     checks.push(Check {
         name: "loop devices",
         ok: Path::new("/dev/loop-control").exists(),

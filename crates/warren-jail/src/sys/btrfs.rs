@@ -87,6 +87,17 @@ struct QgroupLimitArgs {
     lim: QgroupLimit,
 }
 
+/// `struct btrfs_ioctl_ino_lookup_args`.
+#[repr(C)]
+struct InoLookupArgs {
+    treeid: u64,
+    objectid: u64,
+    name: [u8; 4080],
+}
+
+/// `BTRFS_FIRST_FREE_OBJECTID`: the inode number of a subvolume's root directory.
+const FIRST_FREE_OBJECTID: u64 = 256;
+
 /// `struct btrfs_ioctl_fs_info_args`: 1024 bytes, `fsid` at offset 16.
 #[repr(C, align(8))]
 struct FsInfoArgs([u8; 1024]);
@@ -96,6 +107,7 @@ const _: () = {
     assert!(std::mem::size_of::<VolArgs>() == 4096);
     assert!(std::mem::size_of::<QgroupInherit>() == 72);
     assert!(std::mem::size_of::<QgroupLimitArgs>() == 48);
+    assert!(std::mem::size_of::<InoLookupArgs>() == 4096);
 };
 
 /// The kernel's `_IOC(dir, 0x94, nr, size)`.
@@ -110,6 +122,7 @@ const READ: u32 = 2;
 const SNAP_DESTROY: libc::c_ulong = ioc(WRITE, 15, std::mem::size_of::<VolArgs>());
 const SNAP_CREATE_V2: libc::c_ulong = ioc(WRITE, 23, std::mem::size_of::<VolArgsV2>());
 const SUBVOL_CREATE_V2: libc::c_ulong = ioc(WRITE, 24, std::mem::size_of::<VolArgsV2>());
+const INO_LOOKUP: libc::c_ulong = ioc(READ | WRITE, 18, std::mem::size_of::<InoLookupArgs>());
 const SUBVOL_SETFLAGS: libc::c_ulong = ioc(WRITE, 26, std::mem::size_of::<u64>());
 const FS_INFO: libc::c_ulong = ioc(READ, 31, std::mem::size_of::<FsInfoArgs>());
 const QUOTA_CTL: libc::c_ulong = ioc(READ | WRITE, 40, std::mem::size_of::<QuotaCtlArgs>());
@@ -214,22 +227,44 @@ pub(crate) fn destroy(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-/// Sets (or with `None` clears) the referenced-bytes limit of the quota group of the subvolume
-/// `subvol` is in.
-pub(crate) fn set_limit(subvol: BorrowedFd<'_>, limit: Option<u64>) -> io::Result<()> {
-    ensure_btrfs(subvol)?;
+/// The id of the subvolume `fd` is in (which is also its level-0 quota group id).
+pub(crate) fn subvolume_id(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    ensure_btrfs(fd)?;
+    let mut args = InoLookupArgs {
+        // 0: the subvolume of the fd, whose id the kernel writes back here.
+        treeid: 0,
+        objectid: FIRST_FREE_OBJECTID,
+        name: [0; 4080],
+    };
+    // SAFETY: `fd` is an open fd on btrfs (checked); `args` is a fully initialized
+    // btrfs_ioctl_ino_lookup_args, exclusively borrowed for the kernel to read and fill.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), INO_LOOKUP, &raw mut args) };
+    if ret == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(args.treeid)
+}
+
+/// Sets (or with `None` clears) the referenced-bytes limit of quota group `qgroupid`. The ioctl
+/// starts a transaction in the subvolume of `fs`, reserving space there: `fs` must be in a
+/// subvolume with room (the top level), not in the one at its limit.
+pub(crate) fn set_limit(fs: BorrowedFd<'_>, qgroupid: u64, limit: Option<u64>) -> io::Result<()> {
+    ensure_btrfs(fs)?;
+    if qgroupid == 0 {
+        // 0 would mean "the subvolume of `fs`".
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
     let args = QgroupLimitArgs {
-        // 0: the qgroup of the subvolume the fd is in.
-        qgroupid: 0,
+        qgroupid,
         lim: QgroupLimit {
             flags: BTRFS_QGROUP_LIMIT_MAX_RFER,
             max_rfer: limit.unwrap_or(CLEAR_LIMIT),
             ..QgroupLimit::default()
         },
     };
-    // SAFETY: `subvol` is an open fd on btrfs (checked); `args` is a fully initialized
+    // SAFETY: `fs` is an open fd on btrfs (checked); `args` is a fully initialized
     // btrfs_ioctl_qgroup_limit_args. The ioctl is declared _IOR but the kernel only reads it.
-    let ret = unsafe { libc::ioctl(subvol.as_raw_fd(), QGROUP_LIMIT, &raw const args) };
+    let ret = unsafe { libc::ioctl(fs.as_raw_fd(), QGROUP_LIMIT, &raw const args) };
     if ret == -1 {
         return Err(io::Error::last_os_error());
     }
@@ -290,6 +325,7 @@ mod tests {
         assert_eq!(SNAP_DESTROY, 0x5000_940f);
         assert_eq!(SNAP_CREATE_V2, 0x5000_9417);
         assert_eq!(SUBVOL_CREATE_V2, 0x5000_9418);
+        assert_eq!(INO_LOOKUP, 0xd000_9412);
         assert_eq!(SUBVOL_SETFLAGS, 0x4008_941a);
         assert_eq!(FS_INFO, 0x8400_941f);
         assert_eq!(QUOTA_CTL, 0xc010_9428);

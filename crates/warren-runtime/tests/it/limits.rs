@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use warren_types::Limits;
+use warren_runtime::{Driver, SandboxSpec};
+use warren_types::{ImageRef, Limits};
 
 use crate::support::{TestSandbox, driver};
 
@@ -128,5 +129,50 @@ async fn writing_past_the_disk_limit_fails_inside_and_spares_the_host() {
         .sh("rm -f /root/big /tmp/big; sync; echo ok > /root/small && cat /root/small")
         .await;
     assert_eq!(again.out(), "ok\n", "{}", again.err());
+    sb.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_disk_limit_counts_what_the_sandbox_writes_not_its_image() {
+    // Smaller than the default image (~250 MiB): the image a sandbox shares is charged to the
+    // image, so all 128 MiB are the sandbox's to write, and no more.
+    let limit: u64 = 128 << 20;
+    let sb = TestSandbox::with_limits(Limits {
+        disk_bytes: limit,
+        ..Limits::default()
+    })
+    .await;
+    let fits = sb
+        .sh("dd if=/dev/zero of=/root/a bs=1M count=96 conv=fsync 2>&1; echo rc=$?")
+        .await;
+    assert!(fits.out().contains("rc=0"), "96 MiB fit: {}", fits.out());
+    let over = sb
+        .sh("dd if=/dev/zero of=/root/b bs=1M count=64 conv=fsync 2>&1; echo rc=$?")
+        .await;
+    assert!(
+        !over.out().contains("rc=0"),
+        "96 + 64 MiB exceed 128 MiB: {}",
+        over.out()
+    );
+    // A larger disk takes effect at the next start (an update of a stopped sandbox).
+    let mut sb = sb;
+    driver().stop(sb.id(), Some(&sb.handle)).await.unwrap();
+    let spec = SandboxSpec {
+        id: sb.id().clone(),
+        image: ImageRef::default_image(),
+        limits: Limits {
+            disk_bytes: 256 << 20,
+            ..Limits::default()
+        },
+    };
+    sb.handle = driver().start(&spec).await.unwrap();
+    let grown = sb
+        .sh("rm -f /root/b; dd if=/dev/zero of=/root/b bs=1M count=64 conv=fsync 2>&1; echo rc=$?")
+        .await;
+    assert!(
+        grown.out().contains("rc=0"),
+        "fits in 256 MiB: {}",
+        grown.out()
+    );
     sb.destroy().await;
 }
