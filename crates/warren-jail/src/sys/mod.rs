@@ -53,14 +53,8 @@ pub(crate) fn clone_fork(flags: libc::c_int) -> io::Result<Option<Pid>> {
 }
 
 /// The namespace flags `clone_fork` accepts; anything else (CLONE_VM, CLONE_SETTLS...) would
-/// break its fork semantics.
-const NAMESPACE_FLAGS: libc::c_int = libc::CLONE_NEWUSER
-    | libc::CLONE_NEWPID
-    | libc::CLONE_NEWNS
-    | libc::CLONE_NEWNET
-    | libc::CLONE_NEWIPC
-    | libc::CLONE_NEWUTS
-    | libc::CLONE_NEWCGROUP;
+/// break its fork semantics. These are the sandbox's namespaces.
+const NAMESPACE_FLAGS: libc::c_int = crate::NAMESPACES;
 
 /// Threads of the calling process, from `/proc/self/stat` (field 20).
 fn thread_count() -> io::Result<u64> {
