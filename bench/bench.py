@@ -9,6 +9,7 @@ built Warren (scripts/build.sh) and the default image (warren image build).
 """
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -49,18 +50,28 @@ def contenders(warren, data_dir, rootfs):
                               "--rootfs", rootfs, "/bin/true"]
 
 
-def measure(cmd, n, warmup=3):
+# Warren logs how long the create itself took (storage, cgroups, jail up to a listening agent).
+CREATED = re.compile(rb"sandbox created.*?elapsed_us\S*?(\d+)")
+
+
+def measure(cmd, n, warmup=3, env=None):
+    """End-to-end wall times in ms, and the create times Warren logged (if any)."""
     for _ in range(warmup):
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    samples = []
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False,
+                       env=env)
+    samples, creates = [], []
     for i in range(n):
         t = time.perf_counter()
-        r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+        r = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False,
+                           env=env)
         dt = time.perf_counter() - t
         if r.returncode != 0:
             raise RuntimeError(f"{cmd[0]} failed on run {i}: {r.stderr.decode(errors='replace')[-500:]}")
         samples.append(dt * 1000)
-    return samples
+        m = CREATED.search(r.stderr)
+        if m:
+            creates.append(int(m.group(1)) / 1000)
+    return samples, creates
 
 
 def main():
@@ -81,12 +92,17 @@ def main():
         subprocess.run(["btrfs", "subvolume", "snapshot", image, rootfs], check=True,
                        stdout=subprocess.DEVNULL)
     only = set(filter(None, args.only.split(",")))
-    results = {}
+    results, create_times = {}, {}
     for name, cmd in contenders(args.warren, args.data_dir, rootfs):
         if only and name not in only:
             continue
+        env = None
+        if name == "warren":
+            env = dict(os.environ, WARREN_LOG="warren_runtime::driver=debug", NO_COLOR="1")
         try:
-            results[name] = measure(cmd, args.n)
+            results[name], creates = measure(cmd, args.n, env=env)
+            if creates:
+                create_times[name] = creates
         except RuntimeError as e:
             print(f"{name}: skipped, {e}", file=sys.stderr)
     if "warren" not in results:
@@ -98,6 +114,9 @@ def main():
         p50 = percentile(s, 50)
         print(f"{name:<14}{p50:>10.1f}{percentile(s, 99):>10.1f}{statistics.mean(s):>10.1f}"
               f"{p50 / base:>15.2f}x")
+    for name, c in create_times.items():
+        print(f"{name}: of which create (storage, cgroups, jail, agent listening): "
+              f"p50 {percentile(c, 50):.1f} ms, p99 {percentile(c, 99):.1f} ms")
 
 
 if __name__ == "__main__":
