@@ -17,7 +17,11 @@ use seccompiler::{BpfProgram, TargetArch};
 use serde_json::{Map, Value};
 
 /// Filters the jail installs, in installation order, with the Rust constant each becomes.
-const FILTERS: [(&str, &str); 2] = [("main", "MAIN"), ("clone3", "CLONE3")];
+const FILTERS: [(&str, &str); 3] = [
+    ("main", "MAIN"),
+    ("clone3", "CLONE3"),
+    ("btrfs_ioctl", "BTRFS_IOCTL"),
+];
 
 type BuildResult<T> = Result<T, Box<dyn std::error::Error>>;
 

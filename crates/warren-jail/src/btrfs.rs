@@ -24,12 +24,32 @@ pub enum QuotaMode {
     Simple,
 }
 
+/// Opens a directory without following a symlink in the last component: a sandbox controls
+/// what its own `/tmp` is, and must not point the host's operations elsewhere.
 fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     Ok(rustix::fs::open(
         path,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
         Mode::empty(),
     )?)
+}
+
+/// Opens the root directory of a subvolume, refusing anything else (inode 256 is the root of
+/// every btrfs subvolume).
+fn open_subvolume(path: &Path) -> io::Result<OwnedFd> {
+    let fd = open_dir(path)?;
+    if rustix::fs::fstat(&fd)?.st_ino != 256 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a btrfs subvolume", path.display()),
+        ));
+    }
+    Ok(fd)
+}
+
+/// Whether `path` (not followed if a symlink) is the root of a btrfs subvolume.
+pub fn is_subvolume(path: &Path) -> bool {
+    open_subvolume(path).is_ok_and(|fd| sys::subvolume_id(fd.as_fd()).is_ok())
 }
 
 /// The directory a new entry goes into, and its name.
@@ -68,8 +88,16 @@ pub fn delete_subvolume(path: &Path) -> io::Result<()> {
 /// `fs_root` (the filesystem's top level): made from inside a subvolume at its limit, it would
 /// itself fail with EDQUOT.
 pub fn set_limit(fs_root: &Path, path: &Path, limit: Option<u64>) -> io::Result<()> {
-    let id = sys::subvolume_id(open_dir(path)?.as_fd())?;
-    sys::set_limit(open_dir(fs_root)?.as_fd(), id, limit)
+    let (id, fs) = (subvolume_id(path)?, open_dir(fs_root)?);
+    if sys::fsid(fs.as_fd())? != sys::fsid(open_dir(path)?.as_fd())? {
+        return Err(io::Error::from_raw_os_error(libc::EXDEV));
+    }
+    sys::set_limit(fs.as_fd(), id, limit)
+}
+
+/// The id of the subvolume rooted at `path` (also its level-0 quota group's id).
+pub fn subvolume_id(path: &Path) -> io::Result<u64> {
+    sys::subvolume_id(open_subvolume(path)?.as_fd())
 }
 
 /// Makes the subvolume at `path` read-only.

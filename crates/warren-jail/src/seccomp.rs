@@ -1,7 +1,8 @@
 //! The sandbox's seccomp filters, compiled from `seccomp/x86_64.json` by `build.rs` (see
 //! `seccomp/POLICY.md` for what the policy allows and why).
 //!
-//! Two filters are installed, `MAIN` then `CLONE3`. The kernel runs every filter of a process
+//! Three filters are installed, `MAIN`, `CLONE3`, then `BTRFS_IOCTL` (which refuses the btrfs
+//! ioctls that `MAIN`'s general ioctl rule would let through). The kernel runs every filter of a process
 //! and keeps the most restrictive action; between two `ERRNO` results it keeps the one of the
 //! most recently installed filter (seccomp(2), "the first-seen action value of highest
 //! precedence", filters run newest first). So `clone3` gets `CLONE3`'s ENOSYS instead of
@@ -13,12 +14,16 @@ mod filters {
     include!(concat!(env!("OUT_DIR"), "/seccomp_filters.rs"));
 }
 
-pub(crate) use filters::{CLONE3, MAIN};
+pub(crate) use filters::{BTRFS_IOCTL, CLONE3, MAIN};
 
-/// Installs both filters on the calling thread. Last step before exec: from here on the
+/// Installs the filters on the calling thread. Last step before exec: from here on the
 /// allowlist applies to the jail itself.
 pub(crate) fn install() -> Result<(), JailError> {
-    for (filter, program) in [("main", MAIN), ("clone3", CLONE3)] {
+    for (filter, program) in [
+        ("main", MAIN),
+        ("clone3", CLONE3),
+        ("btrfs_ioctl", BTRFS_IOCTL),
+    ] {
         seccompiler::apply_filter(program)
             .map_err(|source| JailError::Seccomp { filter, source })?;
     }
@@ -98,10 +103,10 @@ mod tests {
         panic!("BPF program did not return");
     }
 
-    /// What the kernel decides with both filters installed: the most restrictive action, and
-    /// between equal actions the newest filter's (CLONE3).
+    /// What the kernel decides with every filter installed: the most restrictive action, and
+    /// between equal actions the newest filter's.
     fn verdict(c: &Call) -> u32 {
-        let newest_first = [run(CLONE3, c), run(MAIN, c)];
+        let newest_first = [run(BTRFS_IOCTL, c), run(CLONE3, c), run(MAIN, c)];
         let rank = |ret: u32| -> i32 { (ret & 0xffff_0000).cast_signed() };
         let mut best = newest_first[0];
         for &ret in &newest_first[1..] {
@@ -262,6 +267,31 @@ mod tests {
             (libc::SYS_sethostname, "sethostname"),
         ] {
             assert_verdict(&call(nr, &[]), errno(libc::EPERM), what);
+        }
+    }
+
+    #[test]
+    fn btrfs_ioctls_are_denied_but_reflink_copies_are_not() {
+        let ioctl = |cmd: u64| call(libc::SYS_ioctl, &[3, cmd]);
+        // BTRFS_IOC_SUBVOL_CREATE, SNAP_CREATE_V2, SUBVOL_CREATE_V2, QGROUP_LIMIT, QUOTA_CTL.
+        for cmd in [
+            0x5000_940e,
+            0x5000_9417,
+            0x5000_9418,
+            0x8030_942b,
+            0xc010_9428,
+        ] {
+            assert_verdict(&ioctl(cmd), errno(libc::EPERM), &format!("ioctl {cmd:#x}"));
+            // Junk in the upper half of the register does not change what the kernel reads.
+            assert_verdict(
+                &ioctl(cmd | 0xdead_0000_0000),
+                errno(libc::EPERM),
+                &format!("ioctl {cmd:#x} with a dirty upper half"),
+            );
+        }
+        // FICLONE, FICLONERANGE, FIDEDUPERANGE, and terminal ioctls.
+        for cmd in [0x4004_9409, 0x4020_940d, 0xc018_9436, 0x5401, 0x5413] {
+            assert_verdict(&ioctl(cmd), RET_ALLOW, &format!("ioctl {cmd:#x}"));
         }
     }
 

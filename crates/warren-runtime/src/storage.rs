@@ -88,6 +88,8 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct BtrfsStorage {
     root: PathBuf,
+    /// The pool's quota mode, settled at open.
+    quota: QuotaMode,
 }
 
 const BTRFS_SUPER_MAGIC: i64 = 0x9123_683e;
@@ -161,8 +163,12 @@ impl BtrfsStorage {
             )?;
         }
         let own_pool = data_dir.join("warren.btrfs").exists();
-        let store = Self { root };
-        if store.ensure_quotas(own_pool)? == QuotaMode::Full && mounted_now {
+        let mut store = Self {
+            root,
+            quota: QuotaMode::Off,
+        };
+        store.quota = store.ensure_quotas(own_pool)?;
+        if store.quota == QuotaMode::Full && mounted_now {
             store.check_quotas()?;
         }
         for dir in [store.images_dir(), store.sandboxes_dir()] {
@@ -180,28 +186,65 @@ impl BtrfsStorage {
     /// pool of our own (a data dir from before simple quotas) are switched to simple ones; on a
     /// host filesystem they are left as they are. Returns the mode in force.
     fn ensure_quotas(&self, own_pool: bool) -> Result<QuotaMode, StorageError> {
-        let mode =
-            btrfs::quota_mode(&self.root).map_err(io_err("read the quota mode of", &self.root))?;
+        let mode = self.quota_mode()?;
+        let kernel_has_simple = Path::new("/sys/fs/btrfs/features/simple_quota").exists();
+        let mut kept = Vec::new();
         match mode {
             QuotaMode::Simple => return Ok(mode),
-            QuotaMode::Full if !own_pool => return Ok(mode),
+            QuotaMode::Full if !own_pool || !kernel_has_simple => return Ok(mode),
             QuotaMode::Full => {
-                tracing::info!(pool = %self.root.display(), "switching the pool from full qgroups to simple quotas");
+                // Turning quotas off drops every quota group with its limit: note the sandboxes'
+                // limits first and set them again under simple quotas.
+                kept = self.current_limits();
+                tracing::info!(pool = %self.root.display(), sandboxes = kept.len(), "switching the pool from full qgroups to simple quotas");
                 btrfs::set_quota_mode(&self.root, QuotaMode::Off)
                     .map_err(io_err("turn off quotas on", &self.root))?;
             }
             QuotaMode::Off => {}
         }
-        match btrfs::set_quota_mode(&self.root, QuotaMode::Simple) {
-            Ok(()) => Ok(QuotaMode::Simple),
+        let mode = match btrfs::set_quota_mode(&self.root, QuotaMode::Simple) {
+            Ok(()) => QuotaMode::Simple,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                 tracing::warn!(pool = %self.root.display(), "the kernel has no simple quotas (Linux 6.7+); using full qgroups, which slow creates as sandboxes accumulate");
                 btrfs::set_quota_mode(&self.root, QuotaMode::Full)
                     .map_err(io_err("enable quotas on", &self.root))?;
-                Ok(QuotaMode::Full)
+                QuotaMode::Full
             }
-            Err(e) => Err(io_err("enable simple quotas on", &self.root)(e)),
+            Err(e) => return Err(io_err("enable simple quotas on", &self.root)(e)),
+        };
+        for (path, bytes) in kept {
+            if let Err(e) = btrfs::set_limit(&self.root, &path, Some(bytes)) {
+                tracing::warn!(error = %e, path = %path.display(), "failed to restore a disk limit");
+            }
         }
+        Ok(mode)
+    }
+
+    /// The byte limits the sandboxes' subvolumes carry now, from /sys/fs/btrfs.
+    fn current_limits(&self) -> Vec<(PathBuf, u64)> {
+        let Ok(sysfs) = btrfs::sysfs_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut limits = Vec::new();
+        for id in self.list_rootfs().unwrap_or_default() {
+            let rootfs = self.rootfs_path(&id);
+            for sub in [rootfs.join("tmp"), rootfs] {
+                let Ok(qgroup) = btrfs::subvolume_id(&sub) else {
+                    continue;
+                };
+                let max = std::fs::read_to_string(
+                    sysfs.join(format!("qgroups/0_{qgroup}/max_referenced")),
+                );
+                if let Some(bytes) = max
+                    .ok()
+                    .and_then(|m| m.trim().parse::<u64>().ok())
+                    .filter(|b| *b > 0)
+                {
+                    limits.push((sub, bytes));
+                }
+            }
+        }
+        limits
     }
 
     /// With full qgroups, makes limits dependable: raises the per-mount drop threshold (see
@@ -388,11 +431,15 @@ impl Storage for BtrfsStorage {
 
     fn set_disk_limit(&self, id: &SandboxId, disk_bytes: u64) -> Result<(), StorageError> {
         let rootfs = self.rootfs_path(id);
-        for sub in [rootfs.join("tmp"), rootfs] {
-            btrfs::set_limit(&self.root, &sub, Some(disk_bytes))
-                .map_err(io_err("set the disk limit of", &sub))?;
+        // The sandbox may have removed or replaced its /tmp subvolume: then there is no /tmp
+        // limit to set, and what it put there counts against the rootfs.
+        let tmp = rootfs.join("tmp");
+        if btrfs::is_subvolume(&tmp) {
+            btrfs::set_limit(&self.root, &tmp, Some(disk_bytes))
+                .map_err(io_err("set the disk limit of", &tmp))?;
         }
-        Ok(())
+        btrfs::set_limit(&self.root, &rootfs, Some(disk_bytes))
+            .map_err(io_err("set the disk limit of", &rootfs))
     }
 
     fn destroy_rootfs(&self, id: &SandboxId) -> Result<(), StorageError> {
@@ -408,7 +455,12 @@ impl Storage for BtrfsStorage {
                 tracing::warn!(error = %e, path = %sub.display(), "failed to lift a disk limit before delete");
             }
         }
-        delete_subvolumes(&[rootfs.join("tmp"), rootfs])?;
+        // A /tmp that is no longer a subvolume (the sandbox removed it) goes with the rootfs.
+        let tmp = rootfs.join("tmp");
+        if btrfs::is_subvolume(&tmp) {
+            delete_subvolumes(&[tmp])?;
+        }
+        delete_subvolumes(&[rootfs])?;
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -442,6 +494,11 @@ impl BtrfsStorage {
         // The limit is set in the snapshot's own transaction: there is no moment when the
         // sandbox's rootfs exists unlimited.
         btrfs::snapshot(src, &rootfs, Some(disk_bytes)).map_err(io_err("snapshot", &rootfs))?;
+        if self.quota != QuotaMode::Simple {
+            // Full qgroups copy the source's (absent) limit over the inherited one.
+            btrfs::set_limit(&self.root, &rootfs, Some(disk_bytes))
+                .map_err(io_err("set the disk limit of", &rootfs))?;
+        }
         // /tmp becomes its own subvolume: it persists with the sandbox but a capture (a snapshot
         // of the rootfs subvolume) does not descend into nested subvolumes. It has its own limit
         // of the disk size, like LangSmith's /tmp, which is not part of fs_capacity_bytes.

@@ -1,5 +1,7 @@
 //! What a process inside a sandbox can see and do (SECURITY.md §6, P0 rows).
 
+use warren_runtime::Storage;
+
 use crate::support::{TestSandbox, driver};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,6 +240,46 @@ async fn proc_and_dev_are_minimal() {
     assert!(
         !text.contains("rc=0"),
         "writes to sysrq-trigger and mknod must fail: {text}"
+    );
+    sb.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn btrfs_subvolumes_cannot_be_made_inside_but_reflinks_work() {
+    // A subvolume made inside would have an unlimited quota group of its own: a way past the
+    // disk limit, and a nested subvolume that blocks the sandbox's deletion.
+    let sb = TestSandbox::new().await;
+    let script = r#"
+import fcntl, os, struct
+fd = os.open("/root", os.O_RDONLY | os.O_DIRECTORY)
+args = bytearray(struct.pack("q", 0) + b"sub".ljust(4088, b"\0"))
+try:
+    fcntl.ioctl(fd, 0x5000940e, args, True)
+    print("subvol_create ok")
+except OSError as e:
+    print("subvol_create", e.errno)
+open("/root/src", "wb").write(b"x" * 65536)
+print("reflink", os.system("cp --reflink=always /root/src /root/dst") >> 8)
+"#;
+    let out = sb
+        .exec(warren_proto::ExecSpec {
+            argv: vec!["python3".into(), "-c".into(), script.into()],
+            ..Default::default()
+        })
+        .await;
+    let text = out.out();
+    assert!(
+        text.contains("subvol_create 1\n"),
+        "EPERM expected: {text}{}",
+        out.err()
+    );
+    assert!(
+        !std::path::Path::new(&driver().storage().rootfs_path(sb.id()).join("root/sub")).exists()
+    );
+    assert!(
+        text.contains("reflink 0\n"),
+        "FICLONE stays allowed: {text}{}",
+        out.err()
     );
     sb.destroy().await;
 }
