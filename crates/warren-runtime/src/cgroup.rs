@@ -62,32 +62,16 @@ pub trait CgroupBackend: Send + Sync + std::fmt::Debug {
 
 /// Picks the layout: v2 where the unified hierarchy carries memory, cpu and pids; v1 otherwise.
 pub fn detect() -> Result<Box<dyn CgroupBackend>, CgroupError> {
-    let mounts = fs::read_to_string("/proc/self/mountinfo").map_err(|e| CgroupError::Io {
-        action: "read",
-        path: "/proc/self/mountinfo".into(),
-        source: e,
-    })?;
+    let mounts = mountinfo()?;
     let mut v1 = V1 {
         memory: None,
         cpu: None,
         pids: None,
     };
     let mut v2_mount = None;
-    let mut v2_opts = String::new();
-    for line in mounts.lines() {
-        // mountinfo: id parent maj:min root mountpoint opts [optional...] - fstype source superopts
-        let Some((left, right)) = line.split_once(" - ") else {
-            continue;
-        };
-        let mount_point = left.split(' ').nth(4).unwrap_or_default();
-        let mut r = right.split(' ');
-        let fstype = r.next().unwrap_or_default();
-        let superopts = r.nth(1).unwrap_or_default();
+    for (mount_point, fstype, superopts) in mount_entries(&mounts) {
         match fstype {
-            "cgroup2" => {
-                v2_mount = Some(PathBuf::from(mount_point));
-                superopts.clone_into(&mut v2_opts);
-            }
+            "cgroup2" => v2_mount = Some(PathBuf::from(mount_point)),
             "cgroup" => {
                 for opt in superopts.split(',') {
                     let slot = match opt {
@@ -101,9 +85,6 @@ pub fn detect() -> Result<Box<dyn CgroupBackend>, CgroupError> {
             }
             _ => {}
         }
-    }
-    if let Some(mount) = &v2_mount {
-        favor_dynmods(mount, &v2_opts);
     }
     if let Some(mount) = v2_mount {
         let controllers =
@@ -119,6 +100,35 @@ pub fn detect() -> Result<Box<dyn CgroupBackend>, CgroupError> {
         return Ok(Box::new(v1));
     }
     Err(CgroupError::Unsupported)
+}
+
+fn mountinfo() -> Result<String, CgroupError> {
+    fs::read_to_string("/proc/self/mountinfo").map_err(|e| CgroupError::Io {
+        action: "read",
+        path: "/proc/self/mountinfo".into(),
+        source: e,
+    })
+}
+
+/// (mount point, fs type, superblock options) of each line of /proc/self/mountinfo:
+/// `id parent maj:min root mountpoint opts [optional...] - fstype source superopts`.
+fn mount_entries(mounts: &str) -> impl Iterator<Item = (&str, &str, &str)> {
+    mounts.lines().filter_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mount_point = left.split(' ').nth(4)?;
+        let mut r = right.split(' ');
+        let fstype = r.next()?;
+        Some((mount_point, fstype, r.nth(1).unwrap_or_default()))
+    })
+}
+
+/// Turns on `favordynmods` (below) through the cgroup2 mount, if there is one. A host-wide
+/// setting: the driver makes it when it opens, `warren doctor` does not.
+pub fn favor_dynamic_changes() {
+    let Ok(mounts) = mountinfo() else { return };
+    if let Some((mount, _, opts)) = mount_entries(&mounts).find(|(_, t, _)| *t == "cgroup2") {
+        favor_dynmods(Path::new(mount), opts);
+    }
 }
 
 /// Moving a process into a cgroup takes the kernel's global threadgroup lock for writing, which

@@ -203,6 +203,7 @@ impl JailDriver {
     pub fn open(cfg: JailConfig) -> Result<Self, DriverError> {
         let storage = BtrfsStorage::open(&cfg.data_dir, cfg.pool_bytes)?;
         let cgroups = cgroup::detect()?;
+        cgroup::favor_dynamic_changes();
         let slots = Slots::open(&cfg.data_dir.join("slots"), (u32::MAX - ID_BASE) / ID_COUNT)?;
         let run = cfg.data_dir.join("run");
         std::fs::create_dir_all(&run).map_err(|source| DriverError::Io {
@@ -608,7 +609,13 @@ fn elf_has_interpreter(elf: &[u8]) -> bool {
     let Ok(phoff) = usize::try_from(phoff) else {
         return true;
     };
-    (0..usize::from(phnum)).any(|i| u32_at(phoff + i * usize::from(phentsize)) == Some(3))
+    // A header outside what was read counts as an interpreter: refuse rather than guess.
+    (0..usize::from(phnum)).any(|i| {
+        i.checked_mul(usize::from(phentsize))
+            .and_then(|o| o.checked_add(phoff))
+            .and_then(u32_at)
+            .is_none_or(|kind| kind == 3)
+    })
 }
 
 #[cfg(test)]
