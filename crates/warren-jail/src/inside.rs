@@ -101,17 +101,28 @@ pub(crate) fn make_mounts_private() -> Result<(), JailError> {
     .sys("make the mounts private")
 }
 
-/// Attaches the idmapped rootfs tree over its own host path in our mount namespace. `tree` then
-/// refers to the attached mount's root: every later step resolves inside the rootfs through it.
-pub(crate) fn attach_rootfs(tree: &OwnedFd, rootfs: &Path) -> Result<(), JailError> {
-    rustix::mount::move_mount(
-        tree,
-        "",
-        rustix::fs::CWD,
+/// Opens the rootfs's host path as the mount target, while the child still has the jailer's
+/// host uid: the data dir is private to host root (0700), and once the child is the sandbox's
+/// root (host uid_base) it can no longer traverse it. Our mount namespace is already the
+/// child's own, so the fd names the mount that `attach_rootfs` covers.
+pub(crate) fn open_rootfs_target(rootfs: &Path) -> Result<OwnedFd, JailError> {
+    rustix::fs::open(
         rootfs,
-        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
     )
-    .path("attach the idmapped rootfs at", rootfs)
+    .path("open the rootfs mount point", rootfs)
+}
+
+/// Attaches the idmapped rootfs tree onto `target` (the rootfs's own host path, opened by
+/// [`open_rootfs_target`]) in our mount namespace. `tree` then refers to the attached mount's
+/// root: every later step resolves inside the rootfs through it.
+pub(crate) fn attach_rootfs(
+    tree: &OwnedFd,
+    target: &OwnedFd,
+    rootfs: &Path,
+) -> Result<(), JailError> {
+    attach(tree, target.as_fd()).path("attach the idmapped rootfs at", rootfs)
 }
 
 /// Opens directory `name` directly under `dir` as a mount target, creating it if missing.

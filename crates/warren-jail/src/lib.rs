@@ -129,7 +129,9 @@ fn child_steps(
     //    (host uid_base) with no host groups, before any file is created. The credential
     //    change resets the parent death signal (credentials(7)), so it is set again, and the
     //    parent is checked once more in case it died in between.
+    //    The rootfs's mount point is opened first, while the host path is still reachable.
     let root = sync.receive_rootfs()?;
+    let rootfs_target = inside::open_rootfs_target(&spec.rootfs)?;
     inside::become_sandbox_root()?;
     inside::die_with_jailer()?;
     if !sync.parent_alive()? {
@@ -141,7 +143,8 @@ fn child_steps(
     //    Mounts private first, so nothing below propagates to the host; then the idmapped
     //    rootfs goes over its own path in our mount namespace.
     inside::make_mounts_private()?;
-    inside::attach_rootfs(&root, &spec.rootfs)?;
+    inside::attach_rootfs(&root, &rootfs_target, &spec.rootfs)?;
+    drop(rootfs_target);
 
     // 8. Inside the new root, resolved through `root` without following the image's symlinks:
     //    /proc first, while the host's procfs is still visible (mount_too_revealing()), then
