@@ -3,7 +3,7 @@
 //! where the `btrfs` tool costs a process and, for a limited snapshot, a second transaction.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -82,6 +82,69 @@ pub fn create_subvolume(dest: &Path, limit: Option<u64>) -> io::Result<()> {
 pub fn delete_subvolume(path: &Path) -> io::Result<()> {
     let (dir, name) = split(path)?;
     sys::destroy(dir.as_fd(), name)
+}
+
+/// Opens the filesystem's top level `fs_root` and checks that `path` is on the same filesystem.
+fn open_fs_of(fs_root: &Path, path: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let fs = open_dir(fs_root)?;
+    if sys::fsid(fs.as_fd())? != sys::fsid(path)? {
+        return Err(io::Error::from_raw_os_error(libc::EXDEV));
+    }
+    Ok(fs)
+}
+
+/// Every subvolume nested beneath `root`, at any depth, in an order where each comes before the
+/// subvolume it is nested in.
+fn nested_ids(fs: BorrowedFd<'_>, root: u64) -> io::Result<Vec<u64>> {
+    let mut found = vec![root];
+    let mut next = 0;
+    // Breadth first: each subvolume is listed after its parent, so the reverse deletes
+    // children first. A child has exactly one parent, so no id is found twice.
+    while let Some(&parent) = found.get(next) {
+        found.extend(sys::child_subvolumes(fs, parent)?);
+        next += 1;
+    }
+    found.remove(0);
+    found.reverse();
+    Ok(found)
+}
+
+/// The ids of the subvolume rooted at `path` and of every subvolume nested beneath it, wherever
+/// in its directory tree (or in a nested one's) they are linked: children before their
+/// parents, `path`'s own last. `fs_root` is the filesystem's top level, searched from.
+pub fn subvolume_tree(fs_root: &Path, path: &Path) -> io::Result<Vec<u64>> {
+    let root = open_subvolume(path)?;
+    let id = sys::subvolume_id(root.as_fd())?;
+    let fs = open_fs_of(fs_root, root.as_fd())?;
+    let mut ids = nested_ids(fs.as_fd(), id)?;
+    ids.push(id);
+    Ok(ids)
+}
+
+/// Deletes the subvolume rooted at `path` with every subvolume nested beneath it, wherever they
+/// were moved to inside it, deepest first. Nothing in their directory trees is walked: each
+/// subvolume goes whole, whatever depth, size or file attributes its tree has. `fs_root` is the
+/// filesystem's top level, which must not be an idmapped mount.
+pub fn delete_subvolume_tree(fs_root: &Path, path: &Path) -> io::Result<()> {
+    let root = open_subvolume(path)?;
+    let id = sys::subvolume_id(root.as_fd())?;
+    let fs = open_fs_of(fs_root, root.as_fd())?;
+    drop(root);
+    for child in nested_ids(fs.as_fd(), id)? {
+        match sys::destroy_by_id(fs.as_fd(), child) {
+            Ok(()) => {}
+            // Gone since the search (deleted by someone else): what was wanted.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ESTALE)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    sys::destroy_by_id(fs.as_fd(), id)
+}
+
+/// Sets (`None`: clears) the byte limit of the subvolume with id `id` (from
+/// [`subvolume_tree`]), from the filesystem's top level `fs_root`.
+pub fn set_limit_by_id(fs_root: &Path, id: u64, limit: Option<u64>) -> io::Result<()> {
+    sys::set_limit(open_dir(fs_root)?.as_fd(), id, limit)
 }
 
 /// Sets (`None`: clears) the byte limit of the subvolume at `path`. The change is made from
