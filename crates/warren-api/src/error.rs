@@ -71,6 +71,9 @@ impl From<ControlError> for ApiError {
             E::NotReady(m) => Self::new(StatusCode::BAD_REQUEST, "NotReady", m),
             E::Timeout(m) => Self::new(StatusCode::REQUEST_TIMEOUT, "Timeout", m),
             E::Exhausted(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, "QuotaExceeded", m),
+            E::Unavailable(m) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", m)
+            }
             E::Agent(e) => {
                 tracing::warn!(error = %e, "sandbox agent unreachable");
                 Self::new(

@@ -36,9 +36,13 @@ pub enum ControlError {
     /// Waiting for the sandbox took longer than asked.
     #[error("{0}")]
     Timeout(String),
-    /// Too many sandboxes or too few resources left.
+    /// A quota of the caller or of the server is used up (429 `QuotaExceeded`).
     #[error("{0}")]
     Exhausted(String),
+    /// The server cannot serve this now but will (e.g. the default image is still being built;
+    /// 503 `ServiceUnavailable`).
+    #[error("{0}")]
+    Unavailable(String),
     /// State could not be read or written.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -4,6 +4,7 @@
 //!
 //! Request path: `warren-api` → [`Control`] → `warren-runtime` driver → jailer → agent.
 
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod error;
@@ -11,6 +12,7 @@ pub mod manager;
 pub mod metrics;
 pub mod store;
 
+pub use admission::ResourceLimits;
 pub use config::{CreateSandbox, RunConfig, SandboxConfig, UpdateSandbox};
 pub use error::ControlError;
 pub use manager::{ActivityGuard, Control, ControlConfig, Running};

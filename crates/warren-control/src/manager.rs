@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use warren_runtime::{AgentConn, AnyDriver, Driver, SandboxHandle, SandboxSpec};
 use warren_types::{ImageRef, Limits, SandboxId, SandboxStatus};
 
+use crate::admission::{self, ResourceLimits};
 use crate::auth;
 use crate::config::{
     self, CreateSandbox, RunConfig, SandboxConfig, UpdateSandbox, validate_name,
@@ -31,8 +32,8 @@ pub struct ControlConfig {
     pub public_url: String,
     /// How often the sweeper looks for idle and expired sandboxes.
     pub sweep_interval: Duration,
-    /// Most sandboxes (in any state) the host holds.
-    pub max_sandboxes: usize,
+    /// Per-sandbox maxima and the server's and users' quotas.
+    pub limits: ResourceLimits,
 }
 
 /// The control plane.
@@ -45,8 +46,11 @@ pub struct Control {
     activity: Mutex<HashMap<String, Activity>>,
     /// Bumped on every status change, so waiters re-read instead of polling.
     changes: watch::Sender<u64>,
-    keys: Mutex<HashMap<String, Principal>>,
+    keys: KeyCache,
     metrics: Metrics,
+    /// Held across the quota check and the insert of a create (or the status change of a
+    /// start), so concurrent requests cannot all pass a check that only one of them fits.
+    admission: Mutex<()>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +95,51 @@ fn now() -> SystemTime {
     SystemTime::now()
 }
 
+/// Principals of recently used API keys, by key hash. A revocation bumps the generation, and a
+/// principal looked up before the bump is never inserted after it: a request that read the
+/// store just before a revoke cannot put the revoked key back.
+#[derive(Debug, Default)]
+struct KeyCache {
+    inner: Mutex<KeyCacheInner>,
+}
+
+#[derive(Debug, Default)]
+struct KeyCacheInner {
+    generation: u64,
+    principals: HashMap<String, Principal>,
+}
+
+impl KeyCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeyCacheInner> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The cached principal, or the generation to pass to [`KeyCache::insert`] after reading
+    /// the store.
+    fn get(&self, hash: &str) -> Result<Principal, u64> {
+        let inner = self.lock();
+        inner.principals.get(hash).cloned().ok_or(inner.generation)
+    }
+
+    /// Caches a principal read from the store at `generation`, unless a revocation happened
+    /// since.
+    fn insert(&self, generation: u64, hash: String, p: Principal) {
+        let mut inner = self.lock();
+        if inner.generation == generation {
+            inner.principals.insert(hash, p);
+        }
+    }
+
+    /// Forgets every cached principal and refuses inserts of earlier lookups.
+    fn invalidate(&self) {
+        let mut inner = self.lock();
+        inner.generation += 1;
+        inner.principals.clear();
+    }
+}
+
 impl Control {
     /// Opens the state store, creates the first admin key on first start (returned once, also
     /// written to `<data-dir>/admin.key`), re-adopts running sandboxes and removes orphans.
@@ -107,12 +156,24 @@ impl Control {
             locks: Mutex::default(),
             activity: Mutex::default(),
             changes,
-            keys: Mutex::default(),
+            keys: KeyCache::default(),
             metrics: Metrics::default(),
+            admission: Mutex::default(),
         });
         let admin_key = control.bootstrap_admin()?;
         control.recover().await?;
         Ok((control, admin_key))
+    }
+
+    /// Refuses a shape above the per-sandbox maxima (422 naming the limit).
+    fn check_shape(
+        &self,
+        vcpus: Option<u32>,
+        mem: Option<u64>,
+        fs: Option<u64>,
+    ) -> Result<(), ControlError> {
+        let free = fs.and_then(|_| admission::free_bytes(&self.cfg.data_dir.join("fs")));
+        self.cfg.limits.check_shape(vcpus, mem, fs, free)
     }
 
     /// Counters for `/metrics`.
@@ -142,20 +203,15 @@ impl Control {
     /// The principal an API key belongs to.
     pub fn authenticate(&self, key: &str) -> Result<Option<Principal>, ControlError> {
         let hash = auth::hash_key(key);
-        if let Some(p) = self.keys_cache().get(&hash) {
-            return Ok(Some(p.clone()));
-        }
+        let generation = match self.keys.get(&hash) {
+            Ok(p) => return Ok(Some(p)),
+            Err(generation) => generation,
+        };
         let p = self.store.principal_for_key(&hash)?;
         if let Some(p) = &p {
-            self.keys_cache().insert(hash, p.clone());
+            self.keys.insert(generation, hash, p.clone());
         }
         Ok(p)
-    }
-
-    fn keys_cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, Principal>> {
-        self.keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Creates a user in the caller's workspace with a new key. Admins only.
@@ -206,7 +262,7 @@ impl Control {
         if !self.store.revoke_key(&p.workspace_id, key_id)? {
             return Err(ControlError::NotFound(format!("key '{key_id}' not found")));
         }
-        self.keys_cache().clear();
+        self.keys.invalidate();
         Ok(())
     }
 
@@ -349,6 +405,7 @@ impl Control {
     ) -> Result<SandboxRecord, ControlError> {
         config::validate_passthrough(&req)?;
         validate_resources(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
+        self.check_shape(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
         for (field, v) in [
             ("idle_ttl_seconds", req.idle_ttl_seconds),
             ("delete_after_stop_seconds", req.delete_after_stop_seconds),
@@ -364,12 +421,6 @@ impl Control {
             validate_name(name)?;
         }
         let image = self.resolve_snapshot(req.snapshot.as_deref())?;
-        if self.store.list_sandboxes(None)?.len() >= self.cfg.max_sandboxes {
-            return Err(ControlError::Exhausted(format!(
-                "sandbox limit reached: this host holds at most {} sandboxes",
-                self.cfg.max_sandboxes
-            )));
-        }
         let d = SandboxConfig::default();
         let cfg = SandboxConfig {
             snapshot: image.to_string(),
@@ -402,6 +453,15 @@ impl Control {
             updated_at: t,
             stopped_at: None,
         };
+        let admission = self
+            .admission
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.cfg.limits.admit(
+            &self.store.list_sandboxes(None)?,
+            &p.user_id,
+            rec.config.mem_bytes,
+        )?;
         match req.name {
             Some(name) => {
                 rec.name = name;
@@ -419,6 +479,7 @@ impl Control {
                 }
             },
         }
+        drop(admission);
         self.touch(&rec.id);
         self.changed();
         let this = self.clone();
@@ -452,7 +513,7 @@ impl Control {
         if rec.status != SandboxStatus::Provisioning {
             return;
         }
-        let spec = spec_of(&rec);
+        let spec = spec_of(&rec, self.cfg.limits.pids);
         let started = Instant::now();
         let result = if fresh || !self.driver.has_storage(&rec.runtime_id) {
             self.driver.create(&spec).await
@@ -473,7 +534,7 @@ impl Control {
                 self.metrics.create_failed();
                 tracing::warn!(sandbox = %rec.name, error = %e, "sandbox failed to boot");
                 rec.status = SandboxStatus::Failed;
-                rec.status_message = Some(e.to_string());
+                rec.status_message = Some(e.public_reason());
                 rec.handle = None;
             }
         }
@@ -533,6 +594,7 @@ impl Control {
             }
         }
         validate_resources(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
+        self.check_shape(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
         config::check_proxy_config(req.proxy_config.as_ref())?;
         if let Some(rc) = &req.run_config {
             rc.validate()?;
@@ -632,6 +694,21 @@ impl Control {
                 }
                 SandboxStatus::Stopped | SandboxStatus::Failed => {}
             }
+            let _admission = self
+                .admission
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let others: Vec<SandboxRecord> = self
+                .store
+                .list_sandboxes(None)?
+                .into_iter()
+                .filter(|r| r.id != rec.id)
+                .collect();
+            // Starting adds no sandbox, only committed memory: check with this one left out.
+            let mut limits = self.cfg.limits.clone();
+            limits.max_sandboxes = usize::MAX;
+            limits.user_max_sandboxes = None;
+            limits.admit(&others, &rec.created_by, rec.config.mem_bytes)?;
             rec.status = SandboxStatus::Provisioning;
             rec.status_message = None;
             rec.updated_at = now();
@@ -899,7 +976,7 @@ fn name_conflict(e: StoreError, name: &str) -> ControlError {
     }
 }
 
-fn spec_of(rec: &SandboxRecord) -> SandboxSpec {
+fn spec_of(rec: &SandboxRecord, pids: u32) -> SandboxSpec {
     SandboxSpec {
         id: rec.runtime_id.clone(),
         image: rec
@@ -911,7 +988,7 @@ fn spec_of(rec: &SandboxRecord) -> SandboxSpec {
             millicpus: rec.config.vcpus.saturating_mul(1000),
             memory_bytes: rec.config.mem_bytes,
             disk_bytes: rec.config.fs_capacity_bytes,
-            pids: 4096,
+            pids,
         },
     }
 }
@@ -931,4 +1008,43 @@ fn write_secret(path: &Path, contents: &str) -> std::io::Result<()> {
     f.write_all(b"\n")?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)
+}
+
+#[cfg(test)]
+mod key_cache_tests {
+    use super::*;
+
+    fn principal(user: &str) -> Principal {
+        Principal {
+            workspace_id: "ws".into(),
+            user_id: user.into(),
+            user_name: user.into(),
+            is_admin: false,
+        }
+    }
+
+    #[test]
+    fn a_lookup_that_raced_a_revoke_is_not_cached() {
+        let cache = KeyCache::default();
+        // A request misses the cache and reads the store while the key is still valid...
+        let generation = cache.get("h").expect_err("empty cache");
+        // ...the key is revoked before it inserts...
+        cache.invalidate();
+        // ...so its late insert is dropped and the next request goes to the store.
+        cache.insert(generation, "h".into(), principal("bob"));
+        assert!(cache.get("h").is_err(), "a revoked key was re-cached");
+    }
+
+    #[test]
+    fn lookups_after_a_revoke_are_cached_again() {
+        let cache = KeyCache::default();
+        let g = cache.get("h").expect_err("empty cache");
+        cache.insert(g, "h".into(), principal("bob"));
+        assert_eq!(cache.get("h").map(|p| p.user_id), Ok("bob".to_owned()));
+        cache.invalidate();
+        let g2 = cache.get("h").expect_err("a revoke empties the cache");
+        assert_ne!(g, g2);
+        cache.insert(g2, "h".into(), principal("bob"));
+        assert!(cache.get("h").is_ok());
+    }
 }

@@ -100,6 +100,43 @@ pub enum DriverError {
     Join(#[from] tokio::task::JoinError),
 }
 
+impl DriverError {
+    /// What a tenant may be told about this failure: the kind of failure and the OS error, never
+    /// a host path, a cgroup name or the jailer's own words (which name host paths). The full
+    /// error goes to the daemon's log.
+    pub fn public_reason(&self) -> String {
+        fn errno(e: &std::io::Error) -> String {
+            e.raw_os_error()
+                .map(|n| std::io::Error::from_raw_os_error(n).to_string())
+                .unwrap_or_else(|| e.kind().to_string())
+        }
+        match self {
+            Self::Storage(StorageError::ImageMissing(image)) => {
+                format!("image {image} is not present")
+            }
+            Self::Storage(StorageError::Io { action, source, .. }) => {
+                format!("storage failed to {action}: {}", errno(source))
+            }
+            Self::Storage(_) => "storage failed".into(),
+            Self::Cgroup(CgroupError::Io { action, source, .. }) => {
+                format!("resource limits failed to {action}: {}", errno(source))
+            }
+            Self::Cgroup(_) => "resource limits could not be applied".into(),
+            Self::Slot(SlotError::Exhausted(_)) => "no free uid range on this host".into(),
+            Self::Slot(_) => "failed to allocate a uid range".into(),
+            Self::Binary(_) | Self::JailerSpawn(_) => {
+                "the server's sandbox helpers are missing or unusable".into()
+            }
+            Self::Jail(_) => "failed to build the jail".into(),
+            Self::Agent(_) => "the sandbox's agent did not answer".into(),
+            Self::Io { action, source, .. } => format!("failed to {action}: {}", errno(source)),
+            Self::NoStorage(_) => "the sandbox has no root filesystem".into(),
+            Self::StopTimeout(_) => "the sandbox's processes did not stop".into(),
+            Self::Join(_) => "internal task failed".into(),
+        }
+    }
+}
+
 /// Brings sandboxes up and down.
 pub trait Driver: Send + Sync {
     /// The tier this driver provides.

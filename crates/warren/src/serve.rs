@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use warren_control::{Control, ControlConfig};
+use warren_control::{Control, ControlConfig, ResourceLimits};
 use warren_runtime::AnyDriver;
 
 #[derive(Debug, Args)]
@@ -23,9 +23,66 @@ pub(crate) struct ServeArgs {
     /// Seconds between sweeps for idle and expired sandboxes.
     #[arg(long, default_value_t = 5)]
     sweep_interval: u64,
-    /// Most sandboxes this host holds at once.
+    /// Most sandboxes this host holds at once, in any state.
     #[arg(long, default_value_t = 2000)]
     max_sandboxes: usize,
+    /// Most CPUs one sandbox may ask for (default: the host's CPUs).
+    #[arg(long)]
+    max_vcpus: Option<u32>,
+    /// Most memory one sandbox may ask for, e.g. 8G (default: the host's memory).
+    #[arg(long, value_parser = parse_size)]
+    max_memory: Option<u64>,
+    /// Most disk one sandbox may ask for, e.g. 100G (also bounded by the pool's free space).
+    #[arg(long, value_parser = parse_size)]
+    max_disk: Option<u64>,
+    /// Process limit of every sandbox.
+    #[arg(long, default_value_t = warren_control::admission::DEFAULT_PIDS)]
+    sandbox_pids: u32,
+    /// Most memory the running sandboxes may commit in total, e.g. 64G, or `none` (default: the
+    /// host's memory × 4).
+    #[arg(long, value_parser = parse_quota)]
+    max_committed_memory: Option<Option<u64>>,
+    /// Most sandboxes one user holds (default: no per-user limit).
+    #[arg(long)]
+    user_max_sandboxes: Option<usize>,
+    /// Most memory one user's running sandboxes may commit, e.g. 16G (default: no limit).
+    #[arg(long, value_parser = parse_size)]
+    user_max_memory: Option<u64>,
+}
+
+impl ServeArgs {
+    /// The resource bounds: host-derived defaults, then the flags.
+    fn limits(&self) -> ResourceLimits {
+        let mut l = ResourceLimits::from_host();
+        l.max_sandboxes = self.max_sandboxes;
+        l.pids = self.sandbox_pids;
+        if let Some(v) = self.max_vcpus {
+            l.max_vcpus = v;
+        }
+        if let Some(v) = self.max_memory {
+            l.max_mem_bytes = v;
+        }
+        if let Some(v) = self.max_disk {
+            l.max_fs_capacity_bytes = v;
+        }
+        if let Some(v) = self.max_committed_memory {
+            l.max_committed_mem_bytes = v;
+        }
+        l.user_max_sandboxes = self.user_max_sandboxes;
+        l.user_max_mem_bytes = self.user_max_memory;
+        l
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    warren_types::parse_size(s).map_err(|e| e.to_string())
+}
+
+fn parse_quota(s: &str) -> Result<Option<u64>, String> {
+    if s == "none" {
+        return Ok(None);
+    }
+    parse_size(s).map(Some)
 }
 
 pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
@@ -35,6 +92,7 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
         .check_quotas()
         .context("failed to check disk quotas")?;
     let rt = crate::tokio_runtime()?;
+    let limits = args.limits();
     rt.block_on(async move {
         let public_url = args
             .public_url
@@ -45,7 +103,7 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
             data_dir: data_dir.to_owned(),
             public_url: public_url.clone(),
             sweep_interval: Duration::from_secs(args.sweep_interval.max(1)),
-            max_sandboxes: args.max_sandboxes,
+            limits,
         };
         let (control, admin_key) = Control::open(cfg, AnyDriver::Jail(driver))
             .await
