@@ -58,6 +58,9 @@ class Server:
         self.starts = 0
         self.key = ""
         self.logs: list[Path] = []
+        # Flags added to `warren serve` at the next start (tests that restart with other limits
+        # reset it themselves).
+        self.extra_args: list[str] = []
 
     # -- process control -------------------------------------------------------------------
 
@@ -80,6 +83,7 @@ class Server:
                     str(self.data_dir),
                     "--listen",
                     f"127.0.0.1:{self.port}",
+                    *self.extra_args,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
