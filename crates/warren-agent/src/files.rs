@@ -139,6 +139,11 @@ pub(crate) fn list_dir(path: &str) -> Result<(Vec<FileInfo>, bool), AgentError> 
     Ok((entries, truncated))
 }
 
+/// Whether this user namespace denies setgroups(2) (every sandbox's does).
+fn setgroups_denied() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny")
+}
+
 /// Opens a file for `ReadFile`, with the permissions of `user` when that is not root.
 pub(crate) fn open_for_read(
     path: &str,
@@ -164,7 +169,11 @@ pub(crate) fn open_for_read(
                 .into_iter()
                 .map(rustix::process::Gid::from_raw)
                 .collect();
-            rustix::thread::set_thread_groups(&groups)?;
+            // A sandbox's user namespace denies setgroups(2): the thread keeps the agent's
+            // (empty) groups, which grants nothing the user's own would not.
+            if !setgroups_denied() {
+                rustix::thread::set_thread_groups(&groups)?;
+            }
             nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
             nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
             open()

@@ -20,6 +20,22 @@ pub(crate) fn set_no_new_privs() -> Result<(), JailError> {
     rustix::thread::set_no_new_privs(true).sys("set no_new_privs")
 }
 
+/// Drops host root's supplementary groups from the jailer itself, so the child the clone makes
+/// inherits none: its user namespace gets `setgroups` "deny" and could never drop them later.
+/// The jailer is single-threaded (`clone_fork` checks), so the thread's groups are the
+/// process's. Root needs no group for anything the jailer does after this.
+pub(crate) fn drop_supplementary_groups() -> Result<(), JailError> {
+    rustix::thread::set_thread_groups(&[]).sys("drop the jailer's supplementary groups")?;
+    let left = rustix::process::getgroups().sys("read the jailer's supplementary groups")?;
+    if !left.is_empty() {
+        return Err(JailError::Check {
+            action: "drop the jailer's supplementary groups",
+            found: format!("{} left", left.len()),
+        });
+    }
+    Ok(())
+}
+
 /// Writes our pid into each `cgroup.procs`: the child and everything under it is created inside
 /// the sandbox's cgroups, and its cgroup namespace is rooted there.
 pub(crate) fn join_cgroups(procs: &[PathBuf]) -> Result<(), JailError> {
@@ -131,12 +147,15 @@ impl Child {
     }
 
     /// uid/gid maps of the child's user namespace: sandbox id 0 is host id `base`
-    /// (user_namespaces(7)). setgroups stays "allow": the maps are written by a privileged
-    /// parent, which the kernel only requires "deny" for when an unprivileged process writes
-    /// gid_map, and the agent needs setgroups(2) to run commands as other users. The sandbox's
-    /// groups are all inside its own range, so there is no group to drop to gain access.
+    /// (user_namespaces(7)). `setgroups` is "deny" first (it can only be written before the gid
+    /// map): no process of the sandbox can ever change its supplementary groups, so none can
+    /// shed a group to get past a deny-by-group permission (CVE-2014-8989 class). The child
+    /// starts with no groups (the jailer dropped them before the clone), so there is nothing
+    /// it would need to drop either; commands the agent runs as other users get no groups.
     pub(crate) fn write_id_maps(&self, spec: &JailSpec) -> Result<(), JailError> {
         let pid = self.pid.as_raw_nonzero();
+        let setgroups = PathBuf::from(format!("/proc/{pid}/setgroups"));
+        std::fs::write(&setgroups, b"deny").path("write", &setgroups)?;
         for (file, base) in [("uid_map", spec.uid_base), ("gid_map", spec.gid_base)] {
             let path = PathBuf::from(format!("/proc/{pid}/{file}"));
             // One write(2): the kernel takes a map only whole, in a single write.
@@ -202,6 +221,7 @@ impl Child {
         Ok(JailReport {
             pid: pid.get().cast_unsigned(),
             start_time,
+            landlock_abi: sys::landlock_abi(),
         })
     }
 }

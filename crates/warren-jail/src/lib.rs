@@ -33,8 +33,8 @@ use std::panic::AssertUnwindSafe;
 use error::Context;
 
 pub use error::JailError;
-pub use inside::AGENT_CAPABILITIES;
-pub use spec::{JailReport, JailSpec, MIN_ID_BASE};
+pub use inside::{AGENT_CAPABILITIES, shm_inodes};
+pub use spec::{JailReport, JailSpec, LANDLOCK_REVIEWED_ABI, MIN_ID_BASE};
 
 /// The fd on which the agent finds its listening socket.
 pub const AGENT_LISTEN_FD: i32 = 3;
@@ -61,6 +61,9 @@ pub fn run(spec: &JailSpec) -> Result<JailReport, JailError> {
     //    rooted at the sandbox's cgroup (firecracker's jailer joins before chroot for the same
     //    reason).
     host::set_no_new_privs()?;
+    //    No supplementary groups from here on: the child inherits the jailer's, and its user
+    //    namespace will deny setgroups(2) (step 5).
+    host::drop_supplementary_groups()?;
     host::join_cgroups(&spec.cgroup_procs)?;
     // 2. The agent's listening socket, bound on the host (outside the rootfs), handed to the
     //    agent as fd 3. Removed again if any later step fails.
@@ -84,8 +87,8 @@ pub fn run(spec: &JailSpec) -> Result<JailReport, JailError> {
     drop(listener);
     drop(agent);
 
-    // 5. uid/gid maps, written by the privileged parent (see Child::write_id_maps for why
-    //    setgroups stays allowed). Before step 6: an idmapped mount needs a mapped namespace.
+    // 5. setgroups "deny", then the uid/gid maps, written by the privileged parent (see
+    //    Child::write_id_maps). Before step 6: an idmapped mount needs a mapped namespace.
     child.write_id_maps(spec)?;
     // 6. The idmapped, nosuid, nodev rootfs mount, sent to the child as an fd.
     let rootfs = child.idmapped_rootfs(&spec.rootfs)?;
@@ -126,7 +129,8 @@ fn child_steps(
     inside::die_with_jailer()?;
 
     // 7. Wait for the maps and the rootfs mount, then become root of the new user namespace
-    //    (host uid_base) with no host groups, before any file is created. The credential
+    //    (host uid_base) with no groups (checked: setgroups is denied now), before any file
+    //    is created. The credential
     //    change resets the parent death signal (credentials(7)), so it is set again, and the
     //    parent is checked once more in case it died in between.
     //    The rootfs's mount point is opened first, while the host path is still reachable.

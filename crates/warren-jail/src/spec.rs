@@ -60,7 +60,16 @@ pub struct JailReport {
     /// The agent's start time in clock ticks since boot (field 22 of `/proc/<pid>/stat`), so a
     /// recycled pid is never mistaken for the agent.
     pub start_time: u64,
+    /// Landlock ABI of the host's kernel (0: none). From [`LANDLOCK_REVIEWED_ABI`] on, the
+    /// sandbox's ruleset is fully enforced or the jail fails; below it the kernel enforces
+    /// what it has (nothing at 0), and the caller should say so.
+    #[serde(default)]
+    pub landlock_abi: u32,
 }
+
+/// The Landlock ABI the jail's ruleset was reviewed against (Linux 6.12: the filesystem rights
+/// including `IOCTL_DEV`, and the abstract unix socket and signal scopes).
+pub const LANDLOCK_REVIEWED_ABI: u32 = 6;
 
 impl JailSpec {
     /// Checks what the kernel would otherwise reject halfway through the jail, or worse accept:

@@ -222,6 +222,24 @@ pub(crate) fn execveat_fd(
     io::Error::last_os_error()
 }
 
+/// The Landlock ABI version of the running kernel, from
+/// `landlock_create_ruleset(NULL, 0, LANDLOCK_CREATE_RULESET_VERSION)`; 0 when the kernel was
+/// built without Landlock or boots with it disabled. The landlock crate keeps this private.
+pub(crate) fn landlock_abi() -> u32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with LANDLOCK_CREATE_RULESET_VERSION the kernel requires a null attribute pointer
+    // and size 0, reads no memory, and returns the version or -1 with errno.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<libc::c_void>(),
+            0_usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    u32::try_from(ret).unwrap_or(0)
+}
+
 /// Ends the calling process at once with `code`, without unwinding or atexit handlers: in the
 /// cloned child those belong to the parent's copy of the state.
 pub(crate) fn exit_now(code: i32) -> ! {
