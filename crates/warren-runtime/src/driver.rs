@@ -343,6 +343,11 @@ impl JailDriver {
         let began = Instant::now();
         let report = run_jailer(&self.inner.cfg.jailer_path, &jail).await?;
         tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), pid = report.pid, "jail up");
+        if report.landlock_abi < warren_jail::LANDLOCK_REVIEWED_ABI {
+            // The jail enforced what this kernel has; the sandbox lacks the rest (e.g. the
+            // abstract socket and signal scopes before Linux 6.12).
+            tracing::warn!(sandbox = %spec.id, kernel_abi = report.landlock_abi, reviewed_abi = warren_jail::LANDLOCK_REVIEWED_ABI, "landlock is older than the reviewed ABI; the sandbox runs with less of it");
+        }
         Ok(SandboxHandle {
             id: spec.id.clone(),
             tier: Tier::Jail,
