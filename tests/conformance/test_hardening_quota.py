@@ -142,3 +142,25 @@ def test_committed_memory_quota_answers_429_and_frees_on_delete(server):
                 f"{server.api_base}/boxes/{n}", headers=server.headers(user_key), timeout=60
             )
         _restart_with(server, [])
+
+
+def test_a_command_killed_for_memory_reports_oom_killed(server, client):
+    from helpers import RawExec, execute_msg
+
+    sb = client.create_sandbox(name=uniq("oom"), mem_bytes=128 << 20)
+    try:
+        balloon = "python3 -c 'b=[]\nwhile 1: b.append(bytearray(16<<20))'"
+        with RawExec(sb.dataplane_url, server.key) as ex:
+            ex.send(execute_msg(balloon))
+            msgs, _ = ex.drain(timeout=120)
+        exit_msg = msgs[-1]
+        assert exit_msg["type"] == "exit", msgs[-3:]
+        assert exit_msg["exit_code"] in (137, -9), exit_msg
+        assert exit_msg.get("oom_killed") is True, exit_msg
+        # An ordinary exit in the same sandbox afterwards carries no OOM mark.
+        with RawExec(sb.dataplane_url, server.key) as ex:
+            ex.send(execute_msg("exit 3"))
+            msgs, _ = ex.drain()
+        assert msgs[-1] == {"type": "exit", "exit_code": 3}, msgs[-1]
+    finally:
+        client.delete_sandbox(sb.name)

@@ -16,7 +16,9 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-use warren_control::{AgentConn, AgentReader, Control, Principal, RunConfig, Running};
+use warren_control::{
+    AgentConn, AgentReader, Control, Principal, RunConfig, Running, SandboxRecord,
+};
 use warren_proto::{
     ErrorKind, ExecSpec, ExitReason, ExitStatus, Request, Response as AgentResponse, Stream,
 };
@@ -55,24 +57,69 @@ pub(crate) struct ExecuteParams {
     pty: Option<bool>,
 }
 
-/// Seconds (`None`, or a negative "never") to an optional millisecond limit.
-fn secs_to_ms(v: Option<i64>, default: Option<u64>, never_below_zero: bool) -> Option<u64> {
+/// Largest timeout, idle timeout or TTL a command accepts, in seconds (a year). Larger values
+/// are refused rather than clamped: they are mistakes, and unchecked they overflow the
+/// millisecond arithmetic here and the deadline arithmetic in the agent.
+const MAX_LIMIT_SECONDS: i64 = 365 * 24 * 3600;
+
+/// Seconds (`None`, or a negative "never") to an optional millisecond limit; `Err` names the
+/// field when the value is past [`MAX_LIMIT_SECONDS`].
+fn secs_to_ms(
+    field: &str,
+    v: Option<i64>,
+    default: Option<u64>,
+    never_below_zero: bool,
+) -> Result<Option<u64>, String> {
+    let ms = |secs: u64| secs.checked_mul(1000).ok_or_else(|| too_large(field));
     match v {
-        None => default.map(|s| s * 1000),
-        Some(n) if n < 0 && never_below_zero => None,
-        Some(n) => Some(u64::try_from(n).unwrap_or(0).saturating_mul(1000)),
+        None => default.map(ms).transpose(),
+        Some(n) if n < 0 && never_below_zero => Ok(None),
+        Some(n) if n > MAX_LIMIT_SECONDS => Err(too_large(field)),
+        Some(n) => ms(u64::try_from(n).unwrap_or(0)).map(Some),
+    }
+}
+
+fn too_large(field: &str) -> String {
+    format!("{field} must be at most {MAX_LIMIT_SECONDS} seconds (one year)")
+}
+
+/// Why an `execute` request was refused: malformed (400) or out of range (422).
+#[derive(Debug)]
+enum SpecError {
+    BadRequest(String),
+    OutOfRange(String),
+}
+
+impl SpecError {
+    fn message(&self) -> &str {
+        match self {
+            Self::BadRequest(m) | Self::OutOfRange(m) => m,
+        }
+    }
+}
+
+impl From<SpecError> for ApiError {
+    fn from(e: SpecError) -> Self {
+        match e {
+            SpecError::BadRequest(m) => ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", m),
+            SpecError::OutOfRange(m) => ApiError::invalid(m),
+        }
     }
 }
 
 impl ExecuteParams {
     /// The agent request. Layering: the sandbox's run_config, then the command's (or the
     /// legacy `env`/`cwd`, never both).
-    fn to_spec(&self, control: &Control, running: &Running) -> Result<ExecSpec, String> {
+    fn to_spec(&self, control: &Control, running: &Running) -> Result<ExecSpec, SpecError> {
         if self.run_config.is_some() && (self.env.is_some() || self.cwd.is_some()) {
-            return Err("send either run_config or the legacy env/cwd, not both".into());
+            return Err(SpecError::BadRequest(
+                "send either run_config or the legacy env/cwd, not both".into(),
+            ));
         }
         if self.command.contains('\0') {
-            return Err("the command contains a NUL byte".into());
+            return Err(SpecError::BadRequest(
+                "the command contains a NUL byte".into(),
+            ));
         }
         let legacy = RunConfig {
             user: None,
@@ -80,11 +127,33 @@ impl ExecuteParams {
             env_vars: self.env.clone().unwrap_or_default(),
         };
         let layer = self.run_config.clone().unwrap_or(legacy);
-        layer.validate().map_err(|e| e.to_string())?;
+        layer
+            .validate()
+            .map_err(|e| SpecError::BadRequest(e.to_string()))?;
         let rc = control.effective_run_config(&running.record, Some(&layer));
         let pty = self.pty.unwrap_or(false);
         // 0 means "no limit" for timeout_seconds; for the TTL and idle timeout -1 means never.
+        let timeout_field = if self.timeout_seconds.is_some() {
+            "timeout_seconds"
+        } else {
+            "timeout"
+        };
         let timeout = self.timeout_seconds.or(self.timeout).unwrap_or(60);
+        let timeout_ms = if timeout > 0 {
+            secs_to_ms(timeout_field, Some(timeout), None, false)
+        } else {
+            Ok(None)
+        }
+        .map_err(SpecError::OutOfRange)?;
+        let idle_timeout_ms = secs_to_ms(
+            "idle_timeout_seconds",
+            self.idle_timeout_seconds,
+            Some(300),
+            true,
+        )
+        .map_err(SpecError::OutOfRange)?;
+        let ttl_ms = secs_to_ms("ttl_seconds", self.ttl_seconds, Some(600), true)
+            .map_err(SpecError::OutOfRange)?;
         Ok(ExecSpec {
             command_id: self.command_id.clone(),
             argv: vec![
@@ -97,10 +166,10 @@ impl ExecuteParams {
             user: rc.user,
             pty: pty.then(warren_proto::PtySize::default),
             stdin: pty || !self.close_stdin.unwrap_or(false),
-            timeout_ms: (timeout > 0).then(|| u64::try_from(timeout).unwrap_or(0) * 1000),
-            idle_timeout_ms: secs_to_ms(self.idle_timeout_seconds, Some(300), true),
+            timeout_ms,
+            idle_timeout_ms,
             kill_on_disconnect: self.kill_on_disconnect.unwrap_or(false),
-            ttl_ms: secs_to_ms(self.ttl_seconds, Some(600), true),
+            ttl_ms,
         })
     }
 }
@@ -225,6 +294,7 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
 }
 
 async fn ws_session(control: Arc<Control>, p: Principal, running: Running, mut socket: WebSocket) {
+    let oom = OomWatch::start(&control, &running);
     let first = match tokio::time::timeout(Duration::from_secs(30), socket.recv()).await {
         Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<FirstMessage>(&t),
         Ok(Some(Ok(Message::Binary(b)))) => serde_json::from_slice::<FirstMessage>(&b),
@@ -243,10 +313,10 @@ async fn ws_session(control: Arc<Control>, p: Principal, running: Running, mut s
                 let t = spec.timeout_ms;
                 (Request::Exec(spec), t)
             }
-            Err(msg) => {
+            Err(e) => {
                 let _ = send_json(
                     &mut socket,
-                    &json!({"type": "error", "error_type": "CommandError", "error": msg}),
+                    &json!({"type": "error", "error_type": "CommandError", "error": e.message()}),
                 )
                 .await;
                 close(&mut socket, 1000, "").await;
@@ -327,7 +397,8 @@ async fn ws_session(control: Arc<Control>, p: Principal, running: Running, mut s
                                 let _ = send_json(&mut socket, &json!({"type": name, "data": text, "offset": off})).await;
                             }
                         }
-                        let msg = exit_message(&status, timeout_ms);
+                        let oom = oom.killed(&control, &running.record, &status);
+                        let msg = exit_message(&status, timeout_ms, oom);
                         let _ = send_json(&mut socket, &msg).await;
                         close(&mut socket, 1000, "").await;
                         return;
@@ -367,12 +438,33 @@ async fn ws_session(control: Arc<Control>, p: Principal, running: Running, mut s
     }
 }
 
-/// The terminal message for an exit: a timeout is an error, everything else an exit code.
-fn exit_message(status: &ExitStatus, timeout_ms: Option<u64>) -> Value {
+/// The terminal message for an exit: a timeout is an error, everything else an exit code, with
+/// `oom_killed: true` added (a Warren extension the SDKs ignore) when the kernel's OOM killer
+/// ended it.
+fn exit_message(status: &ExitStatus, timeout_ms: Option<u64>, oom_killed: bool) -> Value {
     if status.reason == ExitReason::Timeout {
         json!({"type": "error", "error_type": "CommandTimeout", "error": timeout_message(timeout_ms)})
+    } else if oom_killed {
+        json!({"type": "exit", "exit_code": status.code, "oom_killed": true})
     } else {
         json!({"type": "exit", "exit_code": status.code})
+    }
+}
+
+/// Counts the sandbox's OOM kills from the start of a command's stream, to tell whether a
+/// SIGKILL that ended it came from the kernel's OOM killer.
+#[derive(Debug, Clone, Copy)]
+struct OomWatch(u64);
+
+impl OomWatch {
+    fn start(control: &Control, running: &Running) -> Self {
+        Self(control.oom_kills(&running.record))
+    }
+
+    fn killed(self, control: &Control, rec: &SandboxRecord, status: &ExitStatus) -> bool {
+        status.reason == ExitReason::Exited
+            && status.signal == Some(9)
+            && control.oom_kills(rec) > self.0
     }
 }
 
@@ -386,8 +478,61 @@ async fn open_session(
     Ok(conn)
 }
 
-/// Output of a command run to completion (HTTP transport), each stream capped.
-const HTTP_OUTPUT_CAP: usize = 64 << 20;
+/// One stream's output of a blocking HTTP execute, kept up to a cap; what is past the cap is
+/// counted and dropped.
+struct Captured {
+    kept: Vec<u8>,
+    dropped: u64,
+    cap: usize,
+}
+
+impl Captured {
+    fn new(cap: usize) -> Self {
+        Self {
+            kept: Vec::new(),
+            dropped: 0,
+            cap,
+        }
+    }
+
+    fn push(&mut self, data: &[u8]) {
+        let room = self.cap.saturating_sub(self.kept.len());
+        let take = data.len().min(room);
+        self.kept.extend_from_slice(&data[..take]);
+        self.dropped += (data.len() - take) as u64;
+    }
+
+    /// The text, with a marker line at the end when output was dropped. A cut that splits a
+    /// UTF-8 character drops the partial character rather than showing a replacement.
+    fn into_text(mut self) -> (String, bool) {
+        if self.dropped == 0 {
+            return (String::from_utf8_lossy(&self.kept).into_owned(), false);
+        }
+        if let Err(e) = std::str::from_utf8(&self.kept)
+            && e.error_len().is_none()
+        {
+            let cut = self.kept.len() - e.valid_up_to();
+            self.kept.truncate(e.valid_up_to());
+            self.dropped += cut as u64;
+        }
+        let mut text = String::from_utf8_lossy(&self.kept).into_owned();
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&truncation_marker(self.kept.len(), self.dropped));
+        (text, true)
+    }
+}
+
+/// The line appended to a stream a blocking HTTP execute cut short. §4.6's response has no
+/// field for it, so the text says it; `stdout_truncated`/`stderr_truncated` say it to
+/// programs.
+fn truncation_marker(kept: usize, dropped: u64) -> String {
+    format!(
+        "[warren: output truncated: {dropped} more bytes after the first {kept} were dropped; \
+         use the WebSocket or SSE transport for large output]\n"
+    )
+}
 
 pub(crate) async fn http(
     State(state): State<AppState>,
@@ -396,9 +541,7 @@ pub(crate) async fn http(
     ApiJson(params): ApiJson<ExecuteParams>,
 ) -> Result<Json<Value>, ApiError> {
     let running = state.control.running_for(&caller, &id).await?;
-    let mut spec = params
-        .to_spec(&state.control, &running)
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", m))?;
+    let mut spec = params.to_spec(&state.control, &running)?;
     spec.stdin = false;
     spec.pty = None;
     // Nobody can reattach to a blocking call: kill the command if the caller goes away.
@@ -417,7 +560,8 @@ pub(crate) async fn http(
         .map_err(|_| unreachable())?;
     let (reader, _writer) = conn.split();
     let mut frames = pump(reader);
-    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let cap = state.limits.http_output_cap;
+    let (mut stdout, mut stderr) = (Captured::new(cap), Captured::new(cap));
     while let Some(frame) = frames.recv().await {
         match frame.map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, "ConnectionError", e))? {
             AgentResponse::Output { stream, data, .. } => {
@@ -425,13 +569,11 @@ pub(crate) async fn http(
                     .control
                     .metrics()
                     .streamed(stream == Stream::Stdout, data.len() as u64);
-                let buf = if stream == Stream::Stdout {
-                    &mut stdout
+                if stream == Stream::Stdout {
+                    stdout.push(&data);
                 } else {
-                    &mut stderr
-                };
-                let room = HTTP_OUTPUT_CAP.saturating_sub(buf.len());
-                buf.extend_from_slice(&data[..data.len().min(room)]);
+                    stderr.push(&data);
+                }
             }
             AgentResponse::Exit(status) if status.reason == ExitReason::Timeout => {
                 return Err(ApiError::new(
@@ -441,10 +583,14 @@ pub(crate) async fn http(
                 ));
             }
             AgentResponse::Exit(status) => {
+                let (stdout, stdout_truncated) = stdout.into_text();
+                let (stderr, stderr_truncated) = stderr.into_text();
                 return Ok(Json(json!({
-                    "stdout": String::from_utf8_lossy(&stdout),
-                    "stderr": String::from_utf8_lossy(&stderr),
+                    "stdout": stdout,
+                    "stderr": stderr,
                     "exit_code": status.code,
+                    "stdout_truncated": stdout_truncated,
+                    "stderr_truncated": stderr_truncated,
                 })));
             }
             AgentResponse::Error(e) => {
@@ -480,9 +626,7 @@ pub(crate) async fn sse_start(
     ApiJson(params): ApiJson<ExecuteParams>,
 ) -> Result<Response, ApiError> {
     let running = state.control.running_for(&caller, &id).await?;
-    let mut spec = params
-        .to_spec(&state.control, &running)
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", m))?;
+    let mut spec = params.to_spec(&state.control, &running)?;
     // §4.5: stdin is always closed at spawn on this transport.
     spec.stdin = false;
     spec.pty = None;
@@ -531,6 +675,7 @@ async fn sse_response(
     request: Request,
     timeout_ms: Option<u64>,
 ) -> Result<Response, ApiError> {
+    let oom = OomWatch::start(&control, &running);
     let conn = open_session(&control, &running, &request)
         .await
         .map_err(|_| unreachable())?;
@@ -619,6 +764,11 @@ async fn sse_response(
                             "error",
                             &json!({"error_type": "CommandTimeout", "error": timeout_message(timeout_ms)}),
                         )
+                    } else if oom.killed(&control, &running.record, &status) {
+                        sse_event(
+                            "exit",
+                            &json!({"exit_code": status.code, "oom_killed": true}),
+                        )
                     } else {
                         sse_event("exit", &json!({"exit_code": status.code}))
                     };
@@ -664,10 +814,49 @@ mod tests {
 
     #[test]
     fn seconds_map_to_optional_milliseconds() {
-        assert_eq!(secs_to_ms(None, Some(300), true), Some(300_000));
-        assert_eq!(secs_to_ms(Some(-1), Some(300), true), None);
-        assert_eq!(secs_to_ms(Some(5), None, true), Some(5000));
-        assert_eq!(secs_to_ms(Some(0), None, true), Some(0));
+        assert_eq!(secs_to_ms("t", None, Some(300), true), Ok(Some(300_000)));
+        assert_eq!(secs_to_ms("t", Some(-1), Some(300), true), Ok(None));
+        assert_eq!(secs_to_ms("t", Some(5), None, true), Ok(Some(5000)));
+        assert_eq!(secs_to_ms("t", Some(0), None, true), Ok(Some(0)));
+        assert_eq!(
+            secs_to_ms("t", Some(MAX_LIMIT_SECONDS), None, true),
+            Ok(Some(31_536_000_000))
+        );
+    }
+
+    #[test]
+    fn absurd_limits_are_refused_not_wrapped() {
+        for v in [MAX_LIMIT_SECONDS + 1, i64::MAX, i64::MAX / 1000 + 1] {
+            let e = secs_to_ms("ttl_seconds", Some(v), None, true).unwrap_err();
+            assert!(e.contains("ttl_seconds") && e.contains("one year"), "{e}");
+        }
+        assert!(secs_to_ms("t", Some(i64::MIN), None, true) == Ok(None));
+        // Negative timeouts where "never" is not meant stay a zero limit, not a wrap.
+        assert_eq!(secs_to_ms("t", Some(-5), None, false), Ok(Some(0)));
+    }
+
+    #[test]
+    fn http_capture_keeps_the_cap_and_says_what_it_dropped() {
+        let mut c = Captured::new(10);
+        c.push(b"0123456");
+        c.push(b"789abcdef");
+        let (text, truncated) = c.into_text();
+        assert!(truncated);
+        assert!(
+            text.starts_with("0123456789\n[warren: output truncated: 6 more bytes"),
+            "{text}"
+        );
+        let mut c = Captured::new(10);
+        c.push(b"short");
+        assert_eq!(c.into_text(), ("short".to_owned(), false));
+        // A cut inside a multi-byte character drops the partial character.
+        let mut c = Captured::new(4);
+        c.push("abcé".as_bytes());
+        let (text, truncated) = c.into_text();
+        assert!(
+            truncated && text.starts_with("abc\n[warren: output truncated: 2 more bytes"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -699,15 +888,27 @@ mod tests {
             signal: Some(9),
             reason: ExitReason::Timeout,
         };
-        assert_eq!(exit_message(&t, Some(5000))["error_type"], "CommandTimeout");
+        assert_eq!(
+            exit_message(&t, Some(5000), false)["error_type"],
+            "CommandTimeout"
+        );
         let e = ExitStatus {
             code: 7,
             signal: None,
             reason: ExitReason::Exited,
         };
         assert_eq!(
-            exit_message(&e, None),
+            exit_message(&e, None, false),
             json!({"type": "exit", "exit_code": 7})
+        );
+        let oom = ExitStatus {
+            code: 137,
+            signal: Some(9),
+            reason: ExitReason::Exited,
+        };
+        assert_eq!(
+            exit_message(&oom, None, true),
+            json!({"type": "exit", "exit_code": 137, "oom_killed": true})
         );
     }
 }

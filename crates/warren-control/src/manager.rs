@@ -833,6 +833,12 @@ impl Control {
         }
     }
 
+    /// Times the OOM killer fired in a running sandbox (0 when it cannot be read). A command
+    /// killed by SIGKILL while this rose was killed for memory (SECURITY.md row 35).
+    pub fn oom_kills(&self, rec: &SandboxRecord) -> u64 {
+        self.driver.oom_kills(&rec.runtime_id).unwrap_or(0)
+    }
+
     /// Re-adopts what still runs, marks what died, and removes resources nothing refers to.
     async fn recover(self: &Arc<Self>) -> Result<(), ControlError> {
         let records = self.store.list_sandboxes(None)?;
