@@ -229,8 +229,8 @@ fn pty_is_the_controlling_terminal_and_resizes() {
         rows: 50,
         cols: 132,
     });
-    // The resize is applied synchronously on receipt; the command reads its size afterwards.
-    std::thread::sleep(Duration::from_millis(200));
+    // No wait needed: the agent applies a resize when it reads the frame, before it reads the
+    // input frame behind it, so the command's `read` returns only after the resize.
     c.send(&Request::Input {
         data: b"hi\n".to_vec(),
     });
@@ -468,16 +468,31 @@ fn kill_on_disconnect_and_idle_timeout() {
     c.started();
     assert_eq!(c.collect().exit.unwrap().reason, ExitReason::Detached);
 
-    // Without kill_on_disconnect a command survives its client.
+    // Without kill_on_disconnect a command survives its client. The command's own output is
+    // the clock: "tick" comes well after the idle timeout.
     let mut c = agent.conn();
     let (id, pid) = c.exec(ExecSpec {
         idle_timeout_ms: Some(800),
-        ..sh("sleep 300")
+        ..sh("sleep 1.5; echo tick; sleep 300")
     });
     drop(c);
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(alive(pid), "still running inside the idle timeout");
-    // Attaching resets the idle timer.
+    let attached = |id: &str| {
+        let mut l = agent.conn();
+        l.send(&Request::ListCommands);
+        match l.recv() {
+            Some(Response::CommandList { commands }) => commands
+                .iter()
+                .find(|c| c.command_id == id)
+                .map(|c| c.attached),
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(
+        eventually(5, || attached(&id) == Some(0)),
+        "the agent saw the client leave"
+    );
+    assert!(alive(pid), "a detached command keeps running");
+    // Attaching resets the idle timer: still alive once it has printed, past the timeout.
     let mut c = agent.conn();
     c.send(&Request::Attach {
         command_id: id.clone(),
@@ -485,7 +500,10 @@ fn kill_on_disconnect_and_idle_timeout() {
         stderr_offset: 0,
     });
     c.started();
-    std::thread::sleep(Duration::from_millis(1000));
+    match c.recv() {
+        Some(Response::Output { data, .. }) => assert_eq!(data, b"tick\n"),
+        other => panic!("{other:?}"),
+    }
     assert!(alive(pid), "not idle while attached");
     drop(c);
     assert!(
@@ -547,16 +565,15 @@ fn detached_command_keeps_running_and_is_listed() {
 fn half_closed_client_still_gets_everything() {
     let agent = Agent::start();
     let mut c = agent.conn();
-    let (_, pid) = c.exec(ExecSpec {
+    let _ = c.exec(ExecSpec {
         kill_on_disconnect: true,
         ..sh("sleep 0.7; echo late")
     });
-    // Like a host that drops its writing half after sending the request.
+    // Like a host that drops its writing half after sending the request. Were that taken for
+    // a disconnect, kill_on_disconnect would kill the command before it prints.
     c.s.shutdown(std::net::Shutdown::Write).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
-    assert!(alive(pid), "a half-close is not a disconnect");
     let out = c.collect();
-    assert_eq!(out.out(), "late\n");
+    assert_eq!(out.out(), "late\n", "a half-close is not a disconnect");
     assert_eq!(out.exit.unwrap().reason, ExitReason::Exited);
 }
 
