@@ -163,5 +163,5 @@ fn host_memory_bytes() -> Option<u64> {
 /// Free bytes of the filesystem at `path` available to root, if it can be read.
 pub fn free_bytes(path: &Path) -> Option<u64> {
     let s = nix::sys::statvfs::statvfs(path).ok()?;
-    u64::from(s.blocks_free()).checked_mul(s.fragment_size())
+    s.blocks_free().checked_mul(s.fragment_size())
 }
