@@ -30,6 +30,53 @@ pub enum StoreError {
     /// A uniqueness constraint failed (a name already taken).
     #[error("{0} already exists")]
     Conflict(String),
+    /// The database file could not be made private.
+    #[error("failed to {action} {path}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Where.
+        path: std::path::PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Makes the database and its WAL and shared-memory files private to root (0600): they hold
+/// every sandbox's environment variables and the audit log. SQLite creates the -wal and -shm
+/// files with the database's mode; a database made by an older version (0644) is fixed here.
+fn make_db_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = vec![path.to_owned()];
+    for suffix in ["-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        files.push(name.into());
+    }
+    for file in files {
+        let meta = match std::fs::metadata(&file) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(StoreError::Io {
+                    action: "inspect",
+                    path: file,
+                    source,
+                });
+            }
+        };
+        if meta.permissions().mode() & 0o7777 != 0o600 {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(
+                |source| StoreError::Io {
+                    action: "make private",
+                    path: file.clone(),
+                    source,
+                },
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Ordered migrations; index + 1 is the schema version each one produces.
@@ -204,6 +251,23 @@ fn conflict(e: rusqlite::Error, what: &str) -> StoreError {
 impl SqliteStore {
     /// Opens (creating if needed) the database and runs pending migrations.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        // Created private before SQLite opens it (SQLite would make it 0644), so there is no
+        // moment at which it is readable by others.
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(path)
+                .map_err(|source| StoreError::Io {
+                    action: "create",
+                    path: path.to_owned(),
+                    source,
+                })?;
+        }
+        make_db_private(path)?;
         let conn = Connection::open(path)?;
         // WAL: readers never block the writer; NORMAL sync is durable across process crashes
         // (kill -9), which is the failure the daemon must survive.
@@ -215,6 +279,8 @@ impl SqliteStore {
             conn: Mutex::new(conn),
         };
         store.migrate()?;
+        // The -wal and -shm files exist now; check them too.
+        make_db_private(path)?;
         Ok(store)
     }
 
@@ -690,5 +756,33 @@ mod tests {
         let conn = s.lock();
         assert!(conn.execute("DELETE FROM audit", []).is_err());
         assert!(conn.execute("UPDATE audit SET action = 'x'", []).is_err());
+    }
+
+    #[test]
+    fn the_database_and_its_wal_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let wal = dir.path().join("w.db-wal");
+        let shm = dir.path().join("w.db-shm");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            s.create_workspace("default").unwrap();
+            for p in [&path, &wal, &shm] {
+                assert_eq!(mode(p), 0o600, "{}", p.display());
+            }
+        }
+        // A database made by an older version, readable by everyone, is made private at open.
+        for p in [&path, &wal, &shm] {
+            if p.exists() {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        s.create_workspace("other").unwrap();
+        for p in [&path, &wal, &shm] {
+            assert_eq!(mode(p), 0o600, "{}", p.display());
+        }
     }
 }
