@@ -360,8 +360,20 @@ pub(crate) struct GrepBody {
 
 /// Most directory entries one glob or grep visits.
 const WALK_BUDGET: usize = 200_000;
+/// Most directories waiting to be listed; a tree wider than this is cut short.
+const WALK_QUEUE_MAX: usize = 100_000;
 /// Files larger than this are skipped by grep.
 const GREP_MAX_FILE: u64 = 8 << 20;
+/// Most bytes one grep reads from the sandbox, over all files.
+const GREP_MAX_BYTES: u64 = 256 << 20;
+/// Most files one grep reads.
+const GREP_MAX_FILES: usize = 20_000;
+/// Most bytes of a matching line returned; longer lines are cut (`text_truncated`).
+const GREP_MAX_LINE: usize = 4096;
+/// Most bytes of matched text in one grep response.
+const GREP_MAX_TEXT: usize = 8 << 20;
+/// Most matches any glob or grep returns, whatever `limit` asks.
+const MAX_MATCHES: usize = 100_000;
 
 struct Entry {
     path: String,
@@ -369,61 +381,105 @@ struct Entry {
     info: FileInfo,
 }
 
-/// Walks a directory tree through the agent, breadth first, not following symlinks.
-async fn walk(
-    control: &Control,
-    running: &Running,
-    root: &str,
+/// Walks a directory tree through the agent, breadth first, not following symlinks, one
+/// directory at a time: callers stop as soon as they have what they need, and the walk holds
+/// one directory's entries plus the queue of directories still to list.
+struct Walk<'a> {
+    control: &'a Control,
+    running: &'a Running,
+    queue: VecDeque<(String, String, usize)>,
     max_depth: usize,
-) -> Result<(Vec<Entry>, bool), ApiError> {
-    let root = root.trim_end_matches('/').to_owned();
-    let mut queue = VecDeque::from([(root.clone(), String::new(), 0usize)]);
-    let mut out = Vec::new();
-    let mut truncated = false;
-    while let Some((dir, rel, depth)) = queue.pop_front() {
-        let mut agent = conn(control, running).await?;
-        let dir_path = if dir.is_empty() {
-            "/".to_owned()
-        } else {
-            dir.clone()
-        };
-        let reply = agent
-            .call(&Request::ListDir {
-                path: dir_path.clone(),
-            })
-            .await;
-        let (entries, more) = match reply {
-            Ok(AgentResponse::DirEntries { entries, truncated }) => (entries, truncated),
-            Err(warren_control::AgentConnError::Agent(e)) if depth == 0 => {
-                return Err(file_error("read", &dir_path, &e));
-            }
-            // Unreadable subdirectories are skipped, like `find` does.
-            Err(warren_control::AgentConnError::Agent(_)) => continue,
-            Ok(other) => return Err(gateway(format!("unexpected reply {other:?}"))),
-            Err(e) => return Err(gateway(e)),
-        };
-        truncated |= more;
-        for info in entries {
-            let child_rel = if rel.is_empty() {
-                info.name.clone()
-            } else {
-                format!("{rel}/{}", info.name)
-            };
-            let child_path = format!("{dir}/{}", info.name);
-            if info.kind == FileKind::Dir && depth + 1 < max_depth {
-                queue.push_back((child_path.clone(), child_rel.clone(), depth + 1));
-            }
-            out.push(Entry {
-                path: child_path,
-                rel: child_rel,
-                info,
-            });
-            if out.len() >= WALK_BUDGET {
-                return Ok((out, true));
-            }
+    visited: usize,
+    /// Why the walk stopped early, if it did.
+    cut: Option<&'static str>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(control: &'a Control, running: &'a Running, root: &str, max_depth: usize) -> Self {
+        let root = root.trim_end_matches('/').to_owned();
+        Self {
+            control,
+            running,
+            queue: VecDeque::from([(root, String::new(), 0usize)]),
+            max_depth,
+            visited: 0,
+            cut: None,
         }
     }
-    Ok((out, truncated))
+
+    /// The entries of the next directory, or `None` when the walk is done or its budget is
+    /// spent.
+    async fn next_dir(&mut self) -> Result<Option<Vec<Entry>>, ApiError> {
+        while let Some((dir, rel, depth)) = self.queue.pop_front() {
+            if self.visited >= WALK_BUDGET {
+                self.cut = Some("entries visited");
+                return Ok(None);
+            }
+            let mut agent = conn(self.control, self.running).await?;
+            let dir_path = if dir.is_empty() {
+                "/".to_owned()
+            } else {
+                dir.clone()
+            };
+            let reply = agent
+                .call(&Request::ListDir {
+                    path: dir_path.clone(),
+                })
+                .await;
+            let (entries, more) = match reply {
+                Ok(AgentResponse::DirEntries { entries, truncated }) => (entries, truncated),
+                Err(warren_control::AgentConnError::Agent(e)) if depth == 0 => {
+                    return Err(file_error("read", &dir_path, &e));
+                }
+                // Unreadable subdirectories are skipped, like `find` does.
+                Err(warren_control::AgentConnError::Agent(_)) => continue,
+                Ok(other) => return Err(gateway(format!("unexpected reply {other:?}"))),
+                Err(e) => return Err(gateway(e)),
+            };
+            if more {
+                self.cut.get_or_insert("directory too large");
+            }
+            let room = WALK_BUDGET - self.visited;
+            if entries.len() > room {
+                self.cut = Some("entries visited");
+            }
+            let mut out = Vec::with_capacity(entries.len().min(room));
+            for info in entries.into_iter().take(room) {
+                self.visited += 1;
+                let child_rel = if rel.is_empty() {
+                    info.name.clone()
+                } else {
+                    format!("{rel}/{}", info.name)
+                };
+                let child_path = format!("{dir}/{}", info.name);
+                if info.kind == FileKind::Dir && depth + 1 < self.max_depth {
+                    if self.queue.len() < WALK_QUEUE_MAX {
+                        self.queue
+                            .push_back((child_path.clone(), child_rel.clone(), depth + 1));
+                    } else {
+                        self.cut = Some("directories queued");
+                    }
+                }
+                out.push(Entry {
+                    path: child_path,
+                    rel: child_rel,
+                    info,
+                });
+            }
+            return Ok(Some(out));
+        }
+        Ok(None)
+    }
+}
+
+/// The response of a glob or grep: `truncated` per §4.7, and `truncated_reason` (a Warren
+/// extension) saying which bound cut it short.
+fn search_response(matches: Vec<Value>, cut: Option<&'static str>) -> Json<Value> {
+    let mut v = json!({"matches": matches, "truncated": cut.is_some()});
+    if let Some(why) = cut {
+        v["truncated_reason"] = json!(why);
+    }
+    Json(v)
 }
 
 fn modified_at(info: &FileInfo) -> String {
@@ -457,23 +513,36 @@ pub(crate) async fn glob(
     let running = state.control.running_for(&caller, &id).await?;
     let root = absolute(&running, body.path.as_deref().unwrap_or("/"))?;
     let matcher = compile_glob(&body.pattern)?;
-    let limit = body.limit.unwrap_or(10_000).min(100_000);
-    let (entries, mut truncated) =
-        walk(&state.control, &running, &root, depth_for(&body.pattern)).await?;
+    let limit = body.limit.unwrap_or(10_000).min(MAX_MATCHES);
+    let mut walk = Walk::new(&state.control, &running, &root, depth_for(&body.pattern));
     let mut matches = Vec::new();
-    for e in entries.iter().filter(|e| matcher.is_match(&e.rel)) {
-        if matches.len() >= limit {
-            truncated = true;
-            break;
+    'walk: while let Some(entries) = walk.next_dir().await? {
+        for e in entries.iter().filter(|e| matcher.is_match(&e.rel)) {
+            if matches.len() >= limit {
+                walk.cut = Some("limit");
+                break 'walk;
+            }
+            matches.push(json!({
+                "path": e.path,
+                "is_dir": e.info.kind == FileKind::Dir,
+                "size_bytes": e.info.size,
+                "modified_at": modified_at(&e.info),
+            }));
         }
-        matches.push(json!({
-            "path": e.path,
-            "is_dir": e.info.kind == FileKind::Dir,
-            "size_bytes": e.info.size,
-            "modified_at": modified_at(&e.info),
-        }));
     }
-    Ok(Json(json!({"matches": matches, "truncated": truncated})))
+    Ok(search_response(matches, walk.cut))
+}
+
+/// `line` cut to at most [`GREP_MAX_LINE`] bytes at a character boundary; `true` if cut.
+fn clip_line(line: &str) -> (&str, bool) {
+    if line.len() <= GREP_MAX_LINE {
+        return (line, false);
+    }
+    let mut end = GREP_MAX_LINE;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    (&line[..end], true)
 }
 
 pub(crate) async fn grep(
@@ -498,51 +567,83 @@ pub(crate) async fn grep(
         Some((Err(e), _)) => return Err(e),
         None => None,
     };
-    let limit = body.limit.unwrap_or(1000).min(100_000);
-    let (entries, mut truncated) = walk(&state.control, &running, &root, 64).await?;
+    let limit = body.limit.unwrap_or(1000).min(MAX_MATCHES);
+    let mut walk = Walk::new(&state.control, &running, &root, 64);
     let mut matches = Vec::new();
-    'files: for e in entries
-        .iter()
-        .filter(|e| e.info.kind == FileKind::File && e.info.size <= GREP_MAX_FILE)
-    {
-        if let Some((m, rel)) = &filter {
-            let target = if *rel {
-                e.rel.as_str()
-            } else {
-                e.rel.rsplit('/').next().unwrap_or(&e.rel)
-            };
-            if !m.is_match(target) {
-                continue;
-            }
-        }
-        let Some(content) = read_whole(&state.control, &running, &e.path).await else {
-            continue;
-        };
-        if content.iter().take(8192).any(|b| *b == 0) {
-            continue; // binary
-        }
-        let text = String::from_utf8_lossy(&content);
-        for (i, line) in text.lines().enumerate() {
-            if line.contains(&body.pattern) {
-                if matches.len() >= limit {
-                    truncated = true;
-                    break 'files;
+    let (mut files_read, mut bytes_read, mut text_bytes) = (0usize, 0u64, 0usize);
+    'walk: while let Some(entries) = walk.next_dir().await? {
+        for e in entries
+            .iter()
+            .filter(|e| e.info.kind == FileKind::File && e.info.size <= GREP_MAX_FILE)
+        {
+            if let Some((m, rel)) = &filter {
+                let target = if *rel {
+                    e.rel.as_str()
+                } else {
+                    e.rel.rsplit('/').next().unwrap_or(&e.rel)
+                };
+                if !m.is_match(target) {
+                    continue;
                 }
-                matches.push(json!({"path": e.path, "line": i + 1, "text": line}));
+            }
+            if files_read >= GREP_MAX_FILES {
+                walk.cut = Some("files read");
+                break 'walk;
+            }
+            let budget = GREP_MAX_BYTES - bytes_read;
+            if budget == 0 {
+                walk.cut = Some("bytes read");
+                break 'walk;
+            }
+            files_read += 1;
+            let Some(content) = read_bounded(&state.control, &running, &e.path, budget).await
+            else {
+                continue;
+            };
+            bytes_read += content.len() as u64;
+            if content.iter().take(8192).any(|b| *b == 0) {
+                continue; // binary
+            }
+            let text = String::from_utf8_lossy(&content);
+            for (i, line) in text.lines().enumerate() {
+                if !line.contains(&body.pattern) {
+                    continue;
+                }
+                if matches.len() >= limit {
+                    walk.cut = Some("limit");
+                    break 'walk;
+                }
+                let (line, clipped) = clip_line(line);
+                text_bytes += line.len();
+                if text_bytes > GREP_MAX_TEXT {
+                    walk.cut = Some("response size");
+                    break 'walk;
+                }
+                let mut m = json!({"path": e.path, "line": i + 1, "text": line});
+                if clipped {
+                    m["text_truncated"] = json!(true);
+                }
+                matches.push(m);
             }
         }
     }
-    Ok(Json(json!({"matches": matches, "truncated": truncated})))
+    Ok(search_response(matches, walk.cut))
 }
 
-async fn read_whole(control: &Control, running: &Running, path: &str) -> Option<Vec<u8>> {
+/// A file's first `max` bytes (at most [`GREP_MAX_FILE`]), or `None` if it cannot be read.
+async fn read_bounded(
+    control: &Control,
+    running: &Running,
+    path: &str,
+    max: u64,
+) -> Option<Vec<u8>> {
     let mut agent = conn(control, running).await.ok()?;
     let user = running.record.config.run_config.user.clone();
     agent
         .send(&Request::ReadFile {
             path: path.to_owned(),
             offset: 0,
-            len: Some(GREP_MAX_FILE),
+            len: Some(max.min(GREP_MAX_FILE)),
             user,
         })
         .await
@@ -590,5 +691,26 @@ mod tests {
             "* stays within one segment"
         );
         assert!(compile_glob("**/*.py").unwrap().is_match("d/e/a.py"));
+    }
+
+    #[test]
+    fn long_lines_are_clipped_at_a_character_boundary() {
+        let short = "needle";
+        assert_eq!(clip_line(short), (short, false));
+        let long = "é".repeat(GREP_MAX_LINE);
+        let (clipped, cut) = clip_line(&long);
+        assert!(cut);
+        assert!(clipped.len() <= GREP_MAX_LINE && clipped.len() >= GREP_MAX_LINE - 1);
+        assert!(clipped.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn a_cut_search_says_why() {
+        let v = search_response(vec![], Some("bytes read")).0;
+        assert_eq!(v["truncated"], true);
+        assert_eq!(v["truncated_reason"], "bytes read");
+        let v = search_response(vec![json!({})], None).0;
+        assert_eq!(v["truncated"], false);
+        assert!(v.get("truncated_reason").is_none());
     }
 }

@@ -9,6 +9,7 @@ mod boxes;
 mod error;
 mod exec;
 mod files;
+mod listen;
 mod ops;
 mod utf8;
 
@@ -23,22 +24,55 @@ use axum::{Extension, Router};
 use warren_control::{Control, Principal};
 
 pub use error::{ApiError, ApiJson};
+pub use listen::{
+    DEFAULT_MAX_CONNECTIONS, FDS_PER_SANDBOX, ListenConfig, RESERVED_FDS, connection_cap_for, serve,
+};
 
 /// Largest JSON body accepted on control-plane and exec endpoints.
 pub const JSON_BODY_LIMIT: usize = 1 << 20;
-/// Largest upload (the sandbox's disk quota is the real bound).
+/// Default largest upload (the sandbox's disk quota bounds it too).
 pub const UPLOAD_BODY_LIMIT: usize = 16 << 30;
+/// Default cap on each of stdout and stderr held for one blocking HTTP execute.
+pub const HTTP_OUTPUT_CAP: usize = 4 << 20;
+
+/// Per-request bounds of the API.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiLimits {
+    /// Largest upload body.
+    pub upload_body_limit: usize,
+    /// Bytes of each of stdout and stderr a blocking HTTP execute returns; the rest is dropped
+    /// and the response says so.
+    pub http_output_cap: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            upload_body_limit: UPLOAD_BODY_LIMIT,
+            http_output_cap: HTTP_OUTPUT_CAP,
+        }
+    }
+}
 
 /// Shared state of every handler.
 #[derive(Debug, Clone)]
 pub struct AppState {
     /// The control plane.
     pub control: Arc<Control>,
+    /// Per-request bounds.
+    pub limits: ApiLimits,
 }
 
-/// The whole API.
+/// The whole API with the default limits.
 pub fn router(control: Arc<Control>) -> Router {
-    let state = AppState { control };
+    router_with_limits(control, ApiLimits::default())
+}
+
+/// The whole API. Every route that reads a body has a limit: JSON bodies
+/// [`JSON_BODY_LIMIT`], uploads [`ApiLimits::upload_body_limit`].
+pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
+    let upload_limit = limits.upload_body_limit;
+    let state = AppState { control, limits };
     let base = "/api/v2/sandboxes";
     let authed = Router::new()
         .route(
@@ -76,7 +110,7 @@ pub fn router(control: Arc<Control>) -> Router {
         .merge(
             Router::new()
                 .route("/dp/{id}/upload", post(files::upload))
-                .layer(DefaultBodyLimit::max(UPLOAD_BODY_LIMIT)),
+                .layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
@@ -90,6 +124,8 @@ pub fn router(control: Arc<Control>) -> Router {
 
 /// Checks `X-Api-Key` (header names are case-insensitive) on every request it wraps, attaches
 /// the caller's [`Principal`], and appends the call to the audit log: who, what, when, result.
+/// Refused requests are counted in `/metrics` and logged a line at a time per interval, not
+/// written to the audit log: anyone who can connect could otherwise grow it without bound.
 async fn authenticate(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -98,20 +134,25 @@ async fn authenticate(
 ) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
+    let refuse = |why: &'static str| {
+        if let Some(since_last) = state.control.metrics().unauthenticated_request() {
+            tracing::warn!(
+                %method,
+                path = %path,
+                reason = why,
+                refused_since_last_line = since_last,
+                "unauthenticated API request refused (logged at most once per interval; \
+                 all are counted in warren_api_unauthenticated_total)"
+            );
+        }
+        ApiError::unauthorized(why).into_response()
+    };
     let Some(key) = headers.get("x-api-key").and_then(|v| v.to_str().ok()) else {
-        state
-            .control
-            .audit(None, "api", Some(&path), Some(format!("{method} 401")));
-        return ApiError::unauthorized("missing X-Api-Key header").into_response();
+        return refuse("missing X-Api-Key header");
     };
     let principal = match state.control.authenticate(key.trim()) {
         Ok(Some(p)) => p,
-        Ok(None) => {
-            state
-                .control
-                .audit(None, "api", Some(&path), Some(format!("{method} 401")));
-            return ApiError::unauthorized("invalid API key").into_response();
-        }
+        Ok(None) => return refuse("invalid API key"),
         Err(e) => return ApiError::from(e).into_response(),
     };
     req.extensions_mut().insert(principal.clone());

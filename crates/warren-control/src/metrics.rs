@@ -2,8 +2,9 @@
 //! a dozen atomics and one render function are smaller than a metrics registry.
 
 use std::fmt::Write;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Upper bounds (seconds) of the create-latency histogram buckets.
 const CREATE_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -19,7 +20,17 @@ pub struct Metrics {
     stdout_bytes: AtomicU64,
     stderr_bytes: AtomicU64,
     api_requests: AtomicU64,
+    unauthenticated: AtomicU64,
+    /// When the last line about unauthenticated requests was logged, and the count then.
+    unauthenticated_logged: Mutex<Option<(Instant, u64)>>,
+    connections_accepted: AtomicU64,
+    connections_rejected: AtomicU64,
+    connections_timed_out: AtomicU64,
+    connections_open: AtomicU64,
 }
+
+/// At most one log line about unauthenticated requests per this interval.
+const UNAUTHENTICATED_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Metrics {
     /// Records one successful sandbox boot.
@@ -58,6 +69,66 @@ impl Metrics {
     /// Records an API request.
     pub fn api_request(&self) {
         self.api_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a request refused for a missing or unknown API key. Returns how many such
+    /// requests arrived since the last logged one when a log line is due (at most one per
+    /// [`UNAUTHENTICATED_LOG_EVERY`]), so a flood of them costs a counter, not a log line each.
+    pub fn unauthenticated_request(&self) -> Option<u64> {
+        let total = self.unauthenticated.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut last = self
+            .unauthenticated_logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = Instant::now();
+        match *last {
+            Some((at, _)) if now.duration_since(at) < UNAUTHENTICATED_LOG_EVERY => None,
+            Some((_, logged)) => {
+                *last = Some((now, total));
+                Some(total - logged)
+            }
+            None => {
+                *last = Some((now, total));
+                Some(1)
+            }
+        }
+    }
+
+    /// Takes a slot for a new connection if fewer than `cap` are open; the caller releases it
+    /// with [`Metrics::connection_closed`]. A refusal is counted as a rejected connection.
+    pub fn try_open_connection(&self, cap: usize) -> bool {
+        let cap = u64::try_from(cap).unwrap_or(u64::MAX);
+        let taken = self
+            .connections_open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .is_ok();
+        let counter = if taken {
+            &self.connections_accepted
+        } else {
+            &self.connections_rejected
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        taken
+    }
+
+    /// Releases a slot taken by [`Metrics::try_open_connection`].
+    pub fn connection_closed(&self) {
+        let _ = self
+            .connections_open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+
+    /// Records a connection closed because its request head did not arrive in time (a
+    /// slow or idle client).
+    pub fn connection_timed_out(&self) {
+        self.connections_timed_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> u64 {
+        self.connections_open.load(Ordering::Acquire)
     }
 
     /// Renders every metric; `states` are sandbox counts per status.
@@ -121,6 +192,38 @@ impl Metrics {
         let _ = writeln!(o, "# HELP warren_api_requests_total API requests served.");
         let _ = writeln!(o, "# TYPE warren_api_requests_total counter");
         let _ = writeln!(o, "warren_api_requests_total {}", get(&self.api_requests));
+        let _ = writeln!(
+            o,
+            "# HELP warren_api_unauthenticated_total Requests refused for a missing or unknown API key."
+        );
+        let _ = writeln!(o, "# TYPE warren_api_unauthenticated_total counter");
+        let _ = writeln!(
+            o,
+            "warren_api_unauthenticated_total {}",
+            get(&self.unauthenticated)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP warren_connections_total Connections by outcome: accepted, rejected (over the cap, answered 503), timed_out (no request head in time)."
+        );
+        let _ = writeln!(o, "# TYPE warren_connections_total counter");
+        for (outcome, c) in [
+            ("accepted", &self.connections_accepted),
+            ("rejected", &self.connections_rejected),
+            ("timed_out", &self.connections_timed_out),
+        ] {
+            let _ = writeln!(
+                o,
+                "warren_connections_total{{outcome=\"{outcome}\"}} {}",
+                get(c)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP warren_connections_open Client connections open now."
+        );
+        let _ = writeln!(o, "# TYPE warren_connections_open gauge");
+        let _ = writeln!(o, "warren_connections_open {}", get(&self.connections_open));
         o
     }
 }
@@ -145,5 +248,57 @@ mod tests {
         );
         assert!(text.contains("warren_sandbox_create_seconds_count 2"));
         assert!(text.contains("warren_sandboxes{state=\"ready\"} 2"));
+    }
+
+    #[test]
+    fn connection_cap_admits_up_to_the_cap_and_counts_refusals() {
+        let m = Metrics::default();
+        assert!(m.try_open_connection(2));
+        assert!(m.try_open_connection(2));
+        assert!(
+            !m.try_open_connection(2),
+            "a third connection is over the cap"
+        );
+        m.connection_closed();
+        assert!(
+            m.try_open_connection(2),
+            "a closed connection frees its slot"
+        );
+        m.connection_timed_out();
+        let text = m.render(&[]);
+        assert!(
+            text.contains("warren_connections_total{outcome=\"accepted\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("warren_connections_total{outcome=\"rejected\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("warren_connections_total{outcome=\"timed_out\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("warren_connections_open 2"), "{text}");
+    }
+
+    #[test]
+    fn unauthenticated_requests_are_counted_each_and_logged_once_per_interval() {
+        let m = Metrics::default();
+        assert_eq!(m.unauthenticated_request(), Some(1), "the first is logged");
+        for _ in 0..999 {
+            assert_eq!(
+                m.unauthenticated_request(),
+                None,
+                "the rest are only counted"
+            );
+        }
+        assert!(
+            m.render(&[])
+                .contains("warren_api_unauthenticated_total 1000")
+        );
+        // Pretend the last line is old: the next one reports everything since.
+        *m.unauthenticated_logged.lock().unwrap() =
+            Some((Instant::now() - UNAUTHENTICATED_LOG_EVERY, 1));
+        assert_eq!(m.unauthenticated_request(), Some(1000));
     }
 }

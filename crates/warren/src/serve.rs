@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use warren_api::{ApiLimits, ListenConfig};
 use warren_control::{Control, ControlConfig, ResourceLimits};
 use warren_runtime::AnyDriver;
 
@@ -48,6 +49,22 @@ pub(crate) struct ServeArgs {
     /// Most memory one user's running sandboxes may commit, e.g. 16G (default: no limit).
     #[arg(long, value_parser = parse_size)]
     user_max_memory: Option<u64>,
+    /// Most client connections open at once; past it new connections get a 503 [default:
+    /// 8192, or what the daemon's file descriptor limit leaves after `--max-sandboxes`
+    /// sandboxes when that is less].
+    #[arg(long)]
+    max_connections: Option<usize>,
+    /// Seconds a client has to send a request head; slow and idle keep-alive connections are
+    /// closed after it.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_read_timeout: u64,
+    /// Largest upload, e.g. 4G (the sandbox's disk limit applies too).
+    #[arg(long, value_parser = parse_size, default_value = "16G")]
+    max_upload: u64,
+    /// Bytes of each of stdout and stderr a blocking HTTP execute returns, e.g. 4M; the rest
+    /// is dropped and the response says so.
+    #[arg(long, value_parser = parse_size, default_value = "4M")]
+    http_output_cap: u64,
 }
 
 impl ServeArgs {
@@ -118,15 +135,68 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .with_context(|| format!("failed to listen on {}", args.listen))?;
-        tracing::info!(listen = %args.listen, %public_url, "warren serving");
+        let listen = ListenConfig {
+            max_connections: connection_cap(args.max_connections, args.max_sandboxes),
+            header_read_timeout: Duration::from_secs(args.header_read_timeout),
+            ..ListenConfig::default()
+        };
+        let api_limits = ApiLimits {
+            upload_body_limit: usize::try_from(args.max_upload).unwrap_or(usize::MAX),
+            http_output_cap: usize::try_from(args.http_output_cap).unwrap_or(usize::MAX),
+        };
+        tracing::info!(
+            listen = %args.listen,
+            %public_url,
+            max_connections = listen.max_connections,
+            "warren serving"
+        );
         eprintln!("warren serving on {public_url}");
-        axum::serve(listener, warren_api::router(control))
-            .with_graceful_shutdown(shutdown_signal())
+        let router = warren_api::router_with_limits(control.clone(), api_limits);
+        warren_api::serve(listener, router, control, listen, shutdown_signal())
             .await
             .context("server failed")?;
         Ok(ExitCode::SUCCESS)
     })
 }
+
+/// The connection cap: the flag, lowered to what the file descriptor limit leaves after the
+/// sandboxes (each running sandbox costs the daemon descriptors). Raises the soft `nofile`
+/// limit to the hard one first.
+fn connection_cap(flag: Option<usize>, max_sandboxes: usize) -> usize {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let nofile = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) => {
+            if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() {
+                hard
+            } else {
+                soft
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "failed to read RLIMIT_NOFILE");
+            return flag.unwrap_or(warren_api::DEFAULT_MAX_CONNECTIONS);
+        }
+    };
+    let fits = warren_api::connection_cap_for(nofile, max_sandboxes).max(MIN_CONNECTIONS);
+    match flag {
+        Some(n) if n > fits => {
+            tracing::warn!(
+                requested = n,
+                cap = fits,
+                nofile,
+                max_sandboxes,
+                "--max-connections lowered to fit the file descriptor limit next to the sandboxes"
+            );
+            fits
+        }
+        Some(n) => n,
+        None => warren_api::DEFAULT_MAX_CONNECTIONS.min(fits),
+    }
+}
+
+/// The connection cap never goes below this, however little the descriptor limit leaves: a
+/// daemon that answers nobody is no safer.
+const MIN_CONNECTIONS: usize = 64;
 
 /// Ctrl-C or SIGTERM. Sandboxes keep running: they do not depend on the daemon.
 async fn shutdown_signal() {
