@@ -487,7 +487,7 @@ impl BtrfsStorage {
             .images_dir()
             .join(format!(".build-{}", std::process::id()));
         if path.exists() {
-            delete_subvolumes(std::slice::from_ref(&path))?;
+            delete_subvolumes(&self.root, std::slice::from_ref(&path))?;
         }
         btrfs::create_subvolume(&path, None).map_err(io_err("create subvolume", &path))?;
         Ok(path)
@@ -507,7 +507,7 @@ impl BtrfsStorage {
 
     /// Deletes an unfinished build.
     pub fn abort_image_build(&self, build: &Path) -> Result<(), StorageError> {
-        delete_subvolumes(&[build.to_owned()])
+        delete_subvolumes(&self.root, &[build.to_owned()])
     }
 
     /// Deletes an image. Sandboxes made from it keep their data (they are snapshots).
@@ -516,7 +516,7 @@ impl BtrfsStorage {
         if !path.exists() {
             return Err(StorageError::ImageMissing(image.clone()));
         }
-        delete_subvolumes(&[path])
+        delete_subvolumes(&self.root, &[path])
     }
 
     fn remove_partial_builds(&self) -> Result<(), StorageError> {
@@ -537,7 +537,7 @@ impl BtrfsStorage {
                 .parse::<u32>()
                 .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
             if !alive {
-                delete_subvolumes(&[entry.path()])?;
+                delete_subvolumes(&self.root, &[entry.path()])?;
             }
         }
         Ok(())
@@ -562,10 +562,12 @@ fn set_drop_subtree_threshold(root: &Path) {
     }
 }
 
-/// Deletes subvolumes, nested ones first. Paths that no longer exist are skipped.
-fn delete_subvolumes(paths: &[PathBuf]) -> Result<(), StorageError> {
+/// Deletes subvolumes, each with every subvolume nested beneath it (found by a search of the
+/// pool's subvolume references from its top level `root`, not by walking directories). Paths
+/// that no longer exist are skipped.
+fn delete_subvolumes(root: &Path, paths: &[PathBuf]) -> Result<(), StorageError> {
     for path in paths {
-        match btrfs::delete_subvolume(path) {
+        match btrfs::delete_subvolume_tree(root, path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err("delete subvolume", path)(e)),
@@ -624,23 +626,33 @@ impl Storage for BtrfsStorage {
     fn destroy_rootfs(&self, id: &SandboxId) -> Result<(), StorageError> {
         let dir = self.sandboxes_dir().join(id.as_str());
         let rootfs = dir.join("rootfs");
+        // The sandbox may have renamed its /tmp subvolume anywhere in its tree, and an image or
+        // an older sandbox may hold nested subvolumes of its own: the search of the pool's
+        // subvolume references finds each wherever it is linked.
         // btrfs needs to reserve space to delete a subvolume, and refuses with EDQUOT when the
         // subvolume is at its limit (a sandbox that filled its disk): lift the limits first.
         // (Full qgroups only; simple quotas delete at the limit, and this is cheap.)
-        for sub in [rootfs.join("tmp"), rootfs.clone()] {
-            if let Err(e) = btrfs::set_limit(&self.root, &sub, None)
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(error = %e, path = %sub.display(), "failed to lift a disk limit before delete");
+        if self.quota != QuotaMode::Off {
+            match btrfs::subvolume_tree(&self.root, &rootfs) {
+                Ok(ids) => {
+                    for qgroup in ids {
+                        if let Err(e) = btrfs::set_limit_by_id(&self.root, qgroup, None) {
+                            tracing::warn!(error = %e, sandbox = %id, qgroup, "failed to lift a disk limit before delete");
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, sandbox = %id, "failed to list the subvolumes of a sandbox before delete");
+                }
             }
         }
-        // A /tmp that is no longer a subvolume (the sandbox removed it) goes with the rootfs.
-        let tmp = rootfs.join("tmp");
-        if btrfs::is_subvolume(&tmp) {
-            delete_subvolumes(&[tmp])?;
-        }
-        delete_subvolumes(&[rootfs])?;
-        match std::fs::remove_dir_all(&dir) {
+        // Whole subvolumes go at once: no directory of the sandbox's is walked, so neither the
+        // depth nor the size of what it wrote matters.
+        delete_subvolumes(&self.root, &[rootfs])?;
+        // The sandbox's dir holds nothing but the rootfs. rmdir neither follows a symlink nor
+        // descends into anything.
+        match std::fs::remove_dir(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err("remove", &dir)(e)),

@@ -9,6 +9,7 @@
     clippy::cast_possible_truncation
 )]
 
+mod deletion;
 mod exec;
 mod isolation;
 mod limits;
