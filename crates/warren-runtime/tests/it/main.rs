@@ -11,6 +11,7 @@
 
 mod deletion;
 mod exec;
+mod exhaustion;
 mod isolation;
 mod limits;
 mod support;
