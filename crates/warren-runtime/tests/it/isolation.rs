@@ -61,10 +61,57 @@ async fn ids_map_to_a_private_unprivileged_range() {
     b.destroy().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dangerous_socket_families_are_denied() {
-    let sb = TestSandbox::new().await;
-    let script = r#"
+/// Runs `python3 script` on the host as `nobody` (no capabilities, no seccomp filter), with
+/// `wrapper` before it, and returns its output as "name result" pairs: the kernel's own answer
+/// to each probe, which the sandbox's answer must differ from for the probe to prove anything.
+fn host_control(wrapper: &[&str], script: &str) -> Vec<(String, String)> {
+    use std::os::unix::process::CommandExt;
+    let mut argv: Vec<&str> = wrapper.to_vec();
+    argv.extend(["/usr/bin/python3", "-c", script]);
+    let out = std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .current_dir("/")
+        .uid(65_534)
+        .gid(65_534)
+        .output()
+        .expect("the host control needs /usr/bin/python3");
+    assert!(
+        out.status.success(),
+        "host control failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pairs(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn pairs(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        .collect()
+}
+
+/// Inside, each probe must answer exactly `want` (the policy's errno); on the host, without the
+/// filter, the kernel must answer something else, or the probe would prove nothing.
+fn assert_filtered(inside: &[(String, String)], host: &[(String, String)], want: &[(&str, &str)]) {
+    for (name, errno) in want {
+        let got = inside
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no {name} in {inside:?}"));
+        let control = host
+            .iter()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no {name} in the host control {host:?}"));
+        assert_eq!(&got.1, errno, "{name} inside: {inside:?}");
+        assert_ne!(
+            &control.1, errno,
+            "{name}: the kernel itself answers {errno} without the filter, the probe proves \
+             nothing: {host:?}"
+        );
+    }
+}
+
+const SOCKET_PROBE: &str = r#"
 import socket, errno
 def attempt(*args):
     try:
@@ -80,70 +127,187 @@ print("route", attempt(16, 3, 0))                 # NETLINK_ROUTE stays (getifad
 print("inet", attempt(2, 1, 0))
 print("unix", attempt(1, 1, 0))
 "#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dangerous_socket_families_are_denied() {
+    let sb = TestSandbox::new().await;
     let out = sb
         .exec(warren_proto::ExecSpec {
-            argv: vec!["python3".into(), "-c".into(), script.into()],
+            argv: vec!["python3".into(), "-c".into(), SOCKET_PROBE.into()],
             ..Default::default()
         })
         .await;
     assert_eq!(out.code(), 0, "{}", out.err());
-    let text = out.out();
-    for denied in ["alg", "key", "rxrpc", "packet", "xfrm"] {
-        let line = text.lines().find(|l| l.starts_with(denied)).unwrap();
-        assert!(!line.ends_with(" ok"), "{denied} must be denied: {line}");
-    }
+    let inside = pairs(&out.out());
+    // The control runs in a user and network namespace of its own, where it holds
+    // CAP_NET_RAW and CAP_NET_ADMIN: AF_PACKET and AF_KEY are not refused for lack of them.
+    let host = host_control(&["unshare", "-Urn"], SOCKET_PROBE);
+    assert_filtered(
+        &inside,
+        &host,
+        &[
+            ("alg", "EPERM"),
+            ("key", "EPERM"),
+            ("rxrpc", "EPERM"),
+            ("packet", "EPERM"),
+            ("xfrm", "EPERM"),
+        ],
+    );
     for allowed in ["route", "inet", "unix"] {
         assert!(
-            text.lines().any(|l| l == format!("{allowed} ok")),
-            "{allowed} must work: {text}"
+            inside.iter().any(|(n, r)| n == allowed && r == "ok"),
+            "{allowed} must work: {inside:?}"
         );
     }
     sb.destroy().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn namespaces_io_uring_and_mount_are_denied() {
-    let sb = TestSandbox::new().await;
-    let script = r#"
-import ctypes, os, errno, struct
+/// Each call with arguments the kernel rejects on its own with something other than the
+/// filter's errno (EINVAL, EBADF, ENOENT...), so EPERM inside can only be the filter's.
+const SYSCALL_PROBE: &str = r#"
+import ctypes, errno
 libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
 def sys(nr, *args):
-    r = libc.syscall(nr, *args)
-    return "ok" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
-print("unshare_user", sys(272, 0x10000000))
-print("unshare_mnt", sys(272, 0x00020000))
-args = ctypes.create_string_buffer(struct.pack("QQQQQQQQQQQ", 0x10000000, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0), 88)
-print("clone3_user", sys(435, args, 88))
-params = ctypes.create_string_buffer(120)
-print("io_uring_setup", sys(425, 8, params))
-print("mount", "ok" if libc.mount(b"none", b"/mnt", b"tmpfs", 0, None) == 0 else errno.errorcode[ctypes.get_errno()])
-print("bpf", sys(321, 0, 0, 0))
-print("perf", sys(298, 0, 0, -1, -1, 0))
-print("keyctl", sys(250, 0, 0, 0, 0, 0))
-print("userfaultfd", sys(323, 0))
-print("ptrace", sys(101, 0, 0, 0, 0))
+    conv = [ctypes.c_long(a) if isinstance(a, int) else a for a in args]
+    r = libc.syscall(ctypes.c_long(nr), *conv)
+    return "ok" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), str(ctypes.get_errno()))
+probes = [
+    ("unshare", 272, 1),
+    ("setns", 308, -1, 0),
+    ("mount", 165, b"none", b"/nonexistent-warren", b"tmpfs", 0, None),
+    ("umount2", 166, b"/nonexistent-warren", 0xffff),
+    ("open_tree", 428, -1, b"", 0),
+    ("io_uring_setup", 425, 0, None),
+    ("bpf", 321, 0xffff, None, 0),
+    ("perf_event_open", 298, None, 0, -1, -1, 0),
+    ("keyctl", 250, 0xffff, 0, 0, 0, 0),
+    ("add_key", 248, None, None, None, 0, 0),
+    ("userfaultfd", 323, 3),
+    ("ptrace", 101, 0xffff, 0, 0, 0),
+    ("process_vm_readv", 310, 0, None, 0, None, 0, 1),
+    ("kcmp", 312, 0, 0, 0, 0, 0),
+    ("pidfd_getfd", 438, -1, 0, 0),
+    ("modify_ldt", 154, 0xff, None, 0),
+    ("clone3", 435, None, 0),
+    ("unknown_999", 999),
+    ("getpid", 39),
+]
+for name, nr, *args in probes:
+    print(name, sys(nr, *args))
+for line in open("/proc/self/status"):
+    if line.startswith("Seccomp"):
+        print(line.split(":")[0], line.split()[1])
 "#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_io_uring_and_mount_are_denied_by_the_filter() {
+    let sb = TestSandbox::new().await;
     let out = sb
         .exec(warren_proto::ExecSpec {
-            argv: vec!["python3".into(), "-c".into(), script.into()],
+            argv: vec!["python3".into(), "-c".into(), SYSCALL_PROBE.into()],
             ..Default::default()
         })
         .await;
     assert_eq!(out.code(), 0, "{}", out.err());
-    let text = out.out();
-    for line in text.lines() {
-        assert!(!line.ends_with(" ok"), "must be denied: {line}\n{text}");
-    }
-    assert_eq!(text.lines().count(), 10, "{text}");
-    let shell = sb
-        .sh("unshare -Ur true; echo rc=$?; mount -t tmpfs x /mnt; echo rc=$?")
+    let inside = pairs(&out.out());
+    let host = host_control(&[], SYSCALL_PROBE);
+    let mut want: Vec<(&str, &str)> = [
+        "unshare",
+        "setns",
+        "mount",
+        "umount2",
+        "open_tree",
+        "io_uring_setup",
+        "bpf",
+        "perf_event_open",
+        "keyctl",
+        "add_key",
+        "userfaultfd",
+        "ptrace",
+        "process_vm_readv",
+        "kcmp",
+        "pidfd_getfd",
+        "modify_ldt",
+        // Not a syscall at all: the kernel says ENOSYS, the allowlist's default EPERM.
+        "unknown_999",
+    ]
+    .into_iter()
+    .map(|n| (n, "EPERM"))
+    .collect();
+    // The policy turns clone3 into ENOSYS so that glibc falls back to clone, which it filters.
+    want.push(("clone3", "ENOSYS"));
+    assert_filtered(&inside, &host, &want);
+    // The control call: the same process gets what the filter allows, and the filters are
+    // the jail's (mode 2, all three of the policy's programs).
+    let get = |name: &str| {
+        inside
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, r)| r.as_str())
+    };
+    assert_eq!(get("getpid"), Some("ok"), "{inside:?}");
+    assert_eq!(get("Seccomp"), Some("2"), "{inside:?}");
+    assert_eq!(get("Seccomp_filters"), Some("3"), "{inside:?}");
+    sb.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setgroups_is_denied_and_no_process_has_groups() {
+    let sb = TestSandbox::new().await;
+    let out = sb
+        .sh(
+            "cat /proc/self/setgroups; grep '^Groups:' /proc/self/status; \
+             python3 -c 'import os; os.setgroups([])' 2>&1 | tail -1",
+        )
         .await;
-    assert!(
-        !shell.out().contains("rc=0"),
-        "{}{}",
-        shell.out(),
-        shell.err()
+    let text = out.out();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first().copied(), Some("deny"), "{text}{}", out.err());
+    assert_eq!(
+        lines
+            .get(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>()),
+        Some(vec!["Groups:"]),
+        "no supplementary groups: {text}"
     );
+    assert!(
+        lines
+            .get(2)
+            .is_some_and(|l| l.contains("Operation not permitted")),
+        "setgroups fails: {text}"
+    );
+    // The agent holds CAP_SETGID in the sandbox: "deny" is what stops it, seen from the host.
+    let pid = sb.handle.pid;
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/setgroups"))
+            .unwrap()
+            .trim(),
+        "deny"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let groups = status.lines().find(|l| l.starts_with("Groups:")).unwrap();
+    assert_eq!(
+        groups.trim(),
+        "Groups:",
+        "the agent has no groups: {groups}"
+    );
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    assert_ne!(cap_eff & (1 << 6), 0, "the agent keeps CAP_SETGID");
+    // Running a command as another user still works without setgroups.
+    let as_nobody = sb
+        .exec(warren_proto::ExecSpec {
+            argv: vec!["id".into()],
+            user: Some("nobody".into()),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(as_nobody.code(), 0, "{}", as_nobody.err());
+    assert!(as_nobody.out().contains("uid=65534"), "{}", as_nobody.out());
     sb.destroy().await;
 }
 
@@ -224,21 +388,70 @@ async fn no_host_fd_is_open_inside() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proc_and_dev_are_minimal() {
     let sb = TestSandbox::new().await;
-    let out = sb.sh("ls /dev | sort | tr '\\n' ' '; echo; head -c1 /proc/kcore | wc -c; echo x > /proc/sysrq-trigger; echo rc=$?; mknod /tmp/sda b 8 0; echo rc=$?; ls /sys | wc -l").await;
+    let out = sb
+        .sh("echo dev $(ls -A /dev | sort); \
+             for f in kcore keys timer_list sysrq-trigger; do \
+               echo mask-$f $(stat -c '%F %t:%T' /proc/$f 2>/dev/null || echo absent) \
+                 $(head -c1 /proc/$f 2>/dev/null | wc -c); done; \
+             echo sys $(ls -A /sys 2>/dev/null | wc -l) $(grep -c ' - sysfs ' /proc/self/mountinfo); \
+             echo x > /proc/sysrq-trigger; echo sysrq rc=$?; \
+             mknod /tmp/sda b 8 0; echo mknod rc=$?; \
+             echo links $(readlink /dev/fd /dev/stdin /dev/stdout /dev/stderr /dev/ptmx)")
+        .await;
     let text = out.out();
-    let dev: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
-    for d in dev.iter() {
-        assert!(
-            [
-                "console", "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin",
-                "stdout", "tty", "urandom", "zero"
-            ]
-            .contains(d),
-            "unexpected /dev entry {d}: {dev:?}"
-        );
+    let line = |key: &str| -> Vec<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{key} ")))
+            .unwrap_or_else(|| panic!("no {key} line: {text}{}", out.err()))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    // Exactly what the jail promises (SECURITY.md §6 row 19): no console, no other device.
+    assert_eq!(
+        line("dev"),
+        [
+            "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout",
+            "tty", "urandom", "zero"
+        ],
+        "{text}"
+    );
+    assert_eq!(
+        line("links"),
+        [
+            "/proc/self/fd",
+            "/proc/self/fd/0",
+            "/proc/self/fd/1",
+            "/proc/self/fd/2",
+            "pts/ptmx"
+        ],
+        "{text}"
+    );
+    // Masked /proc files are /dev/null (char 1:3) and read nothing; the host kernel decides
+    // which exist (this one may be built without kcore or sysrq), and none is absent inside
+    // that the host has.
+    let mut masked = 0;
+    for f in ["kcore", "keys", "timer_list", "sysrq-trigger"] {
+        let got = line(&format!("mask-{f}"));
+        if std::path::Path::new("/proc").join(f).exists() {
+            assert_eq!(
+                got,
+                ["character", "special", "file", "1:3", "0"],
+                "/proc/{f}: {text}"
+            );
+            masked += 1;
+        } else {
+            assert_eq!(got, ["absent", "0"], "/proc/{f}: {text}");
+        }
     }
     assert!(
-        !text.contains("rc=0"),
+        masked > 0,
+        "the host has none of the masked files; nothing was checked"
+    );
+    // /sys is the image's empty directory: no sysfs is mounted.
+    assert_eq!(line("sys"), ["0", "0"], "{text}");
+    assert!(
+        text.contains("sysrq rc=1") && text.contains("mknod rc=1"),
         "writes to sysrq-trigger and mknod must fail: {text}"
     );
     sb.destroy().await;
