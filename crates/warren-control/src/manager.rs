@@ -51,7 +51,20 @@ pub struct Control {
     /// Held across the quota check and the insert of a create (or the status change of a
     /// start), so concurrent requests cannot all pass a check that only one of them fits.
     admission: Mutex<()>,
+    /// Deletions whose cleanup failed, by sandbox id: when the sweeper tries again.
+    pending_deletes: Mutex<HashMap<String, Retry>>,
 }
+
+/// The next attempt at a failed deletion.
+#[derive(Debug, Clone, Copy)]
+struct Retry {
+    at: Instant,
+    backoff: Duration,
+}
+
+/// First wait before a failed deletion is tried again; doubles up to [`DELETE_RETRY_MAX`].
+const DELETE_RETRY_FIRST: Duration = Duration::from_secs(5);
+const DELETE_RETRY_MAX: Duration = Duration::from_secs(300);
 
 #[derive(Debug, Clone, Copy)]
 struct Activity {
@@ -159,6 +172,7 @@ impl Control {
             keys: KeyCache::default(),
             metrics: Metrics::default(),
             admission: Mutex::default(),
+            pending_deletes: Mutex::default(),
         });
         let admin_key = control.bootstrap_admin()?;
         control.recover().await?;
@@ -741,10 +755,37 @@ impl Control {
             self.store.update_sandbox(&rec)?;
             self.changed();
         }
-        self.driver
+        // The deletion is committed once the record says so: a cleanup that fails (a tenant's
+        // doing, or the host's) is retried in the background, never handed back to the caller
+        // or allowed to stop the sweeper or a restart.
+        if let Err(e) = self
+            .driver
             .destroy(&rec.runtime_id, rec.handle.as_ref())
-            .await?;
+            .await
+        {
+            let retry = self.schedule_delete_retry(id);
+            tracing::warn!(
+                sandbox = %rec.name,
+                sandbox_id = %rec.id,
+                runtime_id = %rec.runtime_id,
+                error = %error_chain(&e),
+                retry_in_s = retry.as_secs(),
+                "sandbox cleanup failed; the deletion stays pending",
+            );
+            let message = format!("delete pending: {}; retrying", pending_reason(&e));
+            if rec.status_message.as_deref() != Some(message.as_str()) {
+                rec.status_message = Some(message);
+                rec.updated_at = now();
+                self.store.update_sandbox(&rec)?;
+                self.changed();
+            }
+            return Ok(());
+        }
         self.store.delete_sandbox(id)?;
+        self.pending_deletes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(id);
         self.activity
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -755,6 +796,34 @@ impl Control {
             .remove(id);
         self.changed();
         Ok(())
+    }
+
+    /// Notes a failed deletion of `id` and returns the wait before the sweeper tries again.
+    fn schedule_delete_retry(&self, id: &str) -> Duration {
+        let mut pending = self
+            .pending_deletes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let backoff = pending.get(id).map_or(DELETE_RETRY_FIRST, |r| {
+            (r.backoff * 2).min(DELETE_RETRY_MAX)
+        });
+        pending.insert(
+            id.to_owned(),
+            Retry {
+                at: Instant::now() + backoff,
+                backoff,
+            },
+        );
+        backoff
+    }
+
+    /// Whether a deletion is due: never tried by this process, or its retry time has come.
+    fn delete_due(&self, id: &str) -> bool {
+        self.pending_deletes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(id)
+            .is_none_or(|r| Instant::now() >= r.at)
     }
 
     /// The sandbox ready to serve a data-plane request: a stopped one is started (auto-wake) and
@@ -839,57 +908,74 @@ impl Control {
         self.driver.oom_kills(&rec.runtime_id).unwrap_or(0)
     }
 
-    /// Re-adopts what still runs, marks what died, and removes resources nothing refers to.
+    /// Re-adopts what still runs, marks what died, finishes deletions and removes resources
+    /// nothing refers to. A sandbox that cannot be handled now is logged and left for the
+    /// sweeper: the daemon starts regardless.
     async fn recover(self: &Arc<Self>) -> Result<(), ControlError> {
         let records = self.store.list_sandboxes(None)?;
         let mut keep = HashSet::new();
         for rec in &records {
             keep.insert(rec.runtime_id.clone());
-            match rec.status {
-                SandboxStatus::Ready | SandboxStatus::Provisioning => {
-                    if let Some(h) = &rec.handle
-                        && rec.status == SandboxStatus::Ready
-                        && self.driver.is_running(h)
-                    {
-                        tracing::info!(sandbox = %rec.name, pid = h.pid, "re-adopted running sandbox");
-                        self.touch(&rec.id);
-                        continue;
-                    }
-                    // Its processes ended (or its boot was cut short) while the daemon was down.
-                    self.driver
-                        .stop(&rec.runtime_id, rec.handle.as_ref())
-                        .await?;
-                    let mut r = rec.clone();
-                    r.handle = None;
-                    r.updated_at = now();
-                    if self.driver.has_storage(&rec.runtime_id) {
-                        r.status = SandboxStatus::Stopped;
-                        r.stopped_at = Some(now());
-                        r.status_message =
-                            Some("the sandbox's processes ended while the daemon was down".into());
-                    } else {
-                        r.status = SandboxStatus::Failed;
-                        r.status_message = Some("the sandbox's root filesystem is missing".into());
-                    }
-                    tracing::warn!(sandbox = %rec.name, status = %r.status, "sandbox was not running after restart");
-                    self.store.update_sandbox(&r)?;
-                }
-                SandboxStatus::Deleting => {
-                    self.driver
-                        .destroy(&rec.runtime_id, rec.handle.as_ref())
-                        .await?;
-                    self.store.delete_sandbox(&rec.id)?;
-                    keep.remove(&rec.runtime_id);
-                }
-                SandboxStatus::Stopped | SandboxStatus::Failed => {
-                    // A stop cut short by a crash leaves processes or cgroups behind.
-                    self.driver.stop(&rec.runtime_id, None).await?;
-                }
+            if let Err(e) = self.recover_one(rec).await {
+                tracing::error!(sandbox = %rec.name, sandbox_id = %rec.id, runtime_id = %rec.runtime_id, status = %rec.status, error = %error_chain(&e), "failed to recover a sandbox; leaving it for the sweeper");
+            }
+            if rec.status == SandboxStatus::Deleting
+                && matches!(self.store.get_sandbox(&rec.id), Ok(None))
+            {
+                keep.remove(&rec.runtime_id);
             }
         }
-        let removed = self.driver.gc(&keep).await?;
-        if !removed.is_empty() {
-            tracing::info!(count = removed.len(), "removed orphaned sandboxes");
+        match self.driver.gc(&keep).await {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(count = removed.len(), "removed orphaned sandboxes");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "failed to look for orphaned sandboxes");
+            }
+        }
+        Ok(())
+    }
+
+    async fn recover_one(self: &Arc<Self>, rec: &SandboxRecord) -> Result<(), ControlError> {
+        match rec.status {
+            SandboxStatus::Ready | SandboxStatus::Provisioning => {
+                if let Some(h) = &rec.handle
+                    && rec.status == SandboxStatus::Ready
+                    && self.driver.is_running(h)
+                {
+                    tracing::info!(sandbox = %rec.name, pid = h.pid, "re-adopted running sandbox");
+                    self.touch(&rec.id);
+                    return Ok(());
+                }
+                // Its processes ended (or its boot was cut short) while the daemon was down.
+                let stopped = self.driver.stop(&rec.runtime_id, rec.handle.as_ref()).await;
+                let mut r = rec.clone();
+                r.handle = None;
+                r.updated_at = now();
+                if let Err(e) = &stopped {
+                    tracing::error!(sandbox = %rec.name, runtime_id = %rec.runtime_id, error = %error_chain(e), "failed to stop a sandbox after restart");
+                    r.status = SandboxStatus::Failed;
+                    r.status_message =
+                        Some("the sandbox could not be stopped after a restart".into());
+                } else if self.driver.has_storage(&rec.runtime_id) {
+                    r.status = SandboxStatus::Stopped;
+                    r.stopped_at = Some(now());
+                    r.status_message =
+                        Some("the sandbox's processes ended while the daemon was down".into());
+                } else {
+                    r.status = SandboxStatus::Failed;
+                    r.status_message = Some("the sandbox's root filesystem is missing".into());
+                }
+                tracing::warn!(sandbox = %rec.name, status = %r.status, "sandbox was not running after restart");
+                self.store.update_sandbox(&r)?;
+            }
+            // Fails only on the store: a cleanup that fails leaves the record pending.
+            SandboxStatus::Deleting => self.delete_id(&rec.id).await?,
+            SandboxStatus::Stopped | SandboxStatus::Failed => {
+                // A stop cut short by a crash leaves processes or cgroups behind.
+                self.driver.stop(&rec.runtime_id, None).await?;
+            }
         }
         Ok(())
     }
@@ -906,48 +992,60 @@ impl Control {
         }
     }
 
-    /// One sweep.
+    /// One sweep. A sandbox that fails is logged and the sweep goes on to the next; only a
+    /// failure to read the records ends it.
     pub async fn sweep_once(&self) -> Result<(), ControlError> {
         for rec in self.store.list_sandboxes(None)? {
-            match rec.status {
-                SandboxStatus::Ready => {
-                    let ttl = rec.config.idle_ttl_seconds;
-                    let activity = self
-                        .activity
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .get(&rec.id)
-                        .copied();
-                    let idle = activity.is_some_and(|a| {
-                        a.inflight == 0 && a.last.elapsed() >= Duration::from_secs(ttl)
-                    });
-                    if ttl > 0 && idle {
-                        tracing::info!(sandbox = %rec.name, ttl, "stopping idle sandbox");
-                        self.stop_id(&rec.id, Some(format!("stopped after {ttl} s idle")))
-                            .await?;
-                        self.audit(None, "sandbox.idle_stop", Some(&rec.id), None);
-                    } else if let Some(h) = &rec.handle
-                        && !self.driver.is_running(h)
-                    {
-                        tracing::warn!(sandbox = %rec.name, "sandbox's agent exited; marking stopped");
-                        self.stop_id(&rec.id, Some("the sandbox's processes exited".into()))
-                            .await?;
-                    }
-                }
-                SandboxStatus::Stopped => {
-                    let after = rec.config.delete_after_stop_seconds;
-                    let expired = rec.stopped_at.is_some_and(|t| {
-                        t.elapsed().is_ok_and(|e| e >= Duration::from_secs(after))
-                    });
-                    if after > 0 && expired {
-                        tracing::info!(sandbox = %rec.name, after, "deleting sandbox stopped too long");
-                        self.delete_id(&rec.id).await?;
-                        self.audit(None, "sandbox.auto_delete", Some(&rec.id), None);
-                    }
-                }
-                SandboxStatus::Deleting => self.delete_id(&rec.id).await?,
-                SandboxStatus::Provisioning | SandboxStatus::Failed => {}
+            if let Err(e) = self.sweep_one(&rec).await {
+                tracing::error!(sandbox = %rec.name, sandbox_id = %rec.id, status = %rec.status, error = %error_chain(&e), "sweep of a sandbox failed");
             }
+        }
+        Ok(())
+    }
+
+    async fn sweep_one(&self, rec: &SandboxRecord) -> Result<(), ControlError> {
+        match rec.status {
+            SandboxStatus::Ready => {
+                let ttl = rec.config.idle_ttl_seconds;
+                let activity = self
+                    .activity
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&rec.id)
+                    .copied();
+                let idle = activity.is_some_and(|a| {
+                    a.inflight == 0 && a.last.elapsed() >= Duration::from_secs(ttl)
+                });
+                if ttl > 0 && idle {
+                    tracing::info!(sandbox = %rec.name, ttl, "stopping idle sandbox");
+                    self.stop_id(&rec.id, Some(format!("stopped after {ttl} s idle")))
+                        .await?;
+                    self.audit(None, "sandbox.idle_stop", Some(&rec.id), None);
+                } else if let Some(h) = &rec.handle
+                    && !self.driver.is_running(h)
+                {
+                    tracing::warn!(sandbox = %rec.name, "sandbox's agent exited; marking stopped");
+                    self.stop_id(&rec.id, Some("the sandbox's processes exited".into()))
+                        .await?;
+                }
+            }
+            SandboxStatus::Stopped => {
+                let after = rec.config.delete_after_stop_seconds;
+                let expired = rec
+                    .stopped_at
+                    .is_some_and(|t| t.elapsed().is_ok_and(|e| e >= Duration::from_secs(after)));
+                if after > 0 && expired {
+                    tracing::info!(sandbox = %rec.name, after, "deleting sandbox stopped too long");
+                    self.delete_id(&rec.id).await?;
+                    self.audit(None, "sandbox.auto_delete", Some(&rec.id), None);
+                }
+            }
+            SandboxStatus::Deleting => {
+                if self.delete_due(&rec.id) {
+                    self.delete_id(&rec.id).await?;
+                }
+            }
+            SandboxStatus::Provisioning | SandboxStatus::Failed => {}
         }
         Ok(())
     }
@@ -962,6 +1060,30 @@ impl Control {
             Some(c) => rec.config.run_config.layered(c),
             None => rec.config.run_config.clone(),
         }
+    }
+}
+
+/// An error with its causes, for the log (the host paths in it stay there).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Why a deletion is pending, in words the API may show: no host path, no raw errno text.
+fn pending_reason(e: &warren_runtime::DriverError) -> &'static str {
+    use warren_runtime::DriverError as E;
+    match e {
+        E::Storage(_) => "the sandbox's files could not be removed yet",
+        E::StopTimeout(_) => "the sandbox's processes did not stop yet",
+        E::Cgroup(_) => "the sandbox's cgroup could not be removed yet",
+        E::Slot(_) => "the sandbox's user id range could not be released yet",
+        _ => "the sandbox's resources could not be released yet",
     }
 }
 
