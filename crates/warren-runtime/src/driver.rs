@@ -198,6 +198,9 @@ pub struct JailConfig {
     pub shm_bytes: u64,
     /// RLIMIT_NOFILE inside sandboxes.
     pub nofile: u64,
+    /// Block I/O throttle of each sandbox on the pool's device, where the host has an io
+    /// controller.
+    pub io: cgroup::IoLimits,
 }
 
 impl JailConfig {
@@ -210,6 +213,7 @@ impl JailConfig {
             pool_bytes: 64 << 30,
             shm_bytes: 64 << 20,
             nofile: 4096,
+            io: cgroup::IoLimits::default(),
         }
     }
 }
@@ -239,7 +243,11 @@ impl JailDriver {
     /// Opens the driver: storage (mounting the pool if needed), cgroups, uid slots. Blocking.
     pub fn open(cfg: JailConfig) -> Result<Self, DriverError> {
         let storage = BtrfsStorage::open(&cfg.data_dir, cfg.pool_bytes)?;
-        let cgroups = cgroup::detect()?;
+        let io = cgroup::IoThrottle::for_path(storage.root(), cfg.io);
+        if io.is_none() {
+            tracing::warn!(pool = %storage.root().display(), "the pool is not on a block device; sandboxes get no block I/O limit");
+        }
+        let cgroups = cgroup::detect_with_io(io)?;
         cgroup::favor_dynamic_changes();
         let slots = Slots::open(&cfg.data_dir.join("slots"), (u32::MAX - ID_BASE) / ID_COUNT)?;
         let run = cfg.data_dir.join("run");

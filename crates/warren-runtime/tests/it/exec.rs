@@ -165,7 +165,9 @@ async fn timeout_kills_the_command() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reattach_from_an_offset_gets_exactly_the_rest() {
     let sb = TestSandbox::new().await;
-    let script = "for i in $(seq 1 6); do echo line$i; sleep 0.25; done";
+    // line4 onwards waits for /tmp/go, which the test makes only once it has detached.
+    let script = "for i in $(seq 1 6); do echo line$i; if [ $i = 3 ]; then \
+                  while [ ! -e /tmp/go ]; do sleep 0.05; done; fi; done";
     let full: String = (1..=6).map(|i| format!("line{i}\n")).collect();
     let mut conn = sb.conn().await;
     conn.send(&Request::Exec(ExecSpec {
@@ -184,7 +186,28 @@ async fn reattach_from_an_offset_gets_exactly_the_rest() {
         }
     }
     drop(conn); // detach mid-run
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // The rest is written while no client is attached: the reattach must replay it.
+    assert_eq!(sb.sh("touch /tmp/go").await.code(), 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut list = sb.conn().await;
+        list.send(&Request::ListCommands).await.unwrap();
+        let Some(Response::CommandList { commands }) = list.recv().await.unwrap() else {
+            panic!("no command list");
+        };
+        let me = commands
+            .iter()
+            .find(|c| c.command_id == "reattach-me")
+            .unwrap();
+        if me.exit.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the detached command did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let mut again = sb.conn().await;
     again
         .send(&Request::Attach {

@@ -2,7 +2,8 @@
 
 use std::time::{Duration, Instant};
 
-use warren_runtime::{Driver, SandboxSpec};
+use warren_runtime::cgroup::{CgroupVersion, IoLimits};
+use warren_runtime::{Driver, JailConfig, SandboxSpec};
 use warren_types::{ImageRef, Limits};
 
 use crate::support::{TestSandbox, driver};
@@ -25,8 +26,10 @@ async fn fork_bomb_stops_at_the_pids_limit_and_the_host_stays_responsive() {
     // count never passes its limit.
     let mut peak = 0;
     let mut slowest = Duration::ZERO;
+    // Sampled every 100 ms for 2 s: a measurement over time, not a wait for an event.
+    let mut every = tokio::time::interval(Duration::from_millis(100));
     for _ in 0..20 {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        every.tick().await;
         peak = peak.max(driver().cgroups().pids(sb.id().as_str()).unwrap().len());
         let t = Instant::now();
         let st = std::process::Command::new("true").status().unwrap();
@@ -174,5 +177,131 @@ async fn the_disk_limit_counts_what_the_sandbox_writes_not_its_image() {
         "fits in 256 MiB: {}",
         grown.out()
     );
+    sb.destroy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_shm_runs_out_of_inodes_and_the_sandbox_stays_usable() {
+    let sb = TestSandbox::new().await;
+    let script = r#"
+import errno, os
+n = 0
+try:
+    while n < 200000:
+        open(f"/dev/shm/{n}", "w").close()
+        n += 1
+    print("no limit", n)
+except OSError as e:
+    print(errno.errorcode[e.errno], n)
+st = os.statvfs("/dev/shm")
+print("files", st.f_files)
+for i in range(n):
+    os.unlink(f"/dev/shm/{i}")
+open("/dev/shm/after", "w").write("ok")
+print("after", open("/dev/shm/after").read())
+"#;
+    let out = sb
+        .exec(warren_proto::ExecSpec {
+            argv: vec!["python3".into(), "-c".into(), script.into()],
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(out.code(), 0, "{}{}", out.out(), out.err());
+    let text = out.out();
+    let mut lines = text.lines();
+    let first: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    let want =
+        warren_jail::shm_inodes(JailConfig::new("/unused".into(), "/unused".as_ref()).shm_bytes);
+    assert_eq!(first[0], "ENOSPC", "{text}");
+    // The root directory takes one of the inodes.
+    assert_eq!(first[1].parse::<u64>().unwrap(), want - 1, "{text}");
+    assert_eq!(
+        lines.next(),
+        Some(format!("files {want}").as_str()),
+        "{text}"
+    );
+    assert_eq!(
+        lines.next(),
+        Some("after ok"),
+        "usable once files are removed: {text}"
+    );
+    assert_eq!(sb.sh("echo alive").await.out(), "alive\n");
+    sb.destroy().await;
+}
+
+/// `major:minor` of the whole block device under the test pool, found from the host's mount
+/// table without the runtime's help.
+fn pool_device() -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let pool = crate::support::data_dir().join("fs");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let source = mounts
+        .lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            (std::path::Path::new(left.split(' ').nth(4)?) == pool)
+                .then(|| right.split(' ').nth(1).unwrap().to_owned())
+        })
+        .last()
+        .unwrap_or_else(|| panic!("the test pool {} is not mounted", pool.display()));
+    let rdev = std::fs::metadata(&source).unwrap().rdev();
+    assert!(
+        source.starts_with("/dev/loop"),
+        "the test pool is loop-backed: {source}"
+    );
+    (libc::major(rdev), libc::minor(rdev))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_io_is_throttled_on_the_pool_device() {
+    let sb = TestSandbox::new().await;
+    let (major, minor) = pool_device();
+    let io = IoLimits::default();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mount_of = |fstype: &str, opt: Option<&str>| {
+        mounts.lines().find_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let mut r = right.split(' ');
+            let matches = r.next()? == fstype
+                && opt.is_none_or(|o| r.nth(1).is_some_and(|s| s.split(',').any(|x| x == o)));
+            matches.then(|| std::path::PathBuf::from(left.split(' ').nth(4).unwrap()))
+        })
+    };
+    let cg = sb.id().as_str();
+    match driver().cgroups().version() {
+        CgroupVersion::V1 => {
+            let blkio = mount_of("cgroup", Some("blkio"))
+                .expect("this host has no v1 blkio controller: no io limit to check")
+                .join("warren")
+                .join(cg);
+            for (file, want) in [
+                ("blkio.throttle.read_bps_device", io.read_bps),
+                ("blkio.throttle.write_bps_device", io.write_bps),
+                ("blkio.throttle.read_iops_device", io.read_iops),
+                ("blkio.throttle.write_iops_device", io.write_iops),
+            ] {
+                let got = std::fs::read_to_string(blkio.join(file)).unwrap();
+                assert_eq!(got.trim(), format!("{major}:{minor} {want}"), "{file}");
+            }
+            // The agent, and so everything the sandbox runs, is in that cgroup.
+            let procs = std::fs::read_to_string(blkio.join("cgroup.procs")).unwrap();
+            assert!(
+                procs.lines().any(|p| p == sb.handle.pid.to_string()),
+                "the agent is in the blkio cgroup: {procs}"
+            );
+        }
+        CgroupVersion::V2 => {
+            let dir = mount_of("cgroup2", None).unwrap().join("warren").join(cg);
+            let got = std::fs::read_to_string(dir.join("io.max"))
+                .expect("this host's v2 hierarchy has no io controller: no io limit to check");
+            assert_eq!(
+                got.trim(),
+                format!(
+                    "{major}:{minor} rbps={} wbps={} riops={} wiops={}",
+                    io.read_bps, io.write_bps, io.read_iops, io.write_iops
+                )
+            );
+        }
+    }
     sb.destroy().await;
 }
