@@ -509,12 +509,25 @@ impl Control {
                 .parse()
                 .map_err(|_| ControlError::NotFound(format!("Snapshot '{s}' not found")))?,
         };
-        if !self.driver.has_image(&image) {
-            return Err(ControlError::NotFound(format!(
+        use warren_runtime::image::ImageStatus;
+        // The default image always exists on a working server: while it is missing the answer
+        // is 503 with the reason, never a 404 that would send the client looking for a typo.
+        let default = image == ImageRef::default_image();
+        match self.driver.image_status(&image) {
+            ImageStatus::Present => Ok(image),
+            ImageStatus::Building => Err(ControlError::Unavailable(format!(
+                "The default image '{image}' is being built on this server; try again in a minute"
+            ))),
+            ImageStatus::Failed(reason) => Err(ControlError::Unavailable(format!(
+                "The default image '{image}' could not be built ({reason}); the server retries the build"
+            ))),
+            ImageStatus::Missing if default => Err(ControlError::Unavailable(format!(
+                "The default image '{image}' is not built on this server; build it with `warren image build`"
+            ))),
+            ImageStatus::Missing => Err(ControlError::NotFound(format!(
                 "Snapshot '{image}' not found"
-            )));
+            ))),
         }
-        Ok(image)
     }
 
     /// Boots a provisioning sandbox (fresh storage when `fresh`), under its lock.

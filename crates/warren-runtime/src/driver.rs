@@ -510,13 +510,6 @@ impl Driver for JailDriver {
         found.extend(self.inner.storage.list_rootfs()?);
         found.extend(
             self.inner
-                .cgroups
-                .list()?
-                .into_iter()
-                .filter_map(|n| n.parse().ok()),
-        );
-        found.extend(
-            self.inner
                 .slots
                 .list()?
                 .into_iter()
@@ -529,6 +522,10 @@ impl Driver for JailDriver {
                     .filter_map(|e| e.file_name().to_str()?.parse().ok()),
             );
         }
+        // Not the cgroups: they are host-wide, and a daemon on another data dir owns some of
+        // them. Ours hold a uid slot here for as long as they exist (the slot is taken before
+        // the cgroup is made and freed after it is removed), so the teardown of what is found
+        // here removes every cgroup of this data dir and no other.
         let mut removed = Vec::new();
         for id in found
             .into_iter()
@@ -709,6 +706,14 @@ pub enum AnyDriver {
 }
 
 impl AnyDriver {
+    /// Whether sandboxes can be made from `image` now, and if not, why (the default image may
+    /// be being built in the background).
+    pub fn image_status(&self, image: &ImageRef) -> crate::image::ImageStatus {
+        match self {
+            Self::Jail(d) => d.storage().image_status(image),
+        }
+    }
+
     /// Times the kernel's OOM killer fired inside the sandbox's memory limit.
     pub fn oom_kills(&self, id: &SandboxId) -> Result<u64, DriverError> {
         match self {

@@ -5,9 +5,11 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use warren_types::ImageRef;
 
+use crate::driver::JailDriver;
 use crate::storage::{BtrfsStorage, Storage, StorageError};
 
 /// Image build failures.
@@ -64,6 +66,137 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     "util-linux",
 ];
 
+/// Whether sandboxes can be made from an image now, and if not, why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageStatus {
+    /// The image is present.
+    Present,
+    /// This process is building it (the default image, on a fresh data dir).
+    Building,
+    /// This process's last build failed, for the reason given (no host paths); it is retried.
+    Failed(String),
+    /// The image is absent and nothing here is building it.
+    Missing,
+}
+
+/// This process's build of the default image, as creates see it.
+#[derive(Debug, Default)]
+pub(crate) enum BuildState {
+    /// No build, or the last one succeeded.
+    #[default]
+    Idle,
+    /// A build runs.
+    Building,
+    /// The last build failed, for this reason (fit for API clients).
+    Failed(String),
+}
+
+impl BtrfsStorage {
+    /// Whether sandboxes can be made from `image` now, and if not, why.
+    pub fn image_status(&self, image: &ImageRef) -> ImageStatus {
+        if self.has_image(image) {
+            return ImageStatus::Present;
+        }
+        if *image != ImageRef::default_image() {
+            return ImageStatus::Missing;
+        }
+        match &*self.build_state() {
+            BuildState::Idle => ImageStatus::Missing,
+            BuildState::Building => ImageStatus::Building,
+            BuildState::Failed(reason) => ImageStatus::Failed(reason.clone()),
+        }
+    }
+
+    fn build_state(&self) -> std::sync::MutexGuard<'_, BuildState> {
+        // The state is a plain value: a panic while it was held left nothing half-written.
+        self.default_build
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn set_build_state(&self, state: BuildState) {
+        *self.build_state() = state;
+    }
+}
+
+impl ImageError {
+    /// What an API client may be told about this failure: the cause without host paths or the
+    /// tool's output, which go to the log.
+    pub fn public_reason(&self) -> String {
+        match self {
+            Self::Spawn(_) => "mmdebstrap is not installed on the server".into(),
+            Self::Bootstrap { status, .. } => {
+                format!("the Debian bootstrap failed ({status}); the server log has its output")
+            }
+            Self::Storage(_) | Self::Finish { .. } => {
+                "the image store failed; the server log has the cause".into()
+            }
+            Self::NotBuildable(image) => format!("image {image} cannot be built locally"),
+        }
+    }
+}
+
+/// The first retry of a failed background build waits this long; each next one twice as long,
+/// up to [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_secs(15);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
+
+/// Builds the default image on a thread of its own unless it is present, and retries a failed
+/// build (15 s, then doubling up to 10 min) until one succeeds. Returns at once; until the image
+/// is published, [`BtrfsStorage::image_status`] says `Building` or `Failed`, so a daemon can
+/// serve everything else and refuse creates from the default image with a reason. Progress goes
+/// to the log (`info`, field `step`). Returns whether a build was started.
+pub fn build_default_image_in_background(driver: JailDriver) -> bool {
+    let image = ImageRef::default_image();
+    if driver.storage().has_image(&image) {
+        return false;
+    }
+    // Set before the thread starts: no create may see the image as simply missing.
+    driver.storage().set_build_state(BuildState::Building);
+    let builder = driver.clone();
+    let spawned = std::thread::Builder::new()
+        .name("default-image".into())
+        .spawn(move || {
+            let mut delay = FIRST_RETRY_DELAY;
+            loop {
+                tracing::warn!(%image, "the default image is missing: building it; creates from it answer 503 until it is ready");
+                let began = Instant::now();
+                let mut progress = |line: &str| tracing::info!(%image, step = line, "building the default image");
+                match ensure_default_image(builder.storage(), &mut progress) {
+                    Ok(_) => {
+                        tracing::info!(%image, secs = began.elapsed().as_secs(), "default image built");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(%image, error = %error_chain(&e), retry_in_secs = delay.as_secs(), "failed to build the default image");
+                    }
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(MAX_RETRY_DELAY);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "failed to start the default image build");
+        driver.storage().set_build_state(BuildState::Failed(
+            "the server could not start the build".into(),
+        ));
+        return false;
+    }
+    true
+}
+
+/// An error with its causes, for one log line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// Builds the default image unless it is present. `progress` gets one line per build step.
 pub fn ensure_default_image(
     storage: &BtrfsStorage,
@@ -86,6 +219,20 @@ pub fn build_image(
     if *image != ImageRef::default_image() {
         return Err(ImageError::NotBuildable(image.clone()));
     }
+    storage.set_build_state(BuildState::Building);
+    let result = build_into_store(storage, image, progress);
+    storage.set_build_state(match &result {
+        Ok(()) => BuildState::Idle,
+        Err(e) => BuildState::Failed(e.public_reason()),
+    });
+    result
+}
+
+fn build_into_store(
+    storage: &BtrfsStorage,
+    image: &ImageRef,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ImageError> {
     let build = storage.begin_image_build()?;
     let result = bootstrap(&build, image, progress).and_then(|()| finish_rootfs(&build));
     match result {

@@ -91,6 +91,8 @@ pub struct BtrfsStorage {
     root: PathBuf,
     /// The pool's quota mode, settled at open.
     quota: QuotaMode,
+    /// This process's build of the default image, for creates that come while it runs.
+    pub(crate) default_build: std::sync::Mutex<crate::image::BuildState>,
 }
 
 const BTRFS_SUPER_MAGIC: i64 = 0x9123_683e;
@@ -345,6 +347,7 @@ impl BtrfsStorage {
         let mut store = Self {
             root,
             quota: QuotaMode::Off,
+            default_build: std::sync::Mutex::default(),
         };
         store.quota = store.ensure_quotas(own_pool)?;
         if store.quota == QuotaMode::Full && mounted_now {

@@ -1,5 +1,6 @@
 //! `warren serve`: the daemon. Opens the runtime and the control plane (re-adopting sandboxes
-//! that kept running while it was down), starts the TTL sweeper and serves the API.
+//! that kept running while it was down), starts the TTL sweeper and serves the API. On a data
+//! dir without the default image it serves at once and builds the image in the background.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -108,6 +109,13 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
         .storage()
         .check_quotas()
         .context("failed to check disk quotas")?;
+    // A fresh data dir has no default image: serve at once and build it in the background;
+    // creates from it answer 503 with the reason until it is published.
+    if warren_runtime::image::build_default_image_in_background(driver.clone()) {
+        eprintln!(
+            "building the default image in the background (WARREN_LOG=info shows progress); creates from it answer 503 until it is ready"
+        );
+    }
     let rt = crate::tokio_runtime()?;
     let limits = args.limits();
     rt.block_on(async move {
