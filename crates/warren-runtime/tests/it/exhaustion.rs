@@ -1,5 +1,5 @@
 //! A tenant that exhausts what its kernel objects allow hits its own limits and nothing else
-//! notices (SECURITY.md §6 rows 38 and 39).
+//! notices (SECURITY.md §6 row 39; /dev/shm's inode bound, row 38's tmpfs half, is in `limits`).
 
 use crate::support::TestSandbox;
 
@@ -49,40 +49,5 @@ except OSError as e:
     );
     // And the sandbox still works once the process is gone.
     assert_eq!(sb.sh("echo ok").await.out(), "ok\n");
-    sb.destroy().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shm_inode_exhaustion_fails_inside_and_the_sandbox_recovers() {
-    let sb = TestSandbox::new().await;
-    // /dev/shm is a tmpfs with an inode bound: empty files cost no bytes, so only nr_inodes
-    // stops them.
-    let out = sb
-        .sh("python3 -c '
-import os, errno
-n = 0
-try:
-    while n < 10_000_000:
-        open(f\"/dev/shm/f{n}\", \"w\").close()
-        n += 1
-except OSError as e:
-    print(errno.errorcode[e.errno], n)
-'")
-        .await;
-    assert_eq!(out.code(), 0, "{}", out.err());
-    let fields: Vec<String> = out.out().split_whitespace().map(str::to_owned).collect();
-    assert_eq!(
-        fields.len(),
-        2,
-        "stopped by an error, not by the loop: {:?}",
-        out.out()
-    );
-    assert_eq!(fields[0], "ENOSPC", "{fields:?}");
-    let made: u64 = fields[1].parse().unwrap();
-    assert!(made < 1_000_000, "bounded at {made} files");
-    let cleanup = sb
-        .sh("find /dev/shm -name 'f*' -delete && touch /dev/shm/again && echo ok")
-        .await;
-    assert_eq!(cleanup.out(), "ok\n", "{}", cleanup.err());
     sb.destroy().await;
 }
