@@ -12,6 +12,7 @@
 mod deletion;
 mod exec;
 mod exhaustion;
+mod host;
 mod isolation;
 mod limits;
 mod support;
