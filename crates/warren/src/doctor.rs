@@ -11,7 +11,7 @@ struct Check {
     /// Needed for sandboxes to work at all (as opposed to hardening or a later tier).
     required: bool,
     detail: String,
-    fix: &'static str,
+    fix: String,
 }
 
 fn read(path: &str) -> String {
@@ -35,6 +35,118 @@ fn kernel_at_least(major: u32, minor: u32) -> (bool, String) {
     ((ma, mi) >= (major, minor), release)
 }
 
+fn mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| m.permissions().mode() & 0o7777)
+}
+
+/// The data dir and what is in it are private to root, and the pool is mounted nosuid,nodev. A
+/// data dir made by an older version fails these until Warren next opens it (`warren serve`,
+/// `warren run` and `warren image` fix all three at open); doctor only looks.
+fn data_dir_checks(data_dir: &Path) -> Vec<Check> {
+    use warren_runtime::storage::{PRIVATE_DIR, PRIVATE_FILE};
+    let shown = data_dir.display();
+    let Some(dir_mode) = mode(data_dir) else {
+        return vec![Check {
+            name: "data dir private to root",
+            ok: true,
+            required: false,
+            detail: format!("{shown} does not exist yet (it is created 0700)"),
+            fix: String::new(),
+        }];
+    };
+    let mut checks = vec![Check {
+        name: "data dir private to root",
+        ok: dir_mode == PRIVATE_DIR,
+        required: true,
+        detail: format!("{shown} is {dir_mode:o}"),
+        fix: format!(
+            "chmod 700 {shown} (made by an older version; `warren serve` fixes it at start)"
+        ),
+    }];
+    let mut open_files = Vec::new();
+    for name in [
+        warren_runtime::storage::POOL_IMAGE,
+        "warren.db",
+        "warren.db-wal",
+        "warren.db-shm",
+        "admin.key",
+        ".storage.lock",
+    ] {
+        let path = data_dir.join(name);
+        if let Some(m) = mode(&path).filter(|m| *m != PRIVATE_FILE) {
+            open_files.push((path, m));
+        }
+    }
+    checks.push(Check {
+        name: "data dir files private to root",
+        ok: open_files.is_empty(),
+        required: true,
+        detail: if open_files.is_empty() {
+            "pool image, database, admin key and lock are 0600".into()
+        } else {
+            open_files
+                .iter()
+                .map(|(p, m)| format!("{} is {m:o}", p.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+        fix: format!(
+            "chmod 600 {} (`warren serve` fixes them at start)",
+            open_files
+                .iter()
+                .map(|(p, _)| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
+    });
+    let pool = data_dir.join("fs");
+    let flags = warren_runtime::storage::pool_quota_mode(data_dir)
+        .map(|_| warren_runtime::storage::pool_mount_flags(&pool));
+    checks.push(match flags {
+        None => Check {
+            name: "pool mounted nosuid,nodev",
+            ok: true,
+            required: false,
+            detail: "no pool mounted yet (it is mounted nosuid,nodev)".into(),
+            fix: String::new(),
+        },
+        Some(Ok((nosuid, nodev))) => Check {
+            name: "pool mounted nosuid,nodev",
+            ok: nosuid && nodev,
+            required: true,
+            detail: format!(
+                "{}: {}{}",
+                pool.display(),
+                if nosuid { "nosuid" } else { "suid allowed" },
+                if nodev { ",nodev" } else { ",devices allowed" }
+            ),
+            fix: if data_dir.join(warren_runtime::storage::POOL_IMAGE).exists() {
+                format!(
+                    "mount -o remount,bind,nosuid,nodev {} (mounted by an older version; `warren serve` fixes it at start)",
+                    pool.display()
+                )
+            } else {
+                // A directory of the host's own btrfs: its flags are the host's, not ours.
+                format!(
+                    "start `warren serve`: it bind-mounts {} onto itself nosuid,nodev, leaving the host filesystem's mount as it is",
+                    pool.display()
+                )
+            },
+        },
+        Some(Err(e)) => Check {
+            name: "pool mounted nosuid,nodev",
+            ok: false,
+            required: true,
+            detail: e.to_string(),
+            fix: "check the pool mount".into(),
+        },
+    });
+    checks
+}
+
 pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
     let mut checks = Vec::new();
     let is_root = nix::unistd::geteuid().is_root();
@@ -43,7 +155,7 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
         ok: is_root,
         required: true,
         detail: format!("euid {}", nix::unistd::geteuid()),
-        fix: "run warren as root (it creates namespaces, cgroups and btrfs subvolumes)",
+        fix: "run warren as root (it creates namespaces, cgroups and btrfs subvolumes)".into(),
     });
     let (kernel_ok, release) = kernel_at_least(5, 19);
     checks.push(Check {
@@ -51,7 +163,7 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
         ok: kernel_ok,
         required: true,
         detail: release,
-        fix: "upgrade the kernel",
+        fix: "upgrade the kernel".into(),
     });
     let userns = read("/proc/sys/user/max_user_namespaces");
     checks.push(Check {
@@ -59,7 +171,7 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
         ok: userns.parse::<u64>().is_ok_and(|n| n > 0),
         required: true,
         detail: format!("max_user_namespaces={userns}"),
-        fix: "sysctl -w user.max_user_namespaces=65536",
+        fix: "sysctl -w user.max_user_namespaces=65536".into(),
     });
     let cg = warren_runtime::cgroup::detect();
     checks.push(Check {
@@ -70,7 +182,7 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
             Ok(b) => format!("{:?}", b.version()),
             Err(e) => e.to_string(),
         },
-        fix: "mount the memory, cpu and pids controllers (v2 preferred: systemd.unified_cgroup_hierarchy=1)",
+        fix: "mount the memory, cpu and pids controllers (v2 preferred: systemd.unified_cgroup_hierarchy=1)".into(),
     });
     if cg
         .as_ref()
@@ -81,7 +193,7 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
             ok: false,
             required: false,
             detail: "controllers are on v1: no cgroup.kill, no buffered-write IO limits".into(),
-            fix: "boot with systemd.unified_cgroup_hierarchy=1 (or cgroup_no_v1=all)",
+            fix: "boot with systemd.unified_cgroup_hierarchy=1 (or cgroup_no_v1=all)".into(),
         });
     }
     let seccomp = read("/proc/sys/kernel/seccomp/actions_avail");
@@ -90,7 +202,7 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
         ok: seccomp.contains("errno"),
         required: true,
         detail: seccomp,
-        fix: "use a kernel built with CONFIG_SECCOMP_FILTER",
+        fix: "use a kernel built with CONFIG_SECCOMP_FILTER".into(),
     });
     let lsm = read("/sys/kernel/security/lsm");
     if !lsm.is_empty() {
@@ -99,7 +211,7 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
             ok: lsm.split(',').any(|l| l == "landlock"),
             required: false,
             detail: format!("lsm={lsm}"),
-            fix: "boot with lsm=...,landlock",
+            fix: "boot with lsm=...,landlock".into(),
         });
     }
     for (tool, pkg) in [
@@ -112,10 +224,7 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
             ok: on_path(tool),
             required: true,
             detail: String::new(),
-            fix: match pkg {
-                "btrfs-progs" => "apt-get install btrfs-progs",
-                _ => "apt-get install mmdebstrap",
-            },
+            fix: format!("apt-get install {pkg} (scripts/up.sh installs it)"),
         });
     }
     let (squota_kernel, _) = kernel_at_least(6, 7);
@@ -132,14 +241,14 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
             Some(m) => format!("pool quotas: {m}"),
             None => "no pool yet".into(),
         },
-        fix: "upgrade the kernel: full qgroups make creates slower as sandboxes accumulate",
+        fix: "upgrade the kernel: full qgroups make creates slower as sandboxes accumulate".into(),
     });
     checks.push(Check {
         name: "loop devices",
         ok: Path::new("/dev/loop-control").exists(),
         required: false,
         detail: "needed when the data dir is not on btrfs".into(),
-        fix: "modprobe loop",
+        fix: "modprobe loop".into(),
     });
     let io_uring = read("/proc/sys/kernel/io_uring_disabled");
     checks.push(Check {
@@ -149,7 +258,7 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
         detail: format!(
             "kernel.io_uring_disabled={io_uring} (seccomp denies it inside sandboxes anyway)"
         ),
-        fix: "sysctl -w kernel.io_uring_disabled=2",
+        fix: "sysctl -w kernel.io_uring_disabled=2".into(),
     });
     let bin = crate::bin_dir()?;
     for name in ["warren-agent", "warren-jailer"] {
@@ -159,7 +268,7 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
             ok: p.is_file(),
             required: true,
             detail: p.display().to_string(),
-            fix: "build with scripts/build.sh",
+            fix: "build with scripts/build.sh".into(),
         });
     }
     checks.push(Check {
@@ -167,8 +276,9 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
         ok: Path::new("/dev/kvm").exists(),
         required: false,
         detail: "the jail tier does not need it".into(),
-        fix: "enable virtualization or load kvm",
+        fix: "enable virtualization or load kvm".into(),
     });
+    checks.extend(data_dir_checks(data_dir));
     let image = data_dir
         .join("fs/images")
         .join(warren_types::ImageRef::default_image().storage_name());
@@ -177,7 +287,7 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
         ok: image.is_dir(),
         required: false,
         detail: image.display().to_string(),
-        fix: "warren image build",
+        fix: "warren image build".into(),
     });
 
     let mut missing_required = false;
