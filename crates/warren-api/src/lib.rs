@@ -25,7 +25,8 @@ use warren_control::{Control, Principal};
 
 pub use error::{ApiError, ApiJson};
 pub use listen::{
-    DEFAULT_MAX_CONNECTIONS, FDS_PER_SANDBOX, ListenConfig, RESERVED_FDS, connection_cap_for, serve,
+    DEFAULT_MAX_CONNECTIONS, FDS_PER_SANDBOX, ListenConfig, RESERVED_FDS, bind, connection_cap_for,
+    serve,
 };
 
 /// Largest JSON body accepted on control-plane and exec endpoints.

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
@@ -17,7 +18,7 @@ use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch};
 use warren_control::Control;
 
@@ -50,9 +51,11 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 8192;
 /// accepts in progress, image builds.
 pub const RESERVED_FDS: u64 = 512;
 
-/// File descriptors the daemon holds per sandbox while the sandbox runs, with room to spare:
-/// the jailer's pidfd and pipes, the cgroup and the agent socket of a request in flight.
-pub const FDS_PER_SANDBOX: u64 = 4;
+/// File descriptors the daemon sets aside per sandbox. A running sandbox holds none while it
+/// idles (measured); its boot, stop and the sweeper's calls to its agent hold a few for a
+/// moment. Connections to the agent made for a client request are counted with the client's
+/// connection in [`connection_cap_for`].
+pub const FDS_PER_SANDBOX: u64 = 2;
 
 /// The connection cap that fits a descriptor budget of `nofile` next to `max_sandboxes`
 /// running sandboxes. Each connection can hold two descriptors: its socket and a connection to
@@ -89,6 +92,23 @@ const REJECT_LINGER: Duration = Duration::from_millis(500);
 const REJECT_LINGER_BYTES: usize = 64 << 10;
 /// Pause after an accept error such as EMFILE, so a full descriptor table is not a busy loop.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Pending connections the kernel queues before Warren accepts them (capped by the host's
+/// `net.core.somaxconn`). A burst of connects larger than the queue loses SYNs, which clients
+/// retry only after a second.
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `addr` with a backlog that absorbs bursts of connects.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight requests finish
 /// for at most [`ListenConfig::shutdown_grace`]. Connections are counted in `control`'s
@@ -286,8 +306,8 @@ mod tests {
 
     #[test]
     fn the_cap_leaves_descriptors_for_sandboxes() {
-        // 20000 - 512 reserved - 2000 sandboxes x 4 = 11488, half of it per connection pair.
-        assert_eq!(connection_cap_for(20_000, 2000), 5744);
+        // 20000 - 512 reserved - 2000 sandboxes x 2 = 15488, half of it per connection pair.
+        assert_eq!(connection_cap_for(20_000, 2000), 7744);
         assert_eq!(connection_cap_for(1024, 2000), 0, "no budget left");
         assert_eq!(
             connection_cap_for(20_000, usize::MAX),

@@ -140,8 +140,7 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
             );
         }
         tokio::spawn(control.clone().sweep_forever());
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
+        let listener = warren_api::bind(args.listen)
             .with_context(|| format!("failed to listen on {}", args.listen))?;
         let listen = ListenConfig {
             max_connections: connection_cap(args.max_connections, args.max_sandboxes),
