@@ -8,6 +8,12 @@ if [ "$(id -u)" != 0 ]; then
   echo "scripts/up.sh needs root: Warren creates namespaces, cgroups and btrfs subvolumes" >&2
   exit 1
 fi
+# btrfs-progs, mmdebstrap and the rest: installed when missing (Debian, Ubuntu), else named.
+scripts/deps.sh
+if ! command -v cargo >/dev/null; then
+  echo "scripts/up.sh needs Rust (cargo) to build Warren: install it from https://rustup.rs and run this again" >&2
+  exit 1
+fi
 scripts/build.sh
 target/release/warren image build
 target/release/warren doctor || true
