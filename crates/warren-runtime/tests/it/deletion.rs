@@ -57,7 +57,7 @@ fn delete_subvolume_tree_finds_nested_subvolumes_wherever_they_were_moved() {
     std::fs::rename(top.join("one"), top.join("a/b/c/one")).unwrap();
     std::fs::create_dir_all(top.join("a/b/c/one/x/y")).unwrap();
     btrfs::create_subvolume(&top.join("a/b/c/one/x/y/two"), None).unwrap();
-    btrfs::create_subvolume(&top.join("a/b/c/one/x/y/two/three"), None).unwrap();
+    btrfs::create_subvolume(&top.join("a/b/c/one/x/y/two/three"), Some(1 << 30)).unwrap();
     btrfs::create_subvolume(&top.join("a/sibling"), None).unwrap();
 
     let ids = btrfs::subvolume_tree(&fs, &top).unwrap();
@@ -70,6 +70,18 @@ fn delete_subvolume_tree_finds_nested_subvolumes_wherever_they_were_moved() {
     };
     assert!(pos("a/b/c/one/x/y/two/three") < pos("a/b/c/one/x/y/two"));
     assert!(pos("a/b/c/one/x/y/two") < pos("a/b/c/one"));
+    // Limits of nested subvolumes are lifted by id before a delete (full qgroups refuse to
+    // delete a subvolume at its limit).
+    let three = btrfs::subvolume_id(&top.join("a/b/c/one/x/y/two/three")).unwrap();
+    let max = btrfs::sysfs_dir(&fs)
+        .unwrap()
+        .join(format!("qgroups/0_{three}/max_referenced"));
+    assert_eq!(
+        std::fs::read_to_string(&max).unwrap().trim(),
+        (1u64 << 30).to_string()
+    );
+    btrfs::set_limit_by_id(&fs, three, None).unwrap();
+    assert_eq!(std::fs::read_to_string(&max).unwrap().trim(), "0");
     // The plain delete refuses a subvolume with nested ones: the case the tree delete is for.
     let err = btrfs::delete_subvolume(&top).unwrap_err();
     assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY), "{err}");
