@@ -44,7 +44,14 @@ pub fn driver() -> &'static JailDriver {
         cfg.pool_bytes = 16 << 30;
         let driver = JailDriver::open(cfg).expect("open the jail driver");
         // Parallel test binaries share the data dir: one builds the image, the others wait.
-        let lock = std::fs::File::create(data_dir().join(".image-build.lock")).unwrap();
+        use std::os::unix::fs::OpenOptionsExt;
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(data_dir().join(".image-build.lock"))
+            .unwrap();
         let _guard = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
         warren_runtime::image::ensure_default_image(driver.storage(), &mut |_| {})
             .expect("build the default image (needs mmdebstrap and Debian's package mirror)");
