@@ -117,8 +117,9 @@ pub const PRIVATE_DIR: u32 = 0o700;
 /// Mode of the database, the pool image, keys, locks and logs.
 pub const PRIVATE_FILE: u32 = 0o600;
 
+/// The mode of what `path` names (a data dir may be a symlink to where the space is).
 fn mode_of(path: &Path) -> Result<u32, StorageError> {
-    std::fs::symlink_metadata(path)
+    std::fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o7777)
         .map_err(io_err("inspect", path))
 }

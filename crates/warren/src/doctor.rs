@@ -37,7 +37,7 @@ fn kernel_at_least(major: u32, minor: u32) -> (bool, String) {
 
 fn mode(path: &Path) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::symlink_metadata(path)
+    std::fs::metadata(path)
         .ok()
         .map(|m| m.permissions().mode() & 0o7777)
 }
