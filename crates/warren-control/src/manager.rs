@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
+use warren_runtime::image::error_chain;
 use warren_runtime::{AgentConn, AnyDriver, Driver, SandboxHandle, SandboxSpec};
 use warren_types::{ImageRef, Limits, SandboxId, SandboxStatus};
 
@@ -1074,18 +1075,6 @@ impl Control {
             None => rec.config.run_config.clone(),
         }
     }
-}
-
-/// An error with its causes, for the log (the host paths in it stay there).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// Why a deletion is pending, in words the API may show: no host path, no raw errno text.

@@ -185,8 +185,9 @@ pub fn build_default_image_in_background(driver: JailDriver) -> bool {
     true
 }
 
-/// An error with its causes, for one log line.
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its causes, for one log line (host paths in it stay in the log, never in an
+/// API answer).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
