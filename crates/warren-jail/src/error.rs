@@ -102,7 +102,7 @@ impl<T, E: Into<io::Error>> Context<T> for Result<T, E> {
 }
 
 /// One line: the error and its causes joined by ": " (what anyhow's `{:#}` prints).
-pub(crate) fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+pub fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
     let mut line = err.to_string();
     let mut cause = err.source();
     while let Some(c) = cause {

@@ -32,7 +32,7 @@ use std::panic::AssertUnwindSafe;
 
 use error::Context;
 
-pub use error::JailError;
+pub use error::{JailError, one_line};
 pub use inside::{AGENT_CAPABILITIES, shm_inodes};
 pub use spec::{JailReport, JailSpec, LANDLOCK_REVIEWED_ABI, MIN_ID_BASE};
 

@@ -185,17 +185,10 @@ pub fn build_default_image_in_background(driver: JailDriver) -> bool {
     true
 }
 
-/// An error with its causes, for one log line (host paths in it stay in the log, never in an
-/// API answer).
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+/// An error with its causes on one line, for the log (host paths in it stay in the log, never
+/// in an API answer).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    warren_jail::one_line(e)
 }
 
 /// Builds the default image unless it is present. `progress` gets one line per build step.

@@ -142,12 +142,7 @@ for name, flag in (("immutable", IMMUTABLE), ("append", APPEND)):
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sandbox_that_moved_its_tmp_nested_subvolumes_and_wrote_100k_entries_is_destroyed() {
     let sb = TestSandbox::new().await;
-    let out = sb
-        .exec(warren_proto::ExecSpec {
-            argv: vec!["python3".into(), "-c".into(), TENANT.into()],
-            ..Default::default()
-        })
-        .await;
+    let out = sb.python(TENANT).await;
     let text = out.out();
     assert_eq!(out.code(), 0, "{text}{}", out.err());
     assert!(text.contains("entries 110000\n"), "{text}");

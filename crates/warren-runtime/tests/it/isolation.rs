@@ -131,12 +131,7 @@ print("unix", attempt(1, 1, 0))
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dangerous_socket_families_are_denied() {
     let sb = TestSandbox::new().await;
-    let out = sb
-        .exec(warren_proto::ExecSpec {
-            argv: vec!["python3".into(), "-c".into(), SOCKET_PROBE.into()],
-            ..Default::default()
-        })
-        .await;
+    let out = sb.python(SOCKET_PROBE).await;
     assert_eq!(out.code(), 0, "{}", out.err());
     let inside = pairs(&out.out());
     // The control runs in a user and network namespace of its own, where it holds
@@ -203,12 +198,7 @@ for line in open("/proc/self/status"):
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespaces_io_uring_and_mount_are_denied_by_the_filter() {
     let sb = TestSandbox::new().await;
-    let out = sb
-        .exec(warren_proto::ExecSpec {
-            argv: vec!["python3".into(), "-c".into(), SYSCALL_PROBE.into()],
-            ..Default::default()
-        })
-        .await;
+    let out = sb.python(SYSCALL_PROBE).await;
     assert_eq!(out.code(), 0, "{}", out.err());
     let inside = pairs(&out.out());
     let host = host_control(&[], SYSCALL_PROBE);
@@ -474,12 +464,7 @@ except OSError as e:
 open("/root/src", "wb").write(b"x" * 65536)
 print("reflink", os.system("cp --reflink=always /root/src /root/dst") >> 8)
 "#;
-    let out = sb
-        .exec(warren_proto::ExecSpec {
-            argv: vec!["python3".into(), "-c".into(), script.into()],
-            ..Default::default()
-        })
-        .await;
+    let out = sb.python(script).await;
     let text = out.out();
     assert!(
         text.contains("subvol_create 1\n"),

@@ -200,12 +200,7 @@ for i in range(n):
 open("/dev/shm/after", "w").write("ok")
 print("after", open("/dev/shm/after").read())
 "#;
-    let out = sb
-        .exec(warren_proto::ExecSpec {
-            argv: vec!["python3".into(), "-c".into(), script.into()],
-            ..Default::default()
-        })
-        .await;
+    let out = sb.python(script).await;
     assert_eq!(out.code(), 0, "{}{}", out.out(), out.err());
     let text = out.out();
     let mut lines = text.lines();

@@ -99,6 +99,15 @@ impl TestSandbox {
         .await
     }
 
+    /// Runs a Python script with the image's python3 to completion.
+    pub async fn python(&self, script: &str) -> Output {
+        self.exec(ExecSpec {
+            argv: vec!["python3".into(), "-c".into(), script.into()],
+            ..Default::default()
+        })
+        .await
+    }
+
     /// Runs a command to completion and collects its output.
     pub async fn exec(&self, spec: ExecSpec) -> Output {
         let mut conn = self.conn().await;
