@@ -6,62 +6,46 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::error::ControlError;
+pub use warren_types::RunConfig;
 
-/// User, working directory and environment commands run with. Layers merge: `user` and
-/// `work_dir` replace, `env_vars` merge.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RunConfig {
-    /// `name`, `uid`, `name:group` or `uid:gid`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// Absolute working directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub work_dir: Option<String>,
-    /// Environment variables.
-    #[serde(default)]
-    pub env_vars: BTreeMap<String, String>,
+/// A request the control plane refuses as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A value is out of range or of the wrong shape.
+    #[error("{0}")]
+    Invalid(String),
+    /// The request contradicts itself or cannot be served as written.
+    #[error("{0}")]
+    Malformed(String),
+    /// It asks for a feature that is not built yet: refused, never silently ignored.
+    #[error("{0}")]
+    Unsupported(String),
 }
 
-impl RunConfig {
-    /// `self` with `top` layered over it.
-    pub fn layered(&self, top: &RunConfig) -> RunConfig {
-        let mut env_vars = self.env_vars.clone();
-        env_vars.extend(top.env_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-        RunConfig {
-            user: top.user.clone().or_else(|| self.user.clone()),
-            work_dir: top.work_dir.clone().or_else(|| self.work_dir.clone()),
-            env_vars,
-        }
+/// Rejects relative working directories, empty users and malformed variable names.
+pub fn validate_run_config(rc: &RunConfig) -> Result<(), ConfigError> {
+    if let Some(dir) = &rc.work_dir
+        && !dir.starts_with('/')
+    {
+        return Err(ConfigError::Malformed(format!(
+            "run_config.work_dir must be an absolute path, got {dir:?}"
+        )));
     }
-
-    /// Rejects relative working directories, empty users and malformed variable names.
-    pub fn validate(&self) -> Result<(), ControlError> {
-        if let Some(dir) = &self.work_dir
-            && !dir.starts_with('/')
-        {
-            return Err(ControlError::BadRequest {
-                error: "InvalidRequest",
-                message: format!("run_config.work_dir must be an absolute path, got {dir:?}"),
-            });
-        }
-        if let Some(user) = &self.user
-            && (user.is_empty() || user.contains(['\0', '\n', '/']))
-        {
-            return Err(ControlError::invalid(format!(
-                "invalid run_config.user {user:?}"
+    if let Some(user) = &rc.user
+        && (user.is_empty() || user.contains(['\0', '\n', '/']))
+    {
+        return Err(ConfigError::Invalid(format!(
+            "invalid run_config.user {user:?}"
+        )));
+    }
+    for k in rc.env_vars.keys() {
+        if k.is_empty() || k.contains(['=', '\0']) {
+            return Err(ConfigError::Invalid(format!(
+                "invalid environment variable name {k:?}"
             )));
         }
-        for k in self.env_vars.keys() {
-            if k.is_empty() || k.contains(['=', '\0']) {
-                return Err(ControlError::invalid(format!(
-                    "invalid environment variable name {k:?}"
-                )));
-            }
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 /// A sandbox's stored configuration.
@@ -194,7 +178,7 @@ pub struct UpdateSandbox {
 
 /// Checks a sandbox name: 1–63 characters of letters, digits, `-`, `_` and `.`, starting with a
 /// letter or digit, and not shaped like a UUID (those address sandboxes by id).
-pub fn validate_name(name: &str) -> Result<(), ControlError> {
+pub fn validate_name(name: &str) -> Result<(), ConfigError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.as_bytes()[0].is_ascii_alphanumeric()
@@ -202,13 +186,13 @@ pub fn validate_name(name: &str) -> Result<(), ControlError> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     if !ok {
-        return Err(ControlError::invalid(format!(
+        return Err(ConfigError::Invalid(format!(
             "invalid sandbox name {name:?}: use 1-63 letters, digits, '-', '_' or '.', starting \
              with a letter or digit"
         )));
     }
     if uuid::Uuid::parse_str(name).is_ok() {
-        return Err(ControlError::invalid(format!(
+        return Err(ConfigError::Invalid(format!(
             "sandbox name {name:?} must not be a UUID"
         )));
     }
@@ -216,9 +200,9 @@ pub fn validate_name(name: &str) -> Result<(), ControlError> {
 }
 
 /// Checks a TTL: non-negative multiple of 60 seconds.
-pub fn validate_ttl(field: &str, secs: u64) -> Result<(), ControlError> {
+pub fn validate_ttl(field: &str, secs: u64) -> Result<(), ConfigError> {
     if !secs.is_multiple_of(60) {
-        return Err(ControlError::invalid(format!(
+        return Err(ConfigError::Invalid(format!(
             "{field} must be a multiple of 60, got {secs}"
         )));
     }
@@ -230,11 +214,11 @@ pub fn validate_resources(
     vcpus: Option<u32>,
     mem: Option<u64>,
     fs: Option<u64>,
-) -> Result<(), ControlError> {
+) -> Result<(), ConfigError> {
     if let Some(v) = vcpus
         && !(1..=defaults::MAX_VCPUS).contains(&v)
     {
-        return Err(ControlError::invalid(format!(
+        return Err(ConfigError::Invalid(format!(
             "vcpus must be between 1 and {}, got {v}",
             defaults::MAX_VCPUS
         )));
@@ -242,7 +226,7 @@ pub fn validate_resources(
     if let Some(m) = mem
         && m < defaults::MIN_MEM_BYTES
     {
-        return Err(ControlError::invalid(format!(
+        return Err(ConfigError::Invalid(format!(
             "mem_bytes must be at least {}, got {m}",
             defaults::MIN_MEM_BYTES
         )));
@@ -250,7 +234,7 @@ pub fn validate_resources(
     if let Some(f) = fs
         && !(defaults::MIN_FS_CAPACITY_BYTES..=defaults::MAX_FS_CAPACITY_BYTES).contains(&f)
     {
-        return Err(ControlError::invalid(format!(
+        return Err(ConfigError::Invalid(format!(
             "fs_capacity_bytes must be between {} and {}, got {f}",
             defaults::MIN_FS_CAPACITY_BYTES,
             defaults::MAX_FS_CAPACITY_BYTES
@@ -261,23 +245,19 @@ pub fn validate_resources(
 
 /// Checks the objects that are stored and echoed but not yet enforced: accepting a rule that
 /// does nothing would let a caller believe, say, that credentials are being injected.
-pub fn validate_passthrough(req: &CreateSandbox) -> Result<(), ControlError> {
+pub fn validate_passthrough(req: &CreateSandbox) -> Result<(), ConfigError> {
     if req.preserve_memory_on_stop == Some(true) || req.restore_memory == Some(true) {
-        return Err(ControlError::BadRequest {
-            error: "InvalidRequest",
-            message: "memory-preserving stop is not supported yet".into(),
-        });
+        return Err(ConfigError::Malformed(
+            "memory-preserving stop is not supported yet".into(),
+        ));
     }
     if let Some(ad) = &req.access_delegation {
         let explicit = ad.get("mode").and_then(Value::as_str) == Some("EXPLICIT")
             && ad.get("permissions").is_some_and(Value::is_array);
         if !explicit {
-            return Err(ControlError::BadRequest {
-                error: "InvalidRequest",
-                message:
-                    "access_delegation must be {\"mode\": \"EXPLICIT\", \"permissions\": [...]}"
-                        .into(),
-            });
+            return Err(ConfigError::Malformed(
+                "access_delegation must be {\"mode\": \"EXPLICIT\", \"permissions\": [...]}".into(),
+            ));
         }
     }
     check_proxy_config(req.proxy_config.as_ref())?;
@@ -287,16 +267,20 @@ pub fn validate_passthrough(req: &CreateSandbox) -> Result<(), ControlError> {
             .and_then(Value::as_array)
             .is_some_and(|m| !m.is_empty())
     {
-        return Err(ControlError::unsupported("mounts are not supported yet"));
+        return Err(ConfigError::Unsupported(
+            "mounts are not supported yet".into(),
+        ));
     }
     Ok(())
 }
 
 /// Proxy rules need the egress proxy, which is not built yet: only an empty rule set is accepted.
-pub fn check_proxy_config(pc: Option<&Value>) -> Result<(), ControlError> {
+pub fn check_proxy_config(pc: Option<&Value>) -> Result<(), ConfigError> {
     if let Some(pc) = pc {
         if !pc.is_object() {
-            return Err(ControlError::invalid("proxy_config must be an object"));
+            return Err(ConfigError::Invalid(
+                "proxy_config must be an object".into(),
+            ));
         }
         let has_rules = pc
             .get("rules")
@@ -308,8 +292,8 @@ pub fn check_proxy_config(pc: Option<&Value>) -> Result<(), ControlError> {
             .and_then(Value::as_array)
             .is_some_and(|r| !r.is_empty());
         if has_rules || has_acl || has_callbacks {
-            return Err(ControlError::unsupported(
-                "proxy rules are not supported yet: sandboxes have no network egress",
+            return Err(ConfigError::Unsupported(
+                "proxy rules are not supported yet: sandboxes have no network egress".into(),
             ));
         }
     }
@@ -341,7 +325,7 @@ mod tests {
             work_dir: Some("srv".into()),
             ..Default::default()
         };
-        assert!(rel.validate().is_err());
+        assert!(validate_run_config(&rel).is_err());
     }
 
     #[test]

@@ -1,21 +1,54 @@
-//! The control plane: sandbox lifecycle (create, start, stop, delete, auto-wake), the TTL
-//! sweeper, recovery after a restart, the state store, API keys and tenancy, the audit log and
-//! metrics. No HTTP: `warren-api` translates requests into calls on [`Control`].
+//! The control plane: every operation on a sandbox, owned in one place. Lifecycle (create,
+//! start, stop, delete, update, auto-wake), commands (exec, attach, SSE park and resume), files
+//! (read, write, glob, grep), the TTL sweeper, recovery after a restart, the state store, API
+//! keys and tenancy, the audit log and metrics. No HTTP, and no agent protocol: `warren-api`
+//! and the CLI translate requests into calls on [`Control`], which reaches sandboxes through
+//! the [`warren_driver::Driver`] it was given.
 //!
-//! Request path: `warren-api` → [`Control`] → `warren-runtime` driver → jailer → agent.
+//! One file per verb (`create.rs`, `start.rs`, `stop.rs`, `delete.rs`, `update.rs`, `exec.rs`,
+//! `files.rs`, `keys.rs`, `audit.rs`, `recover.rs`, `sweep.rs`), each opening with its status
+//! guard through [`warren_types::SandboxStatus::can_become`].
 
 pub mod admission;
+mod audit;
 pub mod auth;
+mod command;
 pub mod config;
+mod control;
+mod create;
+mod delete;
 pub mod error;
-pub mod manager;
+mod exec;
+mod files;
+mod keys;
 pub mod metrics;
+mod parked;
+mod recover;
+mod running;
+mod start;
+mod state;
+mod stop;
 pub mod store;
+mod sweep;
+mod update;
 
 pub use admission::ResourceLimits;
-pub use config::{CreateSandbox, RunConfig, SandboxConfig, UpdateSandbox};
-pub use error::ControlError;
-pub use manager::{ActivityGuard, Control, ControlConfig, Running};
+pub use command::{
+    CommandStream, DEFAULT_IDLE_TIMEOUT_SECONDS, DEFAULT_SHELL, DEFAULT_TIMEOUT_SECONDS,
+    DEFAULT_TTL_SECONDS, ExecEvent, ExecFailure, ExecRequest, MAX_LIMIT_SECONDS,
+};
+pub use config::{ConfigError, CreateSandbox, RunConfig, SandboxConfig, UpdateSandbox};
+pub use control::{Control, ControlConfig};
+pub use error::{ControlError, FileOp};
+pub use files::{
+    FileBody, GLOB_DEFAULT_LIMIT, GREP_DEFAULT_LIMIT, Glob, Grep, MAX_MATCHES, OpenFile, Upload,
+};
+pub use state::{ActivityGuard, Running};
 pub use store::{AuditEntry, KeyInfo, Principal, SandboxRecord, SqliteStore, Store, StoreError};
-/// Runtime types the API layer needs to talk to agents (it never drives the runtime itself).
-pub use warren_runtime::{AgentConn, AgentConnError, AgentReader, AgentWriter};
+/// The data types of commands and files, as the control plane hands them out.
+pub use warren_driver::{
+    CommandSummary, ErrorKind, FileInfo, FileKind, PtySize, SearchHit, SearchResult, Stream, Tier,
+};
+
+#[cfg(test)]
+mod tests;

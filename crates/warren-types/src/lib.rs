@@ -5,6 +5,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub mod agent;
+
+use std::collections::BTreeMap;
+
 /// Errors from parsing the types in this crate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -263,6 +267,35 @@ mod tests {
         );
         for bad in ["../x", "a//b", "a:b:c/d", "x:", "a b"] {
             assert!(bad.parse::<ImageRef>().is_err(), "{bad} should not parse");
+        }
+    }
+}
+
+/// User, working directory and environment commands run with. Layers merge: `user` and
+/// `work_dir` replace, `env_vars` merge.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// `name`, `uid`, `name:group` or `uid:gid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Absolute working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_dir: Option<String>,
+    /// Environment variables.
+    #[serde(default)]
+    pub env_vars: BTreeMap<String, String>,
+}
+
+impl RunConfig {
+    /// `self` with `top` layered over it.
+    pub fn layered(&self, top: &RunConfig) -> RunConfig {
+        let mut env_vars = self.env_vars.clone();
+        env_vars.extend(top.env_vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+        RunConfig {
+            user: top.user.clone().or_else(|| self.user.clone()),
+            work_dir: top.work_dir.clone().or_else(|| self.work_dir.clone()),
+            env_vars,
         }
     }
 }

@@ -1,47 +1,12 @@
-//! The state store: one trait, SQLite (WAL) behind it now, PostgreSQL later when Warren runs on
-//! several machines. Migrations live in `migrations/` and run in order on open; the schema version
-//! is SQLite's `user_version`.
+//! The SQLite implementation of [`Store`](super::Store).
 
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use warren_runtime::SandboxHandle;
-use warren_types::{SandboxId, SandboxStatus};
 
-use crate::config::SandboxConfig;
-
-/// Store failures.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The database failed.
-    #[error("failed to access the state database")]
-    Db(#[from] rusqlite::Error),
-    /// A stored value could not be decoded.
-    #[error("failed to decode stored {what}")]
-    Decode {
-        /// Which value.
-        what: &'static str,
-        /// Cause.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
-    /// A uniqueness constraint failed (a name already taken).
-    #[error("{0} already exists")]
-    Conflict(String),
-    /// The database file could not be made private.
-    #[error("failed to {action} {path}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// Where.
-        path: std::path::PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
-}
+use super::{AuditEntry, KeyInfo, Principal, SandboxRecord, Store, StoreError};
 
 /// Makes the database and its WAL and shared-memory files private to root (0600): they hold
 /// every sandbox's environment variables and the audit log. SQLite creates the -wal and -shm
@@ -80,135 +45,7 @@ fn make_db_private(path: &Path) -> Result<(), StoreError> {
 }
 
 /// Ordered migrations; index + 1 is the schema version each one produces.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
-
-/// A workspace user's identity, as found from an API key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// User id.
-    pub user_id: String,
-    /// User name.
-    pub user_name: String,
-    /// Workspace id.
-    pub workspace_id: String,
-    /// Workspace admins see and manage every sandbox in the workspace.
-    pub is_admin: bool,
-}
-
-/// An API key's public metadata (never the key).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyInfo {
-    /// Key id.
-    pub id: String,
-    /// Owner's user name.
-    pub user_name: String,
-    /// Whether the owner is a workspace admin.
-    pub is_admin: bool,
-    /// Creation time.
-    pub created_at: SystemTime,
-    /// Revocation time.
-    pub revoked_at: Option<SystemTime>,
-}
-
-/// One sandbox's record.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SandboxRecord {
-    /// Public id (UUID).
-    pub id: String,
-    /// Owning workspace.
-    pub workspace_id: String,
-    /// Creating user.
-    pub created_by: String,
-    /// Name, unique in the workspace.
-    pub name: String,
-    /// The driver's id for it.
-    pub runtime_id: SandboxId,
-    /// Lifecycle state.
-    pub status: SandboxStatus,
-    /// Why it failed or stopped unexpectedly.
-    pub status_message: Option<String>,
-    /// What was asked for.
-    pub config: SandboxConfig,
-    /// The driver's handle while it runs.
-    pub handle: Option<SandboxHandle>,
-    /// Creation time.
-    pub created_at: SystemTime,
-    /// Last change.
-    pub updated_at: SystemTime,
-    /// When it last stopped.
-    pub stopped_at: Option<SystemTime>,
-}
-
-/// One audit log entry.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct AuditEntry {
-    /// Position in the log (assigned on append).
-    pub seq: i64,
-    /// When (RFC 3339).
-    pub at: String,
-    /// Workspace.
-    pub workspace_id: Option<String>,
-    /// Acting user.
-    pub user_id: Option<String>,
-    /// What happened, e.g. `api`, `exec`, `sandbox.create`.
-    pub action: String,
-    /// What it happened to (sandbox id, path, ...).
-    pub target: Option<String>,
-    /// Details (method and status, the command line, ...).
-    pub detail: Option<String>,
-}
-
-/// Persistent state.
-pub trait Store: Send + Sync + std::fmt::Debug {
-    /// Whether any user exists (false on first start).
-    fn has_users(&self) -> Result<bool, StoreError>;
-    /// Creates a workspace and returns its id.
-    fn create_workspace(&self, name: &str) -> Result<String, StoreError>;
-    /// Creates a user and returns its id.
-    fn create_user(
-        &self,
-        workspace_id: &str,
-        name: &str,
-        admin: bool,
-    ) -> Result<String, StoreError>;
-    /// Stores a key hash for a user and returns the key id.
-    fn add_key(&self, user_id: &str, key_hash: &str) -> Result<String, StoreError>;
-    /// The principal a key hash belongs to, if it exists and is not revoked.
-    fn principal_for_key(&self, key_hash: &str) -> Result<Option<Principal>, StoreError>;
-    /// Every key of a workspace.
-    fn list_keys(&self, workspace_id: &str) -> Result<Vec<KeyInfo>, StoreError>;
-    /// Revokes a key of a workspace; false if there is no such key.
-    fn revoke_key(&self, workspace_id: &str, key_id: &str) -> Result<bool, StoreError>;
-
-    /// Inserts a new sandbox; `Conflict` if the name is taken in the workspace.
-    fn insert_sandbox(&self, rec: &SandboxRecord) -> Result<(), StoreError>;
-    /// Writes a sandbox's record; `Conflict` if a rename collides.
-    fn update_sandbox(&self, rec: &SandboxRecord) -> Result<(), StoreError>;
-    /// A sandbox by id.
-    fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>, StoreError>;
-    /// A sandbox of a workspace by name or id.
-    fn find_sandbox(
-        &self,
-        workspace_id: &str,
-        name_or_id: &str,
-    ) -> Result<Option<SandboxRecord>, StoreError>;
-    /// Sandboxes of a workspace, or of every workspace.
-    fn list_sandboxes(&self, workspace_id: Option<&str>) -> Result<Vec<SandboxRecord>, StoreError>;
-    /// Removes a sandbox's record.
-    fn delete_sandbox(&self, id: &str) -> Result<(), StoreError>;
-
-    /// Appends to the audit log.
-    fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
-    /// Sequence number of the newest audit entry (0 when empty).
-    fn last_audit_seq(&self) -> Result<i64, StoreError>;
-    /// Audit entries after `after_seq`, oldest first, at most `limit`.
-    fn list_audit(
-        &self,
-        workspace_id: Option<&str>,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<Vec<AuditEntry>, StoreError>;
-}
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
 
 /// SQLite-backed [`Store`]. One connection behind a mutex: every statement is short, and WAL
 /// lets `warren audit` read while the daemon writes.
@@ -233,7 +70,7 @@ fn parse_opt_time(s: Option<String>) -> Result<Option<SystemTime>, StoreError> {
     s.as_deref().map(parse_time).transpose()
 }
 
-fn new_id() -> String {
+pub(super) fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
@@ -284,6 +121,18 @@ impl SqliteStore {
         Ok(store)
     }
 
+    /// A private database in memory, gone when dropped: for tests of the layers above, and for
+    /// tools that need a store but no state.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let store = Self {
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
     /// Opens the database read-only (for `warren audit` beside a running daemon).
     pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
         let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
@@ -293,7 +142,7 @@ impl SqliteStore {
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock leaves SQLite consistent (statements are atomic), so a
         // poisoned lock is still safe to use.
         self.conn
@@ -656,133 +505,5 @@ impl Store for SqliteStore {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("w.db")).unwrap();
-        (dir, s)
-    }
-
-    fn record(ws: &str, user: &str, name: &str) -> SandboxRecord {
-        let now = SystemTime::now();
-        SandboxRecord {
-            id: new_id(),
-            workspace_id: ws.into(),
-            created_by: user.into(),
-            name: name.into(),
-            runtime_id: SandboxId::generate(),
-            status: SandboxStatus::Provisioning,
-            status_message: None,
-            config: SandboxConfig::default(),
-            handle: None,
-            created_at: now,
-            updated_at: now,
-            stopped_at: None,
-        }
-    }
-
-    #[test]
-    fn keys_resolve_to_principals_until_revoked() {
-        let (_d, s) = store();
-        assert!(!s.has_users().unwrap());
-        let ws = s.create_workspace("default").unwrap();
-        let u = s.create_user(&ws, "alice", true).unwrap();
-        let k = s.add_key(&u, "hash-a").unwrap();
-        let p = s.principal_for_key("hash-a").unwrap().unwrap();
-        assert_eq!((p.user_name.as_str(), p.is_admin), ("alice", true));
-        assert!(s.principal_for_key("hash-b").unwrap().is_none());
-        assert!(s.revoke_key(&ws, &k).unwrap());
-        assert!(s.principal_for_key("hash-a").unwrap().is_none());
-        assert!(!s.revoke_key(&ws, &k).unwrap(), "already revoked");
-        assert_eq!(s.list_keys(&ws).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn sandbox_names_are_unique_per_workspace_and_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let (ws, id) = {
-            let s = SqliteStore::open(&path).unwrap();
-            let ws = s.create_workspace("default").unwrap();
-            let other = s.create_workspace("other").unwrap();
-            let u = s.create_user(&ws, "alice", false).unwrap();
-            let u2 = s.create_user(&other, "bob", false).unwrap();
-            let a = record(&ws, &u, "box");
-            s.insert_sandbox(&a).unwrap();
-            assert!(matches!(
-                s.insert_sandbox(&record(&ws, &u, "box")),
-                Err(StoreError::Conflict(_))
-            ));
-            s.insert_sandbox(&record(&other, &u2, "box")).unwrap();
-            let mut b = record(&ws, &u, "box2");
-            s.insert_sandbox(&b).unwrap();
-            b.name = "box".into();
-            assert!(matches!(s.update_sandbox(&b), Err(StoreError::Conflict(_))));
-            (ws, a.id)
-        };
-        let s = SqliteStore::open(&path).unwrap();
-        let found = s.find_sandbox(&ws, "box").unwrap().unwrap();
-        assert_eq!(found.id, id);
-        assert_eq!(s.find_sandbox(&ws, &id).unwrap().unwrap().name, "box");
-        assert_eq!(s.list_sandboxes(Some(&ws)).unwrap().len(), 2);
-        assert_eq!(s.list_sandboxes(None).unwrap().len(), 3);
-        s.delete_sandbox(&id).unwrap();
-        assert!(s.get_sandbox(&id).unwrap().is_none());
-    }
-
-    #[test]
-    fn audit_is_append_only() {
-        let (_d, s) = store();
-        let e = AuditEntry {
-            seq: 0,
-            at: rfc3339(SystemTime::now()),
-            workspace_id: None,
-            user_id: None,
-            action: "api".into(),
-            target: None,
-            detail: Some("GET /x 200".into()),
-        };
-        s.append_audit(&e).unwrap();
-        s.append_audit(&e).unwrap();
-        let got = s.list_audit(None, 0, 10).unwrap();
-        assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
-        assert_eq!(s.list_audit(None, 1, 10).unwrap().len(), 1);
-        let conn = s.lock();
-        assert!(conn.execute("DELETE FROM audit", []).is_err());
-        assert!(conn.execute("UPDATE audit SET action = 'x'", []).is_err());
-    }
-
-    #[test]
-    fn the_database_and_its_wal_are_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.db");
-        let wal = dir.path().join("w.db-wal");
-        let shm = dir.path().join("w.db-shm");
-        {
-            let s = SqliteStore::open(&path).unwrap();
-            s.create_workspace("default").unwrap();
-            for p in [&path, &wal, &shm] {
-                assert_eq!(mode(p), 0o600, "{}", p.display());
-            }
-        }
-        // A database made by an older version, readable by everyone, is made private at open.
-        for p in [&path, &wal, &shm] {
-            if p.exists() {
-                std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
-            }
-        }
-        let s = SqliteStore::open(&path).unwrap();
-        s.create_workspace("other").unwrap();
-        for p in [&path, &wal, &shm] {
-            assert_eq!(mode(p), 0o600, "{}", p.display());
-        }
     }
 }

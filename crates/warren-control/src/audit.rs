@@ -1,0 +1,43 @@
+//! The audit log: who did what to which sandbox, appended by every verb.
+
+use crate::control::{Control, now};
+use crate::error::ControlError;
+use crate::store::{AuditEntry, Principal, Store, rfc3339};
+
+impl Control {
+    /// Appends to the audit log; failures are logged, never surfaced to the caller.
+    pub fn audit(
+        &self,
+        p: Option<&Principal>,
+        action: &str,
+        target: Option<&str>,
+        detail: Option<String>,
+    ) {
+        let entry = AuditEntry {
+            seq: 0,
+            at: rfc3339(now()),
+            workspace_id: p.map(|p| p.workspace_id.clone()),
+            user_id: p.map(|p| p.user_id.clone()),
+            action: action.to_owned(),
+            target: target.map(str::to_owned),
+            detail,
+        };
+        if let Err(e) = self.store.append_audit(&entry) {
+            tracing::error!(error = %e, action, "failed to append to the audit log");
+        }
+    }
+
+    /// Audit entries visible to the caller (admins: the workspace; others: their own).
+    pub fn list_audit(
+        &self,
+        p: &Principal,
+        after: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, ControlError> {
+        let mut entries = self.store.list_audit(Some(&p.workspace_id), after, limit)?;
+        if !p.is_admin {
+            entries.retain(|e| e.user_id.as_deref() == Some(&p.user_id));
+        }
+        Ok(entries)
+    }
+}

@@ -1,0 +1,243 @@
+//! The control plane's one object: the store, the driver and the per-process state every verb
+//! shares. The verbs live one per file beside this one (`create.rs`, `start.rs`, ...), each
+//! opening with its status guard; this file holds only what they all use.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use warren_driver::{Driver, SandboxSpec, Tier};
+use warren_types::{ImageRef, Limits, SandboxStatus};
+
+use crate::admission::{self, ResourceLimits};
+use crate::error::ControlError;
+use crate::metrics::Metrics;
+use crate::parked::Parked;
+use crate::state::{ActivityMap, KeyCache, PendingDeletes};
+use crate::store::{Principal, SandboxRecord, SqliteStore, Store, StoreError};
+
+/// Settings of the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Data dir: the state database and `admin.key` live here.
+    pub data_dir: PathBuf,
+    /// URL clients reach this server at, without a trailing `/` (for `dataplane_url`).
+    pub public_url: String,
+    /// How often the sweeper looks for idle and expired sandboxes.
+    pub sweep_interval: Duration,
+    /// Per-sandbox maxima and the server's and users' quotas.
+    pub limits: ResourceLimits,
+}
+
+/// The control plane.
+#[derive(Debug)]
+pub struct Control {
+    pub(crate) store: SqliteStore,
+    pub(crate) driver: Arc<dyn Driver>,
+    pub(crate) cfg: ControlConfig,
+    /// One lock per sandbox: every lifecycle change of a sandbox runs under it, so a stop never
+    /// races a start; reads take no lock.
+    pub(crate) locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    pub(crate) activity: ActivityMap,
+    /// Bumped on every status change, so waiters re-read instead of polling.
+    pub(crate) changes: watch::Sender<u64>,
+    pub(crate) keys: KeyCache,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Held across the quota check and the insert of a create (or the status change of a
+    /// start), so concurrent requests cannot all pass a check that only one of them fits.
+    pub(crate) admission: Mutex<()>,
+    pub(crate) pending_deletes: PendingDeletes,
+    /// SSE command streams waiting for their client's acknowledgement.
+    pub(crate) parked: Parked,
+}
+
+pub(crate) fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+impl Control {
+    /// Opens the state store in the data dir, creates the first admin key on first start
+    /// (returned once, also written to `<data-dir>/admin.key`), re-adopts running sandboxes and
+    /// removes orphans.
+    pub async fn open(
+        cfg: ControlConfig,
+        driver: Arc<dyn Driver>,
+    ) -> Result<(Arc<Self>, Option<String>), ControlError> {
+        let store = SqliteStore::open(&cfg.data_dir.join("warren.db"))?;
+        Self::with_store(cfg, driver, store).await
+    }
+
+    /// [`Control::open`] on a given store (an in-memory one in tests).
+    pub async fn with_store(
+        cfg: ControlConfig,
+        driver: Arc<dyn Driver>,
+        store: SqliteStore,
+    ) -> Result<(Arc<Self>, Option<String>), ControlError> {
+        let control = Arc::new(Self {
+            store,
+            driver,
+            cfg,
+            locks: Mutex::default(),
+            activity: ActivityMap::default(),
+            changes: watch::channel(0).0,
+            keys: KeyCache::default(),
+            metrics: Arc::default(),
+            admission: Mutex::default(),
+            pending_deletes: PendingDeletes::default(),
+            parked: Parked::default(),
+        });
+        let admin_key = control.bootstrap_admin()?;
+        control.recover().await?;
+        Ok((control, admin_key))
+    }
+
+    /// Counters for `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ControlConfig {
+        &self.cfg
+    }
+
+    /// The isolation tier this server's sandboxes run under.
+    pub fn tier(&self) -> Tier {
+        self.driver.tier()
+    }
+
+    /// Refuses a shape above the per-sandbox maxima (naming the limit).
+    pub(crate) fn check_shape(
+        &self,
+        vcpus: Option<u32>,
+        mem: Option<u64>,
+        fs: Option<u64>,
+    ) -> Result<(), ControlError> {
+        let free = fs.and_then(|_| admission::free_bytes(&self.cfg.data_dir.join("fs")));
+        self.cfg.limits.check_shape(vcpus, mem, fs, free)
+    }
+
+    /// A sandbox's record by id.
+    pub(crate) fn record(&self, id: &str) -> Result<SandboxRecord, ControlError> {
+        self.store
+            .get_sandbox(id)?
+            .ok_or_else(|| ControlError::NotFound(format!("Sandbox '{id}' not found")))
+    }
+
+    pub(crate) fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        crate::state::lock(&self.locks)
+            .entry(id.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Marks the sandbox active now.
+    pub fn touch(&self, id: &str) {
+        self.activity.touch(id);
+    }
+
+    /// Finds a sandbox the caller may see; others' sandboxes are indistinguishable from missing
+    /// ones, so names do not leak across users.
+    pub fn find(&self, p: &Principal, name_or_id: &str) -> Result<SandboxRecord, ControlError> {
+        match self.store.find_sandbox(&p.workspace_id, name_or_id)? {
+            Some(r) if visible(p, &r) => Ok(r),
+            _ => Err(ControlError::NotFound(format!(
+                "Sandbox '{name_or_id}' not found"
+            ))),
+        }
+    }
+
+    /// Sandboxes the caller may see.
+    pub fn list(&self, p: &Principal) -> Result<Vec<SandboxRecord>, ControlError> {
+        let mut all = self.store.list_sandboxes(Some(&p.workspace_id))?;
+        all.retain(|r| visible(p, r));
+        Ok(all)
+    }
+
+    /// Sandbox counts per status across the host, for metrics.
+    pub fn counts(&self) -> Result<Vec<(&'static str, u64)>, ControlError> {
+        let all = self.store.list_sandboxes(None)?;
+        Ok([
+            SandboxStatus::Provisioning,
+            SandboxStatus::Ready,
+            SandboxStatus::Stopped,
+            SandboxStatus::Failed,
+            SandboxStatus::Deleting,
+        ]
+        .into_iter()
+        .map(|s| {
+            (
+                s.as_str(),
+                all.iter().filter(|r| r.status == s).count() as u64,
+            )
+        })
+        .collect())
+    }
+
+    /// The URL of a sandbox's data plane.
+    pub fn dataplane_url(&self, rec: &SandboxRecord) -> String {
+        format!("{}/dp/{}", self.cfg.public_url, rec.id)
+    }
+}
+
+/// Refuses a status change the lifecycle does not allow (the guard every verb opens with).
+pub(crate) fn guard(rec: &SandboxRecord, next: SandboxStatus) -> Result<(), ControlError> {
+    if rec.status.can_become(next) {
+        return Ok(());
+    }
+    Err(ControlError::NotReady(match rec.status {
+        SandboxStatus::Deleting => format!("Sandbox '{}' is being deleted", rec.name),
+        s => format!("Sandbox '{}' is {s} and cannot become {next}", rec.name),
+    }))
+}
+
+pub(crate) fn visible(p: &Principal, r: &SandboxRecord) -> bool {
+    r.workspace_id == p.workspace_id && (p.is_admin || r.created_by == p.user_id)
+}
+
+pub(crate) fn name_conflict(e: StoreError, name: &str) -> ControlError {
+    match e {
+        StoreError::Conflict(_) => {
+            ControlError::Conflict(format!("Sandbox with name '{name}' already exists"))
+        }
+        other => other.into(),
+    }
+}
+
+pub(crate) fn spec_of(rec: &SandboxRecord, pids: u32) -> SandboxSpec {
+    SandboxSpec {
+        id: rec.runtime_id.clone(),
+        image: rec
+            .config
+            .snapshot
+            .parse()
+            .unwrap_or_else(|_| ImageRef::default_image()),
+        limits: Limits {
+            millicpus: rec.config.vcpus.saturating_mul(1000),
+            memory_bytes: rec.config.mem_bytes,
+            disk_bytes: rec.config.fs_capacity_bytes,
+            pids,
+        },
+    }
+}
+
+/// An error's whole cause chain on one line, for logs.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}

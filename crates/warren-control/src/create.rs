@@ -1,0 +1,205 @@
+//! Creating a sandbox: validation, admission, the record, then the boot in the background.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use warren_driver::ImageStatus;
+use warren_types::{ImageRef, SandboxId, SandboxStatus};
+
+use crate::config::{
+    CreateSandbox, SandboxConfig, validate_name, validate_passthrough, validate_resources,
+    validate_run_config, validate_ttl,
+};
+use crate::control::{Control, name_conflict, now, spec_of};
+use crate::error::ControlError;
+use crate::store::{Principal, SandboxRecord, Store, StoreError};
+
+impl Control {
+    /// Creates a sandbox. Returns at once with status `provisioning`; the boot runs in the
+    /// background (see [`Control::wait_settled`]).
+    pub fn create(
+        self: &Arc<Self>,
+        p: &Principal,
+        req: CreateSandbox,
+    ) -> Result<SandboxRecord, ControlError> {
+        validate_passthrough(&req)?;
+        validate_resources(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
+        self.check_shape(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
+        for (field, v) in [
+            ("idle_ttl_seconds", req.idle_ttl_seconds),
+            ("delete_after_stop_seconds", req.delete_after_stop_seconds),
+        ] {
+            if let Some(v) = v {
+                validate_ttl(field, v)?;
+            }
+        }
+        if let Some(rc) = &req.run_config {
+            validate_run_config(rc)?;
+        }
+        if let Some(name) = &req.name {
+            validate_name(name)?;
+        }
+        let image = self.resolve_snapshot(req.snapshot.as_deref())?;
+        let d = SandboxConfig::default();
+        let cfg = SandboxConfig {
+            snapshot: image.to_string(),
+            vcpus: req.vcpus.unwrap_or(d.vcpus),
+            mem_bytes: req.mem_bytes.unwrap_or(d.mem_bytes),
+            fs_capacity_bytes: req.fs_capacity_bytes.unwrap_or(d.fs_capacity_bytes),
+            idle_ttl_seconds: req.idle_ttl_seconds.unwrap_or(d.idle_ttl_seconds),
+            delete_after_stop_seconds: req
+                .delete_after_stop_seconds
+                .unwrap_or(d.delete_after_stop_seconds),
+            persistent: req.persistent.unwrap_or(true),
+            run_config: req.run_config.unwrap_or_default(),
+            labels: req.labels.unwrap_or_default(),
+            access_delegation: req.access_delegation,
+            proxy_config: req.proxy_config,
+            mount_config: req.mount_config,
+        };
+        let t = now();
+        let mut rec = SandboxRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            workspace_id: p.workspace_id.clone(),
+            created_by: p.user_id.clone(),
+            name: String::new(),
+            runtime_id: SandboxId::generate(),
+            status: SandboxStatus::Provisioning,
+            status_message: None,
+            config: cfg,
+            handle: None,
+            created_at: t,
+            updated_at: t,
+            stopped_at: None,
+        };
+        let admission = self
+            .admission
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.cfg.limits.admit(
+            &self.store.list_sandboxes(None)?,
+            &p.user_id,
+            rec.config.mem_bytes,
+        )?;
+        match req.name {
+            Some(name) => {
+                rec.name = name;
+                self.store
+                    .insert_sandbox(&rec)
+                    .map_err(|e| name_conflict(e, &rec.name))?;
+            }
+            None => loop {
+                let raw = uuid::Uuid::new_v4().simple().to_string();
+                rec.name = format!("sandbox-{}", &raw[..6]);
+                match self.store.insert_sandbox(&rec) {
+                    Ok(()) => break,
+                    Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            },
+        }
+        drop(admission);
+        self.touch(&rec.id);
+        self.changed();
+        let this = self.clone();
+        let id = rec.id.clone();
+        tokio::spawn(async move { this.boot(&id, true).await });
+        Ok(rec)
+    }
+
+    fn resolve_snapshot(&self, snapshot: Option<&str>) -> Result<ImageRef, ControlError> {
+        let image = match snapshot {
+            None => ImageRef::default_image(),
+            Some(s) => s
+                .parse()
+                .map_err(|_| ControlError::NotFound(format!("Snapshot '{s}' not found")))?,
+        };
+        // The default image always exists on a working server: while it is missing the answer
+        // is 503 with the reason, never a 404 that would send the client looking for a typo.
+        let default = image == ImageRef::default_image();
+        match self.driver.image_status(&image) {
+            ImageStatus::Present => Ok(image),
+            ImageStatus::Building => Err(ControlError::Unavailable(format!(
+                "The default image '{image}' is being built on this server; try again in a minute"
+            ))),
+            ImageStatus::Failed(reason) => Err(ControlError::Unavailable(format!(
+                "The default image '{image}' could not be built ({reason}); the server retries the build"
+            ))),
+            ImageStatus::Missing if default => Err(ControlError::Unavailable(format!(
+                "The default image '{image}' is not built on this server; build it with `warren image build`"
+            ))),
+            ImageStatus::Missing => Err(ControlError::NotFound(format!(
+                "Snapshot '{image}' not found"
+            ))),
+        }
+    }
+
+    /// Boots a provisioning sandbox (fresh storage when `fresh`), under its lock.
+    pub(crate) async fn boot(self: &Arc<Self>, id: &str, fresh: bool) {
+        let lock = self.lock_for(id);
+        let _held = lock.lock().await;
+        let Ok(Some(mut rec)) = self.store.get_sandbox(id) else {
+            return;
+        };
+        // Only a provisioning sandbox boots: a stop or delete that came first wins.
+        if rec.status != SandboxStatus::Provisioning {
+            return;
+        }
+        let spec = spec_of(&rec, self.cfg.limits.pids);
+        let started = Instant::now();
+        let result = if fresh || !self.driver.has_storage(&rec.runtime_id) {
+            self.driver.create(&spec).await
+        } else {
+            self.driver.start(&spec).await
+        };
+        rec.updated_at = now();
+        match result {
+            Ok(handle) => {
+                self.metrics.observe_create(started.elapsed());
+                tracing::info!(sandbox = %rec.name, runtime_id = %rec.runtime_id, us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "sandbox ready");
+                rec.status = SandboxStatus::Ready;
+                rec.status_message = None;
+                rec.handle = Some(handle);
+                rec.stopped_at = None;
+            }
+            Err(e) => {
+                self.metrics.create_failed();
+                tracing::warn!(sandbox = %rec.name, error = %e, "sandbox failed to boot");
+                rec.status = SandboxStatus::Failed;
+                rec.status_message = Some(e.public_reason());
+                rec.handle = None;
+            }
+        }
+        self.touch(id);
+        if let Err(e) = self.store.update_sandbox(&rec) {
+            tracing::error!(sandbox = %rec.name, error = %e, "failed to record boot result");
+        }
+        self.changed();
+    }
+
+    /// Waits until the sandbox leaves `provisioning`, at most `timeout`; returns its record.
+    pub async fn wait_settled(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<SandboxRecord, ControlError> {
+        let mut rx = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let rec = self.record(id)?;
+            if rec.status != SandboxStatus::Provisioning {
+                return Ok(rec);
+            }
+            if tokio::time::timeout_at(deadline, rx.changed())
+                .await
+                .is_err()
+            {
+                return Err(ControlError::Timeout(format!(
+                    "Sandbox '{}' not ready within {} seconds",
+                    rec.name,
+                    timeout.as_secs()
+                )));
+            }
+        }
+    }
+}

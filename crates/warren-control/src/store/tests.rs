@@ -1,0 +1,128 @@
+use std::path::Path;
+
+use super::sqlite::new_id;
+use super::*;
+use crate::config::SandboxConfig;
+
+fn store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("w.db")).unwrap();
+    (dir, s)
+}
+
+fn record(ws: &str, user: &str, name: &str) -> SandboxRecord {
+    let now = SystemTime::now();
+    SandboxRecord {
+        id: new_id(),
+        workspace_id: ws.into(),
+        created_by: user.into(),
+        name: name.into(),
+        runtime_id: SandboxId::generate(),
+        status: SandboxStatus::Provisioning,
+        status_message: None,
+        config: SandboxConfig::default(),
+        handle: None,
+        created_at: now,
+        updated_at: now,
+        stopped_at: None,
+    }
+}
+
+#[test]
+fn keys_resolve_to_principals_until_revoked() {
+    let (_d, s) = store();
+    assert!(!s.has_users().unwrap());
+    let ws = s.create_workspace("default").unwrap();
+    let u = s.create_user(&ws, "alice", true).unwrap();
+    let k = s.add_key(&u, "hash-a").unwrap();
+    let p = s.principal_for_key("hash-a").unwrap().unwrap();
+    assert_eq!((p.user_name.as_str(), p.is_admin), ("alice", true));
+    assert!(s.principal_for_key("hash-b").unwrap().is_none());
+    assert!(s.revoke_key(&ws, &k).unwrap());
+    assert!(s.principal_for_key("hash-a").unwrap().is_none());
+    assert!(!s.revoke_key(&ws, &k).unwrap(), "already revoked");
+    assert_eq!(s.list_keys(&ws).unwrap().len(), 1);
+}
+
+#[test]
+fn sandbox_names_are_unique_per_workspace_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let (ws, id) = {
+        let s = SqliteStore::open(&path).unwrap();
+        let ws = s.create_workspace("default").unwrap();
+        let other = s.create_workspace("other").unwrap();
+        let u = s.create_user(&ws, "alice", false).unwrap();
+        let u2 = s.create_user(&other, "bob", false).unwrap();
+        let a = record(&ws, &u, "box");
+        s.insert_sandbox(&a).unwrap();
+        assert!(matches!(
+            s.insert_sandbox(&record(&ws, &u, "box")),
+            Err(StoreError::Conflict(_))
+        ));
+        s.insert_sandbox(&record(&other, &u2, "box")).unwrap();
+        let mut b = record(&ws, &u, "box2");
+        s.insert_sandbox(&b).unwrap();
+        b.name = "box".into();
+        assert!(matches!(s.update_sandbox(&b), Err(StoreError::Conflict(_))));
+        (ws, a.id)
+    };
+    let s = SqliteStore::open(&path).unwrap();
+    let found = s.find_sandbox(&ws, "box").unwrap().unwrap();
+    assert_eq!(found.id, id);
+    assert_eq!(s.find_sandbox(&ws, &id).unwrap().unwrap().name, "box");
+    assert_eq!(s.list_sandboxes(Some(&ws)).unwrap().len(), 2);
+    assert_eq!(s.list_sandboxes(None).unwrap().len(), 3);
+    s.delete_sandbox(&id).unwrap();
+    assert!(s.get_sandbox(&id).unwrap().is_none());
+}
+
+#[test]
+fn audit_is_append_only() {
+    let (_d, s) = store();
+    let e = AuditEntry {
+        seq: 0,
+        at: rfc3339(SystemTime::now()),
+        workspace_id: None,
+        user_id: None,
+        action: "api".into(),
+        target: None,
+        detail: Some("GET /x 200".into()),
+    };
+    s.append_audit(&e).unwrap();
+    s.append_audit(&e).unwrap();
+    let got = s.list_audit(None, 0, 10).unwrap();
+    assert_eq!(got.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2]);
+    assert_eq!(s.list_audit(None, 1, 10).unwrap().len(), 1);
+    let conn = s.lock();
+    assert!(conn.execute("DELETE FROM audit", []).is_err());
+    assert!(conn.execute("UPDATE audit SET action = 'x'", []).is_err());
+}
+
+#[test]
+fn the_database_and_its_wal_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let wal = dir.path().join("w.db-wal");
+    let shm = dir.path().join("w.db-shm");
+    {
+        let s = SqliteStore::open(&path).unwrap();
+        s.create_workspace("default").unwrap();
+        for p in [&path, &wal, &shm] {
+            assert_eq!(mode(p), 0o600, "{}", p.display());
+        }
+    }
+    // A database made by an older version, readable by everyone, is made private at open.
+    for p in [&path, &wal, &shm] {
+        if p.exists() {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    s.create_workspace("other").unwrap();
+    for p in [&path, &wal, &shm] {
+        assert_eq!(mode(p), 0o600, "{}", p.display());
+    }
+}

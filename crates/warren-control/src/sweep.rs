@@ -1,0 +1,77 @@
+//! The sweeper: idle stop, delete after stop, and finishing deletions that failed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use warren_types::SandboxStatus;
+
+use crate::control::{Control, error_chain};
+use crate::error::ControlError;
+use crate::store::{SandboxRecord, Store};
+
+impl Control {
+    /// Runs the sweeper until the process ends: idle stop, delete after stop, finishing deletes.
+    pub async fn sweep_forever(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.cfg.sweep_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = self.sweep_once().await {
+                tracing::error!(error = %e, "sweep failed");
+            }
+        }
+    }
+
+    /// One sweep. A sandbox that fails is logged and the sweep goes on to the next; only a
+    /// failure to read the records ends it.
+    pub async fn sweep_once(&self) -> Result<(), ControlError> {
+        for rec in self.store.list_sandboxes(None)? {
+            if let Err(e) = self.sweep_one(&rec).await {
+                tracing::error!(sandbox = %rec.name, sandbox_id = %rec.id, status = %rec.status, error = %error_chain(&e), "sweep of a sandbox failed");
+            }
+        }
+        Ok(())
+    }
+
+    async fn sweep_one(&self, rec: &SandboxRecord) -> Result<(), ControlError> {
+        match rec.status {
+            SandboxStatus::Ready => {
+                let ttl = rec.config.idle_ttl_seconds;
+                let activity = self.activity.get(&rec.id);
+                let idle = activity.is_some_and(|a| {
+                    a.inflight == 0 && a.last.elapsed() >= Duration::from_secs(ttl)
+                });
+                if ttl > 0 && idle {
+                    tracing::info!(sandbox = %rec.name, ttl, "stopping idle sandbox");
+                    self.stop_id(&rec.id, Some(format!("stopped after {ttl} s idle")))
+                        .await?;
+                    self.audit(None, "sandbox.idle_stop", Some(&rec.id), None);
+                } else if let Some(h) = &rec.handle
+                    && !self.driver.is_running(h)
+                {
+                    tracing::warn!(sandbox = %rec.name, "sandbox's agent exited; marking stopped");
+                    self.stop_id(&rec.id, Some("the sandbox's processes exited".into()))
+                        .await?;
+                }
+            }
+            SandboxStatus::Stopped => {
+                let after = rec.config.delete_after_stop_seconds;
+                let expired = rec
+                    .stopped_at
+                    .is_some_and(|t| t.elapsed().is_ok_and(|e| e >= Duration::from_secs(after)));
+                if after > 0 && expired {
+                    tracing::info!(sandbox = %rec.name, after, "deleting sandbox stopped too long");
+                    self.delete_id(&rec.id).await?;
+                    self.audit(None, "sandbox.auto_delete", Some(&rec.id), None);
+                }
+            }
+            SandboxStatus::Deleting => {
+                if self.pending_deletes.due(&rec.id) {
+                    self.delete_id(&rec.id).await?;
+                }
+            }
+            SandboxStatus::Provisioning | SandboxStatus::Failed => {}
+        }
+        Ok(())
+    }
+}

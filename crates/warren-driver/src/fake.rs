@@ -1,0 +1,778 @@
+//! A driver that isolates nothing: sandboxes are entries in a map, files live in memory and
+//! commands are a tiny script language run by tasks of this process. It exists so the control
+//! plane, the API and the CLI can be tested without root, a kernel or a jail; nothing a tenant
+//! controls should ever reach it.
+//!
+//! Commands are the `-c` script of an [`ExecSpec`] (its last argument), split on `;`:
+//! `echo TEXT` (stdout `TEXT\n`), `echoerr TEXT` (stderr), `exit N`, `repeat N TEXT` (TEXT
+//! N times on stdout), `sleep MS`, `cat` (stdin to stdout until it closes), `pwd` (the cwd),
+//! `env NAME` (a variable). Anything else writes `fake: command not found` and exits 127.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use warren_types::agent::{
+    AgentError, CommandSummary, ErrorKind, ExecSpec, ExitReason, ExitStatus, FileInfo, FileKind,
+    Stream,
+};
+use warren_types::{ImageRef, SandboxId};
+
+use crate::{
+    BoxFuture, CommandChannel, CommandEvent, CommandInput, CommandOpen, Driver, DriverError,
+    FailureKind, FileRead, FileWrite, GlobQuery, GrepQuery, ImageStatus, ReadRange, SandboxHandle,
+    SandboxSpec, SearchHit, SearchResult, Tier,
+};
+
+/// Largest output chunk the fake sends, like the real agent.
+const CHUNK: usize = 64 * 1024;
+
+/// The in-memory driver. Clones share their state.
+#[derive(Debug, Clone, Default)]
+pub struct FakeDriver {
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    boxes: HashMap<SandboxId, FakeBox>,
+    images: HashMap<String, ImageStatus>,
+    fail_create: Option<String>,
+    fail_start: Option<String>,
+    fail_destroys: u32,
+    fail_stops: u32,
+    calls: Vec<String>,
+    next_pid: u32,
+}
+
+#[derive(Debug, Default)]
+struct FakeBox {
+    running: bool,
+    pid: u32,
+    oom_kills: u64,
+    files: BTreeMap<String, Vec<u8>>,
+    commands: HashMap<String, Arc<Cmd>>,
+}
+
+/// One command's state, shared by its runner and its clients.
+#[derive(Debug)]
+struct Cmd {
+    pid: u32,
+    state: Mutex<CmdState>,
+    changed: watch::Sender<u64>,
+    input: mpsc::UnboundedSender<CommandInput>,
+}
+
+#[derive(Debug, Default)]
+struct CmdState {
+    out: [Vec<u8>; 2],
+    exit: Option<ExitStatus>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn unreachable_box() -> DriverError {
+    DriverError::Unreachable("the fake sandbox is not running".into())
+}
+
+impl FakeDriver {
+    /// An empty driver whose default image is present.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        lock(&self.inner)
+    }
+
+    /// Sets what [`Driver::image_status`] answers for `image` (default: present for the
+    /// default image, missing for others).
+    pub fn set_image_status(&self, image: &ImageRef, status: ImageStatus) {
+        self.inner().images.insert(image.to_string(), status);
+    }
+
+    /// The next create fails with this reason.
+    pub fn fail_next_create(&self, reason: &str) {
+        self.inner().fail_create = Some(reason.to_owned());
+    }
+
+    /// The next start fails with this reason.
+    pub fn fail_next_start(&self, reason: &str) {
+        self.inner().fail_start = Some(reason.to_owned());
+    }
+
+    /// The next `n` destroys fail as a storage failure would.
+    pub fn fail_destroys(&self, n: u32) {
+        self.inner().fail_destroys = n;
+    }
+
+    /// The next `n` stops fail as a stop timeout would.
+    pub fn fail_stops(&self, n: u32) {
+        self.inner().fail_stops = n;
+    }
+
+    /// The sandbox's processes end as if it crashed: it is no longer running.
+    pub fn crash(&self, id: &SandboxId) {
+        if let Some(b) = self.inner().boxes.get_mut(id) {
+            b.running = false;
+        }
+    }
+
+    /// Sets the sandbox's OOM-kill counter.
+    pub fn set_oom_kills(&self, id: &SandboxId, n: u64) {
+        if let Some(b) = self.inner().boxes.get_mut(id) {
+            b.oom_kills = n;
+        }
+    }
+
+    /// Every lifecycle call so far, as `"create <id>"`, `"stop <id>"`, ...
+    pub fn calls(&self) -> Vec<String> {
+        self.inner().calls.clone()
+    }
+
+    /// Sandboxes that have storage, with whether each runs.
+    pub fn sandboxes(&self) -> Vec<(SandboxId, bool)> {
+        let mut v: Vec<_> = self
+            .inner()
+            .boxes
+            .iter()
+            .map(|(id, b)| (id.clone(), b.running))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A file's contents in a sandbox.
+    pub fn file(&self, id: &SandboxId, path: &str) -> Option<Vec<u8>> {
+        self.inner().boxes.get(id)?.files.get(path).cloned()
+    }
+
+    fn boot(&self, spec: &SandboxSpec, fresh: bool) -> Result<SandboxHandle, DriverError> {
+        let mut inner = self.inner();
+        let verb = if fresh { "create" } else { "start" };
+        inner.calls.push(format!("{verb} {}", spec.id));
+        let fail = if fresh {
+            inner.fail_create.take()
+        } else {
+            inner.fail_start.take()
+        };
+        if let Some(reason) = fail {
+            return Err(DriverError::failed(
+                FailureKind::Other,
+                &reason,
+                reason.clone(),
+            ));
+        }
+        inner.next_pid += 1;
+        let pid = 1000 + inner.next_pid;
+        let b = inner.boxes.entry(spec.id.clone()).or_default();
+        if fresh {
+            *b = FakeBox::default();
+        }
+        b.running = true;
+        b.pid = pid;
+        b.commands.clear();
+        Ok(SandboxHandle {
+            id: spec.id.clone(),
+            tier: Tier::Jail,
+            pid,
+            start_time: u64::from(pid),
+            agent_socket: PathBuf::from(format!("fake/{}", spec.id)),
+            slot: 0,
+        })
+    }
+
+    /// The sandbox behind a handle, if it still runs as that handle says.
+    fn with_box<T>(
+        &self,
+        handle: &SandboxHandle,
+        f: impl FnOnce(&mut FakeBox) -> Result<T, DriverError>,
+    ) -> Result<T, DriverError> {
+        let mut inner = self.inner();
+        match inner.boxes.get_mut(&handle.id) {
+            Some(b) if b.running && b.pid == handle.pid => f(b),
+            _ => Err(unreachable_box()),
+        }
+    }
+}
+
+fn not_found(path: &str) -> DriverError {
+    AgentError::new(ErrorKind::NotFound, format!("{path}: not found")).into()
+}
+
+fn info(name: &str, kind: FileKind, size: u64) -> FileInfo {
+    FileInfo {
+        name: name.to_owned(),
+        kind,
+        size,
+        mode: if kind == FileKind::Dir { 0o755 } else { 0o644 },
+        mtime_ns: 1_700_000_000_000_000_000,
+        uid: 0,
+        gid: 0,
+    }
+}
+
+/// Whether `path` is a directory of `files` (a prefix of some file's path).
+fn is_dir(files: &BTreeMap<String, Vec<u8>>, path: &str) -> bool {
+    let prefix = format!("{}/", path.trim_end_matches('/'));
+    path == "/" || files.keys().any(|k| k.starts_with(&prefix))
+}
+
+/// The immediate children of `dir`.
+fn children(files: &BTreeMap<String, Vec<u8>>, dir: &str) -> Vec<FileInfo> {
+    let prefix = format!("{}/", dir.trim_end_matches('/'));
+    let mut seen = BTreeMap::new();
+    for (k, v) in files.range(prefix.clone()..) {
+        let Some(rest) = k.strip_prefix(&prefix) else {
+            break;
+        };
+        match rest.split_once('/') {
+            Some((d, _)) => {
+                seen.entry(d.to_owned())
+                    .or_insert_with(|| info(d, FileKind::Dir, 0));
+            }
+            None => {
+                seen.insert(rest.to_owned(), info(rest, FileKind::File, v.len() as u64));
+            }
+        }
+    }
+    seen.into_values().collect()
+}
+
+impl Cmd {
+    fn state(&self) -> MutexGuard<'_, CmdState> {
+        lock(&self.state)
+    }
+
+    fn push(&self, stream: Stream, data: &[u8]) {
+        self.state().out[usize::from(stream == Stream::Stderr)].extend_from_slice(data);
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    fn finish(&self, status: ExitStatus) {
+        let mut st = self.state();
+        if st.exit.is_none() {
+            st.exit = Some(status);
+        }
+        drop(st);
+        self.changed.send_modify(|n| *n += 1);
+    }
+}
+
+fn exited(code: i32) -> ExitStatus {
+    ExitStatus {
+        code,
+        signal: None,
+        reason: ExitReason::Exited,
+    }
+}
+
+/// Runs a command's script; ends with its exit status.
+async fn run_script(
+    cmd: Arc<Cmd>,
+    spec: ExecSpec,
+    mut input: mpsc::UnboundedReceiver<CommandInput>,
+) {
+    let script = spec.argv.last().cloned().unwrap_or_default();
+    let deadline = spec
+        .timeout_ms
+        .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
+    let killed = ExitStatus {
+        code: 137,
+        signal: Some(9),
+        reason: ExitReason::Killed,
+    };
+    let timed_out = ExitStatus {
+        code: 137,
+        signal: Some(9),
+        reason: ExitReason::Timeout,
+    };
+    let mut code = 0;
+    for step in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let (word, rest) = step.split_once(' ').unwrap_or((step, ""));
+        match word {
+            "echo" => cmd.push(Stream::Stdout, format!("{rest}\n").as_bytes()),
+            "echoerr" => cmd.push(Stream::Stderr, format!("{rest}\n").as_bytes()),
+            "exit" => {
+                code = rest.trim().parse().unwrap_or(2);
+                break;
+            }
+            "repeat" => {
+                let (n, text) = rest.split_once(' ').unwrap_or((rest, ""));
+                let all = text.repeat(n.parse().unwrap_or(0));
+                for piece in all.as_bytes().chunks(CHUNK) {
+                    cmd.push(Stream::Stdout, piece);
+                }
+            }
+            "pwd" => {
+                let cwd = spec.cwd.clone().unwrap_or_else(|| "/".into());
+                cmd.push(Stream::Stdout, format!("{cwd}\n").as_bytes());
+            }
+            "env" => {
+                let v = spec
+                    .env
+                    .iter()
+                    .find(|(k, _)| k == rest)
+                    .map(|(_, v)| v.clone());
+                cmd.push(
+                    Stream::Stdout,
+                    format!("{}\n", v.unwrap_or_default()).as_bytes(),
+                );
+            }
+            "sleep" | "cat" => {
+                let sleep = tokio::time::sleep(Duration::from_millis(if word == "sleep" {
+                    rest.parse().unwrap_or(0)
+                } else {
+                    u64::MAX / 4
+                }));
+                tokio::pin!(sleep);
+                loop {
+                    let until = async {
+                        match deadline {
+                            Some(d) => tokio::time::sleep_until(d).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        () = &mut sleep => break,
+                        () = until => { cmd.finish(timed_out); return; }
+                        msg = input.recv() => match msg {
+                            Some(CommandInput::Kill | CommandInput::Signal(_)) => { cmd.finish(killed); return; }
+                            Some(CommandInput::Data(d)) if word == "cat" => cmd.push(Stream::Stdout, &d),
+                            Some(CommandInput::CloseStdin) if word == "cat" => break,
+                            Some(_) => {}
+                            None if word == "cat" => break,
+                            None => {}
+                        }
+                    }
+                }
+            }
+            _ => {
+                cmd.push(Stream::Stderr, b"fake: command not found\n");
+                code = 127;
+                break;
+            }
+        }
+    }
+    cmd.finish(exited(code));
+}
+
+/// Feeds one client from the command's state, from the given offsets, until the exit.
+async fn feed(
+    cmd: Arc<Cmd>,
+    mut offsets: [u64; 2],
+    tx: mpsc::Sender<CommandEvent>,
+    mut input: mpsc::Receiver<CommandInput>,
+    kill_on_disconnect: bool,
+) {
+    let mut changed = cmd.changed.subscribe();
+    let mut input_open = true;
+    loop {
+        let (chunk, exit) = {
+            let st = cmd.state();
+            let mut chunk = None;
+            for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
+                let buf = &st.out[i];
+                let at = usize::try_from(offsets[i])
+                    .unwrap_or(usize::MAX)
+                    .min(buf.len());
+                if at < buf.len() {
+                    let end = buf.len().min(at + CHUNK);
+                    chunk = Some((i, stream, at, buf[at..end].to_vec()));
+                    break;
+                }
+            }
+            (chunk, st.exit)
+        };
+        if let Some((i, stream, at, data)) = chunk {
+            offsets[i] = (at + data.len()) as u64;
+            let ev = CommandEvent::Output {
+                stream,
+                offset: at as u64,
+                data,
+            };
+            if tx.send(ev).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        if let Some(status) = exit {
+            let _ = tx.send(CommandEvent::Exit(status)).await;
+            return;
+        }
+        tokio::select! {
+            r = changed.changed() => if r.is_err() { return },
+            msg = input.recv(), if input_open => match msg {
+                Some(m) => { let _ = cmd.input.send(m); }
+                None => input_open = false,
+            },
+            () = tx.closed() => break,
+        }
+    }
+    if kill_on_disconnect {
+        let _ = cmd.input.send(CommandInput::Kill);
+    }
+}
+
+impl Driver for FakeDriver {
+    fn tier(&self) -> Tier {
+        Tier::Jail
+    }
+
+    fn create<'a>(
+        &'a self,
+        spec: &'a SandboxSpec,
+    ) -> BoxFuture<'a, Result<SandboxHandle, DriverError>> {
+        Box::pin(async move { self.boot(spec, true) })
+    }
+
+    fn start<'a>(
+        &'a self,
+        spec: &'a SandboxSpec,
+    ) -> BoxFuture<'a, Result<SandboxHandle, DriverError>> {
+        Box::pin(async move { self.boot(spec, false) })
+    }
+
+    fn stop<'a>(
+        &'a self,
+        id: &'a SandboxId,
+        _handle: Option<&'a SandboxHandle>,
+    ) -> BoxFuture<'a, Result<(), DriverError>> {
+        Box::pin(async move {
+            let mut inner = self.inner();
+            inner.calls.push(format!("stop {id}"));
+            if inner.fail_stops > 0 {
+                inner.fail_stops -= 1;
+                return Err(DriverError::failed(
+                    FailureKind::StopTimeout,
+                    "the sandbox's processes did not stop",
+                    "fake stop failure",
+                ));
+            }
+            if let Some(b) = inner.boxes.get_mut(id) {
+                b.running = false;
+                b.commands.clear();
+            }
+            Ok(())
+        })
+    }
+
+    fn destroy<'a>(
+        &'a self,
+        id: &'a SandboxId,
+        _handle: Option<&'a SandboxHandle>,
+    ) -> BoxFuture<'a, Result<(), DriverError>> {
+        Box::pin(async move {
+            let mut inner = self.inner();
+            inner.calls.push(format!("destroy {id}"));
+            if inner.fail_destroys > 0 {
+                inner.fail_destroys -= 1;
+                return Err(DriverError::failed(
+                    FailureKind::Storage,
+                    "storage failed",
+                    "fake destroy failure",
+                ));
+            }
+            inner.boxes.remove(id);
+            Ok(())
+        })
+    }
+
+    fn has_storage(&self, id: &SandboxId) -> bool {
+        self.inner().boxes.contains_key(id)
+    }
+
+    fn image_status(&self, image: &ImageRef) -> ImageStatus {
+        match self.inner().images.get(&image.to_string()) {
+            Some(s) => s.clone(),
+            None if *image == ImageRef::default_image() => ImageStatus::Present,
+            None => ImageStatus::Missing,
+        }
+    }
+
+    fn gc<'a>(
+        &'a self,
+        keep: &'a HashSet<SandboxId>,
+    ) -> BoxFuture<'a, Result<Vec<SandboxId>, DriverError>> {
+        Box::pin(async move {
+            let mut inner = self.inner();
+            let gone: Vec<SandboxId> = inner
+                .boxes
+                .keys()
+                .filter(|id| !keep.contains(*id))
+                .cloned()
+                .collect();
+            for id in &gone {
+                inner.boxes.remove(id);
+                inner.calls.push(format!("gc {id}"));
+            }
+            Ok(gone)
+        })
+    }
+
+    fn is_running(&self, handle: &SandboxHandle) -> bool {
+        self.inner()
+            .boxes
+            .get(&handle.id)
+            .is_some_and(|b| b.running && b.pid == handle.pid)
+    }
+
+    fn oom_kills(&self, id: &SandboxId) -> Option<u64> {
+        self.inner().boxes.get(id).map(|b| b.oom_kills)
+    }
+
+    fn command<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        open: CommandOpen,
+    ) -> BoxFuture<'a, Result<CommandChannel, DriverError>> {
+        Box::pin(async move {
+            let (cmd, offsets, kill_on_disconnect, new) =
+                self.with_box(handle, |b| match open {
+                    CommandOpen::Exec(spec) => {
+                        let id = spec
+                            .command_id
+                            .clone()
+                            .unwrap_or_else(|| format!("cmd-{}", b.commands.len() + 1));
+                        if let Some(c) = b.commands.get(&id) {
+                            return Ok((c.clone(), [0, 0], spec.kill_on_disconnect, None));
+                        }
+                        let (input, rx) = mpsc::unbounded_channel();
+                        let cmd = Arc::new(Cmd {
+                            pid: 100 + b.commands.len() as u32,
+                            state: Mutex::default(),
+                            changed: watch::channel(0).0,
+                            input,
+                        });
+                        b.commands.insert(id.clone(), cmd.clone());
+                        let k = spec.kill_on_disconnect;
+                        Ok((cmd, [0, 0], k, Some((id, spec, rx))))
+                    }
+                    CommandOpen::Attach {
+                        command_id,
+                        stdout_offset,
+                        stderr_offset,
+                    } => match b.commands.get(&command_id) {
+                        Some(c) => Ok((c.clone(), [stdout_offset, stderr_offset], false, None)),
+                        None => Err(AgentError::new(
+                            ErrorKind::CommandNotFound,
+                            format!("command '{command_id}' not found"),
+                        )
+                        .into()),
+                    },
+                })?;
+            let command_id = match &new {
+                Some((id, _, _)) => id.clone(),
+                None => lock(&self.inner)
+                    .boxes
+                    .get(&handle.id)
+                    .and_then(|b| b.commands.iter().find(|(_, c)| Arc::ptr_eq(c, &cmd)))
+                    .map(|(id, _)| id.clone())
+                    .unwrap_or_default(),
+            };
+            if let Some((_, spec, rx)) = new {
+                tokio::spawn(run_script(cmd.clone(), spec, rx));
+            }
+            let (tx, events) = mpsc::channel(16);
+            let (input, input_rx) = mpsc::channel(16);
+            let _ = tx
+                .send(CommandEvent::Started {
+                    command_id,
+                    pid: cmd.pid,
+                })
+                .await;
+            tokio::spawn(feed(cmd, offsets, tx, input_rx, kill_on_disconnect));
+            Ok(CommandChannel { events, input })
+        })
+    }
+
+    fn list_commands<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+    ) -> BoxFuture<'a, Result<Vec<CommandSummary>, DriverError>> {
+        Box::pin(async move {
+            self.with_box(handle, |b| {
+                Ok(b.commands
+                    .iter()
+                    .map(|(id, c)| {
+                        let st = c.state();
+                        CommandSummary {
+                            command_id: id.clone(),
+                            pid: c.pid,
+                            exit: st.exit,
+                            stdout_len: st.out[0].len() as u64,
+                            stderr_len: st.out[1].len() as u64,
+                            attached: 0,
+                        }
+                    })
+                    .collect())
+            })
+        })
+    }
+
+    fn read_file<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        range: ReadRange,
+    ) -> BoxFuture<'a, Result<FileRead, DriverError>> {
+        Box::pin(async move {
+            let (file_info, bytes) = self.with_box(handle, |b| {
+                if let Some(data) = b.files.get(&range.path) {
+                    return Ok((
+                        info(&range.path, FileKind::File, data.len() as u64),
+                        data.clone(),
+                    ));
+                }
+                if is_dir(&b.files, &range.path) {
+                    return Ok((info(&range.path, FileKind::Dir, 0), Vec::new()));
+                }
+                Err(not_found(&range.path))
+            })?;
+            let start = usize::try_from(range.offset)
+                .unwrap_or(usize::MAX)
+                .min(bytes.len());
+            let len = range
+                .len
+                .map_or(bytes.len(), |l| usize::try_from(l).unwrap_or(usize::MAX));
+            let end = bytes.len().min(start.saturating_add(len));
+            let (tx, body) = mpsc::channel(4);
+            let data = bytes[start..end].to_vec();
+            tokio::spawn(async move {
+                for piece in data.chunks(CHUNK) {
+                    if tx.send(Ok(piece.to_vec())).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(FileRead {
+                info: file_info,
+                body,
+            })
+        })
+    }
+
+    fn write_file<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        path: String,
+        _user: Option<String>,
+    ) -> BoxFuture<'a, Result<FileWrite, DriverError>> {
+        Box::pin(async move {
+            self.with_box(handle, |b| {
+                if is_dir(&b.files, &path) {
+                    return Err(AgentError::new(
+                        ErrorKind::IsADirectory,
+                        format!("{path} is a directory"),
+                    )
+                    .into());
+                }
+                Ok(())
+            })?;
+            let (writer, mut end) = FileWrite::channel();
+            let this = self.clone();
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                while let Some(chunk) = end.chunks.recv().await {
+                    data.extend_from_slice(&chunk);
+                }
+                if end.commit.await.is_err() {
+                    return; // abandoned: the target stays as it was
+                }
+                let r = this.with_box(&handle, |b| {
+                    b.files.insert(path, data);
+                    Ok(())
+                });
+                let _ = end.done.send(r);
+            });
+            Ok(writer)
+        })
+    }
+
+    fn list_dir<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        path: String,
+    ) -> BoxFuture<'a, Result<(Vec<FileInfo>, bool), DriverError>> {
+        Box::pin(async move {
+            self.with_box(handle, |b| {
+                if !is_dir(&b.files, &path) {
+                    return Err(not_found(&path));
+                }
+                Ok((children(&b.files, &path), false))
+            })
+        })
+    }
+
+    fn glob<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        query: GlobQuery,
+    ) -> BoxFuture<'a, Result<SearchResult, DriverError>> {
+        // The fake's glob is a suffix match on `*SUFFIX` patterns: enough to test the layers
+        // above, which only carry the result.
+        Box::pin(async move {
+            self.with_box(handle, |b| {
+                let root = format!("{}/", query.root.trim_end_matches('/'));
+                let suffix = query
+                    .pattern
+                    .trim_start_matches("**/")
+                    .trim_start_matches('*');
+                let mut out = SearchResult::default();
+                for (path, data) in b.files.range(root.clone()..) {
+                    if !path.starts_with(&root) {
+                        break;
+                    }
+                    if path.ends_with(suffix) {
+                        if out.hits.len() >= query.limit as usize {
+                            out.truncated = Some("limit".into());
+                            break;
+                        }
+                        out.hits.push(SearchHit::Path {
+                            path: path.clone(),
+                            info: info(path, FileKind::File, data.len() as u64),
+                        });
+                    }
+                }
+                Ok(out)
+            })
+        })
+    }
+
+    fn grep<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        query: GrepQuery,
+    ) -> BoxFuture<'a, Result<SearchResult, DriverError>> {
+        Box::pin(async move {
+            self.with_box(handle, |b| {
+                let root = format!("{}/", query.root.trim_end_matches('/'));
+                let mut out = SearchResult::default();
+                for (path, data) in b.files.range(root.clone()..) {
+                    if !path.starts_with(&root) {
+                        break;
+                    }
+                    for (i, line) in String::from_utf8_lossy(data).lines().enumerate() {
+                        if line.contains(&query.pattern) {
+                            if out.hits.len() >= query.limit as usize {
+                                out.truncated = Some("limit".into());
+                                return Ok(out);
+                            }
+                            out.hits.push(SearchHit::Line {
+                                path: path.clone(),
+                                line: i as u64 + 1,
+                                text: line.to_owned(),
+                                text_truncated: false,
+                            });
+                        }
+                    }
+                }
+                Ok(out)
+            })
+        })
+    }
+}

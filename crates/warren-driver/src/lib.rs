@@ -1,0 +1,179 @@
+//! The driver seam: everything the control plane asks of a sandbox tier, as one object-safe
+//! trait and the types it speaks. `warren-runtime` implements it for the namespace jail (a
+//! microVM driver will be a second implementation); the control plane holds an
+//! `Arc<dyn Driver>` and never sees the agent protocol, the jailer or the host's storage.
+//!
+//! Operations on a running sandbox (commands and files) are methods here too, taking the
+//! sandbox's [`SandboxHandle`]: the control plane decides what to run, the driver only carries
+//! it to the sandbox's agent and back.
+
+mod command;
+mod error;
+#[cfg(feature = "fake")]
+pub mod fake;
+mod files;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use serde::{Deserialize, Serialize};
+use warren_types::{ImageRef, Limits, SandboxId};
+
+pub use command::{CommandChannel, CommandEvent, CommandInput, CommandOpen};
+pub use error::{DriverError, FailureKind};
+pub use files::{
+    FileRead, FileWrite, FileWriteEnd, GlobQuery, GrepQuery, ReadRange, SearchHit, SearchResult,
+};
+pub use warren_types::agent::{
+    AgentError, CommandSummary, ErrorKind, ExecSpec, ExitReason, ExitStatus, FileInfo, FileKind,
+    PtySize, Stream,
+};
+
+/// A boxed future, so the trait stays object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Isolation tier a sandbox runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Linux namespaces, cgroups, seccomp and Landlock on the host kernel.
+    Jail,
+}
+
+impl Tier {
+    /// The name the API reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jail => "jail",
+        }
+    }
+}
+
+/// What to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxSpec {
+    /// The new sandbox's id.
+    pub id: SandboxId,
+    /// Image its root filesystem is made from.
+    pub image: ImageRef,
+    /// Resource limits.
+    pub limits: Limits,
+}
+
+/// A running sandbox, as the driver identifies it. Serializable so the control plane can persist
+/// it and re-adopt the sandbox after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxHandle {
+    /// The sandbox's id.
+    pub id: SandboxId,
+    /// Its tier.
+    pub tier: Tier,
+    /// Host pid of its agent.
+    pub pid: u32,
+    /// The agent's start time (clock ticks since boot), so a recycled pid is never adopted.
+    pub start_time: u64,
+    /// Host path of the agent's socket.
+    pub agent_socket: PathBuf,
+    /// Its uid/gid range slot.
+    pub slot: u32,
+}
+
+/// Whether sandboxes can be made from an image now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageStatus {
+    /// The image is present.
+    Present,
+    /// This process is building it (the default image, on a fresh data dir).
+    Building,
+    /// This process's last build failed, for the reason given (no host paths); it is retried.
+    Failed(String),
+    /// The image is absent and nothing here is building it.
+    Missing,
+}
+
+/// Brings sandboxes up and down, and carries operations to their agents.
+pub trait Driver: Send + Sync + std::fmt::Debug {
+    /// The tier this driver provides.
+    fn tier(&self) -> Tier;
+    /// Creates and starts a sandbox; returns once its agent accepts connections.
+    fn create<'a>(
+        &'a self,
+        spec: &'a SandboxSpec,
+    ) -> BoxFuture<'a, Result<SandboxHandle, DriverError>>;
+    /// Boots a stopped sandbox on its existing root filesystem (files and /tmp kept).
+    fn start<'a>(
+        &'a self,
+        spec: &'a SandboxSpec,
+    ) -> BoxFuture<'a, Result<SandboxHandle, DriverError>>;
+    /// Kills every process of the sandbox and frees its runtime resources, keeping its files.
+    /// `handle` is `None` when the caller has lost it (the processes are then found otherwise).
+    fn stop<'a>(
+        &'a self,
+        id: &'a SandboxId,
+        handle: Option<&'a SandboxHandle>,
+    ) -> BoxFuture<'a, Result<(), DriverError>>;
+    /// Stops the sandbox and deletes its files. Idempotent.
+    fn destroy<'a>(
+        &'a self,
+        id: &'a SandboxId,
+        handle: Option<&'a SandboxHandle>,
+    ) -> BoxFuture<'a, Result<(), DriverError>>;
+    /// Whether the sandbox has a root filesystem (so it can be started).
+    fn has_storage(&self, id: &SandboxId) -> bool;
+    /// Whether sandboxes can be created from `image` now, and if not, why.
+    fn image_status(&self, image: &ImageRef) -> ImageStatus;
+    /// Frees every resource of sandboxes not in `keep`; returns the ids it removed.
+    fn gc<'a>(
+        &'a self,
+        keep: &'a HashSet<SandboxId>,
+    ) -> BoxFuture<'a, Result<Vec<SandboxId>, DriverError>>;
+    /// Whether the sandbox's agent is the process the handle names and is alive.
+    fn is_running(&self, handle: &SandboxHandle) -> bool;
+    /// Times the kernel's OOM killer fired inside the sandbox's memory limit, if known.
+    fn oom_kills(&self, id: &SandboxId) -> Option<u64>;
+
+    /// Starts a command, or attaches to one the agent holds.
+    fn command<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        open: CommandOpen,
+    ) -> BoxFuture<'a, Result<CommandChannel, DriverError>>;
+    /// The command sessions the agent holds.
+    fn list_commands<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+    ) -> BoxFuture<'a, Result<Vec<CommandSummary>, DriverError>>;
+    /// Opens a file for reading: its metadata, then its bytes in `range`.
+    fn read_file<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        range: ReadRange,
+    ) -> BoxFuture<'a, Result<FileRead, DriverError>>;
+    /// Opens a file for writing; nothing replaces the target until [`FileWrite::commit`].
+    fn write_file<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        path: String,
+        user: Option<String>,
+    ) -> BoxFuture<'a, Result<FileWrite, DriverError>>;
+    /// A directory's entries (`true` when it held more than were returned).
+    fn list_dir<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        path: String,
+    ) -> BoxFuture<'a, Result<(Vec<FileInfo>, bool), DriverError>>;
+    /// Paths matching a glob, found inside the sandbox in one request.
+    fn glob<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        query: GlobQuery,
+    ) -> BoxFuture<'a, Result<SearchResult, DriverError>>;
+    /// Lines containing a string, found inside the sandbox in one request.
+    fn grep<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        query: GrepQuery,
+    ) -> BoxFuture<'a, Result<SearchResult, DriverError>>;
+}
