@@ -1,14 +1,16 @@
-//! One error type for every handler, mapped to a status and the `{"detail": {...}}` body the
-//! SDKs parse, in one place. Internal failures become a generic 500; the cause is logged.
+//! One error type for every handler, and one `From` per source of errors: each maps to a status
+//! and the `{"detail": {...}}` body the SDKs parse, here and nowhere else. Internal failures
+//! become a generic 500; the cause is logged.
 
 use axum::Json;
+use axum::extract::multipart::MultipartError;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
-use serde_json::json;
-use warren_control::ControlError;
+use warren_control::{ConfigError, ControlError, ErrorKind, FileOp};
+use warren_wire::ErrorBody;
 
 /// An API error: status, error type and message.
 #[derive(Debug)]
@@ -22,8 +24,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// Builds an error.
-    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+    fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             error,
@@ -36,9 +37,9 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", message)
     }
 
-    /// 422 validation error.
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "ValidationError", message)
+    /// 404 for a path no route serves.
+    pub fn no_route() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "NotFound", "no such endpoint")
     }
 
     /// 500 whose cause is logged, not sent.
@@ -54,8 +55,59 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"detail": {"error": self.error, "message": self.message}});
-        (self.status, Json(body)).into_response()
+        (self.status, Json(ErrorBody::new(self.error, self.message))).into_response()
+    }
+}
+
+impl From<ConfigError> for ApiError {
+    fn from(e: ConfigError) -> Self {
+        match e {
+            ConfigError::Invalid(m) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "ValidationError", m)
+            }
+            ConfigError::Malformed(m) => Self::new(StatusCode::BAD_REQUEST, "InvalidRequest", m),
+            ConfigError::Unsupported(m) => Self::new(StatusCode::BAD_REQUEST, "Unsupported", m),
+        }
+    }
+}
+
+/// A file operation's failure, by what the agent said.
+fn file_error(op: FileOp, path: &str, kind: ErrorKind, message: String) -> ApiError {
+    let error = match op {
+        FileOp::Write => "WriteError",
+        FileOp::Read => "ReadError",
+    };
+    match kind {
+        ErrorKind::NotFound => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "FileNotFound",
+            format!("File '{path}' not found"),
+        ),
+        ErrorKind::IsADirectory => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            error,
+            format!("{path} is a directory"),
+        ),
+        ErrorKind::NotADirectory => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            error,
+            format!("a component of {path} is not a directory"),
+        ),
+        ErrorKind::PermissionDenied => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "PermissionDenied",
+            format!("permission denied: {path}"),
+        ),
+        ErrorKind::NoSpace => ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            error,
+            format!("no space left writing {path}"),
+        ),
+        // A search the agent refused as asked (an invalid glob).
+        ErrorKind::BadRequest => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "ValidationError", message)
+        }
+        _ => ApiError::new(StatusCode::BAD_REQUEST, error, message),
     }
 }
 
@@ -65,8 +117,7 @@ impl From<ControlError> for ApiError {
         match e {
             E::NotFound(m) => Self::new(StatusCode::NOT_FOUND, "NotFound", m),
             E::Conflict(m) => Self::new(StatusCode::CONFLICT, "Conflict", m),
-            E::Invalid { message } => Self::invalid(message),
-            E::BadRequest { error, message } => Self::new(StatusCode::BAD_REQUEST, error, message),
+            E::Config(c) => c.into(),
             E::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "Forbidden", m),
             E::NotReady(m) => Self::new(StatusCode::BAD_REQUEST, "NotReady", m),
             E::Timeout(m) => Self::new(StatusCode::REQUEST_TIMEOUT, "Timeout", m),
@@ -74,8 +125,17 @@ impl From<ControlError> for ApiError {
             E::Unavailable(m) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", m)
             }
-            E::Agent(e) => {
-                tracing::warn!(error = %e, "sandbox agent unreachable");
+            E::BootFailed(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "SandboxConfig", m),
+            E::CommandNotFound(m) => Self::new(StatusCode::NOT_FOUND, "CommandNotFound", m),
+            E::Command(m) => Self::new(StatusCode::BAD_REQUEST, "CommandError", m),
+            E::File {
+                op,
+                path,
+                kind,
+                message,
+            } => file_error(op, &path, kind, message),
+            E::Driver(d) if d.is_unreachable() => {
+                tracing::warn!(error = %d, "sandbox agent unreachable");
                 Self::new(
                     StatusCode::BAD_GATEWAY,
                     "ConnectionError",
@@ -83,6 +143,49 @@ impl From<ControlError> for ApiError {
                 )
             }
             e @ (E::Store(_) | E::Driver(_)) => Self::internal(&e),
+        }
+    }
+}
+
+impl From<MultipartError> for ApiError {
+    fn from(e: MultipartError) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequest",
+            format!("malformed multipart body: {e}"),
+        )
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            // serde's message already names the field ("unknown field `x`", "invalid type ...").
+            JsonRejection::JsonDataError(e) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "ValidationError",
+                e.body_text()
+                    .trim_start_matches(
+                        "Failed to deserialize the JSON body into the target type: ",
+                    )
+                    .to_owned(),
+            ),
+            JsonRejection::JsonSyntaxError(e) => {
+                Self::new(StatusCode::BAD_REQUEST, "InvalidJson", e.body_text())
+            }
+            JsonRejection::MissingJsonContentType(e) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                e.body_text(),
+            ),
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "PayloadTooLarge",
+                    "request body too large",
+                )
+            }
+            other => Self::new(StatusCode::BAD_REQUEST, "InvalidRequest", other.body_text()),
         }
     }
 }
@@ -100,42 +203,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Self(v)),
-            Err(rejection) => Err(match rejection {
-                JsonRejection::JsonDataError(e) => Self::data_error(&e.body_text()),
-                JsonRejection::JsonSyntaxError(e) => {
-                    ApiError::new(StatusCode::BAD_REQUEST, "InvalidJson", e.body_text())
-                }
-                JsonRejection::MissingJsonContentType(e) => ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "UnsupportedMediaType",
-                    e.body_text(),
-                ),
-                JsonRejection::BytesRejection(e) => {
-                    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                        ApiError::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            "PayloadTooLarge",
-                            "request body too large",
-                        )
-                    } else {
-                        ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", e.body_text())
-                    }
-                }
-                other => {
-                    ApiError::new(StatusCode::BAD_REQUEST, "InvalidRequest", other.body_text())
-                }
-            }),
-        }
-    }
-}
-
-impl<T> ApiJson<T> {
-    fn data_error(text: &str) -> ApiError {
-        // serde's message already names the field ("unknown field `x`", "invalid type ...").
-        let msg =
-            text.trim_start_matches("Failed to deserialize the JSON body into the target type: ");
-        ApiError::invalid(msg.to_owned())
+        let Json(v) = Json::<T>::from_request(req, state).await?;
+        Ok(Self(v))
     }
 }

@@ -1,8 +1,5 @@
-//! Files on the data plane (§4.2, §4.3, §4.7). Every path is resolved by the agent inside the
-//! sandbox, as the sandbox's user: the host never opens a sandbox path, so `..` and symlinks can
-//! only ever reach the sandbox's own files.
-
-use std::collections::VecDeque;
+//! Files on the data plane (§4.2, §4.3, §4.7): upload, download with ranges and validators,
+//! glob and grep. The control plane resolves and reads; this module only speaks HTTP.
 
 use axum::Json;
 use axum::body::Body;
@@ -10,87 +7,15 @@ use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
-use tokio::sync::mpsc;
-use warren_control::{AgentConn, Control, Running};
-use warren_proto::{
-    AgentError, ErrorKind, FileInfo, FileKind, MAX_CHUNK_LEN, Request, Response as AgentResponse,
-};
+use warren_control::store::rfc3339;
+use warren_control::{FileInfo, FileKind, Glob, Grep, SearchHit, SearchResult};
+use warren_wire::files::{GlobBody, GlobMatch, GrepBody, GrepMatch, SearchResponse};
 
 use crate::{ApiError, ApiJson, AppState, Caller};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct PathQuery {
     path: String,
-}
-
-/// Makes a path absolute: relative paths resolve against the sandbox's working directory.
-fn absolute(running: &Running, path: &str) -> Result<String, ApiError> {
-    if path.is_empty() || path.contains('\0') {
-        return Err(ApiError::invalid(
-            "path must be a non-empty string without NUL bytes",
-        ));
-    }
-    if path.starts_with('/') {
-        return Ok(path.to_owned());
-    }
-    let base = running
-        .record
-        .config
-        .run_config
-        .work_dir
-        .clone()
-        .unwrap_or_else(|| "/root".into());
-    Ok(format!("{}/{path}", base.trim_end_matches('/')))
-}
-
-fn file_error(op: &'static str, path: &str, e: &AgentError) -> ApiError {
-    let kind = if op == "write" {
-        "WriteError"
-    } else {
-        "ReadError"
-    };
-    match e.kind {
-        ErrorKind::NotFound => ApiError::new(
-            StatusCode::NOT_FOUND,
-            "FileNotFound",
-            format!("File '{path}' not found"),
-        ),
-        ErrorKind::IsADirectory => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            kind,
-            format!("{path} is a directory"),
-        ),
-        ErrorKind::NotADirectory => ApiError::new(
-            StatusCode::BAD_REQUEST,
-            kind,
-            format!("a component of {path} is not a directory"),
-        ),
-        ErrorKind::PermissionDenied => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "PermissionDenied",
-            format!("permission denied: {path}"),
-        ),
-        ErrorKind::NoSpace => ApiError::new(
-            StatusCode::INSUFFICIENT_STORAGE,
-            kind,
-            format!("no space left writing {path}"),
-        ),
-        _ => ApiError::new(StatusCode::BAD_REQUEST, kind, e.message.clone()),
-    }
-}
-
-fn gateway(e: impl std::fmt::Display) -> ApiError {
-    tracing::warn!(error = %e, "sandbox agent failed during a file operation");
-    ApiError::new(
-        StatusCode::BAD_GATEWAY,
-        "ConnectionError",
-        "sandbox is unreachable",
-    )
-}
-
-async fn conn(control: &Control, running: &Running) -> Result<AgentConn, ApiError> {
-    control.connect(running).await.map_err(ApiError::from)
 }
 
 pub(crate) async fn upload(
@@ -100,62 +25,26 @@ pub(crate) async fn upload(
     Query(q): Query<PathQuery>,
     mut form: Multipart,
 ) -> Result<StatusCode, ApiError> {
-    let running = state.control.running_for(&caller, &id).await?;
-    let path = absolute(&running, &q.path)?;
-    let bad = |e: axum::extract::multipart::MultipartError| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "InvalidRequest",
-            format!("malformed multipart body: {e}"),
-        )
-    };
     let mut field = loop {
-        match form.next_field().await.map_err(bad)? {
+        match form.next_field().await? {
             Some(f) if f.name() == Some("file") => break f,
             Some(_) => {}
             None => {
-                return Err(ApiError::invalid(
-                    "the multipart body has no field named 'file'",
-                ));
+                return Err(warren_control::ConfigError::Invalid(
+                    "the multipart body has no field named 'file'".into(),
+                )
+                .into());
             }
         }
     };
-    let mut agent = conn(&state.control, &running).await?;
-    let user = running.record.config.run_config.user.clone();
-    agent
-        .send(&Request::WriteFile {
-            path: path.clone(),
-            mode: None,
-            user,
-        })
-        .await
-        .map_err(gateway)?;
-    // If the client disconnects mid-body, dropping the agent connection without FileEnd makes
-    // the agent discard the temporary file: the target is never half-written.
-    while let Some(chunk) = field.chunk().await.map_err(bad)? {
-        for piece in chunk.chunks(MAX_CHUNK_LEN) {
-            agent
-                .send(&Request::FileData {
-                    data: piece.to_vec(),
-                })
-                .await
-                .map_err(gateway)?;
-        }
+    let mut up = state.control.upload(&caller, &id, &q.path).await?;
+    // If the client disconnects mid-body, the upload is dropped unfinished and the target is
+    // never half-written.
+    while let Some(chunk) = field.chunk().await? {
+        state.control.upload_chunk(&mut up, chunk.to_vec()).await?;
     }
-    agent.send(&Request::FileEnd).await.map_err(gateway)?;
-    match agent.recv().await.map_err(gateway)? {
-        Some(AgentResponse::Ok) => {
-            state.control.audit(
-                Some(&caller),
-                "file.write",
-                Some(&running.record.id),
-                Some(path),
-            );
-            Ok(StatusCode::OK)
-        }
-        Some(AgentResponse::Error(e)) => Err(file_error("write", &path, &e)),
-        other => Err(gateway(format!("unexpected reply {other:?}"))),
-    }
+    state.control.finish_upload(&caller, up).await?;
+    Ok(StatusCode::OK)
 }
 
 /// A strong, opaque validator from size and modification time.
@@ -213,42 +102,16 @@ pub(crate) async fn download(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let running = state.control.running_for(&caller, &id).await?;
-    let path = absolute(&running, &q.path)?;
-    let head = method == Method::HEAD;
-    // Ask for nothing first: the answer's FileInfo decides between 200, 206, 304 and 416.
-    let mut agent = conn(&state.control, &running).await?;
-    let user = running.record.config.run_config.user.clone();
-    agent
-        .send(&Request::ReadFile {
-            path: path.clone(),
-            offset: 0,
-            len: Some(0),
-            user: user.clone(),
-        })
-        .await
-        .map_err(gateway)?;
-    let info = match agent.recv().await.map_err(gateway)? {
-        Some(AgentResponse::FileInfo(i)) => i,
-        Some(AgentResponse::Error(e)) => return Err(file_error("read", &path, &e)),
-        other => return Err(gateway(format!("unexpected reply {other:?}"))),
-    };
-    if info.kind == FileKind::Dir {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "ReadError",
-            format!("{path} is a directory"),
-        ));
-    }
-    let tag = etag(&info);
-    let modified = std::time::UNIX_EPOCH
-        + std::time::Duration::from_nanos(u64::try_from(info.mtime_ns).unwrap_or(0));
+    // The metadata first: it decides between 200, 206, 304 and 416.
+    let file = state.control.open_file(&caller, &id, &q.path).await?;
+    let info = &file.info;
+    let tag = etag(info);
     let mut h = HeaderMap::new();
     h.insert(
         header::ETAG,
         HeaderValue::from_str(&tag).map_err(|e| ApiError::internal(&e))?,
     );
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(mtime(info))) {
         h.insert(header::LAST_MODIFIED, v);
     }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -288,220 +151,34 @@ pub(crate) async fn download(
         HeaderValue::from_static("application/octet-stream"),
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    if head {
+    if method == Method::HEAD {
         return Ok((status, h).into_response());
     }
-    // The probe connection ends with FileEnd; the body comes from a second read.
-    let mut agent = conn(&state.control, &running).await?;
-    agent
-        .send(&Request::ReadFile {
-            path: path.clone(),
-            offset: start,
-            len: Some(len),
-            user,
-        })
-        .await
-        .map_err(gateway)?;
-    match agent.recv().await.map_err(gateway)? {
-        Some(AgentResponse::FileInfo(_)) => {}
-        Some(AgentResponse::Error(e)) => return Err(file_error("read", &path, &e)),
-        other => return Err(gateway(format!("unexpected reply {other:?}"))),
-    }
-    let guard = running.guard;
-    let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(8);
-    tokio::spawn(async move {
-        let _guard = guard;
-        loop {
-            let item = match agent.recv().await {
-                Ok(Some(AgentResponse::FileData { data })) => Ok(bytes::Bytes::from(data)),
-                Ok(Some(AgentResponse::FileEnd)) => return,
-                Ok(other) => Err(std::io::Error::other(format!("unexpected reply {other:?}"))),
-                Err(e) => Err(std::io::Error::other(e.to_string())),
-            };
-            let stop = item.is_err();
-            if tx.send(item).await.is_err() || stop {
-                return;
-            }
-        }
+    let body = state.control.read_file(&caller, file, start, len).await?;
+    let stream = futures_util::stream::unfold(body, |mut body| async move {
+        let item = body.chunks.recv().await?;
+        Some((
+            item.map(bytes::Bytes::from)
+                .map_err(|e| std::io::Error::other(e.to_string())),
+            body,
+        ))
     });
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (b, rx))
-    }));
-    state.control.audit(
-        Some(&caller),
-        "file.read",
-        Some(&running.record.id),
-        Some(path),
-    );
-    Ok((status, h, body).into_response())
+    Ok((status, h, Body::from_stream(stream)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct GlobBody {
-    pattern: String,
-    #[serde(default)]
-    path: Option<String>,
-    #[serde(default)]
-    limit: Option<usize>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct GrepBody {
-    pattern: String,
-    #[serde(default)]
-    path: Option<String>,
-    #[serde(default)]
-    glob: Option<String>,
-    #[serde(default)]
-    limit: Option<usize>,
-}
-
-/// Most directory entries one glob or grep visits.
-const WALK_BUDGET: usize = 200_000;
-/// Most directories waiting to be listed; a tree wider than this is cut short.
-const WALK_QUEUE_MAX: usize = 100_000;
-/// Files larger than this are skipped by grep.
-const GREP_MAX_FILE: u64 = 8 << 20;
-/// Most bytes one grep reads from the sandbox, over all files.
-const GREP_MAX_BYTES: u64 = 256 << 20;
-/// Most files one grep reads.
-const GREP_MAX_FILES: usize = 20_000;
-/// Most bytes of a matching line returned; longer lines are cut (`text_truncated`).
-const GREP_MAX_LINE: usize = 4096;
-/// Most bytes of matched text in one grep response.
-const GREP_MAX_TEXT: usize = 8 << 20;
-/// Most matches any glob or grep returns, whatever `limit` asks.
-const MAX_MATCHES: usize = 100_000;
-
-struct Entry {
-    path: String,
-    rel: String,
-    info: FileInfo,
-}
-
-/// Walks a directory tree through the agent, breadth first, not following symlinks, one
-/// directory at a time: callers stop as soon as they have what they need, and the walk holds
-/// one directory's entries plus the queue of directories still to list.
-struct Walk<'a> {
-    control: &'a Control,
-    running: &'a Running,
-    queue: VecDeque<(String, String, usize)>,
-    max_depth: usize,
-    visited: usize,
-    /// Why the walk stopped early, if it did.
-    cut: Option<&'static str>,
-}
-
-impl<'a> Walk<'a> {
-    fn new(control: &'a Control, running: &'a Running, root: &str, max_depth: usize) -> Self {
-        let root = root.trim_end_matches('/').to_owned();
-        Self {
-            control,
-            running,
-            queue: VecDeque::from([(root, String::new(), 0usize)]),
-            max_depth,
-            visited: 0,
-            cut: None,
-        }
-    }
-
-    /// The entries of the next directory, or `None` when the walk is done or its budget is
-    /// spent.
-    async fn next_dir(&mut self) -> Result<Option<Vec<Entry>>, ApiError> {
-        while let Some((dir, rel, depth)) = self.queue.pop_front() {
-            if self.visited >= WALK_BUDGET {
-                self.cut = Some("entries visited");
-                return Ok(None);
-            }
-            let mut agent = conn(self.control, self.running).await?;
-            let dir_path = if dir.is_empty() {
-                "/".to_owned()
-            } else {
-                dir.clone()
-            };
-            let reply = agent
-                .call(&Request::ListDir {
-                    path: dir_path.clone(),
-                })
-                .await;
-            let (entries, more) = match reply {
-                Ok(AgentResponse::DirEntries { entries, truncated }) => (entries, truncated),
-                Err(warren_control::AgentConnError::Agent(e)) if depth == 0 => {
-                    return Err(file_error("read", &dir_path, &e));
-                }
-                // Unreadable subdirectories are skipped, like `find` does.
-                Err(warren_control::AgentConnError::Agent(_)) => continue,
-                Ok(other) => return Err(gateway(format!("unexpected reply {other:?}"))),
-                Err(e) => return Err(gateway(e)),
-            };
-            if more {
-                self.cut.get_or_insert("directory too large");
-            }
-            let room = WALK_BUDGET - self.visited;
-            if entries.len() > room {
-                self.cut = Some("entries visited");
-            }
-            let mut out = Vec::with_capacity(entries.len().min(room));
-            for info in entries.into_iter().take(room) {
-                self.visited += 1;
-                let child_rel = if rel.is_empty() {
-                    info.name.clone()
-                } else {
-                    format!("{rel}/{}", info.name)
-                };
-                let child_path = format!("{dir}/{}", info.name);
-                if info.kind == FileKind::Dir && depth + 1 < self.max_depth {
-                    if self.queue.len() < WALK_QUEUE_MAX {
-                        self.queue
-                            .push_back((child_path.clone(), child_rel.clone(), depth + 1));
-                    } else {
-                        self.cut = Some("directories queued");
-                    }
-                }
-                out.push(Entry {
-                    path: child_path,
-                    rel: child_rel,
-                    info,
-                });
-            }
-            return Ok(Some(out));
-        }
-        Ok(None)
-    }
+fn mtime(info: &FileInfo) -> std::time::SystemTime {
+    std::time::UNIX_EPOCH
+        + std::time::Duration::from_nanos(u64::try_from(info.mtime_ns).unwrap_or(0))
 }
 
 /// The response of a glob or grep: `truncated` per §4.7, and `truncated_reason` (a Warren
 /// extension) saying which bound cut it short.
-fn search_response(matches: Vec<Value>, cut: Option<&'static str>) -> Json<Value> {
-    let mut v = json!({"matches": matches, "truncated": cut.is_some()});
-    if let Some(why) = cut {
-        v["truncated_reason"] = json!(why);
-    }
-    Json(v)
-}
-
-fn modified_at(info: &FileInfo) -> String {
-    let t = std::time::UNIX_EPOCH
-        + std::time::Duration::from_nanos(u64::try_from(info.mtime_ns).unwrap_or(0));
-    warren_control::store::rfc3339(t)
-}
-
-fn compile_glob(pattern: &str) -> Result<globset::GlobMatcher, ApiError> {
-    globset::GlobBuilder::new(pattern)
-        .literal_separator(true)
-        .build()
-        .map(|g| g.compile_matcher())
-        .map_err(|e| ApiError::invalid(format!("invalid glob pattern: {e}")))
-}
-
-fn depth_for(pattern: &str) -> usize {
-    if pattern.contains("**") {
-        64
-    } else {
-        pattern.split('/').count()
-    }
+fn search_response<M>(matches: Vec<M>, truncated: Option<String>) -> Json<SearchResponse<M>> {
+    Json(SearchResponse {
+        matches,
+        truncated: truncated.is_some(),
+        truncated_reason: truncated,
+    })
 }
 
 pub(crate) async fn glob(
@@ -509,40 +186,26 @@ pub(crate) async fn glob(
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<GlobBody>,
-) -> Result<Json<Value>, ApiError> {
-    let running = state.control.running_for(&caller, &id).await?;
-    let root = absolute(&running, body.path.as_deref().unwrap_or("/"))?;
-    let matcher = compile_glob(&body.pattern)?;
-    let limit = body.limit.unwrap_or(10_000).min(MAX_MATCHES);
-    let mut walk = Walk::new(&state.control, &running, &root, depth_for(&body.pattern));
-    let mut matches = Vec::new();
-    'walk: while let Some(entries) = walk.next_dir().await? {
-        for e in entries.iter().filter(|e| matcher.is_match(&e.rel)) {
-            if matches.len() >= limit {
-                walk.cut = Some("limit");
-                break 'walk;
-            }
-            matches.push(json!({
-                "path": e.path,
-                "is_dir": e.info.kind == FileKind::Dir,
-                "size_bytes": e.info.size,
-                "modified_at": modified_at(&e.info),
-            }));
-        }
-    }
-    Ok(search_response(matches, walk.cut))
-}
-
-/// `line` cut to at most [`GREP_MAX_LINE`] bytes at a character boundary; `true` if cut.
-fn clip_line(line: &str) -> (&str, bool) {
-    if line.len() <= GREP_MAX_LINE {
-        return (line, false);
-    }
-    let mut end = GREP_MAX_LINE;
-    while !line.is_char_boundary(end) {
-        end -= 1;
-    }
-    (&line[..end], true)
+) -> Result<Json<SearchResponse<GlobMatch>>, ApiError> {
+    let req = Glob {
+        path: body.path,
+        pattern: body.pattern,
+        limit: body.limit,
+    };
+    let SearchResult { hits, truncated } = state.control.glob(&caller, &id, req).await?;
+    let matches = hits
+        .into_iter()
+        .filter_map(|hit| match hit {
+            SearchHit::Path { path, info } => Some(GlobMatch {
+                path,
+                is_dir: info.kind == FileKind::Dir,
+                size_bytes: info.size,
+                modified_at: rfc3339(mtime(&info)),
+            }),
+            SearchHit::Line { .. } => None,
+        })
+        .collect();
+    Ok(search_response(matches, truncated))
 }
 
 pub(crate) async fn grep(
@@ -550,113 +213,32 @@ pub(crate) async fn grep(
     caller: Caller,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<GrepBody>,
-) -> Result<Json<Value>, ApiError> {
-    let running = state.control.running_for(&caller, &id).await?;
-    let root = absolute(&running, body.path.as_deref().unwrap_or("/"))?;
-    if body.pattern.is_empty() {
-        return Err(ApiError::invalid("pattern must not be empty"));
-    }
-    // A bare pattern like `*.py` matches basenames at any depth; one with `/` or `**` matches
-    // the path relative to the root.
-    let filter = body
-        .glob
-        .as_deref()
-        .map(|g| (compile_glob(g), g.contains('/') || g.contains("**")));
-    let filter = match filter {
-        Some((Ok(m), rel)) => Some((m, rel)),
-        Some((Err(e), _)) => return Err(e),
-        None => None,
+) -> Result<Json<SearchResponse<GrepMatch>>, ApiError> {
+    let req = Grep {
+        path: body.path,
+        pattern: body.pattern,
+        glob: body.glob,
+        limit: body.limit,
     };
-    let limit = body.limit.unwrap_or(1000).min(MAX_MATCHES);
-    let mut walk = Walk::new(&state.control, &running, &root, 64);
-    let mut matches = Vec::new();
-    let (mut files_read, mut bytes_read, mut text_bytes) = (0usize, 0u64, 0usize);
-    'walk: while let Some(entries) = walk.next_dir().await? {
-        for e in entries
-            .iter()
-            .filter(|e| e.info.kind == FileKind::File && e.info.size <= GREP_MAX_FILE)
-        {
-            if let Some((m, rel)) = &filter {
-                let target = if *rel {
-                    e.rel.as_str()
-                } else {
-                    e.rel.rsplit('/').next().unwrap_or(&e.rel)
-                };
-                if !m.is_match(target) {
-                    continue;
-                }
-            }
-            if files_read >= GREP_MAX_FILES {
-                walk.cut = Some("files read");
-                break 'walk;
-            }
-            let budget = GREP_MAX_BYTES - bytes_read;
-            if budget == 0 {
-                walk.cut = Some("bytes read");
-                break 'walk;
-            }
-            files_read += 1;
-            let Some(content) = read_bounded(&state.control, &running, &e.path, budget).await
-            else {
-                continue;
-            };
-            bytes_read += content.len() as u64;
-            if content.iter().take(8192).any(|b| *b == 0) {
-                continue; // binary
-            }
-            let text = String::from_utf8_lossy(&content);
-            for (i, line) in text.lines().enumerate() {
-                if !line.contains(&body.pattern) {
-                    continue;
-                }
-                if matches.len() >= limit {
-                    walk.cut = Some("limit");
-                    break 'walk;
-                }
-                let (line, clipped) = clip_line(line);
-                text_bytes += line.len();
-                if text_bytes > GREP_MAX_TEXT {
-                    walk.cut = Some("response size");
-                    break 'walk;
-                }
-                let mut m = json!({"path": e.path, "line": i + 1, "text": line});
-                if clipped {
-                    m["text_truncated"] = json!(true);
-                }
-                matches.push(m);
-            }
-        }
-    }
-    Ok(search_response(matches, walk.cut))
-}
-
-/// A file's first `max` bytes (at most [`GREP_MAX_FILE`]), or `None` if it cannot be read.
-async fn read_bounded(
-    control: &Control,
-    running: &Running,
-    path: &str,
-    max: u64,
-) -> Option<Vec<u8>> {
-    let mut agent = conn(control, running).await.ok()?;
-    let user = running.record.config.run_config.user.clone();
-    agent
-        .send(&Request::ReadFile {
-            path: path.to_owned(),
-            offset: 0,
-            len: Some(max.min(GREP_MAX_FILE)),
-            user,
+    let SearchResult { hits, truncated } = state.control.grep(&caller, &id, req).await?;
+    let matches = hits
+        .into_iter()
+        .filter_map(|hit| match hit {
+            SearchHit::Line {
+                path,
+                line,
+                text,
+                text_truncated,
+            } => Some(GrepMatch {
+                path,
+                line,
+                text,
+                text_truncated,
+            }),
+            SearchHit::Path { .. } => None,
         })
-        .await
-        .ok()?;
-    let mut out = Vec::new();
-    loop {
-        match agent.recv().await.ok()?? {
-            AgentResponse::FileInfo(_) => {}
-            AgentResponse::FileData { data } => out.extend_from_slice(&data),
-            AgentResponse::FileEnd => return Some(out),
-            _ => return None,
-        }
-    }
+        .collect();
+    Ok(search_response(matches, truncated))
 }
 
 #[cfg(test)]
@@ -681,35 +263,13 @@ mod tests {
     }
 
     #[test]
-    fn glob_depth_follows_the_pattern() {
-        assert_eq!(depth_for("*"), 1);
-        assert_eq!(depth_for("src/*.rs"), 2);
-        assert_eq!(depth_for("**/*.rs"), 64);
-        assert!(compile_glob("*.py").unwrap().is_match("a.py"));
-        assert!(
-            !compile_glob("*.py").unwrap().is_match("d/a.py"),
-            "* stays within one segment"
-        );
-        assert!(compile_glob("**/*.py").unwrap().is_match("d/e/a.py"));
-    }
-
-    #[test]
-    fn long_lines_are_clipped_at_a_character_boundary() {
-        let short = "needle";
-        assert_eq!(clip_line(short), (short, false));
-        let long = "é".repeat(GREP_MAX_LINE);
-        let (clipped, cut) = clip_line(&long);
-        assert!(cut);
-        assert!(clipped.len() <= GREP_MAX_LINE && clipped.len() >= GREP_MAX_LINE - 1);
-        assert!(clipped.chars().all(|c| c == 'é'));
-    }
-
-    #[test]
     fn a_cut_search_says_why() {
-        let v = search_response(vec![], Some("bytes read")).0;
+        let v =
+            serde_json::to_value(search_response::<GlobMatch>(vec![], Some("bytes read".into())).0)
+                .unwrap();
         assert_eq!(v["truncated"], true);
         assert_eq!(v["truncated_reason"], "bytes read");
-        let v = search_response(vec![json!({})], None).0;
+        let v = serde_json::to_value(search_response::<GlobMatch>(vec![], None).0).unwrap();
         assert_eq!(v["truncated"], false);
         assert!(v.get("truncated_reason").is_none());
     }

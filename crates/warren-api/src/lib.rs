@@ -1,9 +1,17 @@
 //! The HTTP API: the LangSmith Sandboxes API v2 (control plane under `/api/v2/sandboxes`, each
-//! sandbox's data plane under `/dp/<id>` on the same listener) plus Warren's extensions under the
-//! same prefix. Handlers only translate HTTP into calls on `warren_control::Control`.
+//! sandbox's data plane under `/dp/<id>` on the same listener) plus Warren's extensions (keys,
+//! audit, metrics). Handlers only translate: HTTP in, a call on `warren_control::Control`, the
+//! answer as the typed JSON of `warren-wire` out; errors map to statuses in `error.rs` alone.
 //!
-//! Routing matches the raw, still-encoded path, then decodes each segment, so `%2F` inside a
-//! name never splits a segment.
+//! Routes match the raw, still-encoded path and each `{param}` is percent-decoded on its own,
+//! so `%2F` inside a sandbox name never splits a segment.
+//!
+//! - `boxes.rs`: create, list, get, status, update, delete, start, stop.
+//! - `exec/`: `/execute/ws` (WebSocket), `/execute/stream/{start,resume}` (SSE with acks),
+//!   `/execute` (blocking HTTP).
+//! - `files.rs`: `/upload`, `/download` (ranges, validators), `/glob`, `/grep`.
+//! - `ops.rs`: `/info`, `/keys`, `/audit`, `/metrics`.
+//! - `listen.rs`: the accept loop with its connection and header-read bounds.
 
 mod boxes;
 mod error;
@@ -11,12 +19,11 @@ mod exec;
 mod files;
 mod listen;
 mod ops;
-mod utf8;
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -118,7 +125,7 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/info", get(ops::info))
         .merge(authed)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NotFound", "no such endpoint") })
+        .fallback(|| async { ApiError::no_route() })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

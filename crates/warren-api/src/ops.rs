@@ -1,12 +1,12 @@
-//! Warren extensions: API keys, the audit log, metrics, version info.
+//! Warren's own endpoints: server info, API keys, the audit log and metrics.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use warren_control::store::rfc3339;
+use warren_wire::ops::{AuditEntry, AuditList, CreateKeyBody, CreatedKey, Info, Key, KeyList};
 
 use crate::{ApiError, ApiJson, AppState, Caller};
 
@@ -14,19 +14,11 @@ use crate::{ApiError, ApiJson, AppState, Caller};
 /// `/info` for at least 0.16.0).
 const API_COMPAT_VERSION: &str = "0.16.0";
 
-pub(crate) async fn info() -> Json<Value> {
-    Json(json!({
-        "version": API_COMPAT_VERSION,
-        "warren_version": env!("CARGO_PKG_VERSION"),
-    }))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct CreateKeyBody {
-    name: String,
-    #[serde(default)]
-    admin: bool,
+pub(crate) async fn info() -> Json<Info> {
+    Json(Info {
+        version: API_COMPAT_VERSION.into(),
+        warren_version: env!("CARGO_PKG_VERSION").into(),
+    })
 }
 
 pub(crate) async fn create_key(
@@ -35,43 +27,35 @@ pub(crate) async fn create_key(
     ApiJson(body): ApiJson<CreateKeyBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let (id, key) = state.control.create_key(&caller, &body.name, body.admin)?;
-    state.control.audit(
-        Some(&caller),
-        "key.create",
-        Some(&id),
-        Some(body.name.clone()),
-    );
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "id": id,
-            "key": key,
-            "name": body.name,
-            "admin": body.admin,
-            "created_at": rfc3339(std::time::SystemTime::now()),
-        })),
+        Json(CreatedKey {
+            id,
+            key,
+            name: body.name,
+            admin: body.admin,
+            created_at: rfc3339(std::time::SystemTime::now()),
+        }),
     ))
 }
 
 pub(crate) async fn list_keys(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Value>, ApiError> {
-    let keys: Vec<Value> = state
+) -> Result<Json<KeyList>, ApiError> {
+    let keys = state
         .control
         .list_keys(&caller)?
         .into_iter()
-        .map(|k| {
-            json!({
-                "id": k.id,
-                "name": k.user_name,
-                "admin": k.is_admin,
-                "created_at": rfc3339(k.created_at),
-                "revoked_at": k.revoked_at.map(rfc3339),
-            })
+        .map(|k| Key {
+            id: k.id,
+            name: k.user_name,
+            admin: k.is_admin,
+            created_at: rfc3339(k.created_at),
+            revoked_at: k.revoked_at.map(rfc3339),
         })
         .collect();
-    Ok(Json(json!({ "keys": keys })))
+    Ok(Json(KeyList { keys }))
 }
 
 pub(crate) async fn revoke_key(
@@ -80,9 +64,6 @@ pub(crate) async fn revoke_key(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state.control.revoke_key(&caller, &id)?;
-    state
-        .control
-        .audit(Some(&caller), "key.revoke", Some(&id), None);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -97,12 +78,22 @@ pub(crate) async fn audit(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let entries =
-        state
-            .control
-            .list_audit(&caller, q.after, q.limit.unwrap_or(1000).min(10_000))?;
-    Ok(Json(json!({ "entries": entries })))
+) -> Result<Json<AuditList>, ApiError> {
+    let entries = state
+        .control
+        .list_audit(&caller, q.after, q.limit.unwrap_or(1000).min(10_000))?
+        .into_iter()
+        .map(|e| AuditEntry {
+            seq: e.seq,
+            at: e.at,
+            workspace_id: e.workspace_id,
+            user_id: e.user_id,
+            action: e.action,
+            target: e.target,
+            detail: e.detail,
+        })
+        .collect();
+    Ok(Json(AuditList { entries }))
 }
 
 pub(crate) async fn metrics(

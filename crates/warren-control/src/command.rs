@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use warren_driver::{
-    CommandChannel, CommandEvent, CommandInput, Driver, ErrorKind, ExecSpec, ExitReason, PtySize,
+    CommandChannel, CommandEvent, CommandInput, Driver, DriverError, ErrorKind, ExecSpec, ExitReason, PtySize,
     Stream,
 };
 use warren_types::{RunConfig, SandboxId};
 
 use crate::config::{ConfigError, validate_run_config};
+use crate::error::ControlError;
 use crate::metrics::Metrics;
 use crate::state::ActivityGuard;
 
@@ -180,6 +181,26 @@ pub enum ExecEvent {
     /// The sandbox's agent went away mid-command; the command may still run, and an attach
     /// from the client's offsets may reach it.
     Lost,
+}
+
+impl ExecEvent {
+    /// The error a transport that answers with one status (blocking HTTP, the start of an SSE
+    /// stream) reports for an event that ends a command without an exit code; `None` for the
+    /// others.
+    pub fn into_error(self) -> Option<ControlError> {
+        match self {
+            Self::TimedOut { message } => Some(ControlError::Command(message)),
+            Self::Failed {
+                failure: ExecFailure::CommandNotFound | ExecFailure::SessionExpired,
+                message,
+            } => Some(ControlError::CommandNotFound(message)),
+            Self::Failed { message, .. } => Some(ControlError::Command(message)),
+            Self::Lost => Some(ControlError::Driver(DriverError::Unreachable(
+                "sandbox agent disconnected".into(),
+            ))),
+            _ => None,
+        }
+    }
 }
 
 /// Everything a [`CommandStream`] needs from the control plane when the command ends.

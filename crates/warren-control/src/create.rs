@@ -104,6 +104,29 @@ impl Control {
         let this = self.clone();
         let id = rec.id.clone();
         tokio::spawn(async move { this.boot(&id, true).await });
+        self.audit(
+            Some(p),
+            "sandbox.create",
+            Some(&rec.id),
+            Some(rec.name.clone()),
+        );
+        Ok(rec)
+    }
+
+    /// Waits for a sandbox to boot, at most `timeout`: its record once ready, or why it failed.
+    pub async fn wait_ready(
+        &self,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<SandboxRecord, ControlError> {
+        let rec = self.wait_settled(id, timeout).await?;
+        if rec.status == SandboxStatus::Failed {
+            return Err(ControlError::BootFailed(format!(
+                "sandbox '{}' failed to start: {}",
+                rec.name,
+                rec.status_message.as_deref().unwrap_or("unknown error")
+            )));
+        }
         Ok(rec)
     }
 

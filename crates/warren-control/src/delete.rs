@@ -12,7 +12,9 @@ impl Control {
     /// Deletes a sandbox and everything it holds.
     pub async fn delete(&self, p: &Principal, name_or_id: &str) -> Result<(), ControlError> {
         let rec = self.find(p, name_or_id)?;
-        self.delete_id(&rec.id).await
+        self.delete_id(&rec.id).await?;
+        self.audit(Some(p), "sandbox.delete", Some(&rec.id), Some(rec.name));
+        Ok(())
     }
 
     pub(crate) async fn delete_id(&self, id: &str) -> Result<(), ControlError> {

@@ -42,9 +42,15 @@ pub enum ControlError {
     /// The server cannot serve this now but will (e.g. the default image is being built).
     #[error("{0}")]
     Unavailable(String),
+    /// The sandbox was created but could not boot.
+    #[error("{0}")]
+    BootFailed(String),
     /// No command has this id in the sandbox (or its session expired).
     #[error("{0}")]
     CommandNotFound(String),
+    /// A command could not run, failed in the agent, or ran out of time.
+    #[error("{0}")]
+    Command(String),
     /// A file operation failed inside the sandbox.
     #[error("{message}")]
     File {

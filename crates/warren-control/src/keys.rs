@@ -62,6 +62,7 @@ impl Control {
         let key = auth::generate_key()
             .map_err(|e| ControlError::Exhausted(format!("failed to generate a key: {e}")))?;
         let id = self.store.add_key(&user, &auth::hash_key(&key))?;
+        self.audit(Some(p), "key.create", Some(&id), Some(name.to_owned()));
         Ok((id, key))
     }
 
@@ -86,6 +87,7 @@ impl Control {
             return Err(ControlError::NotFound(format!("key '{key_id}' not found")));
         }
         self.keys.invalidate();
+        self.audit(Some(p), "key.revoke", Some(key_id), None);
         Ok(())
     }
 }

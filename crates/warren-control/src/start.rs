@@ -16,7 +16,9 @@ impl Control {
         name_or_id: &str,
     ) -> Result<SandboxRecord, ControlError> {
         let rec = self.find(p, name_or_id)?;
-        self.start_id(&rec.id).await
+        let rec = self.start_id(&rec.id).await?;
+        self.audit(Some(p), "sandbox.start", Some(&rec.id), Some(rec.name.clone()));
+        Ok(rec)
     }
 
     pub(crate) async fn start_id(

@@ -14,7 +14,9 @@ impl Control {
         name_or_id: &str,
     ) -> Result<SandboxRecord, ControlError> {
         let rec = self.find(p, name_or_id)?;
-        self.stop_id(&rec.id, None).await
+        let rec = self.stop_id(&rec.id, None).await?;
+        self.audit(Some(p), "sandbox.stop", Some(&rec.id), Some(rec.name.clone()));
+        Ok(rec)
     }
 
     pub(crate) async fn stop_id(

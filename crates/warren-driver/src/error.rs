@@ -57,6 +57,11 @@ impl DriverError {
         }
     }
 
+    /// Whether the sandbox's agent could not be reached.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Unreachable(_))
+    }
+
     /// The kind of a lifecycle failure (`Other` for agent failures).
     pub fn kind(&self) -> FailureKind {
         match self {

@@ -4,7 +4,7 @@
 
 /// Per-stream decoder state.
 #[derive(Debug, Default)]
-pub(crate) struct Utf8Splitter {
+pub struct Utf8Splitter {
     pending: Vec<u8>,
     pending_offset: u64,
 }
@@ -12,7 +12,7 @@ pub(crate) struct Utf8Splitter {
 impl Utf8Splitter {
     /// Feeds bytes that start at `offset`; returns the text that is complete now and the offset
     /// of its first byte, if any.
-    pub(crate) fn push(&mut self, offset: u64, data: &[u8]) -> Option<(u64, String)> {
+    pub fn push(&mut self, offset: u64, data: &[u8]) -> Option<(u64, String)> {
         let mut bytes = std::mem::take(&mut self.pending);
         let mut start = self.pending_offset;
         if bytes.is_empty() || start + bytes.len() as u64 != offset {
@@ -55,7 +55,7 @@ impl Utf8Splitter {
     }
 
     /// Flushes a held partial character at the end of the stream.
-    pub(crate) fn finish(&mut self) -> Option<(u64, String)> {
+    pub fn finish(&mut self) -> Option<(u64, String)> {
         if self.pending.is_empty() {
             return None;
         }
