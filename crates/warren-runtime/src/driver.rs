@@ -7,52 +7,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use warren_jail::{JailReport, JailSpec};
-use warren_types::{ImageRef, Limits, SandboxId};
+use warren_types::{ImageRef, SandboxId};
 
 use crate::agent::{AgentConn, AgentConnError};
 use crate::cgroup::{self, CgroupBackend, CgroupError};
 use crate::slots::{SlotError, Slots};
 use crate::storage::{BtrfsStorage, Storage, StorageError};
 
-/// Isolation tier a sandbox runs under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Tier {
-    /// Linux namespaces, cgroups, seccomp and Landlock on the host kernel.
-    Jail,
-}
-
-/// What to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SandboxSpec {
-    /// The new sandbox's id.
-    pub id: SandboxId,
-    /// Image its root filesystem is made from.
-    pub image: ImageRef,
-    /// Resource limits.
-    pub limits: Limits,
-}
-
-/// A running sandbox, as the driver identifies it. Serializable so the control plane can persist
-/// it and re-adopt the sandbox after a restart.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SandboxHandle {
-    /// The sandbox's id.
-    pub id: SandboxId,
-    /// Its tier.
-    pub tier: Tier,
-    /// Host pid of its agent.
-    pub pid: u32,
-    /// The agent's start time (clock ticks since boot), so a recycled pid is never adopted.
-    pub start_time: u64,
-    /// Host path of the agent's socket.
-    pub agent_socket: PathBuf,
-    /// Its uid/gid range slot.
-    pub slot: u32,
-}
+pub use warren_driver::{SandboxHandle, SandboxSpec, Tier};
 
 /// Driver failures.
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod cgroup;
 pub mod driver;
 pub mod image;
+mod seam;
 mod slots;
 pub mod storage;
 mod tool;

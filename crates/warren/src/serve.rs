@@ -130,7 +130,7 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
             sweep_interval: Duration::from_secs(args.sweep_interval.max(1)),
             limits,
         };
-        let (control, admin_key) = Control::open(cfg, AnyDriver::Jail(driver))
+        let (control, admin_key) = Control::open(cfg, std::sync::Arc::new(AnyDriver::Jail(driver)))
             .await
             .context("failed to open the control plane")?;
         if let Some(key) = admin_key {

@@ -1,0 +1,368 @@
+//! The runtime as the control plane sees it: [`warren_driver::Driver`] for [`AnyDriver`].
+//! Lifecycle calls go to the tier's driver; operations on a running sandbox become agent
+//! protocol sessions, one connection each, whose frames are turned into the seam's typed
+//! events and chunks here, so nothing above the runtime speaks the protocol.
+
+use std::collections::HashSet;
+
+use tokio::sync::mpsc;
+use warren_driver::{
+    BoxFuture, CommandChannel, CommandEvent, CommandInput, CommandOpen, CommandSummary,
+    DriverError as SeamError, FailureKind, FileInfo, FileRead, FileWrite, GlobQuery, GrepQuery,
+    ImageStatus, ReadRange, SandboxHandle, SandboxSpec, SearchResult, Tier,
+};
+use warren_proto::{AgentError, ErrorKind, MAX_CHUNK_LEN, Request, Response};
+use warren_types::{ImageRef, SandboxId};
+
+use crate::agent::{AgentConn, AgentConnError, AgentReader, AgentWriter};
+use crate::driver::{AnyDriver, Driver, DriverError};
+use crate::image::error_chain;
+
+/// A runtime failure in the seam's terms: agent answers stay typed, everything else carries
+/// its public reason (no host paths) and its whole chain for the log.
+fn seam_error(e: DriverError) -> SeamError {
+    let kind = match &e {
+        DriverError::Agent(AgentConnError::Agent(a)) => return SeamError::Agent(a.clone()),
+        DriverError::Agent(a) => return SeamError::Unreachable(error_chain(a)),
+        DriverError::Storage(_) | DriverError::NoStorage(_) => FailureKind::Storage,
+        DriverError::StopTimeout(_) => FailureKind::StopTimeout,
+        DriverError::Cgroup(_) => FailureKind::Cgroup,
+        DriverError::Slot(_) => FailureKind::Slot,
+        _ => FailureKind::Other,
+    };
+    SeamError::failed(kind, e.public_reason(), error_chain(&e))
+}
+
+fn conn_error(e: AgentConnError) -> SeamError {
+    match e {
+        AgentConnError::Agent(a) => SeamError::Agent(a),
+        other => SeamError::Unreachable(error_chain(&other)),
+    }
+}
+
+fn unexpected(what: &str, got: Option<Response>) -> SeamError {
+    SeamError::Unreachable(format!("unexpected reply to {what}: {got:?}"))
+}
+
+impl AnyDriver {
+    /// A connection to the sandbox's agent with `req` sent on it.
+    async fn session(&self, handle: &SandboxHandle, req: &Request) -> Result<AgentConn, SeamError> {
+        let mut conn = Driver::connect(self, handle).await.map_err(seam_error)?;
+        conn.send(req).await.map_err(conn_error)?;
+        Ok(conn)
+    }
+
+    /// One request, one reply that is not an error.
+    async fn call(&self, handle: &SandboxHandle, req: &Request) -> Result<Response, SeamError> {
+        let mut conn = Driver::connect(self, handle).await.map_err(seam_error)?;
+        conn.call(req).await.map_err(conn_error)
+    }
+}
+
+/// Frames of an attached command, turned into events until the command ends or the client
+/// goes away. Reads run on their own task: `AgentReader::recv` is not cancel-safe.
+async fn read_events(mut reader: AgentReader, tx: mpsc::Sender<CommandEvent>) {
+    loop {
+        let (event, last) = match reader.recv().await {
+            Ok(Some(Response::Started { command_id, pid })) => {
+                (CommandEvent::Started { command_id, pid }, false)
+            }
+            Ok(Some(Response::Output {
+                stream,
+                offset,
+                data,
+            })) => (
+                CommandEvent::Output {
+                    stream,
+                    offset,
+                    data,
+                },
+                false,
+            ),
+            Ok(Some(Response::Exit(status))) => (CommandEvent::Exit(status), true),
+            Ok(Some(Response::Error(e))) => (CommandEvent::Error(e), true),
+            Ok(Some(_)) => continue,
+            Ok(None) => (
+                CommandEvent::Lost("the agent closed the connection".into()),
+                true,
+            ),
+            Err(e) => (CommandEvent::Lost(error_chain(&e)), true),
+        };
+        if tx.send(event).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+/// Carries a client's input to the command until the client drops its channel or the command
+/// ends; then the connection closes, which detaches.
+async fn run_command(
+    reader: AgentReader,
+    mut writer: AgentWriter,
+    events: mpsc::Sender<CommandEvent>,
+    mut input: mpsc::Receiver<CommandInput>,
+) {
+    let mut reading = tokio::spawn(read_events(reader, events));
+    loop {
+        tokio::select! {
+            _ = &mut reading => return,
+            msg = input.recv() => {
+                let req = match msg {
+                    Some(CommandInput::Data(data)) => Request::Input { data },
+                    Some(CommandInput::CloseStdin) => Request::CloseStdin,
+                    Some(CommandInput::Kill) => Request::Kill,
+                    Some(CommandInput::Signal(signal)) => Request::Signal { signal },
+                    Some(CommandInput::Resize(size)) => Request::Resize {
+                        rows: size.rows,
+                        cols: size.cols,
+                    },
+                    None => break,
+                };
+                if writer.send(&req).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    reading.abort();
+}
+
+/// Streams a file's bytes after its `FileInfo`.
+async fn read_body(mut conn: AgentConn, tx: mpsc::Sender<Result<Vec<u8>, SeamError>>) {
+    loop {
+        let item = match conn.recv().await {
+            Ok(Some(Response::FileData { data })) => Ok(data),
+            Ok(Some(Response::FileEnd)) => return,
+            Ok(Some(Response::Error(e))) => Err(SeamError::Agent(e)),
+            Ok(other) => Err(unexpected("a file read", other)),
+            Err(e) => Err(conn_error(e)),
+        };
+        let stop = item.is_err();
+        if tx.send(item).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+/// Sends an upload's chunks; on commit ends the file and reports the agent's answer. Dropped
+/// without a commit, the connection closes without `FileEnd` and the agent discards the file.
+async fn write_body(mut conn: AgentConn, mut end: warren_driver::FileWriteEnd) {
+    while let Some(chunk) = end.chunks.recv().await {
+        for piece in chunk.chunks(MAX_CHUNK_LEN) {
+            let sent = conn
+                .send(&Request::FileData {
+                    data: piece.to_vec(),
+                })
+                .await;
+            if let Err(e) = sent {
+                // The agent stopped reading: it usually said why first.
+                let why = match conn.recv().await {
+                    Ok(Some(Response::Error(a))) => SeamError::Agent(a),
+                    _ => conn_error(e),
+                };
+                let _ = end.done.send(Err(why));
+                return;
+            }
+        }
+    }
+    if end.commit.await.is_err() {
+        return;
+    }
+    let result = match conn.send(&Request::FileEnd).await {
+        Ok(()) => match conn.recv().await {
+            Ok(Some(Response::Ok)) => Ok(()),
+            Ok(Some(Response::Error(a))) => Err(SeamError::Agent(a)),
+            Ok(other) => Err(unexpected("a file write", other)),
+            Err(e) => Err(conn_error(e)),
+        },
+        Err(e) => Err(conn_error(e)),
+    };
+    let _ = end.done.send(result);
+}
+
+impl warren_driver::Driver for AnyDriver {
+    fn tier(&self) -> Tier {
+        Driver::tier(self)
+    }
+
+    fn create<'a>(
+        &'a self,
+        spec: &'a SandboxSpec,
+    ) -> BoxFuture<'a, Result<SandboxHandle, SeamError>> {
+        Box::pin(async move { Driver::create(self, spec).await.map_err(seam_error) })
+    }
+
+    fn start<'a>(
+        &'a self,
+        spec: &'a SandboxSpec,
+    ) -> BoxFuture<'a, Result<SandboxHandle, SeamError>> {
+        Box::pin(async move { Driver::start(self, spec).await.map_err(seam_error) })
+    }
+
+    fn stop<'a>(
+        &'a self,
+        id: &'a SandboxId,
+        handle: Option<&'a SandboxHandle>,
+    ) -> BoxFuture<'a, Result<(), SeamError>> {
+        Box::pin(async move { Driver::stop(self, id, handle).await.map_err(seam_error) })
+    }
+
+    fn destroy<'a>(
+        &'a self,
+        id: &'a SandboxId,
+        handle: Option<&'a SandboxHandle>,
+    ) -> BoxFuture<'a, Result<(), SeamError>> {
+        Box::pin(async move { Driver::destroy(self, id, handle).await.map_err(seam_error) })
+    }
+
+    fn has_storage(&self, id: &SandboxId) -> bool {
+        Driver::has_storage(self, id)
+    }
+
+    fn image_status(&self, image: &ImageRef) -> ImageStatus {
+        use crate::image::ImageStatus as S;
+        match AnyDriver::image_status(self, image) {
+            S::Present => ImageStatus::Present,
+            S::Building => ImageStatus::Building,
+            S::Failed(reason) => ImageStatus::Failed(reason),
+            S::Missing => ImageStatus::Missing,
+        }
+    }
+
+    fn gc<'a>(
+        &'a self,
+        keep: &'a HashSet<SandboxId>,
+    ) -> BoxFuture<'a, Result<Vec<SandboxId>, SeamError>> {
+        Box::pin(async move { Driver::gc(self, keep).await.map_err(seam_error) })
+    }
+
+    fn is_running(&self, handle: &SandboxHandle) -> bool {
+        Driver::is_running(self, handle)
+    }
+
+    fn oom_kills(&self, id: &SandboxId) -> Option<u64> {
+        AnyDriver::oom_kills(self, id).ok()
+    }
+
+    fn command<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        open: CommandOpen,
+    ) -> BoxFuture<'a, Result<CommandChannel, SeamError>> {
+        Box::pin(async move {
+            let req = match open {
+                CommandOpen::Exec(spec) => Request::Exec(spec),
+                CommandOpen::Attach {
+                    command_id,
+                    stdout_offset,
+                    stderr_offset,
+                } => Request::Attach {
+                    command_id,
+                    stdout_offset,
+                    stderr_offset,
+                },
+            };
+            let (reader, writer) = self.session(handle, &req).await?.split();
+            // Bounded both ways: a consumer that stops reading stops this task, the socket
+            // fills, and the agent slows the command down.
+            let (events_tx, events) = mpsc::channel(16);
+            let (input, input_rx) = mpsc::channel(16);
+            tokio::spawn(run_command(reader, writer, events_tx, input_rx));
+            Ok(CommandChannel { events, input })
+        })
+    }
+
+    fn list_commands<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+    ) -> BoxFuture<'a, Result<Vec<CommandSummary>, SeamError>> {
+        Box::pin(async move {
+            match self.call(handle, &Request::ListCommands).await? {
+                Response::CommandList { commands } => Ok(commands),
+                other => Err(unexpected("ListCommands", Some(other))),
+            }
+        })
+    }
+
+    fn read_file<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        range: ReadRange,
+    ) -> BoxFuture<'a, Result<FileRead, SeamError>> {
+        Box::pin(async move {
+            let req = Request::ReadFile {
+                path: range.path,
+                offset: range.offset,
+                len: range.len,
+                user: range.user,
+            };
+            let mut conn = self.session(handle, &req).await?;
+            let info = match conn.recv().await.map_err(conn_error)? {
+                Some(Response::FileInfo(info)) => info,
+                Some(Response::Error(e)) => return Err(SeamError::Agent(e)),
+                other => return Err(unexpected("ReadFile", other)),
+            };
+            let (tx, body) = mpsc::channel(8);
+            tokio::spawn(read_body(conn, tx));
+            Ok(FileRead { info, body })
+        })
+    }
+
+    fn write_file<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        path: String,
+        user: Option<String>,
+    ) -> BoxFuture<'a, Result<FileWrite, SeamError>> {
+        Box::pin(async move {
+            let req = Request::WriteFile {
+                path,
+                mode: None,
+                user,
+            };
+            let conn = self.session(handle, &req).await?;
+            let (writer, end) = FileWrite::channel();
+            tokio::spawn(write_body(conn, end));
+            Ok(writer)
+        })
+    }
+
+    fn list_dir<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        path: String,
+    ) -> BoxFuture<'a, Result<(Vec<FileInfo>, bool), SeamError>> {
+        Box::pin(async move {
+            match self.call(handle, &Request::ListDir { path }).await? {
+                Response::DirEntries { entries, truncated } => Ok((entries, truncated)),
+                other => Err(unexpected("ListDir", Some(other))),
+            }
+        })
+    }
+
+    fn glob<'a>(
+        &'a self,
+        _handle: &'a SandboxHandle,
+        _query: GlobQuery,
+    ) -> BoxFuture<'a, Result<SearchResult, SeamError>> {
+        Box::pin(async move {
+            Err(SeamError::Agent(AgentError::new(
+                ErrorKind::BadRequest,
+                "glob is not supported by this agent",
+            )))
+        })
+    }
+
+    fn grep<'a>(
+        &'a self,
+        _handle: &'a SandboxHandle,
+        _query: GrepQuery,
+    ) -> BoxFuture<'a, Result<SearchResult, SeamError>> {
+        Box::pin(async move {
+            Err(SeamError::Agent(AgentError::new(
+                ErrorKind::BadRequest,
+                "grep is not supported by this agent",
+            )))
+        })
+    }
+}
