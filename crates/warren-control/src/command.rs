@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use warren_driver::{
-    CommandChannel, CommandEvent, CommandInput, Driver, DriverError, ErrorKind, ExecSpec, ExitReason, PtySize,
-    Stream,
+    CommandChannel, CommandEvent, CommandInput, Driver, DriverError, ErrorKind, ExecSpec,
+    ExitReason, PtySize, Stream,
 };
 use warren_types::{RunConfig, SandboxId};
 
@@ -328,8 +328,40 @@ impl CommandStream {
         })
     }
 
+    /// A handle that sends input to the command from another task. Holding one keeps the
+    /// command attached after the stream is dropped: drop it too.
+    pub fn inputs(&self) -> CommandInputs {
+        CommandInputs(self.channel.input.clone())
+    }
+
+    /// Sends bytes to the command's stdin; `false` when the command is gone.
+    pub async fn input(&self, data: Vec<u8>) -> bool {
+        self.inputs().input(data).await
+    }
+
+    /// Closes the command's stdin.
+    pub async fn close_stdin(&self) -> bool {
+        self.inputs().close_stdin().await
+    }
+
+    /// Kills the command's process group.
+    pub async fn kill(&self) -> bool {
+        self.inputs().kill().await
+    }
+
+    /// Resizes the command's PTY.
+    pub async fn resize(&self, rows: u16, cols: u16) -> bool {
+        self.inputs().resize(rows, cols).await
+    }
+}
+
+/// Sends input to a running command; see [`CommandStream::inputs`].
+#[derive(Debug, Clone)]
+pub struct CommandInputs(tokio::sync::mpsc::Sender<CommandInput>);
+
+impl CommandInputs {
     async fn send(&self, input: CommandInput) -> bool {
-        self.channel.input.send(input).await.is_ok()
+        self.0.send(input).await.is_ok()
     }
 
     /// Sends bytes to the command's stdin; `false` when the command is gone.

@@ -69,13 +69,35 @@ impl Control {
         Self::with_store(cfg, driver, store).await
     }
 
-    /// [`Control::open`] on a given store (an in-memory one in tests).
-    pub async fn with_store(
+    /// Opens the control plane of a data dir another process (`warren serve`) may be serving,
+    /// for a short-lived local client such as `warren run`: the same store, limits and audit
+    /// log, but no recovery and no sweeper, which belong to the daemon (recovery here would
+    /// stop sandboxes the daemon is booting). Returns the local admin: the data dir's owner.
+    pub async fn open_local(
         cfg: ControlConfig,
         driver: Arc<dyn Driver>,
-        store: SqliteStore,
-    ) -> Result<(Arc<Self>, Option<String>), ControlError> {
-        let control = Arc::new(Self {
+    ) -> Result<(Arc<Self>, Principal), ControlError> {
+        let store = SqliteStore::open(&cfg.data_dir.join("warren.db"))?;
+        let control = Arc::new(Self::new(cfg, driver, store));
+        let key = match control.bootstrap_admin()? {
+            Some(key) => key,
+            None => std::fs::read_to_string(control.cfg.data_dir.join("admin.key"))
+                .map_err(|e| {
+                    ControlError::Forbidden(format!(
+                        "cannot act as this data dir's admin: failed to read admin.key: {e}"
+                    ))
+                })?
+                .trim()
+                .to_owned(),
+        };
+        let admin = control.authenticate(&key)?.ok_or_else(|| {
+            ControlError::Forbidden("this data dir's admin.key is not a valid key".into())
+        })?;
+        Ok((control, admin))
+    }
+
+    fn new(cfg: ControlConfig, driver: Arc<dyn Driver>, store: SqliteStore) -> Self {
+        Self {
             store,
             driver,
             cfg,
@@ -87,7 +109,16 @@ impl Control {
             admission: Mutex::default(),
             pending_deletes: PendingDeletes::default(),
             parked: Parked::default(),
-        });
+        }
+    }
+
+    /// [`Control::open`] on a given store (an in-memory one in tests).
+    pub async fn with_store(
+        cfg: ControlConfig,
+        driver: Arc<dyn Driver>,
+        store: SqliteStore,
+    ) -> Result<(Arc<Self>, Option<String>), ControlError> {
+        let control = Arc::new(Self::new(cfg, driver, store));
         let admin_key = control.bootstrap_admin()?;
         control.recover().await?;
         Ok((control, admin_key))

@@ -34,8 +34,9 @@ mod update;
 
 pub use admission::ResourceLimits;
 pub use command::{
-    CommandStream, DEFAULT_IDLE_TIMEOUT_SECONDS, DEFAULT_SHELL, DEFAULT_TIMEOUT_SECONDS,
-    DEFAULT_TTL_SECONDS, ExecEvent, ExecFailure, ExecRequest, MAX_LIMIT_SECONDS,
+    CommandInputs, CommandStream, DEFAULT_IDLE_TIMEOUT_SECONDS, DEFAULT_SHELL,
+    DEFAULT_TIMEOUT_SECONDS, DEFAULT_TTL_SECONDS, ExecEvent, ExecFailure, ExecRequest,
+    MAX_LIMIT_SECONDS,
 };
 pub use config::{ConfigError, CreateSandbox, RunConfig, SandboxConfig, UpdateSandbox};
 pub use control::{Control, ControlConfig};

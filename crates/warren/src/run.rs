@@ -1,30 +1,38 @@
-//! `warren run`: create a sandbox, run one command with live output, destroy the sandbox.
+//! `warren run`: create a sandbox, run one command with live output, delete the sandbox. A
+//! client of the control plane, embedded in this process: the sandbox gets the same defaults,
+//! limits and quotas as one made through the API, and is in the store and the audit log (as the
+//! data dir's admin) while it runs, so `warren sandbox list` beside a daemon shows it.
 
 use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use tokio::io::AsyncReadExt;
-use warren_proto::{ExecSpec, Request, Response, Stream};
-use warren_runtime::{AgentReader, Driver, JailDriver, SandboxSpec};
-use warren_types::{ImageRef, Limits, SandboxId, parse_size};
+use warren_control::{
+    CommandInputs, CommandStream, Control, ControlConfig, CreateSandbox, ExecEvent, ExecRequest,
+    Principal, ResourceLimits, RunConfig, Stream,
+};
+use warren_runtime::AnyDriver;
+use warren_types::{ImageRef, parse_size};
 
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// CPUs (fractions allowed, e.g. 0.5).
-    #[arg(long, default_value = "1")]
-    cpus: f64,
-    /// Memory limit, e.g. 512M.
-    #[arg(long, default_value = "512M", value_parser = parse_size)]
-    memory: u64,
-    /// Disk size (root filesystem and /tmp together), e.g. 2G.
-    #[arg(long, default_value = "2G", value_parser = parse_size)]
-    disk: u64,
-    /// Most processes and threads at once.
-    #[arg(long, default_value_t = 1024)]
-    pids: u32,
+    /// CPUs, rounded up to whole CPUs (default: the server's default, 1).
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Memory limit, e.g. 512M (default: the server's default, 1G).
+    #[arg(long, value_parser = parse_size)]
+    memory: Option<u64>,
+    /// Disk size (root filesystem and /tmp together), e.g. 2G (default: the server's, 4G).
+    #[arg(long, value_parser = parse_size)]
+    disk: Option<u64>,
+    /// Most processes and threads at once (default: the server's).
+    #[arg(long)]
+    pids: Option<u32>,
     /// Image to create the sandbox from.
     #[arg(long, default_value = "system/default:latest")]
     image: ImageRef,
@@ -48,58 +56,90 @@ pub(crate) struct RunArgs {
     command: Vec<String>,
 }
 
+/// One argument quoted for a POSIX shell: the control plane runs command lines, and `run` takes
+/// an argv that must reach the program unchanged.
+fn shell_quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', r"'\''"))
+}
+
+impl RunArgs {
+    fn create_request(&self) -> Result<CreateSandbox> {
+        let vcpus = match self.cpus {
+            Some(c) if !(c > 0.0 && c <= 1024.0) => bail!("--cpus must be between 0 and 1024"),
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // bounded above
+            Some(c) => Some(c.ceil() as u32),
+            None => None,
+        };
+        let mut env_vars = std::collections::BTreeMap::new();
+        for kv in &self.env {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--env {kv:?} is not KEY=VALUE"))?;
+            env_vars.insert(k.to_owned(), v.to_owned());
+        }
+        Ok(CreateSandbox {
+            snapshot: Some(self.image.to_string()),
+            vcpus,
+            mem_bytes: self.memory,
+            fs_capacity_bytes: self.disk,
+            // Gone with the command: nothing to keep across stops, no idle stop mid-command.
+            persistent: Some(false),
+            idle_ttl_seconds: Some(0),
+            run_config: Some(RunConfig {
+                user: self.user.clone(),
+                work_dir: self.workdir.clone(),
+                env_vars,
+            }),
+            labels: Some([("warren.run".to_owned(), "true".to_owned())].into()),
+            ..CreateSandbox::default()
+        })
+    }
+
+    fn exec_request(&self) -> ExecRequest {
+        let argv: Vec<String> = self.command.iter().map(|a| shell_quote(a)).collect();
+        ExecRequest {
+            command: format!("exec {}", argv.join(" ")),
+            shell: Some("/bin/sh".into()),
+            timeout_seconds: Some(i64::try_from(self.timeout).unwrap_or(i64::MAX)),
+            ttl_seconds: Some(0),
+            kill_on_disconnect: true,
+            stdin: self.interactive,
+            ..ExecRequest::default()
+        }
+    }
+}
+
 pub(crate) fn run(data_dir: &Path, args: RunArgs) -> Result<ExitCode> {
-    if !(args.cpus > 0.0 && args.cpus <= 1024.0) {
-        bail!("--cpus must be between 0 and 1024");
-    }
-    let mut env = Vec::new();
-    for kv in &args.env {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("--env {kv:?} is not KEY=VALUE"))?;
-        env.push((k.to_owned(), v.to_owned()));
-    }
+    let create = args.create_request()?;
+    let exec = args.exec_request();
     let driver = crate::open_driver(data_dir)?;
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // bounded above
-    let millicpus = (args.cpus * 1000.0).round() as u32;
-    let spec = SandboxSpec {
-        id: SandboxId::generate(),
-        image: args.image.clone(),
-        limits: Limits {
-            millicpus: millicpus.max(1),
-            memory_bytes: args.memory,
-            disk_bytes: args.disk,
-            pids: args.pids,
-        },
-    };
-    let exec = ExecSpec {
-        command_id: None,
-        argv: args.command.clone(),
-        env,
-        cwd: args.workdir.clone(),
-        user: args.user.clone(),
-        pty: None,
-        stdin: args.interactive,
-        timeout_ms: (args.timeout > 0).then(|| args.timeout.saturating_mul(1000)),
-        idle_timeout_ms: None,
-        kill_on_disconnect: true,
-        ttl_ms: Some(0),
+    let mut limits = ResourceLimits::from_host();
+    if let Some(pids) = args.pids {
+        limits.pids = pids;
+    }
+    let cfg = ControlConfig {
+        data_dir: data_dir.to_owned(),
+        public_url: String::new(),
+        sweep_interval: Duration::from_secs(3600),
+        limits,
     };
     crate::tokio_runtime()?.block_on(async move {
-        let handle = driver
-            .create(&spec)
+        let (control, admin) = Control::open_local(cfg, Arc::new(AnyDriver::Jail(driver)))
             .await
+            .context("failed to open the control plane")?;
+        let rec = control
+            .create(&admin, create)
             .context("failed to create the sandbox")?;
         let outcome = tokio::select! {
-            r = execute(&driver, &handle, exec, args.interactive) => r,
+            r = execute(&control, &admin, &rec.id, exec, args.interactive) => r,
             _ = tokio::signal::ctrl_c() => Ok(130),
         };
-        let destroyed = driver
-            .destroy(&handle.id, Some(&handle))
+        let deleted = control
+            .delete(&admin, &rec.id)
             .await
-            .context("failed to destroy the sandbox");
+            .context("failed to delete the sandbox");
         let code = outcome?;
-        destroyed?;
+        deleted?;
         Ok(ExitCode::from(
             u8::try_from(code.clamp(0, 255)).unwrap_or(255),
         ))
@@ -107,67 +147,83 @@ pub(crate) fn run(data_dir: &Path, args: RunArgs) -> Result<ExitCode> {
 }
 
 async fn execute(
-    driver: &JailDriver,
-    handle: &warren_runtime::SandboxHandle,
-    exec: ExecSpec,
+    control: &Arc<Control>,
+    admin: &Principal,
+    id: &str,
+    exec: ExecRequest,
     interactive: bool,
 ) -> Result<i32> {
-    let mut conn = driver.connect(handle).await?;
-    conn.send(&Request::Exec(exec)).await?;
-    let (reader, mut writer) = conn.split();
-    let stdin_task = interactive.then(|| {
-        tokio::spawn(async move {
-            let mut stdin = tokio::io::stdin();
-            let mut buf = vec![0u8; warren_proto::MAX_CHUNK_LEN];
-            loop {
-                match stdin.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if writer
-                            .send(&Request::Input {
-                                data: buf[..n].to_vec(),
-                            })
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            }
-            let _ = writer.send(&Request::CloseStdin).await;
-            // Keep the writer (and so the connection) alive until the command ends.
-            std::future::pending::<()>().await;
-        })
-    });
-    let code = stream_output(reader).await;
+    control
+        .wait_ready(id, Duration::from_secs(120))
+        .await
+        .context("the sandbox did not start")?;
+    let mut stream = control.exec(admin, id, exec).await?;
+    let stdin_task = interactive.then(|| tokio::spawn(forward_stdin(stream.inputs())));
+    let code = stream_output(&mut stream).await;
     if let Some(t) = stdin_task {
         t.abort();
     }
     code
 }
 
+/// Copies this terminal's stdin to the command until EOF, then closes the command's stdin.
+async fn forward_stdin(inputs: CommandInputs) {
+    let mut stdin = tokio::io::stdin();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if !inputs.input(buf[..n].to_vec()).await {
+                    return;
+                }
+            }
+        }
+    }
+    inputs.close_stdin().await;
+}
+
 /// Copies output to this process's stdout and stderr as it arrives; returns the exit code.
-async fn stream_output(mut reader: AgentReader) -> Result<i32> {
+async fn stream_output(stream: &mut CommandStream) -> Result<i32> {
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr();
     loop {
-        match reader.recv().await? {
-            Some(Response::Started { .. }) => {}
-            Some(Response::Output { stream, data, .. }) => {
+        match stream.next().await {
+            Some(ExecEvent::Started { .. }) => {}
+            Some(ExecEvent::Output { stream, data, .. }) => {
                 let sink: &mut dyn Write = match stream {
                     Stream::Stdout => &mut out,
                     Stream::Stderr => &mut err,
                 };
                 // A closed stdout (`warren run ... | head`) is not an error of the command.
-                if sink.write_all(&data).and_then(|()| sink.flush()).is_err() {
-                    continue;
-                }
+                let _ = sink.write_all(&data).and_then(|()| sink.flush());
             }
-            Some(Response::Exit(status)) => return Ok(status.code),
-            Some(Response::Error(e)) => bail!("{}", e.message),
-            Some(other) => bail!("unexpected reply from the sandbox agent: {other:?}"),
-            None => bail!("the sandbox agent closed the connection before the command ended"),
+            Some(ExecEvent::Exit { code, oom_killed }) => {
+                if oom_killed {
+                    eprintln!("warren: the command was killed for running out of memory");
+                }
+                return Ok(code);
+            }
+            Some(ExecEvent::TimedOut { message }) => {
+                eprintln!("warren: {message}");
+                return Ok(124);
+            }
+            Some(ExecEvent::Failed { message, .. }) => bail!("{message}"),
+            Some(ExecEvent::Lost) | None => {
+                bail!("the sandbox agent closed the connection before the command ended")
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shell_quote;
+
+    #[test]
+    fn arguments_survive_the_shell() {
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
     }
 }
