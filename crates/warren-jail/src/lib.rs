@@ -16,7 +16,6 @@
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 compile_error!("warren-jail supports x86_64 Linux only: its seccomp policy is x86_64's");
 
-pub mod btrfs;
 mod error;
 mod host;
 mod inside;
