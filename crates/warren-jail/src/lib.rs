@@ -9,14 +9,15 @@
 //! leaves no process and no socket behind.
 //!
 //! [`run`] is the whole jail as one checklist, in the order of bubblewrap's `main()` and
-//! nsjail's `containProc` (STYLE.md convention 10): the jailer's half on the host, then the
-//! child's half in the new namespaces. Each step is a named function in `host` or `inside`;
-//! each order constraint is a comment at the step. Unsafe code lives only in `sys`.
+//! nsjail's `containProc` (STYLE.md convention 10): the jailer's half on the host (steps 1 to
+//! 6), the child's half in the new namespaces (7 to 17), then the jailer's wait for the child's
+//! exec (18). The steps are numbered in comments here and in DESIGN.md, in the order they run.
+//! Each step is a named function in `host` or `inside`; each order constraint is a comment at
+//! the step. Unsafe code lives only in `sys`.
 
 #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
 compile_error!("warren-jail supports x86_64 Linux only: its seccomp policy is x86_64's");
 
-pub mod btrfs;
 mod error;
 mod host;
 mod inside;
@@ -52,6 +53,7 @@ const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
 /// Builds the jail described by `spec` and starts the agent in it. Must run in a
 /// single-threaded process with root on the host (the jailer).
 pub fn run(spec: &JailSpec) -> Result<JailReport, JailError> {
+    // Nothing below runs for an invalid spec: validation precedes every side effect.
     spec.validate()?;
 
     // 1. no_new_privs first (prctl(2) PR_SET_NO_NEW_PRIVS): nothing exec'd from here on,
@@ -71,10 +73,11 @@ pub fn run(spec: &JailSpec) -> Result<JailReport, JailError> {
     // 3. The agent binary, by O_PATH fd: after pivot_root its host path is gone. It is
     //    executed by fd, never copied into or mounted in the rootfs.
     let agent = host::open_agent(&spec.agent_path)?;
-    let (parent_end, child_end) = sync::channel()?;
 
-    // 4. One clone into all new namespaces; the child is PID 1 of the new pid namespace and
-    //    waits on the sync socket until the parent has set up its ids and rootfs.
+    // 4. The sync socket pair, then one clone into all new namespaces; the child is PID 1 of
+    //    the new pid namespace and waits on the sync socket until the parent has set up its ids
+    //    and rootfs (steps 5 and 6).
+    let (parent_end, child_end) = sync::channel()?;
     let child = match sys::clone_fork(NAMESPACES).sys("clone into new namespaces")? {
         None => {
             drop(parent_end);
@@ -95,8 +98,9 @@ pub fn run(spec: &JailSpec) -> Result<JailReport, JailError> {
     parent_end.send_rootfs(&rootfs)?;
     drop(rootfs);
 
-    // 13. Wait for the child's exec: end of file on the close-on-exec socket means the exec
-    //     succeeded; a message is the child's error (and dropping `child` kills it).
+    // 18. While the child runs steps 7 to 17, wait for its exec: end of file on the
+    //     close-on-exec socket means the exec succeeded; a message is the child's error (and
+    //     dropping `child` kills it).
     parent_end.wait_for_exec()?;
     let report = child.report()?;
     child.release();
@@ -125,14 +129,13 @@ fn child_steps(
     listener: OwnedFd,
     mut agent: OwnedFd,
 ) -> Result<Infallible, JailError> {
-    // Die with the jailer until the exec: if it is killed mid-way, nothing is left behind.
+    // 7. Die with the jailer until the exec: if it is killed mid-way, nothing is left behind.
     inside::die_with_jailer()?;
 
-    // 7. Wait for the maps and the rootfs mount, then become root of the new user namespace
+    // 8. Wait for the maps and the rootfs mount, then become root of the new user namespace
     //    (host uid_base) with no groups (checked: setgroups is denied now), before any file
-    //    is created. The credential
-    //    change resets the parent death signal (credentials(7)), so it is set again, and the
-    //    parent is checked once more in case it died in between.
+    //    is created. The credential change resets the parent death signal (credentials(7)),
+    //    so it is set again, and the parent is checked once more in case it died in between.
     //    The rootfs's mount point is opened first, while the host path is still reachable.
     let root = sync.receive_rootfs()?;
     let rootfs_target = inside::open_rootfs_target(&spec.rootfs)?;
@@ -150,7 +153,7 @@ fn child_steps(
     inside::attach_rootfs(&root, &rootfs_target, &spec.rootfs)?;
     drop(rootfs_target);
 
-    // 8. Inside the new root, resolved through `root` without following the image's symlinks:
+    // 9. Inside the new root, resolved through `root` without following the image's symlinks:
     //    /proc first, while the host's procfs is still visible (mount_too_revealing()), then
     //    its masks, then the minimal /dev. /sys stays as the image has it (no sysfs).
     let proc = inside::mount_proc(&root)?;
@@ -158,36 +161,36 @@ fn child_steps(
     inside::mount_dev(&root, spec.shm_bytes)?;
     drop(proc);
 
-    // 9. pivot_root and detach the old root: from here no host path is reachable.
+    // 10. pivot_root and detach the old root: from here no host path is reachable.
     inside::pivot_into(&root)?;
     drop(root);
 
-    // 10. The sandbox's own uts and net namespaces (needs CAP_SYS_ADMIN/NET_ADMIN there, so
-    //     before step 12).
+    // 11. The sandbox's own uts and net namespaces (needs CAP_SYS_ADMIN/NET_ADMIN there, so
+    //     before step 13).
     inside::set_hostname(&spec.hostname)?;
     inside::bring_up_loopback()?;
 
-    // 11. rlimits.
+    // 12. rlimits.
     inside::set_rlimits(spec)?;
 
-    // 12. Capabilities: the agent keeps AGENT_CAPABILITIES, what it executes gets none.
+    // 13. Capabilities: the agent keeps AGENT_CAPABILITIES, what it executes gets none.
     inside::restrict_capabilities()?;
 
-    // 13. Own session; stdio on /dev/null; the listener at fd 3; every other fd close-on-exec.
+    // 14. Own session; stdio on /dev/null; the listener at fd 3; every other fd close-on-exec.
     //     The sync socket stays open (close-on-exec) to report errors until the exec.
     inside::new_session()?;
     inside::arrange_fds(listener, [&mut sync.0, &mut agent])?;
 
-    // 14. Landlock, after the last mount (a Landlock domain may not change mounts) and before
+    // 15. Landlock, after the last mount (a Landlock domain may not change mounts) and before
     //     seccomp, which would deny the landlock syscalls' setup nothing but is kept last.
     inside::apply_landlock(&agent)?;
 
-    // 15. The agent must outlive the jailer: clear the death signal, then seccomp last, right
+    // 16. The agent must outlive the jailer: clear the death signal, then seccomp last, right
     //     before the exec (bubblewrap: "the last thing before execve()").
     inside::clear_parent_death_signal()?;
     seccomp::install()?;
 
-    // 16. Become the agent. Only returns on failure.
+    // 17. Become the agent. Only returns on failure.
     Err(inside::exec_agent(&agent, &spec.agent_args))
 }
 

@@ -21,4 +21,4 @@ pub use driver::{
 pub use slots::SlotError;
 pub use storage::{BtrfsStorage, Storage, StorageError};
 pub use tool::ToolError;
-pub use warren_jail::btrfs::QuotaMode;
+pub use warren_btrfs::QuotaMode;

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use fs_err as fs;
 use nix::fcntl::{Flock, FlockArg};
-use warren_jail::btrfs::{self, QuotaMode};
+use warren_btrfs::{self as btrfs, QuotaMode};
 use warren_types::{ImageRef, SandboxId};
 
 use crate::tool::{self, ToolError};

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use warren_jail::btrfs;
+use warren_btrfs as btrfs;
 use warren_runtime::Storage;
 
 use crate::support::{TestSandbox, driver};

@@ -1,6 +1,9 @@
-//! btrfs subvolumes and quota groups by path: the storage operations of the jail tier (a
-//! sandbox's root filesystem is a snapshot of its image with a quota limit). Each is one ioctl,
-//! where the `btrfs` tool costs a process and, for a limited snapshot, a second transaction.
+//! btrfs ioctls: subvolumes, snapshots, quota groups and the tree search, by path. These are the
+//! storage operations of the jail tier (a sandbox's root filesystem is a snapshot of its image
+//! with a quota limit). Each is one ioctl, where the `btrfs` tool costs a process and, for a
+//! limited snapshot, a second transaction.
+//!
+//! The unsafe code is confined to `sys`, the raw ioctls; every function here is safe.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -9,7 +12,8 @@ use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
 
-use crate::sys::btrfs as sys;
+#[allow(unsafe_code)]
+mod sys;
 
 /// How the filesystem accounts space to subvolumes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

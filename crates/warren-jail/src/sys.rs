@@ -1,5 +1,5 @@
 //! The only unsafe code of the jail: system calls that neither rustix nor the caps/landlock/
-//! seccompiler crates wrap (the btrfs ioctls behind the jail tier's storage are in [`btrfs`]). Each function here is safe to call; the invariants each `unsafe`
+//! seccompiler crates wrap. Each function here is safe to call; the invariants each `unsafe`
 //! block relies on are stated next to it, and checked at run time where that is possible.
 
 use std::ffi::CString;
@@ -7,8 +7,6 @@ use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 
 use rustix::process::Pid;
-
-pub(crate) mod btrfs;
 
 /// `clone(flags | SIGCHLD)` with fork semantics: the child continues on a copy-on-write copy of
 /// the caller's stack (bubblewrap's `raw_clone`). Returns the child's pid in the parent and
