@@ -17,7 +17,12 @@ impl Control {
     ) -> Result<SandboxRecord, ControlError> {
         let rec = self.find(p, name_or_id)?;
         let rec = self.start_id(&rec.id).await?;
-        self.audit(Some(p), "sandbox.start", Some(&rec.id), Some(rec.name.clone()));
+        self.audit(
+            Some(p),
+            "sandbox.start",
+            Some(&rec.id),
+            Some(rec.name.clone()),
+        );
         Ok(rec)
     }
 

@@ -15,7 +15,12 @@ impl Control {
     ) -> Result<SandboxRecord, ControlError> {
         let rec = self.find(p, name_or_id)?;
         let rec = self.stop_id(&rec.id, None).await?;
-        self.audit(Some(p), "sandbox.stop", Some(&rec.id), Some(rec.name.clone()));
+        self.audit(
+            Some(p),
+            "sandbox.stop",
+            Some(&rec.id),
+            Some(rec.name.clone()),
+        );
         Ok(rec)
     }
 
