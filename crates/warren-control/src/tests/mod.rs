@@ -1,1 +1,15 @@
 //! Unit tests of every verb, on the fake driver and an in-memory store.
+
+mod support;
+
+mod create;
+mod delete;
+mod exec;
+mod files;
+mod keys_audit;
+mod quota;
+mod recover;
+mod start_stop;
+mod stream;
+mod sweep;
+mod update;
