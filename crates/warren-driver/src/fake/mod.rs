@@ -11,19 +11,21 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-use warren_types::agent::{
-    AgentError, CommandSummary, ErrorKind, ExecSpec, ExitReason, ExitStatus, FileInfo, FileKind,
-    Stream,
-};
+use warren_types::agent::{AgentError, CommandSummary, ErrorKind, FileInfo, FileKind};
 use warren_types::{ImageRef, SandboxId};
 
+mod fs;
+mod script;
+
+use fs::{children, info, is_dir, not_found};
+use script::{Cmd, feed, run_script};
+
 use crate::{
-    BoxFuture, CommandChannel, CommandEvent, CommandInput, CommandOpen, Driver, DriverError,
-    FailureKind, FileRead, FileWrite, GlobQuery, GrepQuery, ImageStatus, ReadRange, SandboxHandle,
-    SandboxSpec, SearchHit, SearchResult, Tier,
+    BoxFuture, CommandChannel, CommandEvent, CommandOpen, Driver, DriverError, FailureKind,
+    FileRead, FileWrite, GlobQuery, GrepQuery, ImageStatus, ReadRange, SandboxHandle, SandboxSpec,
+    SearchHit, SearchResult, Tier,
 };
 
 /// Largest output chunk the fake sends, like the real agent.
@@ -54,21 +56,6 @@ struct FakeBox {
     oom_kills: u64,
     files: BTreeMap<String, Vec<u8>>,
     commands: HashMap<String, Arc<Cmd>>,
-}
-
-/// One command's state, shared by its runner and its clients.
-#[derive(Debug)]
-struct Cmd {
-    pid: u32,
-    state: Mutex<CmdState>,
-    changed: watch::Sender<u64>,
-    input: mpsc::UnboundedSender<CommandInput>,
-}
-
-#[derive(Debug, Default)]
-struct CmdState {
-    out: [Vec<u8>; 2],
-    exit: Option<ExitStatus>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -200,224 +187,6 @@ impl FakeDriver {
     }
 }
 
-fn not_found(path: &str) -> DriverError {
-    AgentError::new(ErrorKind::NotFound, format!("{path}: not found")).into()
-}
-
-fn info(name: &str, kind: FileKind, size: u64) -> FileInfo {
-    FileInfo {
-        name: name.to_owned(),
-        kind,
-        size,
-        mode: if kind == FileKind::Dir { 0o755 } else { 0o644 },
-        mtime_ns: 1_700_000_000_000_000_000,
-        uid: 0,
-        gid: 0,
-    }
-}
-
-/// Whether `path` is a directory of `files` (a prefix of some file's path).
-fn is_dir(files: &BTreeMap<String, Vec<u8>>, path: &str) -> bool {
-    let prefix = format!("{}/", path.trim_end_matches('/'));
-    path == "/" || files.keys().any(|k| k.starts_with(&prefix))
-}
-
-/// The immediate children of `dir`.
-fn children(files: &BTreeMap<String, Vec<u8>>, dir: &str) -> Vec<FileInfo> {
-    let prefix = format!("{}/", dir.trim_end_matches('/'));
-    let mut seen = BTreeMap::new();
-    for (k, v) in files.range(prefix.clone()..) {
-        let Some(rest) = k.strip_prefix(&prefix) else {
-            break;
-        };
-        match rest.split_once('/') {
-            Some((d, _)) => {
-                seen.entry(d.to_owned())
-                    .or_insert_with(|| info(d, FileKind::Dir, 0));
-            }
-            None => {
-                seen.insert(rest.to_owned(), info(rest, FileKind::File, v.len() as u64));
-            }
-        }
-    }
-    seen.into_values().collect()
-}
-
-impl Cmd {
-    fn state(&self) -> MutexGuard<'_, CmdState> {
-        lock(&self.state)
-    }
-
-    fn push(&self, stream: Stream, data: &[u8]) {
-        self.state().out[usize::from(stream == Stream::Stderr)].extend_from_slice(data);
-        self.changed.send_modify(|n| *n += 1);
-    }
-
-    fn finish(&self, status: ExitStatus) {
-        let mut st = self.state();
-        if st.exit.is_none() {
-            st.exit = Some(status);
-        }
-        drop(st);
-        self.changed.send_modify(|n| *n += 1);
-    }
-}
-
-fn exited(code: i32) -> ExitStatus {
-    ExitStatus {
-        code,
-        signal: None,
-        reason: ExitReason::Exited,
-    }
-}
-
-/// Runs a command's script; ends with its exit status.
-async fn run_script(
-    cmd: Arc<Cmd>,
-    spec: ExecSpec,
-    mut input: mpsc::UnboundedReceiver<CommandInput>,
-) {
-    let script = spec.argv.last().cloned().unwrap_or_default();
-    let deadline = spec
-        .timeout_ms
-        .map(|ms| tokio::time::Instant::now() + Duration::from_millis(ms));
-    let killed = ExitStatus {
-        code: 137,
-        signal: Some(9),
-        reason: ExitReason::Killed,
-    };
-    let timed_out = ExitStatus {
-        code: 137,
-        signal: Some(9),
-        reason: ExitReason::Timeout,
-    };
-    let mut code = 0;
-    for step in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-        let (word, rest) = step.split_once(' ').unwrap_or((step, ""));
-        match word {
-            "echo" => cmd.push(Stream::Stdout, format!("{rest}\n").as_bytes()),
-            "echoerr" => cmd.push(Stream::Stderr, format!("{rest}\n").as_bytes()),
-            "exit" => {
-                code = rest.trim().parse().unwrap_or(2);
-                break;
-            }
-            "repeat" => {
-                let (n, text) = rest.split_once(' ').unwrap_or((rest, ""));
-                let all = text.repeat(n.parse().unwrap_or(0));
-                for piece in all.as_bytes().chunks(CHUNK) {
-                    cmd.push(Stream::Stdout, piece);
-                }
-            }
-            "pwd" => {
-                let cwd = spec.cwd.clone().unwrap_or_else(|| "/".into());
-                cmd.push(Stream::Stdout, format!("{cwd}\n").as_bytes());
-            }
-            "env" => {
-                let v = spec
-                    .env
-                    .iter()
-                    .find(|(k, _)| k == rest)
-                    .map(|(_, v)| v.clone());
-                cmd.push(
-                    Stream::Stdout,
-                    format!("{}\n", v.unwrap_or_default()).as_bytes(),
-                );
-            }
-            "sleep" | "cat" => {
-                let sleep = tokio::time::sleep(Duration::from_millis(if word == "sleep" {
-                    rest.parse().unwrap_or(0)
-                } else {
-                    u64::MAX / 4
-                }));
-                tokio::pin!(sleep);
-                loop {
-                    let until = async {
-                        match deadline {
-                            Some(d) => tokio::time::sleep_until(d).await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        () = &mut sleep => break,
-                        () = until => { cmd.finish(timed_out); return; }
-                        msg = input.recv() => match msg {
-                            Some(CommandInput::Kill | CommandInput::Signal(_)) => { cmd.finish(killed); return; }
-                            Some(CommandInput::Data(d)) if word == "cat" => cmd.push(Stream::Stdout, &d),
-                            Some(CommandInput::CloseStdin) if word == "cat" => break,
-                            Some(_) => {}
-                            None if word == "cat" => break,
-                            None => {}
-                        }
-                    }
-                }
-            }
-            _ => {
-                cmd.push(Stream::Stderr, b"fake: command not found\n");
-                code = 127;
-                break;
-            }
-        }
-    }
-    cmd.finish(exited(code));
-}
-
-/// Feeds one client from the command's state, from the given offsets, until the exit.
-async fn feed(
-    cmd: Arc<Cmd>,
-    mut offsets: [u64; 2],
-    tx: mpsc::Sender<CommandEvent>,
-    mut input: mpsc::Receiver<CommandInput>,
-    kill_on_disconnect: bool,
-) {
-    let mut changed = cmd.changed.subscribe();
-    let mut input_open = true;
-    loop {
-        let (chunk, exit) = {
-            let st = cmd.state();
-            let mut chunk = None;
-            for (i, stream) in [Stream::Stdout, Stream::Stderr].into_iter().enumerate() {
-                let buf = &st.out[i];
-                let at = usize::try_from(offsets[i])
-                    .unwrap_or(usize::MAX)
-                    .min(buf.len());
-                if at < buf.len() {
-                    let end = buf.len().min(at + CHUNK);
-                    chunk = Some((i, stream, at, buf[at..end].to_vec()));
-                    break;
-                }
-            }
-            (chunk, st.exit)
-        };
-        if let Some((i, stream, at, data)) = chunk {
-            offsets[i] = (at + data.len()) as u64;
-            let ev = CommandEvent::Output {
-                stream,
-                offset: at as u64,
-                data,
-            };
-            if tx.send(ev).await.is_err() {
-                break;
-            }
-            continue;
-        }
-        if let Some(status) = exit {
-            let _ = tx.send(CommandEvent::Exit(status)).await;
-            return;
-        }
-        tokio::select! {
-            r = changed.changed() => if r.is_err() { return },
-            msg = input.recv(), if input_open => match msg {
-                Some(m) => { let _ = cmd.input.send(m); }
-                None => input_open = false,
-            },
-            () = tx.closed() => break,
-        }
-    }
-    if kill_on_disconnect {
-        let _ = cmd.input.send(CommandInput::Kill);
-    }
-}
-
 impl Driver for FakeDriver {
     fn tier(&self) -> Tier {
         Tier::Jail
@@ -543,7 +312,7 @@ impl Driver for FakeDriver {
                         }
                         let (input, rx) = mpsc::unbounded_channel();
                         let cmd = Arc::new(Cmd {
-                            pid: 100 + b.commands.len() as u32,
+                            pid: 100 + u32::try_from(b.commands.len()).unwrap_or(u32::MAX - 100),
                             state: Mutex::default(),
                             changed: watch::channel(0).0,
                             input,
