@@ -125,3 +125,61 @@ async fn a_start_that_grew_past_the_quota_is_refused() {
     let e = h.control.start(&h.admin, &rec.id).await.unwrap_err();
     exhausted(&e, "memory quota");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_cannot_all_pass_the_check() {
+    let mut limits = generous();
+    limits.max_sandboxes = 3;
+    let h = harness_with(limits).await;
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let control = h.control.clone();
+            let admin = h.admin.clone();
+            tokio::spawn(async move { control.create(&admin, named(&format!("racer-{i}"))) })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => created += 1,
+            Err(e) => exhausted(&e, "at most 3"),
+        }
+    }
+    assert_eq!(created, 3);
+    assert_eq!(h.control.list(&h.admin).unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_starts_cannot_all_pass_the_memory_check() {
+    let mut limits = generous();
+    limits.max_committed_mem_bytes = Some(2 * GIB);
+    let h = harness_with(limits).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(h.stopped(&h.admin, &format!("s{i}")).await.id);
+    }
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let control = h.control.clone();
+            let admin = h.admin.clone();
+            let id = id.clone();
+            tokio::spawn(async move { control.start(&admin, &id).await })
+        })
+        .collect();
+    let mut started = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => started += 1,
+            Err(e) => exhausted(&e, "memory quota"),
+        }
+    }
+    assert_eq!(started, 2);
+    let mut ready = 0;
+    for id in &ids {
+        if h.settle(id).await.status == SandboxStatus::Ready {
+            ready += 1;
+        }
+    }
+    assert_eq!(ready, 2);
+}

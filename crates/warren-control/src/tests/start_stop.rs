@@ -295,3 +295,64 @@ async fn a_crashed_sandbox_is_marked_stopped_by_the_request_that_finds_it() {
         b"back\n"
     );
 }
+
+#[tokio::test]
+async fn a_data_plane_request_waits_for_a_provisioning_sandbox() {
+    let h = harness().await;
+    let rec = h
+        .control
+        .create(
+            &h.admin,
+            CreateSandbox {
+                name: Some("just-made".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let running = h.control.running_for(&h.admin, &rec.id).await.unwrap();
+    assert_eq!(running.record.status, SandboxStatus::Ready);
+    assert_eq!(h.calls("create", &rec), 1);
+    assert_eq!(h.calls("start", &rec), 0, "waited, not woken");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_starts_and_stops_leave_record_and_driver_agreeing() {
+    let h = harness().await;
+    let rec = h.sandbox(&h.admin, "raced").await;
+    for round in 0..5 {
+        let tasks: Vec<_> = (0..12)
+            .map(|i| {
+                let control = h.control.clone();
+                let admin = h.admin.clone();
+                let id = rec.id.clone();
+                tokio::spawn(async move {
+                    if (i + round) % 2 == 0 {
+                        control.start(&admin, &id).await.map(|_| ())
+                    } else {
+                        control.stop(&admin, &id).await.map(|_| ())
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let now = h.settle(&rec.id).await;
+        let running = h.fake_state(&rec) == Some(true);
+        match now.status {
+            SandboxStatus::Ready => {
+                assert!(running, "round {round}: ready but not running");
+                let handle = now.handle.as_ref().expect("a ready sandbox has a handle");
+                assert!(
+                    warren_driver::Driver::is_running(&h.fake, handle),
+                    "round {round}: the stored handle is stale"
+                );
+            }
+            SandboxStatus::Stopped => {
+                assert!(!running, "round {round}: stopped but running");
+                assert!(now.handle.is_none());
+            }
+            other => panic!("round {round}: {other}"),
+        }
+    }
+}
