@@ -98,7 +98,7 @@ def main():
             continue
         env = None
         if name == "warren":
-            env = dict(os.environ, WARREN_LOG="warren_runtime::driver=debug", NO_COLOR="1")
+            env = dict(os.environ, WARREN_LOG="warren_runtime=debug", NO_COLOR="1")
         try:
             results[name], creates = measure(cmd, args.n, env=env)
             if creates:
