@@ -8,10 +8,18 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::Deserialize;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use warren_wire::ErrorDetail;
+use warren_wire::sandbox::Sandbox;
+
+mod api;
+#[cfg(test)]
+pub(crate) mod test_server;
+#[cfg(test)]
+mod tests;
 
 /// The header the API key travels in, on every request including WebSocket upgrades.
 const API_KEY_HEADER: &str = "x-api-key";
@@ -49,32 +57,15 @@ pub(crate) struct Client {
     no_key_reason: Option<String>,
 }
 
-/// The fields of a sandbox object (§3.1) the commands use; the server may send more.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct Sandbox {
-    pub(crate) name: String,
-    pub(crate) id: Option<String>,
-    pub(crate) status: Option<String>,
-    pub(crate) status_message: Option<String>,
-    pub(crate) dataplane_url: Option<String>,
-    pub(crate) vcpus: Option<u64>,
-    pub(crate) mem_bytes: Option<u64>,
-    pub(crate) fs_capacity_bytes: Option<u64>,
-    pub(crate) created_at: Option<String>,
-}
-
-impl Sandbox {
-    /// The data-plane base URL, or why there is none.
-    pub(crate) fn dataplane(&self) -> Result<&str> {
-        self.dataplane_url.as_deref().ok_or_else(|| {
-            anyhow!(
-                "sandbox {} has no data plane (status: {})",
-                self.name,
-                self.status.as_deref().unwrap_or("unknown")
-            )
-        })
-    }
+/// A sandbox's data-plane base URL, or why it has none.
+pub(crate) fn dataplane(sb: &Sandbox) -> Result<&str> {
+    sb.dataplane_url.as_deref().ok_or_else(|| {
+        anyhow!(
+            "sandbox {} has no data plane (status: {})",
+            sb.name,
+            sb.status
+        )
+    })
 }
 
 impl Client {
@@ -144,23 +135,21 @@ impl Client {
         Err(self.status_error(status, &body))
     }
 
-    /// Sends a request and returns the body as text (for `--json`) and parsed.
-    pub(crate) async fn json(&self, rb: RequestBuilder) -> Result<(String, Value)> {
+    /// Sends a request and returns the body as text (for `--json`) and as the type `what`
+    /// names (in the error when the answer is not that type).
+    pub(crate) async fn json<T: DeserializeOwned>(
+        &self,
+        rb: RequestBuilder,
+        what: &str,
+    ) -> Result<(String, T)> {
         let resp = self.send(rb).await?;
         let text = resp
             .text()
             .await
             .context("failed to read the server's answer")?;
-        let value = serde_json::from_str(&text).context("the server's answer is not JSON")?;
+        let value = serde_json::from_str(&text)
+            .with_context(|| format!("unexpected {what} from the server"))?;
         Ok((text, value))
-    }
-
-    /// GET `{B}/boxes/{name}`.
-    pub(crate) async fn get_sandbox(&self, name: &str) -> Result<Sandbox> {
-        let (_, v) = self
-            .json(self.control(Method::GET, &["boxes", name]))
-            .await?;
-        serde_json::from_value(v).context("unexpected sandbox object from the server")
     }
 
     /// `{D}{suffix}`: data-plane paths are appended to `dataplane_url` verbatim (§4.1).
@@ -279,6 +268,41 @@ pub(crate) fn ws_url(dataplane: &str, suffix: &str) -> Result<String> {
     }
 }
 
+/// An error answer's body (§2.1).
+#[derive(Debug, Deserialize)]
+struct ErrorAnswer {
+    detail: Detail,
+}
+
+/// The shapes of `detail` the SDKs read.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Detail {
+    /// Warren's [`warren_wire::ErrorBody`]; the hosted service adds an `error_id` beside it.
+    Typed {
+        #[serde(flatten)]
+        detail: ErrorDetail,
+        #[serde(default)]
+        error_id: Option<String>,
+    },
+    /// A message with no error type.
+    Message {
+        message: String,
+        #[serde(default)]
+        error_id: Option<String>,
+    },
+    /// A request validation failure: one entry per bad field.
+    Validation(Vec<ValidationIssue>),
+    /// A plain string.
+    Plain(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct ValidationIssue {
+    #[serde(default)]
+    msg: Option<String>,
+}
+
 /// The human message of an error answer (§2.1): `detail.message` (with the `error_id`),
 /// a validation list's `msg`s, a plain-string detail, or the body / status text.
 pub(crate) fn error_message(status: StatusCode, body: &str) -> String {
@@ -292,32 +316,25 @@ pub(crate) fn error_message(status: StatusCode, body: &str) -> String {
             format!("HTTP {} {reason}: {short}", status.as_u16())
         }
     };
-    let Ok(v) = serde_json::from_str::<Value>(body) else {
+    let Ok(answer) = serde_json::from_str::<ErrorAnswer>(body) else {
         return fallback();
     };
-    match v.get("detail") {
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Object(d)) => {
-            let Some(msg) = d.get("message").and_then(Value::as_str) else {
-                return fallback();
-            };
-            match d.get("error_id").and_then(Value::as_str) {
-                Some(id) if !id.is_empty() => format!("{msg} (error_id={id})"),
-                _ => msg.to_owned(),
-            }
-        }
-        Some(Value::Array(items)) => {
-            let msgs: Vec<&str> = items
-                .iter()
-                .filter_map(|i| i.get("msg").and_then(Value::as_str))
-                .collect();
+    let with_id = |msg: String, id: Option<String>| match id {
+        Some(id) if !id.is_empty() => format!("{msg} (error_id={id})"),
+        _ => msg,
+    };
+    match answer.detail {
+        Detail::Typed { detail, error_id } => with_id(detail.message, error_id),
+        Detail::Message { message, error_id } => with_id(message, error_id),
+        Detail::Validation(items) => {
+            let msgs: Vec<String> = items.into_iter().filter_map(|i| i.msg).collect();
             if msgs.is_empty() {
                 fallback()
             } else {
                 msgs.join("; ")
             }
         }
-        _ => fallback(),
+        Detail::Plain(s) => s,
     }
 }
 
@@ -329,159 +346,4 @@ fn root_cause(e: &dyn std::error::Error) -> String {
         cur = s;
     }
     cur.to_string()
-}
-
-#[cfg(test)]
-pub(crate) mod mock;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn control_base_follows_the_sdk_rules() {
-        for url in [
-            "http://127.0.0.1:7878",
-            "http://127.0.0.1:7878/",
-            "http://127.0.0.1:7878/api",
-            "http://127.0.0.1:7878/api/v1",
-        ] {
-            assert_eq!(
-                control_base(url).unwrap().as_str(),
-                "http://127.0.0.1:7878/api/v2/sandboxes",
-                "{url}"
-            );
-        }
-        assert_eq!(
-            control_base("http://h/prefix").unwrap().as_str(),
-            "http://h/prefix/api/v2/sandboxes"
-        );
-        assert!(control_base("ftp://h").is_err());
-        assert!(control_base("not a url").is_err());
-    }
-
-    #[test]
-    fn path_segments_are_encoded() {
-        let c = Client::new(
-            &ConnArgs {
-                url: "http://h:1".into(),
-                api_key: Some("k".into()),
-            },
-            Path::new("/nonexistent"),
-        )
-        .unwrap();
-        assert_eq!(
-            c.url(&["boxes", "a/b c"]).as_str(),
-            "http://h:1/api/v2/sandboxes/boxes/a%2Fb%20c"
-        );
-        assert_eq!(
-            c.url(&["boxes", "x", "status"]).as_str(),
-            "http://h:1/api/v2/sandboxes/boxes/x/status"
-        );
-    }
-
-    #[test]
-    fn api_key_comes_from_the_flag_or_the_key_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = ConnArgs {
-            url: "http://h".into(),
-            api_key: None,
-        };
-        let c = Client::new(&conn, dir.path()).unwrap();
-        assert_eq!(c.api_key, None);
-        assert!(c.no_key_reason.unwrap().contains("admin.key"));
-        std::fs::write(dir.path().join("admin.key"), "wk_secret\n").unwrap();
-        let c = Client::new(&conn, dir.path()).unwrap();
-        assert_eq!(c.api_key.as_deref(), Some("wk_secret"));
-        let conn = ConnArgs {
-            url: "http://h".into(),
-            api_key: Some("flag".into()),
-        };
-        let c = Client::new(&conn, dir.path()).unwrap();
-        assert_eq!(c.api_key.as_deref(), Some("flag"));
-    }
-
-    #[test]
-    fn ws_urls_swap_the_scheme() {
-        assert_eq!(
-            ws_url("http://h:1/dp/abc", "/execute/ws").unwrap(),
-            "ws://h:1/dp/abc/execute/ws"
-        );
-        assert_eq!(
-            ws_url("https://h/dp/", "/execute/ws").unwrap(),
-            "wss://h/dp/execute/ws"
-        );
-        assert!(ws_url("ftp://h", "/x").is_err());
-    }
-
-    #[test]
-    fn error_bodies_are_read_like_the_sdks() {
-        let s = StatusCode::NOT_FOUND;
-        assert_eq!(
-            error_message(
-                s,
-                r#"{"detail":{"error":"NotFound","message":"Sandbox 'x' not found"}}"#
-            ),
-            "Sandbox 'x' not found"
-        );
-        assert_eq!(
-            error_message(
-                s,
-                r#"{"detail":{"error":"E","message":"boom","error_id":"42"}}"#
-            ),
-            "boom (error_id=42)"
-        );
-        assert_eq!(
-            error_message(
-                s,
-                r#"{"detail":[{"loc":["body","x"],"msg":"a"},{"msg":"b"}]}"#
-            ),
-            "a; b"
-        );
-        assert_eq!(error_message(s, r#"{"detail":"plain"}"#), "plain");
-        assert_eq!(error_message(s, "oops"), "HTTP 404 Not Found: oops");
-        assert_eq!(
-            error_message(StatusCode::BAD_GATEWAY, ""),
-            "HTTP 502 Bad Gateway"
-        );
-    }
-
-    #[tokio::test]
-    async fn auth_failures_explain_the_missing_key() {
-        let srv = mock::MockServer::start().await;
-        let e = srv
-            .client_with(Some("wrong"))
-            .get_sandbox("x")
-            .await
-            .unwrap_err();
-        assert_eq!(e.to_string(), "invalid API key");
-        let e = srv.client_with(None).get_sandbox("x").await.unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("invalid API key (no API key was sent: cannot read")
-        );
-        let e = srv.client().get_sandbox("missing").await.unwrap_err();
-        assert_eq!(e.to_string(), "Sandbox 'missing' not found");
-        let sb = srv.client().get_sandbox("box").await.unwrap();
-        assert_eq!(sb.dataplane().unwrap(), format!("{}/dp/box", srv.url));
-        let sb = srv.client().get_sandbox("nodp").await.unwrap();
-        assert!(sb.dataplane().is_err());
-    }
-
-    #[tokio::test]
-    async fn an_absent_server_is_named() {
-        // Bind and drop a listener to get a port nothing listens on.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conn = ConnArgs {
-            url: format!("http://127.0.0.1:{port}"),
-            api_key: Some("k".into()),
-        };
-        let c = Client::new(&conn, Path::new("/nonexistent")).unwrap();
-        let e = c.get_sandbox("x").await.unwrap_err().to_string();
-        assert!(e.contains("cannot connect to the Warren server"), "{e}");
-    }
 }

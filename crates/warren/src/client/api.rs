@@ -1,0 +1,90 @@
+//! The endpoints the commands call, one typed method each: the bodies sent and the answers read
+//! are the server's own types from `warren-wire`. Calls that back a `--json` flag also return
+//! the answer's text, printed as the server sent it.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use reqwest::Method;
+use warren_wire::ops::{CreateKeyBody, CreatedKey, KeyList};
+use warren_wire::sandbox::{CreateSandboxBody, Sandbox, SandboxList, SandboxStatusBody};
+
+use super::Client;
+
+/// Time the server gets beyond a create's own `timeout` to answer.
+const CREATE_GRACE: Duration = Duration::from_secs(30);
+
+impl Client {
+    /// GET `{B}/boxes`.
+    pub(crate) async fn list_sandboxes(&self) -> Result<(String, SandboxList)> {
+        self.json(self.control(Method::GET, &["boxes"]), "sandbox list")
+            .await
+    }
+
+    /// GET `{B}/boxes/{name}`.
+    pub(crate) async fn get_sandbox(&self, name: &str) -> Result<Sandbox> {
+        let rb = self.control(Method::GET, &["boxes", name]);
+        Ok(self.json(rb, "sandbox object").await?.1)
+    }
+
+    /// POST `{B}/boxes`.
+    pub(crate) async fn create_sandbox(
+        &self,
+        body: &CreateSandboxBody,
+    ) -> Result<(String, Sandbox)> {
+        let mut rb = self.control(Method::POST, &["boxes"]).json(body);
+        if body.wait_for_ready != Some(false) {
+            // The server holds the answer until the sandbox is ready, up to `timeout`.
+            let wait = Duration::from_secs(body.timeout.unwrap_or(30));
+            rb = rb.timeout(wait.saturating_add(CREATE_GRACE));
+        }
+        self.json(rb, "sandbox object").await
+    }
+
+    /// DELETE `{B}/boxes/{name}`.
+    pub(crate) async fn delete_sandbox(&self, name: &str) -> Result<()> {
+        self.send(self.control(Method::DELETE, &["boxes", name]))
+            .await?;
+        Ok(())
+    }
+
+    /// POST `{B}/boxes/{name}/stop`.
+    pub(crate) async fn stop_sandbox(&self, name: &str) -> Result<()> {
+        self.send(self.control(Method::POST, &["boxes", name, "stop"]))
+            .await?;
+        Ok(())
+    }
+
+    /// POST `{B}/boxes/{name}/start`: the server answers once the sandbox is ready or has
+    /// booted for a while; [`Client::sandbox_status`] tells which.
+    pub(crate) async fn start_sandbox(&self, name: &str) -> Result<()> {
+        self.send(self.control(Method::POST, &["boxes", name, "start"]))
+            .await?;
+        Ok(())
+    }
+
+    /// GET `{B}/boxes/{name}/status`.
+    pub(crate) async fn sandbox_status(&self, name: &str) -> Result<SandboxStatusBody> {
+        let rb = self.control(Method::GET, &["boxes", name, "status"]);
+        Ok(self.json(rb, "status answer").await?.1)
+    }
+
+    /// POST `{B}/keys`.
+    pub(crate) async fn create_key(&self, body: &CreateKeyBody) -> Result<CreatedKey> {
+        let rb = self.control(Method::POST, &["keys"]).json(body);
+        Ok(self.json(rb, "key").await?.1)
+    }
+
+    /// GET `{B}/keys`.
+    pub(crate) async fn list_keys(&self) -> Result<(String, KeyList)> {
+        self.json(self.control(Method::GET, &["keys"]), "key list")
+            .await
+    }
+
+    /// DELETE `{B}/keys/{id}`.
+    pub(crate) async fn revoke_key(&self, id: &str) -> Result<()> {
+        self.send(self.control(Method::DELETE, &["keys", id]))
+            .await?;
+        Ok(())
+    }
+}
