@@ -2,7 +2,7 @@
 
 use crate::control::{Control, now};
 use crate::error::ControlError;
-use crate::store::{AuditEntry, Principal, Store, rfc3339};
+use crate::store::{AuditEntry, Principal, SandboxRecord, Store, rfc3339};
 
 impl Control {
     /// Appends to the audit log; failures are logged, never surfaced to the caller.
@@ -21,6 +21,23 @@ impl Control {
             action: action.to_owned(),
             target: target.map(str::to_owned),
             detail,
+        };
+        if let Err(e) = self.store.append_audit(&entry) {
+            tracing::error!(error = %e, action, "failed to append to the audit log");
+        }
+    }
+
+    /// Appends what the server did on its own to a sandbox (an idle stop, an auto-delete), in
+    /// the sandbox's workspace, so its admins see it.
+    pub(crate) fn audit_system(&self, rec: &SandboxRecord, action: &str) {
+        let entry = AuditEntry {
+            seq: 0,
+            at: rfc3339(now()),
+            workspace_id: Some(rec.workspace_id.clone()),
+            user_id: None,
+            action: action.to_owned(),
+            target: Some(rec.id.clone()),
+            detail: Some(rec.name.clone()),
         };
         if let Err(e) = self.store.append_audit(&entry) {
             tracing::error!(error = %e, action, "failed to append to the audit log");

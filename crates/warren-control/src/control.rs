@@ -53,8 +53,13 @@ pub struct Control {
     pub(crate) parked: Parked,
 }
 
+/// Now, to the microsecond: what the store keeps, so a record a verb returns equals the one
+/// read back.
 pub(crate) fn now() -> SystemTime {
-    SystemTime::now()
+    let t = SystemTime::now();
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    std::time::UNIX_EPOCH
+        + Duration::from_micros(u64::try_from(since.as_micros()).unwrap_or(u64::MAX))
 }
 
 impl Control {

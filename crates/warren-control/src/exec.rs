@@ -20,18 +20,16 @@ impl Control {
         sandbox_id: &str,
         req: ExecRequest,
     ) -> Result<CommandStream, ControlError> {
-        let running = self.running_for(p, sandbox_id).await?;
-        let spec = req.to_spec(&running.record.config.run_config)?;
+        let rec = self.visible_record(p, sandbox_id)?;
+        let spec = req.to_spec(&rec.config.run_config)?;
         let timeout_ms = spec.timeout_ms;
+        let running = self.running(&rec.id).await?;
+        let stream = self
+            .open_command(running, CommandOpen::Exec(spec), timeout_ms)
+            .await?;
         self.metrics.command_started();
-        self.audit(
-            Some(p),
-            "exec",
-            Some(&running.record.id),
-            Some(req.command.clone()),
-        );
-        self.open_command(running, CommandOpen::Exec(spec), timeout_ms)
-            .await
+        self.audit(Some(p), "exec", Some(&rec.id), Some(req.command));
+        Ok(stream)
     }
 
     /// Attaches to a command the sandbox holds, replaying its output from the given offsets.

@@ -115,8 +115,9 @@ impl Control {
         sandbox_id: &str,
         path: &str,
     ) -> Result<OpenFile, ControlError> {
-        let running = self.running_for(p, sandbox_id).await?;
-        let path = absolute(&running.record, path)?;
+        let rec = self.visible_record(p, sandbox_id)?;
+        let path = absolute(&rec, path)?;
+        let running = self.running(&rec.id).await?;
         let probe = ReadRange {
             path: path.clone(),
             offset: 0,
@@ -193,8 +194,9 @@ impl Control {
         sandbox_id: &str,
         path: &str,
     ) -> Result<Upload, ControlError> {
-        let running = self.running_for(p, sandbox_id).await?;
-        let path = absolute(&running.record, path)?;
+        let rec = self.visible_record(p, sandbox_id)?;
+        let path = absolute(&rec, path)?;
+        let running = self.running(&rec.id).await?;
         let user = running.record.config.run_config.user.clone();
         match self
             .driver
@@ -249,11 +251,12 @@ impl Control {
         sandbox_id: &str,
         req: Glob,
     ) -> Result<SearchResult, ControlError> {
-        let running = self.running_for(p, sandbox_id).await?;
-        let root = absolute(&running.record, req.path.as_deref().unwrap_or("/"))?;
+        let rec = self.visible_record(p, sandbox_id)?;
+        let root = absolute(&rec, req.path.as_deref().unwrap_or("/"))?;
         if req.pattern.is_empty() {
             return Err(ControlError::invalid("pattern must not be empty"));
         }
+        let running = self.running(&rec.id).await?;
         let query = GlobQuery {
             root: root.clone(),
             pattern: req.pattern,
@@ -273,11 +276,12 @@ impl Control {
         sandbox_id: &str,
         req: Grep,
     ) -> Result<SearchResult, ControlError> {
-        let running = self.running_for(p, sandbox_id).await?;
-        let root = absolute(&running.record, req.path.as_deref().unwrap_or("/"))?;
+        let rec = self.visible_record(p, sandbox_id)?;
+        let root = absolute(&rec, req.path.as_deref().unwrap_or("/"))?;
         if req.pattern.is_empty() {
             return Err(ControlError::invalid("pattern must not be empty"));
         }
+        let running = self.running(&rec.id).await?;
         let query = GrepQuery {
             root: root.clone(),
             pattern: req.pattern,

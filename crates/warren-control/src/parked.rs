@@ -61,6 +61,12 @@ impl Parked {
         );
     }
 
+    /// Drops streams whose client never came back, so an abandoned stream neither keeps its
+    /// sandbox from idling nor keeps a `kill_on_disconnect` command alive.
+    pub(crate) fn expire(&self) {
+        lock(&self.0).retain(|_, e| e.at.elapsed() < PARK_TTL);
+    }
+
     /// Takes back a parked stream if the client resumes exactly where it was parked. A resume
     /// from other offsets drops it: the client wants a replay the agent's buffer must serve.
     pub(crate) fn take(

@@ -61,11 +61,19 @@ impl Control {
         p: &Principal,
         id: &str,
     ) -> Result<Running, ControlError> {
-        let rec = self.store.get_sandbox(id)?;
-        match rec {
-            Some(r) if r.workspace_id == p.workspace_id && visible(p, &r) => {
-                self.running(&r.id).await
-            }
+        let rec = self.visible_record(p, id)?;
+        self.running(&rec.id).await
+    }
+
+    /// A sandbox the caller may use, by id, without waking it: requests are checked against
+    /// it before anything starts, so a malformed one wakes nothing.
+    pub(crate) fn visible_record(
+        &self,
+        p: &Principal,
+        id: &str,
+    ) -> Result<SandboxRecord, ControlError> {
+        match self.store.get_sandbox(id)? {
+            Some(r) if visible(p, &r) => Ok(r),
             _ => Err(ControlError::NotFound(format!("Sandbox '{id}' not found"))),
         }
     }

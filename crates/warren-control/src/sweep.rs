@@ -25,6 +25,7 @@ impl Control {
     /// One sweep. A sandbox that fails is logged and the sweep goes on to the next; only a
     /// failure to read the records ends it.
     pub async fn sweep_once(&self) -> Result<(), ControlError> {
+        self.parked.expire();
         for rec in self.store.list_sandboxes(None)? {
             if let Err(e) = self.sweep_one(&rec).await {
                 tracing::error!(sandbox = %rec.name, sandbox_id = %rec.id, status = %rec.status, error = %error_chain(&e), "sweep of a sandbox failed");
@@ -45,7 +46,7 @@ impl Control {
                     tracing::info!(sandbox = %rec.name, ttl, "stopping idle sandbox");
                     self.stop_id(&rec.id, Some(format!("stopped after {ttl} s idle")))
                         .await?;
-                    self.audit(None, "sandbox.idle_stop", Some(&rec.id), None);
+                    self.audit_system(rec, "sandbox.idle_stop");
                 } else if let Some(h) = &rec.handle
                     && !self.driver.is_running(h)
                 {
@@ -62,7 +63,7 @@ impl Control {
                 if after > 0 && expired {
                     tracing::info!(sandbox = %rec.name, after, "deleting sandbox stopped too long");
                     self.delete_id(&rec.id).await?;
-                    self.audit(None, "sandbox.auto_delete", Some(&rec.id), None);
+                    self.audit_system(rec, "sandbox.auto_delete");
                 }
             }
             SandboxStatus::Deleting => {

@@ -22,14 +22,9 @@ impl Control {
         let lock = self.lock_for(&found.id);
         let _held = lock.lock().await;
         let mut rec = self.find(p, &found.id)?;
-        if rec.status == SandboxStatus::Deleting {
-            // Deleting is the one status nothing may change (the guard of every verb).
-            guard(&rec, SandboxStatus::Deleting)?;
-            return Err(ControlError::NotReady(format!(
-                "Sandbox '{}' is being deleted",
-                rec.name
-            )));
-        }
+        // Anything that can still be deleted can be changed: only a sandbox being deleted
+        // cannot (the lifecycle refuses Deleting -> Deleting, with the reason).
+        guard(&rec, SandboxStatus::Deleting)?;
         if let Some(name) = &req.name {
             validate_name(name)?;
         }

@@ -223,9 +223,6 @@ async fn a_command_id_is_idempotent() {
 }
 
 #[tokio::test]
-#[ignore = "FakeDriver::command refuses an unknown attach with Err instead of a first \
-            CommandEvent::Error as the agent seam does (warren-driver/src/fake.rs); \
-            stream::a_refused_attach_is_failed_command_not_found covers the control plane's side"]
 async fn attach_to_an_unknown_command_fails_as_the_first_event() {
     let h = harness().await;
     let rec = h.sandbox(&h.admin, "box").await;
@@ -534,4 +531,42 @@ async fn megabytes_arrive_byte_exact_across_a_park_and_resume() {
     assert!(matches!(rest.last(), Some(ExecEvent::Exit { code: 0, .. })));
     assert_eq!(got.len(), UNIT.len() * TIMES);
     assert!(got == UNIT.repeat(TIMES).into_bytes(), "the bytes differ");
+}
+
+#[tokio::test]
+async fn a_malformed_exec_wakes_nothing() {
+    let h = harness().await;
+    let rec = h.stopped(&h.admin, "box").await;
+    let starts = |h: &super::support::Harness| {
+        h.fake
+            .calls()
+            .iter()
+            .filter(|c| c.starts_with("start "))
+            .count()
+    };
+    let before = starts(&h);
+    let e = h
+        .control
+        .exec(&h.admin, &rec.id, run("a\0b"))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ControlError::Config(_)), "{e:?}");
+    assert_eq!(starts(&h), before, "a refused request started the sandbox");
+    assert_eq!(h.record(&rec.id).status, SandboxStatus::Stopped);
+}
+
+#[tokio::test]
+async fn an_exec_that_cannot_reach_the_sandbox_is_neither_audited_nor_counted() {
+    let h = harness().await;
+    let rec = h.sandbox(&h.admin, "box").await;
+    h.fake.crash(&rec.runtime_id);
+    assert!(
+        h.control
+            .exec(&h.admin, &rec.id, run("echo hi"))
+            .await
+            .is_err()
+    );
+    assert!(h.audited("exec").is_empty());
+    let metrics = h.control.metrics().render(&[]);
+    assert!(metrics.contains("warren_commands_total 0"), "{metrics}");
 }

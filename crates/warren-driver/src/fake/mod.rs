@@ -300,6 +300,21 @@ impl Driver for FakeDriver {
         open: CommandOpen,
     ) -> BoxFuture<'a, Result<CommandChannel, DriverError>> {
         Box::pin(async move {
+            // Like the agent, an attach to an unknown command opens and fails as its first
+            // event.
+            if let CommandOpen::Attach { command_id, .. } = &open {
+                let known = self.with_box(handle, |b| Ok(b.commands.contains_key(command_id)))?;
+                if !known {
+                    let (tx, events) = mpsc::channel(1);
+                    let (input, _) = mpsc::channel(1);
+                    let e = AgentError::new(
+                        ErrorKind::CommandNotFound,
+                        format!("command '{command_id}' not found"),
+                    );
+                    let _ = tx.send(CommandEvent::Error(e)).await;
+                    return Ok(CommandChannel { events, input });
+                }
+            }
             let (cmd, offsets, kill_on_disconnect, new) =
                 self.with_box(handle, |b| match open {
                     CommandOpen::Exec(spec) => {
