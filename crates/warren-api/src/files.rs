@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use warren_control::store::rfc3339;
-use warren_control::{FileInfo, FileKind, Glob, Grep, SearchHit, SearchResult};
+use warren_control::{Glob, Grep, SearchHit, SearchResult};
 use warren_wire::files::{GlobBody, GlobMatch, GrepBody, GrepMatch, SearchResponse};
 
 use crate::{ApiError, ApiJson, AppState, Caller};
@@ -111,7 +111,7 @@ pub(crate) async fn download(
         header::ETAG,
         HeaderValue::from_str(&tag).map_err(|e| ApiError::internal(&e))?,
     );
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(mtime(info))) {
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(mtime(info.mtime_ns))) {
         h.insert(header::LAST_MODIFIED, v);
     }
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -166,9 +166,9 @@ pub(crate) async fn download(
     Ok((status, h, Body::from_stream(stream)).into_response())
 }
 
-fn mtime(info: &FileInfo) -> std::time::SystemTime {
+fn mtime(mtime_ns: i64) -> std::time::SystemTime {
     std::time::UNIX_EPOCH
-        + std::time::Duration::from_nanos(u64::try_from(info.mtime_ns).unwrap_or(0))
+        + std::time::Duration::from_nanos(u64::try_from(mtime_ns).unwrap_or(0))
 }
 
 /// The response of a glob or grep: `truncated` per §4.7, and `truncated_reason` (a Warren
@@ -196,11 +196,16 @@ pub(crate) async fn glob(
     let matches = hits
         .into_iter()
         .filter_map(|hit| match hit {
-            SearchHit::Path { path, info } => Some(GlobMatch {
+            SearchHit::Path {
                 path,
-                is_dir: info.kind == FileKind::Dir,
-                size_bytes: info.size,
-                modified_at: rfc3339(mtime(&info)),
+                is_dir,
+                size,
+                mtime_ns,
+            } => Some(GlobMatch {
+                path,
+                is_dir,
+                size_bytes: size,
+                modified_at: rfc3339(mtime(mtime_ns)),
             }),
             SearchHit::Line { .. } => None,
         })

@@ -131,8 +131,12 @@ pub enum SearchHit {
     Path {
         /// Absolute path.
         path: String,
-        /// Its metadata.
-        info: FileInfo,
+        /// Whether it is a directory (a symlink to one is not).
+        is_dir: bool,
+        /// Size in bytes.
+        size: u64,
+        /// Modification time, nanoseconds since the epoch.
+        mtime_ns: i64,
     },
     /// A line grep matched.
     Line {

@@ -516,9 +516,12 @@ impl Driver for FakeDriver {
                             out.truncated = Some("limit".into());
                             break;
                         }
+                        let i = info(path, FileKind::File, data.len() as u64);
                         out.hits.push(SearchHit::Path {
                             path: path.clone(),
-                            info: info(path, FileKind::File, data.len() as u64),
+                            is_dir: false,
+                            size: i.size,
+                            mtime_ns: i.mtime_ns,
                         });
                     }
                 }
