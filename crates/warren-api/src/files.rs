@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use warren_control::store::rfc3339;
-use warren_control::{Glob, Grep, SearchHit, SearchResult};
+use warren_control::{FileInfo, Glob, Grep, SearchHit, SearchResult};
 use warren_wire::files::{GlobBody, GlobMatch, GrepBody, GrepMatch, SearchResponse};
 
 use crate::{ApiError, ApiJson, AppState, Caller};
