@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 use warren_control::{SqliteStore, Store};
+use warren_wire::ops::AuditEntry;
 
 #[derive(Debug, Args)]
 pub(crate) struct AuditArgs {
@@ -38,7 +39,7 @@ pub(crate) fn audit(data_dir: &Path, args: AuditArgs) -> Result<ExitCode> {
         .context("failed to read the audit log")?;
     for e in entries {
         if args.json {
-            println!("{}", serde_json::to_string(&e)?);
+            println!("{}", serde_json::to_string(&wire_entry(e))?);
         } else {
             println!(
                 "{:>6} {} user={} {} {} {}",
@@ -52,4 +53,39 @@ pub(crate) fn audit(data_dir: &Path, args: AuditArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// An entry as the API's `/audit` answers it, so `--json` lines read the same either way.
+fn wire_entry(e: warren_control::AuditEntry) -> AuditEntry {
+    AuditEntry {
+        seq: e.seq,
+        at: e.at,
+        workspace_id: e.workspace_id,
+        user_id: e.user_id,
+        action: e.action,
+        target: e.target,
+        detail: e.detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_keep_the_store_s_shape() {
+        let e = warren_control::AuditEntry {
+            seq: 7,
+            at: "2025-01-01T00:00:00Z".into(),
+            workspace_id: Some("w".into()),
+            user_id: None,
+            action: "exec".into(),
+            target: Some("sb".into()),
+            detail: Some("echo hi".into()),
+        };
+        assert_eq!(
+            serde_json::to_string(&wire_entry(e.clone())).unwrap(),
+            serde_json::to_string(&e).unwrap()
+        );
+    }
 }
