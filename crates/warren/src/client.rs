@@ -1,5 +1,7 @@
 //! HTTP and WebSocket client for a Warren server's LangSmith-compatible API: the control plane
 //! under `{URL}/api/v2/sandboxes`, and each sandbox's data plane at its `dataplane_url`.
+//! This file is the transport (URLs, the key, error answers, WebSocket upgrades); `api.rs`
+//! has one typed method per endpoint the commands call.
 
 use std::path::Path;
 use std::time::Duration;

@@ -246,3 +246,35 @@ async fn an_absent_server_is_named() {
     let e = c.get_sandbox("x").await.unwrap_err().to_string();
     assert!(e.contains("cannot connect to the Warren server"), "{e}");
 }
+
+#[tokio::test]
+async fn websocket_refusals_are_told_from_outages() {
+    let srv = TestServer::start().await;
+    let sb = srv.sandbox("box").await;
+    let dp = dataplane(&sb).unwrap();
+    let ws = srv.client().websocket(dp, "/execute/ws").await;
+    assert!(ws.is_ok(), "{ws:?}");
+    // What retrying cannot fix fails at once, with the server's message.
+    let wrong = srv.client_with(Some("wrong"));
+    match wrong.websocket(dp, "/execute/ws").await {
+        Err(WsError::Fatal(e)) => assert_eq!(e.to_string(), "invalid API key"),
+        other => panic!("{other:?}"),
+    }
+    let gone = format!("{}/dp/nope", srv.url);
+    let c = srv.client();
+    match c.websocket(&gone, "/execute/ws").await {
+        Err(WsError::Fatal(e)) => assert_eq!(e.to_string(), "Sandbox 'nope' not found"),
+        other => panic!("{other:?}"),
+    }
+    // A server that is not there (yet) may be back: retryable.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let absent = format!("http://127.0.0.1:{port}/dp/x");
+    match c.websocket(&absent, "/execute/ws").await {
+        Err(WsError::Retryable(e)) => assert!(e.to_string().contains("cannot connect"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
