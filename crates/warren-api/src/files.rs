@@ -167,8 +167,7 @@ pub(crate) async fn download(
 }
 
 fn mtime(mtime_ns: i64) -> std::time::SystemTime {
-    std::time::UNIX_EPOCH
-        + std::time::Duration::from_nanos(u64::try_from(mtime_ns).unwrap_or(0))
+    std::time::UNIX_EPOCH + std::time::Duration::from_nanos(u64::try_from(mtime_ns).unwrap_or(0))
 }
 
 /// The response of a glob or grep: `truncated` per §4.7, and `truncated_reason` (a Warren

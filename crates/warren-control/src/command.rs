@@ -56,6 +56,9 @@ pub struct ExecRequest {
     pub stdin: bool,
     /// Run under a PTY of this size.
     pub pty: Option<PtySize>,
+    /// Nobody can reattach (a blocking call): no stdin, no PTY, killed when the caller goes
+    /// away and forgotten once it ends, whatever the limits above say (they are still checked).
+    pub blocking: bool,
 }
 
 /// Seconds (`None` is `default`; below zero is "never" when `never_below_zero`) to an optional
@@ -103,6 +106,8 @@ impl ExecRequest {
             n if n <= 0 => None,
             n => secs_to_ms("timeout_seconds", Some(n), 0, false)?,
         };
+        let ttl_ms = secs_to_ms("ttl_seconds", self.ttl_seconds, DEFAULT_TTL_SECONDS, true)?;
+        let blocking = self.blocking;
         Ok(ExecSpec {
             command_id: self.command_id.clone(),
             argv: vec![
@@ -113,8 +118,8 @@ impl ExecRequest {
             env: rc.env_vars.into_iter().collect(),
             cwd: rc.work_dir,
             user: rc.user,
-            pty: self.pty,
-            stdin: self.stdin || self.pty.is_some(),
+            pty: self.pty.filter(|_| !blocking),
+            stdin: !blocking && (self.stdin || self.pty.is_some()),
             timeout_ms,
             idle_timeout_ms: secs_to_ms(
                 "idle_timeout_seconds",
@@ -122,8 +127,8 @@ impl ExecRequest {
                 DEFAULT_IDLE_TIMEOUT_SECONDS,
                 true,
             )?,
-            kill_on_disconnect: self.kill_on_disconnect,
-            ttl_ms: secs_to_ms("ttl_seconds", self.ttl_seconds, DEFAULT_TTL_SECONDS, true)?,
+            kill_on_disconnect: blocking || self.kill_on_disconnect,
+            ttl_ms: if blocking { Some(0) } else { ttl_ms },
         })
     }
 }

@@ -101,8 +101,8 @@ impl RunArgs {
             command: format!("exec {}", argv.join(" ")),
             shell: Some("/bin/sh".into()),
             timeout_seconds: Some(i64::try_from(self.timeout).unwrap_or(i64::MAX)),
-            ttl_seconds: Some(0),
             kill_on_disconnect: true,
+            ttl_seconds: Some(0),
             stdin: self.interactive,
             ..ExecRequest::default()
         }

@@ -72,12 +72,7 @@ pub(crate) async fn http(
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<Json<HttpExecuteResponse>, ApiError> {
     let mut req = exec_request(body);
-    req.stdin = false;
-    req.pty = None;
-    // Nobody can reattach to a blocking call: kill the command if the caller goes away, and
-    // forget it as soon as it ends.
-    req.kill_on_disconnect = true;
-    req.ttl_seconds = Some(0);
+    req.blocking = true;
     let mut stream = state.control.exec(&caller, &id, req).await?;
     let cap = state.limits.http_output_cap;
     let mut out = [Captured::new(cap), Captured::new(cap)];

@@ -30,5 +30,6 @@ pub(crate) fn exec_request(body: ExecuteBody) -> ExecRequest {
         cwd: body.cwd,
         stdin: !body.close_stdin.unwrap_or(false),
         pty: pty.then(PtySize::default),
+        blocking: false,
     }
 }
