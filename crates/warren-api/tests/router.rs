@@ -2,6 +2,13 @@
 //! in-memory store, on the fake driver (no root, no kernel). What is checked is the HTTP: status
 //! codes, error bodies, and JSON that the wire types (which the CLI also reads) decode.
 
+// An integration-test crate is test code throughout.
+#![allow(
+    clippy::tests_outside_test_module,
+    clippy::unwrap_used,
+    clippy::cast_possible_truncation
+)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
