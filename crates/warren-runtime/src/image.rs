@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use warren_types::ImageRef;
 
-use crate::driver::JailDriver;
+use crate::jail_driver::JailDriver;
 use crate::storage::{BtrfsStorage, Storage, StorageError};
 
 /// Image build failures.

@@ -9,14 +9,14 @@ pub mod agent;
 pub mod cgroup;
 pub mod driver;
 pub mod image;
+pub mod jail_driver;
 mod slots;
 pub mod storage;
 mod tool;
 
 pub use agent::{AgentConn, AgentConnError, AgentReader, AgentWriter};
-pub use driver::{
-    AnyDriver, Driver, DriverError, JailConfig, JailDriver, SandboxHandle, SandboxSpec, Tier,
-};
+pub use driver::{AnyDriver, Driver, DriverError, SandboxHandle, SandboxSpec, Tier};
+pub use jail_driver::{JailConfig, JailDriver};
 pub use slots::SlotError;
 pub use storage::{BtrfsStorage, Storage, StorageError};
 pub use tool::ToolError;
