@@ -10,6 +10,7 @@ use warren_types::{ImageRef, Limits, SandboxId};
 
 use crate::agent::{AgentConn, AgentConnError};
 use crate::cgroup::CgroupError;
+use crate::fake::FakeDriver;
 use crate::jail_driver::JailDriver;
 use crate::slots::SlotError;
 use crate::storage::StorageError;
@@ -186,6 +187,8 @@ pub trait Driver: Send + Sync {
 pub enum AnyDriver {
     /// The namespace jail.
     Jail(JailDriver),
+    /// The in-memory driver for tests of the layers above; it isolates nothing.
+    Fake(FakeDriver),
 }
 
 impl AnyDriver {
@@ -194,6 +197,7 @@ impl AnyDriver {
     pub fn image_status(&self, image: &ImageRef) -> crate::image::ImageStatus {
         match self {
             Self::Jail(d) => d.storage().image_status(image),
+            Self::Fake(d) => d.image_status(image),
         }
     }
 
@@ -201,6 +205,7 @@ impl AnyDriver {
     pub fn oom_kills(&self, id: &SandboxId) -> Result<u64, DriverError> {
         match self {
             Self::Jail(d) => d.oom_kills(id),
+            Self::Fake(d) => d.oom_kills(id),
         }
     }
 }
@@ -209,18 +214,21 @@ impl Driver for AnyDriver {
     fn tier(&self) -> Tier {
         match self {
             Self::Jail(d) => d.tier(),
+            Self::Fake(d) => d.tier(),
         }
     }
 
     async fn create(&self, spec: &SandboxSpec) -> Result<SandboxHandle, DriverError> {
         match self {
             Self::Jail(d) => d.create(spec).await,
+            Self::Fake(d) => d.create(spec).await,
         }
     }
 
     async fn start(&self, spec: &SandboxSpec) -> Result<SandboxHandle, DriverError> {
         match self {
             Self::Jail(d) => d.start(spec).await,
+            Self::Fake(d) => d.start(spec).await,
         }
     }
 
@@ -231,6 +239,7 @@ impl Driver for AnyDriver {
     ) -> Result<(), DriverError> {
         match self {
             Self::Jail(d) => d.stop(id, handle).await,
+            Self::Fake(d) => d.stop(id, handle).await,
         }
     }
 
@@ -241,18 +250,21 @@ impl Driver for AnyDriver {
     ) -> Result<(), DriverError> {
         match self {
             Self::Jail(d) => d.destroy(id, handle).await,
+            Self::Fake(d) => d.destroy(id, handle).await,
         }
     }
 
     fn has_storage(&self, id: &SandboxId) -> bool {
         match self {
             Self::Jail(d) => d.has_storage(id),
+            Self::Fake(d) => d.has_storage(id),
         }
     }
 
     fn has_image(&self, image: &ImageRef) -> bool {
         match self {
             Self::Jail(d) => d.has_image(image),
+            Self::Fake(d) => d.has_image(image),
         }
     }
 
@@ -262,18 +274,21 @@ impl Driver for AnyDriver {
     ) -> Result<Vec<SandboxId>, DriverError> {
         match self {
             Self::Jail(d) => d.gc(keep).await,
+            Self::Fake(d) => d.gc(keep).await,
         }
     }
 
     fn is_running(&self, handle: &SandboxHandle) -> bool {
         match self {
             Self::Jail(d) => d.is_running(handle),
+            Self::Fake(d) => d.is_running(handle),
         }
     }
 
     async fn connect(&self, handle: &SandboxHandle) -> Result<AgentConn, DriverError> {
         match self {
             Self::Jail(d) => d.connect(handle).await,
+            Self::Fake(d) => d.connect(handle).await,
         }
     }
 }

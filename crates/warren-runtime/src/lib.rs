@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod cgroup;
 pub mod driver;
+pub mod fake;
 pub mod image;
 pub mod jail_driver;
 mod slots;
@@ -16,6 +17,7 @@ mod tool;
 
 pub use agent::{AgentConn, AgentConnError, AgentReader, AgentWriter};
 pub use driver::{AnyDriver, Driver, DriverError, SandboxHandle, SandboxSpec, Tier};
+pub use fake::FakeDriver;
 pub use jail_driver::{JailConfig, JailDriver};
 pub use slots::SlotError;
 pub use storage::{BtrfsStorage, Storage, StorageError};
