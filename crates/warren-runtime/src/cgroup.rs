@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 use fs_err as fs;
 use warren_types::Limits;
 
+use crate::io_error::IoError;
+
 /// cgroup failures.
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -28,16 +30,8 @@ pub enum CgroupError {
     #[error("no usable cgroup hierarchy: need v2 with memory, cpu and pids, or v1 controllers")]
     Unsupported,
     /// Reading or writing a cgroup file failed.
-    #[error("failed to {action} {path}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// Processes remained after the kill.
     #[error("cgroup {0} still has processes after kill")]
     Busy(String),
@@ -271,10 +265,12 @@ fn warn_unthrottled(missing: bool, controller: &str) {
 }
 
 fn mountinfo() -> Result<String, CgroupError> {
-    fs::read_to_string("/proc/self/mountinfo").map_err(|e| CgroupError::Io {
-        action: "read",
-        path: "/proc/self/mountinfo".into(),
-        source: e,
+    fs::read_to_string("/proc/self/mountinfo").map_err(|e| {
+        CgroupError::Io(IoError {
+            action: "read",
+            path: "/proc/self/mountinfo".into(),
+            source: e,
+        })
     })
 }
 
@@ -338,18 +334,22 @@ fn favor_dynmods(mount: &Path, superopts: &str) {
 const PARENT: &str = "warren";
 
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
-    std::fs::write(path, value).map_err(|source| CgroupError::Io {
-        action: "write",
-        path: path.to_owned(),
-        source,
+    std::fs::write(path, value).map_err(|source| {
+        CgroupError::Io(IoError {
+            action: "write",
+            path: path.to_owned(),
+            source,
+        })
     })
 }
 
 fn read(path: &Path) -> Result<String, CgroupError> {
-    std::fs::read_to_string(path).map_err(|source| CgroupError::Io {
-        action: "read",
-        path: path.to_owned(),
-        source,
+    std::fs::read_to_string(path).map_err(|source| {
+        CgroupError::Io(IoError {
+            action: "read",
+            path: path.to_owned(),
+            source,
+        })
     })
 }
 
@@ -357,11 +357,11 @@ fn mkdir(path: &Path) -> Result<(), CgroupError> {
     match std::fs::create_dir(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(source) => Err(CgroupError::Io {
+        Err(source) => Err(CgroupError::Io(IoError {
             action: "create",
             path: path.to_owned(),
             source,
-        }),
+        })),
     }
 }
 
@@ -377,11 +377,11 @@ fn rmdir(path: &Path) -> Result<(), CgroupError> {
                 std::thread::sleep(Duration::from_millis(2));
             }
             Err(source) => {
-                return Err(CgroupError::Io {
+                return Err(CgroupError::Io(IoError {
                     action: "remove",
                     path: path.to_owned(),
                     source,
-                });
+                }));
             }
         }
     }
@@ -392,11 +392,11 @@ fn read_procs(procs: PathBuf) -> Result<Vec<u32>, CgroupError> {
     match std::fs::read_to_string(&procs) {
         Ok(t) => Ok(parse_pids(&t)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(source) => Err(CgroupError::Io {
+        Err(source) => Err(CgroupError::Io(IoError {
             action: "read",
             path: procs,
             source,
-        }),
+        })),
     }
 }
 
@@ -409,11 +409,11 @@ fn list_children(dir: &Path) -> Result<Vec<String>, CgroupError> {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(source) => {
-            return Err(CgroupError::Io {
+            return Err(CgroupError::Io(IoError {
                 action: "list",
                 path: dir.to_owned(),
                 source,
-            });
+            }));
         }
     };
     Ok(entries

@@ -11,6 +11,7 @@ use warren_types::{ImageRef, Limits, SandboxId};
 use crate::agent::{AgentConn, AgentConnError};
 use crate::cgroup::CgroupError;
 use crate::fake::FakeDriver;
+use crate::io_error::IoError;
 use crate::jail_driver::JailDriver;
 use crate::slots::SlotError;
 use crate::storage::StorageError;
@@ -67,9 +68,9 @@ pub enum DriverError {
     /// A helper binary is missing or unusable.
     #[error("{0}")]
     Binary(String),
-    /// The jailer could not be run.
-    #[error("failed to run the jailer")]
-    JailerSpawn(#[source] std::io::Error),
+    /// The jailer could not be run, fed its spec or waited for.
+    #[error(transparent)]
+    JailerSpawn(IoError),
     /// The jailer reported a failure.
     #[error("failed to build the jail: {0}")]
     Jail(String),
@@ -77,16 +78,8 @@ pub enum DriverError {
     #[error(transparent)]
     Agent(#[from] AgentConnError),
     /// A filesystem operation failed.
-    #[error("failed to {action} {path}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// The sandbox has no root filesystem to start from.
     #[error("sandbox {0} has no root filesystem")]
     NoStorage(SandboxId),
@@ -103,21 +96,16 @@ impl DriverError {
     /// a host path, a cgroup name or the jailer's own words (which name host paths). The full
     /// error goes to the daemon's log.
     pub fn public_reason(&self) -> String {
-        fn errno(e: &std::io::Error) -> String {
-            e.raw_os_error()
-                .map(|n| std::io::Error::from_raw_os_error(n).to_string())
-                .unwrap_or_else(|| e.kind().to_string())
-        }
         match self {
             Self::Storage(StorageError::ImageMissing(image)) => {
                 format!("image {image} is not present")
             }
-            Self::Storage(StorageError::Io { action, source, .. }) => {
-                format!("storage failed to {action}: {}", errno(source))
+            Self::Storage(StorageError::Io(e)) => {
+                format!("storage failed to {}: {}", e.action, e.os_reason())
             }
             Self::Storage(_) => "storage failed".into(),
-            Self::Cgroup(CgroupError::Io { action, source, .. }) => {
-                format!("resource limits failed to {action}: {}", errno(source))
+            Self::Cgroup(CgroupError::Io(e)) => {
+                format!("resource limits failed to {}: {}", e.action, e.os_reason())
             }
             Self::Cgroup(_) => "resource limits could not be applied".into(),
             Self::Slot(SlotError::Exhausted(_)) => "no free uid range on this host".into(),
@@ -127,7 +115,7 @@ impl DriverError {
             }
             Self::Jail(_) => "failed to build the jail".into(),
             Self::Agent(_) => "the sandbox's agent did not answer".into(),
-            Self::Io { action, source, .. } => format!("failed to {action}: {}", errno(source)),
+            Self::Io(e) => format!("failed to {}: {}", e.action, e.os_reason()),
             Self::NoStorage(_) => "the sandbox has no root filesystem".into(),
             Self::StopTimeout(_) => "the sandbox's processes did not stop".into(),
             Self::Join(_) => "internal task failed".into(),

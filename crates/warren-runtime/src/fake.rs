@@ -51,6 +51,7 @@ use warren_types::{ImageRef, SandboxId};
 use crate::agent::{AgentConn, AgentConnError};
 use crate::driver::{Driver, DriverError, SandboxHandle, SandboxSpec, Tier};
 use crate::image::ImageStatus;
+use crate::io_error::IoError;
 use crate::storage::StorageError;
 use agent::FakeAgent;
 use files::Files;
@@ -110,11 +111,9 @@ impl Sandbox {
 
 /// The failure a test injected, shaped like the jail driver's storage failures.
 fn injected_storage_failure(action: &'static str, id: &SandboxId) -> DriverError {
-    DriverError::Storage(StorageError::Io {
-        action,
-        path: PathBuf::from("/fake").join(id.as_str()),
-        source: std::io::Error::other("injected failure"),
-    })
+    let path = PathBuf::from("/fake").join(id.as_str());
+    let e = IoError::at(action, &path)(std::io::Error::from_raw_os_error(libc::EIO));
+    DriverError::Storage(StorageError::Io(e))
 }
 
 impl FakeDriver {

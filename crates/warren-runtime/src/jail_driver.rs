@@ -12,6 +12,7 @@ use warren_types::{ImageRef, SandboxId};
 use crate::agent::AgentConn;
 use crate::cgroup::{self, CgroupBackend};
 use crate::driver::{Driver, DriverError, SandboxHandle, SandboxSpec, Tier};
+use crate::io_error::IoError;
 use crate::slots::Slots;
 use crate::storage::{BtrfsStorage, Storage};
 
@@ -83,10 +84,12 @@ impl JailDriver {
         cgroup::favor_dynamic_changes();
         let slots = Slots::open(&cfg.data_dir.join("slots"), (u32::MAX - ID_BASE) / ID_COUNT)?;
         let run = cfg.data_dir.join("run");
-        std::fs::create_dir_all(&run).map_err(|source| DriverError::Io {
-            action: "create",
-            path: run.clone(),
-            source,
+        std::fs::create_dir_all(&run).map_err(|source| {
+            DriverError::Io(IoError {
+                action: "create",
+                path: run.clone(),
+                source,
+            })
         })?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -235,11 +238,11 @@ impl JailDriver {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
-                return Err(DriverError::Io {
+                return Err(DriverError::Io(IoError {
                     action: "remove",
                     path: run_dir,
                     source,
-                });
+                }));
             }
         }
         self.inner.slots.release_owner(id.as_str())?;
@@ -395,10 +398,12 @@ fn create_private_dir(path: &Path) -> Result<(), DriverError> {
         .recursive(true)
         .mode(0o700)
         .create(path)
-        .map_err(|source| DriverError::Io {
-            action: "create",
-            path: path.to_owned(),
-            source,
+        .map_err(|source| {
+            DriverError::Io(IoError {
+                action: "create",
+                path: path.to_owned(),
+                source,
+            })
         })
 }
 
@@ -411,17 +416,16 @@ async fn run_jailer(jailer: &Path, spec: &JailSpec) -> Result<JailReport, Driver
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(DriverError::JailerSpawn)?;
+        .map_err(|e| DriverError::JailerSpawn(IoError::at("run the jailer", jailer)(e)))?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(&input)
-            .await
-            .map_err(DriverError::JailerSpawn)?;
+        stdin.write_all(&input).await.map_err(|e| {
+            DriverError::JailerSpawn(IoError::at("send the spec to the jailer", jailer)(e))
+        })?;
     }
     let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
         .await
         .map_err(|_| DriverError::Jail("the jailer did not finish in 30 s".into()))?
-        .map_err(DriverError::JailerSpawn)?;
+        .map_err(|e| DriverError::JailerSpawn(IoError::at("wait for the jailer", jailer)(e)))?;
     if !out.status.success() {
         let msg = String::from_utf8_lossy(&out.stderr);
         let msg = msg.lines().last().unwrap_or("no message").to_owned();

@@ -27,22 +27,15 @@ use nix::fcntl::{Flock, FlockArg};
 use warren_jail::btrfs::{self, QuotaMode};
 use warren_types::{ImageRef, SandboxId};
 
+use crate::io_error::IoError;
 use crate::tool::{self, ToolError};
 
 /// Storage failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// A filesystem operation on the data dir failed.
-    #[error("failed to {action} {path}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// A btrfs or mount tool failed.
     #[error(transparent)]
     Tool(#[from] ToolError),
@@ -56,10 +49,12 @@ pub enum StorageError {
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StorageError {
     let path = path.to_owned();
-    move |source| StorageError::Io {
-        action,
-        path,
-        source,
+    move |source| {
+        StorageError::Io(IoError {
+            action,
+            path,
+            source,
+        })
     }
 }
 
@@ -128,10 +123,12 @@ fn mode_of(path: &Path) -> Result<u32, StorageError> {
 /// version (0755) is fixed here, with a log line: every sandbox's files and the database are
 /// beneath it, and nothing under it is for other host users.
 pub fn make_private_dir(dir: &Path) -> Result<(), StorageError> {
-    fs::create_dir_all(dir).map_err(|e| StorageError::Io {
-        action: "create data dir",
-        path: dir.to_owned(),
-        source: e,
+    fs::create_dir_all(dir).map_err(|e| {
+        StorageError::Io(IoError {
+            action: "create data dir",
+            path: dir.to_owned(),
+            source: e,
+        })
     })?;
     let mode = mode_of(dir)?;
     if mode != PRIVATE_DIR {
@@ -197,16 +194,18 @@ fn ensure_pool_image(image: &Path, pool_bytes: u64) -> Result<(), StorageError> 
     f.sync_all().map_err(io_err("sync", &tmp))?;
     drop(f);
     if !is_formatted_pool(&tmp)? {
-        return Err(StorageError::Io {
+        return Err(StorageError::Io(IoError {
             action: "format",
             path: tmp,
             source: std::io::Error::other("mkfs.btrfs left no btrfs superblock"),
-        });
+        }));
     }
-    fs::rename(&tmp, image).map_err(|e| StorageError::Io {
-        action: "publish the pool image",
-        path: image.to_owned(),
-        source: e,
+    fs::rename(&tmp, image).map_err(|e| {
+        StorageError::Io(IoError {
+            action: "publish the pool image",
+            path: image.to_owned(),
+            source: e,
+        })
     })?;
     if let Some(dir) = image.parent() {
         std::fs::File::open(dir)
@@ -219,10 +218,12 @@ fn ensure_pool_image(image: &Path, pool_bytes: u64) -> Result<(), StorageError> 
 /// Mount flags of the pool's mount at `root`: (nosuid, nodev).
 pub fn pool_mount_flags(root: &Path) -> Result<(bool, bool), StorageError> {
     use nix::sys::statvfs::FsFlags;
-    let st = nix::sys::statvfs::statvfs(root).map_err(|e| StorageError::Io {
-        action: "statvfs",
-        path: root.to_owned(),
-        source: e.into(),
+    let st = nix::sys::statvfs::statvfs(root).map_err(|e| {
+        StorageError::Io(IoError {
+            action: "statvfs",
+            path: root.to_owned(),
+            source: e.into(),
+        })
     })?;
     Ok((
         st.flags().contains(FsFlags::ST_NOSUID),
@@ -277,11 +278,11 @@ fn secure_pool_mount(root: &Path) -> Result<(), StorageError> {
     nix::mount::mount(None::<&str>, root, None::<&str>, flags, None::<&str>)
         .map_err(|e| io_err("remount nosuid,nodev", root)(e.into()))?;
     if pool_mount_flags(root)? != (true, true) {
-        return Err(StorageError::Io {
+        return Err(StorageError::Io(IoError {
             action: "remount nosuid,nodev",
             path: root.to_owned(),
             source: std::io::Error::other("the flags did not take"),
-        });
+        }));
     }
     tracing::info!(pool = %root.display(), "remounted the pool nosuid,nodev (it was mounted without them by an older version)");
     Ok(())
@@ -313,16 +314,19 @@ impl BtrfsStorage {
             .open(&lock_path)
             .map_err(io_err("open", &lock_path))?;
         make_private_file(&lock_path)?;
-        let _lock =
-            Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| StorageError::Io {
+        let _lock = Flock::lock(lock_file, FlockArg::LockExclusive).map_err(|(_, e)| {
+            StorageError::Io(IoError {
                 action: "lock",
                 path: lock_path.clone(),
                 source: e.into(),
-            })?;
-        fs::create_dir_all(&root).map_err(|e| StorageError::Io {
-            action: "create",
-            path: root.clone(),
-            source: e,
+            })
+        })?;
+        fs::create_dir_all(&root).map_err(|e| {
+            StorageError::Io(IoError {
+                action: "create",
+                path: root.clone(),
+                source: e,
+            })
         })?;
         let image = data_dir.join(POOL_IMAGE);
         let mut mounted_now = false;
@@ -355,10 +359,12 @@ impl BtrfsStorage {
             store.check_quotas()?;
         }
         for dir in [store.images_dir(), store.sandboxes_dir()] {
-            fs::create_dir_all(&dir).map_err(|e| StorageError::Io {
-                action: "create",
-                path: dir.clone(),
-                source: e,
+            fs::create_dir_all(&dir).map_err(|e| {
+                StorageError::Io(IoError {
+                    action: "create",
+                    path: dir.clone(),
+                    source: e,
+                })
             })?;
         }
         store.remove_partial_builds()?;
@@ -502,10 +508,12 @@ impl BtrfsStorage {
     pub fn commit_image_build(&self, build: &Path, image: &ImageRef) -> Result<(), StorageError> {
         btrfs::set_read_only(build).map_err(io_err("make read-only", build))?;
         let dest = self.image_path(image);
-        fs::rename(build, &dest).map_err(|e| StorageError::Io {
-            action: "publish image",
-            path: dest.clone(),
-            source: e,
+        fs::rename(build, &dest).map_err(|e| {
+            StorageError::Io(IoError {
+                action: "publish image",
+                path: dest.clone(),
+                source: e,
+            })
         })
     }
 
@@ -525,10 +533,12 @@ impl BtrfsStorage {
 
     fn remove_partial_builds(&self) -> Result<(), StorageError> {
         let dir = self.images_dir();
-        let entries = fs::read_dir(&dir).map_err(|e| StorageError::Io {
-            action: "list",
-            path: dir.clone(),
-            source: e,
+        let entries = fs::read_dir(&dir).map_err(|e| {
+            StorageError::Io(IoError {
+                action: "list",
+                path: dir.clone(),
+                source: e,
+            })
         })?;
         for entry in entries.flatten() {
             let name = entry.file_name();
@@ -665,10 +675,12 @@ impl Storage for BtrfsStorage {
 
     fn list_rootfs(&self) -> Result<Vec<SandboxId>, StorageError> {
         let dir = self.sandboxes_dir();
-        let entries = fs::read_dir(&dir).map_err(|e| StorageError::Io {
-            action: "list",
-            path: dir.clone(),
-            source: e,
+        let entries = fs::read_dir(&dir).map_err(|e| {
+            StorageError::Io(IoError {
+                action: "list",
+                path: dir.clone(),
+                source: e,
+            })
         })?;
         Ok(entries
             .flatten()
