@@ -86,7 +86,7 @@ impl JailDriver {
         let run = cfg.data_dir.join("run");
         std::fs::create_dir_all(&run).map_err(|source| {
             DriverError::Io(IoError {
-                action: "create",
+                action: "create the run dir",
                 path: run.clone(),
                 source,
             })
@@ -239,7 +239,7 @@ impl JailDriver {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(source) => {
                 return Err(DriverError::Io(IoError {
-                    action: "remove",
+                    action: "remove the sandbox's run dir",
                     path: run_dir,
                     source,
                 }));
@@ -400,7 +400,7 @@ fn create_private_dir(path: &Path) -> Result<(), DriverError> {
         .create(path)
         .map_err(|source| {
             DriverError::Io(IoError {
-                action: "create",
+                action: "create the sandbox's run dir",
                 path: path.to_owned(),
                 source,
             })

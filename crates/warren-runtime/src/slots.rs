@@ -29,7 +29,7 @@ impl Slots {
     pub(crate) fn open(dir: &Path, count: u32) -> Result<Self, SlotError> {
         std::fs::create_dir_all(dir).map_err(|source| {
             SlotError::Io(IoError {
-                action: "create",
+                action: "create the uid slot dir",
                 path: dir.to_owned(),
                 source,
             })
@@ -59,7 +59,7 @@ impl Slots {
                 Ok(mut f) => {
                     f.write_all(owner.as_bytes()).map_err(|source| {
                         SlotError::Io(IoError {
-                            action: "write",
+                            action: "record the owner of the uid slot",
                             path: path.clone(),
                             source,
                         })
@@ -69,7 +69,7 @@ impl Slots {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(source) => {
                     return Err(SlotError::Io(IoError {
-                        action: "create",
+                        action: "claim the uid slot",
                         path,
                         source,
                     }));
@@ -89,7 +89,7 @@ impl Slots {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(source) => {
                         return Err(SlotError::Io(IoError {
-                            action: "remove",
+                            action: "release the uid slot",
                             path,
                             source,
                         }));
@@ -104,7 +104,7 @@ impl Slots {
     pub(crate) fn list(&self) -> Result<Vec<(u32, String)>, SlotError> {
         let entries = std::fs::read_dir(&self.dir).map_err(|source| {
             SlotError::Io(IoError {
-                action: "list",
+                action: "list the uid slots in",
                 path: self.dir.clone(),
                 source,
             })
