@@ -11,7 +11,7 @@
 //!
 //! Handles report [`Tier::Jail`], the only tier there is: the layers above must behave as they do
 //! for the jail. Their `agent_socket` names no file and their `pid` is a counter, not a host pid.
-//! Not modelled: idle timeouts, `kill_on_disconnect`, session TTLs, users and permissions,
+//! Not modelled: idle timeouts, session TTLs, users and permissions,
 //! PTY sizes, `DialTcp` (always refused).
 //!
 //! # Commands

@@ -32,6 +32,7 @@ pub(crate) struct Command {
     pub(crate) id: String,
     pub(crate) pid: u32,
     pty: bool,
+    kill_on_disconnect: bool,
     state: Mutex<State>,
     /// Bumped on every new output and on exit, so attached clients wake up.
     progress: watch::Sender<u64>,
@@ -77,6 +78,7 @@ impl Command {
             id,
             pid,
             pty: spec.pty.is_some(),
+            kill_on_disconnect: spec.kill_on_disconnect,
             state: Mutex::new(State::default()),
             progress: watch::channel(0).0,
             stdin: Mutex::new(spec.stdin.then_some(stdin_tx)),
@@ -136,9 +138,16 @@ impl Command {
         self.state().attached += 1;
     }
 
+    /// A client left; the last one leaving ends a `kill_on_disconnect` command.
     pub(crate) fn detach(&self) {
-        let mut st = self.state();
-        st.attached = st.attached.saturating_sub(1);
+        let last = {
+            let mut st = self.state();
+            st.attached = st.attached.saturating_sub(1);
+            st.attached == 0
+        };
+        if last && self.kill_on_disconnect {
+            self.kill(killed(ExitReason::Detached));
+        }
     }
 
     /// The next frame for a client at `offsets`, advancing them. `turn` alternates the streams

@@ -383,3 +383,35 @@ async fn images_and_gc() {
     assert!(d.has_storage(&a.id) && !d.has_storage(&b.id));
     assert!(!d.is_running(&b));
 }
+
+#[tokio::test]
+async fn disconnects_detach_and_crashes_end_connections() {
+    let d = FakeDriver::new();
+    let h = up(&d).await;
+    let mut exec = sh("sleep 60000");
+    exec.command_id = Some("k".into());
+    exec.kill_on_disconnect = true;
+    let mut conn = d.connect(&h).await.unwrap();
+    conn.send(&Request::Exec(exec)).await.unwrap();
+    started(&mut conn).await;
+    drop(conn);
+    // The agent notices the hangup on its own time: wait for the command to end.
+    let exit = loop {
+        let mut conn = d.connect(&h).await.unwrap();
+        let Response::CommandList { commands } = conn.call(&Request::ListCommands).await.unwrap()
+        else {
+            panic!("expected a command list");
+        };
+        if let Some(exit) = commands[0].exit {
+            break exit;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    assert_eq!(exit.reason, ExitReason::Detached);
+
+    let mut conn = d.connect(&h).await.unwrap();
+    conn.send(&Request::Exec(sh("sleep 60000"))).await.unwrap();
+    started(&mut conn).await;
+    d.crash(&h.id);
+    assert_eq!(conn.recv().await.unwrap(), None, "the agent went away");
+}
