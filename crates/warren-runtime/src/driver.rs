@@ -1,6 +1,7 @@
 //! The driver seam: how a sandbox is brought up and torn down. [`JailDriver`] is the namespace
 //! jail; a microVM driver will implement the same trait, so control and api never know which
-//! tier they are talking to beyond [`Tier`], which is always reported truthfully.
+//! tier they are talking to beyond [`Tier`], which is always reported truthfully. [`FakeDriver`]
+//! stands in for the jail in tests of the layers above and isolates nothing.
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 //! Request path: `warren-control` → [`driver::Driver`] → `warren-jailer` → `warren-agent`.
 //! The jail driver creates a btrfs snapshot for the root filesystem ([`storage`]), cgroups with
 //! the limits ([`cgroup`]), a private uid range, then runs the jailer and talks to the agent it
-//! leaves behind ([`agent`]).
+//! leaves behind ([`agent`]). [`fake`] is an in-memory driver for the tests of the layers above.
 
 pub mod agent;
 pub mod cgroup;
@@ -18,7 +18,7 @@ mod tool;
 
 pub use agent::{AgentConn, AgentConnError, AgentReader, AgentWriter};
 pub use driver::{AnyDriver, Driver, DriverError, SandboxHandle, SandboxSpec, Tier};
-pub use fake::FakeDriver;
+pub use fake::{FakeCalls, FakeDriver};
 pub use io_error::IoError;
 pub use jail_driver::{JailConfig, JailDriver};
 pub use slots::SlotError;
