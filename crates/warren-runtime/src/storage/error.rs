@@ -24,16 +24,11 @@ pub enum StorageError {
     SandboxExists(SandboxId),
 }
 
-pub(crate) fn io_err(
+/// [`IoError::at`], for call sites whose result is a `StorageError` without a `?`.
+pub(super) fn io_err(
     action: &'static str,
     path: &Path,
 ) -> impl FnOnce(std::io::Error) -> StorageError {
-    let path = path.to_owned();
-    move |source| {
-        StorageError::Io(IoError {
-            action,
-            path,
-            source,
-        })
-    }
+    let at = IoError::at(action, path);
+    move |source| StorageError::Io(at(source))
 }
