@@ -11,7 +11,7 @@ use warren_types::ImageRef;
 
 use crate::io_error::IoError;
 use crate::jail_driver::JailDriver;
-use crate::storage::{BtrfsStorage, Storage, StorageError};
+use crate::storage::{BtrfsStorage, BuildState, Storage, StorageError};
 
 /// Image build failures.
 #[derive(Debug, thiserror::Error)]
@@ -72,18 +72,6 @@ pub enum ImageStatus {
     Failed(String),
     /// The image is absent and nothing here is building it.
     Missing,
-}
-
-/// This process's build of the default image, as creates see it.
-#[derive(Debug, Default)]
-pub(crate) enum BuildState {
-    /// No build, or the last one succeeded.
-    #[default]
-    Idle,
-    /// A build runs.
-    Building,
-    /// The last build failed, for this reason (fit for API clients).
-    Failed(String),
 }
 
 impl BtrfsStorage {

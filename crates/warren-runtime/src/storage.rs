@@ -31,4 +31,5 @@ pub use pool::{
     POOL_IMAGE, PRIVATE_DIR, PRIVATE_FILE, is_formatted_pool, make_private_dir, make_private_file,
     pool_mount_flags, pool_quota_mode,
 };
+pub(crate) use store::BuildState;
 pub use store::{BtrfsStorage, Storage};

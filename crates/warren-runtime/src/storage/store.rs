@@ -29,6 +29,18 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn list_rootfs(&self) -> Result<Vec<SandboxId>, StorageError>;
 }
 
+/// This process's build of the default image, as creates see it.
+#[derive(Debug, Default)]
+pub(crate) enum BuildState {
+    /// No build, or the last one succeeded.
+    #[default]
+    Idle,
+    /// A build runs.
+    Building,
+    /// The last build failed, for this reason (fit for API clients).
+    Failed(String),
+}
+
 /// btrfs-backed [`Storage`].
 #[derive(Debug)]
 pub struct BtrfsStorage {
@@ -36,7 +48,7 @@ pub struct BtrfsStorage {
     /// The pool's quota mode, settled at open.
     pub(super) quota: QuotaMode,
     /// This process's build of the default image, for creates that come while it runs.
-    pub(crate) default_build: std::sync::Mutex<crate::image::BuildState>,
+    pub(crate) default_build: std::sync::Mutex<BuildState>,
 }
 
 impl BtrfsStorage {
