@@ -211,8 +211,9 @@ async fn run(
         },
         Ok(k) = kill.wait_for(Option::is_some) => k.unwrap_or(killed(ExitReason::Killed)),
         () = timeout => killed(ExitReason::Timeout),
-        // The sandbox stopped: its processes are gone and no client can see this status.
-        _ = alive.wait_for(|a| !*a) => killed(ExitReason::Killed),
+        // The sandbox stopped: its processes are gone with the agent, and no Exit may reach a
+        // client still attached (its connection ends with the agent, as a real one would).
+        _ = alive.wait_for(|a| !*a) => return,
     };
     cmd.finish(status);
 }
