@@ -61,17 +61,27 @@ pub struct AgentConn {
 }
 
 impl AgentConn {
-    /// Connects to the agent's socket and shakes hands.
+    /// Connects to the agent's socket and shakes hands, both within [`HANDSHAKE_TIMEOUT`].
     pub async fn connect(socket: &Path) -> Result<Self, AgentConnError> {
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, Self::connect_inner(socket))
+        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        let stream = tokio::time::timeout_at(deadline, UnixStream::connect(socket))
+            .await
+            .map_err(|_| AgentConnError::Timeout)?
+            .map_err(AgentConnError::Connect)?;
+        tokio::time::timeout_at(deadline, Self::handshake_inner(stream))
             .await
             .map_err(|_| AgentConnError::Timeout)?
     }
 
-    async fn connect_inner(socket: &Path) -> Result<Self, AgentConnError> {
-        let stream = UnixStream::connect(socket)
+    /// Shakes hands over a stream that is already connected to an agent (a socket pair, say),
+    /// within [`HANDSHAKE_TIMEOUT`].
+    pub async fn handshake(stream: UnixStream) -> Result<Self, AgentConnError> {
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, Self::handshake_inner(stream))
             .await
-            .map_err(AgentConnError::Connect)?;
+            .map_err(|_| AgentConnError::Timeout)?
+    }
+
+    async fn handshake_inner(stream: UnixStream) -> Result<Self, AgentConnError> {
         let (r, w) = stream.into_split();
         let mut conn = Self {
             reader: AgentReader { inner: r },

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use warren_types::ImageRef;
 
-use crate::driver::JailDriver;
-use crate::storage::{BtrfsStorage, Storage, StorageError};
+use crate::io_error::IoError;
+use crate::jail_driver::JailDriver;
+use crate::storage::{BtrfsStorage, BuildState, Storage, StorageError};
 
 /// Image build failures.
 #[derive(Debug, thiserror::Error)]
@@ -19,8 +20,8 @@ pub enum ImageError {
     #[error(transparent)]
     Storage(#[from] StorageError),
     /// The bootstrap tool could not be started.
-    #[error("failed to run mmdebstrap (install it: apt-get install mmdebstrap)")]
-    Spawn(#[source] std::io::Error),
+    #[error("failed to build an image with mmdebstrap (install it: apt-get install mmdebstrap)")]
+    Spawn(#[source] IoError),
     /// The bootstrap failed.
     #[error("failed to build image {image}: mmdebstrap exited with {status}; last output: {tail}")]
     Bootstrap {
@@ -32,14 +33,8 @@ pub enum ImageError {
         tail: String,
     },
     /// Finishing the root filesystem failed.
-    #[error("failed to finish image root filesystem at {path}")]
-    Finish {
-        /// Where.
-        path: std::path::PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     /// Only the default image can be built locally for now.
     #[error("image {0} cannot be built locally; only {default} can", default = ImageRef::default_image())]
     NotBuildable(ImageRef),
@@ -79,18 +74,6 @@ pub enum ImageStatus {
     Missing,
 }
 
-/// This process's build of the default image, as creates see it.
-#[derive(Debug, Default)]
-pub(crate) enum BuildState {
-    /// No build, or the last one succeeded.
-    #[default]
-    Idle,
-    /// A build runs.
-    Building,
-    /// The last build failed, for this reason (fit for API clients).
-    Failed(String),
-}
-
 impl BtrfsStorage {
     /// Whether sandboxes can be made from `image` now, and if not, why.
     pub fn image_status(&self, image: &ImageRef) -> ImageStatus {
@@ -128,7 +111,7 @@ impl ImageError {
             Self::Bootstrap { status, .. } => {
                 format!("the Debian bootstrap failed ({status}); the server log has its output")
             }
-            Self::Storage(_) | Self::Finish { .. } => {
+            Self::Storage(_) | Self::Io(_) => {
                 "the image store failed; the server log has the cause".into()
             }
             Self::NotBuildable(image) => format!("image {image} cannot be built locally"),
@@ -267,7 +250,7 @@ fn bootstrap(
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(ImageError::Spawn)?;
+        .map_err(|e| ImageError::Spawn(IoError::at("run", Path::new("mmdebstrap"))(e)))?;
     let mut tail: Vec<String> = Vec::new();
     if let Some(stderr) = child.stderr.take() {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -282,7 +265,9 @@ fn bootstrap(
             }
         }
     }
-    let status = child.wait().map_err(ImageError::Spawn)?;
+    let status = child
+        .wait()
+        .map_err(|e| ImageError::Spawn(IoError::at("wait for", Path::new("mmdebstrap"))(e)))?;
     if !status.success() {
         return Err(ImageError::Bootstrap {
             image: image.clone(),
@@ -296,10 +281,6 @@ fn bootstrap(
 /// Makes the tree ready to be a sandbox root: mount points the jail needs, a hosts file, and no
 /// leftovers of the build host.
 fn finish_rootfs(root: &Path) -> Result<(), ImageError> {
-    let fail = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ImageError::Finish { path, source }
-    };
     for (dir, mode) in [
         ("proc", 0o555),
         ("dev", 0o755),
@@ -307,19 +288,21 @@ fn finish_rootfs(root: &Path) -> Result<(), ImageError> {
         ("tmp", 0o1777),
     ] {
         let p = root.join(dir);
-        std::fs::create_dir_all(&p).map_err(fail(&p))?;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).map_err(fail(&p))?;
+        std::fs::create_dir_all(&p).map_err(IoError::at("create the mount point", &p))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+            .map_err(IoError::at("set the mode of the mount point", &p))?;
     }
     let hosts = root.join("etc/hosts");
     std::fs::write(
         &hosts,
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
     )
-    .map_err(fail(&hosts))?;
+    .map_err(IoError::at("write the image's hosts file", &hosts))?;
     let hostname = root.join("etc/hostname");
-    std::fs::write(&hostname, "sandbox\n").map_err(fail(&hostname))?;
+    std::fs::write(&hostname, "sandbox\n")
+        .map_err(IoError::at("write the image's hostname", &hostname))?;
     let resolv = root.join("etc/resolv.conf");
     let _ = std::fs::remove_file(&resolv);
-    std::fs::write(&resolv, "").map_err(fail(&resolv))?;
+    std::fs::write(&resolv, "").map_err(IoError::at("empty the image's resolv.conf", &resolv))?;
     Ok(())
 }

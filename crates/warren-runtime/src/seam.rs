@@ -1,4 +1,4 @@
-//! The runtime as the control plane sees it: [`warren_driver::Driver`] for [`AnyDriver`].
+//! The runtime as the control plane sees it: [`warren_driver::Driver`] for [`JailDriver`].
 //! Lifecycle calls go to the tier's driver; operations on a running sandbox become agent
 //! protocol sessions, one connection each, whose frames are turned into the seam's typed
 //! events and chunks here, so nothing above the runtime speaks the protocol.
@@ -15,8 +15,9 @@ use warren_proto::{AgentError, ErrorKind, MAX_CHUNK_LEN, Request, Response};
 use warren_types::{ImageRef, SandboxId};
 
 use crate::agent::{AgentConn, AgentConnError, AgentReader, AgentWriter};
-use crate::driver::{AnyDriver, Driver, DriverError};
+use crate::driver::DriverError;
 use crate::image::error_chain;
+use crate::jail_driver::JailDriver;
 
 /// A runtime failure in the seam's terms: agent answers stay typed, everything else carries
 /// its public reason (no host paths) and its whole chain for the log.
@@ -44,17 +45,21 @@ fn unexpected(what: &str, got: Option<Response>) -> SeamError {
     SeamError::Unreachable(format!("unexpected reply to {what}: {got:?}"))
 }
 
-impl AnyDriver {
+impl JailDriver {
     /// A connection to the sandbox's agent with `req` sent on it.
     async fn session(&self, handle: &SandboxHandle, req: &Request) -> Result<AgentConn, SeamError> {
-        let mut conn = Driver::connect(self, handle).await.map_err(seam_error)?;
+        let mut conn = JailDriver::connect(self, handle)
+            .await
+            .map_err(seam_error)?;
         conn.send(req).await.map_err(conn_error)?;
         Ok(conn)
     }
 
     /// One request, one reply that is not an error.
     async fn call(&self, handle: &SandboxHandle, req: &Request) -> Result<Response, SeamError> {
-        let mut conn = Driver::connect(self, handle).await.map_err(seam_error)?;
+        let mut conn = JailDriver::connect(self, handle)
+            .await
+            .map_err(seam_error)?;
         conn.call(req).await.map_err(conn_error)
     }
 }
@@ -180,23 +185,23 @@ async fn write_body(mut conn: AgentConn, mut end: warren_driver::FileWriteEnd) {
     let _ = end.done.send(result);
 }
 
-impl warren_driver::Driver for AnyDriver {
+impl warren_driver::Driver for JailDriver {
     fn tier(&self) -> Tier {
-        Driver::tier(self)
+        Tier::Jail
     }
 
     fn create<'a>(
         &'a self,
         spec: &'a SandboxSpec,
     ) -> BoxFuture<'a, Result<SandboxHandle, SeamError>> {
-        Box::pin(async move { Driver::create(self, spec).await.map_err(seam_error) })
+        Box::pin(async move { JailDriver::create(self, spec).await.map_err(seam_error) })
     }
 
     fn start<'a>(
         &'a self,
         spec: &'a SandboxSpec,
     ) -> BoxFuture<'a, Result<SandboxHandle, SeamError>> {
-        Box::pin(async move { Driver::start(self, spec).await.map_err(seam_error) })
+        Box::pin(async move { JailDriver::start(self, spec).await.map_err(seam_error) })
     }
 
     fn stop<'a>(
@@ -204,7 +209,7 @@ impl warren_driver::Driver for AnyDriver {
         id: &'a SandboxId,
         handle: Option<&'a SandboxHandle>,
     ) -> BoxFuture<'a, Result<(), SeamError>> {
-        Box::pin(async move { Driver::stop(self, id, handle).await.map_err(seam_error) })
+        Box::pin(async move { JailDriver::stop(self, id, handle).await.map_err(seam_error) })
     }
 
     fn destroy<'a>(
@@ -212,16 +217,20 @@ impl warren_driver::Driver for AnyDriver {
         id: &'a SandboxId,
         handle: Option<&'a SandboxHandle>,
     ) -> BoxFuture<'a, Result<(), SeamError>> {
-        Box::pin(async move { Driver::destroy(self, id, handle).await.map_err(seam_error) })
+        Box::pin(async move {
+            JailDriver::destroy(self, id, handle)
+                .await
+                .map_err(seam_error)
+        })
     }
 
     fn has_storage(&self, id: &SandboxId) -> bool {
-        Driver::has_storage(self, id)
+        JailDriver::has_storage(self, id)
     }
 
     fn image_status(&self, image: &ImageRef) -> ImageStatus {
         use crate::image::ImageStatus as S;
-        match AnyDriver::image_status(self, image) {
+        match self.storage().image_status(image) {
             S::Present => ImageStatus::Present,
             S::Building => ImageStatus::Building,
             S::Failed(reason) => ImageStatus::Failed(reason),
@@ -233,15 +242,15 @@ impl warren_driver::Driver for AnyDriver {
         &'a self,
         keep: &'a HashSet<SandboxId>,
     ) -> BoxFuture<'a, Result<Vec<SandboxId>, SeamError>> {
-        Box::pin(async move { Driver::gc(self, keep).await.map_err(seam_error) })
+        Box::pin(async move { JailDriver::gc(self, keep).await.map_err(seam_error) })
     }
 
     fn is_running(&self, handle: &SandboxHandle) -> bool {
-        Driver::is_running(self, handle)
+        JailDriver::is_running(self, handle)
     }
 
     fn oom_kills(&self, id: &SandboxId) -> Option<u64> {
-        AnyDriver::oom_kills(self, id).ok()
+        JailDriver::oom_kills(self, id).ok()
     }
 
     fn command<'a>(

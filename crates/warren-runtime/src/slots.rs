@@ -5,6 +5,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::io_error::IoError;
+
 /// Slot bookkeeping failures.
 #[derive(Debug, thiserror::Error)]
 pub enum SlotError {
@@ -12,16 +14,8 @@ pub enum SlotError {
     #[error("no free uid range: {0} sandboxes exist")]
     Exhausted(u32),
     /// The slot directory could not be used.
-    #[error("failed to {action} {path}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// Where.
-        path: PathBuf,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
 }
 
 /// The slot directory.
@@ -33,10 +27,12 @@ pub(crate) struct Slots {
 
 impl Slots {
     pub(crate) fn open(dir: &Path, count: u32) -> Result<Self, SlotError> {
-        std::fs::create_dir_all(dir).map_err(|source| SlotError::Io {
-            action: "create",
-            path: dir.to_owned(),
-            source,
+        std::fs::create_dir_all(dir).map_err(|source| {
+            SlotError::Io(IoError {
+                action: "create the uid slot dir",
+                path: dir.to_owned(),
+                source,
+            })
         })?;
         Ok(Self {
             dir: dir.to_owned(),
@@ -61,21 +57,22 @@ impl Slots {
                 .open(&path)
             {
                 Ok(mut f) => {
-                    f.write_all(owner.as_bytes())
-                        .map_err(|source| SlotError::Io {
-                            action: "write",
+                    f.write_all(owner.as_bytes()).map_err(|source| {
+                        SlotError::Io(IoError {
+                            action: "record the owner of the uid slot",
                             path: path.clone(),
                             source,
-                        })?;
+                        })
+                    })?;
                     return Ok(n);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                 Err(source) => {
-                    return Err(SlotError::Io {
-                        action: "create",
+                    return Err(SlotError::Io(IoError {
+                        action: "claim the uid slot",
                         path,
                         source,
-                    });
+                    }));
                 }
             }
         }
@@ -91,11 +88,11 @@ impl Slots {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(source) => {
-                        return Err(SlotError::Io {
-                            action: "remove",
+                        return Err(SlotError::Io(IoError {
+                            action: "release the uid slot",
                             path,
                             source,
-                        });
+                        }));
                     }
                 }
             }
@@ -105,10 +102,12 @@ impl Slots {
 
     /// Every held slot and its owner.
     pub(crate) fn list(&self) -> Result<Vec<(u32, String)>, SlotError> {
-        let entries = std::fs::read_dir(&self.dir).map_err(|source| SlotError::Io {
-            action: "list",
-            path: self.dir.clone(),
-            source,
+        let entries = std::fs::read_dir(&self.dir).map_err(|source| {
+            SlotError::Io(IoError {
+                action: "list the uid slots in",
+                path: self.dir.clone(),
+                source,
+            })
         })?;
         Ok(entries
             .flatten()

@@ -1,20 +1,17 @@
 //! Running host tools (`btrfs`, `mount`, `mkfs.btrfs`, `mmdebstrap`) with errors that say what ran.
 
 use std::ffi::OsStr;
+use std::path::Path;
 use std::process::{Command, Stdio};
+
+use crate::io_error::IoError;
 
 /// A host tool failed or could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
-    /// The program could not be started (usually: not installed).
-    #[error("failed to run {program}: {source} (is it installed? `warren doctor` checks)")]
-    Spawn {
-        /// Program name.
-        program: String,
-        /// Cause.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The program could not be started (usually: not installed). The path is the program.
+    #[error("failed to start a host tool (is it installed? `warren doctor` checks)")]
+    Spawn(#[source] IoError),
     /// The program ran and failed.
     #[error("{command} failed with {status}: {stderr}")]
     Failed {
@@ -38,10 +35,7 @@ where
         .args(&args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| ToolError::Spawn {
-            program: program.to_owned(),
-            source,
-        })?;
+        .map_err(|e| ToolError::Spawn(IoError::at("run", Path::new(program))(e)))?;
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }

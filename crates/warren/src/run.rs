@@ -16,7 +16,6 @@ use warren_control::{
     CommandInputs, CommandStream, Control, ControlConfig, CreateSandbox, ExecEvent, ExecRequest,
     Principal, ResourceLimits, RunConfig, Stream,
 };
-use warren_runtime::AnyDriver;
 use warren_types::{ImageRef, parse_size};
 
 #[derive(Debug, Args)]
@@ -124,7 +123,7 @@ pub(crate) fn run(data_dir: &Path, args: RunArgs) -> Result<ExitCode> {
         limits,
     };
     crate::tokio_runtime()?.block_on(async move {
-        let (control, admin) = Control::open_local(cfg, Arc::new(AnyDriver::Jail(driver)))
+        let (control, admin) = Control::open_local(cfg, Arc::new(driver))
             .await
             .context("failed to open the control plane")?;
         let rec = control

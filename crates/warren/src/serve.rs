@@ -11,7 +11,6 @@ use anyhow::{Context, Result};
 use clap::Args;
 use warren_api::{ApiLimits, ListenConfig};
 use warren_control::{Control, ControlConfig, ResourceLimits};
-use warren_runtime::AnyDriver;
 
 #[derive(Debug, Args)]
 pub(crate) struct ServeArgs {
@@ -130,7 +129,7 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
             sweep_interval: Duration::from_secs(args.sweep_interval.max(1)),
             limits,
         };
-        let (control, admin_key) = Control::open(cfg, std::sync::Arc::new(AnyDriver::Jail(driver)))
+        let (control, admin_key) = Control::open(cfg, std::sync::Arc::new(driver))
             .await
             .context("failed to open the control plane")?;
         if let Some(key) = admin_key {

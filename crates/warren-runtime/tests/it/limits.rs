@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use warren_runtime::cgroup::{CgroupVersion, IoLimits};
-use warren_runtime::{Driver, JailConfig, SandboxSpec};
+use warren_runtime::{JailConfig, SandboxSpec};
 use warren_types::{ImageRef, Limits};
 
 use crate::support::{TestSandbox, driver};

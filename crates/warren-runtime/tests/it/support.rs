@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use warren_proto::{ExecSpec, ExitStatus, Request, Response, Stream};
-use warren_runtime::{AgentConn, Driver, JailConfig, JailDriver, SandboxHandle, SandboxSpec};
+use warren_runtime::{AgentConn, JailConfig, JailDriver, SandboxHandle, SandboxSpec};
 use warren_types::{ImageRef, Limits, SandboxId};
 
 /// Data dir the tests use: `WARREN_TEST_DATA_DIR`, else `/var/lib/warren-test`.

@@ -1,0 +1,543 @@
+//! The namespace-jail driver: a btrfs snapshot as root filesystem, cgroups with the limits, a
+//! private uid range, then `warren-jailer`, which leaves the sandbox's agent behind.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use warren_jail::{JailReport, JailSpec};
+use warren_types::{ImageRef, SandboxId};
+
+use crate::agent::AgentConn;
+use crate::cgroup::{self, CgroupBackend};
+use crate::driver::{DriverError, SandboxHandle, SandboxSpec, Tier};
+use crate::io_error::IoError;
+use crate::slots::Slots;
+use crate::storage::{BtrfsStorage, Storage};
+
+/// Configuration of the jail driver.
+#[derive(Debug, Clone)]
+pub struct JailConfig {
+    /// The data dir (storage, run dir, uid slots).
+    pub data_dir: PathBuf,
+    /// Statically linked `warren-agent`.
+    pub agent_path: PathBuf,
+    /// `warren-jailer`.
+    pub jailer_path: PathBuf,
+    /// Size of the loop-backed btrfs pool when the data dir is not on btrfs.
+    pub pool_bytes: u64,
+    /// Size of each sandbox's `/dev/shm`.
+    pub shm_bytes: u64,
+    /// RLIMIT_NOFILE inside sandboxes.
+    pub nofile: u64,
+    /// Block I/O throttle of each sandbox on the pool's device, where the host has an io
+    /// controller.
+    pub io: cgroup::IoLimits,
+}
+
+impl JailConfig {
+    /// Defaults for a data dir, with helper binaries next to the running executable.
+    pub fn new(data_dir: PathBuf, bin_dir: &Path) -> Self {
+        Self {
+            data_dir,
+            agent_path: bin_dir.join("warren-agent"),
+            jailer_path: bin_dir.join("warren-jailer"),
+            pool_bytes: 64 << 30,
+            shm_bytes: 64 << 20,
+            nofile: 4096,
+            io: cgroup::IoLimits::default(),
+        }
+    }
+}
+
+/// The namespace-jail driver.
+#[derive(Debug, Clone)]
+pub struct JailDriver {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    cfg: JailConfig,
+    storage: BtrfsStorage,
+    cgroups: Box<dyn CgroupBackend>,
+    slots: Slots,
+    /// Whether the helper binaries are usable; checked on the first create.
+    binaries: OnceLock<Result<(), String>>,
+}
+
+/// First host uid/gid handed to sandboxes; far above any account a distribution creates.
+const ID_BASE: u32 = 1 << 20;
+/// uids and gids per sandbox: the full 16-bit range images expect.
+const ID_COUNT: u32 = 65_536;
+
+impl JailDriver {
+    /// Opens the driver: storage (mounting the pool if needed), cgroups, uid slots. Blocking.
+    pub fn open(cfg: JailConfig) -> Result<Self, DriverError> {
+        let storage = BtrfsStorage::open(&cfg.data_dir, cfg.pool_bytes)?;
+        let io = cgroup::IoThrottle::for_path(storage.root(), cfg.io);
+        if io.is_none() {
+            tracing::warn!(pool = %storage.root().display(), "the pool is not on a block device; sandboxes get no block I/O limit");
+        }
+        let cgroups = cgroup::detect_with_io(io)?;
+        cgroup::favor_dynamic_changes();
+        let slots = Slots::open(&cfg.data_dir.join("slots"), (u32::MAX - ID_BASE) / ID_COUNT)?;
+        let run = cfg.data_dir.join("run");
+        std::fs::create_dir_all(&run).map_err(|source| {
+            DriverError::Io(IoError {
+                action: "create the run dir",
+                path: run.clone(),
+                source,
+            })
+        })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                cfg,
+                storage,
+                cgroups,
+                slots,
+                binaries: OnceLock::new(),
+            }),
+        })
+    }
+
+    /// The storage under this driver.
+    pub fn storage(&self) -> &BtrfsStorage {
+        &self.inner.storage
+    }
+
+    /// The cgroup layout in use.
+    pub fn cgroups(&self) -> &dyn CgroupBackend {
+        self.inner.cgroups.as_ref()
+    }
+
+    /// Times the OOM killer fired inside the sandbox.
+    pub fn oom_kills(&self, id: &SandboxId) -> Result<u64, DriverError> {
+        Ok(self.inner.cgroups.oom_kills(cgroup_name(id).as_str())?)
+    }
+
+    fn run_dir(&self, id: &SandboxId) -> PathBuf {
+        self.inner.cfg.data_dir.join("run").join(id.as_str())
+    }
+
+    async fn create_inner(
+        &self,
+        spec: &SandboxSpec,
+        undo: &mut Undo,
+    ) -> Result<SandboxHandle, DriverError> {
+        let inner = self.inner.clone();
+        let (id, image, disk) = (spec.id.clone(), spec.image.clone(), spec.limits.disk_bytes);
+        let began = Instant::now();
+        let rootfs =
+            tokio::task::spawn_blocking(move || inner.storage.create_rootfs(&id, &image, disk))
+                .await??;
+        undo.rootfs = true;
+        tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), "rootfs created");
+        self.boot(spec, rootfs, undo).await
+    }
+
+    /// Brings up the jail on an existing root filesystem: uid range, cgroups, jailer.
+    async fn boot(
+        &self,
+        spec: &SandboxSpec,
+        rootfs: PathBuf,
+        undo: &mut Undo,
+    ) -> Result<SandboxHandle, DriverError> {
+        let cfg = &self.inner.cfg;
+        self.inner
+            .binaries
+            .get_or_init(|| check_binaries(&cfg.agent_path, &cfg.jailer_path))
+            .clone()
+            .map_err(DriverError::Binary)?;
+        let slot = self.inner.slots.allocate(spec.id.as_str())?;
+        undo.slot = Some(slot);
+
+        let began = Instant::now();
+        let cg = cgroup_name(&spec.id);
+        let procs = self.inner.cgroups.create(&cg, &spec.limits)?;
+        undo.cgroup = true;
+        tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), "cgroups created");
+
+        let run_dir = self.run_dir(&spec.id);
+        create_private_dir(&run_dir)?;
+        undo.run_dir = true;
+        let agent_socket = run_dir.join("agent.sock");
+
+        let base = ID_BASE + slot * ID_COUNT;
+        let jail = JailSpec {
+            sandbox_id: spec.id.to_string(),
+            rootfs,
+            agent_path: self.inner.cfg.agent_path.clone(),
+            agent_socket: agent_socket.clone(),
+            uid_base: base,
+            gid_base: base,
+            id_count: ID_COUNT,
+            cgroup_procs: procs,
+            hostname: spec.id.to_string(),
+            shm_bytes: self.inner.cfg.shm_bytes.min(spec.limits.memory_bytes),
+            nofile: self.inner.cfg.nofile,
+            nproc: u64::from(spec.limits.pids),
+            agent_args: vec![
+                "--listen-fd".into(),
+                warren_jail::AGENT_LISTEN_FD.to_string(),
+            ],
+        };
+        let began = Instant::now();
+        let report = run_jailer(&self.inner.cfg.jailer_path, &jail).await?;
+        tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), pid = report.pid, "jail up");
+        if report.landlock_abi < warren_jail::LANDLOCK_REVIEWED_ABI {
+            // The jail enforced what this kernel has; the sandbox lacks the rest (e.g. the
+            // abstract socket and signal scopes before Linux 6.12).
+            tracing::warn!(sandbox = %spec.id, kernel_abi = report.landlock_abi, reviewed_abi = warren_jail::LANDLOCK_REVIEWED_ABI, "landlock is older than the reviewed ABI; the sandbox runs with less of it");
+        }
+        Ok(SandboxHandle {
+            id: spec.id.clone(),
+            tier: Tier::Jail,
+            pid: report.pid,
+            start_time: report.start_time,
+            agent_socket,
+            slot,
+        })
+    }
+
+    /// Kills the sandbox's processes and frees cgroups, run dir and uid range; keeps files.
+    async fn halt(&self, id: &SandboxId, pid: Option<(u32, u64)>) -> Result<(), DriverError> {
+        let cg = cgroup_name(id);
+        // v2 kills the whole cgroup in one write. On v1, SIGKILL to the agent (PID 1 of the
+        // sandbox's pid namespace) makes the kernel kill every other process in it.
+        if !self.inner.cgroups.kill(&cg)? {
+            if let Some((pid, start)) = pid
+                && process_start_time(pid) == Some(start)
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX)),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            // Stragglers (a jailer that died between joining the cgroup and cloning) die too.
+            for p in self.inner.cgroups.pids(&cg)? {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(i32::try_from(p).unwrap_or(i32::MAX)),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut pause = Duration::from_micros(200);
+        while !self.inner.cgroups.pids(&cg)?.is_empty() {
+            if Instant::now() > deadline {
+                return Err(DriverError::StopTimeout(id.clone()));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+        self.inner.cgroups.remove(&cg)?;
+        let run_dir = self.run_dir(id);
+        match std::fs::remove_dir_all(&run_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(DriverError::Io(IoError {
+                    action: "remove the sandbox's run dir",
+                    path: run_dir,
+                    source,
+                }));
+            }
+        }
+        self.inner.slots.release_owner(id.as_str())?;
+        Ok(())
+    }
+
+    async fn teardown(&self, id: &SandboxId, pid: Option<(u32, u64)>) -> Result<(), DriverError> {
+        self.halt(id, pid).await?;
+        let inner = self.inner.clone();
+        let id2 = id.clone();
+        tokio::task::spawn_blocking(move || inner.storage.destroy_rootfs(&id2)).await??;
+        Ok(())
+    }
+}
+
+/// What a half-finished create must undo.
+#[derive(Debug, Default)]
+struct Undo {
+    rootfs: bool,
+    slot: Option<u32>,
+    cgroup: bool,
+    run_dir: bool,
+}
+
+/// The lifecycle, as inherent methods: `seam.rs` puts them behind `warren_driver::Driver`, and
+/// the runtime's own tests call them directly.
+impl JailDriver {
+    /// Creates and starts a sandbox; returns once its agent accepts connections.
+    pub async fn create(&self, spec: &SandboxSpec) -> Result<SandboxHandle, DriverError> {
+        let started = Instant::now();
+        let mut undo = Undo::default();
+        match self.create_inner(spec, &mut undo).await {
+            Ok(h) => {
+                tracing::debug!(sandbox_id = %spec.id, pid = h.pid, elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "sandbox created");
+                Ok(h)
+            }
+            Err(e) => {
+                tracing::warn!(sandbox_id = %spec.id, error = %e, "sandbox create failed; cleaning up");
+                let dirty = undo.rootfs || undo.cgroup || undo.run_dir || undo.slot.is_some();
+                if dirty && let Err(cleanup) = self.teardown(&spec.id, None).await {
+                    tracing::error!(sandbox_id = %spec.id, error = %cleanup, "cleanup after failed create failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Boots a stopped sandbox on its existing root filesystem (files and /tmp kept).
+    pub async fn start(&self, spec: &SandboxSpec) -> Result<SandboxHandle, DriverError> {
+        let rootfs = self.inner.storage.rootfs_path(&spec.id);
+        if !rootfs.is_dir() {
+            return Err(DriverError::NoStorage(spec.id.clone()));
+        }
+        // Limits are the spec's, which an update may have changed while it was stopped.
+        let inner = self.inner.clone();
+        let (id, disk) = (spec.id.clone(), spec.limits.disk_bytes);
+        tokio::task::spawn_blocking(move || inner.storage.set_disk_limit(&id, disk)).await??;
+        let mut undo = Undo::default();
+        match self.boot(spec, rootfs, &mut undo).await {
+            Ok(h) => Ok(h),
+            Err(e) => {
+                if let Err(cleanup) = self.halt(&spec.id, None).await {
+                    tracing::error!(sandbox_id = %spec.id, error = %cleanup, "cleanup after failed start failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Kills every process of the sandbox and frees its runtime resources, keeping its files.
+    /// `handle` is `None` when the caller has lost it (the processes are then found by cgroup).
+    pub async fn stop(
+        &self,
+        id: &SandboxId,
+        handle: Option<&SandboxHandle>,
+    ) -> Result<(), DriverError> {
+        self.halt(id, handle.map(|h| (h.pid, h.start_time))).await
+    }
+
+    /// Stops the sandbox and deletes its files. Idempotent.
+    pub async fn destroy(
+        &self,
+        id: &SandboxId,
+        handle: Option<&SandboxHandle>,
+    ) -> Result<(), DriverError> {
+        self.teardown(id, handle.map(|h| (h.pid, h.start_time)))
+            .await
+    }
+
+    /// Whether the sandbox has a root filesystem (so it can be started).
+    pub fn has_storage(&self, id: &SandboxId) -> bool {
+        self.inner.storage.rootfs_path(id).is_dir()
+    }
+
+    /// Whether sandboxes can be created from this image.
+    pub fn has_image(&self, image: &ImageRef) -> bool {
+        self.inner.storage.has_image(image)
+    }
+
+    /// Frees every resource (processes, files, uid ranges, cgroups) of sandboxes not in
+    /// `keep`. Returns the ids it removed; one that fails is logged and left for the next gc.
+    pub async fn gc(
+        &self,
+        keep: &std::collections::HashSet<SandboxId>,
+    ) -> Result<Vec<SandboxId>, DriverError> {
+        let mut found = std::collections::BTreeSet::new();
+        found.extend(self.inner.storage.list_rootfs()?);
+        found.extend(
+            self.inner
+                .slots
+                .list()?
+                .into_iter()
+                .filter_map(|(_, o)| o.parse().ok()),
+        );
+        if let Ok(entries) = std::fs::read_dir(self.inner.cfg.data_dir.join("run")) {
+            found.extend(
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse().ok()),
+            );
+        }
+        // Not the cgroups: they are host-wide, and a daemon on another data dir owns some of
+        // them. Ours hold a uid slot here for as long as they exist (the slot is taken before
+        // the cgroup is made and freed after it is removed), so the teardown of what is found
+        // here removes every cgroup of this data dir and no other.
+        let mut removed = Vec::new();
+        for id in found
+            .into_iter()
+            .filter(|id: &SandboxId| !keep.contains(id))
+        {
+            tracing::info!(sandbox_id = %id, "removing orphaned sandbox resources");
+            // One sandbox that cannot be removed now must not keep the others (or a daemon's
+            // start) waiting on it: the next gc tries again.
+            match self.teardown(&id, None).await {
+                Ok(()) => removed.push(id),
+                Err(e) => {
+                    tracing::warn!(sandbox_id = %id, error = %e, "failed to remove orphaned sandbox resources");
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Whether the sandbox's agent is the process the handle names and is alive.
+    pub fn is_running(&self, handle: &SandboxHandle) -> bool {
+        process_start_time(handle.pid) == Some(handle.start_time)
+    }
+
+    /// Connects to the sandbox's agent.
+    pub async fn connect(&self, handle: &SandboxHandle) -> Result<AgentConn, DriverError> {
+        Ok(AgentConn::connect(&handle.agent_socket).await?)
+    }
+}
+
+fn cgroup_name(id: &SandboxId) -> String {
+    id.to_string()
+}
+
+fn create_private_dir(path: &Path) -> Result<(), DriverError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| {
+            DriverError::Io(IoError {
+                action: "create the sandbox's run dir",
+                path: path.to_owned(),
+                source,
+            })
+        })
+}
+
+async fn run_jailer(jailer: &Path, spec: &JailSpec) -> Result<JailReport, DriverError> {
+    let input = serde_json::to_vec(spec)
+        .map_err(|e| DriverError::Jail(format!("failed to encode jail spec: {e}")))?;
+    let mut child = tokio::process::Command::new(jailer)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| DriverError::JailerSpawn(IoError::at("run the jailer", jailer)(e)))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(&input).await.map_err(|e| {
+            DriverError::JailerSpawn(IoError::at("send the spec to the jailer", jailer)(e))
+        })?;
+    }
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .map_err(|_| DriverError::Jail("the jailer did not finish in 30 s".into()))?
+        .map_err(|e| DriverError::JailerSpawn(IoError::at("wait for the jailer", jailer)(e)))?;
+    if !out.status.success() {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        let msg = msg.lines().last().unwrap_or("no message").to_owned();
+        return Err(DriverError::Jail(format!("{msg} ({})", out.status)));
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(line.trim())
+        .map_err(|e| DriverError::Jail(format!("the jailer printed an unreadable report: {e}")))
+}
+
+/// Start time of a process in clock ticks since boot (field 22 of `/proc/<pid>/stat`).
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: fields after it start at
+    // the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let state = rest.split(' ').next()?;
+    if state == "Z" || state == "X" {
+        return None;
+    }
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+/// Checks the helper binaries. A dynamically linked agent is refused: it runs inside arbitrary
+/// images, which may have no libc or a different one.
+fn check_binaries(agent: &Path, jailer: &Path) -> Result<(), String> {
+    use std::io::Read;
+    // The ELF and program headers lead the file (the linker puts them first); reading the
+    // whole binary would cost more than the rest of a create.
+    let mut bytes = Vec::new();
+    std::fs::File::open(agent)
+        .and_then(|f| f.take(64 << 10).read_to_end(&mut bytes))
+        .map_err(|e| {
+            format!(
+                "warren-agent not found at {} ({e}); build it with scripts/build.sh",
+                agent.display()
+            )
+        })?;
+    if elf_has_interpreter(&bytes) {
+        return Err(format!(
+            "warren-agent at {} is dynamically linked; build the static one with scripts/build.sh",
+            agent.display()
+        ));
+    }
+    if !jailer.is_file() {
+        return Err(format!("warren-jailer not found at {}", jailer.display()));
+    }
+    Ok(())
+}
+
+/// Whether a 64-bit little-endian ELF file has a PT_INTERP program header.
+fn elf_has_interpreter(elf: &[u8]) -> bool {
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    if elf.get(..4) != Some(b"\x7fELF") {
+        return true;
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        return true;
+    };
+    let Ok(phoff) = usize::try_from(phoff) else {
+        return true;
+    };
+    // A header outside what was read counts as an interpreter: refuse rather than guess.
+    (0..usize::from(phnum)).any(|i| {
+        i.checked_mul(usize::from(phentsize))
+            .and_then(|o| o.checked_add(phoff))
+            .and_then(u32_at)
+            .is_none_or(|kind| kind == 3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_of_self_is_stable_and_dead_pids_have_none() {
+        let me = std::process::id();
+        let a = process_start_time(me).unwrap();
+        assert_eq!(process_start_time(me), Some(a));
+        assert_eq!(process_start_time(u32::MAX - 1), None);
+    }
+
+    #[test]
+    fn detects_dynamic_elf() {
+        let bash = std::fs::read("/bin/sh").unwrap();
+        assert!(
+            elf_has_interpreter(&bash),
+            "/bin/sh is dynamically linked on Debian"
+        );
+        assert!(
+            elf_has_interpreter(b"#!/bin/sh\n"),
+            "non-ELF counts as unusable"
+        );
+    }
+}

@@ -1,0 +1,67 @@
+//! Image subvolumes: building, publishing and removing them.
+
+use std::path::{Path, PathBuf};
+
+use fs_err as fs;
+use warren_btrfs as btrfs;
+use warren_types::ImageRef;
+
+use super::error::{StorageError, io_err};
+use super::pool::delete_subvolumes;
+use super::store::BtrfsStorage;
+
+impl BtrfsStorage {
+    /// Creates an empty writable subvolume for building an image into.
+    pub fn begin_image_build(&self) -> Result<PathBuf, StorageError> {
+        let path = self
+            .images_dir()
+            .join(format!(".build-{}", std::process::id()));
+        if path.exists() {
+            delete_subvolumes(&self.root, std::slice::from_ref(&path))?;
+        }
+        btrfs::create_subvolume(&path, None).map_err(io_err("create the subvolume", &path))?;
+        Ok(path)
+    }
+
+    /// Makes a finished build read-only and publishes it under the image's name. Atomic: the
+    /// image is either absent or complete.
+    pub fn commit_image_build(&self, build: &Path, image: &ImageRef) -> Result<(), StorageError> {
+        btrfs::set_read_only(build).map_err(io_err("make the image read-only", build))?;
+        let dest = self.image_path(image);
+        fs::rename(build, &dest).map_err(io_err("publish the image", &dest))
+    }
+
+    /// Deletes an unfinished build.
+    pub fn abort_image_build(&self, build: &Path) -> Result<(), StorageError> {
+        delete_subvolumes(&self.root, &[build.to_owned()])
+    }
+
+    /// Deletes an image. Sandboxes made from it keep their data (they are snapshots).
+    pub fn remove_image(&self, image: &ImageRef) -> Result<(), StorageError> {
+        let path = self.image_path(image);
+        if !path.exists() {
+            return Err(StorageError::ImageMissing(image.clone()));
+        }
+        delete_subvolumes(&self.root, &[path])
+    }
+
+    pub(super) fn remove_partial_builds(&self) -> Result<(), StorageError> {
+        let dir = self.images_dir();
+        let entries = fs::read_dir(&dir).map_err(io_err("list the images dir", &dir))?;
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(pid) = name.strip_prefix(".build-") else {
+                continue;
+            };
+            // A build whose process still runs is someone else's, in progress.
+            let alive = pid
+                .parse::<u32>()
+                .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+            if !alive {
+                delete_subvolumes(&self.root, &[entry.path()])?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,72 @@
+//! The storage seam and the btrfs store's layout.
+
+use std::path::{Path, PathBuf};
+
+use warren_btrfs::QuotaMode;
+use warren_types::{ImageRef, SandboxId};
+
+use super::error::StorageError;
+
+/// Where root filesystems come from. The jail driver uses btrfs; a microVM driver will want
+/// block devices (qcow2 or raw images) behind the same operations.
+pub trait Storage: Send + Sync + std::fmt::Debug {
+    /// Whether the image is present.
+    fn has_image(&self, image: &ImageRef) -> bool;
+    /// Creates a sandbox's writable root filesystem from an image, limited to `disk_bytes`.
+    fn create_rootfs(
+        &self,
+        id: &SandboxId,
+        image: &ImageRef,
+        disk_bytes: u64,
+    ) -> Result<PathBuf, StorageError>;
+    /// Path of a sandbox's root filesystem.
+    fn rootfs_path(&self, id: &SandboxId) -> PathBuf;
+    /// Sets the disk limit of an existing root filesystem (and its /tmp).
+    fn set_disk_limit(&self, id: &SandboxId, disk_bytes: u64) -> Result<(), StorageError>;
+    /// Deletes a sandbox's root filesystem, /tmp and quota group. Missing parts are not an error.
+    fn destroy_rootfs(&self, id: &SandboxId) -> Result<(), StorageError>;
+    /// Ids of every sandbox that has storage, for garbage collection.
+    fn list_rootfs(&self) -> Result<Vec<SandboxId>, StorageError>;
+}
+
+/// This process's build of the default image, as creates see it.
+#[derive(Debug, Default)]
+pub(crate) enum BuildState {
+    /// No build, or the last one succeeded.
+    #[default]
+    Idle,
+    /// A build runs.
+    Building,
+    /// The last build failed, for this reason (fit for API clients).
+    Failed(String),
+}
+
+/// btrfs-backed [`Storage`].
+#[derive(Debug)]
+pub struct BtrfsStorage {
+    pub(super) root: PathBuf,
+    /// The pool's quota mode, settled at open.
+    pub(super) quota: QuotaMode,
+    /// This process's build of the default image, for creates that come while it runs.
+    pub(crate) default_build: std::sync::Mutex<BuildState>,
+}
+
+impl BtrfsStorage {
+    /// The btrfs filesystem's root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub(super) fn images_dir(&self) -> PathBuf {
+        self.root.join("images")
+    }
+
+    pub(super) fn sandboxes_dir(&self) -> PathBuf {
+        self.root.join("sandboxes")
+    }
+
+    /// Path of an image's read-only subvolume.
+    pub fn image_path(&self, image: &ImageRef) -> PathBuf {
+        self.images_dir().join(image.storage_name())
+    }
+}
