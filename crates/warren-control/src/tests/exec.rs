@@ -570,3 +570,21 @@ async fn an_exec_that_cannot_reach_the_sandbox_is_neither_audited_nor_counted() 
     let metrics = h.control.metrics().render(&[]);
     assert!(metrics.contains("warren_commands_total 0"), "{metrics}");
 }
+
+#[tokio::test]
+async fn a_stop_mid_command_ends_the_stream_as_lost() {
+    let h = harness().await;
+    let rec = h.sandbox(&h.admin, "box").await;
+    let mut s = h
+        .control
+        .exec(&h.admin, &rec.id, run("echo before; sleep 60000"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        next(&mut s).await,
+        Some(ExecEvent::Started { .. })
+    ));
+    assert!(matches!(next(&mut s).await, Some(ExecEvent::Output { .. })));
+    h.control.stop(&h.admin, &rec.id).await.unwrap();
+    assert_eq!(next(&mut s).await, Some(ExecEvent::Lost));
+}

@@ -106,6 +106,9 @@ impl FakeDriver {
     pub fn crash(&self, id: &SandboxId) {
         if let Some(b) = self.inner().boxes.get_mut(id) {
             b.running = false;
+            for cmd in b.commands.values() {
+                cmd.lose();
+            }
         }
     }
 
@@ -224,7 +227,9 @@ impl Driver for FakeDriver {
             }
             if let Some(b) = inner.boxes.get_mut(id) {
                 b.running = false;
-                b.commands.clear();
+                for cmd in b.commands.drain().map(|(_, c)| c) {
+                    cmd.lose();
+                }
             }
             Ok(())
         })

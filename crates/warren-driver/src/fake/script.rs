@@ -23,6 +23,9 @@ pub(super) struct Cmd {
 pub(super) struct CmdState {
     pub(super) out: [Vec<u8>; 2],
     pub(super) exit: Option<ExitStatus>,
+    /// The sandbox stopped under the command: attached clients lose their connection, as they
+    /// would when a real sandbox's agent dies.
+    pub(super) lost: bool,
 }
 
 impl Cmd {
@@ -33,6 +36,13 @@ impl Cmd {
     fn push(&self, stream: Stream, data: &[u8]) {
         self.state().out[usize::from(stream == Stream::Stderr)].extend_from_slice(data);
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Ends every client's connection without an exit (the sandbox went away).
+    pub(super) fn lose(&self) {
+        self.state().lost = true;
+        self.changed.send_modify(|n| *n += 1);
+        let _ = self.input.send(CommandInput::Kill);
     }
 
     fn finish(&self, status: ExitStatus) {
@@ -154,6 +164,12 @@ pub(super) async fn feed(
     let mut changed = cmd.changed.subscribe();
     let mut input_open = true;
     loop {
+        if cmd.state().lost {
+            let _ = tx
+                .send(CommandEvent::Lost("the sandbox stopped".into()))
+                .await;
+            return;
+        }
         let (chunk, exit) = {
             let st = cmd.state();
             let mut chunk = None;
