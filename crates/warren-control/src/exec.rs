@@ -43,12 +43,12 @@ impl Control {
         stderr_offset: u64,
     ) -> Result<CommandStream, ControlError> {
         let running = self.running_for(p, sandbox_id).await?;
-        let open = CommandOpen::Attach {
-            command_id: command_id.to_owned(),
-            stdout_offset,
-            stderr_offset,
-        };
-        self.open_command(running, open, None).await
+        self.open_command(
+            running,
+            attach(command_id, stdout_offset, stderr_offset),
+            None,
+        )
+        .await
     }
 
     /// Parks a stream whose client must acknowledge before more is read (SSE `ack_required`).
@@ -76,12 +76,12 @@ impl Control {
         ) {
             return Ok(stream);
         }
-        let open = CommandOpen::Attach {
-            command_id: command_id.to_owned(),
-            stdout_offset,
-            stderr_offset,
-        };
-        self.open_command(running, open, None).await
+        self.open_command(
+            running,
+            attach(command_id, stdout_offset, stderr_offset),
+            None,
+        )
+        .await
     }
 
     /// The commands a sandbox holds.
@@ -114,5 +114,13 @@ impl Control {
             sandbox_id: running.record.id.clone(),
         };
         Ok(CommandStream::new(channel, ctx, timeout_ms, running.guard))
+    }
+}
+
+fn attach(command_id: &str, stdout_offset: u64, stderr_offset: u64) -> CommandOpen {
+    CommandOpen::Attach {
+        command_id: command_id.to_owned(),
+        stdout_offset,
+        stderr_offset,
     }
 }

@@ -244,6 +244,34 @@ impl Control {
         }
     }
 
+    /// The sandbox and absolute root of a search, checked before anything is woken.
+    async fn search_target(
+        self: &Arc<Self>,
+        p: &Principal,
+        sandbox_id: &str,
+        path: Option<&str>,
+        pattern: &str,
+    ) -> Result<(Running, String), ControlError> {
+        let rec = self.visible_record(p, sandbox_id)?;
+        let root = absolute(&rec, path.unwrap_or("/"))?;
+        if pattern.is_empty() {
+            return Err(ControlError::invalid("pattern must not be empty"));
+        }
+        Ok((self.running(&rec.id).await?, root))
+    }
+
+    async fn search_done(
+        &self,
+        running: &Running,
+        root: &str,
+        result: Result<SearchResult, DriverError>,
+    ) -> Result<SearchResult, ControlError> {
+        match result {
+            Ok(r) => Ok(r),
+            Err(e) => Err(self.file_failed(running, FileOp::Read, root, e).await),
+        }
+    }
+
     /// Paths matching a glob.
     pub async fn glob(
         self: &Arc<Self>,
@@ -251,22 +279,17 @@ impl Control {
         sandbox_id: &str,
         req: Glob,
     ) -> Result<SearchResult, ControlError> {
-        let rec = self.visible_record(p, sandbox_id)?;
-        let root = absolute(&rec, req.path.as_deref().unwrap_or("/"))?;
-        if req.pattern.is_empty() {
-            return Err(ControlError::invalid("pattern must not be empty"));
-        }
-        let running = self.running(&rec.id).await?;
+        let (running, root) = self
+            .search_target(p, sandbox_id, req.path.as_deref(), &req.pattern)
+            .await?;
         let query = GlobQuery {
             root: root.clone(),
             pattern: req.pattern,
             limit: limit(req.limit, GLOB_DEFAULT_LIMIT),
             user: running.record.config.run_config.user.clone(),
         };
-        match self.driver.glob(&running.handle, query).await {
-            Ok(r) => Ok(r),
-            Err(e) => Err(self.file_failed(&running, FileOp::Read, &root, e).await),
-        }
+        let result = self.driver.glob(&running.handle, query).await;
+        self.search_done(&running, &root, result).await
     }
 
     /// Lines containing a string.
@@ -276,12 +299,9 @@ impl Control {
         sandbox_id: &str,
         req: Grep,
     ) -> Result<SearchResult, ControlError> {
-        let rec = self.visible_record(p, sandbox_id)?;
-        let root = absolute(&rec, req.path.as_deref().unwrap_or("/"))?;
-        if req.pattern.is_empty() {
-            return Err(ControlError::invalid("pattern must not be empty"));
-        }
-        let running = self.running(&rec.id).await?;
+        let (running, root) = self
+            .search_target(p, sandbox_id, req.path.as_deref(), &req.pattern)
+            .await?;
         let query = GrepQuery {
             root: root.clone(),
             pattern: req.pattern,
@@ -289,9 +309,7 @@ impl Control {
             limit: limit(req.limit, GREP_DEFAULT_LIMIT),
             user: running.record.config.run_config.user.clone(),
         };
-        match self.driver.grep(&running.handle, query).await {
-            Ok(r) => Ok(r),
-            Err(e) => Err(self.file_failed(&running, FileOp::Read, &root, e).await),
-        }
+        let result = self.driver.grep(&running.handle, query).await;
+        self.search_done(&running, &root, result).await
     }
 }

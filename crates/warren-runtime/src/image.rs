@@ -61,18 +61,7 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     "util-linux",
 ];
 
-/// Whether sandboxes can be made from an image now, and if not, why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ImageStatus {
-    /// The image is present.
-    Present,
-    /// This process is building it (the default image, on a fresh data dir).
-    Building,
-    /// This process's last build failed, for the reason given (no host paths); it is retried.
-    Failed(String),
-    /// The image is absent and nothing here is building it.
-    Missing,
-}
+pub use warren_driver::ImageStatus;
 
 impl BtrfsStorage {
     /// Whether sandboxes can be made from `image` now, and if not, why.

@@ -229,13 +229,7 @@ impl warren_driver::Driver for JailDriver {
     }
 
     fn image_status(&self, image: &ImageRef) -> ImageStatus {
-        use crate::image::ImageStatus as S;
-        match self.storage().image_status(image) {
-            S::Present => ImageStatus::Present,
-            S::Building => ImageStatus::Building,
-            S::Failed(reason) => ImageStatus::Failed(reason),
-            S::Missing => ImageStatus::Missing,
-        }
+        self.storage().image_status(image)
     }
 
     fn gc<'a>(
