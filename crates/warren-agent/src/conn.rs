@@ -13,7 +13,8 @@ use warren_proto::{
 
 use crate::exec::{self, Started};
 use crate::files::{self, FileWriter};
-use crate::session::{Agent, Lookup, Next, Session, SharedFd};
+use crate::registry::{Agent, Lookup};
+use crate::session::{Next, Session, SharedFd};
 use crate::wire::{self, WireError, read_request, send};
 
 /// Serves one connection until it closes or misbehaves.

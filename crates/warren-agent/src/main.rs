@@ -13,6 +13,7 @@ mod exec;
 mod files;
 #[allow(unsafe_code)]
 mod pty;
+mod registry;
 mod ring;
 mod session;
 mod users;
@@ -26,7 +27,7 @@ use anyhow::{Context, bail};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::session::Agent;
+use crate::registry::Agent;
 
 #[derive(Debug)]
 enum Listen {
