@@ -15,6 +15,7 @@ mod files;
 mod pty;
 mod registry;
 mod ring;
+mod search;
 mod session;
 mod users;
 mod wire;
