@@ -128,7 +128,15 @@ pub(crate) fn glob(root: &str, pattern: &str, limit: u32, sink: &mut Sink<GlobMa
     let limit = cap(limit);
     let mut walk = Walk::new(root, depth_for(pattern))?;
     let mut found = 0;
-    while let Some(entries) = walk.next_dir()? {
+    loop {
+        // Checked before each directory (and, by grep, each file): listing and reading are the
+        // work worth saving.
+        if sink.gone() {
+            return Ok(None);
+        }
+        let Some(entries) = walk.next_dir()? else {
+            return Ok(walk.cut);
+        };
         for e in entries.into_iter().filter(|e| matcher.is_match(&e.rel)) {
             if found >= limit {
                 return Ok(Some(SearchCut::Limit));
@@ -144,11 +152,7 @@ pub(crate) fn glob(root: &str, pattern: &str, limit: u32, sink: &mut Sink<GlobMa
                 return Ok(None);
             }
         }
-        if sink.gone() {
-            return Ok(None);
-        }
     }
-    Ok(walk.cut)
 }
 
 /// What a grep has spent so far.
@@ -182,7 +186,15 @@ pub(crate) fn grep(
     let mut walk = Walk::new(root, SEARCH_MAX_DEPTH)?;
     let mut spent = Spent::default();
     let mut line = Vec::new();
-    while let Some(entries) = walk.next_dir()? {
+    loop {
+        // Checked before each directory (and, by grep, each file): listing and reading are the
+        // work worth saving.
+        if sink.gone() {
+            return Ok(None);
+        }
+        let Some(entries) = walk.next_dir()? else {
+            return Ok(walk.cut);
+        };
         let files = entries
             .iter()
             .filter(|e| e.md.is_file() && e.md.size() <= GREP_MAX_FILE);
@@ -196,6 +208,9 @@ pub(crate) fn grep(
                 if !m.is_match(target) {
                     continue;
                 }
+            }
+            if sink.gone() {
+                return Ok(None);
             }
             if spent.files >= GREP_MAX_FILES {
                 return Ok(Some(SearchCut::FilesRead));
@@ -218,11 +233,7 @@ pub(crate) fn grep(
             line.clear();
             line.shrink_to(64 << 10);
         }
-        if sink.gone() {
-            return Ok(None);
-        }
     }
-    Ok(walk.cut)
 }
 
 /// One file to grep.
@@ -513,6 +524,25 @@ mod tests {
             let std: Vec<&str> = text.lines().collect();
             assert_eq!(ours, std, "{text:?}");
         }
+    }
+
+    /// With the client gone a search stops before its next file: here it would otherwise find a
+    /// match over a zero limit and report the cut.
+    #[test]
+    fn a_search_stops_once_the_client_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f"), "needle").unwrap();
+        let root = dir.path().to_str().unwrap();
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let mut sink = Sink::new(tx);
+        assert_eq!(
+            grep(root, "needle", None, 0, &mut sink).unwrap(),
+            Some(SearchCut::Limit)
+        );
+        drop(rx);
+        assert_eq!(grep(root, "needle", None, 0, &mut sink).unwrap(), None);
+        let mut sink = Sink::new(mpsc::channel(QUEUE).0);
+        assert_eq!(glob(root, "*", 0, &mut sink).unwrap(), None);
     }
 
     #[test]
