@@ -275,7 +275,7 @@ async fn write_file(
 }
 
 /// Runs a search on a blocking thread and sends its frames as they come. Hanging up stops the
-/// search: the queue closes, and the walk notices at its next directory or match.
+/// search: the queue closes, and the walk notices before its next directory, file or match.
 async fn search<T: search::Batch>(
     stream: &mut UnixStream,
     user: Option<String>,
