@@ -9,11 +9,14 @@ use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 use warren_proto::{
     AgentError, ErrorKind, ExitReason, MAX_CHUNK_LEN, PROTOCOL_VERSION, Request, Response,
+    SearchCut,
 };
 
 use crate::exec::{self, Started};
 use crate::files::{self, FileWriter};
-use crate::session::{Agent, Lookup, Next, Session, SharedFd};
+use crate::registry::{Agent, Lookup};
+use crate::search;
+use crate::session::{Next, Session, SharedFd};
 use crate::wire::{self, WireError, read_request, send};
 
 /// Serves one connection until it closes or misbehaves.
@@ -116,6 +119,29 @@ async fn handle(agent: &Arc<Agent>, stream: &mut UnixStream) -> Result<(), WireE
                     }
                 };
                 return attached(session, stdout_offset, stderr_offset, stream).await;
+            }
+            Request::Glob {
+                root,
+                pattern,
+                limit,
+                user,
+            } => {
+                search(stream, user, move |sink| {
+                    search::glob(&root, &pattern, limit, sink)
+                })
+                .await?;
+            }
+            Request::Grep {
+                root,
+                pattern,
+                glob,
+                limit,
+                user,
+            } => {
+                search(stream, user, move |sink| {
+                    search::grep(&root, &pattern, glob.as_deref(), limit, sink)
+                })
+                .await?;
             }
             Request::DialTcp { port } => return dial(stream, port).await,
             other => {
@@ -246,6 +272,38 @@ async fn write_file(
     )
     .await?;
     Ok(true)
+}
+
+/// Runs a search on a blocking thread and sends its frames as they come. Hanging up stops the
+/// search: the queue closes, and the walk notices before its next directory, file or match.
+async fn search<T: search::Batch>(
+    stream: &mut UnixStream,
+    user: Option<String>,
+    run: impl FnOnce(&mut search::Sink<T>) -> Result<Option<SearchCut>, AgentError> + Send + 'static,
+) -> Result<(), WireError> {
+    let (tx, mut rx) = mpsc::channel(search::QUEUE);
+    drop(tokio::task::spawn_blocking(move || {
+        search::run(user.as_deref(), tx, run);
+    }));
+    loop {
+        let frame = tokio::select! {
+            frame = rx.recv() => frame,
+            () = wait_for_hangup(stream) => return Ok(()),
+        };
+        match frame {
+            Some(frame) => {
+                send(stream, &frame).await?;
+                if matches!(frame, Response::SearchEnd { .. } | Response::Error(_)) {
+                    return Ok(());
+                }
+            }
+            // The search ended without its last frame: it panicked.
+            None => {
+                let e = AgentError::new(ErrorKind::Io, "search failed");
+                return send(stream, &Response::Error(e)).await;
+            }
+        }
+    }
 }
 
 async fn dial(stream: &mut UnixStream, port: u16) -> Result<(), WireError> {

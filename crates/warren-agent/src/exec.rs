@@ -7,7 +7,8 @@ use std::time::Duration;
 use warren_proto::{AgentError, ErrorKind, ExecSpec};
 
 use crate::pty::{self, Io, SpawnRequest};
-use crate::session::{Agent, Limits, Lookup, Session};
+use crate::registry::{Agent, Lookup};
+use crate::session::{Limits, Session};
 use crate::users;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

@@ -2,8 +2,10 @@
 //! that the sandbox controls. Everything in this module blocks; callers run it off the runtime.
 
 use std::collections::BinaryHeap;
+use std::ffi::OsString;
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt, fchown};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -69,22 +71,25 @@ pub(crate) fn file_info(name: String, md: &Metadata) -> FileInfo {
     } else {
         FileKind::Other
     };
-    let mtime_ns = md
-        .mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(md.mtime_nsec());
     FileInfo {
         name,
         kind,
         size: md.size(),
         mode: md.mode() & 0o7777,
-        mtime_ns,
+        mtime_ns: mtime_ns(md),
         uid: md.uid(),
         gid: md.gid(),
     }
 }
 
-fn resolve_user(user: Option<&str>) -> Result<users::User, AgentError> {
+/// Modification time in nanoseconds since the epoch.
+pub(crate) fn mtime_ns(md: &Metadata) -> i64 {
+    md.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(md.mtime_nsec())
+}
+
+pub(crate) fn resolve_user(user: Option<&str>) -> Result<users::User, AgentError> {
     users::resolve(user).map_err(|e| AgentError::new(ErrorKind::BadRequest, e.to_string()))
 }
 
@@ -96,30 +101,16 @@ pub(crate) fn stat(path: &str) -> Result<FileInfo, AgentError> {
 }
 
 /// `ListDir`: the first [`MAX_DIR_ENTRIES`] entries by name, and whether there were more.
-/// Only that many names are held at once, however large the directory.
 pub(crate) fn list_dir(path: &str) -> Result<(Vec<FileInfo>, bool), AgentError> {
     let p = check_path(path)?;
-    let rd = std::fs::read_dir(&p).map_err(|e| io_error(&e, path))?;
-    let mut smallest: BinaryHeap<Vec<u8>> = BinaryHeap::new();
-    let mut truncated = false;
-    for entry in rd {
-        let entry = entry.map_err(|e| io_error(&e, path))?;
-        let name = std::os::unix::ffi::OsStrExt::as_bytes(entry.file_name().as_os_str()).to_vec();
-        smallest.push(name);
-        if smallest.len() > MAX_DIR_ENTRIES {
-            smallest.pop();
-            truncated = true;
-        }
-    }
-    let mut names = smallest.into_sorted_vec();
+    let (names, mut truncated) = first_names(&p).map_err(|e| io_error(&e, path))?;
     let mut entries = Vec::with_capacity(names.len());
-    for name in names.drain(..) {
-        let os = <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(name);
+    for name in names {
         // An entry removed while listing is simply left out.
-        let Ok(md) = std::fs::symlink_metadata(p.join(&os)) else {
+        let Ok(md) = std::fs::symlink_metadata(p.join(&name)) else {
             continue;
         };
-        entries.push(file_info(os.to_string_lossy().into_owned(), &md));
+        entries.push(file_info(name.to_string_lossy().into_owned(), &md));
     }
     // Long names can make even a bounded listing exceed a frame; cut to fit.
     let mut budget = MAX_FRAME_LEN - 64;
@@ -139,9 +130,66 @@ pub(crate) fn list_dir(path: &str) -> Result<(Vec<FileInfo>, bool), AgentError> 
     Ok((entries, truncated))
 }
 
+/// The first [`MAX_DIR_ENTRIES`] names in a directory in byte order, and whether it held more.
+/// Only that many names are held at once, however large the directory.
+pub(crate) fn first_names(dir: &Path) -> io::Result<(Vec<OsString>, bool)> {
+    let mut smallest: BinaryHeap<Vec<u8>> = BinaryHeap::new();
+    let mut truncated = false;
+    for entry in std::fs::read_dir(dir)? {
+        smallest.push(entry?.file_name().into_vec());
+        if smallest.len() > MAX_DIR_ENTRIES {
+            smallest.pop();
+            truncated = true;
+        }
+    }
+    let names = smallest
+        .into_sorted_vec()
+        .into_iter()
+        .map(OsString::from_vec)
+        .collect();
+    Ok((names, truncated))
+}
+
 /// Whether this user namespace denies setgroups(2) (every sandbox's does).
 fn setgroups_denied() -> bool {
     std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny")
+}
+
+/// Runs `f` with the filesystem permissions of `user`, so the kernel decides what the user may
+/// read. For root it runs here; otherwise on a short-lived thread, because filesystem
+/// credentials are per thread on Linux: that thread takes the user's and ends with `f`, and the
+/// rest of the agent (including pooled blocking threads) keeps its own.
+pub(crate) fn as_user<T: Send>(
+    user: &users::User,
+    f: impl FnOnce() -> io::Result<T> + Send,
+) -> io::Result<T> {
+    if user.uid == 0 {
+        return f();
+    }
+    let (uid, gid, groups) = (user.uid, user.gid, &user.groups);
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                // A sandbox's user namespace denies setgroups(2): the thread keeps the agent's
+                // (empty) groups, which grants nothing the user's own would not.
+                if !setgroups_denied() {
+                    let groups: Vec<rustix::process::Gid> = groups
+                        .iter()
+                        .map(|g| rustix::process::Gid::from_raw(*g))
+                        .collect();
+                    rustix::thread::set_thread_groups(&groups)?;
+                }
+                nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
+                nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(io::Error::other(
+                    "thread with the user's permissions failed",
+                ))
+            })
+    })
 }
 
 /// Opens a file for `ReadFile`, with the permissions of `user` when that is not root.
@@ -151,36 +199,12 @@ pub(crate) fn open_for_read(
 ) -> Result<(File, FileInfo), AgentError> {
     let p = check_path(path)?;
     let user = resolve_user(user)?;
-    let open = move || {
+    let file = as_user(&user, || {
         OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(&p)
-    };
-    let file = if user.uid == 0 {
-        open()
-    } else {
-        // Filesystem credentials are per thread on Linux: a short-lived thread takes the user's
-        // and opens the file, so the kernel applies the user's permissions and the rest of the
-        // agent keeps its own.
-        let (uid, gid, groups) = (user.uid, user.gid, user.groups.clone());
-        std::thread::spawn(move || {
-            let groups: Vec<rustix::process::Gid> = groups
-                .into_iter()
-                .map(rustix::process::Gid::from_raw)
-                .collect();
-            // A sandbox's user namespace denies setgroups(2): the thread keeps the agent's
-            // (empty) groups, which grants nothing the user's own would not.
-            if !setgroups_denied() {
-                rustix::thread::set_thread_groups(&groups)?;
-            }
-            nix::unistd::setfsgid(nix::unistd::Gid::from_raw(gid));
-            nix::unistd::setfsuid(nix::unistd::Uid::from_raw(uid));
-            open()
-        })
-        .join()
-        .unwrap_or_else(|_| Err(io::Error::other("open thread failed")))
-    }
+    })
     .map_err(|e| io_error(&e, path))?;
     let md = file.metadata().map_err(|e| io_error(&e, path))?;
     if md.is_dir() {

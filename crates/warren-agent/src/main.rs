@@ -1,8 +1,8 @@
 //! `warren-agent`: PID 1 inside every sandbox.
 //!
-//! It runs the host's commands, serves files and dials ports inside the sandbox, speaking
-//! `warren-proto` on a unix socket. As PID 1 it also reaps every orphan in the sandbox. If it
-//! dies the sandbox dies, so nothing a client sends may crash it: a bad frame closes that
+//! It runs the host's commands, serves and searches files and dials ports inside the sandbox,
+//! speaking `warren-proto` on a unix socket. As PID 1 it also reaps every orphan in the sandbox.
+//! If it dies the sandbox dies, so nothing a client sends may crash it: a bad frame closes that
 //! client's connection and nothing else.
 //!
 //! Usage: `warren-agent --listen-fd N` (the jailer's already listening socket) or
@@ -13,7 +13,9 @@ mod exec;
 mod files;
 #[allow(unsafe_code)]
 mod pty;
+mod registry;
 mod ring;
+mod search;
 mod session;
 mod users;
 mod wire;
@@ -26,7 +28,7 @@ use anyhow::{Context, bail};
 use tokio::net::UnixListener;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::session::Agent;
+use crate::registry::Agent;
 
 #[derive(Debug)]
 enum Listen {

@@ -10,14 +10,13 @@
 //! what the main process left in them, not when the pipes reach EOF: a daemon it started may
 //! hold them open forever.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
@@ -33,9 +32,6 @@ pub(crate) const RING_CAP: usize = 4 << 20;
 /// After the main process exits, how long to keep reading output that other processes still
 /// write into the inherited pipes.
 const DRAIN_WINDOW: Duration = Duration::from_millis(50);
-
-/// How many expired command ids are remembered to answer `SessionExpired`.
-const TOMBSTONES: usize = 10_000;
 
 /// A descriptor registered with the runtime, shared between readers and writers.
 pub(crate) type SharedFd = Arc<AsyncFd<OwnedFd>>;
@@ -125,7 +121,7 @@ fn bump(tx: &watch::Sender<u64>) {
 }
 
 impl Session {
-    fn new(
+    pub(crate) fn new(
         id: String,
         pid: u32,
         limits: Limits,
@@ -310,7 +306,7 @@ impl Session {
         }
     }
 
-    fn on_main_exit(&self, code: i32, signal: Option<i32>) {
+    pub(crate) fn on_main_exit(&self, code: i32, signal: Option<i32>) {
         let mut st = self.state();
         if st.main.is_some() {
             return;
@@ -361,146 +357,30 @@ impl Session {
     }
 }
 
-/// Where a command id stands.
-#[derive(Debug)]
-pub(crate) enum Lookup {
-    Found(Arc<Session>),
-    Expired,
-    Unknown,
-}
-
-/// All sessions of this agent.
-#[derive(Debug, Default)]
-pub(crate) struct Registry {
-    sessions: HashMap<String, Arc<Session>>,
-    by_pid: HashMap<u32, Arc<Session>>,
-    expired: HashSet<String>,
-    expired_order: VecDeque<String>,
-}
-
-impl Registry {
-    pub(crate) fn lookup(&self, id: &str) -> Lookup {
-        match self.sessions.get(id) {
-            Some(s) => Lookup::Found(s.clone()),
-            None if self.expired.contains(id) => Lookup::Expired,
-            None => Lookup::Unknown,
-        }
+/// Starts a new session's tasks: one reader per output stream, the wall-clock timeout, and the
+/// idle and TTL supervisor, which calls `expire` once the finished session's TTL has passed.
+pub(crate) fn start(
+    session: &Arc<Session>,
+    stdout: SharedFd,
+    stderr: Option<SharedFd>,
+    expire: impl FnOnce() + Send + 'static,
+) {
+    tokio::spawn(read_stream(session.clone(), 0, stdout));
+    if let Some(fd) = stderr {
+        tokio::spawn(read_stream(session.clone(), 1, fd));
     }
-
-    pub(crate) fn list(&self) -> Vec<CommandSummary> {
-        let mut all: Vec<CommandSummary> = self.sessions.values().map(|s| s.summary()).collect();
-        all.sort_by(|a, b| a.command_id.cmp(&b.command_id));
-        all
-    }
-
-    fn expire(&mut self, id: &str) {
-        if self.sessions.remove(id).is_none() {
-            return;
-        }
-        if self.expired.insert(id.to_owned()) {
-            self.expired_order.push_back(id.to_owned());
-        }
-        while self.expired_order.len() > TOMBSTONES {
-            if let Some(old) = self.expired_order.pop_front() {
-                self.expired.remove(&old);
+    if let Some(t) = session.limits.timeout {
+        let s = session.clone();
+        tokio::spawn(async move {
+            let mut done = s.main_done.subscribe();
+            tokio::select! {
+                () = tokio::time::sleep(t) => s.kill(ExitReason::Timeout),
+                _ = done.wait_for(|d| *d) => {}
             }
-        }
+        });
     }
-
-    /// Routes the status of a reaped process to its session; statuses of orphans that were
-    /// reparented to the agent are simply dropped.
-    fn reaped(&mut self, pid: u32, code: i32, signal: Option<i32>) {
-        if let Some(s) = self.by_pid.remove(&pid) {
-            s.on_main_exit(code, signal);
-        }
-    }
-}
-
-/// The agent's shared state.
-#[derive(Debug)]
-pub(crate) struct Agent {
-    pub(crate) registry: Mutex<Registry>,
-    /// Whether this user namespace allows `setgroups`.
-    pub(crate) set_groups: bool,
-}
-
-impl Agent {
-    pub(crate) fn new(set_groups: bool) -> Arc<Self> {
-        Arc::new(Self {
-            registry: Mutex::new(Registry::default()),
-            set_groups,
-        })
-    }
-
-    pub(crate) fn registry(&self) -> MutexGuard<'_, Registry> {
-        lock(&self.registry)
-    }
-
-    /// Registers a freshly spawned command and starts its tasks. Must run on the runtime and in
-    /// the same turn as the spawn, before the reaper can see the pid.
-    pub(crate) fn adopt(
-        self: &Arc<Self>,
-        registry: &mut Registry,
-        id: String,
-        spawned: pty::Spawned,
-        limits: Limits,
-    ) -> std::io::Result<Arc<Session>> {
-        let pid = spawned.pid;
-        let stdout = Arc::new(pty::register(spawned.stdout)?);
-        let stderr = spawned.stderr.map(pty::register).transpose()?.map(Arc::new);
-        let stdin = spawned.stdin.map(pty::register).transpose()?.map(Arc::new);
-        let pty_fd = spawned.is_pty.then(|| stdout.clone());
-        let session = Arc::new(Session::new(
-            id.clone(),
-            pid,
-            limits,
-            spawned.is_pty,
-            stdin,
-            pty_fd,
-        ));
-        registry.sessions.insert(id, session.clone());
-        registry.by_pid.insert(pid, session.clone());
-
-        tokio::spawn(read_stream(session.clone(), 0, stdout));
-        if let Some(fd) = stderr {
-            tokio::spawn(read_stream(session.clone(), 1, fd));
-        }
-        if let Some(t) = limits.timeout {
-            let s = session.clone();
-            tokio::spawn(async move {
-                let mut done = s.main_done.subscribe();
-                tokio::select! {
-                    () = tokio::time::sleep(t) => s.kill(ExitReason::Timeout),
-                    _ = done.wait_for(|d| *d) => {}
-                }
-            });
-        }
-        if limits.idle_timeout.is_some() || limits.ttl.is_some() {
-            tokio::spawn(supervise(Arc::downgrade(self), session.clone()));
-        }
-        Ok(session)
-    }
-
-    /// Reaps every child that has exited.
-    pub(crate) fn reap(&self) {
-        loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => self.route(pid, code, None),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                    let n = sig as i32;
-                    self.route(pid, 128 + n, Some(n));
-                }
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
-                Ok(_) | Err(Errno::EINTR) => {}
-                Err(_) => break,
-            }
-        }
-    }
-
-    fn route(&self, pid: Pid, code: i32, signal: Option<i32>) {
-        if let Ok(pid) = u32::try_from(pid.as_raw()) {
-            self.registry().reaped(pid, code, signal);
-        }
+    if session.limits.idle_timeout.is_some() || session.limits.ttl.is_some() {
+        tokio::spawn(supervise(session.clone(), expire));
     }
 }
 
@@ -594,7 +474,7 @@ async fn drain(
 }
 
 /// Enforces the idle timeout of a running command and the TTL of a finished one.
-async fn supervise(agent: std::sync::Weak<Agent>, session: Arc<Session>) {
+async fn supervise(session: Arc<Session>, expire: impl FnOnce()) {
     let mut output = session.output.subscribe();
     let mut progress = session.progress.subscribe();
     loop {
@@ -615,9 +495,7 @@ async fn supervise(agent: std::sync::Weak<Agent>, session: Arc<Session>) {
         if let Some(done) = finished_at {
             if let Some(ttl) = session.limits.ttl {
                 tokio::time::sleep_until(done + ttl).await;
-                if let Some(agent) = agent.upgrade() {
-                    agent.registry().expire(&session.id);
-                }
+                expire();
             }
             return;
         }

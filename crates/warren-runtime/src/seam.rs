@@ -9,9 +9,9 @@ use tokio::sync::mpsc;
 use warren_driver::{
     BoxFuture, CommandChannel, CommandEvent, CommandInput, CommandOpen, CommandSummary,
     DriverError as SeamError, FailureKind, FileInfo, FileRead, FileWrite, GlobQuery, GrepQuery,
-    ImageStatus, ReadRange, SandboxHandle, SandboxSpec, SearchResult, Tier,
+    ImageStatus, ReadRange, SandboxHandle, SandboxSpec, SearchHit, SearchResult, Tier,
 };
-use warren_proto::{AgentError, ErrorKind, MAX_CHUNK_LEN, Request, Response};
+use warren_proto::{MAX_CHUNK_LEN, Request, Response};
 use warren_types::{ImageRef, SandboxId};
 
 use crate::agent::{AgentConn, AgentConnError, AgentReader, AgentWriter};
@@ -53,6 +53,46 @@ impl JailDriver {
             .map_err(seam_error)?;
         conn.send(req).await.map_err(conn_error)?;
         Ok(conn)
+    }
+
+    /// A glob or grep: match batches until `SearchEnd`. The agent bounds the matches, so
+    /// collecting them here is bounded too.
+    async fn search(
+        &self,
+        handle: &SandboxHandle,
+        req: &Request,
+    ) -> Result<SearchResult, SeamError> {
+        let mut conn = self.session(handle, req).await?;
+        let mut hits = Vec::new();
+        loop {
+            match conn.recv().await.map_err(conn_error)? {
+                Some(Response::GlobMatches { matches }) => {
+                    hits.extend(matches.into_iter().map(|m| SearchHit::Path {
+                        path: m.path,
+                        is_dir: m.is_dir,
+                        size: m.size,
+                        mtime_ns: m.mtime_ns,
+                    }));
+                }
+                Some(Response::GrepMatches { matches }) => {
+                    hits.extend(matches.into_iter().map(|m| SearchHit::Line {
+                        path: m.path,
+                        line: m.line,
+                        text: m.text,
+                        text_truncated: m.text_truncated,
+                    }));
+                }
+                Some(Response::SearchEnd { truncated }) => {
+                    return Ok(SearchResult {
+                        hits,
+                        truncated: truncated.map(|cut| cut.reason().to_owned()),
+                    });
+                }
+                // An error after some batches voids them (the agent failed midway).
+                Some(Response::Error(e)) => return Err(SeamError::Agent(e)),
+                other => return Err(unexpected("a search", other)),
+            }
+        }
     }
 
     /// One request, one reply that is not an error.
@@ -345,27 +385,34 @@ impl warren_driver::Driver for JailDriver {
 
     fn glob<'a>(
         &'a self,
-        _handle: &'a SandboxHandle,
-        _query: GlobQuery,
+        handle: &'a SandboxHandle,
+        query: GlobQuery,
     ) -> BoxFuture<'a, Result<SearchResult, SeamError>> {
         Box::pin(async move {
-            Err(SeamError::Agent(AgentError::new(
-                ErrorKind::BadRequest,
-                "glob is not supported by this agent",
-            )))
+            let req = Request::Glob {
+                root: query.root,
+                pattern: query.pattern,
+                limit: query.limit,
+                user: query.user,
+            };
+            self.search(handle, &req).await
         })
     }
 
     fn grep<'a>(
         &'a self,
-        _handle: &'a SandboxHandle,
-        _query: GrepQuery,
+        handle: &'a SandboxHandle,
+        query: GrepQuery,
     ) -> BoxFuture<'a, Result<SearchResult, SeamError>> {
         Box::pin(async move {
-            Err(SeamError::Agent(AgentError::new(
-                ErrorKind::BadRequest,
-                "grep is not supported by this agent",
-            )))
+            let req = Request::Grep {
+                root: query.root,
+                pattern: query.pattern,
+                glob: query.glob,
+                limit: query.limit,
+                user: query.user,
+            };
+            self.search(handle, &req).await
         })
     }
 }

@@ -1,8 +1,12 @@
-//! File transfer, stat and listing.
+//! File transfer, stat, listing, glob and grep.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
-use warren_proto::{ErrorKind, FileKind, MAX_CHUNK_LEN, Request, Response};
+use warren_proto::{
+    AgentError, ErrorKind, FileKind, GREP_MAX_LINE, GlobMatch, GrepMatch, MAX_CHUNK_LEN, Request,
+    Response, SEARCH_BATCH_LEN, SearchCut,
+};
 
 use crate::support::{Agent, Conn};
 
@@ -285,4 +289,420 @@ fn list_dir_is_bounded() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+type Found<T> = Result<(Vec<T>, Option<SearchCut>), AgentError>;
+
+/// Collects a search's batches up to its `SearchEnd`, checking each frame's size bound.
+fn search_frames<T>(c: &mut Conn, mut batch: impl FnMut(Response) -> Option<Vec<T>>) -> Found<T> {
+    let mut all = Vec::new();
+    loop {
+        let resp = c.recv().unwrap();
+        let size = warren_proto::encode(&resp).unwrap().len();
+        match resp {
+            Response::SearchEnd { truncated } => return Ok((all, truncated)),
+            Response::Error(e) => {
+                assert!(all.is_empty(), "an error ends a search before any batch");
+                return Err(e);
+            }
+            other => {
+                let matches = batch(other).expect("a batch of the right kind");
+                assert!(!matches.is_empty(), "batches are never empty");
+                assert!(
+                    size <= SEARCH_BATCH_LEN + 16 || matches.len() == 1,
+                    "batch of {size} bytes"
+                );
+                all.extend(matches);
+            }
+        }
+    }
+}
+
+fn glob(
+    c: &mut Conn,
+    root: &Path,
+    pattern: &str,
+    limit: u32,
+    user: Option<&str>,
+) -> Found<GlobMatch> {
+    c.send(&Request::Glob {
+        root: root.to_str().unwrap().into(),
+        pattern: pattern.into(),
+        limit,
+        user: user.map(Into::into),
+    });
+    search_frames(c, |r| match r {
+        Response::GlobMatches { matches } => Some(matches),
+        _ => None,
+    })
+}
+
+fn grep(
+    c: &mut Conn,
+    root: &Path,
+    pattern: &str,
+    filter: Option<&str>,
+    limit: u32,
+    user: Option<&str>,
+) -> Found<GrepMatch> {
+    c.send(&Request::Grep {
+        root: root.to_str().unwrap().into(),
+        pattern: pattern.into(),
+        glob: filter.map(Into::into),
+        limit,
+        user: user.map(Into::into),
+    });
+    search_frames(c, |r| match r {
+        Response::GrepMatches { matches } => Some(matches),
+        _ => None,
+    })
+}
+
+/// Paths relative to `root`, in the order found.
+fn rel<'a>(root: &Path, paths: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    let prefix = format!("{}/", root.to_str().unwrap());
+    paths
+        .into_iter()
+        .map(|p| {
+            p.strip_prefix(&prefix)
+                .unwrap_or_else(|| panic!("{p} not under root"))
+                .to_owned()
+        })
+        .collect()
+}
+
+/// A tree for the search tests, readable by everyone:
+/// `a.py b.txt d/ d/c.py d/e/ d/e/f.py d/e/g.txt link -> d`.
+fn tree() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(d.join("d/e")).unwrap();
+    std::fs::write(d.join("a.py"), "needle one\nno\nneedle two\r\n").unwrap();
+    std::fs::write(d.join("b.txt"), "hello").unwrap();
+    std::fs::write(d.join("d/c.py"), "x needle").unwrap();
+    std::fs::write(d.join("d/e/f.py"), "").unwrap();
+    std::fs::write(d.join("d/e/g.txt"), "a\nb needle\n").unwrap();
+    std::os::unix::fs::symlink("d", d.join("link")).unwrap();
+    dir
+}
+
+#[test]
+fn glob_matches_relative_paths_as_deep_as_the_pattern_reaches() {
+    let agent = Agent::start();
+    let dir = tree();
+    let root = dir.path();
+    let mut c = agent.conn();
+
+    let (m, cut) = glob(&mut c, root, "*", 100, None).unwrap();
+    assert_eq!(cut, None);
+    assert_eq!(
+        rel(root, m.iter().map(|m| &m.path)),
+        ["a.py", "b.txt", "d", "link"]
+    );
+    let kinds: Vec<bool> = m.iter().map(|m| m.is_dir).collect();
+    assert_eq!(
+        kinds,
+        [false, false, true, false],
+        "a symlink to a directory is no directory"
+    );
+    assert_eq!(m[1].size, 5);
+    let md = std::fs::metadata(root.join("b.txt")).unwrap();
+    assert_eq!(m[1].mtime_ns, md.mtime() * 1_000_000_000 + md.mtime_nsec());
+
+    let (m, _) = glob(&mut c, root, "*.py", 100, None).unwrap();
+    assert_eq!(
+        rel(root, m.iter().map(|m| &m.path)),
+        ["a.py"],
+        "* stays in one segment"
+    );
+    let (m, _) = glob(&mut c, root, "d/*.py", 100, None).unwrap();
+    assert_eq!(rel(root, m.iter().map(|m| &m.path)), ["d/c.py"]);
+    // Breadth first, and never through the symlink.
+    let (m, _) = glob(&mut c, root, "**/*.py", 100, None).unwrap();
+    assert_eq!(
+        rel(root, m.iter().map(|m| &m.path)),
+        ["a.py", "d/c.py", "d/e/f.py"]
+    );
+    let (m, _) = glob(&mut c, root, "**", 100, None).unwrap();
+    assert_eq!(
+        rel(root, m.iter().map(|m| &m.path)),
+        [
+            "a.py",
+            "b.txt",
+            "d",
+            "link",
+            "d/c.py",
+            "d/e",
+            "d/e/f.py",
+            "d/e/g.txt"
+        ]
+    );
+    // A trailing slash on the root changes nothing.
+    let slashed = PathBuf::from(format!("{}/", root.to_str().unwrap()));
+    let (m, _) = glob(&mut c, &slashed, "d", 100, None).unwrap();
+    assert_eq!(rel(root, m.iter().map(|m| &m.path)), ["d"]);
+    // Paths under `/` are not doubled up.
+    let (m, _) = glob(&mut c, Path::new("/"), "tmp", 100, None).unwrap();
+    assert_eq!(
+        m.iter().map(|m| m.path.as_str()).collect::<Vec<_>>(),
+        ["/tmp"]
+    );
+}
+
+#[test]
+fn glob_limit_cuts_only_when_more_matched() {
+    let agent = Agent::start();
+    let dir = tree();
+    let mut c = agent.conn();
+    let (m, cut) = glob(&mut c, dir.path(), "**", 3, None).unwrap();
+    assert_eq!((m.len(), cut), (3, Some(SearchCut::Limit)));
+    let (m, cut) = glob(&mut c, dir.path(), "**", 8, None).unwrap();
+    assert_eq!((m.len(), cut), (8, None));
+    let (m, cut) = glob(&mut c, dir.path(), "**", 0, None).unwrap();
+    assert_eq!((m.len(), cut), (0, Some(SearchCut::Limit)));
+}
+
+#[test]
+fn grep_finds_lines_with_and_without_a_glob_filter() {
+    let agent = Agent::start();
+    let dir = tree();
+    let root = dir.path();
+    let mut c = agent.conn();
+    let hits = |m: &[GrepMatch]| -> Vec<(String, u64, String)> {
+        m.iter()
+            .map(|m| {
+                assert!(!m.text_truncated);
+                (rel(root, [&m.path])[0].clone(), m.line, m.text.clone())
+            })
+            .collect()
+    };
+    let (m, cut) = grep(&mut c, root, "needle", None, 100, None).unwrap();
+    assert_eq!(cut, None);
+    assert_eq!(
+        hits(&m),
+        [
+            ("a.py".into(), 1, "needle one".into()),
+            ("a.py".into(), 3, "needle two".into()),
+            ("d/c.py".into(), 1, "x needle".into()),
+            ("d/e/g.txt".into(), 2, "b needle".into()),
+        ]
+    );
+    // A bare filter matches basenames at any depth; one with `/` or `**` the relative path.
+    let (m, _) = grep(&mut c, root, "needle", Some("*.py"), 100, None).unwrap();
+    assert_eq!(
+        rel(root, m.iter().map(|m| &m.path)),
+        ["a.py", "a.py", "d/c.py"]
+    );
+    let (m, _) = grep(&mut c, root, "needle", Some("d/*.py"), 100, None).unwrap();
+    assert_eq!(rel(root, m.iter().map(|m| &m.path)), ["d/c.py"]);
+    let (m, _) = grep(&mut c, root, "needle", Some("**/*.txt"), 100, None).unwrap();
+    assert_eq!(rel(root, m.iter().map(|m| &m.path)), ["d/e/g.txt"]);
+    let (m, cut) = grep(&mut c, root, "needle", None, 2, None).unwrap();
+    assert_eq!((m.len(), cut), (2, Some(SearchCut::Limit)));
+    let (m, cut) = grep(&mut c, root, "needle", None, 4, None).unwrap();
+    assert_eq!((m.len(), cut), (4, None));
+    // The literal pattern is no regex.
+    let (m, _) = grep(&mut c, root, "needle.", None, 100, None).unwrap();
+    assert!(m.is_empty());
+}
+
+#[test]
+fn grep_skips_binary_and_oversized_files_and_clips_long_lines() {
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let mut early = b"needle\n".to_vec();
+    early.push(0);
+    std::fs::write(root.join("1-binary"), &early).unwrap();
+    // A NUL past the first 8 KiB does not make a file binary.
+    let mut late = b"needle late\n".to_vec();
+    late.resize(warren_proto::GREP_BINARY_PROBE + 10, b'x');
+    late.push(0);
+    std::fs::write(root.join("2-late-nul"), &late).unwrap();
+    let long = format!("needle {}", "é".repeat(GREP_MAX_LINE));
+    std::fs::write(root.join("3-long"), format!("{long}\nshort needle\n")).unwrap();
+    std::fs::write(root.join("4-latin1"), b"needle \xff caf\xe9\n").unwrap();
+    let mut big = b"needle\n".to_vec();
+    big.resize(
+        usize::try_from(warren_proto::GREP_MAX_FILE).unwrap() + 1,
+        b'\n',
+    );
+    std::fs::write(root.join("5-too-big"), &big).unwrap();
+    let mut c = agent.conn();
+    let (m, cut) = grep(&mut c, root, "needle", None, 100, None).unwrap();
+    assert_eq!(cut, None);
+    let got: Vec<(String, u64, bool)> = m
+        .iter()
+        .map(|m| (rel(root, [&m.path])[0].clone(), m.line, m.text_truncated))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("2-late-nul".into(), 1, false),
+            ("3-long".into(), 1, true),
+            ("3-long".into(), 2, false),
+            ("4-latin1".into(), 1, false),
+        ]
+    );
+    let clipped = &m[1].text;
+    assert!(clipped.len() <= GREP_MAX_LINE && clipped.len() >= GREP_MAX_LINE - 1);
+    assert!(long.starts_with(clipped.as_str()));
+    assert_eq!(m[3].text, "needle \u{fffd} caf\u{fffd}");
+}
+
+#[test]
+fn symlinks_are_never_followed() {
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::create_dir(root.join("sub")).unwrap();
+    std::fs::write(root.join("sub/f.txt"), "needle").unwrap();
+    std::os::unix::fs::symlink(".", root.join("loop")).unwrap();
+    std::os::unix::fs::symlink("..", root.join("sub/back")).unwrap();
+    std::os::unix::fs::symlink("sub/f.txt", root.join("alias.txt")).unwrap();
+    let mut c = agent.conn();
+    let (m, cut) = glob(&mut c, root, "**", 1000, None).unwrap();
+    assert_eq!(cut, None);
+    assert_eq!(
+        rel(root, m.iter().map(|m| &m.path)),
+        ["alias.txt", "loop", "sub", "sub/back", "sub/f.txt"]
+    );
+    let (m, _) = grep(&mut c, root, "needle", None, 1000, None).unwrap();
+    assert_eq!(rel(root, m.iter().map(|m| &m.path)), ["sub/f.txt"]);
+    // The root itself may be a symlink to a directory.
+    let (m, _) = glob(&mut c, &root.join("loop"), "sub", 10, None).unwrap();
+    assert_eq!(m.len(), 1);
+}
+
+/// Needs root: the agent takes the user's permissions for the walk and the reads.
+#[test]
+fn searches_use_the_users_permissions() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (sub, mode) in [("open", 0o755), ("closed", 0o700)] {
+        std::fs::create_dir(root.join(sub)).unwrap();
+        std::fs::write(root.join(sub).join("x.txt"), "needle").unwrap();
+        std::fs::set_permissions(root.join(sub), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::write(root.join("secret.txt"), "needle").unwrap();
+    std::fs::set_permissions(
+        root.join("secret.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let mut c = agent.conn();
+    let (m, cut) = glob(&mut c, root, "**", 100, Some("65534")).unwrap();
+    assert_eq!(cut, None);
+    assert_eq!(
+        rel(root, m.iter().map(|m| &m.path)),
+        ["closed", "open", "secret.txt", "open/x.txt"],
+        "the unreadable directory is listed but not entered"
+    );
+    let (m, _) = grep(&mut c, root, "needle", None, 100, Some("65534")).unwrap();
+    assert_eq!(rel(root, m.iter().map(|m| &m.path)), ["open/x.txt"]);
+    // Root reads everything.
+    let (m, _) = grep(&mut c, root, "needle", None, 100, None).unwrap();
+    assert_eq!(m.len(), 3);
+    let e = glob(&mut c, &root.join("closed"), "*", 100, Some("65534")).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::PermissionDenied);
+    let e = grep(&mut c, root, "needle", None, 100, Some("no-such-user")).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::BadRequest);
+}
+
+#[test]
+fn unusable_roots_and_patterns_are_errors() {
+    let agent = Agent::start();
+    let dir = tree();
+    let root = dir.path();
+    let mut c = agent.conn();
+    let e = glob(&mut c, &root.join("missing"), "*", 10, None).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound);
+    let e = grep(&mut c, &root.join("missing"), "x", None, 10, None).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotFound);
+    let e = glob(&mut c, &root.join("b.txt"), "*", 10, None).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::NotADirectory);
+    let e = glob(&mut c, Path::new("relative"), "*", 10, None).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::BadRequest);
+    let e = glob(&mut c, root, "a[", 10, None).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::BadRequest);
+    let e = grep(&mut c, root, "x", Some("a["), 10, None).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::BadRequest);
+    let e = grep(&mut c, root, "", None, 10, None).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::BadRequest);
+    let long = PathBuf::from(format!("/{}", "a/".repeat(3000)));
+    let e = glob(&mut c, &long, "*", 10, None).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::BadRequest);
+    // The connection carries on after a failed search.
+    c.send(&Request::Ping);
+    assert_eq!(c.recv(), Some(Response::Pong));
+}
+
+/// Matches far beyond one frame's worth arrive in batches, each within its bound.
+#[test]
+fn large_results_stream_in_bounded_batches() {
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let line = format!("needle {}\n", "y".repeat(3990));
+    std::fs::write(root.join("big.txt"), line.repeat(2000)).unwrap();
+    let mut c = agent.conn();
+    c.send(&Request::Grep {
+        root: root.to_str().unwrap().into(),
+        pattern: "needle".into(),
+        glob: None,
+        limit: u32::MAX,
+        user: None,
+    });
+    let mut batches = 0;
+    let (m, cut) = search_frames(&mut c, |r| match r {
+        Response::GrepMatches { matches } => {
+            batches += 1;
+            Some(matches)
+        }
+        _ => None,
+    })
+    .unwrap();
+    assert_eq!((m.len(), cut), (2000, None));
+    assert!(batches > 100, "{batches} batches");
+    assert!(m.iter().enumerate().all(|(i, m)| m.line == i as u64 + 1));
+    c.send(&Request::Ping);
+    assert_eq!(c.recv(), Some(Response::Pong));
+}
+
+/// A client that leaves mid-search costs the agent nothing lasting, and a search never holds up
+/// other connections.
+#[test]
+fn leaving_mid_search_is_harmless() {
+    let agent = Agent::start();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let line = format!("needle {}\n", "z".repeat(1000));
+    for i in 0..20 {
+        std::fs::write(root.join(format!("f{i}")), line.repeat(5000)).unwrap();
+    }
+    for _ in 0..3 {
+        let mut c = agent.conn();
+        c.send(&Request::Grep {
+            root: root.to_str().unwrap().into(),
+            pattern: "needle".into(),
+            glob: None,
+            limit: u32::MAX,
+            user: None,
+        });
+        assert!(matches!(c.recv(), Some(Response::GrepMatches { .. })));
+        let mut other = agent.conn();
+        other.send(&Request::Ping);
+        assert_eq!(other.recv(), Some(Response::Pong));
+        drop(c);
+    }
+    let mut c = agent.conn();
+    let (m, cut) = grep(&mut c, root, "needle", None, 10, None).unwrap();
+    assert_eq!((m.len(), cut), (10, Some(SearchCut::Limit)));
 }
