@@ -10,6 +10,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# No source file over 600 lines, no import loops between modules, and an API crate that depends
+# on neither the agent protocol nor the runtime.
+scripts/check-structure.sh
 scripts/build.sh
 export WARREN_BIN_DIR="$PWD/target/release"
 export WARREN_TEST_DATA_DIR="${WARREN_TEST_DATA_DIR:-/var/lib/warren-test}"
