@@ -21,9 +21,12 @@ impl Control {
         req: ExecRequest,
     ) -> Result<CommandStream, ControlError> {
         let rec = self.visible_record(p, sandbox_id)?;
-        let spec = req.to_spec(&rec.config.run_config)?;
+        let mut spec = req.to_spec(&rec.config.run_config)?;
         let timeout_ms = spec.timeout_ms;
         let running = self.running(&rec.id).await?;
+        // What the sandbox's driver gives every command (the egress proxy's address) goes
+        // first, so the sandbox's and the command's own variables win.
+        spec.env = running.handle.env.iter().cloned().chain(spec.env).collect();
         let stream = self
             .open_command(running, CommandOpen::Exec(spec), timeout_ms)
             .await?;

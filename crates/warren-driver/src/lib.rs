@@ -78,6 +78,9 @@ pub struct SandboxHandle {
     pub agent_socket: PathBuf,
     /// Its uid/gid range slot.
     pub slot: u32,
+    /// Environment every command in it gets (the egress proxy's address), under the caller's.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
 }
 
 /// Whether sandboxes can be made from an image now.

@@ -46,6 +46,9 @@ pub enum DriverError {
     /// Processes stayed alive after the kill.
     #[error("sandbox {0} did not stop")]
     StopTimeout(SandboxId),
+    /// The sandbox's network link could not be made.
+    #[error(transparent)]
+    Network(#[from] warren_net::NetError),
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed")]
     Join(#[from] tokio::task::JoinError),
@@ -78,6 +81,7 @@ impl DriverError {
             Self::Io(e) => format!("failed to {}: {}", e.action, e.os_reason()),
             Self::NoStorage(_) => "the sandbox has no root filesystem".into(),
             Self::StopTimeout(_) => "the sandbox's processes did not stop".into(),
+            Self::Network(_) => "the sandbox's network could not be set up".into(),
             Self::Join(_) => "internal task failed".into(),
         }
     }

@@ -65,6 +65,9 @@ struct Inner {
     slots: Slots,
     /// Whether the helper binaries are usable; checked on the first create.
     binaries: OnceLock<Result<(), String>>,
+    /// Set by a daemon that runs the egress proxy: sandboxes are then linked to it (`proxied`);
+    /// unset, they keep only their loopback (`none`).
+    net: OnceLock<warren_net::HostNet>,
 }
 
 /// First host uid/gid handed to sandboxes; far above any account a distribution creates.
@@ -98,6 +101,7 @@ impl JailDriver {
                 cgroups,
                 slots,
                 binaries: OnceLock::new(),
+                net: OnceLock::new(),
             }),
         })
     }
@@ -191,6 +195,16 @@ impl JailDriver {
             // abstract socket and signal scopes before Linux 6.12).
             tracing::warn!(sandbox = %spec.id, kernel_abi = report.landlock_abi, reviewed_abi = warren_jail::LANDLOCK_REVIEWED_ABI, "landlock is older than the reviewed ABI; the sandbox runs with less of it");
         }
+        let env = match self.inner.net.get() {
+            Some(net) => {
+                let began = Instant::now();
+                let addrs = net.attach(slot, report.pid).await?;
+                write_resolv_conf(&agent_socket, &addrs).await?;
+                tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), address = %addrs.sandbox, "network linked");
+                warren_net::proxy_env(&addrs, net.ports())
+            }
+            None => Vec::new(),
+        };
         Ok(SandboxHandle {
             id: spec.id.clone(),
             tier: Tier::Jail,
@@ -198,7 +212,18 @@ impl JailDriver {
             start_time: report.start_time,
             agent_socket,
             slot,
+            env,
         })
+    }
+
+    /// Links every sandbox booted from now on to the egress proxy (`proxied` mode).
+    pub fn enable_network(&self, net: warren_net::HostNet) {
+        let _ = self.inner.net.set(net);
+    }
+
+    /// Whether sandboxes are linked to the egress proxy.
+    pub fn network(&self) -> Option<&warren_net::HostNet> {
+        self.inner.net.get()
     }
 
     /// Kills the sandbox's processes and frees cgroups, run dir and uid range; keeps files.
@@ -243,6 +268,15 @@ impl JailDriver {
                     path: run_dir,
                     source,
                 }));
+            }
+        }
+        if let Some(net) = self.inner.net.get() {
+            // The link dies with the namespace; this makes it immediate and covers a
+            // half-made one.
+            for (slot, owner) in self.inner.slots.list()? {
+                if owner == id.as_str() {
+                    net.detach(slot).await?;
+                }
             }
         }
         self.inner.slots.release_owner(id.as_str())?;
@@ -394,6 +428,33 @@ impl JailDriver {
     /// Connects to the sandbox's agent.
     pub async fn connect(&self, handle: &SandboxHandle) -> Result<AgentConn, DriverError> {
         Ok(AgentConn::connect(&handle.agent_socket).await?)
+    }
+}
+
+/// Points the sandbox's resolver at Warren's DNS on its link, through the agent (as the
+/// sandbox's root, so the host never writes into a tenant's filesystem).
+async fn write_resolv_conf(
+    socket: &Path,
+    addrs: &warren_net::SandboxAddrs,
+) -> Result<(), DriverError> {
+    use warren_proto::{Request, Response};
+    let mut conn = AgentConn::connect(socket).await?;
+    conn.send(&Request::WriteFile {
+        path: "/etc/resolv.conf".into(),
+        mode: Some(0o644),
+        user: None,
+    })
+    .await?;
+    let text = warren_net::resolv_conf(addrs);
+    conn.send(&Request::FileData {
+        data: text.into_bytes(),
+    })
+    .await?;
+    conn.send(&Request::FileEnd).await?;
+    match conn.recv().await? {
+        Some(Response::Ok) => Ok(()),
+        Some(Response::Error(e)) => Err(crate::AgentConnError::Agent(e).into()),
+        other => Err(crate::AgentConnError::Unexpected(format!("{other:?}")).into()),
     }
 }
 

@@ -588,3 +588,22 @@ async fn a_stop_mid_command_ends_the_stream_as_lost() {
     h.control.stop(&h.admin, &rec.id).await.unwrap();
     assert_eq!(next(&mut s).await, Some(ExecEvent::Lost));
 }
+
+#[tokio::test]
+async fn the_drivers_environment_comes_first_and_the_commands_wins() {
+    let h = harness().await;
+    let rec = h.sandbox(&h.admin, "box").await;
+    let mut s = h
+        .control
+        .exec(&h.admin, &rec.id, run("env FAKE_PROXY"))
+        .await
+        .unwrap();
+    assert_eq!(output(&drain(&mut s).await, Stream::Stdout, 0), b"1\n");
+    let req = ExecRequest {
+        command: "env FAKE_PROXY".into(),
+        env: Some([("FAKE_PROXY".into(), "mine".into())].into()),
+        ..Default::default()
+    };
+    let mut s = h.control.exec(&h.admin, &rec.id, req).await.unwrap();
+    assert_eq!(output(&drain(&mut s).await, Stream::Stdout, 0), b"mine\n");
+}

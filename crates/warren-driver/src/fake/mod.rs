@@ -173,6 +173,7 @@ impl FakeDriver {
             start_time: u64::from(pid),
             agent_socket: PathBuf::from(format!("fake/{}", spec.id)),
             slot: 0,
+            env: vec![("FAKE_PROXY".into(), "1".into())],
         })
     }
 

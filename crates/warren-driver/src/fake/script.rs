@@ -108,7 +108,8 @@ pub(super) async fn run_script(
                 let v = spec
                     .env
                     .iter()
-                    .find(|(k, _)| k == rest)
+                    // The last wins, as in the agent.
+                    .rfind(|(k, _)| k == rest)
                     .map(|(_, v)| v.clone());
                 cmd.push(
                     Stream::Stdout,
