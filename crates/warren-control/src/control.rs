@@ -51,6 +51,8 @@ pub struct Control {
     pub(crate) pending_deletes: PendingDeletes,
     /// SSE command streams waiting for their client's acknowledgement.
     pub(crate) parked: Parked,
+    /// Running sandboxes by the slot of their network link (the egress proxy's lookup).
+    pub(crate) slots: Mutex<HashMap<u32, String>>,
 }
 
 /// Now, to the microsecond: what the store keeps, so a record a verb returns equals the one
@@ -114,6 +116,7 @@ impl Control {
             admission: Mutex::default(),
             pending_deletes: PendingDeletes::default(),
             parked: Parked::default(),
+            slots: Mutex::default(),
         }
     }
 

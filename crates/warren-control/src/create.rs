@@ -182,6 +182,7 @@ impl Control {
                 tracing::info!(sandbox = %rec.name, runtime_id = %rec.runtime_id, us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "sandbox ready");
                 rec.status = SandboxStatus::Ready;
                 rec.status_message = None;
+                self.track_slot(&rec.id, Some(handle.slot));
                 rec.handle = Some(handle);
                 rec.stopped_at = None;
             }

@@ -57,6 +57,7 @@ impl Control {
             return Ok(());
         }
         self.store.delete_sandbox(id)?;
+        self.track_slot(id, None);
         self.pending_deletes.done(id);
         self.activity.forget(id);
         crate::state::lock(&self.locks).remove(id);

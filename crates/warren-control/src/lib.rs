@@ -17,6 +17,7 @@ pub mod config;
 mod control;
 mod create;
 mod delete;
+mod egress;
 pub mod error;
 mod exec;
 mod files;
@@ -40,6 +41,7 @@ pub use command::{
 };
 pub use config::{ConfigError, CreateSandbox, RunConfig, SandboxConfig, UpdateSandbox};
 pub use control::{Control, ControlConfig};
+pub use egress::{EgressRecord, EgressTarget};
 pub use error::{ControlError, FileOp};
 pub use files::{
     FileBody, GLOB_DEFAULT_LIMIT, GREP_DEFAULT_LIMIT, Glob, Grep, MAX_MATCHES, OpenFile, Upload,

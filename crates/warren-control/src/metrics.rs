@@ -27,6 +27,10 @@ pub struct Metrics {
     connections_rejected: AtomicU64,
     connections_timed_out: AtomicU64,
     connections_open: AtomicU64,
+    egress_allowed: AtomicU64,
+    egress_denied: AtomicU64,
+    egress_bytes_up: AtomicU64,
+    egress_bytes_down: AtomicU64,
 }
 
 /// At most one log line about unauthenticated requests per this interval.
@@ -64,6 +68,19 @@ impl Metrics {
             &self.stderr_bytes
         };
         c.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Records a connection through the egress proxy.
+    pub fn egress(&self, allowed: bool, bytes_up: u64, bytes_down: u64) {
+        let c = if allowed {
+            &self.egress_allowed
+        } else {
+            &self.egress_denied
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        self.egress_bytes_up.fetch_add(bytes_up, Ordering::Relaxed);
+        self.egress_bytes_down
+            .fetch_add(bytes_down, Ordering::Relaxed);
     }
 
     /// Records an API request.
@@ -188,6 +205,36 @@ impl Metrics {
             o,
             "warren_streamed_bytes_total{{stream=\"stderr\"}} {}",
             get(&self.stderr_bytes)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP warren_egress_connections_total Sandbox connections through the egress proxy, by decision."
+        );
+        let _ = writeln!(o, "# TYPE warren_egress_connections_total counter");
+        for (decision, c) in [
+            ("allowed", &self.egress_allowed),
+            ("denied", &self.egress_denied),
+        ] {
+            let _ = writeln!(
+                o,
+                "warren_egress_connections_total{{decision=\"{decision}\"}} {}",
+                get(c)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP warren_egress_bytes_total Bytes sandboxes sent (up) and received (down) through the egress proxy."
+        );
+        let _ = writeln!(o, "# TYPE warren_egress_bytes_total counter");
+        let _ = writeln!(
+            o,
+            "warren_egress_bytes_total{{direction=\"up\"}} {}",
+            get(&self.egress_bytes_up)
+        );
+        let _ = writeln!(
+            o,
+            "warren_egress_bytes_total{{direction=\"down\"}} {}",
+            get(&self.egress_bytes_down)
         );
         let _ = writeln!(o, "# HELP warren_api_requests_total API requests served.");
         let _ = writeln!(o, "# TYPE warren_api_requests_total counter");

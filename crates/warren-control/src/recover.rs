@@ -48,6 +48,7 @@ impl Control {
                     && self.driver.is_running(h)
                 {
                     tracing::info!(sandbox = %rec.name, pid = h.pid, "re-adopted running sandbox");
+                    self.track_slot(&rec.id, Some(h.slot));
                     self.touch(&rec.id);
                     return Ok(());
                 }

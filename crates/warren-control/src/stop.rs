@@ -46,6 +46,7 @@ impl Control {
         rec.status = SandboxStatus::Stopped;
         rec.status_message = reason;
         rec.handle = None;
+        self.track_slot(&rec.id, None);
         rec.stopped_at = Some(now());
         rec.updated_at = now();
         self.store.update_sandbox(&rec)?;

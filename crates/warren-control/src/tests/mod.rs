@@ -4,6 +4,7 @@ mod support;
 
 mod create;
 mod delete;
+mod egress;
 mod exec;
 mod files;
 mod keys_audit;

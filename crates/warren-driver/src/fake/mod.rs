@@ -172,7 +172,7 @@ impl FakeDriver {
             pid,
             start_time: u64::from(pid),
             agent_socket: PathBuf::from(format!("fake/{}", spec.id)),
-            slot: 0,
+            slot: pid,
             env: vec![("FAKE_PROXY".into(), "1".into())],
         })
     }

@@ -1,0 +1,90 @@
+//! The control plane's side of the egress proxy: which sandbox a proxied connection comes from
+//! (by its link's slot) and under which `proxy_config`, and the record of every connection in
+//! the audit log and `/metrics`.
+
+use serde_json::Value;
+use warren_types::SandboxStatus;
+
+use crate::control::Control;
+use crate::store::{AuditEntry, Store, rfc3339};
+
+/// A running sandbox as the egress proxy sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EgressTarget {
+    /// Its public id.
+    pub sandbox_id: String,
+    /// Its workspace (the audit entry goes there).
+    pub workspace_id: String,
+    /// Its `proxy_config` now: an update applies to the next connection.
+    pub proxy_config: Option<Value>,
+}
+
+/// One connection the proxy decided on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressRecord {
+    /// The sandbox's public id.
+    pub sandbox_id: String,
+    /// The destination host (name or address) and port.
+    pub host: String,
+    /// The destination port.
+    pub port: u16,
+    /// Whether it was let through.
+    pub allowed: bool,
+    /// The rule that decided.
+    pub rule: String,
+    /// Bytes the sandbox sent.
+    pub bytes_up: u64,
+    /// Bytes the sandbox received.
+    pub bytes_down: u64,
+}
+
+impl Control {
+    /// The running sandbox whose link has this slot, if any.
+    pub fn egress_target(&self, slot: u32) -> Option<EgressTarget> {
+        let id = crate::state::lock(&self.slots).get(&slot).cloned()?;
+        let rec = self.store.get_sandbox(&id).ok().flatten()?;
+        let live = rec.status == SandboxStatus::Ready
+            && rec.handle.as_ref().is_some_and(|h| h.slot == slot);
+        live.then(|| EgressTarget {
+            sandbox_id: rec.id,
+            workspace_id: rec.workspace_id,
+            proxy_config: rec.config.proxy_config,
+        })
+    }
+
+    /// Notes that a sandbox now runs on a slot (or no longer does).
+    pub(crate) fn track_slot(&self, id: &str, slot: Option<u32>) {
+        let mut slots = crate::state::lock(&self.slots);
+        slots.retain(|_, owner| owner != id);
+        if let Some(slot) = slot {
+            slots.insert(slot, id.to_owned());
+        }
+    }
+
+    /// Records a proxied connection in the audit log and the metrics.
+    pub fn egress_connection(&self, ev: &EgressRecord) {
+        self.metrics.egress(ev.allowed, ev.bytes_up, ev.bytes_down);
+        let workspace_id = self
+            .store
+            .get_sandbox(&ev.sandbox_id)
+            .ok()
+            .flatten()
+            .map(|r| r.workspace_id);
+        let verdict = if ev.allowed { "allowed" } else { "denied" };
+        let entry = AuditEntry {
+            seq: 0,
+            at: rfc3339(crate::control::now()),
+            workspace_id,
+            user_id: None,
+            action: format!("egress.{verdict}"),
+            target: Some(ev.sandbox_id.clone()),
+            detail: Some(format!(
+                "{}:{} rule={} up={} down={}",
+                ev.host, ev.port, ev.rule, ev.bytes_up, ev.bytes_down
+            )),
+        };
+        if let Err(e) = self.store.append_audit(&entry) {
+            tracing::error!(error = %e, "failed to append an egress entry to the audit log");
+        }
+    }
+}
