@@ -45,7 +45,7 @@ impl Control {
         let rec = self.store.get_sandbox(&id).ok().flatten()?;
         let live = rec.status == SandboxStatus::Ready
             && rec.handle.as_ref().is_some_and(|h| h.slot == slot);
-        live.then(|| EgressTarget {
+        live.then_some(EgressTarget {
             sandbox_id: rec.id,
             workspace_id: rec.workspace_id,
             proxy_config: rec.config.proxy_config,

@@ -199,7 +199,7 @@ impl JailDriver {
             Some(net) => {
                 let began = Instant::now();
                 let addrs = net.attach(slot, report.pid).await?;
-                write_resolv_conf(&agent_socket, &addrs).await?;
+                crate::network::write_resolv_conf(&agent_socket, &addrs).await?;
                 tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), address = %addrs.sandbox, "network linked");
                 warren_net::proxy_env(&addrs, net.ports())
             }
@@ -428,33 +428,6 @@ impl JailDriver {
     /// Connects to the sandbox's agent.
     pub async fn connect(&self, handle: &SandboxHandle) -> Result<AgentConn, DriverError> {
         Ok(AgentConn::connect(&handle.agent_socket).await?)
-    }
-}
-
-/// Points the sandbox's resolver at Warren's DNS on its link, through the agent (as the
-/// sandbox's root, so the host never writes into a tenant's filesystem).
-async fn write_resolv_conf(
-    socket: &Path,
-    addrs: &warren_net::SandboxAddrs,
-) -> Result<(), DriverError> {
-    use warren_proto::{Request, Response};
-    let mut conn = AgentConn::connect(socket).await?;
-    conn.send(&Request::WriteFile {
-        path: "/etc/resolv.conf".into(),
-        mode: Some(0o644),
-        user: None,
-    })
-    .await?;
-    let text = warren_net::resolv_conf(addrs);
-    conn.send(&Request::FileData {
-        data: text.into_bytes(),
-    })
-    .await?;
-    conn.send(&Request::FileEnd).await?;
-    match conn.recv().await? {
-        Some(Response::Ok) => Ok(()),
-        Some(Response::Error(e)) => Err(crate::AgentConnError::Agent(e).into()),
-        other => Err(crate::AgentConnError::Unexpected(format!("{other:?}")).into()),
     }
 }
 

@@ -12,6 +12,7 @@ pub mod driver;
 pub mod image;
 mod io_error;
 pub mod jail_driver;
+mod network;
 mod seam;
 mod slots;
 pub mod storage;
