@@ -5,7 +5,7 @@
 set -euo pipefail
 
 # package → how to tell it is there without a package manager (a command, or a file).
-packages=(btrfs-progs mmdebstrap ca-certificates util-linux procps gcc libc6-dev pkg-config)
+packages=(btrfs-progs mmdebstrap ca-certificates util-linux procps gcc libc6-dev pkg-config nftables iproute2)
 present() {
   case "$1" in
     btrfs-progs) command -v mkfs.btrfs && command -v btrfs ;;
@@ -17,6 +17,10 @@ present() {
     # The static agent and jailer link against libc.a.
     libc6-dev) compgen -G "/usr/lib/*/libc.a" || test -e /usr/lib/libc.a ;;
     pkg-config) command -v pkg-config ;;
+    # The sandbox firewall is installed through nft's JSON API.
+    nftables) command -v nft ;;
+    # The network tests look at links and addresses from inside a namespace.
+    iproute2) command -v ip ;;
     *) return 1 ;;
   esac
 }
