@@ -6,6 +6,9 @@ Needs root, a built Warren (scripts/build.sh), the default image in the data dir
 `langsmith` package (tests/conformance/run.sh installs it into target/conformance-venv):
 
     sudo target/conformance-venv/bin/python bench/sdk_bench.py [-n 50] [--runs 300]
+
+`--network none,proxied` runs the whole set once per network mode, each against its own
+server, and ends with what the sandbox's network link costs a create (p50 and p99 side by side).
 """
 import argparse
 import os
@@ -36,6 +39,8 @@ def main():
     ap.add_argument("--runs", type=int, default=300, help="run('true') on one sandbox")
     ap.add_argument("--data-dir", default=os.environ.get("WARREN_DATA_DIR", "/var/lib/warren"))
     ap.add_argument("--warren", default=os.path.join(ROOT, "target/release/warren"))
+    ap.add_argument("--network", default="proxied",
+                    help="network modes to measure, comma-separated (none, proxied)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench needs root")
@@ -44,10 +49,25 @@ def main():
     os.environ["LANGSMITH_TRACING"] = "false"
     from langsmith.sandbox import SandboxClient
 
+    creates = {}
+    for mode in args.network.split(","):
+        creates[mode] = measure(args, SandboxClient, mode)
+    if len(creates) > 1:
+        print("what the network link costs a create:")
+        print(f"{'':<42}{'p50 ms':>9}{'p99 ms':>9}")
+        for mode, c in creates.items():
+            print(f"{'create, network ' + mode:<42}{percentile(c, 50):>9.1f}{percentile(c, 99):>9.1f}")
+        modes = list(creates)
+        base, other = creates[modes[0]], creates[modes[-1]]
+        print(f"{modes[-1]} - {modes[0]}: p50 {percentile(other, 50) - percentile(base, 50):+.1f} ms")
+
+
+def measure(args, SandboxClient, mode):
+    """One server in `mode`; prints its rows and returns its create samples."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="warren-serve-", suffix=".log", delete=False)
     server = subprocess.Popen([args.warren, "serve", "--data-dir", args.data_dir,
-                              "--listen", f"127.0.0.1:{port}"],
+                              "--listen", f"127.0.0.1:{port}", "--network", mode],
                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         origin = f"http://127.0.0.1:{port}"
@@ -94,12 +114,13 @@ def main():
         finally:
             client.delete_sandbox(sb.name)
 
-        print(f"langsmith SDK against warren serve, {os.cpu_count()} CPUs")
+        print(f"langsmith SDK against warren serve --network {mode}, {os.cpu_count()} CPUs")
         print(f"{'':<42}{'p50 ms':>9}{'p99 ms':>9}{'mean ms':>9}")
         row(f"create (wait_for_ready), n={args.n}", create)
         row("first run('true')", first)
         row("create -> run('true') -> delete", total)
         row(f"run('true') on a running sandbox, n={args.runs}", rtt)
+        return create
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -37,6 +37,7 @@ async fn api() -> Api {
         data_dir: dir.path().to_owned(),
         public_url: "http://warren.test".into(),
         sweep_interval: Duration::from_secs(3600),
+        egress: None,
         limits: ResourceLimits {
             max_vcpus: 8,
             max_mem_bytes: 1 << 40,

@@ -2,6 +2,7 @@
 //! layering (LANGSMITH-API.md §2.7).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -245,7 +246,10 @@ pub fn validate_resources(
 
 /// Checks the objects that are stored and echoed but not yet enforced: accepting a rule that
 /// does nothing would let a caller believe, say, that credentials are being injected.
-pub fn validate_passthrough(req: &CreateSandbox) -> Result<(), ConfigError> {
+pub fn validate_passthrough(
+    req: &CreateSandbox,
+    egress: Option<&EgressCheck>,
+) -> Result<(), ConfigError> {
     if req.preserve_memory_on_stop == Some(true) || req.restore_memory == Some(true) {
         return Err(ConfigError::Malformed(
             "memory-preserving stop is not supported yet".into(),
@@ -260,7 +264,7 @@ pub fn validate_passthrough(req: &CreateSandbox) -> Result<(), ConfigError> {
             ));
         }
     }
-    check_proxy_config(req.proxy_config.as_ref())?;
+    check_proxy_config(req.proxy_config.as_ref(), egress)?;
     if let Some(mc) = &req.mount_config
         && mc
             .get("mounts")
@@ -274,28 +278,48 @@ pub fn validate_passthrough(req: &CreateSandbox) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Proxy rules need the egress proxy, which is not built yet: only an empty rule set is accepted.
-pub fn check_proxy_config(pc: Option<&Value>) -> Result<(), ConfigError> {
-    if let Some(pc) = pc {
-        if !pc.is_object() {
-            return Err(ConfigError::Invalid(
-                "proxy_config must be an object".into(),
-            ));
-        }
-        let has_rules = pc
-            .get("rules")
+/// The egress proxy's own check of a `proxy_config` (its policy parser), given by a server
+/// that runs the proxy. Without one, sandboxes have no egress to configure.
+#[derive(Clone)]
+pub struct EgressCheck(pub Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sync>);
+
+impl std::fmt::Debug for EgressCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EgressCheck")
+    }
+}
+
+/// Checks a `proxy_config`: `access_control` by the egress proxy's parser when the server runs
+/// one; header-injection `rules` and `callbacks` are refused until credential injection exists
+/// (accepting a rule that does nothing would let a caller believe a credential is injected).
+pub fn check_proxy_config(
+    pc: Option<&Value>,
+    egress: Option<&EgressCheck>,
+) -> Result<(), ConfigError> {
+    let Some(pc) = pc else { return Ok(()) };
+    if !pc.is_object() {
+        return Err(ConfigError::Invalid(
+            "proxy_config must be an object".into(),
+        ));
+    }
+    let non_empty = |key: &str| {
+        pc.get(key)
             .and_then(Value::as_array)
-            .is_some_and(|r| !r.is_empty());
-        let has_acl = pc.get("access_control").is_some_and(|v| !v.is_null());
-        let has_callbacks = pc
-            .get("callbacks")
-            .and_then(Value::as_array)
-            .is_some_and(|r| !r.is_empty());
-        if has_rules || has_acl || has_callbacks {
+            .is_some_and(|r| !r.is_empty())
+    };
+    if non_empty("rules") || non_empty("callbacks") {
+        return Err(ConfigError::Unsupported(
+            "proxy_config rules and callbacks (credential injection) are not supported yet".into(),
+        ));
+    }
+    if pc.get("access_control").is_some_and(|v| !v.is_null()) {
+        let Some(check) = egress else {
             return Err(ConfigError::Unsupported(
-                "proxy rules are not supported yet: sandboxes have no network egress".into(),
+                "this server runs sandboxes without network egress (warren serve --network none)"
+                    .into(),
             ));
-        }
+        };
+        (check.0)(pc).map_err(ConfigError::Invalid)?;
     }
     Ok(())
 }
@@ -366,22 +390,22 @@ mod tests {
             preserve_memory_on_stop: Some(true),
             ..Default::default()
         };
-        assert!(validate_passthrough(&req).is_err());
+        assert!(validate_passthrough(&req, None).is_err());
         let req = CreateSandbox {
             proxy_config: Some(serde_json::json!({"rules": [{"name": "aws"}]})),
             ..Default::default()
         };
-        assert!(validate_passthrough(&req).is_err());
+        assert!(validate_passthrough(&req, None).is_err());
         let req = CreateSandbox {
             proxy_config: Some(serde_json::json!({"rules": []})),
             access_delegation: Some(serde_json::json!({"mode": "EXPLICIT", "permissions": []})),
             ..Default::default()
         };
-        validate_passthrough(&req).unwrap();
+        validate_passthrough(&req, None).unwrap();
         let req = CreateSandbox {
             access_delegation: Some(serde_json::json!({"mode": "INHERIT"})),
             ..Default::default()
         };
-        assert!(validate_passthrough(&req).is_err());
+        assert!(validate_passthrough(&req, None).is_err());
     }
 }

@@ -12,6 +12,7 @@ use warren_driver::{Driver, SandboxSpec, Tier};
 use warren_types::{ImageRef, Limits, SandboxStatus};
 
 use crate::admission::{self, ResourceLimits};
+use crate::config::EgressCheck;
 use crate::error::ControlError;
 use crate::metrics::Metrics;
 use crate::parked::Parked;
@@ -29,6 +30,8 @@ pub struct ControlConfig {
     pub sweep_interval: Duration,
     /// Per-sandbox maxima and the server's and users' quotas.
     pub limits: ResourceLimits,
+    /// The egress proxy's check of `proxy_config`, when sandboxes have egress.
+    pub egress: Option<EgressCheck>,
 }
 
 /// The control plane.

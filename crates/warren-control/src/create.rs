@@ -22,7 +22,7 @@ impl Control {
         p: &Principal,
         req: CreateSandbox,
     ) -> Result<SandboxRecord, ControlError> {
-        validate_passthrough(&req)?;
+        validate_passthrough(&req, self.cfg.egress.as_ref())?;
         validate_resources(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
         self.check_shape(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
         for (field, v) in [

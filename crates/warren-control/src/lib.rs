@@ -39,7 +39,9 @@ pub use command::{
     DEFAULT_TIMEOUT_SECONDS, DEFAULT_TTL_SECONDS, ExecEvent, ExecFailure, ExecRequest,
     MAX_LIMIT_SECONDS,
 };
-pub use config::{ConfigError, CreateSandbox, RunConfig, SandboxConfig, UpdateSandbox};
+pub use config::{
+    ConfigError, CreateSandbox, EgressCheck, RunConfig, SandboxConfig, UpdateSandbox,
+};
 pub use control::{Control, ControlConfig};
 pub use egress::{EgressRecord, EgressTarget};
 pub use error::{ControlError, FileOp};

@@ -38,7 +38,7 @@ impl Control {
         }
         validate_resources(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
         self.check_shape(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
-        check_proxy_config(req.proxy_config.as_ref())?;
+        check_proxy_config(req.proxy_config.as_ref(), self.cfg.egress.as_ref())?;
         if let Some(rc) = &req.run_config {
             validate_run_config(rc)?;
             rec.config.run_config = rec.config.run_config.layered(rc);

@@ -77,7 +77,10 @@ mod tests {
         let last = addrs_for(SLOTS - 1).unwrap();
         assert_eq!(last.sandbox, Ipv4Addr::new(100, 127, 255, 254));
         assert!(addrs_for(SLOTS).is_none());
-        assert!(a.host_link.len() < 16 && last.peer_link.len() < 16, "IFNAMSIZ");
+        assert!(
+            a.host_link.len() < 16 && last.peer_link.len() < 16,
+            "IFNAMSIZ"
+        );
     }
 
     #[test]

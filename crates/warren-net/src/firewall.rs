@@ -92,27 +92,52 @@ pub fn ruleset(p: &ProxyPorts) -> Value {
     for port in [p.proxy, p.http, p.tls, p.dns] {
         cmds.push(rule(
             "input",
-            vec![iif(), dport("tcp", port), json!({"counter": null}), json!({"accept": null})],
+            vec![
+                iif(),
+                dport("tcp", port),
+                json!({"counter": null}),
+                json!({"accept": null}),
+            ],
         ));
     }
     cmds.push(rule(
         "input",
-        vec![iif(), dport("udp", p.dns), json!({"counter": null}), json!({"accept": null})],
+        vec![
+            iif(),
+            dport("udp", p.dns),
+            json!({"counter": null}),
+            json!({"accept": null}),
+        ],
     ));
-    cmds.push(rule("input", vec![iif(), json!({"counter": null}), json!({"drop": null})]));
-    cmds.push(rule("forward", vec![iif(), json!({"counter": null}), json!({"drop": null})]));
-    cmds.push(rule("forward", vec![oif(), json!({"counter": null}), json!({"drop": null})]));
+    cmds.push(rule(
+        "input",
+        vec![iif(), json!({"counter": null}), json!({"drop": null})],
+    ));
+    cmds.push(rule(
+        "forward",
+        vec![iif(), json!({"counter": null}), json!({"drop": null})],
+    ));
+    cmds.push(rule(
+        "forward",
+        vec![oif(), json!({"counter": null}), json!({"drop": null})],
+    ));
     json!({"nftables": cmds})
 }
 
-async fn nft(args: &[&str], input: Option<&Value>, action: &'static str) -> Result<String, NetError> {
+async fn nft(
+    args: &[&str],
+    input: Option<&Value>,
+    action: &'static str,
+) -> Result<String, NetError> {
     let mut cmd = tokio::process::Command::new("nft");
     cmd.args(args)
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|source| NetError::Io { action, source })?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|source| NetError::Io { action, source })?;
     if let Some(stdin) = child.stdin.as_mut()
         && let Some(v) = input
     {
@@ -137,14 +162,24 @@ async fn nft(args: &[&str], input: Option<&Value>, action: &'static str) -> Resu
 
 /// Installs (or replaces) the table.
 pub(crate) async fn install(p: &ProxyPorts) -> Result<(), NetError> {
-    nft(&["-j", "-f", "-"], Some(&ruleset(p)), "install the sandbox firewall").await?;
+    nft(
+        &["-j", "-f", "-"],
+        Some(&ruleset(p)),
+        "install the sandbox firewall",
+    )
+    .await?;
     Ok(())
 }
 
 /// Packets the firewall dropped from or to sandbox links, per chain: what tests read to prove
 /// nothing left a namespace.
 pub async fn dropped_packets() -> Result<u64, NetError> {
-    let out = nft(&["-j", "list", "table", "inet", TABLE], None, "read the sandbox firewall").await?;
+    let out = nft(
+        &["-j", "list", "table", "inet", TABLE],
+        None,
+        "read the sandbox firewall",
+    )
+    .await?;
     let v: Value = serde_json::from_str(&out).map_err(|e| NetError::Nft {
         action: "read the sandbox firewall",
         detail: e.to_string(),

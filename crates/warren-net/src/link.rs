@@ -78,19 +78,15 @@ fn sysctl(path: &str, value: &str) -> Result<(), NetError> {
 /// the namespace (a socket keeps the namespace it was made in), which then ends. IPv6 is
 /// switched off in there on the way: a sandbox link carries IPv4 only.
 async fn handle_in(pid: u32) -> Result<Handle, NetError> {
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|source| {
-        NetError::Io {
-            action: "open the sandbox's network namespace",
-            source,
-        }
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|source| NetError::Io {
+        action: "open the sandbox's network namespace",
+        source,
     })?;
     let rt = tokio::runtime::Handle::current();
     let joined = std::thread::spawn(move || -> Result<_, NetError> {
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
-            NetError::Io {
-                action: "join the sandbox's network namespace",
-                source: e.into(),
-            }
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| NetError::Io {
+            action: "join the sandbox's network namespace",
+            source: e.into(),
         })?;
         sysctl("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1")?;
         sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1")?;
@@ -125,11 +121,9 @@ pub(crate) async fn attach(h: &Handle, a: &SandboxAddrs, pid: u32) -> Result<(),
     let peer = index_of(h, &a.peer_link)
         .await?
         .ok_or(NetError::NoAddress(a.slot))?;
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|source| {
-        NetError::Io {
-            action: "open the sandbox's network namespace",
-            source,
-        }
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|source| NetError::Io {
+        action: "open the sandbox's network namespace",
+        source,
     })?;
     h.link()
         .set(

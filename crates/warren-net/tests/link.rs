@@ -59,7 +59,11 @@ fn accepts(l: &TcpListener) -> usize {
 async fn a_linked_namespace_reaches_the_proxy_ports_and_nothing_else_on_the_host() {
     let probe = TcpListener::bind("0.0.0.0:0").unwrap();
     let ports = ProxyPorts {
-        proxy: TcpListener::bind("0.0.0.0:0").unwrap().local_addr().unwrap().port(),
+        proxy: TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port(),
         ..ProxyPorts::default()
     };
     let proxy = TcpListener::bind(("0.0.0.0", ports.proxy)).unwrap();
@@ -93,7 +97,10 @@ async fn a_linked_namespace_reaches_the_proxy_ports_and_nothing_else_on_the_host
     }
     assert_eq!(accepts(&probe), 0, "a host service saw a connection");
     let after = firewall::dropped_packets().await.unwrap();
-    assert!(after > before, "the drop was not counted ({before} -> {after})");
+    assert!(
+        after > before,
+        "the drop was not counted ({before} -> {after})"
+    );
 
     net.detach(slot).await.unwrap();
     let (_, links) = ns.run("ip -o link");

@@ -120,6 +120,7 @@ pub(crate) fn run(data_dir: &Path, args: RunArgs) -> Result<ExitCode> {
         data_dir: data_dir.to_owned(),
         public_url: String::new(),
         sweep_interval: Duration::from_secs(3600),
+        egress: None,
         limits,
     };
     crate::tokio_runtime()?.block_on(async move {

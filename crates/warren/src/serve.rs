@@ -127,6 +127,7 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
             data_dir: data_dir.to_owned(),
             public_url: public_url.clone(),
             sweep_interval: Duration::from_secs(args.sweep_interval.max(1)),
+            egress: None,
             limits,
         };
         let (control, admin_key) = Control::open(cfg, std::sync::Arc::new(driver))

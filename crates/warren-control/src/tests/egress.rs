@@ -64,3 +64,55 @@ async fn a_connection_is_audited_in_the_sandboxs_workspace_and_counted() {
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn access_control_needs_egress_and_is_checked_by_the_proxys_parser() {
+    use std::sync::Arc;
+
+    use crate::{ConfigError, ControlError, CreateSandbox, EgressCheck};
+    let acl = serde_json::json!({"access_control": {"allow_list": ["pypi.org"]}});
+    let create = |pc: serde_json::Value| CreateSandbox {
+        proxy_config: Some(pc),
+        ..Default::default()
+    };
+    // Without egress there is nothing to configure.
+    let h = harness().await;
+    let e = h.control.create(&h.admin, create(acl.clone())).unwrap_err();
+    assert!(
+        matches!(e, ControlError::Config(ConfigError::Unsupported(_))),
+        "{e:?}"
+    );
+    // With it, the proxy's parser decides, and injection rules stay refused.
+    let mut limits = generous();
+    limits.max_sandboxes = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir, limits);
+    cfg.egress = Some(EgressCheck(Arc::new(|pc: &serde_json::Value| {
+        if pc.to_string().contains("bad entry") {
+            Err("allow_list entry 'bad entry' is not a host".into())
+        } else {
+            Ok(())
+        }
+    })));
+    let (control, key) = crate::Control::with_store(
+        cfg,
+        Arc::new(warren_driver::fake::FakeDriver::new()),
+        crate::SqliteStore::in_memory().unwrap(),
+    )
+    .await
+    .unwrap();
+    let admin = control.authenticate(&key.unwrap()).unwrap().unwrap();
+    control.create(&admin, create(acl)).unwrap();
+    let bad = serde_json::json!({"access_control": {"allow_list": ["bad entry"]}});
+    let e = control.create(&admin, create(bad)).unwrap_err();
+    assert!(
+        matches!(&e, ControlError::Config(ConfigError::Invalid(m)) if m.contains("bad entry")),
+        "{e:?}"
+    );
+    let rules = serde_json::json!({"rules": [{"name": "x"}]});
+    let e = control.create(&admin, create(rules)).unwrap_err();
+    assert!(
+        matches!(e, ControlError::Config(ConfigError::Unsupported(_))),
+        "{e:?}"
+    );
+}

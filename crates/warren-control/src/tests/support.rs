@@ -51,6 +51,7 @@ pub(super) fn config(dir: &TempDir, limits: ResourceLimits) -> ControlConfig {
         data_dir: dir.path().to_owned(),
         public_url: "http://warren.test".into(),
         sweep_interval: Duration::from_secs(3600),
+        egress: None,
         limits,
     }
 }

@@ -52,6 +52,7 @@ impl TestServer {
             data_dir: dir.path().to_owned(),
             public_url: format!("http://{addr}"),
             sweep_interval: Duration::from_secs(3600),
+            egress: None,
             limits: generous(),
         };
         let fake = FakeDriver::new();
