@@ -281,7 +281,10 @@ pub fn validate_passthrough(
 /// The egress proxy's own check of a `proxy_config` (its policy parser), given by a server
 /// that runs the proxy. Without one, sandboxes have no egress to configure.
 #[derive(Clone)]
-pub struct EgressCheck(pub Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sync>);
+pub struct EgressCheck(pub Arc<CheckFn>);
+
+/// The check: `Err` says why the `proxy_config` is refused.
+pub type CheckFn = dyn Fn(&Value) -> Result<(), String> + Send + Sync;
 
 impl std::fmt::Debug for EgressCheck {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
