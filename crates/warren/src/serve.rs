@@ -65,6 +65,19 @@ pub(crate) struct ServeArgs {
     /// is dropped and the response says so.
     #[arg(long, value_parser = parse_size, default_value = "4M")]
     http_output_cap: u64,
+    /// Sandbox networking: `proxied` links each sandbox to the egress proxy (HTTP(S) and DNS
+    /// through Warren, under its `proxy_config`); `none` leaves it only its loopback.
+    #[arg(long, value_enum, default_value = "proxied")]
+    network: NetworkArg,
+}
+
+/// `--network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum NetworkArg {
+    /// Loopback only.
+    None,
+    /// Through the egress proxy.
+    Proxied,
 }
 
 impl ServeArgs {
