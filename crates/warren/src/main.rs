@@ -6,6 +6,7 @@
 mod audit;
 mod client;
 mod doctor;
+mod egress;
 mod exec;
 mod image;
 mod remote;

@@ -131,6 +131,9 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
     let rt = crate::tokio_runtime()?;
     let limits = args.limits();
     rt.block_on(async move {
+        if args.network == NetworkArg::Proxied {
+            crate::egress::link_sandboxes(&driver).await?;
+        }
         let public_url = args
             .public_url
             .unwrap_or_else(|| format!("http://{}", args.listen))
