@@ -214,6 +214,18 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
             fix: "boot with lsm=...,landlock".into(),
         });
     }
+    let nft = on_path("nft");
+    checks.push(Check {
+        name: "nftables (sandbox network, `serve --network proxied`)",
+        ok: nft,
+        required: false,
+        detail: if nft {
+            String::new()
+        } else {
+            "without it sandboxes can only run with `--network none`".into()
+        },
+        fix: "apt-get install nftables (scripts/deps.sh installs it)".into(),
+    });
     for (tool, pkg) in [
         ("btrfs", "btrfs-progs"),
         ("mkfs.btrfs", "btrfs-progs"),
