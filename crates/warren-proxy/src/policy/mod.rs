@@ -288,12 +288,15 @@ impl Policy {
 
     /// Whether the DNS server may give `addr` as an answer for `name`.
     pub fn decide_name_address(&self, name: &str, addr: IpAddr) -> Decision {
+        self.name_address_ruling(name, addr).decision()
+    }
+
+    pub(crate) fn name_address_ruling(&self, name: &str, addr: IpAddr) -> Ruling {
         let ruling = self.name_ruling(name, None);
         match ruling.allowed {
             true => self.addr_ruling(Some(name), addr.to_canonical(), None),
             false => ruling,
         }
-        .decision()
     }
 
     pub(crate) fn ruling(&self, dest: &Destination) -> Ruling {
