@@ -54,7 +54,8 @@ impl StaticResolver {
 
     /// Adds `name` (matched case-insensitively) resolving to `addrs`.
     pub fn with(mut self, name: &str, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
-        self.names.insert(name.to_ascii_lowercase(), addrs.into_iter().collect());
+        self.names
+            .insert(name.to_ascii_lowercase(), addrs.into_iter().collect());
         self
     }
 }
@@ -125,7 +126,10 @@ pub async fn permitted_addresses(
         Host::Ip(ip) => {
             let ruling = policy.address_ruling(dest, *ip);
             return match ruling.allowed {
-                true => Ok(Permitted { addrs: vec![*ip], rule: ruling.rule }),
+                true => Ok(Permitted {
+                    addrs: vec![*ip],
+                    rule: ruling.rule,
+                }),
                 false => Err(ResolveError::Refused { rule: ruling.rule }),
             };
         }
@@ -155,9 +159,16 @@ async fn lookup(
     timeout: Duration,
 ) -> Result<Vec<IpAddr>, ResolveError> {
     match tokio::time::timeout(timeout, resolver.lookup(name)).await {
-        Err(_) => Err(ResolveError::Timeout { name: name.to_owned() }),
-        Ok(Err(source)) => Err(ResolveError::Lookup { name: name.to_owned(), source }),
-        Ok(Ok(addrs)) if addrs.is_empty() => Err(ResolveError::NoAddresses { name: name.to_owned() }),
+        Err(_) => Err(ResolveError::Timeout {
+            name: name.to_owned(),
+        }),
+        Ok(Err(source)) => Err(ResolveError::Lookup {
+            name: name.to_owned(),
+            source,
+        }),
+        Ok(Ok(addrs)) if addrs.is_empty() => Err(ResolveError::NoAddresses {
+            name: name.to_owned(),
+        }),
         Ok(Ok(addrs)) => Ok(addrs),
     }
 }
@@ -172,7 +183,11 @@ fn filter(
     let mut kept: Vec<IpAddr> = Vec::new();
     let mut first_rule = None;
     let mut first_refusal = None;
-    for addr in addrs.into_iter().take(MAX_ADDRESSES).map(|a| a.to_canonical()) {
+    for addr in addrs
+        .into_iter()
+        .take(MAX_ADDRESSES)
+        .map(|a| a.to_canonical())
+    {
         if kept.contains(&addr) {
             continue;
         }
@@ -212,7 +227,15 @@ mod tests {
 
     fn resolver() -> StaticResolver {
         StaticResolver::new()
-            .with("mixed.example", [ip("127.0.0.1"), ip("1.1.1.1"), ip("::ffff:1.1.1.1"), ip("10.0.0.1")])
+            .with(
+                "mixed.example",
+                [
+                    ip("127.0.0.1"),
+                    ip("1.1.1.1"),
+                    ip("::ffff:1.1.1.1"),
+                    ip("10.0.0.1"),
+                ],
+            )
             .with("rebind.example", [ip("127.0.0.1"), ip("169.254.169.254")])
             .with("empty.example", [])
     }
@@ -224,7 +247,9 @@ mod tests {
     #[tokio::test]
     async fn only_permitted_addresses_come_out() {
         let d = Destination::new("mixed.example", 443).unwrap();
-        let p = permitted_addresses(&resolver(), &default_policy(), &d, T).await.unwrap();
+        let p = permitted_addresses(&resolver(), &default_policy(), &d, T)
+            .await
+            .unwrap();
         assert_eq!(p.addrs, vec![ip("1.1.1.1")]);
         assert_eq!(p.rule, "default egress (port 443)");
     }
@@ -232,8 +257,12 @@ mod tests {
     #[tokio::test]
     async fn a_name_resolving_only_to_blocked_addresses_is_refused() {
         let d = Destination::new("rebind.example", 443).unwrap();
-        let err = permitted_addresses(&resolver(), &default_policy(), &d, T).await.unwrap_err();
-        let ResolveError::Refused { rule } = err else { panic!("{err}") };
+        let err = permitted_addresses(&resolver(), &default_policy(), &d, T)
+            .await
+            .unwrap_err();
+        let ResolveError::Refused { rule } = err else {
+            panic!("{err}")
+        };
         assert_eq!(
             rule,
             "rebind.example resolves only to refused addresses \
@@ -269,7 +298,9 @@ mod tests {
             Err(ResolveError::Refused { .. })
         ));
         let d = Destination::new("1.1.1.1", 443).unwrap();
-        let p = permitted_addresses(&resolver(), &default_policy(), &d, T).await.unwrap();
+        let p = permitted_addresses(&resolver(), &default_policy(), &d, T)
+            .await
+            .unwrap();
         assert_eq!(p.addrs, vec![ip("1.1.1.1")]);
     }
 
@@ -305,7 +336,9 @@ mod tests {
         let addrs = SystemResolver.lookup("localhost").await.unwrap();
         assert!(addrs.iter().all(|a| a.is_loopback()), "{addrs:?}");
         let d = Destination::new("local.example", 443).unwrap();
-        let err = filter("localhost", addrs, |a| default_policy().address_ruling(&d, a))
+        let err = filter("localhost", addrs, |a| {
+            default_policy().address_ruling(&d, a)
+        })
         .unwrap_err();
         assert!(matches!(err, ResolveError::Refused { .. }));
     }

@@ -83,9 +83,27 @@ mod tests {
         let policy = Policy::default_egress(Arc::new(PolicyConfig::new()));
         let addr: IpAddr = "100.64.0.2".parse().unwrap();
         assert!(table.lookup(addr).is_none());
-        table.insert(addr, SandboxPolicy { sandbox_id: "a".into(), policy: policy.clone() });
-        assert_eq!(table.lookup("::ffff:100.64.0.2".parse().unwrap()).unwrap().sandbox_id, "a");
-        table.insert(addr, SandboxPolicy { sandbox_id: "b".into(), policy });
+        table.insert(
+            addr,
+            SandboxPolicy {
+                sandbox_id: "a".into(),
+                policy: policy.clone(),
+            },
+        );
+        assert_eq!(
+            table
+                .lookup("::ffff:100.64.0.2".parse().unwrap())
+                .unwrap()
+                .sandbox_id,
+            "a"
+        );
+        table.insert(
+            addr,
+            SandboxPolicy {
+                sandbox_id: "b".into(),
+                policy,
+            },
+        );
         assert_eq!(table.lookup(addr).unwrap().sandbox_id, "b");
         assert!(table.remove(addr).is_some());
         assert!(table.lookup(addr).is_none());

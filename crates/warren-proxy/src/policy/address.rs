@@ -153,7 +153,10 @@ mod tests {
             blocked_reason("169.254.169.254".parse().unwrap()),
             Some("cloud metadata address")
         );
-        assert_eq!(blocked_reason("fd00:ec2::254".parse().unwrap()), Some("cloud metadata address"));
+        assert_eq!(
+            blocked_reason("fd00:ec2::254".parse().unwrap()),
+            Some("cloud metadata address")
+        );
     }
 
     #[test]
@@ -210,7 +213,11 @@ mod tests {
 
     #[test]
     fn public_v6_passes() {
-        for ip in ["2606:4700:4700::1111", "2a00:1450:4001::1", "2001:4860:4860::8888"] {
+        for ip in [
+            "2606:4700:4700::1111",
+            "2a00:1450:4001::1",
+            "2001:4860:4860::8888",
+        ] {
             assert!(!blocked(ip), "{ip} should pass");
         }
     }

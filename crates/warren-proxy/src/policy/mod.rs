@@ -27,7 +27,9 @@ use serde_json::Value;
 
 pub use pattern::{EntryError, NameError};
 
-use pattern::{Entry, normalize_name};
+pub(crate) use pattern::normalize_name;
+
+use pattern::Entry;
 
 /// Most entries one list may hold.
 const MAX_ENTRIES: usize = 1024;
@@ -117,7 +119,10 @@ impl Destination {
         if port == 0 {
             return Err(DestinationError::BadPort);
         }
-        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let bare = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
         let host = match bare.parse::<IpAddr>() {
             Ok(ip) => Host::Ip(ip.to_canonical()),
             Err(_) => Host::Name(normalize_name(host)?),
@@ -127,11 +132,19 @@ impl Destination {
 
     /// A destination from an authority (`host`, `host:port`, `[v6]:port`); `default_port`
     /// applies when it names no port.
-    pub fn from_authority(authority: &str, default_port: Option<u16>) -> Result<Self, DestinationError> {
+    pub fn from_authority(
+        authority: &str,
+        default_port: Option<u16>,
+    ) -> Result<Self, DestinationError> {
         let (host, port) = match authority.rsplit_once(':') {
             // A colon inside brackets belongs to an IPv6 address, not to a port.
-            Some((host, port)) if !port.contains(']') && (!host.contains(':') || host.ends_with(']')) => {
-                (host, Some(port.parse::<u16>().map_err(|_| DestinationError::BadPort)?))
+            Some((host, port))
+                if !port.contains(']') && (!host.contains(':') || host.ends_with(']')) =>
+            {
+                (
+                    host,
+                    Some(port.parse::<u16>().map_err(|_| DestinationError::BadPort)?),
+                )
             }
             _ => (authority, None),
         };
@@ -178,17 +191,25 @@ pub(crate) struct Ruling {
 
 impl Ruling {
     fn allow(rule: impl Into<String>) -> Self {
-        Self { allowed: true, rule: rule.into() }
+        Self {
+            allowed: true,
+            rule: rule.into(),
+        }
     }
 
     fn deny(rule: impl Into<String>) -> Self {
-        Self { allowed: false, rule: rule.into() }
+        Self {
+            allowed: false,
+            rule: rule.into(),
+        }
     }
 
     pub(crate) fn decision(&self) -> Decision {
         match self.allowed {
             true => Decision::Allow,
-            false => Decision::Deny { rule: self.rule.clone() },
+            false => Decision::Deny {
+                rule: self.rule.clone(),
+            },
         }
     }
 }
@@ -210,7 +231,8 @@ impl PolicyConfig {
     /// Also refuses these addresses: the host's own public addresses, which the range checks
     /// cannot know about.
     pub fn with_host_addresses(mut self, addrs: impl IntoIterator<Item = IpAddr>) -> Self {
-        self.host_addresses.extend(addrs.into_iter().map(|a| a.to_canonical()));
+        self.host_addresses
+            .extend(addrs.into_iter().map(|a| a.to_canonical()));
         self
     }
 
@@ -225,7 +247,8 @@ impl PolicyConfig {
 
     fn exempt_for_tests(&self, addr: IpAddr, port: Option<u16>) -> bool {
         port.is_some_and(|p| self.loopback_test_ports.contains(&p))
-            && (addr == IpAddr::from([127, 0, 0, 1]) || addr == IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]))
+            && (addr == IpAddr::from([127, 0, 0, 1])
+                || addr == IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]))
     }
 }
 
@@ -246,10 +269,18 @@ impl Policy {
         proxy_config: Option<&Value>,
         config: Arc<PolicyConfig>,
     ) -> Result<Self, PolicyError> {
-        let mut policy = Self { allow: None, deny: Vec::new(), config };
-        let Some(pc) = proxy_config else { return Ok(policy) };
+        let mut policy = Self {
+            allow: None,
+            deny: Vec::new(),
+            config,
+        };
+        let Some(pc) = proxy_config else {
+            return Ok(policy);
+        };
         let pc = pc.as_object().ok_or(PolicyError::NotAnObject)?;
-        let Some(ac) = pc.get("access_control").filter(|v| !v.is_null()) else { return Ok(policy) };
+        let Some(ac) = pc.get("access_control").filter(|v| !v.is_null()) else {
+            return Ok(policy);
+        };
         let ac = ac.as_object().ok_or(PolicyError::BadAccessControl)?;
         if ac.keys().any(|k| k != "allow_list" && k != "deny_list") {
             return Err(PolicyError::BadAccessControl);
@@ -265,7 +296,11 @@ impl Policy {
 
     /// LangSmith's default egress: ports 80 and 443 to any public destination.
     pub fn default_egress(config: Arc<PolicyConfig>) -> Self {
-        Self { allow: None, deny: Vec::new(), config }
+        Self {
+            allow: None,
+            deny: Vec::new(),
+            config,
+        }
     }
 
     /// Whether a connection to `dest` may proceed. For a name this is the check before
@@ -327,12 +362,19 @@ impl Policy {
         if name == "localhost" || name.ends_with(".localhost") {
             return Ruling::deny(format!("{name} is the host itself"));
         }
-        if let Some(e) = self.deny.iter().find(|e| deny_port(e, port) && e.matches_name(name)) {
+        if let Some(e) = self
+            .deny
+            .iter()
+            .find(|e| deny_port(e, port) && e.matches_name(name))
+        {
             return Ruling::deny(format!("deny_list entry {:?}", e.text()));
         }
         match &self.allow {
             Some(allow) => {
-                if let Some(e) = allow.iter().find(|e| allow_port(e, port) && e.matches_name(name)) {
+                if let Some(e) = allow
+                    .iter()
+                    .find(|e| allow_port(e, port) && e.matches_name(name))
+                {
                     return Ruling::allow(format!("allow_list entry {:?}", e.text()));
                 }
                 // Address entries may still let it through by what it resolves to.
@@ -347,22 +389,33 @@ impl Policy {
 
     /// The check of one address: `name` is what it was resolved from (`None` for a literal).
     fn addr_ruling(&self, name: Option<&str>, addr: IpAddr, port: Option<u16>) -> Ruling {
-        if !self.config.exempt_for_tests(addr, port) {
-            if let Some(reason) = address::blocked_reason(addr) {
-                return Ruling::deny(format!("{addr} is a {reason}"));
-            }
+        if !self.config.exempt_for_tests(addr, port)
+            && let Some(reason) = address::blocked_reason(addr)
+        {
+            return Ruling::deny(format!("{addr} is a {reason}"));
         }
         if self.config.host_addresses.contains(&addr) {
             return Ruling::deny(format!("{addr} is an address of this host"));
         }
-        if let Some(e) = self.deny.iter().find(|e| deny_port(e, port) && e.matches_addr(addr)) {
+        if let Some(e) = self
+            .deny
+            .iter()
+            .find(|e| deny_port(e, port) && e.matches_addr(addr))
+        {
             return Ruling::deny(format!("deny_list entry {:?}", e.text()));
         }
         match &self.allow {
             Some(allow) => {
-                let by_name =
-                    name.and_then(|n| allow.iter().find(|e| allow_port(e, port) && e.matches_name(n)));
-                let by_addr = || allow.iter().find(|e| allow_port(e, port) && e.matches_addr(addr));
+                let by_name = name.and_then(|n| {
+                    allow
+                        .iter()
+                        .find(|e| allow_port(e, port) && e.matches_name(n))
+                });
+                let by_addr = || {
+                    allow
+                        .iter()
+                        .find(|e| allow_port(e, port) && e.matches_addr(addr))
+                };
                 match by_name.or_else(by_addr) {
                     Some(e) => Ruling::allow(format!("allow_list entry {:?}", e.text())),
                     None => Ruling::deny(not_in_allow_list(port)),
@@ -414,7 +467,9 @@ fn default_ruling(port: Option<u16>) -> Ruling {
     match port {
         None => Ruling::allow("default egress"),
         Some(p) if HTTP_PORTS.contains(&p) => Ruling::allow(format!("default egress (port {p})")),
-        Some(p) => Ruling::deny(format!("port {p} needs an allow_list entry naming host:{p}")),
+        Some(p) => Ruling::deny(format!(
+            "port {p} needs an allow_list entry naming host:{p}"
+        )),
     }
 }
 

@@ -93,12 +93,17 @@ pub(crate) fn normalize_name(name: &str) -> Result<String, NameError> {
         if label.len() > 63 {
             return Err(NameError::TooLong);
         }
-        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
+        if let Some(c) = label
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+        {
             return Err(NameError::BadChar(c));
         }
     }
     let last = name.rsplit('.').next().unwrap_or(&name);
-    let hex = last.strip_prefix("0x").is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit()));
+    let hex = last
+        .strip_prefix("0x")
+        .is_some_and(|h| h.chars().all(|c| c.is_ascii_hexdigit()));
     if last.chars().all(|c| c.is_ascii_digit()) || hex {
         return Err(NameError::NumericName);
     }
@@ -135,7 +140,9 @@ impl Entry {
         let port;
         if let Some(re) = trimmed.strip_prefix('~') {
             let (re, p) = match re.rsplit_once(':') {
-                Some((head, tail)) if !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit()) => {
+                Some((head, tail))
+                    if !tail.is_empty() && tail.chars().all(|c| c.is_ascii_digit()) =>
+                {
                     (head, Some(parse_port(tail)?))
                 }
                 _ => (re, None),
@@ -152,7 +159,11 @@ impl Entry {
             matcher = parse_host(host)?;
             port = p;
         }
-        Ok(Self { text: trimmed.to_owned(), matcher, port })
+        Ok(Self {
+            text: trimmed.to_owned(),
+            matcher,
+            port,
+        })
     }
 
     pub(crate) fn text(&self) -> &str {
@@ -274,7 +285,14 @@ mod tests {
 
     #[test]
     fn numeric_names_are_refused() {
-        for name in ["2130706433", "127.1", "0x7f.1", "0x7f000001", "017700000001", "1.2.3.4"] {
+        for name in [
+            "2130706433",
+            "127.1",
+            "0x7f.1",
+            "0x7f000001",
+            "017700000001",
+            "1.2.3.4",
+        ] {
             assert_eq!(normalize_name(name), Err(NameError::NumericName), "{name}");
         }
         assert!(normalize_name("0xdead.example").is_ok());
@@ -319,7 +337,10 @@ mod tests {
         let e = entry(r"~(?:a|b)\.example\.com");
         assert_eq!(e.port(), None);
         assert!(e.matches_name("b.example.com"));
-        assert!(matches!(Entry::parse("~(unclosed"), Err(EntryError::BadRegex(_))));
+        assert!(matches!(
+            Entry::parse("~(unclosed"),
+            Err(EntryError::BadRegex(_))
+        ));
     }
 
     #[test]
@@ -350,14 +371,38 @@ mod tests {
     #[test]
     fn bad_entries() {
         assert!(matches!(Entry::parse("  "), Err(EntryError::Empty)));
-        assert!(matches!(Entry::parse("example.com:0"), Err(EntryError::BadPort)));
-        assert!(matches!(Entry::parse("example.com:99999"), Err(EntryError::BadPort)));
-        assert!(matches!(Entry::parse("example.com:http"), Err(EntryError::BadPort)));
+        assert!(matches!(
+            Entry::parse("example.com:0"),
+            Err(EntryError::BadPort)
+        ));
+        assert!(matches!(
+            Entry::parse("example.com:99999"),
+            Err(EntryError::BadPort)
+        ));
+        assert!(matches!(
+            Entry::parse("example.com:http"),
+            Err(EntryError::BadPort)
+        ));
         assert!(matches!(Entry::parse("[::1"), Err(EntryError::BadBrackets)));
-        assert!(matches!(Entry::parse("[::1]x"), Err(EntryError::BadBrackets)));
-        assert!(matches!(Entry::parse("10.0.0.0/33"), Err(EntryError::BadCidr(_))));
-        assert!(matches!(Entry::parse("exa mple.com"), Err(EntryError::BadHost(_))));
-        assert!(matches!(Entry::parse("2130706433"), Err(EntryError::BadHost(_))));
-        assert!(matches!(Entry::parse(&"a".repeat(2000)), Err(EntryError::TooLong)));
+        assert!(matches!(
+            Entry::parse("[::1]x"),
+            Err(EntryError::BadBrackets)
+        ));
+        assert!(matches!(
+            Entry::parse("10.0.0.0/33"),
+            Err(EntryError::BadCidr(_))
+        ));
+        assert!(matches!(
+            Entry::parse("exa mple.com"),
+            Err(EntryError::BadHost(_))
+        ));
+        assert!(matches!(
+            Entry::parse("2130706433"),
+            Err(EntryError::BadHost(_))
+        ));
+        assert!(matches!(
+            Entry::parse(&"a".repeat(2000)),
+            Err(EntryError::TooLong)
+        ));
     }
 }

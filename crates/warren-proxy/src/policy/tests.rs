@@ -56,7 +56,10 @@ fn allow_list_only_lets_listed_destinations_through() {
     assert!(allowed(&p, "codeload.github.com:443"));
     assert!(allowed(&p, "pkg-12.example.org:443"));
     assert!(allowed(&p, "db.example.com:5432"));
-    assert_eq!(rule(p.decide(&dest("example.org:443"))), "not in allow_list");
+    assert_eq!(
+        rule(p.decide(&dest("example.org:443"))),
+        "not in allow_list"
+    );
     assert!(!allowed(&p, "github.com:443"));
     assert!(!allowed(&p, "pkg-x.example.org:443"));
     // An entry without a port covers 80 and 443 only; a named port covers only itself.
@@ -120,7 +123,10 @@ fn cidr_and_ip_entries_apply_to_resolved_addresses() {
         rule(p.decide_address(&d, ip("93.184.215.14"))),
         r#"deny_list entry "93.184.215.14""#
     );
-    assert_eq!(rule(p.decide_address(&d, ip("1.1.1.1"))), "not in allow_list");
+    assert_eq!(
+        rule(p.decide_address(&d, ip("1.1.1.1"))),
+        "not in allow_list"
+    );
     let d = dest("dns.example:853");
     assert_eq!(p.decide_address(&d, ip("2606:4700::1111")), Decision::Allow);
     assert!(!allowed(&p, "dns.example:22"));
@@ -174,11 +180,16 @@ fn blocked_addresses_are_refused_whatever_the_lists_say() {
         "[::ffff:192.168.0.1]:22",
     ] {
         let d = dest(literal);
-        let Decision::Deny { rule } = p.decide(&d) else { panic!("{literal} passed") };
+        let Decision::Deny { rule } = p.decide(&d) else {
+            panic!("{literal} passed")
+        };
         assert!(rule.contains(" is a "), "{literal}: {rule}");
     }
     assert!(allowed(&p, "1.1.1.1:22"));
-    assert_eq!(rule(p.decide(&dest("localhost:443"))), "localhost is the host itself");
+    assert_eq!(
+        rule(p.decide(&dest("localhost:443"))),
+        "localhost is the host itself"
+    );
     assert!(!allowed(&p, "foo.localhost:443"));
 }
 
@@ -192,7 +203,13 @@ fn mapped_literals_are_canonical() {
 
 #[test]
 fn numeric_name_tricks_are_not_destinations() {
-    for host in ["2130706433", "0x7f000001", "127.1", "0177.0.0.1", "017700000001"] {
+    for host in [
+        "2130706433",
+        "0x7f000001",
+        "127.1",
+        "0177.0.0.1",
+        "017700000001",
+    ] {
         assert!(Destination::new(host, 443).is_err(), "{host}");
     }
 }
@@ -212,7 +229,10 @@ fn host_addresses_are_refused() {
 #[test]
 fn loopback_test_exemption_is_narrow() {
     let cfg = Arc::new(PolicyConfig::new().allow_loopback_for_tests(8080));
-    let p = policy_with(&cfg, json!({"access_control": {"allow_list": ["upstream.test:8080"]}}));
+    let p = policy_with(
+        &cfg,
+        json!({"access_control": {"allow_list": ["upstream.test:8080"]}}),
+    );
     let d = dest("upstream.test:8080");
     assert_eq!(p.decide_address(&d, ip("127.0.0.1")), Decision::Allow);
     // Other loopback addresses, other ports, other ranges and DNS answers stay refused.
@@ -239,7 +259,10 @@ fn dns_names_are_answered_when_some_port_could_pass() {
     assert!(p.decide_name("other.example.com") != Decision::Allow);
     assert!(p.decide_name("x.evil.com") != Decision::Allow);
     assert!(p.decide_name("localhost") != Decision::Allow);
-    assert_eq!(p.decide_name_address("db.example.com", ip("1.2.3.4")), Decision::Allow);
+    assert_eq!(
+        p.decide_name_address("db.example.com", ip("1.2.3.4")),
+        Decision::Allow
+    );
     assert!(p.decide_name_address("db.example.com", ip("127.0.0.1")) != Decision::Allow);
     assert!(p.decide_name_address("db.example.com", ip("169.254.169.254")) != Decision::Allow);
     let p = Policy::default_egress(config());
@@ -253,7 +276,9 @@ fn parse_errors_name_the_bad_entry() {
         config(),
     )
     .unwrap_err();
-    assert!(matches!(&err, PolicyError::BadEntry { list: "allow_list", entry, .. } if entry == "bad host"));
+    assert!(
+        matches!(&err, PolicyError::BadEntry { list: "allow_list", entry, .. } if entry == "bad host")
+    );
     assert!(err.to_string().contains("\"bad host\""), "{err}");
 
     let err = Policy::from_proxy_config(
@@ -261,30 +286,51 @@ fn parse_errors_name_the_bad_entry() {
         config(),
     )
     .unwrap_err();
-    assert!(matches!(&err, PolicyError::BadEntry { list: "deny_list", .. }), "{err}");
+    assert!(
+        matches!(
+            &err,
+            PolicyError::BadEntry {
+                list: "deny_list",
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     for (pc, want) in [
         (json!([]), "NotAnObject"),
         (json!({"access_control": "x"}), "BadAccessControl"),
         (json!({"access_control": {"allow": []}}), "BadAccessControl"),
-        (json!({"access_control": {"allow_list": "x.com"}}), "NotAList"),
+        (
+            json!({"access_control": {"allow_list": "x.com"}}),
+            "NotAList",
+        ),
         (json!({"access_control": {"deny_list": [1]}}), "NotAList"),
     ] {
         let err = Policy::from_proxy_config(Some(&pc), config()).unwrap_err();
         assert!(format!("{err:?}").starts_with(want), "{pc}: {err:?}");
     }
-    let many: Vec<String> = (0..=MAX_ENTRIES).map(|i| format!("h{i}.example.com")).collect();
-    let err =
-        Policy::from_proxy_config(Some(&json!({"access_control": {"allow_list": many}})), config())
-            .unwrap_err();
-    assert!(matches!(err, PolicyError::TooManyEntries { list: "allow_list" }));
+    let many: Vec<String> = (0..=MAX_ENTRIES)
+        .map(|i| format!("h{i}.example.com"))
+        .collect();
+    let err = Policy::from_proxy_config(
+        Some(&json!({"access_control": {"allow_list": many}})),
+        config(),
+    )
+    .unwrap_err();
+    assert!(matches!(
+        err,
+        PolicyError::TooManyEntries { list: "allow_list" }
+    ));
 }
 
 #[test]
 fn authorities_parse() {
     assert_eq!(dest("Example.COM:443").to_string(), "example.com:443");
     assert_eq!(
-        Destination::from_authority("example.com", Some(80)).unwrap().to_string(),
+        Destination::from_authority("example.com", Some(80))
+            .unwrap()
+            .to_string(),
         "example.com:80"
     );
     assert!(matches!(
@@ -300,7 +346,9 @@ fn authorities_parse() {
         Err(DestinationError::BadPort)
     ));
     assert_eq!(
-        Destination::from_authority("[::1]", Some(80)).unwrap().host(),
+        Destination::from_authority("[::1]", Some(80))
+            .unwrap()
+            .host(),
         &Host::Ip(ip("::1"))
     );
     assert!(Destination::from_authority("exa mple.com:80", None).is_err());
