@@ -237,9 +237,9 @@ impl PolicyConfig {
     }
 
     /// **FOR TESTS ONLY. NEVER CALL THIS IN THE DAEMON.** Lets connections to exactly
-    /// 127.0.0.1 or ::1 on `port` pass the always-refused address check, so tests (which may
-    /// only use loopback) can run an upstream server. `proxy_config` cannot set this: it is not
-    /// read from JSON, and the lists still apply on top of it. DNS answers are never exempt.
+    /// 127.0.0.1 on `port` pass the always-refused address check, so tests (which may only use
+    /// loopback) can run an upstream server. `proxy_config` cannot set this: it is not read
+    /// from JSON, and the lists still apply on top of it. DNS answers are never exempt.
     pub fn allow_loopback_for_tests(mut self, port: u16) -> Self {
         self.loopback_test_ports.push(port);
         self
@@ -247,8 +247,7 @@ impl PolicyConfig {
 
     fn exempt_for_tests(&self, addr: IpAddr, port: Option<u16>) -> bool {
         port.is_some_and(|p| self.loopback_test_ports.contains(&p))
-            && (addr == IpAddr::from([127, 0, 0, 1])
-                || addr == IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]))
+            && addr == IpAddr::from([127, 0, 0, 1])
     }
 }
 

@@ -237,6 +237,7 @@ fn loopback_test_exemption_is_narrow() {
     assert_eq!(p.decide_address(&d, ip("127.0.0.1")), Decision::Allow);
     // Other loopback addresses, other ports, other ranges and DNS answers stay refused.
     assert!(p.decide_address(&d, ip("127.0.0.2")) != Decision::Allow);
+    assert!(p.decide_address(&d, ip("::1")) != Decision::Allow);
     assert!(p.decide_address(&d, ip("10.0.0.1")) != Decision::Allow);
     let d = dest("upstream.test:8081");
     assert!(p.decide_address(&d, ip("127.0.0.1")) != Decision::Allow);

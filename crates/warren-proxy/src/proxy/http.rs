@@ -28,6 +28,8 @@ use crate::policy::Destination;
 
 /// Most header fields in a request or response.
 const MAX_HEADERS: usize = 100;
+/// hyper refuses (panics on) a smaller read buffer.
+const MIN_READ_BUFFER: usize = 8192;
 
 /// Which HTTP listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,7 +55,8 @@ pub(super) async fn serve(client: Arc<Client>, stream: TcpStream, mode: Mode) {
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
-        .max_buf_size(config.max_header_bytes)
+        .max_buf_size(read_buffer(&config))
+        .max_header_size(config.max_header_bytes)
         .max_headers(MAX_HEADERS);
     let connection = builder.serve_connection(io, service).with_upgrades();
     tokio::select! {
@@ -174,7 +177,8 @@ async fn forward(
     ));
     let mut builder = hyper::client::conn::http1::Builder::new();
     builder
-        .max_buf_size(config.max_header_bytes)
+        .max_buf_size(read_buffer(config))
+        .max_header_size(config.max_header_bytes)
         .max_headers(MAX_HEADERS);
     let (mut sender, connection) = match builder.handshake(io).await {
         Ok(handshake) => handshake,
@@ -210,6 +214,12 @@ async fn forward(
             message(StatusCode::BAD_GATEWAY, &text)
         }
     }
+}
+
+/// hyper's read buffer: room for the largest allowed header block. The header limit itself
+/// is `max_header_size`, which hyper also enforces when a whole block arrives in one read.
+fn read_buffer(config: &super::ProxyConfig) -> usize {
+    config.max_header_bytes.max(MIN_READ_BUFFER)
 }
 
 /// The destination of an absolute-form request on the proxy port.
