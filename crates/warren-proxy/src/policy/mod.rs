@@ -2,7 +2,7 @@
 //! §2.7), and the decision it makes for one destination.
 //!
 //! Order of the checks, the first that refuses wins:
-//! 1. addresses no sandbox may reach whatever the lists say ([`address`]): loopback, metadata,
+//! 1. addresses no sandbox may reach whatever the lists say: loopback, metadata,
 //!    private, link-local, CGNAT, multicast, reserved, and the host's own addresses;
 //! 2. `deny_list` (deny wins over allow);
 //! 3. `allow_list`, when there is one: only what it lists passes;
@@ -25,14 +25,14 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-pub use pattern::{EntryError, NameError};
+pub use pattern::{EntryError, MAX_ENTRY_LEN, NameError};
 
 pub(crate) use pattern::normalize_name;
 
 use pattern::Entry;
 
 /// Most entries one list may hold.
-const MAX_ENTRIES: usize = 1024;
+pub const MAX_ENTRIES: usize = 1024;
 
 /// Ports that pass without an `allow_list` entry naming them.
 const HTTP_PORTS: [u16; 2] = [80, 443];

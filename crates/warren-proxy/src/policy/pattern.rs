@@ -21,7 +21,7 @@ use ipnet::IpNet;
 use regex::{Regex, RegexBuilder};
 
 /// Longest entry accepted, in bytes: bounds regex compilation and log lines.
-const MAX_ENTRY_LEN: usize = 1024;
+pub const MAX_ENTRY_LEN: usize = 1024;
 /// Compiled-size bound for a `~regex` entry.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 

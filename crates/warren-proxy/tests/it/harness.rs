@@ -193,6 +193,20 @@ impl Harness {
         tls_port: u16,
         proxy_config: Value,
     ) -> Self {
+        let listeners = ProxyConfig {
+            transparent_http_port: http_port,
+            transparent_tls_port: tls_port,
+            ..ProxyConfig::default()
+        };
+        Self::start_with(listeners, exempt_ports, proxy_config).await
+    }
+
+    /// Listeners with their own limits and timings.
+    pub(crate) async fn start_with(
+        listeners: ProxyConfig,
+        exempt_ports: &[u16],
+        proxy_config: Value,
+    ) -> Self {
         let mut config = PolicyConfig::new();
         for port in exempt_ports {
             config = config.allow_loopback_for_tests(*port);
@@ -201,11 +215,6 @@ impl Harness {
         let table = Arc::new(SandboxTable::new());
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = events.clone();
-        let listeners = ProxyConfig {
-            transparent_http_port: http_port,
-            transparent_tls_port: tls_port,
-            ..ProxyConfig::default()
-        };
         let proxy = Proxy::new(
             listeners,
             table.clone(),

@@ -7,6 +7,10 @@ use tokio::net::TcpStream;
 use warren_proxy::events::Via;
 use warren_proxy::policy::Decision;
 
+use std::time::Duration;
+
+use warren_proxy::proxy::ProxyConfig;
+
 use crate::harness::{Harness, SANDBOX, TestCert, Upstream, closes, connect, send};
 
 fn allow(entries: &[String]) -> serde_json::Value {
@@ -437,4 +441,58 @@ async fn malformed_requests_get_400() {
         text.is_empty() || text.starts_with("HTTP/1.1 431"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn idle_tunnels_are_closed() {
+    let echo = Upstream::echo().await;
+    let target = format!("upstream.test:{}", echo.port());
+    let config = ProxyConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..ProxyConfig::default()
+    };
+    let h = Harness::start_with(config, &[echo.port()], allow(std::slice::from_ref(&target))).await;
+    let (mut tunnel, reply) = connect(h.explicit, &target).await;
+    assert_eq!(reply.status, 200);
+    tunnel.write_all(b"x").await.unwrap();
+    let mut back = [0u8; 1];
+    tunnel.read_exact(&mut back).await.unwrap();
+    assert!(closes(&mut tunnel).await);
+    let event = h.event(1).await;
+    assert_eq!(event.error.as_deref(), Some("idle timeout"));
+    assert_eq!((event.bytes_up, event.bytes_down), (1, 1));
+}
+
+#[tokio::test]
+async fn a_sandbox_at_its_connection_limit_is_turned_away() {
+    let echo = Upstream::echo().await;
+    let target = format!("upstream.test:{}", echo.port());
+    let config = ProxyConfig {
+        max_connections_per_sandbox: 1,
+        ..ProxyConfig::default()
+    };
+    let h = Harness::start_with(config, &[echo.port()], allow(std::slice::from_ref(&target))).await;
+    let (first, reply) = connect(h.explicit, &target).await;
+    assert_eq!(reply.status, 200);
+    // The open tunnel holds the sandbox's only slot.
+    let mut second = TcpStream::connect(h.explicit).await.unwrap();
+    assert!(closes(&mut second).await);
+    drop(first);
+    h.event(1).await;
+    let (_, reply) = connect(h.explicit, &target).await;
+    assert_eq!(reply.status, 200);
+}
+
+#[tokio::test]
+async fn slow_clients_get_the_header_timeout() {
+    let config = ProxyConfig {
+        header_read_timeout: Duration::from_millis(300),
+        ..ProxyConfig::default()
+    };
+    let h = Harness::start_with(config, &[], json!({})).await;
+    for addr in [h.explicit, h.tls] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"GET http://exa").await.unwrap();
+        assert!(closes(&mut stream).await, "{addr} kept a slow client");
+    }
 }
