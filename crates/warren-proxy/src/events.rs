@@ -25,7 +25,9 @@ pub struct ConnectionEvent {
     pub sandbox: String,
     /// The listener that handled it.
     pub via: Via,
-    /// The destination host as the client named it (empty when a TLS ClientHello had no SNI).
+    /// The destination host: normalized (a lowercase name, or an IP address, IPv6 in
+    /// brackets), as the client wrote it when it is not a valid host, empty when a TLS
+    /// ClientHello had no SNI.
     pub host: String,
     /// The destination port.
     pub port: u16,

@@ -104,6 +104,7 @@ async fn connect(client: Arc<Client>, req: Request<Incoming>) -> Response<Body> 
         Ok(dest) => dest,
         Err(err) => return refuse(&client, attempt, format!("invalid host: {err}")),
     };
+    let attempt = attempt.named(&dest);
     let (upstream, route) = match upstream::open(&client, &dest).await {
         Ok(opened) => opened,
         Err(failure) => return fail(&client, attempt, &dest, failure),
@@ -156,6 +157,7 @@ async fn forward(
         Ok(dest) => dest,
         Err(err) => return refuse(&client, attempt, format!("invalid host: {err}")),
     };
+    let attempt = attempt.named(&dest);
     let upstream_req = match origin_form(req, &dest, mode) {
         Ok(req) => req,
         Err(why) => {

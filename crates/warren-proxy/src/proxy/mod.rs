@@ -31,7 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, warn};
 
 use crate::events::{ConnectionEvent, Events, Via};
-use crate::policy::Decision;
+use crate::policy::{Decision, Destination};
 use crate::resolve::Resolve;
 use crate::sandbox::{SandboxLookup, SandboxPolicy};
 
@@ -303,6 +303,12 @@ impl Attempt {
             port,
             started: Instant::now(),
         }
+    }
+
+    /// Reports the destination in its normalized form from now on.
+    fn named(mut self, dest: &Destination) -> Self {
+        self.host = dest.host().to_string();
+        self
     }
 
     fn event(self, sandbox: &str, decision: Decision, rule: String) -> ConnectionEvent {

@@ -55,6 +55,7 @@ pub(super) async fn serve(client: Arc<Client>, mut stream: TcpStream) {
         Ok(dest) => dest,
         Err(err) => return client.refused(attempt, format!("invalid SNI: {err}")),
     };
+    let attempt = attempt.named(&dest);
     let (upstream, route) = match upstream::open(&client, &dest).await {
         Ok(opened) => opened,
         Err(failure) => return client.failed(attempt, failure),
