@@ -1,0 +1,389 @@
+//! The HTTP listeners: the explicit proxy port (absolute-form requests and CONNECT) and the
+//! transparent HTTP port (origin-form requests routed by their Host header).
+//!
+//! Requests are parsed by hyper, with bounded headers and a header read timeout. A forwarded
+//! request gets its own upstream connection (no pooling across requests or sandboxes), goes
+//! out in origin form with hop-by-hop headers removed, and is reported as one event when its
+//! response has been delivered.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery, Uri};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode, Version};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::meter::{Activity, Metered, tunnel};
+use super::{Attempt, Client, upstream};
+use crate::events::Via;
+use crate::policy::Destination;
+
+/// Most header fields in a request or response.
+const MAX_HEADERS: usize = 100;
+/// hyper refuses (panics on) a smaller read buffer.
+const MIN_READ_BUFFER: usize = 8192;
+
+/// Which HTTP listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Mode {
+    /// The explicit proxy port: absolute-form requests and CONNECT.
+    Explicit,
+    /// The transparent port: origin-form requests, destination from the Host header.
+    Transparent,
+}
+
+type Body = Either<Incoming, Full<Bytes>>;
+
+pub(super) async fn serve(client: Arc<Client>, stream: TcpStream, mode: Mode) {
+    let config = client.config().clone();
+    let activity = Activity::new();
+    let io = TokioIo::new(Metered::new(stream, activity.clone(), None));
+    let service = {
+        let activity = activity.clone();
+        let client = client.clone();
+        service_fn(move |req| handle(client.clone(), activity.clone(), mode, req))
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.header_read_timeout)
+        .max_buf_size(read_buffer(&config))
+        .max_header_size(config.max_header_bytes)
+        .max_headers(MAX_HEADERS);
+    let connection = builder.serve_connection(io, service).with_upgrades();
+    tokio::select! {
+        served = connection => if let Err(err) = served {
+            debug!(sandbox_id = %client.sandbox.sandbox_id, ?err, "proxy: HTTP connection ended");
+        },
+        () = activity.idle(config.idle_timeout) => {
+            debug!(sandbox_id = %client.sandbox.sandbox_id, "proxy: HTTP connection idle, closed");
+        }
+    }
+}
+
+async fn handle(
+    client: Arc<Client>,
+    activity: Arc<Activity>,
+    mode: Mode,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    Ok(match (mode, req.method() == Method::CONNECT) {
+        (Mode::Explicit, true) => connect(client, req).await,
+        (Mode::Transparent, true) => message(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "warren egress proxy: CONNECT is for the proxy port",
+        ),
+        (_, false) => forward(client, activity, mode, req).await,
+    })
+}
+
+/// CONNECT: decide on the target, connect, answer 200, then splice the upgraded connection.
+async fn connect(client: Arc<Client>, req: Request<Incoming>) -> Response<Body> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "warren egress proxy: CONNECT needs host:port",
+        );
+    };
+    let Some(port) = authority.port_u16() else {
+        return message(
+            StatusCode::BAD_REQUEST,
+            "warren egress proxy: CONNECT needs host:port",
+        );
+    };
+    let attempt = Attempt::new(Via::Connect, authority.host(), port);
+    let dest = match Destination::new(authority.host(), port) {
+        Ok(dest) => dest,
+        Err(err) => return refuse(&client, attempt, format!("invalid host: {err}")),
+    };
+    let attempt = attempt.named(&dest);
+    let (upstream, route) = match upstream::open(&client, &dest).await {
+        Ok(opened) => opened,
+        Err(failure) => return fail(&client, attempt, &dest, failure),
+    };
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let activity = Activity::new();
+        let mut upstream = Metered::new(upstream, activity.clone(), Some(route.counters.clone()));
+        let result = match upgrade.await {
+            Ok(upgraded) => {
+                let mut downstream = TokioIo::new(upgraded);
+                let idle = client.config().idle_timeout;
+                tunnel(&mut downstream, &mut upstream, &activity, idle)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            Err(err) => Err(format!("failed to take over the client connection: {err}")),
+        };
+        client.finished(attempt, &route, result.err());
+    });
+    Response::new(Either::Right(Full::default()))
+}
+
+/// A plain HTTP request: decide on its destination, send it upstream in origin form, relay
+/// the response.
+async fn forward(
+    client: Arc<Client>,
+    activity: Arc<Activity>,
+    mode: Mode,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let (via, target) = match mode {
+        Mode::Explicit => (Via::HttpProxy, explicit_target(req.uri())),
+        Mode::Transparent => {
+            let port = client.config().transparent_http_port;
+            (Via::TransparentHttp, transparent_target(&req, port))
+        }
+    };
+    let (host, port) = match target {
+        Ok(target) => target,
+        Err(why) => {
+            return message(
+                StatusCode::BAD_REQUEST,
+                &format!("warren egress proxy: {why}"),
+            );
+        }
+    };
+    let attempt = Attempt::new(via, host.clone(), port);
+    let dest = match Destination::new(&host, port) {
+        Ok(dest) => dest,
+        Err(err) => return refuse(&client, attempt, format!("invalid host: {err}")),
+    };
+    let attempt = attempt.named(&dest);
+    let upstream_req = match origin_form(req, &dest, mode) {
+        Ok(req) => req,
+        Err(why) => {
+            return message(
+                StatusCode::BAD_REQUEST,
+                &format!("warren egress proxy: {why}"),
+            );
+        }
+    };
+    let (upstream, route) = match upstream::open(&client, &dest).await {
+        Ok(opened) => opened,
+        Err(failure) => return fail(&client, attempt, &dest, failure),
+    };
+    let config = client.config();
+    let io = TokioIo::new(Metered::new(
+        upstream,
+        activity.clone(),
+        Some(route.counters.clone()),
+    ));
+    let mut builder = hyper::client::conn::http1::Builder::new();
+    builder
+        .max_buf_size(read_buffer(config))
+        .max_header_size(config.max_header_bytes)
+        .max_headers(MAX_HEADERS);
+    let (mut sender, connection) = match builder.handshake(io).await {
+        Ok(handshake) => handshake,
+        Err(err) => {
+            let error = format!("failed to start HTTP upstream: {err}");
+            client.finished(attempt, &route, Some(error.clone()));
+            return message(
+                StatusCode::BAD_GATEWAY,
+                &format!("warren egress proxy: {error}"),
+            );
+        }
+    };
+    // The connection task ends once the response has been delivered (the sender is dropped
+    // below, so it carries no second request); the event is reported then.
+    let idle = config.idle_timeout;
+    let reporter = client.clone();
+    let (route_done, watch) = (route.clone(), activity.clone());
+    tokio::spawn(async move {
+        let error = tokio::select! {
+            done = connection => done.err().map(|e| e.to_string()),
+            () = watch.idle(idle) => Some("idle timeout".to_owned()),
+        };
+        reporter.finished(attempt, &route_done, error);
+    });
+    match sender.send_request(upstream_req).await {
+        Ok(response) => {
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            Response::from_parts(parts, Either::Left(body))
+        }
+        Err(err) => {
+            let text = format!("warren egress proxy: upstream {dest} failed: {err}");
+            message(StatusCode::BAD_GATEWAY, &text)
+        }
+    }
+}
+
+/// hyper's read buffer: room for the largest allowed header block. The header limit itself
+/// is `max_header_size`, which hyper also enforces when a whole block arrives in one read.
+fn read_buffer(config: &super::ProxyConfig) -> usize {
+    config.max_header_bytes.max(MIN_READ_BUFFER)
+}
+
+/// The destination of an absolute-form request on the proxy port.
+fn explicit_target(uri: &Uri) -> Result<(String, u16), &'static str> {
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(_) => return Err("only http:// URLs are proxied; use CONNECT for https"),
+        None => return Err("not a proxy request: send absolute-form URLs (http://host/path)"),
+    }
+    let host = uri.host().ok_or("the URL has no host")?;
+    Ok((host.to_owned(), uri.port_u16().unwrap_or(80)))
+}
+
+/// The destination of a request on the transparent port: its Host (or absolute-form URL)
+/// names the host; the port is the one the connection was redirected from, whatever the
+/// Host header says.
+fn transparent_target(req: &Request<Incoming>, port: u16) -> Result<(String, u16), &'static str> {
+    if let Some(host) = req.uri().host() {
+        return Ok((host.to_owned(), port));
+    }
+    let value = req
+        .headers()
+        .get(header::HOST)
+        .ok_or("the request has no Host header")?;
+    let text = value.to_str().map_err(|_| "the Host header is not text")?;
+    let authority: Authority = text.parse().map_err(|_| "the Host header is not a host")?;
+    Ok((authority.host().to_owned(), port))
+}
+
+/// The request as the upstream should see it: origin-form, HTTP/1.1, no hop-by-hop headers,
+/// and (for an absolute-form request) a Host header naming the URL's host.
+fn origin_form(
+    req: Request<Incoming>,
+    dest: &Destination,
+    mode: Mode,
+) -> Result<Request<Incoming>, &'static str> {
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    parts.uri = Uri::from(path);
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    if mode == Mode::Explicit {
+        // RFC 9112 §3.2.2: a proxy replaces Host with the absolute-form URL's authority.
+        let host = match dest.port() {
+            80 => dest.host().to_string(),
+            _ => dest.to_string(),
+        };
+        let value =
+            HeaderValue::from_str(&host).map_err(|_| "the URL's host is not a header value")?;
+        parts.headers.insert(header::HOST, value);
+    }
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Removes the headers that describe one hop (RFC 9110 §7.6.1), including those the
+/// Connection header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn refuse(client: &Client, attempt: Attempt, rule: String) -> Response<Body> {
+    let text = format!(
+        "warren egress proxy refused {}:{}: {rule}",
+        attempt.host, attempt.port
+    );
+    client.refused(attempt, rule);
+    message(StatusCode::FORBIDDEN, &text)
+}
+
+fn fail(
+    client: &Client,
+    attempt: Attempt,
+    dest: &Destination,
+    failure: upstream::Failure,
+) -> Response<Body> {
+    let (status, text) = match &failure {
+        upstream::Failure::Refused { rule } => (
+            StatusCode::FORBIDDEN,
+            format!("warren egress proxy refused {dest}: {rule}"),
+        ),
+        upstream::Failure::Unreachable { error, .. } => (
+            StatusCode::BAD_GATEWAY,
+            format!("warren egress proxy could not reach {dest}: {error}"),
+        ),
+    };
+    client.failed(attempt, failure);
+    message(status, &text)
+}
+
+fn message(status: StatusCode, text: &str) -> Response<Body> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(format!("{text}\n")))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret-Hop"),
+        );
+        headers.insert("x-secret-hop", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(
+            "proxy-authorization",
+            HeaderValue::from_static("Basic eA=="),
+        );
+        headers.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 1, "{headers:?}");
+        assert!(headers.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn explicit_targets() {
+        let uri: Uri = "http://Example.com:8080/x?y".parse().unwrap();
+        assert_eq!(explicit_target(&uri), Ok(("Example.com".to_owned(), 8080)));
+        let uri: Uri = "http://[::1]/".parse().unwrap();
+        assert_eq!(explicit_target(&uri), Ok(("[::1]".to_owned(), 80)));
+        assert!(explicit_target(&"/x".parse().unwrap()).is_err());
+        assert!(explicit_target(&"https://example.com/".parse().unwrap()).is_err());
+    }
+}
