@@ -131,9 +131,12 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
     let rt = crate::tokio_runtime()?;
     let limits = args.limits();
     rt.block_on(async move {
-        if args.network == NetworkArg::Proxied {
-            crate::egress::link_sandboxes(&driver).await?;
-        }
+        let egress = if args.network == NetworkArg::Proxied {
+            let ports = crate::egress::link_sandboxes(&driver).await?;
+            Some((ports, crate::egress::policy_config()))
+        } else {
+            None
+        };
         let public_url = args
             .public_url
             .unwrap_or_else(|| format!("http://{}", args.listen))
@@ -143,7 +146,9 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
             data_dir: data_dir.to_owned(),
             public_url: public_url.clone(),
             sweep_interval: Duration::from_secs(args.sweep_interval.max(1)),
-            egress: None,
+            egress: egress
+                .as_ref()
+                .map(|(_, config)| crate::egress::check(config.clone())),
             limits,
         };
         let (control, admin_key) = Control::open(cfg, std::sync::Arc::new(driver))
@@ -154,6 +159,9 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
                 "admin API key (shown once; also in {}): {key}",
                 data_dir.join("admin.key").display()
             );
+        }
+        if let Some((ports, config)) = egress {
+            crate::egress::start_proxy(control.clone(), ports, config).await?;
         }
         tokio::spawn(control.clone().sweep_forever());
         let listener = warren_api::bind(args.listen)
