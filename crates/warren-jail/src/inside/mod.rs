@@ -13,9 +13,11 @@ use crate::error::Context;
 use crate::{AGENT_LISTEN_FD, JailError, JailSpec, sys};
 
 mod landlock;
+mod lxcfs;
 mod mounts;
 
 pub(crate) use landlock::apply_landlock;
+pub(crate) use lxcfs::{mount_lxcfs, open_lxcfs};
 pub use mounts::shm_inodes;
 pub(crate) use mounts::{
     attach_rootfs, make_mounts_private, mask_proc, mount_dev, mount_proc, open_rootfs_target,
