@@ -5,7 +5,7 @@
 set -euo pipefail
 
 # package → how to tell it is there without a package manager (a command, or a file).
-packages=(btrfs-progs mmdebstrap ca-certificates util-linux procps gcc libc6-dev pkg-config)
+packages=(btrfs-progs mmdebstrap ca-certificates util-linux procps gcc libc6-dev pkg-config lxcfs)
 present() {
   case "$1" in
     btrfs-progs) command -v mkfs.btrfs && command -v btrfs ;;
@@ -17,6 +17,9 @@ present() {
     # The static agent and jailer link against libc.a.
     libc6-dev) compgen -G "/usr/lib/*/libc.a" || test -e /usr/lib/libc.a ;;
     pkg-config) command -v pkg-config ;;
+    # Shows each sandbox its own memory and CPUs in /proc (`warren serve` runs it; it pulls in
+    # libfuse3).
+    lxcfs) command -v lxcfs ;;
     *) return 1 ;;
   esac
 }
