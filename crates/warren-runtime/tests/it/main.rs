@@ -15,4 +15,5 @@ mod exhaustion;
 mod host;
 mod isolation;
 mod limits;
+mod lxcfs;
 mod support;
