@@ -168,7 +168,8 @@ impl JailDriver {
 
         let began = Instant::now();
         let cg = cgroup_name(&spec.id);
-        let procs = self.inner.cgroups.create(&cg, &spec.limits)?;
+        let cpus = placement::cpus_for(slot, spec.limits.millicpus);
+        let procs = self.inner.cgroups.create(&cg, &spec.limits, &cpus)?;
         undo.cgroup = true;
         tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), "cgroups created");
 
@@ -202,7 +203,7 @@ impl JailDriver {
                 warren_jail::AGENT_LISTEN_FD.to_string(),
             ],
             lxcfs,
-            cpus: placement::cpus_for(slot, spec.limits.millicpus),
+            cpus,
         };
         let began = Instant::now();
         let report = run_jailer(&self.inner.cfg.jailer_path, &jail).await?;

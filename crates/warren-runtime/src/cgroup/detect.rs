@@ -23,6 +23,8 @@ pub fn detect_with_io(io: Option<IoThrottle>) -> Result<Box<dyn CgroupBackend>, 
         cpu: None,
         pids: None,
         blkio: None,
+        cpuset: None,
+        cpuacct: None,
         io: None,
     };
     let mut v2_mount = None;
@@ -36,6 +38,8 @@ pub fn detect_with_io(io: Option<IoThrottle>) -> Result<Box<dyn CgroupBackend>, 
                         "cpu" => &mut v1.cpu,
                         "pids" => &mut v1.pids,
                         "blkio" => &mut v1.blkio,
+                        "cpuset" => &mut v1.cpuset,
+                        "cpuacct" => &mut v1.cpuacct,
                         _ => continue,
                     };
                     slot.get_or_insert_with(|| PathBuf::from(mount_point).join(PARENT));
@@ -54,6 +58,7 @@ pub fn detect_with_io(io: Option<IoThrottle>) -> Result<Box<dyn CgroupBackend>, 
             return Ok(Box::new(V2 {
                 root: mount.join(PARENT),
                 io,
+                cpuset: has("cpuset"),
             }));
         }
     }
