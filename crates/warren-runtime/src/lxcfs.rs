@@ -39,7 +39,7 @@ const ADOPTED_POLL: Duration = Duration::from_secs(5);
 /// blocks the caller: see [`is_alive_within`].
 pub fn is_alive(mount: &Path) -> bool {
     match rustix::fs::statfs(mount) {
-        Ok(st) => i64::from(st.f_type) == FUSE_SUPER_MAGIC && mount.join("proc/meminfo").is_file(),
+        Ok(st) => st.f_type == FUSE_SUPER_MAGIC && mount.join("proc/meminfo").is_file(),
         Err(_) => false,
     }
 }
@@ -58,7 +58,7 @@ pub async fn is_alive_within(mount: &Path, limit: Duration) -> bool {
 fn is_dead_mount(mount: &Path) -> bool {
     match rustix::fs::statfs(mount) {
         Err(rustix::io::Errno::NOTCONN) => true,
-        Ok(st) => i64::from(st.f_type) == FUSE_SUPER_MAGIC && !is_alive(mount),
+        Ok(st) => st.f_type == FUSE_SUPER_MAGIC && !is_alive(mount),
         Err(_) => false,
     }
 }
