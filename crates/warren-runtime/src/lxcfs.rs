@@ -265,8 +265,8 @@ fn prepare(mount: &Path, pidfile: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(mount)
 }
 
-/// SIGTERM (lxcfs unmounts and exits), then SIGKILL after 5 s, then the mount is detached if
-/// still there.
+/// SIGTERM, then SIGKILL after a second (lxcfs takes seconds to join its background threads
+/// and keeps no state worth waiting for), then the mount is detached if still there.
 fn stop_instance(mount: &Path, pidfile: &Path) {
     let Some(pid) = recorded_lxcfs(pidfile) else {
         if is_dead_mount(mount) || is_alive(mount) {
@@ -275,7 +275,7 @@ fn stop_instance(mount: &Path, pidfile: &Path) {
         return;
     };
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(1);
     while Instant::now() < deadline && nix::sys::signal::kill(pid, None).is_ok() {
         std::thread::sleep(Duration::from_millis(20));
     }
