@@ -120,6 +120,13 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
     let sandboxes = driver.clone();
     rt.block_on(async move {
         let lxcfs = start_lxcfs(data_dir);
+        // A few seconds at most, so the first sandboxes already see their limits; past that
+        // they start without (the supervisor keeps trying).
+        if let Some(l) = &lxcfs
+            && !l.ready(Duration::from_secs(3)).await
+        {
+            tracing::warn!("lxcfs is not up yet; serving anyway");
+        }
         let public_url = args
             .public_url
             .unwrap_or_else(|| format!("http://{}", args.listen))
