@@ -196,7 +196,7 @@ impl LxcfsSupervisor {
             tokio::spawn(async move {
                 let mut lines = tokio::io::BufReader::new(stderr).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
-                    tracing::debug!(target: "lxcfs", pid, "{line}");
+                    tracing::debug!(pid, %line, "lxcfs output");
                 }
             });
         }
@@ -326,5 +326,31 @@ impl LxcfsHandle {
     pub async fn stop(self, keep_running: bool) {
         let _ = self.stop.send(Some(keep_running));
         let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_directory_is_neither_a_live_nor_a_dead_lxcfs() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("proc")).unwrap();
+        std::fs::write(dir.path().join("proc/meminfo"), "MemTotal: 1 kB\n").unwrap();
+        assert!(!is_alive(dir.path()), "files alone are not a FUSE mount");
+        assert!(!is_dead_mount(dir.path()));
+        assert!(!is_alive(&dir.path().join("missing")));
+    }
+
+    #[test]
+    fn the_pid_file_sits_next_to_the_mount_point_and_names_only_lxcfs() {
+        let s = LxcfsSupervisor::new(PathBuf::from("/var/lib/warren/lxcfs"));
+        assert_eq!(s.pidfile, PathBuf::from("/var/lib/warren/lxcfs.pid"));
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("lxcfs.pid");
+        // Our own pid: alive, but not an lxcfs, so never signalled.
+        std::fs::write(&pidfile, std::process::id().to_string()).unwrap();
+        assert_eq!(recorded_lxcfs(&pidfile), None);
     }
 }
