@@ -58,7 +58,11 @@ pub fn detect_with_io(io: Option<IoThrottle>) -> Result<Box<dyn CgroupBackend>, 
             return Ok(Box::new(V2 {
                 root: mount.join(PARENT),
                 io,
-                cpuset: has("cpuset"),
+                // Only where the root already hands cpuset down: enabling it there is the
+                // host's choice, and asking for it in our subtree without that would fail
+                // every create.
+                cpuset: std::fs::read_to_string(mount.join("cgroup.subtree_control"))
+                    .is_ok_and(|c| c.split_whitespace().any(|x| x == "cpuset")),
             }));
         }
     }
