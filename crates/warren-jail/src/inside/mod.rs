@@ -1,7 +1,7 @@
 //! The child's steps (7 to 17 of the checklist in [`crate::run`]): it runs as root of the new
-//! user namespace and PID 1 of the new pid namespace, builds the sandbox's mounts (`mounts`),
-//! confines itself (rlimits, capabilities, fds here, Landlock in `landlock`), then becomes the
-//! agent. The functions come in the order the steps run.
+//! user namespace and PID 1 of the new pid namespace, builds the sandbox's mounts (`mounts`, and
+//! LXCFS's views in `lxcfs`), confines itself (rlimits, capabilities, fds here, Landlock in
+//! `landlock`), then becomes the agent. The functions come in the order the steps run.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
