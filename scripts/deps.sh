@@ -5,7 +5,7 @@
 set -euo pipefail
 
 # package → how to tell it is there without a package manager (a command, or a file).
-packages=(btrfs-progs mmdebstrap ca-certificates util-linux procps gcc libc6-dev pkg-config nftables iproute2)
+packages=(btrfs-progs mmdebstrap ca-certificates util-linux procps gcc libc6-dev pkg-config nftables iproute2 lxcfs)
 present() {
   case "$1" in
     btrfs-progs) command -v mkfs.btrfs && command -v btrfs ;;
@@ -21,6 +21,9 @@ present() {
     nftables) command -v nft ;;
     # The network tests look at links and addresses from inside a namespace.
     iproute2) command -v ip ;;
+    # Shows each sandbox its own memory and CPUs in /proc (`warren serve` runs it; it pulls in
+    # libfuse3).
+    lxcfs) command -v lxcfs ;;
     *) return 1 ;;
   esac
 }

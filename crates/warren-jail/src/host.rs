@@ -51,6 +51,23 @@ pub(crate) fn join_cgroups(procs: &[PathBuf]) -> Result<(), JailError> {
     Ok(())
 }
 
+/// Pins the jailer, and so the child and all it starts, to `cpus` (if any): glibc's `nproc`,
+/// Python's `os.sched_getaffinity` and most thread pools size themselves from the affinity mask,
+/// which the CPU quota alone leaves at every host CPU. A process in the sandbox may widen its
+/// own mask again; the quota still bounds its CPU time, so that only spreads the same time
+/// across more CPUs.
+pub(crate) fn pin_cpus(cpus: &[u32]) -> Result<(), JailError> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    let mut set = rustix::thread::CpuSet::new();
+    for &cpu in cpus {
+        // validate() bounds each number by CpuSet::MAX_CPU.
+        set.set(cpu as usize);
+    }
+    rustix::thread::sched_setaffinity(None, &set).sys("pin the sandbox to its CPUs")
+}
+
 /// The agent's listening socket on the host. Removes the socket file again when dropped unless
 /// [`AgentSocket::keep`] was called (a failed jail leaves nothing behind).
 #[derive(Debug)]

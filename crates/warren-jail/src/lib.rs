@@ -67,6 +67,8 @@ pub fn run(spec: &JailSpec) -> Result<JailReport, JailError> {
     //    namespace will deny setgroups(2) (step 5).
     host::drop_supplementary_groups()?;
     host::join_cgroups(&spec.cgroup_procs)?;
+    //    The CPUs the sandbox may count, inherited by the child like the cgroups.
+    host::pin_cpus(&spec.cpus)?;
     // 2. The agent's listening socket, bound on the host (outside the rootfs), handed to the
     //    agent as fd 3. Removed again if any later step fails.
     let (listener, socket_file) = host::bind_agent_socket(&spec.agent_socket)?;
@@ -137,8 +139,10 @@ fn child_steps(
     //    is created. The credential change resets the parent death signal (credentials(7)),
     //    so it is set again, and the parent is checked once more in case it died in between.
     //    The rootfs's mount point is opened first, while the host path is still reachable.
+    //    So is LXCFS's, when the sandbox gets its views.
     let root = sync.receive_rootfs()?;
     let rootfs_target = inside::open_rootfs_target(&spec.rootfs)?;
+    let lxcfs = spec.lxcfs.as_deref().map(inside::open_lxcfs).transpose()?;
     inside::become_sandbox_root()?;
     inside::die_with_jailer()?;
     if !sync.parent_alive()? {
@@ -155,9 +159,15 @@ fn child_steps(
 
     // 9. Inside the new root, resolved through `root` without following the image's symlinks:
     //    /proc first, while the host's procfs is still visible (mount_too_revealing()), then
-    //    its masks, then the minimal /dev. /sys stays as the image has it (no sysfs).
+    //    its masks, then LXCFS's views over its memory, CPU and uptime files (and a read-only
+    //    /sys with only LXCFS's CPU list; without LXCFS /sys stays as the image has it, no
+    //    sysfs), then the minimal /dev.
     let proc = inside::mount_proc(&root)?;
     inside::mask_proc(&proc)?;
+    if let Some(lxcfs) = &lxcfs {
+        inside::mount_lxcfs(lxcfs, &proc, &root)?;
+    }
+    drop(lxcfs);
     inside::mount_dev(&root, spec.shm_bytes)?;
     drop(proc);
 
@@ -214,6 +224,8 @@ mod tests {
             nofile: 1024,
             nproc: 64,
             agent_args: vec![],
+            lxcfs: None,
+            cpus: vec![],
         };
         let err = run(&spec).unwrap_err();
         assert!(

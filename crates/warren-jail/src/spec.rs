@@ -13,6 +13,9 @@ pub const MIN_ID_BASE: u32 = 1 << 16;
 /// The agent and what it runs need some fds; below this the jail itself cannot arrange them.
 const MIN_NOFILE: u64 = 64;
 
+/// CPU numbers a sched_setaffinity(2) mask can hold.
+const MAX_CPUS: usize = rustix::thread::CpuSet::MAX_CPU;
+
 /// `sun_path` of `struct sockaddr_un` holds 108 bytes including the NUL.
 const MAX_SOCKET_PATH: usize = 107;
 
@@ -50,6 +53,16 @@ pub struct JailSpec {
     pub nproc: u64,
     /// Arguments passed to the agent after its own name.
     pub agent_args: Vec<String>,
+    /// Host path of a live LXCFS mount: its `proc/` files are bound read-only over the
+    /// sandbox's `/proc` ones and its `sys/devices/system/cpu` appears at the same place in a
+    /// read-only `/sys`, so `free`, `top` and `uptime` show the sandbox's cgroup limits. `None`:
+    /// the sandbox sees the host's figures there.
+    #[serde(default)]
+    pub lxcfs: Option<PathBuf>,
+    /// CPUs (host numbers) the sandbox starts pinned to, so `nproc` and sched_getaffinity(2)
+    /// count as many CPUs as its CPU limit gives it. Empty: no pinning.
+    #[serde(default)]
+    pub cpus: Vec<u32>,
 }
 
 /// What the jailer prints on stdout, as one JSON line, once the agent is running.
@@ -131,6 +144,19 @@ impl JailSpec {
         if self.agent_args.iter().any(|a| a.contains('\0')) {
             return bad("agent_args", "holds a NUL byte");
         }
+        if self.lxcfs.as_deref().is_some_and(|p| !is_clean_absolute(p)) {
+            return bad("lxcfs", "is not an absolute path without NUL bytes");
+        }
+        if self
+            .cpus
+            .iter()
+            .any(|&c| usize::try_from(c).map_or(true, |c| c >= MAX_CPUS))
+        {
+            return bad(
+                "cpus",
+                "holds a CPU number beyond what sched_setaffinity takes",
+            );
+        }
         Ok(())
     }
 }
@@ -168,6 +194,8 @@ mod tests {
             nofile: 4096,
             nproc: 512,
             agent_args: vec!["--listen-fd".into(), "3".into()],
+            lxcfs: Some("/var/lib/warren/lxcfs".into()),
+            cpus: vec![1],
         }
     }
 
@@ -255,5 +283,21 @@ mod tests {
         let mut s = spec();
         s.agent_args.push("a\0b".into());
         assert_eq!(field_of(&s), "agent_args");
+        let mut s = spec();
+        s.lxcfs = Some("lxcfs".into());
+        assert_eq!(field_of(&s), "lxcfs");
+        let mut s = spec();
+        s.cpus = vec![0, 1 << 20];
+        assert_eq!(field_of(&s), "cpus");
+    }
+
+    #[test]
+    fn lxcfs_and_cpus_are_optional() {
+        let mut v = serde_json::to_value(spec()).unwrap();
+        let obj = v.as_object_mut().unwrap();
+        obj.remove("lxcfs");
+        obj.remove("cpus");
+        let s: JailSpec = serde_json::from_value(v).unwrap();
+        assert_eq!((s.lxcfs, s.cpus), (None, vec![]));
     }
 }

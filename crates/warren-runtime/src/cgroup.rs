@@ -2,7 +2,9 @@
 //! hybrid layout, where v2 is mounted with no controllers) and on pure or controller-bearing v2.
 //! Where the host has the v1 `blkio` or the v2 `io` controller, each sandbox also gets a block
 //! I/O throttle ([`IoLimits`]) on the device behind the pool (for a loop-backed pool, the loop
-//! device).
+//! device). Where the host has cpuset (and, on v1, a cpuacct of its own), each sandbox gets those
+//! too, under the same name as its cpu cgroup: its cpuset holds the CPUs it is pinned to, and
+//! LXCFS reads a sandbox's CPU count and usage at that path.
 //!
 //! The v1 gap (SECURITY.md §6 row 42): v1 charges a bio to the cgroup of the task that submits
 //! it. Reads, direct I/O and what a sandbox's own `fsync`/`sync_file_range` writes back are

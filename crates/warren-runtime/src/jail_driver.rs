@@ -13,6 +13,7 @@ use crate::agent::AgentConn;
 use crate::cgroup::{self, CgroupBackend};
 use crate::driver::{DriverError, SandboxHandle, SandboxSpec, Tier};
 use crate::io_error::IoError;
+use crate::placement;
 use crate::slots::Slots;
 use crate::storage::{BtrfsStorage, Storage};
 
@@ -34,22 +35,30 @@ pub struct JailConfig {
     /// Block I/O throttle of each sandbox on the pool's device, where the host has an io
     /// controller.
     pub io: cgroup::IoLimits,
+    /// Mount point of the LXCFS instance `warren serve` runs (see [`crate::lxcfs`]). Checked
+    /// at each create and start: while it answers, sandboxes see their own memory, CPUs and
+    /// uptime; while it does not, they start anyway and see the host's. `None`: never used.
+    pub lxcfs: Option<PathBuf>,
 }
 
 impl JailConfig {
     /// Defaults for a data dir, with helper binaries next to the running executable.
     pub fn new(data_dir: PathBuf, bin_dir: &Path) -> Self {
         Self {
-            data_dir,
             agent_path: bin_dir.join("warren-agent"),
             jailer_path: bin_dir.join("warren-jailer"),
             pool_bytes: 64 << 30,
             shm_bytes: 64 << 20,
             nofile: 4096,
             io: cgroup::IoLimits::default(),
+            lxcfs: Some(data_dir.join(LXCFS_DIR)),
+            data_dir,
         }
     }
 }
+
+/// Where under the data dir `warren serve` mounts LXCFS.
+pub const LXCFS_DIR: &str = "lxcfs";
 
 /// The namespace-jail driver.
 #[derive(Debug, Clone)]
@@ -68,6 +77,9 @@ struct Inner {
     /// Set by a daemon that runs the egress proxy: sandboxes are then linked to it (`proxied`);
     /// unset, they keep only their loopback (`none`).
     net: OnceLock<warren_net::HostNet>,
+    /// Whether LXCFS answered at the last create or start (so its loss and return are logged
+    /// once, not per sandbox).
+    lxcfs_seen: placement::Seen,
 }
 
 /// First host uid/gid handed to sandboxes; far above any account a distribution creates.
@@ -102,6 +114,7 @@ impl JailDriver {
                 slots,
                 binaries: OnceLock::new(),
                 net: OnceLock::new(),
+                lxcfs_seen: placement::Seen::default(),
             }),
         })
     }
@@ -159,7 +172,8 @@ impl JailDriver {
 
         let began = Instant::now();
         let cg = cgroup_name(&spec.id);
-        let procs = self.inner.cgroups.create(&cg, &spec.limits)?;
+        let cpus = placement::cpus_for(slot, spec.limits.millicpus);
+        let procs = self.inner.cgroups.create(&cg, &spec.limits, &cpus)?;
         undo.cgroup = true;
         tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), "cgroups created");
 
@@ -168,6 +182,12 @@ impl JailDriver {
         undo.run_dir = true;
         let agent_socket = run_dir.join("agent.sock");
 
+        let lxcfs = placement::lxcfs_for(
+            self.inner.cfg.lxcfs.as_deref(),
+            &self.inner.lxcfs_seen,
+            &spec.id,
+        )
+        .await;
         let base = ID_BASE + slot * ID_COUNT;
         let jail = JailSpec {
             sandbox_id: spec.id.to_string(),
@@ -186,6 +206,8 @@ impl JailDriver {
                 "--listen-fd".into(),
                 warren_jail::AGENT_LISTEN_FD.to_string(),
             ],
+            lxcfs,
+            cpus,
         };
         let began = Instant::now();
         let report = run_jailer(&self.inner.cfg.jailer_path, &jail).await?;
@@ -196,13 +218,7 @@ impl JailDriver {
             tracing::warn!(sandbox = %spec.id, kernel_abi = report.landlock_abi, reviewed_abi = warren_jail::LANDLOCK_REVIEWED_ABI, "landlock is older than the reviewed ABI; the sandbox runs with less of it");
         }
         let env = match self.inner.net.get() {
-            Some(net) => {
-                let began = Instant::now();
-                let addrs = net.attach(slot, report.pid).await?;
-                crate::network::write_resolv_conf(&agent_socket, &addrs).await?;
-                tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), address = %addrs.sandbox, "network linked");
-                warren_net::proxy_env(&addrs, net.ports())
-            }
+            Some(net) => crate::network::link(net, spec, slot, report.pid, &agent_socket).await?,
             None => Vec::new(),
         };
         Ok(SandboxHandle {
@@ -418,6 +434,12 @@ impl JailDriver {
             }
         }
         Ok(removed)
+    }
+
+    /// Whether any sandbox of this data dir holds runtime resources (is running, or is being
+    /// created or stopped): each holds a uid slot from create or start until it is stopped.
+    pub fn holds_sandboxes(&self) -> bool {
+        self.inner.slots.list().map_or(true, |s| !s.is_empty())
     }
 
     /// Whether the sandbox's agent is the process the handle names and is alive.

@@ -1,6 +1,9 @@
 //! What the jail driver does for a sandbox's network beyond the link itself (`warren-net`).
 
 use std::path::Path;
+use std::time::Instant;
+
+use warren_driver::SandboxSpec;
 
 use crate::agent::{AgentConn, AgentConnError};
 use crate::driver::DriverError;
@@ -30,4 +33,20 @@ pub(crate) async fn write_resolv_conf(
         Some(Response::Error(e)) => Err(AgentConnError::Agent(e).into()),
         other => Err(AgentConnError::Unexpected(format!("{other:?}")).into()),
     }
+}
+
+/// Links a booted sandbox to the host and points its resolver at Warren; returns the
+/// environment its commands get (the proxy's address).
+pub(crate) async fn link(
+    net: &warren_net::HostNet,
+    spec: &SandboxSpec,
+    slot: u32,
+    pid: u32,
+    agent_socket: &Path,
+) -> Result<Vec<(String, String)>, DriverError> {
+    let began = Instant::now();
+    let addrs = net.attach(slot, pid).await?;
+    write_resolv_conf(agent_socket, &addrs).await?;
+    tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), address = %addrs.sandbox, "network linked");
+    Ok(warren_net::proxy_env(&addrs, net.ports()))
 }

@@ -147,6 +147,55 @@ fn data_dir_checks(data_dir: &Path) -> Vec<Check> {
     checks
 }
 
+/// LXCFS: installed, and whether `warren serve`'s instance answers on the data dir's mount.
+fn lxcfs_check(data_dir: &Path) -> Check {
+    use warren_runtime::lxcfs;
+    let mount = data_dir.join(warren_runtime::jail_driver::LXCFS_DIR);
+    let installed = lxcfs::installed();
+    let alive = installed && lxcfs::is_alive(&mount);
+    let loss = "without it sandboxes start but free, top, uptime, nproc and /proc/{meminfo,cpuinfo,stat} show the host's memory and CPUs, not their limits";
+    let (ok, detail, fix) = if !installed {
+        (
+            false,
+            format!("not installed: {loss}"),
+            "apt-get install lxcfs (scripts/deps.sh installs it)".to_owned(),
+        )
+    } else if alive {
+        (
+            true,
+            format!("serving sandboxes from {}", mount.display()),
+            String::new(),
+        )
+    } else if mount_is_dead(&mount) {
+        (
+            false,
+            format!("{} is a dead mount: {loss}", mount.display()),
+            "restart `warren serve`: it clears the stale mount and starts lxcfs again".to_owned(),
+        )
+    } else {
+        (
+            true,
+            format!(
+                "installed; not running at {} (`warren serve` starts it): until then {loss}",
+                mount.display()
+            ),
+            String::new(),
+        )
+    };
+    Check {
+        name: "lxcfs (sandboxes see their own limits)",
+        ok,
+        required: false,
+        detail,
+        fix,
+    }
+}
+
+/// A FUSE mount whose daemon is gone answers ENOTCONN.
+fn mount_is_dead(mount: &Path) -> bool {
+    matches!(rustix::fs::statfs(mount), Err(rustix::io::Errno::NOTCONN))
+}
+
 pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
     let mut checks = Vec::new();
     let is_root = nix::unistd::geteuid().is_root();
@@ -290,6 +339,7 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
         detail: "the jail tier does not need it".into(),
         fix: "enable virtualization or load kvm".into(),
     });
+    checks.push(lxcfs_check(data_dir));
     checks.extend(data_dir_checks(data_dir));
     let image = data_dir
         .join("fs/images")

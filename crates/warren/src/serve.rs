@@ -130,6 +130,7 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
     }
     let rt = crate::tokio_runtime()?;
     let limits = args.limits();
+    let sandboxes = driver.clone();
     rt.block_on(async move {
         let egress = if args.network == NetworkArg::Proxied {
             let ports = crate::egress::link_sandboxes(&driver).await?;
@@ -137,6 +138,14 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
         } else {
             None
         };
+        let lxcfs = start_lxcfs(data_dir);
+        // A few seconds at most, so the first sandboxes already see their limits; past that
+        // they start without (the supervisor keeps trying).
+        if let Some(l) = &lxcfs
+            && !l.ready(Duration::from_secs(3)).await
+        {
+            tracing::warn!("lxcfs is not up yet; serving anyway");
+        }
         let public_url = args
             .public_url
             .unwrap_or_else(|| format!("http://{}", args.listen))
@@ -183,11 +192,30 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
         );
         eprintln!("warren serving on {public_url}");
         let router = warren_api::router_with_limits(control.clone(), api_limits);
-        warren_api::serve(listener, router, control, listen, shutdown_signal())
+        let served = warren_api::serve(listener, router, control, listen, shutdown_signal())
             .await
-            .context("server failed")?;
+            .context("server failed");
+        if let Some(lxcfs) = lxcfs {
+            // Running sandboxes read their /proc views from this instance: it stays for them
+            // (and the next daemon adopts it) unless none is left.
+            lxcfs.stop(sandboxes.holds_sandboxes()).await;
+        }
+        served?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Starts the data dir's LXCFS supervisor, if `lxcfs` is installed; sandboxes start without it
+/// either way (`warren doctor` reports what they lack).
+fn start_lxcfs(data_dir: &Path) -> Option<warren_runtime::LxcfsHandle> {
+    if !warren_runtime::lxcfs::installed() {
+        tracing::warn!(
+            "lxcfs is not installed: sandboxes see the host's memory, CPUs and uptime in /proc (apt-get install lxcfs)"
+        );
+        return None;
+    }
+    let mount = data_dir.join(warren_runtime::jail_driver::LXCFS_DIR);
+    Some(warren_runtime::LxcfsSupervisor::new(mount).spawn())
 }
 
 /// The connection cap: the flag, lowered to what the file descriptor limit leaves after the

@@ -1,7 +1,7 @@
 //! The child's steps (7 to 17 of the checklist in [`crate::run`]): it runs as root of the new
-//! user namespace and PID 1 of the new pid namespace, builds the sandbox's mounts (`mounts`),
-//! confines itself (rlimits, capabilities, fds here, Landlock in `landlock`), then becomes the
-//! agent. The functions come in the order the steps run.
+//! user namespace and PID 1 of the new pid namespace, builds the sandbox's mounts (`mounts`, and
+//! LXCFS's views in `lxcfs`), confines itself (rlimits, capabilities, fds here, Landlock in
+//! `landlock`), then becomes the agent. The functions come in the order the steps run.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -13,9 +13,11 @@ use crate::error::Context;
 use crate::{AGENT_LISTEN_FD, JailError, JailSpec, sys};
 
 mod landlock;
+mod lxcfs;
 mod mounts;
 
 pub(crate) use landlock::apply_landlock;
+pub(crate) use lxcfs::{mount_lxcfs, open_lxcfs};
 pub use mounts::shm_inodes;
 pub(crate) use mounts::{
     attach_rootfs, make_mounts_private, mask_proc, mount_dev, mount_proc, open_rootfs_target,

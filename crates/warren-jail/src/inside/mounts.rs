@@ -42,7 +42,7 @@ const PROC_MASKED_DIRS: [&str; 3] = ["acpi", "asound", "scsi"];
 const PROC_READ_ONLY: [&str; 4] = ["sys", "bus", "fs", "irq"];
 
 /// Opens without following any symlink and without leaving the directory fd's tree or mount.
-fn beneath() -> ResolveFlags {
+pub(super) fn beneath() -> ResolveFlags {
     ResolveFlags::BENEATH
         | ResolveFlags::NO_SYMLINKS
         | ResolveFlags::NO_MAGICLINKS
@@ -85,7 +85,11 @@ pub(crate) fn attach_rootfs(
 /// Opens directory `name` directly under `dir` as a mount target, creating it if missing.
 /// A symlink or a non-directory there is an error, not something to follow or replace.
 /// `shown` is its path in the sandbox, for errors.
-fn mount_target(dir: BorrowedFd<'_>, name: &str, shown: &str) -> Result<OwnedFd, JailError> {
+pub(super) fn mount_target(
+    dir: BorrowedFd<'_>,
+    name: &str,
+    shown: &str,
+) -> Result<OwnedFd, JailError> {
     let shown = Path::new(shown);
     let open = || {
         rustix::fs::openat2(
@@ -110,7 +114,7 @@ fn mount_target(dir: BorrowedFd<'_>, name: &str, shown: &str) -> Result<OwnedFd,
 }
 
 /// A new, detached filesystem mount (fsopen → fsconfig → fsmount).
-fn new_mount(
+pub(super) fn new_mount(
     fstype: &str,
     flags: &[&str],
     options: &[(&str, &str)],
@@ -128,7 +132,7 @@ fn new_mount(
 }
 
 /// Attaches a detached mount onto an open target (file or directory).
-fn attach(mount: &OwnedFd, target: BorrowedFd<'_>) -> Result<(), rustix::io::Errno> {
+pub(super) fn attach(mount: &OwnedFd, target: BorrowedFd<'_>) -> Result<(), rustix::io::Errno> {
     rustix::mount::move_mount(
         mount,
         "",

@@ -33,8 +33,15 @@ pub enum CgroupVersion {
 pub trait CgroupBackend: Send + Sync + std::fmt::Debug {
     /// Which layout this is.
     fn version(&self) -> CgroupVersion;
-    /// Creates the sandbox's cgroup(s) with limits; returns the `cgroup.procs` files to join.
-    fn create(&self, name: &str, limits: &Limits) -> Result<Vec<PathBuf>, CgroupError>;
+    /// Creates the sandbox's cgroup(s) with limits, and where the layout has a cpuset
+    /// controller confines it to `cpus` (empty: every CPU); returns the `cgroup.procs` files to
+    /// join. LXCFS counts a sandbox's CPUs from its cpuset and its quota.
+    fn create(
+        &self,
+        name: &str,
+        limits: &Limits,
+        cpus: &[u32],
+    ) -> Result<Vec<PathBuf>, CgroupError>;
     /// Host pids in the sandbox's cgroup.
     fn pids(&self, name: &str) -> Result<Vec<u32>, CgroupError>;
     /// Kills every process in the cgroup if the layout can (v2 `cgroup.kill`); false otherwise.

@@ -23,6 +23,8 @@ pub fn detect_with_io(io: Option<IoThrottle>) -> Result<Box<dyn CgroupBackend>, 
         cpu: None,
         pids: None,
         blkio: None,
+        cpuset: None,
+        cpuacct: None,
         io: None,
     };
     let mut v2_mount = None;
@@ -36,6 +38,8 @@ pub fn detect_with_io(io: Option<IoThrottle>) -> Result<Box<dyn CgroupBackend>, 
                         "cpu" => &mut v1.cpu,
                         "pids" => &mut v1.pids,
                         "blkio" => &mut v1.blkio,
+                        "cpuset" => &mut v1.cpuset,
+                        "cpuacct" => &mut v1.cpuacct,
                         _ => continue,
                     };
                     slot.get_or_insert_with(|| PathBuf::from(mount_point).join(PARENT));
@@ -54,6 +58,11 @@ pub fn detect_with_io(io: Option<IoThrottle>) -> Result<Box<dyn CgroupBackend>, 
             return Ok(Box::new(V2 {
                 root: mount.join(PARENT),
                 io,
+                // Only where the root already hands cpuset down: enabling it there is the
+                // host's choice, and asking for it in our subtree without that would fail
+                // every create.
+                cpuset: std::fs::read_to_string(mount.join("cgroup.subtree_control"))
+                    .is_ok_and(|c| c.split_whitespace().any(|x| x == "cpuset")),
             }));
         }
     }

@@ -110,3 +110,11 @@ pub(super) const CPU_PERIOD_US: u64 = 100_000;
 pub(super) fn cpu_quota_us(limits: &Limits) -> u64 {
     (u64::from(limits.millicpus) * CPU_PERIOD_US / 1000).max(1000)
 }
+
+/// A CPU list as cpuset files take it: `0,2,3`.
+pub(super) fn cpu_list(cpus: &[u32]) -> String {
+    cpus.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}

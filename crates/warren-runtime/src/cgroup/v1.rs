@@ -6,7 +6,7 @@ use warren_types::Limits;
 
 use super::backend::{CgroupBackend, CgroupError, CgroupVersion};
 use super::files::{
-    CPU_PERIOD_US, cpu_quota_us, list_children, mkdir, read, read_procs, rmdir, write,
+    CPU_PERIOD_US, cpu_list, cpu_quota_us, list_children, mkdir, read, read_procs, rmdir, write,
 };
 use super::io::IoThrottle;
 
@@ -16,6 +16,10 @@ pub(super) struct V1 {
     pub(super) cpu: Option<PathBuf>,
     pub(super) pids: Option<PathBuf>,
     pub(super) blkio: Option<PathBuf>,
+    /// Optional: LXCFS reads a sandbox's CPU count from its cpuset cgroup (and the quota at the
+    /// same path), its CPU usage from cpuacct.
+    pub(super) cpuset: Option<PathBuf>,
+    pub(super) cpuacct: Option<PathBuf>,
     /// Set only when `blkio` is.
     pub(super) io: Option<IoThrottle>,
 }
@@ -29,9 +33,47 @@ impl V1 {
             self.cpu.as_ref(),
             self.pids.as_ref(),
             blkio,
+            self.cpuset.as_ref(),
+            self.cpuacct(),
         ]
         .into_iter()
         .flatten()
+    }
+
+    /// cpuacct when it is a hierarchy of its own (co-mounted with cpu it is the cpu one).
+    fn cpuacct(&self) -> Option<&PathBuf> {
+        self.cpuacct
+            .as_ref()
+            .filter(|d| Some(*d) != self.cpu.as_ref())
+    }
+
+    /// The sandbox's cpuset: `cpus`, or all of the parent's; the parent's memory nodes. A v1
+    /// cpuset starts with no CPUs and no nodes (and takes no process) until both are written,
+    /// the parent's included.
+    fn create_cpuset(&self, name: &str, cpus: &[u32]) -> Result<Option<PathBuf>, CgroupError> {
+        let Some(parent) = &self.cpuset else {
+            return Ok(None);
+        };
+        mkdir(parent)?;
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            if read(&parent.join(file))?.trim().is_empty() {
+                let root = parent.parent().unwrap_or(parent);
+                write(&parent.join(file), read(&root.join(file))?.trim())?;
+            }
+        }
+        let dir = parent.join(name);
+        mkdir(&dir)?;
+        let cpus = if cpus.is_empty() {
+            read(&parent.join("cpuset.cpus"))?.trim().to_owned()
+        } else {
+            cpu_list(cpus)
+        };
+        write(&dir.join("cpuset.cpus"), &cpus)?;
+        write(
+            &dir.join("cpuset.mems"),
+            read(&parent.join("cpuset.mems"))?.trim(),
+        )?;
+        Ok(Some(dir))
     }
 
     fn dir(base: &Option<PathBuf>, name: &str) -> Result<PathBuf, CgroupError> {
@@ -46,7 +88,12 @@ impl CgroupBackend for V1 {
         CgroupVersion::V1
     }
 
-    fn create(&self, name: &str, limits: &Limits) -> Result<Vec<PathBuf>, CgroupError> {
+    fn create(
+        &self,
+        name: &str,
+        limits: &Limits,
+        cpus: &[u32],
+    ) -> Result<Vec<PathBuf>, CgroupError> {
         for parent in self.dirs() {
             mkdir(parent)?;
         }
@@ -74,6 +121,13 @@ impl CgroupBackend for V1 {
         )?;
         write(&pids.join("pids.max"), &limits.pids.to_string())?;
         let mut dirs = vec![mem, cpu, pids];
+        dirs.extend(self.create_cpuset(name, cpus)?);
+        if let Some(acct) = self.cpuacct() {
+            mkdir(acct)?;
+            let dir = acct.join(name);
+            mkdir(&dir)?;
+            dirs.push(dir);
+        }
         if let Some(io) = self.io {
             let blkio = Self::dir(&self.blkio, name)?;
             mkdir(&blkio)?;

@@ -6,7 +6,7 @@ use warren_types::Limits;
 
 use super::backend::{CgroupBackend, CgroupError, CgroupVersion};
 use super::files::{
-    CPU_PERIOD_US, cpu_quota_us, list_children, mkdir, read, read_procs, rmdir, write,
+    CPU_PERIOD_US, cpu_list, cpu_quota_us, list_children, mkdir, read, read_procs, rmdir, write,
 };
 use super::io::IoThrottle;
 
@@ -15,6 +15,8 @@ pub(super) struct V2 {
     pub(super) root: PathBuf,
     /// Set only when the hierarchy has the io controller.
     pub(super) io: Option<IoThrottle>,
+    /// Whether the hierarchy has the cpuset controller.
+    pub(super) cpuset: bool,
 }
 
 impl CgroupBackend for V2 {
@@ -22,16 +24,26 @@ impl CgroupBackend for V2 {
         CgroupVersion::V2
     }
 
-    fn create(&self, name: &str, limits: &Limits) -> Result<Vec<PathBuf>, CgroupError> {
+    fn create(
+        &self,
+        name: &str,
+        limits: &Limits,
+        cpus: &[u32],
+    ) -> Result<Vec<PathBuf>, CgroupError> {
         mkdir(&self.root)?;
-        let controllers = if self.io.is_some() {
-            "+memory +cpu +pids +io"
-        } else {
-            "+memory +cpu +pids"
-        };
-        write(&self.root.join("cgroup.subtree_control"), controllers)?;
+        let mut controllers = String::from("+memory +cpu +pids");
+        if self.io.is_some() {
+            controllers.push_str(" +io");
+        }
+        if self.cpuset {
+            controllers.push_str(" +cpuset");
+        }
+        write(&self.root.join("cgroup.subtree_control"), &controllers)?;
         let dir = self.root.join(name);
         mkdir(&dir)?;
+        if self.cpuset && !cpus.is_empty() {
+            write(&dir.join("cpuset.cpus"), &cpu_list(cpus))?;
+        }
         if let Some(io) = self.io {
             write(&dir.join("io.max"), &io.v2_line())?;
         }

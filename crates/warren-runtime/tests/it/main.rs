@@ -15,5 +15,6 @@ mod exhaustion;
 mod host;
 mod isolation;
 mod limits;
+mod lxcfs;
 mod network;
 mod support;
