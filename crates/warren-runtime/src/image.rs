@@ -498,17 +498,7 @@ impl UvFiles {
         };
 
         progress("verifying the uv wheel's sha256");
-        let actual = sha256_file(wheel)?;
-        if actual != pinned.sha256 {
-            return Err(ImageError::Checksum {
-                wheel: wheel
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                expected: pinned.sha256,
-                actual,
-            });
-        }
+        verify_sha256(wheel, pinned.sha256)?;
 
         progress("unpacking the uv wheel");
         let members = Self::BINARIES
@@ -557,12 +547,24 @@ impl UvFiles {
     }
 }
 
-fn sha256_file(path: &Path) -> Result<String, ImageError> {
+/// Refuses a fetched file whose sha256 is not `expected` (lowercase hex).
+fn verify_sha256(path: &Path, expected: &'static str) -> Result<(), ImageError> {
     use sha2::Digest;
     let mut file = std::fs::File::open(path).map_err(IoError::at("open", path))?;
     let mut hasher = sha2::Sha256::new();
     std::io::copy(&mut file, &mut hasher).map_err(IoError::at("read", path))?;
-    Ok(format!("{:x}", hasher.finalize()))
+    let actual = format!("{:x}", hasher.finalize());
+    if actual != expected {
+        return Err(ImageError::Checksum {
+            wheel: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            expected,
+            actual,
+        });
+    }
+    Ok(())
 }
 
 /// Makes the tree ready to be a sandbox root: mount points the jail needs, a hosts file, and no
@@ -592,4 +594,52 @@ fn finish_rootfs(root: &Path) -> Result<(), ImageError> {
     let _ = std::fs::remove_file(&resolv);
     std::fs::write(&resolv, "").map_err(IoError::at("empty the image's resolv.conf", &resolv))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_is_accepted_only_with_its_pinned_sha256() {
+        let dir = tempfile::tempdir().unwrap();
+        let wheel = dir.path().join("uv.whl");
+        std::fs::write(&wheel, b"abc").unwrap();
+        // sha256("abc"), FIPS 180-2 appendix B.1.
+        verify_sha256(
+            &wheel,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        )
+        .unwrap();
+        std::fs::write(&wheel, b"abd").unwrap();
+        let err = verify_sha256(
+            &wheel,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        )
+        .unwrap_err();
+        assert!(matches!(err, ImageError::Checksum { .. }), "{err}");
+    }
+
+    #[test]
+    fn pinned_hashes_are_lowercase_sha256_hex() {
+        for w in UV_WHEELS {
+            assert_eq!(w.sha256.len(), 64, "{}", w.arch);
+            assert!(
+                w.sha256
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "{}",
+                w.arch
+            );
+        }
+    }
+
+    #[test]
+    fn the_recipe_names_every_package_and_the_uv_version() {
+        let recipe = default_image_recipe();
+        for p in DEFAULT_PACKAGES {
+            assert!(recipe.contains(&format!(" {p} ")) || recipe.contains(&format!(" {p}\n")));
+        }
+        assert!(recipe.contains(&format!("uv {UV_VERSION}\n")));
+    }
 }
