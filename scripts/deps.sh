@@ -5,11 +5,13 @@
 set -euo pipefail
 
 # package → how to tell it is there without a package manager (a command, or a file).
-packages=(btrfs-progs mmdebstrap ca-certificates util-linux procps gcc libc6-dev pkg-config nftables iproute2 lxcfs)
+packages=(btrfs-progs mmdebstrap python3-pip ca-certificates util-linux procps gcc libc6-dev pkg-config nftables iproute2 lxcfs)
 present() {
   case "$1" in
     btrfs-progs) command -v mkfs.btrfs && command -v btrfs ;;
     mmdebstrap) command -v mmdebstrap ;;
+    # The default image's uv comes from its PyPI wheel, fetched with the host's pip.
+    python3-pip) python3 -m pip --version ;;
     ca-certificates) test -s /etc/ssl/certs/ca-certificates.crt ;;
     util-linux) command -v findmnt && command -v setpriv ;;
     procps) command -v pgrep ;;

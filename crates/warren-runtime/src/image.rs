@@ -1,10 +1,17 @@
 //! Images: the default image, built locally from Debian's packages so a fresh machine needs no
 //! container registry. (Pulling any OCI image from a registry plugs in beside this later.)
+//!
+//! The default image is what a Python or Node user expects of a general-purpose image: python3
+//! with pip usable as root (no PEP 668 marker, as in the official `python` images), `uv`, `node`
+//! and `npm`, and apt with Debian's sources. Everything comes from Debian's archive except `uv`,
+//! which Debian bookworm does not package: it comes from its PyPI wheel, pinned by version and
+//! sha256. The image records the recipe it was built from, and a data dir whose default image
+//! came from another recipe rebuilds it.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use warren_types::ImageRef;
@@ -12,6 +19,11 @@ use warren_types::ImageRef;
 use crate::io_error::IoError;
 use crate::jail_driver::JailDriver;
 use crate::storage::{BtrfsStorage, BuildState, Storage, StorageError};
+
+mod uv;
+
+pub use uv::UV_VERSION;
+use uv::UvFiles;
 
 /// Image build failures.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +47,50 @@ pub enum ImageError {
     /// Finishing the root filesystem failed.
     #[error(transparent)]
     Io(#[from] IoError),
+    /// python3 could not be started to fetch or unpack uv.
+    #[error("failed to fetch uv with python3 -m pip (install it: apt-get install python3-pip)")]
+    PythonSpawn(#[source] IoError),
+    /// pip failed to fetch the uv wheel.
+    #[error(
+        "failed to fetch uv {version} from PyPI: pip exited with {status}; last output: {tail}"
+    )]
+    Fetch {
+        /// The pinned uv version.
+        version: &'static str,
+        /// Exit status.
+        status: ExitStatus,
+        /// The last lines it printed.
+        tail: String,
+    },
+    /// pip saved no wheel, or more than one.
+    #[error("failed to fetch uv {version} from PyPI: pip saved {count} wheels, expected one")]
+    WheelCount {
+        /// The pinned uv version.
+        version: &'static str,
+        /// How many it saved.
+        count: usize,
+    },
+    /// The fetched wheel is not the pinned one: the registry's answer is not trusted.
+    #[error("failed to verify the uv wheel {wheel}: its sha256 is {actual}, expected {expected}")]
+    Checksum {
+        /// The wheel's file name.
+        wheel: String,
+        /// The pinned sha256.
+        expected: &'static str,
+        /// The sha256 of what was fetched.
+        actual: String,
+    },
+    /// Unpacking the verified wheel failed.
+    #[error("failed to unpack the uv wheel: python3 exited with {status}; last output: {tail}")]
+    Unpack {
+        /// Exit status.
+        status: ExitStatus,
+        /// The last lines it printed.
+        tail: String,
+    },
+    /// No uv wheel is pinned for the host's architecture.
+    #[error("failed to fetch uv: no wheel is pinned for the {0} architecture")]
+    UnsupportedArch(&'static str),
     /// Only the default image can be built locally for now.
     #[error("image {0} cannot be built locally; only {default} can", default = ImageRef::default_image())]
     NotBuildable(ImageRef),
@@ -52,6 +108,8 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     "findutils",
     "git",
     "grep",
+    "nodejs",
+    "npm",
     "procps",
     "python-is-python3",
     "python3",
@@ -60,6 +118,36 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     "tar",
     "util-linux",
 ];
+
+/// Bump when the build changes in a way [`default_image_recipe`] does not show (a step, a dpkg
+/// option), so data dirs with the old default image rebuild it.
+const IMAGE_REVISION: u32 = 2;
+
+/// Where a built image records its recipe (`/etc/warren-image` inside a sandbox).
+const RECIPE_FILE: &str = "etc/warren-image";
+
+/// What the default image is built from. The image keeps a copy; when it differs from this, the
+/// image is outdated and [`ensure_default_image`] rebuilds it.
+pub fn default_image_recipe() -> String {
+    format!(
+        "# The recipe Warren built this image from.\n\
+         revision {IMAGE_REVISION}\n\
+         suite {DEFAULT_SUITE}\n\
+         packages {}\n\
+         uv {UV_VERSION}\n",
+        DEFAULT_PACKAGES.join(" ")
+    )
+}
+
+/// Whether the default image is present and built from the current recipe. An image from an
+/// older recipe (or from before images recorded one) still serves creates until its rebuild
+/// replaces it.
+pub fn default_image_is_current(storage: &BtrfsStorage) -> bool {
+    let recipe = storage
+        .image_path(&ImageRef::default_image())
+        .join(RECIPE_FILE);
+    std::fs::read_to_string(recipe).is_ok_and(|r| r == default_image_recipe())
+}
 
 pub use warren_driver::ImageStatus;
 
@@ -103,6 +191,14 @@ impl ImageError {
             Self::Storage(_) | Self::Io(_) => {
                 "the image store failed; the server log has the cause".into()
             }
+            Self::PythonSpawn(_) => "python3 with pip is not installed on the server".into(),
+            Self::Fetch { .. } | Self::WheelCount { .. } | Self::Unpack { .. } => {
+                "fetching uv from PyPI failed; the server log has the cause".into()
+            }
+            Self::Checksum { .. } => {
+                "the uv wheel from PyPI does not match its pinned sha256".into()
+            }
+            Self::UnsupportedArch(arch) => format!("no uv wheel is pinned for {arch}"),
             Self::NotBuildable(image) => format!("image {image} cannot be built locally"),
         }
     }
@@ -113,16 +209,18 @@ impl ImageError {
 const FIRST_RETRY_DELAY: Duration = Duration::from_secs(15);
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(600);
 
-/// Builds the default image on a thread of its own unless it is present, and retries a failed
-/// build (15 s, then doubling up to 10 min) until one succeeds. Returns at once; until the image
-/// is published, [`BtrfsStorage::image_status`] says `Building` or `Failed`, so a daemon can
-/// serve everything else and refuse creates from the default image with a reason. Progress goes
-/// to the log (`info`, field `step`). Returns whether a build was started.
+/// Builds the default image on a thread of its own unless it is present and current, and
+/// retries a failed build (15 s, then doubling up to 10 min) until one succeeds. Returns at
+/// once; until a missing image is published, [`BtrfsStorage::image_status`] says `Building` or
+/// `Failed`, so a daemon can serve everything else and refuse creates from the default image
+/// with a reason. An outdated image keeps serving creates until its rebuild replaces it.
+/// Progress goes to the log (`info`, field `step`). Returns whether a build was started.
 pub fn build_default_image_in_background(driver: JailDriver) -> bool {
     let image = ImageRef::default_image();
-    if driver.storage().has_image(&image) {
+    if default_image_is_current(driver.storage()) {
         return false;
     }
+    let outdated = driver.storage().has_image(&image);
     // Set before the thread starts: no create may see the image as simply missing.
     driver.storage().set_build_state(BuildState::Building);
     let builder = driver.clone();
@@ -131,7 +229,11 @@ pub fn build_default_image_in_background(driver: JailDriver) -> bool {
         .spawn(move || {
             let mut delay = FIRST_RETRY_DELAY;
             loop {
-                tracing::warn!(%image, "the default image is missing: building it; creates from it answer 503 until it is ready");
+                if outdated {
+                    tracing::warn!(%image, "the default image is from an older recipe: rebuilding it; creates use the old one until the new one is ready");
+                } else {
+                    tracing::warn!(%image, "the default image is missing: building it; creates from it answer 503 until it is ready");
+                }
                 let began = Instant::now();
                 let mut progress = |line: &str| tracing::info!(%image, step = line, "building the default image");
                 match ensure_default_image(builder.storage(), &mut progress) {
@@ -163,14 +265,18 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     warren_jail::one_line(e)
 }
 
-/// Builds the default image unless it is present. `progress` gets one line per build step.
+/// Builds the default image unless it is present and current (an outdated one is replaced).
+/// `progress` gets one line per build step. Returns whether it built.
 pub fn ensure_default_image(
     storage: &BtrfsStorage,
     progress: &mut dyn FnMut(&str),
 ) -> Result<bool, ImageError> {
     let image = ImageRef::default_image();
-    if storage.has_image(&image) {
+    if default_image_is_current(storage) {
         return Ok(false);
+    }
+    if storage.has_image(&image) {
+        progress("the image is from an older recipe: rebuilding it");
     }
     build_image(storage, &image, progress)?;
     Ok(true)
@@ -200,7 +306,7 @@ fn build_into_store(
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), ImageError> {
     let build = storage.begin_image_build()?;
-    let result = bootstrap(&build, image, progress).and_then(|()| finish_rootfs(&build));
+    let result = build_rootfs(&build, image, progress);
     match result {
         Ok(()) => {
             storage.commit_image_build(&build, image)?;
@@ -211,6 +317,23 @@ fn build_into_store(
             Err(e)
         }
     }
+}
+
+fn build_rootfs(
+    root: &Path,
+    image: &ImageRef,
+    progress: &mut dyn FnMut(&str),
+) -> Result<(), ImageError> {
+    // Fetched first: an unreachable registry or a wrong wheel fails the build before the long
+    // bootstrap.
+    let uv = UvFiles::fetch(progress)?;
+    bootstrap(root, image, progress)?;
+    finish_rootfs(root)?;
+    uv.install(root, progress)?;
+    let recipe = root.join(RECIPE_FILE);
+    std::fs::write(&recipe, default_image_recipe())
+        .map_err(IoError::at("write the image's recipe", &recipe))?;
+    Ok(())
 }
 
 fn bootstrap(
@@ -229,17 +352,43 @@ fn bootstrap(
         .arg("--dpkgopt=path-include=/usr/share/doc/*/copyright")
         .arg("--dpkgopt=path-exclude=/usr/share/locale/*")
         .arg("--dpkgopt=path-exclude=/usr/share/info/*")
+        // dpkg's fsync of every unpacked file is most of the build's time on btrfs, and buys
+        // nothing here: an interrupted build is thrown away, and an interrupted install in a
+        // sandbox is redone. (Debian's official container images set it too.)
+        .arg("--dpkgopt=force-unsafe-io")
+        // PEP 668: Debian's marker makes `pip install` refuse outside a venv. A sandbox is a
+        // throwaway machine, so pip installs as root like in the official `python` images.
+        // Excluded from unpacking rather than deleted, so it stays away when a sandbox
+        // upgrades python3 (the option stays in the image's dpkg config).
+        .arg("--dpkgopt=path-exclude=/usr/lib/python3*/EXTERNALLY-MANAGED")
         .arg(DEFAULT_SUITE)
         .arg(target);
     if let Ok(mirror) = std::env::var("WARREN_DEBIAN_MIRROR") {
         cmd.arg(mirror);
     }
+    let (status, tail) = run_reporting(&mut cmd, progress)
+        .map_err(|e| ImageError::Spawn(IoError::at("run", Path::new("mmdebstrap"))(e)))?;
+    if !status.success() {
+        return Err(ImageError::Bootstrap {
+            image: image.clone(),
+            status,
+            tail,
+        });
+    }
+    Ok(())
+}
+
+/// Runs `cmd` with its stderr lines going to `progress` (mmdebstrap's `I: ` prefix dropped).
+/// Returns its exit status and its last lines, for the error if it failed.
+fn run_reporting(
+    cmd: &mut Command,
+    progress: &mut dyn FnMut(&str),
+) -> std::io::Result<(ExitStatus, String)> {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| ImageError::Spawn(IoError::at("run", Path::new("mmdebstrap"))(e)))?;
+        .spawn()?;
     let mut tail: Vec<String> = Vec::new();
     if let Some(stderr) = child.stderr.take() {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -254,17 +403,8 @@ fn bootstrap(
             }
         }
     }
-    let status = child
-        .wait()
-        .map_err(|e| ImageError::Spawn(IoError::at("wait for", Path::new("mmdebstrap"))(e)))?;
-    if !status.success() {
-        return Err(ImageError::Bootstrap {
-            image: image.clone(),
-            status,
-            tail: tail.join(" | "),
-        });
-    }
-    Ok(())
+    let status = child.wait()?;
+    Ok((status, tail.join(" | ")))
 }
 
 /// Makes the tree ready to be a sandbox root: mount points the jail needs, a hosts file, and no
@@ -294,4 +434,18 @@ fn finish_rootfs(root: &Path) -> Result<(), ImageError> {
     let _ = std::fs::remove_file(&resolv);
     std::fs::write(&resolv, "").map_err(IoError::at("empty the image's resolv.conf", &resolv))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_recipe_names_every_package_and_the_uv_version() {
+        let recipe = default_image_recipe();
+        for p in DEFAULT_PACKAGES {
+            assert!(recipe.contains(&format!(" {p} ")) || recipe.contains(&format!(" {p}\n")));
+        }
+        assert!(recipe.contains(&format!("uv {UV_VERSION}\n")));
+    }
 }

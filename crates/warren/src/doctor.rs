@@ -288,6 +288,20 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
             fix: format!("apt-get install {pkg} (scripts/up.sh installs it)"),
         });
     }
+    // The default image's uv comes from its PyPI wheel, fetched with the host's pip.
+    let pip = std::process::Command::new("python3")
+        .args(["-m", "pip", "--version"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    checks.push(Check {
+        name: "python3 -m pip",
+        ok: pip,
+        required: true,
+        detail: "fetches uv for the default image".into(),
+        fix: "apt-get install python3-pip (scripts/up.sh installs it)".into(),
+    });
     let (squota_kernel, _) = kernel_at_least(6, 7);
     let mode = warren_runtime::storage::pool_quota_mode(data_dir).map(|m| match m {
         warren_runtime::QuotaMode::Simple => "simple",

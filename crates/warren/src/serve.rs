@@ -122,11 +122,19 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
         .check_quotas()
         .context("failed to check disk quotas")?;
     // A fresh data dir has no default image: serve at once and build it in the background;
-    // creates from it answer 503 with the reason until it is published.
+    // creates from it answer 503 with the reason until it is published. An outdated one keeps
+    // serving creates until its rebuild replaces it.
+    let outdated = driver.has_image(&warren_types::ImageRef::default_image());
     if warren_runtime::image::build_default_image_in_background(driver.clone()) {
-        eprintln!(
-            "building the default image in the background (WARREN_LOG=info shows progress); creates from it answer 503 until it is ready"
-        );
+        if outdated {
+            eprintln!(
+                "rebuilding the default image from a newer recipe in the background (WARREN_LOG=info shows progress); creates use the old one until it is ready"
+            );
+        } else {
+            eprintln!(
+                "building the default image in the background (WARREN_LOG=info shows progress); creates from it answer 503 until it is ready"
+            );
+        }
     }
     let rt = crate::tokio_runtime()?;
     let limits = args.limits();

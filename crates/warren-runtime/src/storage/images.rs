@@ -23,12 +23,28 @@ impl BtrfsStorage {
         Ok(path)
     }
 
-    /// Makes a finished build read-only and publishes it under the image's name. Atomic: the
-    /// image is either absent or complete.
+    /// Makes a finished build read-only and publishes it under the image's name, replacing an
+    /// image of that name. Atomic: the name holds the old image or the new one, never nothing,
+    /// so creates from it keep working during a rebuild. Sandboxes made from the old image keep
+    /// their data (they are snapshots, independent of it).
     pub fn commit_image_build(&self, build: &Path, image: &ImageRef) -> Result<(), StorageError> {
         btrfs::set_read_only(build).map_err(io_err("make the image read-only", build))?;
         let dest = self.image_path(image);
-        fs::rename(build, &dest).map_err(io_err("publish the image", &dest))
+        if !dest.exists() {
+            return fs::rename(build, &dest).map_err(io_err("publish the image", &dest));
+        }
+        // A plain rename cannot replace a non-empty directory; exchanging the two names can,
+        // in one step. The old image then sits at the build's name and is deleted like an
+        // aborted build (at the next open if this process dies first).
+        rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            build,
+            rustix::fs::CWD,
+            &dest,
+            rustix::fs::RenameFlags::EXCHANGE,
+        )
+        .map_err(|e| io_err("replace the image", &dest)(e.into()))?;
+        delete_subvolumes(&self.root, &[build.to_owned()])
     }
 
     /// Deletes an unfinished build.

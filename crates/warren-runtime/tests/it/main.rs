@@ -13,6 +13,7 @@ mod deletion;
 mod exec;
 mod exhaustion;
 mod host;
+mod image;
 mod isolation;
 mod limits;
 mod lxcfs;
