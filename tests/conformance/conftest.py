@@ -83,6 +83,7 @@ class Server:
                     str(self.data_dir),
                     "--listen",
                     f"127.0.0.1:{self.port}",
+                    *_sandbox_ca_args(),
                     *self.extra_args,
                 ],
                 stdin=subprocess.DEVNULL,
@@ -179,6 +180,15 @@ class Server:
         env["LANGSMITH_TRACING"] = "false"
         env.update(extra)
         return env
+
+
+def _sandbox_ca_args() -> list[str]:
+    """The host's locally added CA certificates, trusted by every sandbox too: where this
+    host's outbound TLS is re-signed by a local CA, so is the sandboxes' (through the proxy)."""
+    args = []
+    for crt in sorted(Path("/usr/local/share/ca-certificates").glob("**/*.crt")):
+        args += ["--sandbox-ca", str(crt)]
+    return args
 
 
 def _prerequisites() -> tuple[Path, Path]:

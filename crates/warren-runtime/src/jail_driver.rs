@@ -76,7 +76,7 @@ struct Inner {
     binaries: OnceLock<Result<(), String>>,
     /// Set by a daemon that runs the egress proxy: sandboxes are then linked to it (`proxied`);
     /// unset, they keep only their loopback (`none`).
-    net: OnceLock<warren_net::HostNet>,
+    net: OnceLock<(warren_net::HostNet, Vec<u8>)>,
     /// Whether LXCFS answered at the last create or start (so its loss and return are logged
     /// once, not per sandbox).
     lxcfs_seen: placement::Seen,
@@ -218,7 +218,9 @@ impl JailDriver {
             tracing::warn!(sandbox = %spec.id, kernel_abi = report.landlock_abi, reviewed_abi = warren_jail::LANDLOCK_REVIEWED_ABI, "landlock is older than the reviewed ABI; the sandbox runs with less of it");
         }
         let env = match self.inner.net.get() {
-            Some(net) => crate::network::link(net, spec, slot, report.pid, &agent_socket).await?,
+            Some((net, cas)) => {
+                crate::network::link(net, cas, spec, slot, report.pid, &agent_socket).await?
+            }
             None => Vec::new(),
         };
         Ok(SandboxHandle {
@@ -232,14 +234,10 @@ impl JailDriver {
         })
     }
 
-    /// Links every sandbox booted from now on to the egress proxy (`proxied` mode).
-    pub fn enable_network(&self, net: warren_net::HostNet) {
-        let _ = self.inner.net.set(net);
-    }
-
-    /// Whether sandboxes are linked to the egress proxy.
-    pub fn network(&self) -> Option<&warren_net::HostNet> {
-        self.inner.net.get()
+    /// Links every sandbox booted from now on to the egress proxy (`proxied` mode), with these
+    /// extra CA certificates (PEM) added to its trust store.
+    pub fn enable_network(&self, net: warren_net::HostNet, extra_cas: Vec<u8>) {
+        let _ = self.inner.net.set((net, extra_cas));
     }
 
     /// Kills the sandbox's processes and frees cgroups, run dir and uid range; keeps files.
@@ -286,7 +284,7 @@ impl JailDriver {
                 }));
             }
         }
-        if let Some(net) = self.inner.net.get() {
+        if let Some((net, _)) = self.inner.net.get() {
             // The link dies with the namespace; this makes it immediate and covers a
             // half-made one.
             for (slot, owner) in self.inner.slots.list()? {

@@ -1,44 +1,116 @@
-//! What the jail driver does for a sandbox's network beyond the link itself (`warren-net`).
+//! What the jail driver does for a sandbox's network beyond the link itself (`warren-net`):
+//! the resolver, the trust store and the environment. Files inside the sandbox are written
+//! through the agent, as the sandbox's root, so the host never writes into a tenant's
+//! filesystem.
 
 use std::path::Path;
 use std::time::Instant;
 
 use warren_driver::SandboxSpec;
+use warren_proto::{Request, Response};
 
 use crate::agent::{AgentConn, AgentConnError};
 use crate::driver::DriverError;
 
-/// Points the sandbox's resolver at Warren's DNS on its link, through the agent (as the
-/// sandbox's root, so the host never writes into a tenant's filesystem).
-pub(crate) async fn write_resolv_conf(
-    socket: &Path,
-    addrs: &warren_net::SandboxAddrs,
-) -> Result<(), DriverError> {
-    use warren_proto::{Request, Response};
+/// The system trust store of the default image (Debian's), which every TLS client in the image
+/// can be pointed at.
+const TRUST_STORE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Most bytes of a sandbox's trust store read back (Debian's is about 200 KiB).
+const TRUST_STORE_MAX: u64 = 16 << 20;
+
+fn unexpected(got: Option<Response>) -> DriverError {
+    AgentConnError::Unexpected(format!("{got:?}")).into()
+}
+
+async fn write_file(socket: &Path, path: &str, data: Vec<u8>) -> Result<(), DriverError> {
     let mut conn = AgentConn::connect(socket).await?;
     conn.send(&Request::WriteFile {
-        path: "/etc/resolv.conf".into(),
+        path: path.into(),
         mode: Some(0o644),
         user: None,
     })
     .await?;
-    let text = warren_net::resolv_conf(addrs);
-    conn.send(&Request::FileData {
-        data: text.into_bytes(),
-    })
-    .await?;
+    for piece in data.chunks(warren_proto::MAX_CHUNK_LEN) {
+        conn.send(&Request::FileData {
+            data: piece.to_vec(),
+        })
+        .await?;
+    }
     conn.send(&Request::FileEnd).await?;
     match conn.recv().await? {
         Some(Response::Ok) => Ok(()),
         Some(Response::Error(e)) => Err(AgentConnError::Agent(e).into()),
-        other => Err(AgentConnError::Unexpected(format!("{other:?}")).into()),
+        other => Err(unexpected(other)),
     }
 }
 
-/// Links a booted sandbox to the host and points its resolver at Warren; returns the
-/// environment its commands get (the proxy's address).
+/// A file's bytes, or `None` when the sandbox has no such file.
+async fn read_file(socket: &Path, path: &str, max: u64) -> Result<Option<Vec<u8>>, DriverError> {
+    let mut conn = AgentConn::connect(socket).await?;
+    conn.send(&Request::ReadFile {
+        path: path.into(),
+        offset: 0,
+        len: Some(max),
+        user: None,
+    })
+    .await?;
+    let mut out = Vec::new();
+    loop {
+        match conn.recv().await? {
+            Some(Response::FileInfo(_)) => {}
+            Some(Response::FileData { data }) => out.extend_from_slice(&data),
+            Some(Response::FileEnd) => return Ok(Some(out)),
+            Some(Response::Error(e)) if e.kind == warren_proto::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Some(Response::Error(e)) => return Err(AgentConnError::Agent(e).into()),
+            other => return Err(unexpected(other)),
+        }
+    }
+}
+
+/// Adds the server's extra CA certificates to the sandbox's trust store, once (a restarted
+/// sandbox already has them). Hosts whose outbound TLS is re-signed by a local CA need their
+/// sandboxes to trust it too.
+async fn trust(socket: &Path, extra_cas: &[u8]) -> Result<(), DriverError> {
+    if extra_cas.is_empty() {
+        return Ok(());
+    }
+    let Some(mut store) = read_file(socket, TRUST_STORE, TRUST_STORE_MAX).await? else {
+        tracing::warn!("the sandbox has no {TRUST_STORE}; extra CA certificates not added");
+        return Ok(());
+    };
+    if store.windows(extra_cas.len()).any(|w| w == extra_cas) {
+        return Ok(());
+    }
+    if !store.ends_with(b"\n") && !store.is_empty() {
+        store.push(b'\n');
+    }
+    store.extend_from_slice(extra_cas);
+    write_file(socket, TRUST_STORE, store).await
+}
+
+/// Environment that points every TLS client of the image at the system trust store (pip and
+/// requests otherwise use their own bundle, node its built-in one).
+fn trust_env() -> Vec<(String, String)> {
+    [
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "PIP_CERT",
+        "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+    ]
+    .into_iter()
+    .map(|k| (k.to_owned(), TRUST_STORE.to_owned()))
+    .collect()
+}
+
+/// Links a booted sandbox to the host, points its resolver at Warren and adds the extra CAs to
+/// its trust store; returns the environment its commands get (the proxy, the trust store).
 pub(crate) async fn link(
     net: &warren_net::HostNet,
+    extra_cas: &[u8],
     spec: &SandboxSpec,
     slot: u32,
     pid: u32,
@@ -46,7 +118,15 @@ pub(crate) async fn link(
 ) -> Result<Vec<(String, String)>, DriverError> {
     let began = Instant::now();
     let addrs = net.attach(slot, pid).await?;
-    write_resolv_conf(agent_socket, &addrs).await?;
+    write_file(
+        agent_socket,
+        "/etc/resolv.conf",
+        warren_net::resolv_conf(&addrs).into_bytes(),
+    )
+    .await?;
+    trust(agent_socket, extra_cas).await?;
     tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), address = %addrs.sandbox, "network linked");
-    Ok(warren_net::proxy_env(&addrs, net.ports()))
+    let mut env = warren_net::proxy_env(&addrs, net.ports());
+    env.extend(trust_env());
+    Ok(env)
 }

@@ -3,6 +3,7 @@
 //! to and under which `proxy_config`, and records every connection.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -17,13 +18,28 @@ use warren_proxy::resolve::SystemResolver;
 use warren_proxy::sandbox::SandboxPolicy;
 use warren_runtime::JailDriver;
 
-/// Installs the firewall and links every sandbox booted from now on.
-pub(crate) async fn link_sandboxes(driver: &JailDriver) -> Result<ProxyPorts> {
+/// Installs the firewall and links every sandbox booted from now on; `cas` are PEM files added
+/// to every sandbox's trust store.
+pub(crate) async fn link_sandboxes(driver: &JailDriver, cas: &[PathBuf]) -> Result<ProxyPorts> {
+    let mut extra = Vec::new();
+    for path in cas {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("failed to read --sandbox-ca {}", path.display()))?;
+        anyhow::ensure!(
+            pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----"),
+            "--sandbox-ca {} holds no PEM certificate",
+            path.display()
+        );
+        extra.extend_from_slice(&pem);
+        if !extra.ends_with(b"\n") {
+            extra.push(b'\n');
+        }
+    }
     let ports = ProxyPorts::default();
     let net = HostNet::open(ports).await.context(
         "failed to set up sandbox networking (needs nft and rtnetlink; `warren doctor` checks)",
     )?;
-    driver.enable_network(net);
+    driver.enable_network(net, extra);
     Ok(ports)
 }
 

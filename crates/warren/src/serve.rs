@@ -69,6 +69,10 @@ pub(crate) struct ServeArgs {
     /// through Warren, under its `proxy_config`); `none` leaves it only its loopback.
     #[arg(long, value_enum, default_value = "proxied")]
     network: NetworkArg,
+    /// A PEM CA certificate every sandbox trusts besides its image's (repeatable): for hosts
+    /// whose outbound TLS is re-signed by a local CA, as corporate proxies do.
+    #[arg(long = "sandbox-ca", value_name = "FILE")]
+    sandbox_cas: Vec<std::path::PathBuf>,
 }
 
 /// `--network`.
@@ -141,7 +145,7 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
     let sandboxes = driver.clone();
     rt.block_on(async move {
         let egress = if args.network == NetworkArg::Proxied {
-            let ports = crate::egress::link_sandboxes(&driver).await?;
+            let ports = crate::egress::link_sandboxes(&driver, &args.sandbox_cas).await?;
             Some((ports, crate::egress::policy_config()))
         } else {
             None

@@ -21,6 +21,7 @@ async fn linked_driver() -> Arc<JailDriver> {
         HostNet::open(ProxyPorts::default())
             .await
             .expect("install the sandbox firewall (needs nft) and open netlink"),
+        Vec::new(),
     );
     Arc::new(d)
 }
