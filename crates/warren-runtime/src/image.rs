@@ -324,12 +324,11 @@ fn build_rootfs(
     image: &ImageRef,
     progress: &mut dyn FnMut(&str),
 ) -> Result<(), ImageError> {
-    // Fetched first: an unreachable registry or a wrong wheel fails the build before the long
-    // bootstrap.
-    let uv = UvFiles::fetch(progress)?;
     bootstrap(root, image, progress)?;
     finish_rootfs(root)?;
-    uv.install(root, progress)?;
+    // Fetched into the build's own /tmp, not the host's: a build killed midway leaves its
+    // downloads only inside the build, which the next open of the store deletes.
+    UvFiles::fetch(&root.join("tmp"), progress)?.install(root, progress)?;
     let recipe = root.join(RECIPE_FILE);
     std::fs::write(&recipe, default_image_recipe())
         .map_err(IoError::at("write the image's recipe", &recipe))?;

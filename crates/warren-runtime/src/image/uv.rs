@@ -50,7 +50,7 @@ with zipfile.ZipFile(wheel) as z:
             f.write(z.read(name))
 ";
 
-/// The uv binaries and licences, fetched from PyPI and verified, waiting in a temporary dir.
+/// The uv binaries and licences, fetched from PyPI and verified, waiting in a scratch dir.
 pub(super) struct UvFiles {
     dir: tempfile::TempDir,
 }
@@ -61,17 +61,20 @@ impl UvFiles {
     /// Its licence files, installed into /usr/local/share/doc/uv as Debian does for packages.
     const LICENSES: [&str; 2] = ["LICENSE-APACHE", "LICENSE-MIT"];
 
-    pub(super) fn fetch(progress: &mut dyn FnMut(&str)) -> Result<Self, ImageError> {
+    /// Fetches, verifies and unpacks the wheel into a new dir in `scratch`.
+    pub(super) fn fetch(
+        scratch: &Path,
+        progress: &mut dyn FnMut(&str),
+    ) -> Result<Self, ImageError> {
         let arch = std::env::consts::ARCH;
         let pinned = UV_WHEELS
             .iter()
             .find(|w| w.arch == arch)
             .ok_or(ImageError::UnsupportedArch(arch))?;
-        let tmp = std::env::temp_dir();
         let dir = tempfile::Builder::new()
             .prefix("warren-uv-")
-            .tempdir()
-            .map_err(IoError::at("create a temporary dir in", &tmp))?;
+            .tempdir_in(scratch)
+            .map_err(IoError::at("create a scratch dir in", scratch))?;
         let download = dir.path().join("download");
         std::fs::create_dir(&download).map_err(IoError::at("create the dir", &download))?;
 
@@ -135,9 +138,10 @@ impl UvFiles {
         Ok(Self { dir })
     }
 
-    /// Copies the files into the image, owned by root: executables 0755, licences 0644.
+    /// Copies the files into the image, owned by root: executables 0755, licences 0644, and
+    /// deletes the scratch dir.
     pub(super) fn install(
-        &self,
+        self,
         root: &Path,
         progress: &mut dyn FnMut(&str),
     ) -> Result<(), ImageError> {
@@ -159,6 +163,10 @@ impl UvFiles {
                     .map_err(IoError::at("set the mode of", &to))?;
             }
         }
+        let scratch = self.dir.path().to_owned();
+        self.dir
+            .close()
+            .map_err(IoError::at("delete the scratch dir", &scratch))?;
         Ok(())
     }
 }
