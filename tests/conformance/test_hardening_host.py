@@ -119,7 +119,18 @@ class FreshServer:
         env["WARREN_LOG"] = "info"
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                [str(self.binary), "serve", "--data-dir", str(self.data_dir), "--listen", f"127.0.0.1:{self.port}"],
+                # `--network none`: the session's server holds the host's one egress proxy and
+                # sandbox firewall; this one only needs to answer about its image.
+                [
+                    str(self.binary),
+                    "serve",
+                    "--data-dir",
+                    str(self.data_dir),
+                    "--listen",
+                    f"127.0.0.1:{self.port}",
+                    "--network",
+                    "none",
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
