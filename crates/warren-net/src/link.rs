@@ -4,8 +4,8 @@ use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 
 use futures_util::TryStreamExt;
-use rtnetlink::packet_route::link::LinkAttribute;
-use rtnetlink::{Handle, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::{NetError, SandboxAddrs};
 
@@ -106,11 +106,24 @@ async fn handle_in(pid: u32) -> Result<Handle, NetError> {
     Ok(handle)
 }
 
-/// Creates the pair, moves one end into the namespace of `pid` as `eth0`, and addresses and
-/// routes both ends.
+/// Creates the pair with one end made directly inside the namespace of `pid` as `eth0` (moving
+/// a link between namespaces waits for an RCU grace period, tens of milliseconds), and
+/// addresses and routes both ends.
 pub(crate) async fn attach(h: &Handle, a: &SandboxAddrs, pid: u32) -> Result<(), NetError> {
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|source| NetError::Io {
+        action: "open the sandbox's network namespace",
+        source,
+    })?;
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name("eth0".to_owned())
+        .setns_by_fd(ns.as_raw_fd())
+        .build();
+    let pair = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+        .name(a.host_link.clone())
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .build();
     h.link()
-        .add(LinkVeth::new(&a.host_link, &a.peer_link).build())
+        .add(pair)
         .execute()
         .await
         .map_err(netlink("create a sandbox link"))?;
@@ -118,22 +131,6 @@ pub(crate) async fn attach(h: &Handle, a: &SandboxAddrs, pid: u32) -> Result<(),
         &format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", a.host_link),
         "1",
     )?;
-    let peer = index_of(h, &a.peer_link)
-        .await?
-        .ok_or(NetError::NoAddress(a.slot))?;
-    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net")).map_err(|source| NetError::Io {
-        action: "open the sandbox's network namespace",
-        source,
-    })?;
-    h.link()
-        .set(
-            LinkUnspec::new_with_index(peer)
-                .setns_by_fd(ns.as_raw_fd())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(netlink("move a link into the sandbox"))?;
     let host = index_of(h, &a.host_link)
         .await?
         .ok_or(NetError::NoAddress(a.slot))?;
@@ -152,18 +149,9 @@ pub(crate) async fn attach(h: &Handle, a: &SandboxAddrs, pid: u32) -> Result<(),
 
 async fn inside(pid: u32, a: &SandboxAddrs) -> Result<(), NetError> {
     let h = handle_in(pid).await?;
-    let eth = index_of(&h, &a.peer_link)
+    let eth = index_of(&h, "eth0")
         .await?
         .ok_or(NetError::NoAddress(a.slot))?;
-    h.link()
-        .set(
-            LinkUnspec::new_with_index(eth)
-                .name("eth0".to_owned())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(netlink("name the sandbox's eth0"))?;
     h.address()
         .add(eth, a.sandbox.into(), PREFIX)
         .execute()
