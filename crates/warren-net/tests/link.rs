@@ -69,7 +69,9 @@ async fn a_linked_namespace_reaches_the_proxy_ports_and_nothing_else_on_the_host
     let proxy = TcpListener::bind(("0.0.0.0", ports.proxy)).unwrap();
     let net = HostNet::open(ports).await.unwrap();
     let ns = Netns::new();
-    let slot = 4000;
+    // Above every uid slot a data dir hands out (under 65,536), so no daemon or other test
+    // running beside this one owns it.
+    let slot = 1_000_000;
     let a = net.attach(slot, ns.pid()).await.unwrap();
     assert_eq!(a, addrs_for(slot).unwrap());
     let (_, addrs) = ns.run("ip -4 -o addr show dev eth0");
