@@ -6,7 +6,9 @@
 //! client's connection and nothing else.
 //!
 //! Usage: `warren-agent --listen-fd N` (the jailer's already listening socket) or
-//! `warren-agent --listen PATH` (bind a socket, for tests outside a jail).
+//! `warren-agent --listen PATH` (bind a socket, for tests outside a jail), plus
+//! `--nameserver ADDR` in a sandbox linked to the host: the agent points `/etc/resolv.conf` at
+//! Warren's DNS before it serves anything, so the host needs no round trip for it.
 
 mod conn;
 mod exec;
@@ -36,10 +38,17 @@ enum Listen {
     Path(PathBuf),
 }
 
-const USAGE: &str = "usage: warren-agent (--listen-fd N | --listen PATH)";
+#[derive(Debug)]
+struct Args {
+    listen: Listen,
+    nameserver: Option<std::net::Ipv4Addr>,
+}
 
-fn parse_args(mut args: impl Iterator<Item = std::ffi::OsString>) -> anyhow::Result<Listen> {
+const USAGE: &str = "usage: warren-agent (--listen-fd N | --listen PATH) [--nameserver IPV4]";
+
+fn parse_args(mut args: impl Iterator<Item = std::ffi::OsString>) -> anyhow::Result<Args> {
     let mut listen = None;
+    let mut nameserver = None;
     while let Some(arg) = args.next() {
         let value = |args: &mut dyn Iterator<Item = std::ffi::OsString>| {
             args.next()
@@ -55,10 +64,32 @@ fn parse_args(mut args: impl Iterator<Item = std::ffi::OsString>) -> anyhow::Res
                 listen = Some(Listen::Fd(fd));
             }
             Some("--listen") => listen = Some(Listen::Path(PathBuf::from(value(&mut args)?))),
+            Some("--nameserver") => {
+                let v = value(&mut args)?;
+                let addr = v
+                    .to_str()
+                    .and_then(|s| s.parse().ok())
+                    .context("--nameserver takes an IPv4 address")?;
+                nameserver = Some(addr);
+            }
             _ => bail!("unexpected argument {}; {USAGE}", arg.to_string_lossy()),
         }
     }
-    listen.context(USAGE)
+    Ok(Args {
+        listen: listen.context(USAGE)?,
+        nameserver,
+    })
+}
+
+/// Points the sandbox's resolver at Warren's DNS (names are resolved on the host by the
+/// egress proxy). A failure (a tenant made it a directory before a restart) leaves whatever is
+/// there: PID 1 has no log to say so and must not die for it, and commands then fail to
+/// resolve names, visibly.
+fn write_resolv_conf(nameserver: std::net::Ipv4Addr) {
+    let text = format!(
+        "# Written by Warren: names are resolved on the host by the egress proxy.\nnameserver {nameserver}\noptions timeout:2 attempts:2\n"
+    );
+    let _ = std::fs::write("/etc/resolv.conf", text);
 }
 
 /// The process-wide setup every sandbox relies on.
@@ -78,8 +109,12 @@ fn setgroups_allowed() -> bool {
 }
 
 fn main() -> anyhow::Result<()> {
-    let listen = parse_args(std::env::args_os().skip(1))?;
+    let args = parse_args(std::env::args_os().skip(1))?;
     init_process();
+    if let Some(ns) = args.nameserver {
+        write_resolv_conf(ns);
+    }
+    let listen = args.listen;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -138,15 +173,18 @@ mod tests {
     #[test]
     fn parses_both_forms_and_rejects_junk() {
         assert!(matches!(
-            parse_args(args(&["--listen-fd", "3"])),
+            parse_args(args(&["--listen-fd", "3"])).map(|a| a.listen),
             Ok(Listen::Fd(3))
         ));
         assert!(
-            matches!(parse_args(args(&["--listen", "/a.sock"])), Ok(Listen::Path(p)) if p == std::path::Path::new("/a.sock"))
+            matches!(parse_args(args(&["--listen", "/a.sock"])).map(|a| a.listen), Ok(Listen::Path(p)) if p == std::path::Path::new("/a.sock"))
         );
         assert!(parse_args(args(&[])).is_err());
         assert!(parse_args(args(&["--listen-fd"])).is_err());
         assert!(parse_args(args(&["--listen-fd", "x"])).is_err());
         assert!(parse_args(args(&["--verbose"])).is_err());
+        let a = parse_args(args(&["--listen-fd", "3", "--nameserver", "100.64.0.1"])).unwrap();
+        assert_eq!(a.nameserver, Some(std::net::Ipv4Addr::new(100, 64, 0, 1)));
+        assert!(parse_args(args(&["--listen-fd", "3", "--nameserver", "x"])).is_err());
     }
 }

@@ -148,14 +148,6 @@ pub fn proxy_env(addrs: &SandboxAddrs, ports: ProxyPorts) -> Vec<(String, String
     env
 }
 
-/// The resolver configuration a proxied sandbox gets: Warren's DNS on the host end of its link.
-pub fn resolv_conf(addrs: &SandboxAddrs) -> String {
-    format!(
-        "# Written by Warren: names are resolved on the host by the egress proxy.\nnameserver {}\noptions timeout:2 attempts:2\n",
-        addrs.host
-    )
-}
-
 /// The host end's address of a slot's link, for callers that only have the slot.
 pub fn host_address(slot: u32) -> Option<Ipv4Addr> {
     addrs_for(slot).map(|a| a.host)

@@ -202,10 +202,7 @@ impl JailDriver {
             shm_bytes: self.inner.cfg.shm_bytes.min(spec.limits.memory_bytes),
             nofile: self.inner.cfg.nofile,
             nproc: u64::from(spec.limits.pids),
-            agent_args: vec![
-                "--listen-fd".into(),
-                warren_jail::AGENT_LISTEN_FD.to_string(),
-            ],
+            agent_args: crate::network::agent_args(self.inner.net.get().is_some(), slot),
             lxcfs,
             cpus,
         };

@@ -106,8 +106,23 @@ fn trust_env() -> Vec<(String, String)> {
     .collect()
 }
 
-/// Links a booted sandbox to the host, points its resolver at Warren and adds the extra CAs to
-/// its trust store; returns the environment its commands get (the proxy, the trust store).
+/// The agent's arguments: its listening descriptor, and for a linked sandbox the address of
+/// Warren's DNS on its link (known from the slot before the link exists), so the agent writes
+/// the resolver configuration itself before it serves anything.
+pub(crate) fn agent_args(linked: bool, slot: u32) -> Vec<String> {
+    let mut args = vec![
+        "--listen-fd".into(),
+        warren_jail::AGENT_LISTEN_FD.to_string(),
+    ];
+    if linked && let Some(host) = warren_net::host_address(slot) {
+        args.push("--nameserver".into());
+        args.push(host.to_string());
+    }
+    args
+}
+
+/// Links a booted sandbox to the host and adds the extra CAs to its trust store; returns the
+/// environment its commands get (the proxy, the trust store).
 pub(crate) async fn link(
     net: &warren_net::HostNet,
     extra_cas: &[u8],
@@ -118,12 +133,6 @@ pub(crate) async fn link(
 ) -> Result<Vec<(String, String)>, DriverError> {
     let began = Instant::now();
     let addrs = net.attach(slot, pid).await?;
-    write_file(
-        agent_socket,
-        "/etc/resolv.conf",
-        warren_net::resolv_conf(&addrs).into_bytes(),
-    )
-    .await?;
     trust(agent_socket, extra_cas).await?;
     tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), address = %addrs.sandbox, "network linked");
     let mut env = warren_net::proxy_env(&addrs, net.ports());
