@@ -141,3 +141,24 @@ def test_the_host_is_unreachable_directly_and_through_the_proxy(server, sb):
         assert _dropped() > before, "the firewall counted no dropped packet"
     finally:
         svc.close()
+
+
+def test_a_none_sandbox_has_only_its_loopback(server, client):
+    svc = _Listener()
+    server.stop()
+    server.extra_args = ["--network", "none"]
+    server.start(fresh=False)
+    try:
+        with client.sandbox(name=uniq("none"), timeout=60) as sb:
+            links = sb.run("awk -F: 'NR>2 {print $1}' /proc/net/dev", timeout=30).stdout.split()
+            assert links == ["lo"], links
+            assert sb.run("echo ${HTTP_PROXY:-none}", timeout=30).stdout.strip() == "none"
+            for target in ["127.0.0.1", "100.64.0.1", "192.0.2.1"]:
+                r = sb.run(f"timeout 3 bash -c 'echo x > /dev/tcp/{target}/{svc.port}'; echo rc=$?", timeout=30)
+                assert "rc=0" not in r.stdout, f"{target} reachable from a none sandbox"
+            assert svc.accepted == 0
+    finally:
+        svc.close()
+        server.stop()
+        server.extra_args = []
+        server.start(fresh=False)
