@@ -17,4 +17,11 @@ fi
 scripts/build.sh
 target/release/warren image build
 target/release/warren doctor || true
-exec target/release/warren serve "$@"
+# Hosts whose outbound TLS is re-signed by a locally added CA (corporate proxies, some labs):
+# sandboxes reach the internet through Warren's proxy on this host, so they must trust it too.
+cas=()
+shopt -s nullglob globstar
+for crt in /usr/local/share/ca-certificates/**/*.crt; do
+  cas+=(--sandbox-ca "$crt")
+done
+exec target/release/warren serve "${cas[@]}" "$@"
