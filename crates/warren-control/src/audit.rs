@@ -13,31 +13,44 @@ impl Control {
         target: Option<&str>,
         detail: Option<String>,
     ) {
-        let entry = AuditEntry {
-            seq: 0,
-            at: rfc3339(now()),
-            workspace_id: p.map(|p| p.workspace_id.clone()),
-            user_id: p.map(|p| p.user_id.clone()),
-            action: action.to_owned(),
-            target: target.map(str::to_owned),
+        self.append_audit(
+            p.map(|p| p.workspace_id.clone()),
+            p.map(|p| p.user_id.clone()),
+            action,
+            target.map(str::to_owned),
             detail,
-        };
-        if let Err(e) = self.store.append_audit(&entry) {
-            tracing::error!(error = %e, action, "failed to append to the audit log");
-        }
+        );
     }
 
     /// Appends what the server did on its own to a sandbox (an idle stop, an auto-delete), in
     /// the sandbox's workspace, so its admins see it.
     pub(crate) fn audit_system(&self, rec: &SandboxRecord, action: &str) {
+        self.append_audit(
+            Some(rec.workspace_id.clone()),
+            None,
+            action,
+            Some(rec.id.clone()),
+            Some(rec.name.clone()),
+        );
+    }
+
+    /// The one place an entry is written: every kind of entry above and the egress proxy's.
+    pub(crate) fn append_audit(
+        &self,
+        workspace_id: Option<String>,
+        user_id: Option<String>,
+        action: &str,
+        target: Option<String>,
+        detail: Option<String>,
+    ) {
         let entry = AuditEntry {
             seq: 0,
             at: rfc3339(now()),
-            workspace_id: Some(rec.workspace_id.clone()),
-            user_id: None,
+            workspace_id,
+            user_id,
             action: action.to_owned(),
-            target: Some(rec.id.clone()),
-            detail: Some(rec.name.clone()),
+            target,
+            detail,
         };
         if let Err(e) = self.store.append_audit(&entry) {
             tracing::error!(error = %e, action, "failed to append to the audit log");

@@ -6,7 +6,7 @@ use serde_json::Value;
 use warren_types::SandboxStatus;
 
 use crate::control::Control;
-use crate::store::{AuditEntry, Store, rfc3339};
+use crate::store::Store;
 
 /// A running sandbox as the egress proxy sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,20 +71,15 @@ impl Control {
             .flatten()
             .map(|r| r.workspace_id);
         let verdict = if ev.allowed { "allowed" } else { "denied" };
-        let entry = AuditEntry {
-            seq: 0,
-            at: rfc3339(crate::control::now()),
+        self.append_audit(
             workspace_id,
-            user_id: None,
-            action: format!("egress.{verdict}"),
-            target: Some(ev.sandbox_id.clone()),
-            detail: Some(format!(
+            None,
+            &format!("egress.{verdict}"),
+            Some(ev.sandbox_id.clone()),
+            Some(format!(
                 "{}:{} rule={} up={} down={}",
                 ev.host, ev.port, ev.rule, ev.bytes_up, ev.bytes_down
             )),
-        };
-        if let Err(e) = self.store.append_audit(&entry) {
-            tracing::error!(error = %e, "failed to append an egress entry to the audit log");
-        }
+        );
     }
 }
