@@ -34,6 +34,7 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(HERE))
 
 from helpers import uniq  # noqa: E402
+from upstream_tls import test_ca  # noqa: E402
 
 HEALTH_TIMEOUT = 30.0
 
@@ -84,6 +85,8 @@ class Server:
                     "--listen",
                     f"127.0.0.1:{self.port}",
                     *_sandbox_ca_args(),
+                    "--egress-upstream-ca",
+                    str(test_ca()[0]),
                     *self.extra_args,
                 ],
                 stdin=subprocess.DEVNULL,

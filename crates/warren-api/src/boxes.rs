@@ -40,7 +40,10 @@ pub(crate) fn sandbox(state: &AppState, r: &SandboxRecord) -> Sandbox {
         run_config: Some(c.run_config.clone()),
         labels: (!c.labels.is_empty()).then(|| c.labels.clone()),
         access_delegation: c.access_delegation.clone(),
-        proxy_config: c.proxy_config.clone(),
+        proxy_config: c
+            .proxy_config
+            .as_ref()
+            .map(warren_control::redact_proxy_config),
         mount_config: c.mount_config.clone(),
         preserve_memory_on_stop: Some(false),
         tier: Some(state.control.tier().as_str().to_owned()),

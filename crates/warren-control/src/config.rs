@@ -72,7 +72,8 @@ pub struct SandboxConfig {
     pub labels: BTreeMap<String, String>,
     /// Stored and echoed.
     pub access_delegation: Option<Value>,
-    /// Stored and echoed (empty rule sets only, until the egress proxy exists).
+    /// The egress proxy's policy and credential rules; opaque values are never shown
+    /// ([`crate::redact_proxy_config`]).
     pub proxy_config: Option<Value>,
     /// Stored and echoed (no mounts, until mounts exist).
     pub mount_config: Option<Value>,
@@ -244,12 +245,13 @@ pub fn validate_resources(
     Ok(())
 }
 
-/// Checks the objects that are stored and echoed but not yet enforced: accepting a rule that
-/// does nothing would let a caller believe, say, that credentials are being injected.
+/// Checks the objects that are stored with the sandbox, refusing what is not enforced:
+/// accepting a rule that does nothing would let a caller believe, say, that credentials are
+/// being injected. Returns the workspace secrets the `proxy_config` names.
 pub fn validate_passthrough(
     req: &CreateSandbox,
-    egress: Option<&EgressCheck>,
-) -> Result<(), ConfigError> {
+    egress: Option<&Arc<dyn Egress>>,
+) -> Result<Vec<String>, ConfigError> {
     if req.preserve_memory_on_stop == Some(true) || req.restore_memory == Some(true) {
         return Err(ConfigError::Malformed(
             "memory-preserving stop is not supported yet".into(),
@@ -264,7 +266,7 @@ pub fn validate_passthrough(
             ));
         }
     }
-    check_proxy_config(req.proxy_config.as_ref(), egress)?;
+    let secrets = check_proxy_config(req.proxy_config.as_ref(), egress)?;
     if let Some(mc) = &req.mount_config
         && mc
             .get("mounts")
@@ -275,56 +277,49 @@ pub fn validate_passthrough(
             "mounts are not supported yet".into(),
         ));
     }
-    Ok(())
+    Ok(secrets)
 }
 
-/// The egress proxy's own check of a `proxy_config` (its policy parser), given by a server
-/// that runs the proxy. Without one, sandboxes have no egress to configure.
-#[derive(Clone)]
-pub struct EgressCheck(pub Arc<CheckFn>);
-
-/// The check: `Err` says why the `proxy_config` is refused.
-pub type CheckFn = dyn Fn(&Value) -> Result<(), String> + Send + Sync;
-
-impl std::fmt::Debug for EgressCheck {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("EgressCheck")
-    }
+/// What the control plane needs from the egress proxy, given by a server that runs one.
+/// Without one, sandboxes have no egress to configure.
+pub trait Egress: Send + Sync + std::fmt::Debug {
+    /// Checks a `proxy_config` with the proxy's own parsers (access control and credential
+    /// rules); returns the workspace secrets its rules name.
+    fn check(&self, proxy_config: &Value) -> Result<Vec<String>, ConfigError>;
+    /// The sandbox's CA certificate (PEM), made if it has none. The sandbox's trust store gets
+    /// it, so the proxy can add credentials to TLS connections its rules cover.
+    fn sandbox_ca(&self, sandbox_id: &str) -> Result<String, String>;
+    /// Forgets a deleted sandbox's CA.
+    fn forget(&self, sandbox_id: &str);
 }
 
-/// Checks a `proxy_config`: `access_control` by the egress proxy's parser when the server runs
-/// one; header-injection `rules` and `callbacks` are refused until credential injection exists
-/// (accepting a rule that does nothing would let a caller believe a credential is injected).
+/// Checks a `proxy_config` by the egress proxy's parsers; returns the workspace secrets its
+/// rules name. A server without egress refuses any that asks for something.
 pub fn check_proxy_config(
     pc: Option<&Value>,
-    egress: Option<&EgressCheck>,
-) -> Result<(), ConfigError> {
-    let Some(pc) = pc else { return Ok(()) };
-    if !pc.is_object() {
+    egress: Option<&Arc<dyn Egress>>,
+) -> Result<Vec<String>, ConfigError> {
+    let Some(pc) = pc else { return Ok(Vec::new()) };
+    let Some(obj) = pc.as_object() else {
         return Err(ConfigError::Invalid(
             "proxy_config must be an object".into(),
         ));
-    }
-    let non_empty = |key: &str| {
-        pc.get(key)
-            .and_then(Value::as_array)
-            .is_some_and(|r| !r.is_empty())
     };
-    if non_empty("rules") || non_empty("callbacks") {
-        return Err(ConfigError::Unsupported(
-            "proxy_config rules and callbacks (credential injection) are not supported yet".into(),
-        ));
+    let asks = ["rules", "callbacks", "access_control"]
+        .iter()
+        .any(|k| match obj.get(*k) {
+            None | Some(Value::Null) => false,
+            Some(Value::Array(a)) => !a.is_empty(),
+            Some(_) => true,
+        });
+    match egress {
+        Some(egress) => egress.check(pc),
+        None if asks => Err(ConfigError::Unsupported(
+            "this server runs sandboxes without network egress (warren serve --network none)"
+                .into(),
+        )),
+        None => Ok(Vec::new()),
     }
-    if pc.get("access_control").is_some_and(|v| !v.is_null()) {
-        let Some(check) = egress else {
-            return Err(ConfigError::Unsupported(
-                "this server runs sandboxes without network egress (warren serve --network none)"
-                    .into(),
-            ));
-        };
-        (check.0)(pc).map_err(ConfigError::Invalid)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use warren_driver::{Driver, SandboxSpec, Tier};
 use warren_types::{ImageRef, Limits, SandboxStatus};
 
 use crate::admission::{self, ResourceLimits};
-use crate::config::EgressCheck;
+use crate::config::Egress;
 use crate::error::ControlError;
 use crate::metrics::Metrics;
 use crate::parked::Parked;
@@ -30,8 +30,8 @@ pub struct ControlConfig {
     pub sweep_interval: Duration,
     /// Per-sandbox maxima and the server's and users' quotas.
     pub limits: ResourceLimits,
-    /// The egress proxy's check of `proxy_config`, when sandboxes have egress.
-    pub egress: Option<EgressCheck>,
+    /// The egress proxy, when sandboxes have egress.
+    pub egress: Option<Arc<dyn Egress>>,
 }
 
 /// The control plane.
@@ -266,6 +266,7 @@ pub(crate) fn spec_of(rec: &SandboxRecord, pids: u32) -> SandboxSpec {
             disk_bytes: rec.config.fs_capacity_bytes,
             pids,
         },
+        trust: String::new(),
     }
 }
 

@@ -22,7 +22,8 @@ impl Control {
         p: &Principal,
         req: CreateSandbox,
     ) -> Result<SandboxRecord, ControlError> {
-        validate_passthrough(&req, self.cfg.egress.as_ref())?;
+        let secrets = validate_passthrough(&req, self.cfg.egress.as_ref())?;
+        self.check_secrets(&p.workspace_id, &secrets)?;
         validate_resources(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
         self.check_shape(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
         for (field, v) in [
@@ -168,12 +169,18 @@ impl Control {
         if rec.status != SandboxStatus::Provisioning {
             return;
         }
-        let spec = spec_of(&rec, self.cfg.limits.pids);
+        let mut spec = spec_of(&rec, self.cfg.limits.pids);
         let started = Instant::now();
-        let result = if fresh || !self.driver.has_storage(&rec.runtime_id) {
-            self.driver.create(&spec).await
-        } else {
-            self.driver.start(&spec).await
+        let result = match self.sandbox_trust(&rec.id) {
+            Err(e) => Err(e),
+            Ok(trust) => {
+                spec.trust = trust;
+                if fresh || !self.driver.has_storage(&rec.runtime_id) {
+                    self.driver.create(&spec).await
+                } else {
+                    self.driver.start(&spec).await
+                }
+            }
         };
         rec.updated_at = now();
         match result {

@@ -57,6 +57,9 @@ impl Control {
             return Ok(());
         }
         self.store.delete_sandbox(id)?;
+        if let Some(egress) = &self.cfg.egress {
+            egress.forget(id);
+        }
         self.track_slot(id, None);
         self.pending_deletes.done(id);
         self.activity.forget(id);

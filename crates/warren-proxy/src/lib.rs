@@ -9,6 +9,8 @@
 //! - [`dns`]: the sandboxes' DNS server (A answers filtered by policy);
 //! - [`proxy`]: the explicit HTTP/CONNECT proxy port and the transparent HTTP and TLS ports;
 //! - [`sandbox`]: which sandbox a source address belongs to, and its current policy;
+//! - [`inject`]: credential rules, which add headers to requests to the hosts they cover;
+//! - [`ca`]: per-sandbox CAs, to intercept TLS to those hosts;
 //! - [`events`]: one report per connection, for the audit log and metrics.
 //!
 //! The daemon starts each listener once for all sandboxes and keeps the sandbox table up to
@@ -27,7 +29,7 @@
 //! let host = Arc::new(PolicyConfig::new().with_host_addresses(["203.0.113.7".parse().unwrap()]));
 //! let table = Arc::new(SandboxTable::new());
 //! let policy = Policy::from_proxy_config(Some(&proxy_config), host.clone()).expect("checked at create");
-//! table.insert("100.64.0.2".parse().unwrap(), SandboxPolicy { sandbox_id: "sb-1".into(), policy });
+//! table.insert("100.64.0.2".parse().unwrap(), SandboxPolicy::new("sb-1", policy));
 //!
 //! let events = Arc::new(|event: ConnectionEvent| tracing::info!(?event, "egress"));
 //! let proxy = Proxy::new(ProxyConfig::default(), table.clone(), Arc::new(SystemResolver), events);
@@ -43,8 +45,10 @@
 //! # }
 //! ```
 
+pub mod ca;
 pub mod dns;
 pub mod events;
+pub mod inject;
 pub mod policy;
 pub mod proxy;
 pub mod resolve;

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 
+use crate::ca::SandboxCa;
+use crate::inject::Credentials;
 use crate::policy::Policy;
 
 /// A sandbox and its egress policy.
@@ -19,6 +21,22 @@ pub struct SandboxPolicy {
     pub sandbox_id: String,
     /// Its policy.
     pub policy: Policy,
+    /// Its credential rules.
+    pub credentials: Credentials,
+    /// Its CA, for intercepting TLS to hosts its rules cover.
+    pub ca: Option<Arc<SandboxCa>>,
+}
+
+impl SandboxPolicy {
+    /// A sandbox with `policy` and no credential rules.
+    pub fn new(sandbox_id: impl Into<String>, policy: Policy) -> Self {
+        Self {
+            sandbox_id: sandbox_id.into(),
+            policy,
+            credentials: Credentials::none(),
+            ca: None,
+        }
+    }
 }
 
 /// Finds the sandbox behind a source address. Called once per connection (and per DNS
@@ -83,13 +101,7 @@ mod tests {
         let policy = Policy::default_egress(Arc::new(PolicyConfig::new()));
         let addr: IpAddr = "100.64.0.2".parse().unwrap();
         assert!(table.lookup(addr).is_none());
-        table.insert(
-            addr,
-            SandboxPolicy {
-                sandbox_id: "a".into(),
-                policy: policy.clone(),
-            },
-        );
+        table.insert(addr, SandboxPolicy::new("a", policy.clone()));
         assert_eq!(
             table
                 .lookup("::ffff:100.64.0.2".parse().unwrap())
@@ -97,13 +109,7 @@ mod tests {
                 .sandbox_id,
             "a"
         );
-        table.insert(
-            addr,
-            SandboxPolicy {
-                sandbox_id: "b".into(),
-                policy,
-            },
-        );
+        table.insert(addr, SandboxPolicy::new("b", policy));
         assert_eq!(table.lookup(addr).unwrap().sandbox_id, "b");
         assert!(table.remove(addr).is_some());
         assert!(table.lookup(addr).is_none());

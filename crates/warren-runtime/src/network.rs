@@ -121,8 +121,8 @@ pub(crate) fn agent_args(linked: bool, slot: u32) -> Vec<String> {
     args
 }
 
-/// Links a booted sandbox to the host and adds the extra CAs to its trust store; returns the
-/// environment its commands get (the proxy, the trust store).
+/// Links a booted sandbox to the host and adds the server's extra CAs and its own proxy CA to
+/// its trust store; returns the environment its commands get (the proxy, the trust store).
 pub(crate) async fn link(
     net: &warren_net::HostNet,
     extra_cas: &[u8],
@@ -133,7 +133,9 @@ pub(crate) async fn link(
 ) -> Result<Vec<(String, String)>, DriverError> {
     let began = Instant::now();
     let addrs = net.attach(slot, pid).await?;
-    trust(agent_socket, extra_cas).await?;
+    let mut cas = extra_cas.to_vec();
+    cas.extend_from_slice(spec.trust.as_bytes());
+    trust(agent_socket, &cas).await?;
     tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), address = %addrs.sandbox, "network linked");
     let mut env = warren_net::proxy_env(&addrs, net.ports());
     env.extend(trust_env());

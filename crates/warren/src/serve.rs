@@ -73,6 +73,11 @@ pub(crate) struct ServeArgs {
     /// whose outbound TLS is re-signed by a local CA, as corporate proxies do.
     #[arg(long = "sandbox-ca", value_name = "FILE")]
     sandbox_cas: Vec<std::path::PathBuf>,
+    /// A PEM CA certificate the egress proxy also trusts when it verifies a server whose TLS it
+    /// intercepts for a credential rule (repeatable); the host's trust store and every
+    /// `--sandbox-ca` are trusted already.
+    #[arg(long = "egress-upstream-ca", value_name = "FILE")]
+    upstream_cas: Vec<std::path::PathBuf>,
 }
 
 /// `--network`.
@@ -145,8 +150,14 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
     let sandboxes = driver.clone();
     rt.block_on(async move {
         let egress = if args.network == NetworkArg::Proxied {
-            let ports = crate::egress::link_sandboxes(&driver, &args.sandbox_cas).await?;
-            Some((ports, crate::egress::policy_config()))
+            let setup = crate::egress::link_sandboxes(
+                &driver,
+                &args.sandbox_cas,
+                &args.upstream_cas,
+                data_dir,
+            )
+            .await?;
+            Some(setup)
         } else {
             None
         };
@@ -167,9 +178,7 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
             data_dir: data_dir.to_owned(),
             public_url: public_url.clone(),
             sweep_interval: Duration::from_secs(args.sweep_interval.max(1)),
-            egress: egress
-                .as_ref()
-                .map(|(_, config)| crate::egress::check(config.clone())),
+            egress: egress.as_ref().map(crate::egress::EgressSetup::hooks),
             limits,
         };
         let (control, admin_key) = Control::open(cfg, std::sync::Arc::new(driver))
@@ -181,8 +190,8 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
                 data_dir.join("admin.key").display()
             );
         }
-        if let Some((ports, config)) = egress {
-            crate::egress::start_proxy(control.clone(), ports, config).await?;
+        if let Some(setup) = egress {
+            crate::egress::start_proxy(control.clone(), setup).await?;
         }
         tokio::spawn(control.clone().sweep_forever());
         let listener = warren_api::bind(args.listen)

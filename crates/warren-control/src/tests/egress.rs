@@ -65,11 +65,64 @@ async fn a_connection_is_audited_in_the_sandboxs_workspace_and_counted() {
     );
 }
 
+/// An egress proxy that records what the control plane asks of it.
+#[derive(Debug, Default)]
+struct TestEgress {
+    cas: std::sync::Mutex<Vec<String>>,
+    forgotten: std::sync::Mutex<Vec<String>>,
+}
+
+impl crate::Egress for TestEgress {
+    fn check(&self, pc: &serde_json::Value) -> Result<Vec<String>, crate::ConfigError> {
+        if pc.to_string().contains("bad entry") {
+            return Err(crate::ConfigError::Invalid(
+                "allow_list entry 'bad entry' is not a host".into(),
+            ));
+        }
+        if pc.to_string().contains("\"gcp\"") {
+            return Err(crate::ConfigError::Unsupported("gcp rules".into()));
+        }
+        Ok(vec![])
+    }
+
+    fn sandbox_ca(&self, sandbox_id: &str) -> Result<String, String> {
+        self.cas.lock().unwrap().push(sandbox_id.to_owned());
+        Ok(format!(
+            "-----BEGIN CERTIFICATE-----\n{sandbox_id}\n-----END CERTIFICATE-----\n"
+        ))
+    }
+
+    fn forget(&self, sandbox_id: &str) {
+        self.forgotten.lock().unwrap().push(sandbox_id.to_owned());
+    }
+}
+
+async fn with_egress() -> (
+    std::sync::Arc<crate::Control>,
+    crate::Principal,
+    std::sync::Arc<TestEgress>,
+    tempfile::TempDir,
+) {
+    let mut limits = generous();
+    limits.max_sandboxes = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir, limits);
+    let egress = std::sync::Arc::new(TestEgress::default());
+    cfg.egress = Some(egress.clone());
+    let (control, key) = crate::Control::with_store(
+        cfg,
+        std::sync::Arc::new(warren_driver::fake::FakeDriver::new()),
+        crate::SqliteStore::in_memory().unwrap(),
+    )
+    .await
+    .unwrap();
+    let admin = control.authenticate(&key.unwrap()).unwrap().unwrap();
+    (control, admin, egress, dir)
+}
+
 #[tokio::test]
 async fn access_control_needs_egress_and_is_checked_by_the_proxys_parser() {
-    use std::sync::Arc;
-
-    use crate::{ConfigError, ControlError, CreateSandbox, EgressCheck};
+    use crate::{ConfigError, ControlError, CreateSandbox};
     let acl = serde_json::json!({"access_control": {"allow_list": ["pypi.org"]}});
     let create = |pc: serde_json::Value| CreateSandbox {
         proxy_config: Some(pc),
@@ -82,26 +135,8 @@ async fn access_control_needs_egress_and_is_checked_by_the_proxys_parser() {
         matches!(e, ControlError::Config(ConfigError::Unsupported(_))),
         "{e:?}"
     );
-    // With it, the proxy's parser decides, and injection rules stay refused.
-    let mut limits = generous();
-    limits.max_sandboxes = 10;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(&dir, limits);
-    cfg.egress = Some(EgressCheck(Arc::new(|pc: &serde_json::Value| {
-        if pc.to_string().contains("bad entry") {
-            Err("allow_list entry 'bad entry' is not a host".into())
-        } else {
-            Ok(())
-        }
-    })));
-    let (control, key) = crate::Control::with_store(
-        cfg,
-        Arc::new(warren_driver::fake::FakeDriver::new()),
-        crate::SqliteStore::in_memory().unwrap(),
-    )
-    .await
-    .unwrap();
-    let admin = control.authenticate(&key.unwrap()).unwrap().unwrap();
+    // With it, the proxy's parsers decide.
+    let (control, admin, _egress, _dir) = with_egress().await;
     control.create(&admin, create(acl)).unwrap();
     let bad = serde_json::json!({"access_control": {"allow_list": ["bad entry"]}});
     let e = control.create(&admin, create(bad)).unwrap_err();
@@ -109,10 +144,100 @@ async fn access_control_needs_egress_and_is_checked_by_the_proxys_parser() {
         matches!(&e, ControlError::Config(ConfigError::Invalid(m)) if m.contains("bad entry")),
         "{e:?}"
     );
-    let rules = serde_json::json!({"rules": [{"name": "x"}]});
+    let rules = serde_json::json!({"rules": [{"name": "x", "gcp": {}}]});
     let e = control.create(&admin, create(rules)).unwrap_err();
     assert!(
         matches!(e, ControlError::Config(ConfigError::Unsupported(_))),
         "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_boot_gets_the_sandboxs_ca_and_a_delete_forgets_it() {
+    let (control, admin, egress, _dir) = with_egress().await;
+    let rec = control
+        .create(&admin, crate::CreateSandbox::default())
+        .unwrap();
+    let rec = control
+        .wait_settled(&rec.id, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(rec.status, warren_types::SandboxStatus::Ready);
+    assert_eq!(*egress.cas.lock().unwrap(), [rec.id.clone()]);
+    control.stop(&admin, &rec.id).await.unwrap();
+    control.start(&admin, &rec.id).await.unwrap();
+    control
+        .wait_settled(&rec.id, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        egress.cas.lock().unwrap().len(),
+        2,
+        "a restart trusts it again"
+    );
+    assert!(egress.forgotten.lock().unwrap().is_empty());
+    control.delete(&admin, &rec.id).await.unwrap();
+    assert_eq!(*egress.forgotten.lock().unwrap(), [rec.id]);
+}
+
+#[tokio::test]
+async fn opaque_values_are_hidden_and_survive_an_update_that_leaves_them_out() {
+    use serde_json::json;
+    let (control, admin, _egress, _dir) = with_egress().await;
+    let pc = json!({"rules": [{"name": "api", "match_hosts": ["api.example.com"],
+        "env_vars": {"API_KEY": "dummy"},
+        "headers": [{"name": "x-api-key", "type": "opaque", "value": "hunter2"}]}]});
+    let rec = control
+        .create(
+            &admin,
+            crate::CreateSandbox {
+                proxy_config: Some(pc),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let shown = crate::redact_proxy_config(rec.config.proxy_config.as_ref().unwrap());
+    assert!(!shown.to_string().contains("hunter2"), "{shown}");
+    // A client sends back what it was shown, with one change.
+    let mut back = shown.clone();
+    back["rules"][0]["match_hosts"] = json!(["api2.example.com"]);
+    let rec = control
+        .update(
+            &admin,
+            &rec.id,
+            crate::UpdateSandbox {
+                proxy_config: Some(back),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let stored = rec.config.proxy_config.unwrap();
+    assert_eq!(stored["rules"][0]["headers"][0]["value"], "hunter2");
+    assert_eq!(stored["rules"][0]["match_hosts"][0], "api2.example.com");
+    // The rule's variables reach commands, below the command's own.
+    control
+        .wait_settled(&rec.id, std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    let run = |env: Option<(&str, &str)>| crate::ExecRequest {
+        command: "env API_KEY".into(),
+        env: env.map(|(k, v)| [(k.to_owned(), v.to_owned())].into()),
+        ..Default::default()
+    };
+    let mut s = control.exec(&admin, &rec.id, run(None)).await.unwrap();
+    let events = super::support::drain(&mut s).await;
+    assert_eq!(
+        super::support::output(&events, crate::Stream::Stdout, 0),
+        b"dummy\n"
+    );
+    let mut s = control
+        .exec(&admin, &rec.id, run(Some(("API_KEY", "mine"))))
+        .await
+        .unwrap();
+    let events = super::support::drain(&mut s).await;
+    assert_eq!(
+        super::support::output(&events, crate::Stream::Stdout, 0),
+        b"mine\n"
     );
 }

@@ -20,6 +20,7 @@ fn spec(id: &SandboxId) -> SandboxSpec {
             disk_bytes: 1 << 30,
             pids: 64,
         },
+        trust: String::new(),
     }
 }
 

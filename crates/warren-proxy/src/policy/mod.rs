@@ -29,7 +29,7 @@ pub use pattern::{EntryError, MAX_ENTRY_LEN, NameError};
 
 pub(crate) use pattern::normalize_name;
 
-use pattern::Entry;
+pub(crate) use pattern::Entry;
 
 /// Most entries one list may hold.
 pub const MAX_ENTRIES: usize = 1024;

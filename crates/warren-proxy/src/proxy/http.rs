@@ -22,12 +22,13 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::meter::{Activity, Metered, tunnel};
-use super::{Attempt, Client, upstream};
+use super::{Attempt, Client, mitm, upstream};
 use crate::events::Via;
+use crate::inject::{RequestTarget, Scheme};
 use crate::policy::Destination;
 
 /// Most header fields in a request or response.
-const MAX_HEADERS: usize = 100;
+pub(super) const MAX_HEADERS: usize = 100;
 /// hyper refuses (panics on) a smaller read buffer.
 const MIN_READ_BUFFER: usize = 8192;
 
@@ -110,7 +111,21 @@ async fn connect(client: Arc<Client>, req: Request<Incoming>) -> Response<Body> 
         Err(failure) => return fail(&client, attempt, &dest, failure),
     };
     let upgrade = hyper::upgrade::on(req);
+    let intercept = client.sandbox.credentials.intercepts(&dest);
     tokio::spawn(async move {
+        if intercept {
+            match upgrade.await {
+                Ok(upgraded) => {
+                    let downstream = TokioIo::new(upgraded);
+                    mitm::serve(client, downstream, dest, attempt, upstream, route).await;
+                }
+                Err(err) => {
+                    let error = format!("failed to take over the client connection: {err}");
+                    client.finished(attempt, &route, Some(error));
+                }
+            }
+            return;
+        }
         let activity = Activity::new();
         let mut upstream = Metered::new(upstream, activity.clone(), Some(route.counters.clone()));
         let result = match upgrade.await {
@@ -158,7 +173,8 @@ async fn forward(
         Err(err) => return refuse(&client, attempt, format!("invalid host: {err}")),
     };
     let attempt = attempt.named(&dest);
-    let upstream_req = match origin_form(req, &dest, mode) {
+    let path = req.uri().path().to_owned();
+    let mut upstream_req = match origin_form(req, &dest, mode) {
         Ok(req) => req,
         Err(why) => {
             return message(
@@ -167,10 +183,23 @@ async fn forward(
             );
         }
     };
-    let (upstream, route) = match upstream::open(&client, &dest).await {
+    let target = RequestTarget {
+        scheme: Scheme::Http,
+        dest: &dest,
+        path: &path,
+    };
+    let credentials = &client.sandbox.credentials;
+    let injected = match credentials.apply(target, upstream_req.headers_mut()) {
+        Ok(rule) => rule,
+        Err(err) => return refuse(&client, attempt, err.to_string()),
+    };
+    let (upstream, mut route) = match upstream::open(&client, &dest).await {
         Ok(opened) => opened,
         Err(failure) => return fail(&client, attempt, &dest, failure),
     };
+    if let Some(rule) = injected {
+        route.rule = format!("{}; credentials from rule {rule}", route.rule);
+    }
     let config = client.config();
     let io = TokioIo::new(Metered::new(
         upstream,
@@ -220,7 +249,7 @@ async fn forward(
 
 /// hyper's read buffer: room for the largest allowed header block. The header limit itself
 /// is `max_header_size`, which hyper also enforces when a whole block arrives in one read.
-fn read_buffer(config: &super::ProxyConfig) -> usize {
+pub(super) fn read_buffer(config: &super::ProxyConfig) -> usize {
     config.max_header_bytes.max(MIN_READ_BUFFER)
 }
 
@@ -282,7 +311,7 @@ fn origin_form(
 
 /// Removes the headers that describe one hop (RFC 9110 §7.6.1), including those the
 /// Connection header names.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -337,7 +366,7 @@ fn fail(
     message(status, &text)
 }
 
-fn message(status: StatusCode, text: &str) -> Response<Body> {
+pub(super) fn message(status: StatusCode, text: &str) -> Response<Body> {
     let mut response = Response::new(Either::Right(Full::new(Bytes::from(format!("{text}\n")))));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -15,9 +15,14 @@
 //! Refusals: HTTP 403 naming the proxy and the rule
 //! (`warren egress proxy refused example.org:443: not in allow_list`), CONNECT included; a
 //! refused transparent TLS connection is closed, as there is no way to answer in the clear.
+//!
+//! A TLS connection (CONNECT or transparent) to a host that one of the sandbox's credential
+//! rules covers is intercepted to add the rule's headers (`mitm`); plain HTTP requests get
+//! them as they pass. Every other TLS connection is spliced untouched.
 
 mod http;
 mod meter;
+mod mitm;
 mod tls;
 mod upstream;
 
@@ -36,6 +41,8 @@ use crate::resolve::Resolve;
 use crate::sandbox::{SandboxLookup, SandboxPolicy};
 
 use upstream::{Failure, Route};
+
+pub use mitm::upstream_tls;
 
 /// Pause after a failed `accept`, so a persistent error (out of descriptors) does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -63,6 +70,9 @@ pub struct ProxyConfig {
     pub transparent_http_port: u16,
     /// The port connections reaching the transparent TLS listener were bound for (443).
     pub transparent_tls_port: u16,
+    /// How the proxy verifies upstreams when it intercepts TLS for a credential rule
+    /// ([`upstream_tls`]); `None` refuses connections that a rule would intercept.
+    pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for ProxyConfig {
@@ -77,6 +87,7 @@ impl Default for ProxyConfig {
             max_connections_per_sandbox: 256,
             transparent_http_port: 80,
             transparent_tls_port: 443,
+            upstream_tls: None,
         }
     }
 }

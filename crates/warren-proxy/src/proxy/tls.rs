@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::meter::{Activity, Metered, tunnel};
-use super::{Attempt, Client, upstream};
+use super::{Attempt, Client, mitm, upstream};
 use crate::events::Via;
 use crate::policy::Destination;
 
@@ -60,6 +60,10 @@ pub(super) async fn serve(client: Arc<Client>, mut stream: TcpStream) {
         Ok(opened) => opened,
         Err(failure) => return client.failed(attempt, failure),
     };
+    if client.sandbox.credentials.intercepts(&dest) {
+        let downstream = mitm::Prefixed::new(hello.bytes, stream);
+        return mitm::serve(client, downstream, dest, attempt, upstream, route).await;
+    }
     let activity = Activity::new();
     let mut upstream = Metered::new(upstream, activity.clone(), Some(route.counters.clone()));
     let result = match upstream.write_all(&hello.bytes).await {

@@ -29,13 +29,7 @@ fn server(known: bool) -> DnsServer {
         // The loopback exemption is set, to show DNS answers never use it.
         let config = Arc::new(PolicyConfig::new().allow_loopback_for_tests(53));
         let policy = Policy::from_proxy_config(Some(&pc), config).unwrap();
-        table.insert(
-            LOCAL,
-            SandboxPolicy {
-                sandbox_id: "sb-dns".into(),
-                policy,
-            },
-        );
+        table.insert(LOCAL, SandboxPolicy::new("sb-dns", policy));
     }
     DnsServer::new(DnsConfig::default(), Arc::new(table), Arc::new(resolver))
 }

@@ -18,7 +18,9 @@ use tokio_rustls::rustls::pki_types::{
 };
 use tokio_rustls::rustls::{self, RootCertStore};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+use warren_proxy::ca::SandboxCa;
 use warren_proxy::events::ConnectionEvent;
+use warren_proxy::inject::{Credentials, Secrets};
 use warren_proxy::policy::{Policy, PolicyConfig};
 use warren_proxy::proxy::{Proxy, ProxyConfig};
 use warren_proxy::resolve::StaticResolver;
@@ -84,6 +86,27 @@ impl Upstream {
         .await
     }
 
+    /// An HTTPS server for `upstream.test` that answers every request with a description of
+    /// what it received.
+    pub(crate) async fn https(cert: &TestCert) -> Self {
+        let acceptor = TlsAcceptor::from(cert.server_config());
+        Self::spawn(move |stream| {
+            let acceptor = acceptor.clone();
+            async move {
+                let Ok(tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(describe(&req)))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            }
+        })
+        .await
+    }
+
     /// A TLS server for `upstream.test` that answers a line with `tls: <line>`.
     pub(crate) async fn tls(cert: &TestCert) -> Self {
         let acceptor = TlsAcceptor::from(cert.server_config());
@@ -119,6 +142,7 @@ fn describe(req: &Request<Incoming>) -> String {
 pub(crate) struct TestCert {
     cert: CertificateDer<'static>,
     key: Vec<u8>,
+    pem: String,
 }
 
 impl TestCert {
@@ -128,7 +152,13 @@ impl TestCert {
         Self {
             cert: certified.cert.der().clone(),
             key: certified.signing_key.serialize_der(),
+            pem: certified.cert.pem(),
         }
+    }
+
+    /// The certificate, PEM.
+    pub(crate) fn pem(&self) -> &str {
+        &self.pem
     }
 
     fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -242,13 +272,22 @@ impl Harness {
     /// Replaces the sandbox's policy: new connections get it.
     pub(crate) fn set_policy(&self, proxy_config: Value) {
         let policy = Policy::from_proxy_config(Some(&proxy_config), self.config.clone()).unwrap();
-        self.table.insert(
-            LOCAL,
-            SandboxPolicy {
-                sandbox_id: SANDBOX.to_owned(),
-                policy,
-            },
-        );
+        self.table
+            .insert(LOCAL, SandboxPolicy::new(SANDBOX, policy));
+    }
+
+    /// Replaces the sandbox's policy and credential rules, with `ca` to intercept TLS.
+    pub(crate) fn set_credentials(
+        &self,
+        proxy_config: Value,
+        secrets: Arc<dyn Secrets>,
+        ca: Option<Arc<SandboxCa>>,
+    ) {
+        let policy = Policy::from_proxy_config(Some(&proxy_config), self.config.clone()).unwrap();
+        let mut sandbox = SandboxPolicy::new(SANDBOX, policy);
+        sandbox.credentials = Credentials::from_proxy_config(Some(&proxy_config), secrets).unwrap();
+        sandbox.ca = ca;
+        self.table.insert(LOCAL, sandbox);
     }
 
     /// Waits for the `n`th event (1-based) and returns it.

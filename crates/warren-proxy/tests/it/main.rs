@@ -11,4 +11,5 @@
 
 mod dns;
 mod harness;
+mod inject;
 mod proxy;

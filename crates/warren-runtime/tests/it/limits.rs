@@ -167,6 +167,7 @@ async fn the_disk_limit_counts_what_the_sandbox_writes_not_its_image() {
             disk_bytes: 256 << 20,
             ..Limits::default()
         },
+        trust: String::new(),
     };
     sb.handle = driver().start(&spec).await.unwrap();
     let grown = sb

@@ -63,6 +63,7 @@ async fn a_sandbox_sees_its_own_memory_and_cpus_through_lxcfs() {
             millicpus: 1000,
             ..Limits::default()
         },
+        trust: String::new(),
     };
     let handle = with_lxcfs.create(&spec).await.expect("create sandbox");
     let out = sh(

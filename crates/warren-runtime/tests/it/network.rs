@@ -43,6 +43,7 @@ fn spec() -> SandboxSpec {
         id: SandboxId::generate(),
         image: ImageRef::default_image(),
         limits: Limits::default(),
+        trust: String::new(),
     }
 }
 

@@ -74,6 +74,7 @@ impl TestSandbox {
             id: SandboxId::generate(),
             image: ImageRef::default_image(),
             limits,
+            trust: String::new(),
         };
         let handle = driver().create(&spec).await.expect("create sandbox");
         Self { handle }

@@ -1,0 +1,767 @@
+//! Credential injection: the `rules` of a sandbox's `proxy_config` (LANGSMITH-API.md §2.7, §12,
+//! §13), which add headers to the requests the proxy handles so that a credential reaches the
+//! service without ever entering the sandbox.
+//!
+//! - A header rule (`type` absent or `"header"`) names the hosts it covers (`match_hosts`,
+//!   the same patterns as `access_control`), optionally a port, the `https` scheme, paths
+//!   ([`paths`]) and exact request headers; the first enabled rule that matches a request wins
+//!   and sets its `headers`, replacing any the sandbox sent under the same names.
+//! - Header values are `plaintext`, `opaque` (stored server-side, never returned) or
+//!   `workspace_secret`: the name of a secret in the workspace's store, or a template such as
+//!   `Bearer {OPENAI_API_KEY}`. Secrets are read when a request needs them, so rotating one
+//!   takes effect at once; a secret restricted to some hosts is never sent anywhere else.
+//! - The `attribution` rule adds literal `X-` headers to every request the proxy handles.
+//!   Its limit: HTTPS to a host that no credential rule covers is passed through without
+//!   interception, so it carries no attribution headers.
+//! - A TLS connection to a host some rule covers is intercepted ([`crate::ca`]); every other
+//!   TLS connection is spliced untouched.
+//!
+//! Provider rules (`aws`, `gcp`, `azure`), `rewrite` and `relay` rules and `callbacks` are
+//! refused with [`RuleError::Unsupported`], never accepted and ignored: a caller must not
+//! believe a credential is injected when it is not.
+
+pub mod paths;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Map, Value};
+
+use crate::policy::{Destination, Entry, Host};
+use paths::{MAX_PATHS, PathPattern};
+
+/// Most rules in one `proxy_config`.
+pub const MAX_RULES: usize = 64;
+/// Most headers one rule sets.
+pub const MAX_HEADERS: usize = 32;
+/// Most headers the attribution rule sets.
+pub const MAX_ATTRIBUTION_HEADERS: usize = 16;
+/// Most bytes of one header value.
+const MAX_VALUE_LEN: usize = 64 * 1024;
+
+/// Why a `proxy_config`'s rules are refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RuleError {
+    /// The rules are malformed.
+    #[error("{0}")]
+    Invalid(String),
+    /// The rules ask for something Warren does not do (yet).
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+fn invalid(rule: &str, what: impl std::fmt::Display) -> RuleError {
+    RuleError::Invalid(format!("proxy_config rule {rule:?}: {what}"))
+}
+
+/// A workspace secret as the proxy needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretValue {
+    /// The value.
+    pub value: String,
+    /// Hosts it may be sent to (exact or `*.` patterns); empty: any host a rule names.
+    pub hosts: Vec<String>,
+}
+
+/// The workspace's secret store, read when a request needs a secret.
+pub trait Secrets: Send + Sync {
+    /// The secret called `key`, if it is set.
+    fn secret(&self, key: &str) -> Option<SecretValue>;
+}
+
+impl<F> Secrets for F
+where
+    F: Fn(&str) -> Option<SecretValue> + Send + Sync,
+{
+    fn secret(&self, key: &str) -> Option<SecretValue> {
+        self(key)
+    }
+}
+
+/// Why a matched request cannot get its credential; the request is refused rather than sent
+/// without it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum InjectError {
+    /// A secret the rule uses is not set.
+    #[error("rule {rule:?} uses workspace secret {key}, which is not set")]
+    MissingSecret {
+        /// The rule.
+        rule: String,
+        /// The secret.
+        key: String,
+    },
+    /// The secret may not be sent to this host.
+    #[error("workspace secret {key} may not be sent to {host}")]
+    HostNotAllowed {
+        /// The secret.
+        key: String,
+        /// The request's host.
+        host: String,
+    },
+    /// The value made from a secret is not a valid header value.
+    #[error("rule {rule:?} makes an invalid value for header {header}")]
+    BadValue {
+        /// The rule.
+        rule: String,
+        /// The header.
+        header: String,
+    },
+}
+
+/// Where a header's value comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// `plaintext` or `opaque`: the value itself.
+    Literal(HeaderValue),
+    /// `workspace_secret`: a template whose `{NAME}`s are secrets.
+    Secret { template: String, keys: Vec<String> },
+}
+
+#[derive(Debug, Clone)]
+struct HeaderSpec {
+    name: HeaderName,
+    source: Source,
+}
+
+/// One enabled header rule.
+#[derive(Debug, Clone)]
+struct Rule {
+    name: String,
+    hosts: Vec<Entry>,
+    port: Option<u16>,
+    https_only: bool,
+    paths: Vec<PathPattern>,
+    match_headers: Vec<(HeaderName, String)>,
+    headers: Vec<HeaderSpec>,
+}
+
+/// The scheme of a request the proxy handles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS, intercepted.
+    Https,
+}
+
+/// One request, as rules see it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestTarget<'a> {
+    /// Its scheme.
+    pub scheme: Scheme,
+    /// Where it goes.
+    pub dest: &'a Destination,
+    /// Its path, without the query.
+    pub path: &'a str,
+}
+
+/// A sandbox's credential rules, with its workspace's secret store.
+#[derive(Clone)]
+pub struct Credentials {
+    rules: Vec<Rule>,
+    attribution: Vec<(HeaderName, HeaderValue)>,
+    env: BTreeMap<String, String>,
+    secret_keys: BTreeSet<String>,
+    secrets: Arc<dyn Secrets>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Rule names only: literal values are credentials too.
+        let names: Vec<&str> = self.rules.iter().map(|r| r.name.as_str()).collect();
+        f.debug_struct("Credentials")
+            .field("rules", &names)
+            .field("attribution", &self.attribution.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Self::none()
+    }
+}
+
+impl Credentials {
+    /// No rules: nothing is injected or intercepted.
+    pub fn none() -> Self {
+        Self {
+            rules: Vec::new(),
+            attribution: Vec::new(),
+            env: BTreeMap::new(),
+            secret_keys: BTreeSet::new(),
+            secrets: Arc::new(|_: &str| None),
+        }
+    }
+
+    /// The rules of `proxy_config`, reading secrets from `secrets`.
+    pub fn from_proxy_config(
+        proxy_config: Option<&Value>,
+        secrets: Arc<dyn Secrets>,
+    ) -> Result<Self, RuleError> {
+        let mut out = Self {
+            secrets,
+            ..Self::none()
+        };
+        let Some(pc) = proxy_config.and_then(Value::as_object) else {
+            return Ok(out);
+        };
+        if let Some(cbs) = pc.get("callbacks").and_then(Value::as_array)
+            && !cbs.is_empty()
+        {
+            return Err(RuleError::Unsupported(
+                "proxy_config callbacks are not supported: use rules with workspace secrets".into(),
+            ));
+        }
+        for key in ["description"] {
+            if let Some(d) = pc.get(key).and_then(Value::as_str)
+                && d.chars().count() > 1024
+            {
+                return Err(RuleError::Invalid(format!(
+                    "proxy_config {key} is longer than 1024 characters"
+                )));
+            }
+        }
+        let rules = match pc.get("rules") {
+            None | Some(Value::Null) => return Ok(out),
+            Some(Value::Array(rules)) => rules,
+            Some(_) => {
+                return Err(RuleError::Invalid(
+                    "proxy_config.rules must be a list".into(),
+                ));
+            }
+        };
+        if rules.len() > MAX_RULES {
+            return Err(RuleError::Invalid(format!(
+                "proxy_config has more than {MAX_RULES} rules"
+            )));
+        }
+        let mut names = BTreeSet::new();
+        let mut attribution_seen = false;
+        for rule in rules {
+            let obj = rule.as_object().ok_or_else(|| {
+                RuleError::Invalid("a proxy_config rule must be an object".into())
+            })?;
+            let name = obj
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty() && n.len() <= 256)
+                .ok_or_else(|| {
+                    RuleError::Invalid(
+                        "every proxy_config rule needs a name (1-256 characters)".into(),
+                    )
+                })?;
+            if !names.insert(name.to_owned()) {
+                return Err(invalid(name, "two rules have this name"));
+            }
+            if let Some(d) = obj.get("description").and_then(Value::as_str)
+                && d.chars().count() > 1024
+            {
+                return Err(invalid(name, "description is longer than 1024 characters"));
+            }
+            let enabled = match obj.get("enabled") {
+                None | Some(Value::Null) => true,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(invalid(name, "enabled must be true or false")),
+            };
+            match rule_type(name, obj)? {
+                "attribution" => {
+                    if attribution_seen {
+                        return Err(RuleError::Invalid(
+                            "proxy_config may have at most one attribution rule".into(),
+                        ));
+                    }
+                    attribution_seen = true;
+                    let headers = parse_attribution(name, obj)?;
+                    if enabled {
+                        out.attribution = headers;
+                    }
+                }
+                _ => {
+                    let rule = parse_header_rule(name, obj)?;
+                    let env = parse_env(name, obj)?;
+                    for h in &rule.headers {
+                        if let Source::Secret { keys, .. } = &h.source {
+                            out.secret_keys.extend(keys.iter().cloned());
+                        }
+                    }
+                    if enabled {
+                        out.env.extend(env);
+                        out.rules.push(rule);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The workspace secrets the rules name (enabled or not), so the caller can check they
+    /// exist when the sandbox is created.
+    pub fn secret_keys(&self) -> &BTreeSet<String> {
+        &self.secret_keys
+    }
+
+    /// Environment variables the enabled rules set in the sandbox (dummy values for tools
+    /// that want a credential variable while the real credential is injected on the wire).
+    pub fn env_vars(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+
+    /// Whether a TLS connection to `dest` must be intercepted: some enabled rule covers its
+    /// host and port. Any other TLS connection is passed through untouched.
+    pub fn intercepts(&self, dest: &Destination) -> bool {
+        self.rules
+            .iter()
+            .any(|r| r.covers(dest) && r.port.is_none_or(|p| p == dest.port()))
+    }
+
+    /// Whether any rule or attribution header could apply to plain HTTP requests.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty() && self.attribution.is_empty()
+    }
+
+    /// Adds the headers of the attribution rule and of the first rule matching the request;
+    /// returns the name of that rule, if any.
+    pub fn apply(
+        &self,
+        target: RequestTarget<'_>,
+        headers: &mut HeaderMap,
+    ) -> Result<Option<String>, InjectError> {
+        for (name, value) in &self.attribution {
+            headers.insert(name.clone(), value.clone());
+        }
+        let Some(rule) = self.rules.iter().find(|r| r.matches(target, headers)) else {
+            return Ok(None);
+        };
+        // Resolve every value first: a request gets all of a rule's headers or is refused.
+        let mut values = Vec::with_capacity(rule.headers.len());
+        for spec in &rule.headers {
+            let value = match &spec.source {
+                Source::Literal(v) => v.clone(),
+                Source::Secret { template, keys } => {
+                    self.render(rule, &spec.name, template, keys, target.dest)?
+                }
+            };
+            values.push((spec.name.clone(), value));
+        }
+        for (name, value) in values {
+            headers.insert(name, value);
+        }
+        Ok(Some(rule.name.clone()))
+    }
+
+    fn render(
+        &self,
+        rule: &Rule,
+        header: &HeaderName,
+        template: &str,
+        keys: &[String],
+        dest: &Destination,
+    ) -> Result<HeaderValue, InjectError> {
+        let mut text = template.to_owned();
+        for key in keys {
+            let secret = self
+                .secrets
+                .secret(key)
+                .ok_or_else(|| InjectError::MissingSecret {
+                    rule: rule.name.clone(),
+                    key: key.clone(),
+                })?;
+            if !secret.hosts.is_empty()
+                && !secret
+                    .hosts
+                    .iter()
+                    .any(|p| host_pattern_matches(p, dest.host()))
+            {
+                return Err(InjectError::HostNotAllowed {
+                    key: key.clone(),
+                    host: dest.host().to_string(),
+                });
+            }
+            text = text.replace(&format!("{{{key}}}"), &secret.value);
+        }
+        let mut value = HeaderValue::from_str(&text).map_err(|_| InjectError::BadValue {
+            rule: rule.name.clone(),
+            header: header.to_string(),
+        })?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+/// A secret's host pattern: an exact host, or `*.` and a domain (which does not match the
+/// domain itself).
+fn host_pattern_matches(pattern: &str, host: &Host) -> bool {
+    let pattern = pattern.to_ascii_lowercase();
+    match host {
+        Host::Name(name) => match pattern.strip_prefix("*.") {
+            Some(domain) => name
+                .strip_suffix(domain)
+                .is_some_and(|head| head.len() > 1 && head.ends_with('.')),
+            None => *name == pattern,
+        },
+        Host::Ip(ip) => pattern.parse::<IpAddr>().is_ok_and(|p| p == *ip),
+    }
+}
+
+impl Rule {
+    fn covers(&self, dest: &Destination) -> bool {
+        self.hosts.iter().any(|e| match dest.host() {
+            Host::Name(name) => e.matches_name(name),
+            Host::Ip(ip) => e.matches_addr(*ip),
+        })
+    }
+
+    fn matches(&self, target: RequestTarget<'_>, headers: &HeaderMap) -> bool {
+        self.covers(target.dest)
+            && self.port.is_none_or(|p| p == target.dest.port())
+            && (!self.https_only || target.scheme == Scheme::Https)
+            && paths::matches(&self.paths, target.path)
+            && self.match_headers.iter().all(|(name, want)| {
+                let mut got = headers.get_all(name).iter();
+                // Exactly one such header with exactly this value: a second copy could be the
+                // one the server reads.
+                matches!((got.next(), got.next()), (Some(v), None) if v.as_bytes() == want.as_bytes())
+            })
+    }
+}
+
+/// The rule's kind: `header` (also when `type` is absent), or `attribution`; anything else
+/// is refused.
+fn rule_type<'a>(name: &str, obj: &'a Map<String, Value>) -> Result<&'a str, RuleError> {
+    let declared = match obj.get("type") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(t.as_str()),
+        Some(_) => return Err(invalid(name, "type must be a string")),
+    };
+    for provider in ["aws", "gcp", "azure"] {
+        if declared == Some(provider) || obj.get(provider).is_some_and(|v| !v.is_null()) {
+            return Err(RuleError::Unsupported(format!(
+                "proxy_config rule {name:?}: {provider} credential rules are not supported yet; \
+                 use a header rule with a workspace secret"
+            )));
+        }
+    }
+    for field in ["rewrite", "relay_id"] {
+        if obj.get(field).is_some_and(|v| !v.is_null()) {
+            return Err(RuleError::Unsupported(format!(
+                "proxy_config rule {name:?}: {field} is not supported"
+            )));
+        }
+    }
+    match declared {
+        None | Some("header") | Some("headers") => Ok("header"),
+        Some("attribution") => Ok("attribution"),
+        Some(other) => Err(RuleError::Unsupported(format!(
+            "proxy_config rule {name:?}: rule type {other:?} is not supported \
+             (supported: header, attribution)"
+        ))),
+    }
+}
+
+fn parse_header_rule(name: &str, obj: &Map<String, Value>) -> Result<Rule, RuleError> {
+    let hosts = strings(name, obj, "match_hosts")?;
+    if hosts.is_empty() {
+        return Err(invalid(
+            name,
+            "match_hosts must name the hosts the credential may be sent to",
+        ));
+    }
+    let hosts = hosts
+        .iter()
+        .map(|h| {
+            let entry =
+                Entry::parse(h).map_err(|e| invalid(name, format!("match_hosts {h:?}: {e}")))?;
+            match entry.port() {
+                Some(_) => Err(invalid(
+                    name,
+                    format!("match_hosts {h:?}: use match_port for a port"),
+                )),
+                None => Ok(entry),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let paths = strings(name, obj, "match_paths")?;
+    if paths.len() > MAX_PATHS {
+        return Err(invalid(name, format!("more than {MAX_PATHS} match_paths")));
+    }
+    let paths = paths
+        .iter()
+        .map(|p| {
+            PathPattern::parse(p).map_err(|e| invalid(name, format!("match_paths {p:?}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let match_headers = strings(name, obj, "match_headers")?
+        .iter()
+        .map(|h| {
+            let (n, v) = h.split_once(": ").ok_or_else(|| {
+                invalid(name, format!("match_headers {h:?} must be \"name: value\""))
+            })?;
+            if n.chars().any(|c| c.is_ascii_uppercase()) {
+                return Err(invalid(
+                    name,
+                    format!("match_headers {h:?}: the name must be lowercase"),
+                ));
+            }
+            let header = HeaderName::from_bytes(n.as_bytes())
+                .map_err(|_| invalid(name, format!("match_headers {h:?}: not a header name")))?;
+            Ok((header, v.to_owned()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let port = match obj.get("match_port") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(
+            v.as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0)
+                .ok_or_else(|| invalid(name, "match_port must be a port from 1 to 65535"))?,
+        ),
+    };
+    let https_only = match obj.get("match_scheme") {
+        None | Some(Value::Null) => false,
+        Some(Value::String(s)) if s == "https" => true,
+        Some(_) => return Err(invalid(name, "match_scheme may only be \"https\"")),
+    };
+    let headers = match obj.get("headers") {
+        Some(Value::Array(list)) if !list.is_empty() => list,
+        _ => {
+            return Err(invalid(
+                name,
+                "a header rule needs a non-empty headers list",
+            ));
+        }
+    };
+    if headers.len() > MAX_HEADERS {
+        return Err(invalid(name, format!("more than {MAX_HEADERS} headers")));
+    }
+    let headers = headers
+        .iter()
+        .map(|h| parse_header(name, h, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Rule {
+        name: name.to_owned(),
+        hosts,
+        port,
+        https_only,
+        paths,
+        match_headers,
+        headers,
+    })
+}
+
+fn parse_attribution(
+    name: &str,
+    obj: &Map<String, Value>,
+) -> Result<Vec<(HeaderName, HeaderValue)>, RuleError> {
+    for field in [
+        "match_hosts",
+        "match_paths",
+        "match_headers",
+        "match_port",
+        "match_scheme",
+        "env_vars",
+    ] {
+        if obj.get(field).is_some_and(|v| match v {
+            Value::Null => false,
+            Value::Array(a) => !a.is_empty(),
+            Value::Object(o) => !o.is_empty(),
+            _ => true,
+        }) {
+            return Err(invalid(
+                name,
+                format!("an attribution rule takes no {field}"),
+            ));
+        }
+    }
+    let list = match obj.get("headers") {
+        Some(Value::Array(list)) => list,
+        _ => return Err(invalid(name, "an attribution rule needs a headers list")),
+    };
+    if list.len() > MAX_ATTRIBUTION_HEADERS {
+        return Err(invalid(
+            name,
+            format!("an attribution rule sets at most {MAX_ATTRIBUTION_HEADERS} headers"),
+        ));
+    }
+    list.iter()
+        .map(|h| {
+            let spec = parse_header(name, h, true)?;
+            match spec.source {
+                Source::Literal(v) => Ok((spec.name, v)),
+                Source::Secret { .. } => unreachable!("attribution headers are plaintext"),
+            }
+        })
+        .collect()
+}
+
+/// Headers a rule may not set: they frame the message or belong to the connection.
+const FORBIDDEN_HEADERS: [&str; 10] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+];
+
+fn parse_header(rule: &str, h: &Value, attribution: bool) -> Result<HeaderSpec, RuleError> {
+    let obj = h
+        .as_object()
+        .ok_or_else(|| invalid(rule, "each header must be {name, type, value}"))?;
+    let raw = obj
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid(rule, "a header needs a name"))?;
+    let name = HeaderName::from_bytes(raw.as_bytes())
+        .map_err(|_| invalid(rule, format!("{raw:?} is not a header name")))?;
+    if FORBIDDEN_HEADERS.contains(&name.as_str()) {
+        return Err(invalid(
+            rule,
+            format!("header {raw} may not be set by a rule"),
+        ));
+    }
+    if attribution && !name.as_str().starts_with("x-") {
+        return Err(invalid(
+            rule,
+            format!("attribution header {raw} must start with X-"),
+        ));
+    }
+    let kind = obj
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("plaintext");
+    let value = obj.get("value").and_then(Value::as_str).ok_or_else(|| {
+        invalid(
+            rule,
+            format!(
+                "header {raw} has no value (an opaque value is kept only when the rule is updated)"
+            ),
+        )
+    })?;
+    if value.len() > MAX_VALUE_LEN {
+        return Err(invalid(
+            rule,
+            format!("header {raw}'s value is longer than 64 KiB"),
+        ));
+    }
+    let source = match kind {
+        "plaintext" | "opaque" if attribution && kind != "plaintext" => {
+            return Err(invalid(rule, "attribution headers must be plaintext"));
+        }
+        "plaintext" | "opaque" => {
+            let mut v = HeaderValue::from_str(value).map_err(|_| {
+                invalid(
+                    rule,
+                    format!("header {raw}'s value is not a valid header value"),
+                )
+            })?;
+            v.set_sensitive(kind == "opaque");
+            Source::Literal(v)
+        }
+        "workspace_secret" if !attribution => {
+            let (template, keys) = secret_template(rule, value)?;
+            Source::Secret { template, keys }
+        }
+        "workspace_secret" => return Err(invalid(rule, "attribution headers must be plaintext")),
+        other => {
+            return Err(invalid(
+                rule,
+                format!("header {raw} has type {other:?} (plaintext, opaque or workspace_secret)"),
+            ));
+        }
+    };
+    Ok(HeaderSpec { name, source })
+}
+
+/// A `workspace_secret` value: a secret's name (`OPENAI_API_KEY`), or a template naming
+/// secrets in braces (`Bearer {OPENAI_API_KEY}`).
+fn secret_template(rule: &str, value: &str) -> Result<(String, Vec<String>), RuleError> {
+    let valid = |k: &str| {
+        !k.is_empty()
+            && k.len() <= 128
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    };
+    if !value.contains('{') {
+        if !valid(value) {
+            return Err(invalid(
+                rule,
+                format!("{value:?} is not a workspace secret name"),
+            ));
+        }
+        return Ok((format!("{{{value}}}"), vec![value.to_owned()]));
+    }
+    let mut keys = Vec::new();
+    let mut rest = value;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let close = after
+            .find('}')
+            .ok_or_else(|| invalid(rule, format!("unclosed {{ in {value:?}")))?;
+        let key = &after[..close];
+        if !valid(key) {
+            return Err(invalid(
+                rule,
+                format!("{{{key}}} is not a workspace secret name"),
+            ));
+        }
+        if !keys.iter().any(|k| k == key) {
+            keys.push(key.to_owned());
+        }
+        rest = &after[close + 1..];
+    }
+    if rest.contains('}') || value.chars().any(|c| c.is_control()) {
+        return Err(invalid(
+            rule,
+            format!("{value:?} is not a valid secret template"),
+        ));
+    }
+    Ok((value.to_owned(), keys))
+}
+
+fn parse_env(name: &str, obj: &Map<String, Value>) -> Result<BTreeMap<String, String>, RuleError> {
+    let Some(env) = obj.get("env_vars").filter(|v| !v.is_null()) else {
+        return Ok(BTreeMap::new());
+    };
+    let env = env
+        .as_object()
+        .ok_or_else(|| invalid(name, "env_vars must be an object of strings"))?;
+    env.iter()
+        .map(|(k, v)| {
+            let ok = !k.is_empty()
+                && !k.starts_with(|c: char| c.is_ascii_digit())
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let v = v.as_str().filter(|_| ok).ok_or_else(|| {
+                invalid(
+                    name,
+                    format!("env_vars {k:?} must be a variable name with a string value"),
+                )
+            })?;
+            Ok((k.clone(), v.to_owned()))
+        })
+        .collect()
+}
+
+fn strings(name: &str, obj: &Map<String, Value>, field: &str) -> Result<Vec<String>, RuleError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| invalid(name, format!("{field} must be a list of strings")))
+            })
+            .collect(),
+        Some(_) => Err(invalid(name, format!("{field} must be a list of strings"))),
+    }
+}
+
+#[cfg(test)]
+mod tests;
