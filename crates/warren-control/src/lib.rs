@@ -1,13 +1,13 @@
 //! The control plane: every operation on a sandbox, owned in one place. Lifecycle (create,
 //! start, stop, delete, update, auto-wake), commands (exec, attach, SSE park and resume), files
 //! (read, write, glob, grep), the TTL sweeper, recovery after a restart, the state store, API
-//! keys and tenancy, workspace secrets, the audit log and metrics. No HTTP, and no agent protocol: `warren-api`
-//! and the CLI translate requests into calls on [`Control`], which reaches sandboxes through
-//! the [`warren_driver::Driver`] it was given.
+//! keys and tenancy, workspace secrets, the audit log and metrics. No HTTP, and no agent
+//! protocol: `warren-api` and the CLI translate requests into calls on [`Control`], which
+//! reaches sandboxes through the [`warren_driver::Driver`] it was given.
 //!
 //! One file per verb (`create.rs`, `start.rs`, `stop.rs`, `delete.rs`, `update.rs`, `exec.rs`,
-//! `files.rs`, `keys.rs`, `secrets.rs`, `audit.rs`, `recover.rs`, `sweep.rs`), each opening with its status
-//! guard through [`warren_types::SandboxStatus::can_become`].
+//! `files.rs`, `keys.rs`, `secrets.rs`, `audit.rs`, `recover.rs`, `sweep.rs`), each lifecycle
+//! verb opening with its status guard through [`warren_types::SandboxStatus::can_become`].
 
 pub mod admission;
 mod audit;
