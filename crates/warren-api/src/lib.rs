@@ -1,7 +1,8 @@
 //! The HTTP API: the LangSmith Sandboxes API v2 (control plane under `/api/v2/sandboxes`, each
-//! sandbox's data plane under `/dp/<id>` on the same listener) plus Warren's extensions (keys,
-//! audit, metrics). Handlers only translate: HTTP in, a call on `warren_control::Control`, the
-//! answer as the typed JSON of `warren-wire` out; errors map to statuses in `error.rs` alone.
+//! sandbox's data plane under `/dp/<id>` on the same listener), the LangSmith workspace secrets
+//! API (`/api/v1/workspaces/current/secrets`), plus Warren's extensions (keys, audit, metrics).
+//! Handlers only translate: HTTP in, a call on `warren_control::Control`, the answer as the
+//! typed JSON of `warren-wire` out; errors map to statuses in `error.rs` alone.
 //!
 //! Routes match the raw, still-encoded path and each `{param}` is percent-decoded on its own,
 //! so `%2F` inside a sandbox name never splits a segment.
@@ -11,6 +12,8 @@
 //!   `/execute` (blocking HTTP).
 //! - `files.rs`: `/upload`, `/download` (ranges, validators), `/glob`, `/grep`.
 //! - `ops.rs`: `/info`, `/keys`, `/audit`, `/metrics`.
+//! - `secrets.rs`: `/api/v1/workspaces/current/secrets`, the workspace secret store (values
+//!   in, never out).
 //! - `listen.rs`: the accept loop with its connection and header-read bounds.
 
 mod boxes;
@@ -19,6 +22,7 @@ mod exec;
 mod files;
 mod listen;
 mod ops;
+mod secrets;
 
 use std::sync::Arc;
 
@@ -42,6 +46,10 @@ pub const JSON_BODY_LIMIT: usize = 1 << 20;
 pub const UPLOAD_BODY_LIMIT: usize = 16 << 30;
 /// Default cap on each of stdout and stderr held for one blocking HTTP execute.
 pub const HTTP_OUTPUT_CAP: usize = 4 << 20;
+
+/// The workspace secrets collection; `current` is the caller's workspace (the only one a key
+/// reaches), so no other workspace name is routed.
+const SECRETS: &str = "/api/v1/workspaces/current/secrets";
 
 /// Per-request bounds of the API.
 #[derive(Debug, Clone, Copy)]
@@ -103,6 +111,11 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
             axum::routing::delete(ops::revoke_key),
         )
         .route(&format!("{base}/audit"), get(ops::audit))
+        .route(SECRETS, get(secrets::list))
+        .route(
+            &format!("{SECRETS}/{{key}}"),
+            axum::routing::put(secrets::put).delete(secrets::delete),
+        )
         .route("/metrics", get(ops::metrics))
         .route("/dp/{id}/execute/ws", get(exec::ws))
         .route("/dp/{id}/execute", post(exec::http))

@@ -514,3 +514,7 @@ async fn files_upload_download_ranges_and_glob() {
         (StatusCode::UNPROCESSABLE_ENTITY, "ValidationError".into())
     );
 }
+
+// Under `router/`, so Cargo does not build it as a test binary of its own.
+#[path = "router/secrets.rs"]
+mod secrets;

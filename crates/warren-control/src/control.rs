@@ -56,6 +56,9 @@ pub struct Control {
     pub(crate) parked: Parked,
     /// Running sandboxes by the slot of their network link (the egress proxy's lookup).
     pub(crate) slots: Mutex<HashMap<u32, String>>,
+    /// Held across the read and the write of a secret's upsert, which keeps the value when the
+    /// request omits it and the ids of hosts it keeps: two admins' upserts must not interleave.
+    pub(crate) secret_writes: Mutex<()>,
 }
 
 /// Now, to the microsecond: what the store keeps, so a record a verb returns equals the one
@@ -120,6 +123,7 @@ impl Control {
             pending_deletes: PendingDeletes::default(),
             parked: Parked::default(),
             slots: Mutex::default(),
+            secret_writes: Mutex::default(),
         }
     }
 

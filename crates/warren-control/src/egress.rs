@@ -5,6 +5,7 @@
 use serde_json::Value;
 use warren_types::SandboxStatus;
 
+use crate::config::ConfigError;
 use crate::control::Control;
 use crate::error::ControlError;
 use crate::store::Store;
@@ -80,7 +81,15 @@ impl Control {
         workspace_id: &str,
         keys: &[String],
     ) -> Result<(), ControlError> {
-        let _ = (workspace_id, keys);
+        for key in keys {
+            if self.store.get_secret(workspace_id, key)?.is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "proxy_config names workspace secret {key}, which is not set (set it with \
+                     PUT /api/v1/workspaces/current/secrets/{key} or `warren secret set {key}`)"
+                ))
+                .into());
+            }
+        }
         Ok(())
     }
 

@@ -1,13 +1,13 @@
 //! The control plane: every operation on a sandbox, owned in one place. Lifecycle (create,
 //! start, stop, delete, update, auto-wake), commands (exec, attach, SSE park and resume), files
 //! (read, write, glob, grep), the TTL sweeper, recovery after a restart, the state store, API
-//! keys and tenancy, the audit log and metrics. No HTTP, and no agent protocol: `warren-api`
-//! and the CLI translate requests into calls on [`Control`], which reaches sandboxes through
-//! the [`warren_driver::Driver`] it was given.
+//! keys and tenancy, workspace secrets, the audit log and metrics. No HTTP, and no agent
+//! protocol: `warren-api` and the CLI translate requests into calls on [`Control`], which
+//! reaches sandboxes through the [`warren_driver::Driver`] it was given.
 //!
 //! One file per verb (`create.rs`, `start.rs`, `stop.rs`, `delete.rs`, `update.rs`, `exec.rs`,
-//! `files.rs`, `keys.rs`, `audit.rs`, `recover.rs`, `sweep.rs`), each opening with its status
-//! guard through [`warren_types::SandboxStatus::can_become`].
+//! `files.rs`, `keys.rs`, `secrets.rs`, `audit.rs`, `recover.rs`, `sweep.rs`), each lifecycle
+//! verb opening with its status guard through [`warren_types::SandboxStatus::can_become`].
 
 pub mod admission;
 mod audit;
@@ -27,6 +27,7 @@ mod parked;
 mod proxy_values;
 mod recover;
 mod running;
+mod secrets;
 mod start;
 mod state;
 mod stop;
@@ -48,8 +49,15 @@ pub use files::{
     FileBody, GLOB_DEFAULT_LIMIT, GREP_DEFAULT_LIMIT, Glob, Grep, MAX_MATCHES, OpenFile, Upload,
 };
 pub use proxy_values::{carry_over_opaque, redact_proxy_config, rule_env_vars};
+pub use secrets::{
+    MAX_SECRET_HOSTS, MAX_SECRET_VALUE_BYTES, PutSecret, SecretConfig, SecretHost,
+    SecretHostRequest, SecretInfo, SecretSource, SecretValue,
+};
 pub use state::{ActivityGuard, Running};
-pub use store::{AuditEntry, KeyInfo, Principal, SandboxRecord, SqliteStore, Store, StoreError};
+pub use store::{
+    AuditEntry, KeyInfo, Principal, SandboxRecord, SecretHostRecord, SecretRecord, SqliteStore,
+    Store, StoreError,
+};
 /// The data types of commands and files, as the control plane hands them out.
 pub use warren_driver::{
     CommandSummary, ErrorKind, FileInfo, FileKind, PtySize, SearchHit, SearchResult, Stream, Tier,

@@ -8,6 +8,7 @@ pub mod exec;
 pub mod files;
 pub mod ops;
 pub mod sandbox;
+pub mod secrets;
 pub mod utf8;
 
 pub use error::{ErrorBody, ErrorDetail};

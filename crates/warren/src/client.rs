@@ -126,6 +126,20 @@ impl Client {
             .timeout(DEFAULT_TIMEOUT)
     }
 
+    /// `{URL}/api/v1/seg/...`, the LangSmith platform API (e.g. workspace secrets): `{B}` with
+    /// its `api/v2/sandboxes` swapped for `api/v1`, each segment percent-encoded.
+    pub(crate) fn platform_url(&self, segments: &[&str]) -> Url {
+        let mut url = self.base.clone();
+        if let Ok(mut path) = url.path_segments_mut() {
+            path.pop()
+                .pop()
+                .pop()
+                .extend(["api", "v1"])
+                .extend(segments);
+        }
+        url
+    }
+
     /// Sends a request; a non-2xx answer becomes an error carrying the server's message.
     pub(crate) async fn send(&self, rb: RequestBuilder) -> Result<Response> {
         let resp = rb.send().await.map_err(|e| self.transport_error(&e))?;

@@ -60,6 +60,8 @@ enum Command {
     Cp(remote::CpArgs),
     /// Manage API keys on a Warren server.
     Keys(remote::KeysArgs),
+    /// Manage the workspace secrets the egress proxy injects (values are never shown).
+    Secret(remote::SecretArgs),
 }
 
 fn main() -> ExitCode {
@@ -92,6 +94,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Shell(args) => exec::shell(&cli.data_dir, args),
         Command::Cp(args) => remote::cp(&cli.data_dir, args),
         Command::Keys(args) => remote::keys(&cli.data_dir, args),
+        Command::Secret(args) => remote::secret(&cli.data_dir, args),
     }
 }
 

@@ -1,12 +1,14 @@
 //! Commands that manage a Warren server through its API: `warren sandbox` (`sandbox.rs`),
-//! `warren cp` (`cp.rs`) and `warren keys` (`keys.rs`), with the tables they print
-//! (`format.rs`). `warren exec` and `warren shell` are in `exec.rs`.
+//! `warren cp` (`cp.rs`), `warren keys` (`keys.rs`) and `warren secret` (`secret.rs`), with
+//! the tables they print (`format.rs`). `warren exec` and `warren shell` are in `exec.rs`.
 
 mod cp;
 mod format;
 mod keys;
 mod sandbox;
+mod secret;
 
 pub(crate) use cp::{CpArgs, cp};
 pub(crate) use keys::{KeysArgs, keys};
 pub(crate) use sandbox::{SandboxArgs, sandbox};
+pub(crate) use secret::{SecretArgs, secret};

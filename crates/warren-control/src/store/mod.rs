@@ -116,6 +116,50 @@ pub struct AuditEntry {
     pub detail: Option<String>,
 }
 
+/// A workspace secret as stored. `Debug` prints no value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretRecord {
+    /// The secret's name, unique in its workspace.
+    pub key: String,
+    /// The value, kept as given: the database file is private to the daemon.
+    pub value: String,
+    /// The custom hosts it may be sent to; empty means the built-in defaults for the key.
+    pub hosts: Vec<SecretHostRecord>,
+    /// Creation time.
+    pub created_at: SystemTime,
+    /// Last change of the value or the hosts.
+    pub updated_at: SystemTime,
+}
+
+impl std::fmt::Debug for SecretRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRecord")
+            .field("key", &self.key)
+            .field("value", &"<redacted>")
+            .field("hosts", &self.hosts)
+            .field("created_at", &self.created_at)
+            .field("updated_at", &self.updated_at)
+            .finish()
+    }
+}
+
+/// A custom host a secret may be sent to, as an admin set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretHostRecord {
+    /// Stable id (kept while the host pattern stays in the list).
+    pub id: String,
+    /// An exact host name or `*.` and a host name, lowercase.
+    pub host_pattern: String,
+    /// The HTTP header the value is sent in.
+    pub header_name: Option<String>,
+    /// The header's value, `{value}` standing for the secret; none sends the raw secret.
+    pub header_value_template: Option<String>,
+    /// When this host was added.
+    pub created_at: SystemTime,
+    /// When its header or template last changed.
+    pub updated_at: SystemTime,
+}
+
 /// Persistent state.
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Whether any user exists (false on first start).
@@ -166,8 +210,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         after_seq: i64,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// A workspace's secret by key (one primary-key read).
+    fn get_secret(&self, workspace_id: &str, key: &str)
+    -> Result<Option<SecretRecord>, StoreError>;
+    /// Every secret of a workspace, by key.
+    fn list_secrets(&self, workspace_id: &str) -> Result<Vec<SecretRecord>, StoreError>;
+    /// Creates or replaces a workspace's secret.
+    fn put_secret(&self, workspace_id: &str, rec: &SecretRecord) -> Result<(), StoreError>;
+    /// Removes a workspace's secret; false if there was none.
+    fn delete_secret(&self, workspace_id: &str, key: &str) -> Result<bool, StoreError>;
 }
 
+mod secrets;
 mod sqlite;
 
 pub use sqlite::{SqliteStore, rfc3339};

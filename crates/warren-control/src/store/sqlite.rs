@@ -6,7 +6,9 @@ use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{AuditEntry, KeyInfo, Principal, SandboxRecord, Store, StoreError};
+use super::{
+    AuditEntry, KeyInfo, Principal, SandboxRecord, SecretRecord, Store, StoreError, secrets,
+};
 
 /// Makes the database and its WAL and shared-memory files private to root (0600): they hold
 /// every sandbox's environment variables and the audit log. SQLite creates the -wal and -shm
@@ -45,7 +47,10 @@ fn make_db_private(path: &Path) -> Result<(), StoreError> {
 }
 
 /// Ordered migrations; index + 1 is the schema version each one produces.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_secrets.sql"),
+];
 
 /// SQLite-backed [`Store`]. One connection behind a mutex: every statement is short, and WAL
 /// lets `warren audit` read while the daemon writes.
@@ -505,5 +510,25 @@ impl Store for SqliteStore {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn get_secret(
+        &self,
+        workspace_id: &str,
+        key: &str,
+    ) -> Result<Option<SecretRecord>, StoreError> {
+        secrets::get(&self.lock(), workspace_id, key)
+    }
+
+    fn list_secrets(&self, workspace_id: &str) -> Result<Vec<SecretRecord>, StoreError> {
+        secrets::list(&self.lock(), workspace_id)
+    }
+
+    fn put_secret(&self, workspace_id: &str, rec: &SecretRecord) -> Result<(), StoreError> {
+        secrets::put(&self.lock(), workspace_id, rec)
+    }
+
+    fn delete_secret(&self, workspace_id: &str, key: &str) -> Result<bool, StoreError> {
+        secrets::delete(&self.lock(), workspace_id, key)
     }
 }

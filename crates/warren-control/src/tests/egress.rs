@@ -82,7 +82,16 @@ impl crate::Egress for TestEgress {
         if pc.to_string().contains("\"gcp\"") {
             return Err(crate::ConfigError::Unsupported("gcp rules".into()));
         }
-        Ok(vec![])
+        // The secrets the rules name, as the proxy's parser reports them.
+        let names = pc["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|r| r["headers"].as_array().cloned().unwrap_or_default())
+            .filter(|h| h["type"] == "workspace_secret")
+            .filter_map(|h| h["value"].as_str().map(str::to_owned))
+            .collect();
+        Ok(names)
     }
 
     fn sandbox_ca(&self, sandbox_id: &str) -> Result<String, String> {
@@ -240,4 +249,31 @@ async fn opaque_values_are_hidden_and_survive_an_update_that_leaves_them_out() {
         super::support::output(&events, crate::Stream::Stdout, 0),
         b"mine\n"
     );
+}
+
+#[tokio::test]
+async fn a_rule_may_name_only_secrets_the_workspace_has() {
+    use serde_json::json;
+    let (control, admin, _egress, _dir) = with_egress().await;
+    let create = || crate::CreateSandbox {
+        proxy_config: Some(json!({"rules": [{"name": "api", "match_hosts": ["a.com"],
+            "headers": [{"name": "authorization", "type": "workspace_secret", "value": "API_TOKEN"}]}]})),
+        ..Default::default()
+    };
+    let e = control.create(&admin, create()).unwrap_err();
+    assert!(
+        matches!(&e, crate::ControlError::Config(crate::ConfigError::Invalid(m)) if m.contains("API_TOKEN")),
+        "{e:?}"
+    );
+    control
+        .put_secret(
+            &admin,
+            "API_TOKEN",
+            crate::PutSecret {
+                value: Some("v".into()),
+                configs: None,
+            },
+        )
+        .unwrap();
+    control.create(&admin, create()).unwrap();
 }

@@ -10,6 +10,7 @@ mod files;
 mod keys_audit;
 mod quota;
 mod recover;
+mod secrets;
 mod start_stop;
 mod stream;
 mod sweep;

@@ -8,8 +8,9 @@ use anyhow::Result;
 use reqwest::Method;
 use warren_wire::ops::{CreateKeyBody, CreatedKey, KeyList};
 use warren_wire::sandbox::{CreateSandboxBody, Sandbox, SandboxList, SandboxStatusBody};
+use warren_wire::secrets::{PutSecretBody, WorkspaceSecret};
 
-use super::Client;
+use super::{Client, DEFAULT_TIMEOUT};
 
 /// Time the server gets beyond a create's own `timeout` to answer.
 const CREATE_GRACE: Duration = Duration::from_secs(30);
@@ -85,6 +86,42 @@ impl Client {
     pub(crate) async fn revoke_key(&self, id: &str) -> Result<()> {
         self.send(self.control(Method::DELETE, &["keys", id]))
             .await?;
+        Ok(())
+    }
+
+    /// GET `/api/v1/workspaces/current/secrets`.
+    pub(crate) async fn list_secrets(
+        &self,
+        include_configs: bool,
+    ) -> Result<(String, Vec<WorkspaceSecret>)> {
+        let mut url = self.platform_url(&["workspaces", "current", "secrets"]);
+        url.query_pairs_mut().append_pair(
+            "include_configs",
+            if include_configs { "true" } else { "false" },
+        );
+        let rb = self.request(Method::GET, url).timeout(DEFAULT_TIMEOUT);
+        self.json(rb, "secret list").await
+    }
+
+    /// PUT `/api/v1/workspaces/current/secrets/{key}`.
+    pub(crate) async fn put_secret(
+        &self,
+        key: &str,
+        body: &PutSecretBody,
+    ) -> Result<WorkspaceSecret> {
+        let url = self.platform_url(&["workspaces", "current", "secrets", key]);
+        let rb = self
+            .request(Method::PUT, url)
+            .timeout(DEFAULT_TIMEOUT)
+            .json(body);
+        Ok(self.json(rb, "secret").await?.1)
+    }
+
+    /// DELETE `/api/v1/workspaces/current/secrets/{key}`.
+    pub(crate) async fn delete_secret(&self, key: &str) -> Result<()> {
+        let url = self.platform_url(&["workspaces", "current", "secrets", key]);
+        let rb = self.request(Method::DELETE, url).timeout(DEFAULT_TIMEOUT);
+        self.send(rb).await?;
         Ok(())
     }
 }

@@ -44,6 +44,11 @@ fn path_segments_are_encoded() {
         c.url(&["boxes", "x", "status"]).as_str(),
         "http://h:1/api/v2/sandboxes/boxes/x/status"
     );
+    assert_eq!(
+        c.platform_url(&["workspaces", "current", "secrets", "A B"])
+            .as_str(),
+        "http://h:1/api/v1/workspaces/current/secrets/A%20B"
+    );
 }
 
 #[test]
