@@ -90,8 +90,8 @@ def test_a_header_rule_gives_the_request_the_secret(box, upstream, secret_value)
     assert r.stdout.strip() == "authorized"
     seen = {req["path"]: req["headers"] for req in upstream.requests()}
     for path in ["/v1/data", "/secret", "/v1/py"]:
-        assert seen[path].get("Authorization") == f"Bearer {secret_value}", seen[path]
-        assert seen[path].get("X-Opaque") == opaque
+        assert seen[path].get("authorization") == f"Bearer {secret_value}", seen[path]
+        assert seen[path].get("x-opaque") == opaque
 
 
 def test_non_canonical_paths_and_other_paths_get_nothing(box, upstream):
@@ -100,8 +100,8 @@ def test_non_canonical_paths_and_other_paths_get_nothing(box, upstream):
         assert _curl(sb, path) == "anonymous", path
         last = upstream.requests()[-1]
         assert last["path"] == path, last
-        assert "Authorization" not in last["headers"], last
-        assert "X-Opaque" not in last["headers"], last
+        assert "authorization" not in last["headers"], last
+        assert "x-opaque" not in last["headers"], last
 
 
 def test_the_api_never_shows_an_opaque_value(server, box):
@@ -121,7 +121,7 @@ def test_a_rotated_secret_applies_to_the_next_request(server, box, upstream, sec
     _put_secret(server, SECRET_KEY, secret_value + "-rotated")
     try:
         assert _curl(sb, "/v1/rotated") == "anonymous"  # the server still expects the old one
-        assert upstream.requests()[-1]["headers"]["Authorization"] == f"Bearer {secret_value}-rotated"
+        assert upstream.requests()[-1]["headers"]["authorization"] == f"Bearer {secret_value}-rotated"
     finally:
         _put_secret(server, SECRET_KEY, secret_value)
 

@@ -165,9 +165,10 @@ def test_the_audit_log_names_the_key_but_never_the_value(server, ls):
         assert r.status_code == 200, r.text
         assert value not in r.text
         page = r.json()["entries"]
-        if not page:
-            break
         entries += [e for e in page if e.get("target") == key]
+        # Reading the log is itself logged: a short page is the end, an empty one never comes.
+        if len(page) < 10000:
+            break
         after = page[-1]["seq"]
     assert {e["action"] for e in entries} >= {"secret.set", "secret.delete"}
 

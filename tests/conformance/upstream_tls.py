@@ -67,7 +67,7 @@ SERVER = textwrap.dedent(
     class H(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             with open(log, "a") as f:
-                f.write(json.dumps({"path": self.path, "headers": dict(self.headers.items())}) + "\\n")
+                f.write(json.dumps({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}) + "\\n")
             # Never echo a credential back: the sandbox must not learn it from the answer.
             auth = self.headers.get("Authorization") == "Bearer " + expected
             body = ("authorized" if auth else "anonymous").encode()
