@@ -21,6 +21,8 @@ from helpers import uniq
 from upstream_tls import UPSTREAM_ADDR, Upstream
 
 SECRET_KEY = "UPSTREAM_TOKEN"
+AWS_KEY_ID = "AKIDWARRENTEST"
+AWS_SECRET_KEY = "AWS_TEST_SECRET"
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +31,13 @@ def secret_value() -> str:
 
 
 @pytest.fixture(scope="module")
-def upstream(secret_value):
-    up = Upstream(secret_value)
+def aws_secret() -> str:
+    return secrets.token_urlsafe(30)
+
+
+@pytest.fixture(scope="module")
+def upstream(secret_value, aws_secret):
+    up = Upstream(secret_value, AWS_KEY_ID, aws_secret)
     yield up
     up.close()
 
@@ -203,3 +210,55 @@ def test_the_daemon_logs_no_secret(server, box, secret_value):
     assert r.returncode == 0, r.stderr
     assert "credentials from rule upstream" in r.stdout, r.stdout[-2000:]
     assert secret_value not in r.stdout and opaque not in r.stdout
+
+
+@pytest.fixture(scope="module")
+def aws_box(server, client, upstream, aws_secret):
+    _put_secret(server, AWS_SECRET_KEY, aws_secret)
+    proxy_config = {
+        "rules": [
+            {
+                "name": "aws",
+                "type": "aws",
+                "enabled": True,
+                # An S3-compatible service: the rule names it instead of AWS's own hosts.
+                "match_hosts": [UPSTREAM_ADDR],
+                "env_vars": {"AWS_ACCESS_KEY_ID": "dummy", "AWS_SECRET_ACCESS_KEY": "dummy"},
+                "aws": {
+                    "access_key_id": {"type": "opaque", "value": AWS_KEY_ID},
+                    "secret_access_key": {"type": "workspace_secret", "value": AWS_SECRET_KEY},
+                },
+            }
+        ]
+    }
+    sb = client.create_sandbox(name=uniq("aws"), proxy_config=proxy_config, timeout=60)
+    try:
+        yield sb
+    finally:
+        client.delete_sandbox(sb.name)
+
+
+def test_an_aws_rule_re_signs_requests_made_with_dummy_keys(aws_box, upstream):
+    """The sandbox's curl signs with the dummy keys its environment holds; the upstream checks
+    the signature it receives with botocore and the real key pair."""
+    sb = aws_box
+    env = sb.run("env", timeout=30).stdout
+    assert "AWS_ACCESS_KEY_ID=dummy" in env
+    sign = '--aws-sigv4 "aws:amz:{scope}" --user "$AWS_ACCESS_KEY_ID:$AWS_SECRET_ACCESS_KEY"'
+    r = sb.run(f"curl -sS {sign.format(scope='us-east-1:s3')} https://{UPSTREAM_ADDR}/aws/bucket/key", timeout=60)
+    assert (r.exit_code, r.stdout) == (0, "signed"), r.stderr
+    got = upstream.requests()[-1]["headers"]["authorization"]
+    assert got.startswith(f"AWS4-HMAC-SHA256 Credential={AWS_KEY_ID}/") and "/us-east-1/s3/" in got, got
+    # A body whose hash the client did not declare: the proxy hashes it.
+    r = sb.run(
+        f"curl -sS {sign.format(scope='eu-west-1:execute-api')} -X POST --data-binary '{{\"a\": 1}}' "
+        f"-H 'content-type: application/json' https://{UPSTREAM_ADDR}/aws/api",
+        timeout=60,
+    )
+    assert (r.exit_code, r.stdout) == (0, "signed"), r.stderr
+    last = upstream.requests()[-1]
+    assert last["body"] == '{"a": 1}' and "/eu-west-1/execute-api/" in last["headers"]["authorization"]
+    # A request no one signed is signed too (scope from the host is impossible for an IP, so
+    # it is refused with a reason rather than sent unsigned).
+    r = sb.run(f"curl -sS -o /dev/null -w '%{{http_code}}' https://{UPSTREAM_ADDR}/aws/unsigned", timeout=60)
+    assert r.stdout == "403", r.stdout

@@ -61,16 +61,50 @@ def _server_cert(d: Path) -> tuple[Path, Path]:
 
 SERVER = textwrap.dedent(
     """
-    import http.server, json, os, ssl, sys
+    import http.server, json, os, re, ssl, sys
     cert, key, log, expected = sys.argv[1], sys.argv[2], sys.argv[3], os.environ["EXPECTED"]
+    aws_key, aws_secret = os.environ["AWS_KEY"], os.environ["AWS_SECRET"]
+
+    def sigv4_valid(method, path, headers, body):
+        # Checks a SigV4 signature with botocore's own implementation and the real key.
+        from botocore.auth import SigV4Auth
+        from botocore.awsrequest import AWSRequest
+        from botocore.credentials import Credentials
+        m = re.match(
+            r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\\d{8})/([^/]+)/([^/]+)/aws4_request, ?"
+            r"SignedHeaders=([^,]+), ?Signature=([0-9a-f]+)$",
+            headers.get("authorization", ""),
+        )
+        if not m or m.group(1) != aws_key:
+            return False
+        region, service, signed = m.group(3), m.group(4), m.group(5).split(";")
+        req = AWSRequest(method=method, url="https://" + headers["host"] + path, data=body,
+                         headers={k: v for k, v in headers.items() if k in signed})
+        req.context["timestamp"] = headers["x-amz-date"]
+        auth = SigV4Auth(Credentials(aws_key, aws_secret), service, region)
+        string_to_sign = auth.string_to_sign(req, auth.canonical_request(req))
+        return auth.signature(string_to_sign, req) == m.group(6)
 
     class H(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.do_GET()
+
+        def do_PUT(self):
+            self.do_GET()
+
         def do_GET(self):
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            body = self.rfile.read(int(headers.get("content-length", "0")))
             with open(log, "a") as f:
-                f.write(json.dumps({"path": self.path, "headers": {k.lower(): v for k, v in self.headers.items()}}) + "\\n")
+                f.write(json.dumps({"path": self.path, "method": self.command, "headers": headers,
+                                    "body": body.decode(errors="replace")}) + "\\n")
             # Never echo a credential back: the sandbox must not learn it from the answer.
-            auth = self.headers.get("Authorization") == "Bearer " + expected
-            body = ("authorized" if auth else "anonymous").encode()
+            if self.path.startswith("/aws/"):
+                ok = sigv4_valid(self.command, self.path, headers, body)
+                body = ("signed" if ok else "bad-signature").encode()
+            else:
+                auth = self.headers.get("Authorization") == "Bearer " + expected
+                body = ("authorized" if auth else "anonymous").encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -92,9 +126,10 @@ SERVER = textwrap.dedent(
 class Upstream:
     """An HTTPS server on UPSTREAM_ADDR:443 in a fresh network namespace linked to the host.
     It logs every request's path and headers to `requests()` and answers `authorized` when the
-    Authorization header carries `Bearer <expected>`."""
+    Authorization header carries `Bearer <expected>`; under `/aws/` it answers `signed` when
+    the request carries a valid SigV4 signature made with (aws_key, aws_secret)."""
 
-    def __init__(self, expected: str) -> None:
+    def __init__(self, expected: str, aws_key: str = "", aws_secret: str = "") -> None:
         tag = uuid.uuid4().hex[:6]
         self.ns = f"wup-{tag}"
         self.host_if, self.ns_if = f"wuh{tag}", f"wun{tag}"
@@ -117,7 +152,7 @@ class Upstream:
                 ["ip", "netns", "exec", self.ns, sys.executable, str(script), str(cert), str(key), str(self.log)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                env={**os.environ, "EXPECTED": expected},
+                env={**os.environ, "EXPECTED": expected, "AWS_KEY": aws_key, "AWS_SECRET": aws_secret},
                 text=True,
             )
             line = self.proc.stdout.readline()

@@ -20,6 +20,7 @@
 //! refused with [`RuleError::Unsupported`], never accepted and ignored: a caller must not
 //! believe a credential is injected when it is not.
 
+pub mod aws;
 pub mod paths;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +31,7 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
 use crate::policy::{Destination, Entry, Host};
+use aws::AwsSigning;
 use paths::{MAX_PATHS, PathPattern};
 
 /// Most rules in one `proxy_config`.
@@ -100,6 +102,12 @@ pub enum InjectError {
         /// The request's host.
         host: String,
     },
+    /// An AWS rule matched a plain-HTTP request: its credentials go over HTTPS only.
+    #[error("rule {rule:?} signs for AWS over HTTPS only")]
+    NotHttps {
+        /// The rule.
+        rule: String,
+    },
     /// The value made from a secret is not a valid header value.
     #[error("rule {rule:?} makes an invalid value for header {header}")]
     BadValue {
@@ -134,7 +142,28 @@ struct Rule {
     https_only: bool,
     paths: Vec<PathPattern>,
     match_headers: Vec<(HeaderName, String)>,
-    headers: Vec<HeaderSpec>,
+    kind: Kind,
+}
+
+/// What a rule does to a request it matches.
+#[derive(Debug, Clone)]
+enum Kind {
+    /// Sets these headers.
+    Headers(Vec<HeaderSpec>),
+    /// Signs the request with this AWS key pair.
+    Aws {
+        access_key_id: Source,
+        secret_access_key: Source,
+    },
+}
+
+/// What [`Credentials::apply`] did to a request.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// The rule that matched, if any.
+    pub rule: Option<String>,
+    /// For an AWS rule: the signing still to do, once the body's hash is known.
+    pub aws: Option<AwsSigning>,
 }
 
 /// The scheme of a request the proxy handles.
@@ -266,7 +295,8 @@ impl Credentials {
                 Some(Value::Bool(b)) => *b,
                 Some(_) => return Err(invalid(name, "enabled must be true or false")),
             };
-            match rule_type(name, obj)? {
+            let kind = rule_type(name, obj)?;
+            match kind {
                 "attribution" => {
                     if attribution_seen {
                         return Err(RuleError::Invalid(
@@ -280,10 +310,13 @@ impl Credentials {
                     }
                 }
                 _ => {
-                    let rule = parse_header_rule(name, obj)?;
+                    let rule = match kind {
+                        "aws" => parse_aws_rule(name, obj)?,
+                        _ => parse_header_rule(name, obj)?,
+                    };
                     let env = parse_env(name, obj)?;
-                    for h in &rule.headers {
-                        if let Source::Secret { keys, .. } = &h.source {
+                    for source in rule.sources() {
+                        if let Source::Secret { keys, .. } = source {
                             out.secret_keys.extend(keys.iter().cloned());
                         }
                     }
@@ -322,44 +355,79 @@ impl Credentials {
         self.rules.is_empty() && self.attribution.is_empty()
     }
 
-    /// Adds the headers of the attribution rule and of the first rule matching the request;
-    /// returns the name of that rule, if any.
+    /// Adds the headers of the attribution rule and of the first rule matching the request.
+    /// An AWS rule's signing is left to the caller ([`Applied::aws`]), which needs the body.
     pub fn apply(
         &self,
         target: RequestTarget<'_>,
         headers: &mut HeaderMap,
-    ) -> Result<Option<String>, InjectError> {
+    ) -> Result<Applied, InjectError> {
         for (name, value) in &self.attribution {
             headers.insert(name.clone(), value.clone());
         }
         let Some(rule) = self.rules.iter().find(|r| r.matches(target, headers)) else {
-            return Ok(None);
+            return Ok(Applied::default());
         };
-        // Resolve every value first: a request gets all of a rule's headers or is refused.
-        let mut values = Vec::with_capacity(rule.headers.len());
-        for spec in &rule.headers {
-            let value = match &spec.source {
-                Source::Literal(v) => v.clone(),
-                Source::Secret { template, keys } => {
-                    self.render(rule, &spec.name, template, keys, target.dest)?
+        let mut applied = Applied {
+            rule: Some(rule.name.clone()),
+            aws: None,
+        };
+        match &rule.kind {
+            Kind::Headers(specs) => {
+                // Resolve every value first: a request gets all of a rule's headers or is
+                // refused.
+                let mut values = Vec::with_capacity(specs.len());
+                for spec in specs {
+                    let value = self.value(rule, &spec.source, target.dest)?;
+                    let mut value =
+                        HeaderValue::from_str(&value).map_err(|_| InjectError::BadValue {
+                            rule: rule.name.clone(),
+                            header: spec.name.to_string(),
+                        })?;
+                    value.set_sensitive(true);
+                    values.push((spec.name.clone(), value));
                 }
-            };
-            values.push((spec.name.clone(), value));
+                for (name, value) in values {
+                    headers.insert(name, value);
+                }
+            }
+            Kind::Aws {
+                access_key_id,
+                secret_access_key,
+            } => {
+                if target.scheme != Scheme::Https {
+                    return Err(InjectError::NotHttps {
+                        rule: rule.name.clone(),
+                    });
+                }
+                applied.aws = Some(AwsSigning {
+                    rule: rule.name.clone(),
+                    access_key_id: self.value(rule, access_key_id, target.dest)?,
+                    secret_access_key: self.value(rule, secret_access_key, target.dest)?,
+                });
+            }
         }
-        for (name, value) in values {
-            headers.insert(name, value);
-        }
-        Ok(Some(rule.name.clone()))
+        Ok(applied)
     }
 
-    fn render(
+    fn value(
         &self,
         rule: &Rule,
-        header: &HeaderName,
-        template: &str,
-        keys: &[String],
+        source: &Source,
         dest: &Destination,
-    ) -> Result<HeaderValue, InjectError> {
+    ) -> Result<String, InjectError> {
+        let (template, keys) = match source {
+            Source::Literal(v) => {
+                return v
+                    .to_str()
+                    .map(str::to_owned)
+                    .map_err(|_| InjectError::BadValue {
+                        rule: rule.name.clone(),
+                        header: "a literal value".into(),
+                    });
+            }
+            Source::Secret { template, keys } => (template, keys),
+        };
         let mut text = template.to_owned();
         for key in keys {
             let secret = self
@@ -382,12 +450,7 @@ impl Credentials {
             }
             text = text.replace(&format!("{{{key}}}"), &secret.value);
         }
-        let mut value = HeaderValue::from_str(&text).map_err(|_| InjectError::BadValue {
-            rule: rule.name.clone(),
-            header: header.to_string(),
-        })?;
-        value.set_sensitive(true);
-        Ok(value)
+        Ok(text)
     }
 }
 
@@ -407,6 +470,16 @@ fn host_pattern_matches(pattern: &str, host: &Host) -> bool {
 }
 
 impl Rule {
+    fn sources(&self) -> Vec<&Source> {
+        match &self.kind {
+            Kind::Headers(specs) => specs.iter().map(|s| &s.source).collect(),
+            Kind::Aws {
+                access_key_id,
+                secret_access_key,
+            } => vec![access_key_id, secret_access_key],
+        }
+    }
+
     fn covers(&self, dest: &Destination) -> bool {
         self.hosts.iter().any(|e| match dest.host() {
             Host::Name(name) => e.matches_name(name),
@@ -436,7 +509,16 @@ fn rule_type<'a>(name: &str, obj: &'a Map<String, Value>) -> Result<&'a str, Rul
         Some(Value::String(t)) => Some(t.as_str()),
         Some(_) => return Err(invalid(name, "type must be a string")),
     };
-    for provider in ["aws", "gcp", "azure"] {
+    if declared == Some("aws") || obj.get("aws").is_some_and(|v| !v.is_null()) {
+        return match declared {
+            None | Some("aws") => Ok("aws"),
+            Some(other) => Err(invalid(
+                name,
+                format!("a rule of type {other:?} has an aws block"),
+            )),
+        };
+    }
+    for provider in ["gcp", "azure"] {
         if declared == Some(provider) || obj.get(provider).is_some_and(|v| !v.is_null()) {
             return Err(RuleError::Unsupported(format!(
                 "proxy_config rule {name:?}: {provider} credential rules are not supported yet; \
@@ -456,13 +538,86 @@ fn rule_type<'a>(name: &str, obj: &'a Map<String, Value>) -> Result<&'a str, Rul
         Some("attribution") => Ok("attribution"),
         Some(other) => Err(RuleError::Unsupported(format!(
             "proxy_config rule {name:?}: rule type {other:?} is not supported \
-             (supported: header, attribution)"
+             (supported: header, aws, attribution)"
         ))),
     }
 }
 
+/// The hosts of AWS's own endpoints, which an AWS rule covers unless `match_hosts` narrows
+/// it (or names an S3-compatible service instead).
+const AWS_HOSTS: &str = "*.amazonaws.com";
+
+fn parse_aws_rule(name: &str, obj: &Map<String, Value>) -> Result<Rule, RuleError> {
+    for field in ["match_paths", "match_headers", "headers"] {
+        if obj
+            .get(field)
+            .is_some_and(|v| !v.is_null() && v != &Value::Array(vec![]))
+        {
+            return Err(invalid(name, format!("an aws rule takes no {field}")));
+        }
+    }
+    let aws = obj
+        .get("aws")
+        .and_then(Value::as_object)
+        .ok_or_else(|| invalid(name, "an aws rule needs an aws block"))?;
+    if aws
+        .get("role_arn")
+        .and_then(Value::as_str)
+        .is_some_and(|r| !r.is_empty())
+    {
+        return Err(RuleError::Unsupported(format!(
+            "proxy_config rule {name:?}: AWS role rules (role_arn) need an identity provider \
+             AWS trusts, which Warren does not run; use access_key_id and secret_access_key"
+        )));
+    }
+    let key = |field: &str| -> Result<Source, RuleError> {
+        let holder = aws
+            .get(field)
+            .ok_or_else(|| invalid(name, format!("an aws rule needs aws.{field}")))?;
+        parse_source(name, field, holder, false)
+    };
+    let (access_key_id, secret_access_key) = (key("access_key_id")?, key("secret_access_key")?);
+    let mut rule = parse_matching(name, obj, &[AWS_HOSTS])?;
+    rule.kind = Kind::Aws {
+        access_key_id,
+        secret_access_key,
+    };
+    Ok(rule)
+}
+
 fn parse_header_rule(name: &str, obj: &Map<String, Value>) -> Result<Rule, RuleError> {
-    let hosts = strings(name, obj, "match_hosts")?;
+    let mut rule = parse_matching(name, obj, &[])?;
+    let headers = match obj.get("headers") {
+        Some(Value::Array(list)) if !list.is_empty() => list,
+        _ => {
+            return Err(invalid(
+                name,
+                "a header rule needs a non-empty headers list",
+            ));
+        }
+    };
+    if headers.len() > MAX_HEADERS {
+        return Err(invalid(name, format!("more than {MAX_HEADERS} headers")));
+    }
+    let headers = headers
+        .iter()
+        .map(|h| parse_header(name, h, false))
+        .collect::<Result<Vec<_>, _>>()?;
+    rule.kind = Kind::Headers(headers);
+    Ok(rule)
+}
+
+/// The `match_*` fields of a rule; `default_hosts` apply when `match_hosts` is empty (none:
+/// the rule must name its hosts).
+fn parse_matching(
+    name: &str,
+    obj: &Map<String, Value>,
+    default_hosts: &[&str],
+) -> Result<Rule, RuleError> {
+    let mut hosts = strings(name, obj, "match_hosts")?;
+    if hosts.is_empty() {
+        hosts = default_hosts.iter().map(|h| (*h).to_owned()).collect();
+    }
     if hosts.is_empty() {
         return Err(invalid(
             name,
@@ -524,22 +679,6 @@ fn parse_header_rule(name: &str, obj: &Map<String, Value>) -> Result<Rule, RuleE
         Some(Value::String(s)) if s == "https" => true,
         Some(_) => return Err(invalid(name, "match_scheme may only be \"https\"")),
     };
-    let headers = match obj.get("headers") {
-        Some(Value::Array(list)) if !list.is_empty() => list,
-        _ => {
-            return Err(invalid(
-                name,
-                "a header rule needs a non-empty headers list",
-            ));
-        }
-    };
-    if headers.len() > MAX_HEADERS {
-        return Err(invalid(name, format!("more than {MAX_HEADERS} headers")));
-    }
-    let headers = headers
-        .iter()
-        .map(|h| parse_header(name, h, false))
-        .collect::<Result<Vec<_>, _>>()?;
     Ok(Rule {
         name: name.to_owned(),
         hosts,
@@ -547,7 +686,7 @@ fn parse_header_rule(name: &str, obj: &Map<String, Value>) -> Result<Rule, RuleE
         https_only,
         paths,
         match_headers,
-        headers,
+        kind: Kind::Headers(Vec::new()),
     })
 }
 
@@ -632,6 +771,21 @@ fn parse_header(rule: &str, h: &Value, attribution: bool) -> Result<HeaderSpec, 
             format!("attribution header {raw} must start with X-"),
         ));
     }
+    let source = parse_source(rule, &format!("header {raw}"), h, attribution)?;
+    Ok(HeaderSpec { name, source })
+}
+
+/// A value holder `{type, value}`: `plaintext`, `opaque` or `workspace_secret` (only
+/// `plaintext` when `plaintext_only`).
+fn parse_source(
+    rule: &str,
+    what: &str,
+    holder: &Value,
+    plaintext_only: bool,
+) -> Result<Source, RuleError> {
+    let obj = holder
+        .as_object()
+        .ok_or_else(|| invalid(rule, format!("{what} must be {{type, value}}")))?;
     let kind = obj
         .get("type")
         .and_then(Value::as_str)
@@ -639,44 +793,35 @@ fn parse_header(rule: &str, h: &Value, attribution: bool) -> Result<HeaderSpec, 
     let value = obj.get("value").and_then(Value::as_str).ok_or_else(|| {
         invalid(
             rule,
-            format!(
-                "header {raw} has no value (an opaque value is kept only when the rule is updated)"
-            ),
+            format!("{what} has no value (an opaque value is kept only when the rule is updated)"),
         )
     })?;
     if value.len() > MAX_VALUE_LEN {
         return Err(invalid(
             rule,
-            format!("header {raw}'s value is longer than 64 KiB"),
+            format!("{what}'s value is longer than 64 KiB"),
         ));
     }
-    let source = match kind {
-        "plaintext" | "opaque" if attribution && kind != "plaintext" => {
-            return Err(invalid(rule, "attribution headers must be plaintext"));
+    match kind {
+        "plaintext" | "opaque" | "workspace_secret" if plaintext_only && kind != "plaintext" => {
+            Err(invalid(rule, format!("{what} must be plaintext")))
         }
         "plaintext" | "opaque" => {
             let mut v = HeaderValue::from_str(value).map_err(|_| {
-                invalid(
-                    rule,
-                    format!("header {raw}'s value is not a valid header value"),
-                )
+                invalid(rule, format!("{what}'s value is not a valid header value"))
             })?;
             v.set_sensitive(kind == "opaque");
-            Source::Literal(v)
+            Ok(Source::Literal(v))
         }
-        "workspace_secret" if !attribution => {
+        "workspace_secret" => {
             let (template, keys) = secret_template(rule, value)?;
-            Source::Secret { template, keys }
+            Ok(Source::Secret { template, keys })
         }
-        "workspace_secret" => return Err(invalid(rule, "attribution headers must be plaintext")),
-        other => {
-            return Err(invalid(
-                rule,
-                format!("header {raw} has type {other:?} (plaintext, opaque or workspace_secret)"),
-            ));
-        }
-    };
-    Ok(HeaderSpec { name, source })
+        other => Err(invalid(
+            rule,
+            format!("{what} has type {other:?} (plaintext, opaque or workspace_secret)"),
+        )),
+    }
 }
 
 /// A `workspace_secret` value: a secret's name (`OPENAI_API_KEY`), or a template naming

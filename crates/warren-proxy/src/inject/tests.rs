@@ -40,6 +40,7 @@ fn apply(
         },
         hs,
     )
+    .map(|a| a.rule)
 }
 
 fn header_rule(extra: Value) -> Value {
@@ -179,7 +180,7 @@ fn env_vars_of_enabled_rules() {
 #[test]
 fn refusals() {
     let unsupported = [
-        json!([{"name": "aws", "type": "aws", "enabled": true, "aws": {}}]),
+        json!([{"name": "aws", "type": "aws", "enabled": true, "aws": {"role_arn": "arn:aws:iam::1:role/x"}}]),
         json!([{"name": "g", "gcp": {"service_account_json": {"type": "plaintext", "value": "{}"}}}]),
         json!([{"name": "r", "match_hosts": ["a.com"], "rewrite": {"port": 1}}]),
         json!([{"name": "r", "type": "relay", "match_hosts": ["a.com"]}]),
@@ -250,4 +251,54 @@ fn secret_host_patterns() {
         "198.51.100.2",
         &Host::Ip("198.51.100.2".parse().unwrap())
     ));
+}
+
+#[test]
+fn aws_rules_cover_aws_hosts_and_sign_over_https_only() {
+    let c = creds(
+        json!([{"name": "aws", "type": "aws", "enabled": true, "aws": {
+            "access_key_id": {"type": "plaintext", "value": "AKIDREAL"},
+            "secret_access_key": {"type": "workspace_secret", "value": "TOKEN"},
+        }}]),
+    );
+    assert!(c.intercepts(&Destination::new("s3.us-west-2.amazonaws.com", 443).unwrap()));
+    assert!(!c.intercepts(&Destination::new("example.com", 443).unwrap()));
+    assert_eq!(c.secret_keys().iter().collect::<Vec<_>>(), ["TOKEN"]);
+    let dest = Destination::new("sqs.eu-west-1.amazonaws.com", 443).unwrap();
+    let target = RequestTarget {
+        scheme: Scheme::Https,
+        dest: &dest,
+        path: "/",
+    };
+    let applied = c.apply(target, &mut HeaderMap::new()).unwrap();
+    let aws = applied.aws.expect("an aws rule signs");
+    assert_eq!(aws.rule(), "aws");
+    assert_eq!(
+        (aws.access_key_id.as_str(), aws.secret_access_key.as_str()),
+        ("AKIDREAL", "s3cr3t")
+    );
+    let plain = RequestTarget {
+        scheme: Scheme::Http,
+        ..target
+    };
+    assert!(matches!(
+        c.apply(plain, &mut HeaderMap::new()),
+        Err(InjectError::NotHttps { .. })
+    ));
+    // match_hosts narrows (or names an S3-compatible host instead).
+    let minio = creds(json!([{"name": "minio", "aws": {
+        "access_key_id": {"type": "plaintext", "value": "A"},
+        "secret_access_key": {"type": "opaque", "value": "B"},
+    }, "match_hosts": ["minio.example.com"]}]));
+    assert!(minio.intercepts(&Destination::new("minio.example.com", 443).unwrap()));
+    assert!(!minio.intercepts(&Destination::new("s3.amazonaws.com", 443).unwrap()));
+    for bad in [
+        json!([{"name": "a", "aws": {"access_key_id": {"type": "plaintext", "value": "A"}}}]),
+        json!([{"name": "a", "match_paths": ["/x"], "aws": {
+            "access_key_id": {"type": "plaintext", "value": "A"},
+            "secret_access_key": {"type": "plaintext", "value": "B"}}}]),
+        json!([{"name": "a", "type": "header", "aws": {}}]),
+    ] {
+        assert!(matches!(err(bad.clone()), RuleError::Invalid(_)), "{bad}");
+    }
 }

@@ -197,7 +197,7 @@ async fn forward(
         Ok(opened) => opened,
         Err(failure) => return fail(&client, attempt, &dest, failure),
     };
-    if let Some(rule) = injected {
+    if let Some(rule) = injected.rule {
         route.rule = format!("{}; credentials from rule {rule}", route.rule);
     }
     let config = client.config();

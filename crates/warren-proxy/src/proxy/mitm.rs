@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body_util::{Either, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{self, HeaderValue};
@@ -37,10 +37,15 @@ use super::http::{MAX_HEADERS, message, read_buffer, strip_hop_by_hop};
 use super::meter::{Activity, Metered};
 use super::upstream::Route;
 use super::{Attempt, Client};
+use crate::inject::aws::{AwsSigning, Payload};
 use crate::inject::{RequestTarget, Scheme};
 use crate::policy::{Destination, Host};
 
 type Body = Either<Incoming, Full<Bytes>>;
+
+/// Most bytes of a request body the proxy reads whole to sign it for AWS (a body whose hash
+/// the sandbox's SDK did not declare).
+const MAX_SIGNED_BODY: usize = 32 << 20;
 
 /// Builds the TLS client configuration for upstreams: the host's trust store plus `extra`
 /// PEM certificates (a local CA that re-signs this host's outbound TLS, a test server's CA).
@@ -173,7 +178,7 @@ enum Upstream {
     /// Not yet spoken to: the TLS handshake happens on the first request, so a failure can
     /// be told to the sandbox as an HTTP error.
     Pending(Option<(UpstreamIo, Arc<rustls::ClientConfig>)>),
-    Open(SendRequest<Incoming>),
+    Open(SendRequest<Body>),
     Failed(String),
 }
 
@@ -216,30 +221,38 @@ impl Relay {
             dest: &self.dest,
             path: &path,
         };
-        match self
+        let refused = |e: &dyn std::fmt::Display| {
+            debug!(sandbox_id = %self.client.sandbox.sandbox_id, error = %e, "proxy: credential not injected");
+            message(
+                StatusCode::FORBIDDEN,
+                &format!("warren egress proxy refused {}: {e}", self.dest),
+            )
+        };
+        let applied = match self
             .client
             .sandbox
             .credentials
             .apply(target, &mut parts.headers)
         {
-            Ok(Some(rule)) => {
-                let mut injected = self
-                    .injected
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if !injected.contains(&rule) {
-                    injected.push(rule);
-                }
-            }
-            Ok(None) => {}
-            Err(e) => {
-                debug!(sandbox_id = %self.client.sandbox.sandbox_id, error = %e, "proxy: credential not injected");
-                return message(
-                    StatusCode::FORBIDDEN,
-                    &format!("warren egress proxy refused {}: {e}", self.dest),
-                );
+            Ok(applied) => applied,
+            Err(e) => return refused(&e),
+        };
+        if let Some(rule) = applied.rule {
+            let mut injected = self
+                .injected
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !injected.contains(&rule) {
+                injected.push(rule);
             }
         }
+        let body = match applied.aws {
+            None => Either::Left(body),
+            Some(aws) => match self.sign_aws(&aws, &mut parts, body).await {
+                Ok(body) => body,
+                Err(e) => return refused(&e),
+            },
+        };
         let req = Request::from_parts(parts, body);
         let mut upstream = self.upstream.lock().await;
         if let Upstream::Pending(pending) = &mut *upstream {
@@ -283,6 +296,30 @@ impl Relay {
         }
     }
 
+    /// Signs a request for an AWS rule: the payload hash is the one the sandbox declared, or
+    /// that of the body, read whole (at most [`MAX_SIGNED_BODY`]).
+    async fn sign_aws(
+        &self,
+        aws: &AwsSigning,
+        parts: &mut hyper::http::request::Parts,
+        body: Incoming,
+    ) -> Result<Body, String> {
+        let (payload, body) = match Payload::declared(&parts.headers)? {
+            Some(declared) => (declared, Either::Left(body)),
+            None => {
+                let limited = http_body_util::Limited::new(body, MAX_SIGNED_BODY);
+                let bytes = limited
+                    .collect()
+                    .await
+                    .map_err(|e| format!("the request body could not be read whole for AWS signing (at most {MAX_SIGNED_BODY} bytes): {e}"))?
+                    .to_bytes();
+                (Payload::of(&bytes), Either::Right(Full::new(bytes)))
+            }
+        };
+        aws.sign(parts, &self.dest, &payload)?;
+        Ok(body)
+    }
+
     /// The request must be for the host the TLS session was opened for.
     fn check_host(&self, req: &Request<Incoming>) -> Result<(), String> {
         let named = match req.uri().authority() {
@@ -314,7 +351,7 @@ impl Relay {
         &self,
         io: UpstreamIo,
         tls: Arc<rustls::ClientConfig>,
-    ) -> Result<SendRequest<Incoming>, String> {
+    ) -> Result<SendRequest<Body>, String> {
         let name = match self.dest.host() {
             Host::Name(n) => ServerName::try_from(n.clone()).map_err(|e| e.to_string())?,
             Host::Ip(ip) => ServerName::IpAddress((*ip).into()),
