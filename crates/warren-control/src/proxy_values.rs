@@ -48,12 +48,27 @@ pub fn carry_over_opaque(new: &mut Value, old: Option<&Value>) {
 }
 
 /// A path segment for an array element: its `name` when it has one (rules, headers), so a
-/// reordered list still finds the same element; its index otherwise.
+/// reordered list still finds the same element, with the element's `match_*` fields, so a
+/// rule whose hosts, port, scheme, paths or headers changed does not inherit a value meant
+/// for the old ones; its index otherwise. JSON-encoded, so no name can alias another path.
 fn segment(i: usize, item: &Value) -> String {
     match item.get("name").and_then(Value::as_str) {
-        Some(name) => format!("[name={name}]"),
+        Some(name) => {
+            let scope: Map<String, Value> = item
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| k.starts_with("match_"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            format!("[{}{}]", Value::from(name), Value::Object(scope))
+        }
         None => format!("[{i}]"),
     }
+}
+
+fn key(path: &str, k: &str) -> String {
+    format!("{path}.{}", Value::from(k))
 }
 
 fn collect(v: &Value, path: String, out: &mut HashMap<String, Value>) {
@@ -65,7 +80,7 @@ fn collect(v: &Value, path: String, out: &mut HashMap<String, Value>) {
                 out.insert(path.clone(), value.clone());
             }
             for (k, child) in obj {
-                collect(child, format!("{path}.{k}"), out);
+                collect(child, key(&path, k), out);
             }
         }
         Value::Array(items) => {
@@ -87,7 +102,7 @@ fn fill(v: &mut Value, path: String, kept: &HashMap<String, Value>) {
                 obj.remove("is_set");
             }
             for (k, child) in obj.iter_mut() {
-                fill(child, format!("{path}.{k}"), kept);
+                fill(child, key(&path, k), kept);
             }
         }
         Value::Array(items) => {
@@ -190,6 +205,31 @@ mod tests {
             {"name": "x-key", "type": "opaque", "is_set": true}]}]});
         carry_over_opaque(&mut fresh, Some(&old));
         assert!(fresh["rules"][0]["headers"][0].get("value").is_none());
+    }
+
+    #[test]
+    fn a_value_never_follows_its_rule_to_other_hosts_or_paths() {
+        let old = config();
+        for change in [
+            json!({"match_hosts": ["attacker.example"]}),
+            json!({"match_port": 8080}),
+            json!({"match_paths": ["/other/*"]}),
+            json!({"match_headers": ["x-a: b"]}),
+        ] {
+            let mut new = redact_proxy_config(&old);
+            let rule = new["rules"][0].as_object_mut().unwrap();
+            rule.extend(change.as_object().unwrap().clone());
+            carry_over_opaque(&mut new, Some(&old));
+            assert!(
+                new["rules"][0]["headers"][0].get("value").is_none(),
+                "{change}: {new}"
+            );
+        }
+        // A name that looks like a path finds nothing either.
+        let mut odd =
+            json!({"rules[name=a]": {"headers[name=x-key]": {"type": "opaque", "is_set": true}}});
+        carry_over_opaque(&mut odd, Some(&old));
+        assert!(!odd.to_string().contains("hunter2"));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration as StdDuration, Instant};
@@ -54,6 +54,7 @@ pub enum CaError {
 pub struct CaStore {
     dir: PathBuf,
     loaded: Mutex<HashMap<String, Arc<SandboxCa>>>,
+    making: Mutex<()>,
 }
 
 impl CaStore {
@@ -64,9 +65,12 @@ impl CaStore {
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
+        // An existing directory keeps its mode otherwise.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
         Ok(Self {
             dir,
             loaded: Mutex::new(HashMap::new()),
+            making: Mutex::new(()),
         })
     }
 
@@ -84,16 +88,18 @@ impl CaStore {
 
     /// The sandbox's CA, made now if it has none.
     pub fn ensure(&self, id: &str) -> Result<Arc<SandboxCa>, CaError> {
+        // One maker at a time: two boots of one sandbox must not make two CAs.
+        let _making = self.making.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(ca) = self.get(id)? {
             return Ok(ca);
         }
         let path = self.path(id)?;
         let ca = SandboxCa::generate(id)?;
-        let tmp = path.with_extension("pem.tmp");
+        let tmp = self.dir.join(format!(".{id}.{}.tmp", std::process::id()));
+        let _ = fs::remove_file(&tmp); // a leftover of a crash, whatever its mode
         let mut file = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
         file.write_all(ca.cert_pem.as_bytes())?;
@@ -257,7 +263,6 @@ impl SandboxCa {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn made_once_kept_private_reloaded_and_removed() {

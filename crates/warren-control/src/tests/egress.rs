@@ -172,7 +172,7 @@ async fn every_boot_gets_the_sandboxs_ca_and_a_delete_forgets_it() {
         .await
         .unwrap();
     assert_eq!(rec.status, warren_types::SandboxStatus::Ready);
-    assert_eq!(*egress.cas.lock().unwrap(), [rec.id.clone()]);
+    assert_eq!(*egress.cas.lock().unwrap(), std::slice::from_ref(&rec.id));
     control.stop(&admin, &rec.id).await.unwrap();
     control.start(&admin, &rec.id).await.unwrap();
     control

@@ -67,19 +67,39 @@ impl PathPattern {
     }
 }
 
-/// Whether a request path (without its query) is canonical: it starts with `/`, and has no
-/// `.` or `..` segment, no empty segment (`//`), no backslash, and no percent-encoded `/`,
-/// `\` or `.` (`%2f`, `%5c`, `%2e`, in either case).
+/// Whether a request path (without its query) is canonical: it starts with `/`; it has no
+/// `.` or `..` segment and no empty segment (`//`); its characters are those RFC 3986 allows
+/// in a path except `;` (path parameters, which some servers strip before routing: `/a/..;/b`);
+/// and each percent escape is of a printable ASCII character other than `/`, `\`, `.`, `;`
+/// and `%` (so no encoded separator, no double encoding, no NUL, no overlong UTF-8). Paths
+/// outside this set match no pattern: a path-scoped credential fails closed for them.
 pub(crate) fn is_canonical(path: &str) -> bool {
     let Some(rest) = path.strip_prefix('/') else {
         return false;
     };
-    if path.contains('\\') {
-        return false;
-    }
-    let lower = path.to_ascii_lowercase();
-    if ["%2f", "%5c", "%2e"].iter().any(|enc| lower.contains(enc)) {
-        return false;
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let Some(decoded) = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            else {
+                return false;
+            };
+            if !(0x20..0x7f).contains(&decoded) || b"/\\.;%".contains(&decoded) {
+                return false;
+            }
+            i += 3;
+            continue;
+        }
+        let allowed = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,=:@/".contains(&b);
+        if !allowed {
+            return false;
+        }
+        i += 1;
     }
     if rest.is_empty() {
         return true; // "/" itself
@@ -152,13 +172,32 @@ mod tests {
             "/a\\secret",
             "/..",
             "/.",
+            "/v1/..;/secret",
+            "/v1/;x/secret",
+            "/v1/%252e%252e/secret",
+            "/v1/%c0%ae%c0%ae/secret",
+            "/v1/%u002e%u002e/secret",
+            "/v1/.%00./secret",
+            "/v1/%00",
+            "/v1/%3bx",
+            "/v1/%zz",
+            "/v1/%2",
+            "/v1/\u{e9}",
             "secret",
             "",
         ] {
             assert!(!is_canonical(path), "{path} is not canonical");
             assert!(!matches(&all, path), "{path} must match nothing");
         }
-        for path in ["/", "/secret", "/a/b/", "/a/b.c/d..e", "/a/%41"] {
+        for path in [
+            "/",
+            "/secret",
+            "/a/b/",
+            "/a/b.c/d..e",
+            "/a/%41",
+            "/a/%20b",
+            "/v1/a:b@c",
+        ] {
             assert!(is_canonical(path), "{path} is canonical");
         }
     }

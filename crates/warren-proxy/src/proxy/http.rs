@@ -193,6 +193,11 @@ async fn forward(
         Ok(rule) => rule,
         Err(err) => return refuse(&client, attempt, err.to_string()),
     };
+    if injected.rule.is_some() && upstream_req.method() == Method::TRACE {
+        // It would echo the credential back to the sandbox.
+        let rule = "TRACE is refused on requests that carry credentials".to_owned();
+        return refuse(&client, attempt, rule);
+    }
     let (upstream, mut route) = match upstream::open(&client, &dest).await {
         Ok(opened) => opened,
         Err(failure) => return fail(&client, attempt, &dest, failure),
@@ -281,7 +286,7 @@ fn transparent_target(req: &Request<Incoming>, port: u16) -> Result<(String, u16
 }
 
 /// The request as the upstream should see it: origin-form, HTTP/1.1, no hop-by-hop headers,
-/// and (for an absolute-form request) a Host header naming the URL's host.
+/// and exactly one Host header, naming the destination.
 fn origin_form(
     req: Request<Incoming>,
     dest: &Destination,
@@ -296,16 +301,20 @@ fn origin_form(
     parts.uri = Uri::from(path);
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    if mode == Mode::Explicit {
-        // RFC 9112 §3.2.2: a proxy replaces Host with the absolute-form URL's authority.
-        let host = match dest.port() {
-            80 => dest.host().to_string(),
-            _ => dest.to_string(),
-        };
-        let value =
-            HeaderValue::from_str(&host).map_err(|_| "the URL's host is not a header value")?;
-        parts.headers.insert(header::HOST, value);
-    }
+    // RFC 9112 §3.2.2: a proxy replaces Host with the absolute-form URL's authority. On the
+    // transparent port the first Host header chose the destination: it alone goes upstream,
+    // so a second copy cannot steer a front end elsewhere.
+    let value = match (mode, parts.headers.get(header::HOST)) {
+        (Mode::Transparent, Some(first)) => first.clone(),
+        _ => {
+            let host = match dest.port() {
+                80 => dest.host().to_string(),
+                _ => dest.to_string(),
+            };
+            HeaderValue::from_str(&host).map_err(|_| "the URL's host is not a header value")?
+        }
+    };
+    parts.headers.insert(header::HOST, value);
     Ok(Request::from_parts(parts, body))
 }
 

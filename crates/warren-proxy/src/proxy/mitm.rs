@@ -6,9 +6,12 @@
 //! the two, adding the rule's headers ([`crate::inject`]). The credential thus exists only in
 //! the proxy and on the wire to the host that proved its name.
 //!
-//! A request whose Host names another host than the one the TLS session was opened for is
-//! refused: the credential belongs to the verified host only. Protocol upgrades (WebSocket)
-//! are not relayed on intercepted connections.
+//! A request whose Host (any copy) or absolute-form URL names another host than the one the
+//! TLS session was opened for is refused, and the upstream gets exactly one Host: the
+//! credential belongs to the verified host only. TRACE is refused (it would echo the
+//! credential back). The sandbox's rules are looked up for every request, so an update or a
+//! deletion applies on connections already open. Protocol upgrades (WebSocket) are not relayed
+//! on intercepted connections.
 
 use std::convert::Infallible;
 use std::io;
@@ -24,7 +27,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::http::uri::{Authority, Uri};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode, Version};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -192,12 +195,33 @@ struct Relay {
 
 impl Relay {
     async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
-        if let Err(why) = self.check_host(&req) {
+        let host = match self.check_host(&req) {
+            Ok(host) => host,
+            Err(why) => {
+                return message(
+                    StatusCode::MISDIRECTED_REQUEST,
+                    &format!("warren egress proxy: {why}"),
+                );
+            }
+        };
+        // A method that echoes the request would hand the credential back to the sandbox.
+        if req.method() == Method::TRACE {
             return message(
-                StatusCode::MISDIRECTED_REQUEST,
-                &format!("warren egress proxy: {why}"),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "warren egress proxy: TRACE is refused on connections that carry credentials",
             );
         }
+        // The sandbox's rules now, not when the connection opened: an update or a deletion
+        // applies to the next request.
+        let Some(sandbox) = self
+            .client
+            .shared
+            .lookup
+            .lookup(self.client.peer.ip().to_canonical())
+            .filter(|s| s.sandbox_id == self.client.sandbox.sandbox_id)
+        else {
+            return closed("the sandbox is gone");
+        };
         let (mut parts, body) = req.into_parts();
         let path = parts.uri.path().to_owned();
         let origin = parts
@@ -216,6 +240,7 @@ impl Relay {
         };
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
+        parts.headers.insert(header::HOST, host);
         let target = RequestTarget {
             scheme: Scheme::Https,
             dest: &self.dest,
@@ -228,12 +253,7 @@ impl Relay {
                 &format!("warren egress proxy refused {}: {e}", self.dest),
             )
         };
-        let applied = match self
-            .client
-            .sandbox
-            .credentials
-            .apply(target, &mut parts.headers)
-        {
+        let applied = match sandbox.credentials.apply(target, &mut parts.headers) {
             Ok(applied) => applied,
             Err(e) => return refused(&e),
         };
@@ -320,31 +340,38 @@ impl Relay {
         Ok(body)
     }
 
-    /// The request must be for the host the TLS session was opened for.
-    fn check_host(&self, req: &Request<Incoming>) -> Result<(), String> {
-        let named = match req.uri().authority() {
-            Some(a) => Some(a.clone()),
-            None => match req.headers().get(header::HOST) {
-                Some(v) => Some(
-                    v.to_str()
-                        .ok()
-                        .and_then(|t| t.parse::<Authority>().ok())
-                        .ok_or("the Host header is not a host")?,
-                ),
-                None => None,
-            },
-        };
-        let Some(named) = named else { return Ok(()) };
-        let same = Destination::new(named.host(), named.port_u16().unwrap_or(self.dest.port()))
-            .is_ok_and(|d| d.host() == self.dest.host());
-        match same {
-            true => Ok(()),
-            false => Err(format!(
-                "this connection is for {}; the request names {}",
-                self.dest.host(),
-                named.host()
-            )),
+    /// The request must be for the host (and port) the TLS session was opened for: its
+    /// absolute-form authority, if any, and every Host header. The upstream then gets exactly
+    /// one Host header, naming that host, so a front end that routes by Host cannot be steered
+    /// elsewhere with the credential.
+    fn check_host(&self, req: &Request<Incoming>) -> Result<HeaderValue, String> {
+        let mut named: Vec<Authority> = req.uri().authority().cloned().into_iter().collect();
+        for value in req.headers().get_all(header::HOST) {
+            let authority = value
+                .to_str()
+                .ok()
+                .and_then(|t| t.parse::<Authority>().ok())
+                .ok_or("the Host header is not a host")?;
+            named.push(authority);
         }
+        for authority in &named {
+            // A Host without a port names the host only (clients omit a default port).
+            let port = authority.port_u16().unwrap_or(self.dest.port());
+            let same = port == self.dest.port()
+                && Destination::new(authority.host(), port)
+                    .is_ok_and(|d| d.host() == self.dest.host());
+            if !same {
+                return Err(format!(
+                    "this connection is for {}; the request names {authority}",
+                    self.dest
+                ));
+            }
+        }
+        let host = match self.dest.port() {
+            443 => self.dest.host().to_string(),
+            _ => self.dest.to_string(),
+        };
+        HeaderValue::from_str(&host).map_err(|_| "the host is not a header value".to_owned())
     }
 
     async fn open(

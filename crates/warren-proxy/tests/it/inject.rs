@@ -203,6 +203,61 @@ async fn a_request_for_another_host_on_an_intercepted_connection_is_refused() {
 }
 
 #[tokio::test]
+async fn every_host_the_request_names_must_be_the_connections() {
+    let s = setup(json!({})).await;
+    let port = s.upstream.port();
+    for request in [
+        format!("GET https://upstream.test:{port}/a HTTP/1.1\r\nHost: evil.example\r\n\r\n"),
+        "GET /a HTTP/1.1\r\nHost: upstream.test\r\nHost: evil.example\r\n\r\n".to_owned(),
+        format!(
+            "GET /a HTTP/1.1\r\nHost: upstream.test:{}\r\n\r\n",
+            port + 1
+        ),
+    ] {
+        let reply = get_via_connect(&s, &request).await;
+        assert_eq!(reply.status, 421, "{request}: {}", reply.body);
+        assert!(!reply.body.contains(SECRET));
+    }
+    // Without a Host header the upstream still gets exactly one, naming the connection's host.
+    let reply = get_via_connect(&s, "GET /a HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert!(
+        reply
+            .body
+            .contains(&format!("host: upstream.test:{port}\n")),
+        "{}",
+        reply.body
+    );
+}
+
+#[tokio::test]
+async fn trace_is_refused_where_credentials_are_added() {
+    let s = setup(json!({})).await;
+    let reply = get_via_connect(&s, "TRACE / HTTP/1.1\r\nHost: upstream.test\r\n\r\n").await;
+    assert_eq!(reply.status, 405, "{}", reply.body);
+    assert!(!reply.body.contains(SECRET));
+}
+
+#[tokio::test]
+async fn a_rule_change_applies_to_the_next_request_on_an_open_connection() {
+    let s = setup(json!({})).await;
+    let target = format!("upstream.test:{}", s.upstream.port());
+    let (stream, _) = connect(s.harness.explicit, &target).await;
+    let mut tls = tls(stream, s.ca.cert_pem()).await.unwrap();
+    let request = b"GET / HTTP/1.1\r\nHost: upstream.test\r\n\r\n";
+    tls.write_all(request).await.unwrap();
+    let reply = read_reply(&mut tls, false).await;
+    assert!(reply.body.contains(SECRET), "{}", reply.body);
+    // The rule now covers another path only: the same connection's next request gets nothing.
+    let narrowed = rules(s.upstream.port(), json!({"match_paths": ["/only"]}));
+    s.harness
+        .set_credentials(narrowed, secrets(), Some(s.ca.clone()));
+    tls.write_all(request).await.unwrap();
+    let reply = read_reply(&mut tls, false).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(!reply.body.contains(SECRET), "{}", reply.body);
+}
+
+#[tokio::test]
 async fn a_missing_secret_refuses_the_request_instead_of_sending_it_bare() {
     let s = setup(json!({
         "headers": [{"name": "x-api-key", "type": "workspace_secret", "value": "GONE"}],
