@@ -209,7 +209,7 @@ async fn opaque_values_are_hidden_and_survive_an_update_that_leaves_them_out() {
     assert!(!shown.to_string().contains("hunter2"), "{shown}");
     // A client sends back what it was shown, with one change.
     let mut back = shown.clone();
-    back["rules"][0]["match_hosts"] = json!(["api2.example.com"]);
+    back["rules"][0]["description"] = json!("the example API");
     let rec = control
         .update(
             &admin,
@@ -223,7 +223,7 @@ async fn opaque_values_are_hidden_and_survive_an_update_that_leaves_them_out() {
         .unwrap();
     let stored = rec.config.proxy_config.unwrap();
     assert_eq!(stored["rules"][0]["headers"][0]["value"], "hunter2");
-    assert_eq!(stored["rules"][0]["match_hosts"][0], "api2.example.com");
+    assert_eq!(stored["rules"][0]["description"], "the example API");
     // The rule's variables reach commands, below the command's own.
     control
         .wait_settled(&rec.id, std::time::Duration::from_secs(10))
