@@ -137,6 +137,7 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/info", get(ops::info))
+        .route("/.well-known/jwks.json", get(ops::jwks))
         .merge(authed)
         .fallback(|| async { ApiError::no_route() })
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -21,6 +21,12 @@ pub(crate) async fn info() -> Json<Info> {
     })
 }
 
+/// The keys callback signatures are made with, for the SDK's `SandboxTokenVerifier`. Public:
+/// a verifier has no API key.
+pub(crate) async fn jwks(State(state): State<AppState>) -> Json<serde_json::Value> {
+    Json(state.control.jwks())
+}
+
 pub(crate) async fn create_key(
     State(state): State<AppState>,
     caller: Caller,

@@ -291,6 +291,8 @@ pub trait Egress: Send + Sync + std::fmt::Debug {
     fn sandbox_ca(&self, sandbox_id: &str) -> Result<String, String>;
     /// Forgets a deleted sandbox's CA.
     fn forget(&self, sandbox_id: &str);
+    /// The public keys callback signatures are made with, as a JWK Set.
+    fn jwks(&self) -> Value;
 }
 
 /// Checks a `proxy_config` by the egress proxy's parsers; returns the workspace secrets its

@@ -93,6 +93,15 @@ impl Control {
         Ok(())
     }
 
+    /// The public keys the egress proxy signs callback calls with (`/.well-known/jwks.json`);
+    /// none without egress.
+    pub fn jwks(&self) -> Value {
+        match &self.cfg.egress {
+            Some(egress) => egress.jwks(),
+            None => serde_json::json!({"keys": []}),
+        }
+    }
+
     /// Records a proxied connection in the audit log and the metrics.
     pub fn egress_connection(&self, ev: &EgressRecord) {
         self.metrics.egress(ev.allowed, ev.bytes_up, ev.bytes_down);

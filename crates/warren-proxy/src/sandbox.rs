@@ -19,6 +19,8 @@ use crate::policy::Policy;
 pub struct SandboxPolicy {
     /// The sandbox's id, for events and logs.
     pub sandbox_id: String,
+    /// Its workspace (a callback's `identity.tenant_id`).
+    pub workspace_id: String,
     /// Its policy.
     pub policy: Policy,
     /// Its credential rules.
@@ -32,6 +34,7 @@ impl SandboxPolicy {
     pub fn new(sandbox_id: impl Into<String>, policy: Policy) -> Self {
         Self {
             sandbox_id: sandbox_id.into(),
+            workspace_id: String::new(),
             policy,
             credentials: Credentials::none(),
             ca: None,

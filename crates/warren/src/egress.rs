@@ -15,7 +15,7 @@ use warren_proxy::dns::{DnsConfig, DnsServer};
 use warren_proxy::events::ConnectionEvent;
 use warren_proxy::inject::{Credentials, RuleError, SecretValue};
 use warren_proxy::policy::{Decision, Policy, PolicyConfig};
-use warren_proxy::proxy::{Proxy, ProxyConfig};
+use warren_proxy::proxy::{CallbackSigner, Proxy, ProxyConfig};
 use warren_proxy::resolve::SystemResolver;
 use warren_proxy::sandbox::SandboxPolicy;
 use warren_runtime::JailDriver;
@@ -26,6 +26,7 @@ pub(crate) struct EgressSetup {
     policy: Arc<PolicyConfig>,
     cas: Arc<CaStore>,
     upstream_tls: Arc<rustls::ClientConfig>,
+    signer: Arc<CallbackSigner>,
 }
 
 /// Reads PEM certificate files, in order, into one bundle.
@@ -55,6 +56,7 @@ pub(crate) async fn link_sandboxes(
     sandbox_cas: &[PathBuf],
     upstream_cas: &[PathBuf],
     data_dir: &Path,
+    public_url: &str,
 ) -> Result<EgressSetup> {
     let extra = read_pems(sandbox_cas, "--sandbox-ca")?;
     let mut upstream_extra = extra.clone();
@@ -63,6 +65,8 @@ pub(crate) async fn link_sandboxes(
         .context("failed to load the CAs the egress proxy verifies upstreams with")?;
     let cas = CaStore::open(data_dir.join("egress-ca"))
         .context("failed to open the sandboxes' CA directory")?;
+    let signer = CallbackSigner::load_or_create(&data_dir.join("callback-signing.pem"), public_url)
+        .context("failed to load the key proxy callbacks are signed with")?;
     let ports = ProxyPorts::default();
     let net = HostNet::open(ports).await.context(
         "failed to set up sandbox networking (needs nft and rtnetlink; `warren doctor` checks)",
@@ -73,6 +77,7 @@ pub(crate) async fn link_sandboxes(
         policy: policy_config(),
         cas: Arc::new(cas),
         upstream_tls,
+        signer: Arc::new(signer),
     })
 }
 
@@ -99,6 +104,7 @@ fn policy_config() -> Arc<PolicyConfig> {
 struct ProxyEgress {
     policy: Arc<PolicyConfig>,
     cas: Arc<CaStore>,
+    signer: Arc<CallbackSigner>,
 }
 
 impl Egress for ProxyEgress {
@@ -126,6 +132,10 @@ impl Egress for ProxyEgress {
             tracing::warn!(%sandbox_id, error = %e, "failed to remove a deleted sandbox's CA");
         }
     }
+
+    fn jwks(&self) -> serde_json::Value {
+        self.signer.jwks()
+    }
 }
 
 impl EgressSetup {
@@ -134,6 +144,7 @@ impl EgressSetup {
         Arc::new(ProxyEgress {
             policy: self.policy.clone(),
             cas: self.cas.clone(),
+            signer: self.signer.clone(),
         })
     }
 }
@@ -153,6 +164,7 @@ pub(crate) async fn start_proxy(control: Arc<Control>, setup: EgressSetup) -> Re
         policy: config,
         cas,
         upstream_tls,
+        signer,
     } = setup;
     let lookup = {
         let control = control.clone();
@@ -187,6 +199,7 @@ pub(crate) async fn start_proxy(control: Arc<Control>, setup: EgressSetup) -> Re
                         }
                     };
                     let mut sandbox = SandboxPolicy::new(target.sandbox_id, policy);
+                    sandbox.workspace_id = target.workspace_id;
                     sandbox.credentials = credentials;
                     sandbox.ca = ca;
                     Some(Arc::new(sandbox))
@@ -218,6 +231,7 @@ pub(crate) async fn start_proxy(control: Arc<Control>, setup: EgressSetup) -> Re
     let resolver = Arc::new(SystemResolver);
     let proxy_config = ProxyConfig {
         upstream_tls: Some(upstream_tls),
+        callback_signer: Some(signer),
         ..ProxyConfig::default()
     };
     let proxy = Proxy::new(

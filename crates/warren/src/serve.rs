@@ -149,12 +149,18 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
     let limits = args.limits();
     let sandboxes = driver.clone();
     rt.block_on(async move {
+        let public_url = args
+            .public_url
+            .unwrap_or_else(|| format!("http://{}", args.listen))
+            .trim_end_matches('/')
+            .to_owned();
         let egress = if args.network == NetworkArg::Proxied {
             let setup = crate::egress::link_sandboxes(
                 &driver,
                 &args.sandbox_cas,
                 &args.upstream_cas,
                 data_dir,
+                &public_url,
             )
             .await?;
             Some(setup)
@@ -169,11 +175,6 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
         {
             tracing::warn!("lxcfs is not up yet; serving anyway");
         }
-        let public_url = args
-            .public_url
-            .unwrap_or_else(|| format!("http://{}", args.listen))
-            .trim_end_matches('/')
-            .to_owned();
         let cfg = ControlConfig {
             data_dir: data_dir.to_owned(),
             public_url: public_url.clone(),

@@ -15,12 +15,15 @@
 //!   interception, so it carries no attribution headers.
 //! - A TLS connection to a host some rule covers is intercepted ([`crate::ca`]); every other
 //!   TLS connection is spliced untouched.
+//! - `aws` rules sign requests with SigV4 ([`aws`]); `callbacks` ask a service of the user's
+//!   for headers ([`callback`]).
 //!
-//! Provider rules (`aws`, `gcp`, `azure`), `rewrite` and `relay` rules and `callbacks` are
+//! Provider rules `gcp` and `azure`, and `rewrite` and `relay` rules are
 //! refused with [`RuleError::Unsupported`], never accepted and ignored: a caller must not
 //! believe a credential is injected when it is not.
 
 pub mod aws;
+pub mod callback;
 pub mod paths;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +35,7 @@ use serde_json::{Map, Value};
 
 use crate::policy::{Destination, Entry, Host};
 use aws::AwsSigning;
+use callback::Callback;
 use paths::{MAX_PATHS, PathPattern};
 
 /// Most rules in one `proxy_config`.
@@ -52,6 +56,10 @@ pub enum RuleError {
     /// The rules ask for something Warren does not do (yet).
     #[error("{0}")]
     Unsupported(String),
+}
+
+fn invalid_callback(i: usize, what: impl std::fmt::Display) -> RuleError {
+    RuleError::Invalid(format!("proxy_config callback {}: {what}", i + 1))
 }
 
 fn invalid(rule: &str, what: impl std::fmt::Display) -> RuleError {
@@ -120,7 +128,7 @@ pub enum InjectError {
 
 /// Where a header's value comes from.
 #[derive(Debug, Clone)]
-enum Source {
+pub(crate) enum Source {
     /// `plaintext` or `opaque`: the value itself.
     Literal(HeaderValue),
     /// `workspace_secret`: a template whose `{NAME}`s are secrets.
@@ -128,7 +136,7 @@ enum Source {
 }
 
 #[derive(Debug, Clone)]
-struct HeaderSpec {
+pub(crate) struct HeaderSpec {
     name: HeaderName,
     source: Source,
 }
@@ -194,6 +202,7 @@ pub struct Credentials {
     env: BTreeMap<String, String>,
     secret_keys: BTreeSet<String>,
     secrets: Arc<dyn Secrets>,
+    callbacks: Vec<Callback>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -222,6 +231,7 @@ impl Credentials {
             env: BTreeMap::new(),
             secret_keys: BTreeSet::new(),
             secrets: Arc::new(|_: &str| None),
+            callbacks: Vec::new(),
         }
     }
 
@@ -237,12 +247,15 @@ impl Credentials {
         let Some(pc) = proxy_config.and_then(Value::as_object) else {
             return Ok(out);
         };
-        if let Some(cbs) = pc.get("callbacks").and_then(Value::as_array)
-            && !cbs.is_empty()
-        {
-            return Err(RuleError::Unsupported(
-                "proxy_config callbacks are not supported: use rules with workspace secrets".into(),
-            ));
+        if let Some(cbs) = pc.get("callbacks").filter(|v| !v.is_null()) {
+            out.callbacks = callback::parse_callbacks(cbs)?;
+            for cb in &out.callbacks {
+                for h in &cb.request_headers {
+                    if let Source::Secret { keys, .. } = &h.source {
+                        out.secret_keys.extend(keys.iter().cloned());
+                    }
+                }
+            }
         }
         for key in ["description"] {
             if let Some(d) = pc.get(key).and_then(Value::as_str)
@@ -348,11 +361,33 @@ impl Credentials {
         self.rules
             .iter()
             .any(|r| r.covers(dest) && r.port.is_none_or(|p| p == dest.port()))
+            || self.callbacks.iter().any(|c| c.covers(dest))
     }
 
-    /// Whether any rule or attribution header could apply to plain HTTP requests.
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty() && self.attribution.is_empty()
+    /// The callbacks.
+    pub fn callbacks(&self) -> &[Callback] {
+        &self.callbacks
+    }
+
+    /// The headers a callback's call carries (literals, or made from secrets, checked against
+    /// the secrets' host restrictions for the callback's own host).
+    pub fn callback_headers(
+        &self,
+        cb: &Callback,
+    ) -> Result<Vec<(HeaderName, HeaderValue)>, InjectError> {
+        let rule = format!("callback {}", cb.url);
+        cb.request_headers
+            .iter()
+            .map(|spec| {
+                let value = self.resolve(&rule, &spec.source, &cb.dest)?;
+                HeaderValue::from_str(&value)
+                    .map(|v| (spec.name.clone(), v))
+                    .map_err(|_| InjectError::BadValue {
+                        rule: rule.clone(),
+                        header: spec.name.to_string(),
+                    })
+            })
+            .collect()
     }
 
     /// Adds the headers of the attribution rule and of the first rule matching the request.
@@ -416,13 +451,22 @@ impl Credentials {
         source: &Source,
         dest: &Destination,
     ) -> Result<String, InjectError> {
+        self.resolve(&rule.name, source, dest)
+    }
+
+    fn resolve(
+        &self,
+        rule: &str,
+        source: &Source,
+        dest: &Destination,
+    ) -> Result<String, InjectError> {
         let (template, keys) = match source {
             Source::Literal(v) => {
                 return v
                     .to_str()
                     .map(str::to_owned)
                     .map_err(|_| InjectError::BadValue {
-                        rule: rule.name.clone(),
+                        rule: rule.to_owned(),
                         header: "a literal value".into(),
                     });
             }
@@ -434,7 +478,7 @@ impl Credentials {
                 .secrets
                 .secret(key)
                 .ok_or_else(|| InjectError::MissingSecret {
-                    rule: rule.name.clone(),
+                    rule: rule.to_owned(),
                     key: key.clone(),
                 })?;
             if !secret.hosts.is_empty()
@@ -736,7 +780,7 @@ fn parse_attribution(
 }
 
 /// Headers a rule may not set: they frame the message or belong to the connection.
-const FORBIDDEN_HEADERS: [&str; 10] = [
+pub(crate) const FORBIDDEN_HEADERS: [&str; 10] = [
     "host",
     "content-length",
     "transfer-encoding",

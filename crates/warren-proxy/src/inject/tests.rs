@@ -191,11 +191,32 @@ fn refusals() {
             "{rules}"
         );
     }
-    let callbacks = Credentials::from_proxy_config(
-        Some(&json!({"callbacks": [{"url": "https://x", "ttl_seconds": 1}]})),
-        secrets(),
-    );
-    assert!(matches!(callbacks, Err(RuleError::Unsupported(_))));
+    let callback =
+        |cb: Value| Credentials::from_proxy_config(Some(&json!({"callbacks": [cb]})), secrets());
+    for bad in [
+        json!({"url": "https://cb.example.com/x", "ttl_seconds": 1}),
+        json!({"url": "http://cb.example.com/x", "ttl_seconds": 1, "match_hosts": ["a.com"]}),
+        json!({"url": "https://u:p@cb.example.com/x", "ttl_seconds": 1, "match_hosts": ["a.com"]}),
+        json!({"url": "https://cb.example.com/x", "match_hosts": ["a.com"]}),
+        json!({"url": "https://cb.example.com/x", "ttl_seconds": 86401, "match_hosts": ["a.com"]}),
+        json!({"url": "https://cb.example.com/x", "ttl_seconds": 1, "match_hosts": ["a.com"], "attribution_headers": ["X-A"]}),
+        json!({"url": "https://cb.example.com/x", "ttl_seconds": 1, "attribution_headers": ["X-A"], "full_request": true}),
+        json!({"url": "https://cb.example.com/x", "ttl_seconds": 1, "attribution_headers": ["Host"]}),
+        json!({"url": "https://cb.example.com/x", "ttl_seconds": 1, "match_hosts": ["a.com:443"]}),
+    ] {
+        assert!(
+            matches!(callback(bad.clone()), Err(RuleError::Invalid(_))),
+            "{bad}"
+        );
+    }
+    let ok = callback(
+        json!({"url": "https://cb.example.com/x", "ttl_seconds": 60, "match_hosts": ["*.a.com"],
+        "request_headers": [{"name": "X-Auth", "type": "workspace_secret", "value": "TOKEN"}]}),
+    )
+    .unwrap();
+    assert!(ok.intercepts(&Destination::new("api.a.com", 443).unwrap()));
+    assert!(!ok.intercepts(&Destination::new("a.com", 443).unwrap()));
+    assert_eq!(ok.secret_keys().iter().collect::<Vec<_>>(), ["TOKEN"]);
     let invalid = [
         json!([{"match_hosts": ["a.com"], "headers": [{"name": "x", "value": "1"}]}]),
         json!([{"name": "n", "headers": [{"name": "x", "value": "1"}]}]),

@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use tracing::debug;
 
 use super::meter::{Activity, Metered, tunnel};
-use super::{Attempt, Client, mitm, upstream};
+use super::{Attempt, Client, callback, mitm, upstream};
 use crate::events::Via;
 use crate::inject::{RequestTarget, Scheme};
 use crate::policy::Destination;
@@ -174,7 +174,7 @@ async fn forward(
     };
     let attempt = attempt.named(&dest);
     let path = req.uri().path().to_owned();
-    let mut upstream_req = match origin_form(req, &dest, mode) {
+    let upstream_req = match origin_form(req, &dest, mode) {
         Ok(req) => req,
         Err(why) => {
             return message(
@@ -189,10 +189,22 @@ async fn forward(
         path: &path,
     };
     let credentials = &client.sandbox.credentials;
-    let injected = match credentials.apply(target, upstream_req.headers_mut()) {
+    let (mut parts, body) = upstream_req.into_parts();
+    let has_body = !hyper::body::Body::is_end_stream(&body);
+    let sandbox = client.sandbox.clone();
+    let called =
+        match callback::apply(&client, &sandbox, Scheme::Http, &dest, &mut parts, has_body).await {
+            Ok(called) => called,
+            Err(err) => return refuse(&client, attempt, err),
+        };
+    let mut upstream_req = Request::from_parts(parts, body);
+    let mut injected = match credentials.apply(target, upstream_req.headers_mut()) {
         Ok(rule) => rule,
         Err(err) => return refuse(&client, attempt, err.to_string()),
     };
+    if injected.rule.is_none() && !called.is_empty() {
+        injected.rule = Some(called.join(", "));
+    }
     if injected.rule.is_some() && upstream_req.method() == Method::TRACE {
         // It would echo the credential back to the sandbox.
         let rule = "TRACE is refused on requests that carry credentials".to_owned();

@@ -39,7 +39,7 @@ use tracing::debug;
 use super::http::{MAX_HEADERS, message, read_buffer, strip_hop_by_hop};
 use super::meter::{Activity, Metered};
 use super::upstream::Route;
-use super::{Attempt, Client};
+use super::{Attempt, Client, callback};
 use crate::inject::aws::{AwsSigning, Payload};
 use crate::inject::{RequestTarget, Scheme};
 use crate::policy::{Destination, Host};
@@ -253,17 +253,33 @@ impl Relay {
                 &format!("warren egress proxy refused {}: {e}", self.dest),
             )
         };
+        let has_body = !hyper::body::Body::is_end_stream(&body);
+        let called = match callback::apply(
+            &self.client,
+            &sandbox,
+            Scheme::Https,
+            &self.dest,
+            &mut parts,
+            has_body,
+        )
+        .await
+        {
+            Ok(called) => called,
+            Err(e) => return refused(&e),
+        };
         let applied = match sandbox.credentials.apply(target, &mut parts.headers) {
             Ok(applied) => applied,
             Err(e) => return refused(&e),
         };
-        if let Some(rule) = applied.rule {
+        {
             let mut injected = self
                 .injected
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !injected.contains(&rule) {
-                injected.push(rule);
+            for used in applied.rule.into_iter().chain(called) {
+                if !injected.contains(&used) {
+                    injected.push(used);
+                }
             }
         }
         let body = match applied.aws {

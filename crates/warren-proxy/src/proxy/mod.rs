@@ -20,6 +20,7 @@
 //! rules covers is intercepted to add the rule's headers (`mitm`); plain HTTP requests get
 //! them as they pass. Every other TLS connection is spliced untouched.
 
+mod callback;
 mod http;
 mod meter;
 mod mitm;
@@ -42,6 +43,7 @@ use crate::sandbox::{SandboxLookup, SandboxPolicy};
 
 use upstream::{Failure, Route};
 
+pub use callback::{CallbackSigner, SIGNATURE_HEADER};
 pub use mitm::upstream_tls;
 
 /// Pause after a failed `accept`, so a persistent error (out of descriptors) does not spin.
@@ -73,6 +75,10 @@ pub struct ProxyConfig {
     /// How the proxy verifies upstreams when it intercepts TLS for a credential rule
     /// ([`upstream_tls`]); `None` refuses connections that a rule would intercept.
     pub upstream_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The key callback calls are signed with; `None` refuses requests a callback covers.
+    pub callback_signer: Option<Arc<CallbackSigner>>,
+    /// How long a callback may take to answer.
+    pub callback_timeout: Duration,
 }
 
 impl Default for ProxyConfig {
@@ -88,6 +94,8 @@ impl Default for ProxyConfig {
             transparent_http_port: 80,
             transparent_tls_port: 443,
             upstream_tls: None,
+            callback_signer: None,
+            callback_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -114,6 +122,7 @@ struct Shared {
     events: Arc<dyn Events>,
     connections: Arc<Semaphore>,
     per_sandbox: Mutex<HashMap<String, usize>>,
+    callbacks: callback::AnswerCache,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +149,7 @@ impl Proxy {
             events,
             connections,
             per_sandbox: Mutex::new(HashMap::new()),
+            callbacks: callback::AnswerCache::default(),
         };
         Self {
             shared: Arc::new(shared),

@@ -45,7 +45,7 @@ impl Upstream {
         self.accepts.load(Ordering::SeqCst)
     }
 
-    async fn spawn<F, Fut>(serve: F) -> Self
+    pub(crate) async fn spawn<F, Fut>(serve: F) -> Self
     where
         F: Fn(TcpStream) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -165,7 +165,7 @@ impl TestCert {
         Arc::new(rustls::crypto::ring::default_provider())
     }
 
-    fn server_config(&self) -> Arc<rustls::ServerConfig> {
+    pub(crate) fn server_config(&self) -> Arc<rustls::ServerConfig> {
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.clone()));
         let config = rustls::ServerConfig::builder_with_provider(Self::provider())
             .with_safe_default_protocol_versions()

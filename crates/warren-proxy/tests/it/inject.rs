@@ -76,7 +76,10 @@ async fn setup(extra: Value) -> Setup {
 }
 
 /// TLS over `stream`, trusting only `ca_pem`.
-async fn tls<S>(stream: S, ca_pem: &str) -> std::io::Result<tokio_rustls::client::TlsStream<S>>
+pub(crate) async fn tls<S>(
+    stream: S,
+    ca_pem: &str,
+) -> std::io::Result<tokio_rustls::client::TlsStream<S>>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {

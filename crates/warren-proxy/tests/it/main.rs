@@ -9,6 +9,7 @@
 // An integration-test crate is test code throughout.
 #![allow(clippy::tests_outside_test_module, clippy::unwrap_used)]
 
+mod callback;
 mod dns;
 mod harness;
 mod inject;
