@@ -262,3 +262,45 @@ def test_an_aws_rule_re_signs_requests_made_with_dummy_keys(aws_box, upstream):
     # it is refused with a reason rather than sent unsigned).
     r = sb.run(f"curl -sS -o /dev/null -w '%{{http_code}}' https://{UPSTREAM_ADDR}/aws/unsigned", timeout=60)
     assert r.stdout == "403", r.stdout
+
+
+@pytest.fixture(scope="module")
+def callback_box(client, upstream):
+    proxy_config = {
+        "callbacks": [
+            {"url": f"https://{UPSTREAM_ADDR}/cb", "match_hosts": [UPSTREAM_ADDR], "ttl_seconds": 60}
+        ]
+    }
+    sb = client.create_sandbox(name=uniq("callback"), proxy_config=proxy_config, timeout=60)
+    try:
+        yield sb
+    finally:
+        client.delete_sandbox(sb.name)
+
+
+def test_a_callback_gives_the_credential_and_its_call_verifies_with_the_sdk(server, callback_box, upstream):
+    from langsmith.sandbox import CALLBACK_SIGNATURE_HEADER, SandboxTokenVerifier
+
+    sb = callback_box
+    assert _curl(sb, "/v1/from-callback") == "authorized"
+    calls = [r for r in upstream.requests() if r["path"] == "/cb"]
+    assert calls, "the proxy never called the callback"
+    call = calls[-1]
+    verifier = SandboxTokenVerifier(api_url=server.origin)
+    verified = verifier.verify_callback(
+        body=call["body"].encode(),
+        signature=call["headers"][CALLBACK_SIGNATURE_HEADER.lower()],
+        aud=f"https://{UPSTREAM_ADDR}/cb",
+    )
+    assert verified.host == UPSTREAM_ADDR
+    assert verified.identity.sandbox_id == sb.id
+    # A tampered body does not verify.
+    with pytest.raises(Exception, match="body does not match"):
+        verifier.verify_callback(
+            body=call["body"].replace(UPSTREAM_ADDR, "203.0.113.9").encode(),
+            signature=call["headers"][CALLBACK_SIGNATURE_HEADER.lower()],
+            aud=f"https://{UPSTREAM_ADDR}/cb",
+        )
+    # The answer is kept for its ttl: a second request makes no second call.
+    assert _curl(sb, "/v1/again") == "authorized"
+    assert len([r for r in upstream.requests() if r["path"] == "/cb"]) == len(calls)

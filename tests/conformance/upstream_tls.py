@@ -99,7 +99,10 @@ SERVER = textwrap.dedent(
                 f.write(json.dumps({"path": self.path, "method": self.command, "headers": headers,
                                     "body": body.decode(errors="replace")}) + "\\n")
             # Never echo a credential back: the sandbox must not learn it from the answer.
-            if self.path.startswith("/aws/"):
+            if self.path == "/cb":
+                # A proxy callback: it gives the credential the other paths expect.
+                body = json.dumps({"headers": {"Authorization": "Bearer " + expected}}).encode()
+            elif self.path.startswith("/aws/"):
                 ok = sigv4_valid(self.command, self.path, headers, body)
                 body = ("signed" if ok else "bad-signature").encode()
             else:
@@ -116,7 +119,10 @@ SERVER = textwrap.dedent(
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
     srv = http.server.ThreadingHTTPServer(("0.0.0.0", 443), H)
-    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    # The handshake happens in each connection's thread: done in accept(), one client that
+    # connects and waits (the proxy opens its upstream before its first request) would
+    # block every other.
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True, do_handshake_on_connect=False)
     print("ready", flush=True)
     srv.serve_forever()
     """
@@ -127,7 +133,8 @@ class Upstream:
     """An HTTPS server on UPSTREAM_ADDR:443 in a fresh network namespace linked to the host.
     It logs every request's path and headers to `requests()` and answers `authorized` when the
     Authorization header carries `Bearer <expected>`; under `/aws/` it answers `signed` when
-    the request carries a valid SigV4 signature made with (aws_key, aws_secret)."""
+    the request carries a valid SigV4 signature made with (aws_key, aws_secret); a POST to
+    `/cb` is a proxy callback, answered with `Bearer <expected>` as the Authorization header."""
 
     def __init__(self, expected: str, aws_key: str = "", aws_secret: str = "") -> None:
         tag = uuid.uuid4().hex[:6]
