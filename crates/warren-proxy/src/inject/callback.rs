@@ -20,7 +20,8 @@
 use hyper::header::{HeaderName, HeaderValue};
 use serde_json::{Map, Value};
 
-use super::{FORBIDDEN_HEADERS, HeaderSpec, RuleError, invalid_callback, parse_header, strings};
+use super::parse::{FORBIDDEN_HEADERS, parse_header, strings};
+use super::{HeaderSpec, RuleError, invalid_callback};
 use crate::policy::{Destination, Entry, Host};
 
 /// Most callbacks in one `proxy_config`.

@@ -36,9 +36,9 @@ use tokio::sync::Mutex;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tracing::debug;
 
-use super::http::{MAX_HEADERS, message, read_buffer, strip_hop_by_hop};
 use super::meter::{Activity, Metered};
 use super::upstream::Route;
+use super::wire::{MAX_HEADERS, message, read_buffer, strip_hop_by_hop};
 use super::{Attempt, Client, callback};
 use crate::inject::aws::{AwsSigning, Payload};
 use crate::inject::{RequestTarget, Scheme};

@@ -26,6 +26,7 @@ mod meter;
 mod mitm;
 mod tls;
 mod upstream;
+mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
