@@ -17,10 +17,11 @@ use seccompiler::{BpfProgram, TargetArch};
 use serde_json::{Map, Value};
 
 /// Filters the jail installs, in installation order, with the Rust constant each becomes.
-const FILTERS: [(&str, &str); 3] = [
+const FILTERS: [(&str, &str); 4] = [
     ("main", "MAIN"),
     ("clone3", "CLONE3"),
     ("btrfs_ioctl", "BTRFS_IOCTL"),
+    ("netlink_audit", "NETLINK_AUDIT"),
 ];
 
 type BuildResult<T> = Result<T, Box<dyn std::error::Error>>;

@@ -356,3 +356,11 @@ def test_detached_command_keeps_running_by_default(sb):
         msgs, _ = ex.drain(timeout=30)
     exits = [m for m in msgs if m.get("type") == "exit"]
     assert exits and exits[0]["exit_code"] != 0
+
+
+def test_system_users_can_be_added(sb):
+    """groupadd and useradd (every package that adds a system user runs them) work: the
+    sandbox answers their audit socket as a kernel without audit does."""
+    r = sb.run("groupadd -r svcgrp && useradd -r -g svcgrp -M svcuser && id -gn svcuser", timeout=60)
+    assert r.exit_code == 0, r.stderr
+    assert r.stdout.strip() == "svcgrp"

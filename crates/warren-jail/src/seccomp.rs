@@ -1,8 +1,9 @@
 //! The sandbox's seccomp filters, compiled from `seccomp/x86_64.json` by `build.rs` (see
 //! `seccomp/POLICY.md` for what the policy allows and why).
 //!
-//! Three filters are installed, `MAIN`, `CLONE3`, then `BTRFS_IOCTL` (which refuses the btrfs
-//! ioctls that `MAIN`'s general ioctl rule would let through). The kernel runs every filter of a process
+//! Four filters are installed, `MAIN`, `CLONE3`, `BTRFS_IOCTL` (which refuses the btrfs
+//! ioctls that `MAIN`'s general ioctl rule would let through), then `NETLINK_AUDIT` (which
+//! turns `MAIN`'s EPERM for audit sockets into the EPROTONOSUPPORT of a kernel without audit). The kernel runs every filter of a process
 //! and keeps the most restrictive action; between two `ERRNO` results it keeps the one of the
 //! most recently installed filter (seccomp(2), "the first-seen action value of highest
 //! precedence", filters run newest first). So `clone3` gets `CLONE3`'s ENOSYS instead of
@@ -14,7 +15,7 @@ mod filters {
     include!(concat!(env!("OUT_DIR"), "/seccomp_filters.rs"));
 }
 
-pub(crate) use filters::{BTRFS_IOCTL, CLONE3, MAIN};
+pub(crate) use filters::{BTRFS_IOCTL, CLONE3, MAIN, NETLINK_AUDIT};
 
 /// Installs the filters on the calling thread. Last step before exec: from here on the
 /// allowlist applies to the jail itself.
@@ -23,6 +24,7 @@ pub(crate) fn install() -> Result<(), JailError> {
         ("main", MAIN),
         ("clone3", CLONE3),
         ("btrfs_ioctl", BTRFS_IOCTL),
+        ("netlink_audit", NETLINK_AUDIT),
     ] {
         seccompiler::apply_filter(program)
             .map_err(|source| JailError::Seccomp { filter, source })?;
@@ -106,7 +108,12 @@ mod tests {
     /// What the kernel decides with every filter installed: the most restrictive action, and
     /// between equal actions the newest filter's.
     fn verdict(c: &Call) -> u32 {
-        let newest_first = [run(BTRFS_IOCTL, c), run(CLONE3, c), run(MAIN, c)];
+        let newest_first = [
+            run(NETLINK_AUDIT, c),
+            run(BTRFS_IOCTL, c),
+            run(CLONE3, c),
+            run(MAIN, c),
+        ];
         let rank = |ret: u32| -> i32 { (ret & 0xffff_0000).cast_signed() };
         let mut best = newest_first[0];
         for &ret in &newest_first[1..] {
@@ -159,6 +166,8 @@ mod tests {
         assert_verdict(&socket(16, 0), RET_ALLOW, "AF_NETLINK/NETLINK_ROUTE");
         assert_verdict(&socket(16, 6), errno(libc::EPERM), "NETLINK_XFRM");
         assert_verdict(&socket(16, 12), errno(libc::EPERM), "NETLINK_NETFILTER");
+        // What a kernel without audit answers, so groupadd and useradd carry on.
+        assert_verdict(&socket(16, 9), errno(libc::EPROTONOSUPPORT), "NETLINK_AUDIT");
         for (domain, what) in [
             (38, "AF_ALG (Copy Fail)"),
             (15, "AF_KEY"),
