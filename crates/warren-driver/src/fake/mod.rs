@@ -7,6 +7,9 @@
 //! `echo TEXT` (stdout `TEXT\n`), `echoerr TEXT` (stderr), `exit N`, `repeat N TEXT` (TEXT
 //! N times on stdout), `sleep MS`, `cat` (stdin to stdout until it closes), `pwd` (the cwd),
 //! `env NAME` (a variable). Anything else writes `fake: command not found` and exits 127.
+//!
+//! Ports: [`ECHO_PORT`] echoes every byte back (an in-memory pipe, bounded like a socket
+//! buffer); every other port is refused, like a loopback nothing listens on.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -23,10 +26,13 @@ use fs::{children, info, is_dir, not_found};
 use script::{Cmd, feed, run_script};
 
 use crate::{
-    BoxFuture, CommandChannel, CommandEvent, CommandOpen, Driver, DriverError, FailureKind,
+    BoxFuture, PortStream, CommandChannel, CommandEvent, CommandOpen, Driver, DriverError, FailureKind,
     FileRead, FileWrite, GlobQuery, GrepQuery, ImageStatus, ReadRange, SandboxHandle, SandboxSpec,
     SearchHit, SearchResult, Tier,
 };
+
+/// The one port a fake sandbox listens on: it echoes what it is sent (the echo service's port).
+pub const ECHO_PORT: u16 = 7;
 
 /// Largest output chunk the fake sends, like the real agent.
 const CHUNK: usize = 64 * 1024;
@@ -566,6 +572,32 @@ impl Driver for FakeDriver {
                 }
                 Ok(out)
             })
+        })
+    }
+
+    fn connect_port<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        port: u16,
+    ) -> BoxFuture<'a, Result<PortStream, DriverError>> {
+        Box::pin(async move {
+            self.with_box(handle, |_| Ok(()))?;
+            self.inner().calls.push(format!("connect {} {port}", handle.id));
+            if port != ECHO_PORT {
+                return Err(AgentError::new(
+                    ErrorKind::ConnectionRefused,
+                    format!("cannot connect to port {port}: connection refused"),
+                )
+                .into());
+            }
+            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(async move {
+                let (mut rd, mut wr) = tokio::io::split(theirs);
+                // Half-closing our side ends the echo's output after the last byte.
+                let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
+            });
+            Ok(Box::new(ours) as PortStream)
         })
     }
 }
