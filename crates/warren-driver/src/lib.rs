@@ -36,6 +36,12 @@ pub trait AsyncReadWrite: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 
 
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> AsyncReadWrite for T {}
 
+impl std::fmt::Debug for dyn AsyncReadWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PortStream")
+    }
+}
+
 /// A TCP connection to a port on a sandbox's loopback, carried by its agent.
 pub type PortStream = Box<dyn AsyncReadWrite>;
 
