@@ -55,11 +55,11 @@ pub use secrets::{
     SecretHostRequest, SecretInfo, SecretSource, SecretValue,
 };
 pub use state::{ActivityGuard, Running};
-pub use tunnel::{TunnelError, TunnelStream};
 pub use store::{
     AuditEntry, KeyInfo, Principal, SandboxRecord, SecretHostRecord, SecretRecord, SqliteStore,
     Store, StoreError,
 };
+pub use tunnel::{TunnelError, TunnelStream};
 /// The data types of commands and files, as the control plane hands them out.
 pub use warren_driver::{
     CommandSummary, ErrorKind, FileInfo, FileKind, PtySize, SearchHit, SearchResult, Stream, Tier,

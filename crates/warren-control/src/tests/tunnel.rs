@@ -22,16 +22,25 @@ async fn a_stream_carries_bytes_and_is_audited_with_its_counts_when_it_closes() 
     let mut got = [0u8; 12];
     s.read_exact(&mut got).await.unwrap();
     assert_eq!(&got, b"hello tunnel");
-    assert!(h.audited("tunnel").is_empty(), "audited at close, not before");
+    assert!(
+        h.audited("tunnel").is_empty(),
+        "audited at close, not before"
+    );
     let metrics = h.control.metrics().render(&[]);
-    assert!(metrics.contains("warren_tunnel_streams_open 1"), "{metrics}");
+    assert!(
+        metrics.contains("warren_tunnel_streams_open 1"),
+        "{metrics}"
+    );
     drop(s);
     let inflight = h.control.activity.get(&rec.id).map(|a| a.inflight);
     assert_eq!(inflight, Some(0));
     let entries = h.audited("tunnel");
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].target.as_deref(), Some(rec.id.as_str()));
-    assert_eq!(entries[0].user_id.as_deref(), Some(h.admin.user_id.as_str()));
+    assert_eq!(
+        entries[0].user_id.as_deref(),
+        Some(h.admin.user_id.as_str())
+    );
     assert_eq!(
         entries[0].detail.as_deref(),
         Some("port 7 up 12 bytes down 12 bytes")

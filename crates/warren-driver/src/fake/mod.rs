@@ -26,9 +26,9 @@ use fs::{children, info, is_dir, not_found};
 use script::{Cmd, feed, run_script};
 
 use crate::{
-    BoxFuture, PortStream, CommandChannel, CommandEvent, CommandOpen, Driver, DriverError, FailureKind,
-    FileRead, FileWrite, GlobQuery, GrepQuery, ImageStatus, ReadRange, SandboxHandle, SandboxSpec,
-    SearchHit, SearchResult, Tier,
+    BoxFuture, CommandChannel, CommandEvent, CommandOpen, Driver, DriverError, FailureKind,
+    FileRead, FileWrite, GlobQuery, GrepQuery, ImageStatus, PortStream, ReadRange, SandboxHandle,
+    SandboxSpec, SearchHit, SearchResult, Tier,
 };
 
 /// The one port a fake sandbox listens on: it echoes what it is sent (the echo service's port).
@@ -582,7 +582,9 @@ impl Driver for FakeDriver {
     ) -> BoxFuture<'a, Result<PortStream, DriverError>> {
         Box::pin(async move {
             self.with_box(handle, |_| Ok(()))?;
-            self.inner().calls.push(format!("connect {} {port}", handle.id));
+            self.inner()
+                .calls
+                .push(format!("connect {} {port}", handle.id));
             if port != ECHO_PORT {
                 return Err(AgentError::new(
                     ErrorKind::ConnectionRefused,
