@@ -20,9 +20,11 @@ use warren_types::agent::{AgentError, CommandSummary, ErrorKind, FileInfo, FileK
 use warren_types::{ImageRef, SandboxId};
 
 mod fs;
+mod net;
 mod script;
 
 use fs::{children, info, is_dir, not_found};
+pub use net::ECHO_PORT;
 use script::{Cmd, feed, run_script};
 
 use crate::{
@@ -30,9 +32,6 @@ use crate::{
     FileRead, FileWrite, GlobQuery, GrepQuery, ImageStatus, PortStream, ReadRange, SandboxHandle,
     SandboxSpec, SearchHit, SearchResult, Tier,
 };
-
-/// The one port a fake sandbox listens on: it echoes what it is sent (the echo service's port).
-pub const ECHO_PORT: u16 = 7;
 
 /// Largest output chunk the fake sends, like the real agent.
 const CHUNK: usize = 64 * 1024;
@@ -585,21 +584,7 @@ impl Driver for FakeDriver {
             self.inner()
                 .calls
                 .push(format!("connect {} {port}", handle.id));
-            if port != ECHO_PORT {
-                return Err(AgentError::new(
-                    ErrorKind::ConnectionRefused,
-                    format!("cannot connect to port {port}: connection refused"),
-                )
-                .into());
-            }
-            let (ours, theirs) = tokio::io::duplex(64 * 1024);
-            tokio::spawn(async move {
-                let (mut rd, mut wr) = tokio::io::split(theirs);
-                // Half-closing our side ends the echo's output after the last byte.
-                let _ = tokio::io::copy(&mut rd, &mut wr).await;
-                let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
-            });
-            Ok(Box::new(ours) as PortStream)
+            net::dial(port)
         })
     }
 }
