@@ -306,9 +306,33 @@ async fn search<T: search::Batch>(
     }
 }
 
+/// How long dialling a sandbox port may take: loopback answers at once unless the listener's
+/// backlog is full.
+const DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Connects to a loopback port: `127.0.0.1` first, then `[::1]` for servers bound to IPv6
+/// only. The error of the IPv4 attempt is the one reported when both fail.
+async fn dial_loopback(port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let attempt = |addr: std::net::IpAddr| async move {
+        tokio::time::timeout(DIAL_TIMEOUT, tokio::net::TcpStream::connect((addr, port)))
+            .await
+            .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+    };
+    match attempt(std::net::Ipv4Addr::LOCALHOST.into()).await {
+        Ok(tcp) => Ok(tcp),
+        Err(v4) => attempt(std::net::Ipv6Addr::LOCALHOST.into())
+            .await
+            .map_err(|_| v4),
+    }
+}
+
 async fn dial(stream: &mut UnixStream, port: u16) -> Result<(), WireError> {
-    match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+    if port == 0 {
+        return send(stream, &bad("port 0 cannot be dialled")).await;
+    }
+    match dial_loopback(port).await {
         Ok(mut tcp) => {
+            let _ = tcp.set_nodelay(true);
             send(stream, &Response::Ok).await?;
             let _ = tokio::io::copy_bidirectional(stream, &mut tcp).await;
             Ok(())

@@ -11,6 +11,7 @@
 //! - `exec/`: `/execute/ws` (WebSocket), `/execute/stream/{start,resume}` (SSE with acks),
 //!   `/execute` (blocking HTTP).
 //! - `files.rs`: `/upload`, `/download` (ranges, validators), `/glob`, `/grep`.
+//! - `tunnel.rs`: `/tunnel`, TCP tunnels (yamux over a binary WebSocket) to sandbox ports.
 //! - `ops.rs`: `/info`, `/keys`, `/audit`, `/metrics`.
 //! - `secrets.rs`: `/api/v1/workspaces/current/secrets`, the workspace secret store (values
 //!   in, never out).
@@ -23,6 +24,7 @@ mod files;
 mod listen;
 mod ops;
 mod secrets;
+mod tunnel;
 
 use std::sync::Arc;
 
@@ -118,6 +120,7 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
         )
         .route("/metrics", get(ops::metrics))
         .route("/dp/{id}/execute/ws", get(exec::ws))
+        .route("/dp/{id}/tunnel", get(tunnel::tunnel))
         .route("/dp/{id}/execute", post(exec::http))
         .route("/dp/{id}/execute/stream/start", post(exec::sse_start))
         .route("/dp/{id}/execute/stream/resume", post(exec::sse_resume))

@@ -518,3 +518,5 @@ async fn files_upload_download_ranges_and_glob() {
 // Under `router/`, so Cargo does not build it as a test binary of its own.
 #[path = "router/secrets.rs"]
 mod secrets;
+#[path = "router/tunnel.rs"]
+mod tunnel;

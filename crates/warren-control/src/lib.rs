@@ -6,7 +6,7 @@
 //! reaches sandboxes through the [`warren_driver::Driver`] it was given.
 //!
 //! One file per verb (`create.rs`, `start.rs`, `stop.rs`, `delete.rs`, `update.rs`, `exec.rs`,
-//! `files.rs`, `keys.rs`, `secrets.rs`, `audit.rs`, `recover.rs`, `sweep.rs`), each lifecycle
+//! `files.rs`, `tunnel.rs`, `keys.rs`, `secrets.rs`, `audit.rs`, `recover.rs`, `sweep.rs`), each lifecycle
 //! verb opening with its status guard through [`warren_types::SandboxStatus::can_become`].
 
 pub mod admission;
@@ -33,6 +33,7 @@ mod state;
 mod stop;
 pub mod store;
 mod sweep;
+mod tunnel;
 mod update;
 
 pub use admission::ResourceLimits;
@@ -58,6 +59,7 @@ pub use store::{
     AuditEntry, KeyInfo, Principal, SandboxRecord, SecretHostRecord, SecretRecord, SqliteStore,
     Store, StoreError,
 };
+pub use tunnel::{TunnelError, TunnelStream};
 /// The data types of commands and files, as the control plane hands them out.
 pub use warren_driver::{
     CommandSummary, ErrorKind, FileInfo, FileKind, PtySize, SearchHit, SearchResult, Stream, Tier,

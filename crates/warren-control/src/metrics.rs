@@ -31,6 +31,11 @@ pub struct Metrics {
     egress_denied: AtomicU64,
     egress_bytes_up: AtomicU64,
     egress_bytes_down: AtomicU64,
+    tunnel_streams_opened: AtomicU64,
+    tunnel_streams_refused: AtomicU64,
+    tunnel_streams_open: AtomicU64,
+    tunnel_bytes_up: AtomicU64,
+    tunnel_bytes_down: AtomicU64,
 }
 
 /// At most one log line about unauthenticated requests per this interval.
@@ -80,6 +85,27 @@ impl Metrics {
         c.fetch_add(1, Ordering::Relaxed);
         self.egress_bytes_up.fetch_add(bytes_up, Ordering::Relaxed);
         self.egress_bytes_down
+            .fetch_add(bytes_down, Ordering::Relaxed);
+    }
+
+    /// Records a tunnel stream connected to its sandbox port.
+    pub fn tunnel_opened(&self) {
+        self.tunnel_streams_opened.fetch_add(1, Ordering::Relaxed);
+        self.tunnel_streams_open.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Records a tunnel stream refused (nothing listening, a port or sandbox not allowed).
+    pub fn tunnel_refused(&self) {
+        self.tunnel_streams_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a tunnel stream closed after carrying these bytes.
+    pub fn tunnel_closed(&self, bytes_up: u64, bytes_down: u64) {
+        let _ = self
+            .tunnel_streams_open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.tunnel_bytes_up.fetch_add(bytes_up, Ordering::Relaxed);
+        self.tunnel_bytes_down
             .fetch_add(bytes_down, Ordering::Relaxed);
     }
 
@@ -235,6 +261,46 @@ impl Metrics {
             o,
             "warren_egress_bytes_total{{direction=\"down\"}} {}",
             get(&self.egress_bytes_down)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP warren_tunnel_streams_total Tunnel streams by outcome: opened (connected to the sandbox port) or refused."
+        );
+        let _ = writeln!(o, "# TYPE warren_tunnel_streams_total counter");
+        for (outcome, c) in [
+            ("opened", &self.tunnel_streams_opened),
+            ("refused", &self.tunnel_streams_refused),
+        ] {
+            let _ = writeln!(
+                o,
+                "warren_tunnel_streams_total{{outcome=\"{outcome}\"}} {}",
+                get(c)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP warren_tunnel_streams_open Tunnel streams open now."
+        );
+        let _ = writeln!(o, "# TYPE warren_tunnel_streams_open gauge");
+        let _ = writeln!(
+            o,
+            "warren_tunnel_streams_open {}",
+            self.tunnel_streams_open.load(Ordering::Acquire)
+        );
+        let _ = writeln!(
+            o,
+            "# HELP warren_tunnel_bytes_total Bytes sent to (up) and received from (down) sandbox ports through tunnels, counted when a stream closes."
+        );
+        let _ = writeln!(o, "# TYPE warren_tunnel_bytes_total counter");
+        let _ = writeln!(
+            o,
+            "warren_tunnel_bytes_total{{direction=\"up\"}} {}",
+            get(&self.tunnel_bytes_up)
+        );
+        let _ = writeln!(
+            o,
+            "warren_tunnel_bytes_total{{direction=\"down\"}} {}",
+            get(&self.tunnel_bytes_down)
         );
         let _ = writeln!(o, "# HELP warren_api_requests_total API requests served.");
         let _ = writeln!(o, "# TYPE warren_api_requests_total counter");

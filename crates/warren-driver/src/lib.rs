@@ -31,6 +31,20 @@ pub use warren_types::agent::{
     PtySize, Stream,
 };
 
+/// A byte stream both ways: what [`Driver::connect_port`] gives back.
+pub trait AsyncReadWrite: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> AsyncReadWrite for T {}
+
+impl std::fmt::Debug for dyn AsyncReadWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PortStream")
+    }
+}
+
+/// A TCP connection to a port on a sandbox's loopback, carried by its agent.
+pub type PortStream = Box<dyn AsyncReadWrite>;
+
 /// A boxed future, so the trait stays object-safe.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -181,4 +195,12 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         handle: &'a SandboxHandle,
         query: GrepQuery,
     ) -> BoxFuture<'a, Result<SearchResult, DriverError>>;
+    /// Opens a TCP connection to `127.0.0.1:port` inside the sandbox, through its agent (the
+    /// host never enters the sandbox's network namespace). A port nothing listens on fails with
+    /// an [`AgentError`] of kind [`ErrorKind::ConnectionRefused`].
+    fn connect_port<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        port: u16,
+    ) -> BoxFuture<'a, Result<PortStream, DriverError>>;
 }

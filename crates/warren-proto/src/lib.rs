@@ -21,7 +21,8 @@
 //! - [`Request::ReadFile`]: the agent answers [`Response::FileInfo`], then
 //!   [`Response::FileData`] frames and one [`Response::FileEnd`].
 //! - [`Request::Stat`] → [`Response::FileInfo`]; [`Request::ListDir`] → [`Response::DirEntries`].
-//! - [`Request::DialTcp`]: the agent answers [`Response::Ok`], then the connection carries raw
+//! - [`Request::DialTcp`]: the agent dials `127.0.0.1:port` (then `[::1]:port`) and answers
+//!   [`Response::Ok`] (or an error: `ConnectionRefused`, `BadRequest` for port 0, `Io`), then the connection carries raw
 //!   bytes both ways to the sandbox's TCP port (tunnels use this).
 //! - [`Request::Glob`] / [`Request::Grep`]: the agent answers [`Response::GlobMatches`] /
 //!   [`Response::GrepMatches`] batches (none when nothing matched), then one

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use warren_driver::{
     BoxFuture, CommandChannel, CommandEvent, CommandInput, CommandOpen, CommandSummary,
     DriverError as SeamError, FailureKind, FileInfo, FileRead, FileWrite, GlobQuery, GrepQuery,
-    ImageStatus, ReadRange, SandboxHandle, SandboxSpec, SearchHit, SearchResult, Tier,
+    ImageStatus, PortStream, ReadRange, SandboxHandle, SandboxSpec, SearchHit, SearchResult, Tier,
 };
 use warren_proto::{MAX_CHUNK_LEN, Request, Response};
 use warren_types::{ImageRef, SandboxId};
@@ -413,6 +413,23 @@ impl warren_driver::Driver for JailDriver {
                 user: query.user,
             };
             self.search(handle, &req).await
+        })
+    }
+
+    fn connect_port<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        port: u16,
+    ) -> BoxFuture<'a, Result<PortStream, SeamError>> {
+        Box::pin(async move {
+            let mut conn = self.session(handle, &Request::DialTcp { port }).await?;
+            match conn.recv().await.map_err(conn_error)? {
+                Some(Response::Ok) => {}
+                Some(Response::Error(e)) => return Err(SeamError::Agent(e)),
+                other => return Err(unexpected("DialTcp", other)),
+            }
+            let stream = conn.into_stream().map_err(conn_error)?;
+            Ok(Box::new(stream) as PortStream)
         })
     }
 }

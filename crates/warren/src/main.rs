@@ -62,6 +62,8 @@ enum Command {
     Keys(remote::KeysArgs),
     /// Manage the workspace secrets the egress proxy injects (values are never shown).
     Secret(remote::SecretArgs),
+    /// Forward a local TCP port to a port on a sandbox's loopback (yamux over a WebSocket).
+    Tunnel(remote::TunnelArgs),
 }
 
 fn main() -> ExitCode {
@@ -95,6 +97,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Cp(args) => remote::cp(&cli.data_dir, args),
         Command::Keys(args) => remote::keys(&cli.data_dir, args),
         Command::Secret(args) => remote::secret(&cli.data_dir, args),
+        Command::Tunnel(args) => remote::tunnel(&cli.data_dir, args),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Commands that manage a Warren server through its API: `warren sandbox` (`sandbox.rs`),
-//! `warren cp` (`cp.rs`), `warren keys` (`keys.rs`) and `warren secret` (`secret.rs`), with
+//! `warren cp` (`cp.rs`), `warren keys` (`keys.rs`), `warren secret` (`secret.rs`) and `warren tunnel` (`tunnel.rs`), with
 //! the tables they print (`format.rs`). `warren exec` and `warren shell` are in `exec.rs`.
 
 mod cp;
@@ -7,8 +7,10 @@ mod format;
 mod keys;
 mod sandbox;
 mod secret;
+mod tunnel;
 
 pub(crate) use cp::{CpArgs, cp};
 pub(crate) use keys::{KeysArgs, keys};
 pub(crate) use sandbox::{SandboxArgs, sandbox};
 pub(crate) use secret::{SecretArgs, secret};
+pub(crate) use tunnel::{TunnelArgs, tunnel};

@@ -46,3 +46,34 @@ fn dial_refused() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn dial_reaches_a_server_bound_to_ipv6_loopback_only() {
+    let agent = Agent::start();
+    let Ok(listener) = TcpListener::bind("[::1]:0") else {
+        return; // no IPv6 loopback here
+    };
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(b"six").unwrap();
+    });
+    let mut c = agent.conn();
+    c.send(&Request::DialTcp { port });
+    assert_eq!(c.recv(), Some(Response::Ok));
+    let mut got = Vec::new();
+    c.s.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"six");
+    server.join().unwrap();
+}
+
+#[test]
+fn dial_port_zero_is_a_bad_request() {
+    let agent = Agent::start();
+    let mut c = agent.conn();
+    c.send(&Request::DialTcp { port: 0 });
+    match c.recv() {
+        Some(Response::Error(e)) => assert_eq!(e.kind, ErrorKind::BadRequest),
+        other => panic!("{other:?}"),
+    }
+}

@@ -14,4 +14,5 @@ mod secrets;
 mod start_stop;
 mod stream;
 mod sweep;
+mod tunnel;
 mod update;

@@ -7,6 +7,9 @@
 //! `echo TEXT` (stdout `TEXT\n`), `echoerr TEXT` (stderr), `exit N`, `repeat N TEXT` (TEXT
 //! N times on stdout), `sleep MS`, `cat` (stdin to stdout until it closes), `pwd` (the cwd),
 //! `env NAME` (a variable). Anything else writes `fake: command not found` and exits 127.
+//!
+//! Ports: [`ECHO_PORT`] echoes every byte back (an in-memory pipe, bounded like a socket
+//! buffer); every other port is refused, like a loopback nothing listens on.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -17,15 +20,17 @@ use warren_types::agent::{AgentError, CommandSummary, ErrorKind, FileInfo, FileK
 use warren_types::{ImageRef, SandboxId};
 
 mod fs;
+mod net;
 mod script;
 
 use fs::{children, info, is_dir, not_found};
+pub use net::ECHO_PORT;
 use script::{Cmd, feed, run_script};
 
 use crate::{
     BoxFuture, CommandChannel, CommandEvent, CommandOpen, Driver, DriverError, FailureKind,
-    FileRead, FileWrite, GlobQuery, GrepQuery, ImageStatus, ReadRange, SandboxHandle, SandboxSpec,
-    SearchHit, SearchResult, Tier,
+    FileRead, FileWrite, GlobQuery, GrepQuery, ImageStatus, PortStream, ReadRange, SandboxHandle,
+    SandboxSpec, SearchHit, SearchResult, Tier,
 };
 
 /// Largest output chunk the fake sends, like the real agent.
@@ -566,6 +571,20 @@ impl Driver for FakeDriver {
                 }
                 Ok(out)
             })
+        })
+    }
+
+    fn connect_port<'a>(
+        &'a self,
+        handle: &'a SandboxHandle,
+        port: u16,
+    ) -> BoxFuture<'a, Result<PortStream, DriverError>> {
+        Box::pin(async move {
+            self.with_box(handle, |_| Ok(()))?;
+            self.inner()
+                .calls
+                .push(format!("connect {} {port}", handle.id));
+            net::dial(port)
         })
     }
 }

@@ -19,3 +19,4 @@ mod limits;
 mod lxcfs;
 mod network;
 mod support;
+mod tunnel;
