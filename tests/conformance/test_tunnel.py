@@ -120,10 +120,10 @@ def test_redis_from_debian_through_the_tunnel(client):
             "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server",
             timeout=480,
         )
-        # The packages unpack, but their postinst's `groupadd` aborts inside a sandbox
-        # ("Cannot open audit interface - aborting": shadow's audit netlink socket is refused
-        # with an errno it treats as fatal), so dpkg reports the configure step failed. The
-        # binaries are in place and run as root; what this test is about is the tunnel.
+        # The packages unpack, but their postinst's `groupadd` cannot give /etc/gshadow its
+        # group (sandbox commands hold no capabilities, CAP_CHOWN included: SECURITY.md), so
+        # dpkg reports the configure step failed. The binaries are in place and run as root;
+        # what this test is about is the tunnel.
         installed = box.run("test -x /usr/bin/redis-server && test -x /usr/bin/redis-cli")
         assert installed.exit_code == 0, (
             f"installing redis failed: {r.stdout[-2000:]} {r.stderr[-2000:]}"

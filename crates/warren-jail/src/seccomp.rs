@@ -167,7 +167,11 @@ mod tests {
         assert_verdict(&socket(16, 6), errno(libc::EPERM), "NETLINK_XFRM");
         assert_verdict(&socket(16, 12), errno(libc::EPERM), "NETLINK_NETFILTER");
         // What a kernel without audit answers, so groupadd and useradd carry on.
-        assert_verdict(&socket(16, 9), errno(libc::EPROTONOSUPPORT), "NETLINK_AUDIT");
+        assert_verdict(
+            &socket(16, 9),
+            errno(libc::EPROTONOSUPPORT),
+            "NETLINK_AUDIT",
+        );
         for (domain, what) in [
             (38, "AF_ALG (Copy Fail)"),
             (15, "AF_KEY"),
