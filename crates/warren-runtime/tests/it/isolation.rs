@@ -229,7 +229,7 @@ async fn namespaces_io_uring_and_mount_are_denied_by_the_filter() {
     want.push(("clone3", "ENOSYS"));
     assert_filtered(&inside, &host, &want);
     // The control call: the same process gets what the filter allows, and the filters are
-    // the jail's (mode 2, all three of the policy's programs).
+    // the jail's (mode 2, all four of the policy's programs).
     let get = |name: &str| {
         inside
             .iter()
@@ -238,7 +238,7 @@ async fn namespaces_io_uring_and_mount_are_denied_by_the_filter() {
     };
     assert_eq!(get("getpid"), Some("ok"), "{inside:?}");
     assert_eq!(get("Seccomp"), Some("2"), "{inside:?}");
-    assert_eq!(get("Seccomp_filters"), Some("3"), "{inside:?}");
+    assert_eq!(get("Seccomp_filters"), Some("4"), "{inside:?}");
     sb.destroy().await;
 }
 
