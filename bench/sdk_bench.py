@@ -11,6 +11,7 @@ Needs root, a built Warren (scripts/build.sh), the default image in the data dir
 server, and ends with what the sandbox's network link costs a create (p50 and p99 side by side).
 """
 import argparse
+import contextlib
 import os
 import socket
 import statistics
@@ -62,8 +63,9 @@ def main():
         print(f"{modes[-1]} - {modes[0]}: p50 {percentile(other, 50) - percentile(base, 50):+.1f} ms")
 
 
-def measure(args, SandboxClient, mode):
-    """One server in `mode`; prints its rows and returns its create samples."""
+@contextlib.contextmanager
+def start_server(args, mode):
+    """A `warren serve --network mode` of its own on a free port; yields (origin, admin key)."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="warren-serve-", suffix=".log", delete=False)
     server = subprocess.Popen([args.warren, "serve", "--data-dir", args.data_dir,
@@ -83,7 +85,15 @@ def measure(args, SandboxClient, mode):
             if server.poll() is not None or time.monotonic() > deadline:
                 sys.exit(f"warren serve did not come up; see {log.name}")
             time.sleep(0.1)
-        key = open(key_file).read().strip()
+        yield origin, open(key_file).read().strip()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def measure(args, SandboxClient, mode):
+    """One server in `mode`; prints its rows and returns its create samples."""
+    with start_server(args, mode) as (origin, key):
         client = SandboxClient(api_endpoint=f"{origin}/api/v2/sandboxes", api_key=key)
 
         # Warm the server's and the SDK's connection pools.
@@ -121,9 +131,6 @@ def measure(args, SandboxClient, mode):
         row("create -> run('true') -> delete", total)
         row(f"run('true') on a running sandbox, n={args.runs}", rtt)
         return create
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 if __name__ == "__main__":
