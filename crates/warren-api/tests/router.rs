@@ -38,6 +38,7 @@ async fn api() -> Api {
         public_url: "http://warren.test".into(),
         sweep_interval: Duration::from_secs(3600),
         egress: None,
+        service_domain: Some("svc.test".into()),
         limits: ResourceLimits {
             max_vcpus: 8,
             max_mem_bytes: 1 << 40,
