@@ -38,7 +38,11 @@ impl ApiError {
     }
 
     /// Any status with its error name and message.
-    pub(crate) fn with(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn with(
+        status: StatusCode,
+        error: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
         Self::new(status, error, message)
     }
 

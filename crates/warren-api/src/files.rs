@@ -102,7 +102,16 @@ pub(crate) async fn download(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    serve_file(&state, &caller, &id, &q.path, &method, &headers, &Presentation::default()).await
+    serve_file(
+        &state,
+        &caller,
+        &id,
+        &q.path,
+        &method,
+        &headers,
+        &Presentation::default(),
+    )
+    .await
 }
 
 /// How a file is presented: the data plane's download answers `application/octet-stream`;

@@ -167,7 +167,10 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
         .merge(authed)
         .fallback(|| async { ApiError::no_route() })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(middleware::from_fn_with_state(state.clone(), proxy::by_host))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            proxy::by_host,
+        ))
         .with_state(state)
 }
 

@@ -90,7 +90,11 @@ async fn service(state: AppState, t: Target, mut req: Request) -> Response {
         .strip_prefix(&t.prefix)
         .unwrap_or("/")
         .to_owned();
-    let rest = if rest.is_empty() { "/".to_owned() } else { rest };
+    let rest = if rest.is_empty() {
+        "/".to_owned()
+    } else {
+        rest
+    };
     match rest.as_str() {
         "/__auth" => return auth(&state, &t, req.uri()),
         "/__embed" => return embed_page(),
@@ -116,14 +120,19 @@ async fn service(state: AppState, t: Target, mut req: Request) -> Response {
             access.embed_origins.join(" ")
         ))
     {
-        resp.headers_mut().append(header::CONTENT_SECURITY_POLICY, v);
+        resp.headers_mut()
+            .append(header::CONTENT_SECURITY_POLICY, v);
     }
     resp
 }
 
 /// The token from the header, else the first service cookie that verifies.
 fn authorise(state: &AppState, t: &Target, h: &HeaderMap) -> Result<ServiceAccess, TokenError> {
-    let verify = |tok: &str| state.control.verify_service_token(tok, &t.sandbox_id, t.port);
+    let verify = |tok: &str| {
+        state
+            .control
+            .verify_service_token(tok, &t.sandbox_id, t.port)
+    };
     if let Some(tok) = h.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) {
         return verify(tok.trim());
     }
@@ -134,6 +143,9 @@ fn authorise(state: &AppState, t: &Target, h: &HeaderMap) -> Result<ServiceAcces
             Err(e) if first_err == TokenError::Missing => first_err = e,
             Err(_) => {}
         }
+    }
+    if first_err == TokenError::Missing {
+        state.control.metrics().service_refused();
     }
     Err(first_err)
 }
@@ -174,7 +186,10 @@ fn strip_credentials(h: &mut HeaderMap) {
 fn auth(state: &AppState, t: &Target, uri: &Uri) -> Response {
     let q: HashMap<String, String> = Query::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
     let token = q.get("token").map(String::as_str).unwrap_or("");
-    let access = match state.control.verify_service_token(token, &t.sandbox_id, t.port) {
+    let access = match state
+        .control
+        .verify_service_token(token, &t.sandbox_id, t.port)
+    {
         Ok(a) => a,
         Err(e) => return token_error(&e).into_response(),
     };
@@ -196,7 +211,10 @@ fn auth(state: &AppState, t: &Target, uri: &Uri) -> Response {
         format!("{COOKIE}={token}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
     let location = format!("{}{redirect}", t.prefix);
     let mut h = HeaderMap::new();
-    if let (Ok(c), Ok(l)) = (HeaderValue::from_str(&cookie), HeaderValue::from_str(&location)) {
+    if let (Ok(c), Ok(l)) = (
+        HeaderValue::from_str(&cookie),
+        HeaderValue::from_str(&location),
+    ) {
         h.insert(header::SET_COOKIE, c);
         h.insert(header::LOCATION, l);
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

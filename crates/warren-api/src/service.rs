@@ -170,7 +170,10 @@ pub(crate) async fn mint_download(
 /// character that could break the header's quoting replaced.
 fn disposition(kind: Option<&str>, path: &str) -> Option<HeaderValue> {
     let kind = kind.unwrap_or("attachment");
-    let base = path.rsplit('/').find(|s| !s.is_empty()).unwrap_or("download");
+    let base = path
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or("download");
     let safe: String = base
         .chars()
         .map(|c| {

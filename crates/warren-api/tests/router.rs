@@ -519,5 +519,7 @@ async fn files_upload_download_ranges_and_glob() {
 // Under `router/`, so Cargo does not build it as a test binary of its own.
 #[path = "router/secrets.rs"]
 mod secrets;
+#[path = "router/service.rs"]
+mod service;
 #[path = "router/tunnel.rs"]
 mod tunnel;

@@ -63,8 +63,8 @@ pub use service::{
 pub use signing::TokenError;
 pub use state::{ActivityGuard, Running};
 pub use store::{
-    AuditEntry, GrantRecord, KeyInfo, Principal, SandboxRecord, SecretHostRecord, SecretRecord, SqliteStore,
-    Store, StoreError,
+    AuditEntry, GrantRecord, KeyInfo, Principal, SandboxRecord, SecretHostRecord, SecretRecord,
+    SqliteStore, Store, StoreError,
 };
 pub use tunnel::{TunnelError, TunnelStream};
 /// The data types of commands and files, as the control plane hands them out.

@@ -341,7 +341,9 @@ impl Control {
             .as_deref()
             .is_some_and(|t| t.is_empty() || t.bytes().any(|b| b.is_ascii_control()))
         {
-            return Err(ControlError::invalid("content_type is not a valid media type"));
+            return Err(ControlError::invalid(
+                "content_type is not a valid media type",
+            ));
         }
         let ttl = ttl(expires_in_seconds, MAX_DOWNLOAD_TTL)?;
         let iat = now_secs();

@@ -24,7 +24,9 @@ const KEY_FILE: &str = "service-token.key";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// No token came with the request.
-    #[error("missing service token: send the X-Langsmith-Sandbox-Service-Token header or open the browser_url first")]
+    #[error(
+        "missing service token: send the X-Langsmith-Sandbox-Service-Token header or open the browser_url first"
+    )]
     Missing,
     /// The token is not one this server signed (malformed or tampered with).
     #[error("invalid token: {0}")]
@@ -97,9 +99,8 @@ impl Control {
     pub fn rotate_service_key(&self) -> Result<(), ControlError> {
         let mut slot = lock(&self.service_key);
         let path = self.cfg.data_dir.join(KEY_FILE);
-        let key = write_new(&path).map_err(|e| {
-            ControlError::Unavailable(format!("failed to write {KEY_FILE}: {e}"))
-        })?;
+        let key = write_new(&path)
+            .map_err(|e| ControlError::Unavailable(format!("failed to write {KEY_FILE}: {e}")))?;
         *slot = Some(Arc::new(key));
         Ok(())
     }

@@ -48,7 +48,9 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     ))
 }
 
-fn decode((id, sandbox_id, port, user_id, created, expires, origins): Row) -> Result<GrantRecord, StoreError> {
+fn decode(
+    (id, sandbox_id, port, user_id, created, expires, origins): Row,
+) -> Result<GrantRecord, StoreError> {
     Ok(GrantRecord {
         id,
         sandbox_id,
@@ -149,7 +151,10 @@ impl SqliteStore {
     }
 
     /// A user as a principal (what a grant's or a link's tokens act as).
-    pub(crate) fn principal_for_user(&self, user_id: &str) -> Result<Option<Principal>, StoreError> {
+    pub(crate) fn principal_for_user(
+        &self,
+        user_id: &str,
+    ) -> Result<Option<Principal>, StoreError> {
         Ok(self
             .lock()
             .query_row(

@@ -21,7 +21,10 @@ async fn a_minted_token_verifies_for_its_sandbox_and_port_only() {
         .mint_service_token(&h.admin, "a", 8000, Some(60), vec![])
         .unwrap();
     assert_eq!(m.sandbox_id, a.id);
-    let access = h.control.verify_service_token(&m.token, &a.id, 8000).unwrap();
+    let access = h
+        .control
+        .verify_service_token(&m.token, &a.id, 8000)
+        .unwrap();
     assert_eq!(access.principal.user_id, h.admin.user_id);
     assert_eq!(access.port, 8000);
     assert!(matches!(
@@ -65,7 +68,9 @@ async fn a_token_expires_and_the_key_file_is_private_and_kept() {
     assert_eq!(mode, 0o600);
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(
-        h.control.verify_service_token(&m.token, &a.id, 8000).unwrap_err(),
+        h.control
+            .verify_service_token(&m.token, &a.id, 8000)
+            .unwrap_err(),
         TokenError::Expired
     );
     // A token survives a restart (the key is read back), and not a rotation.
@@ -74,7 +79,11 @@ async fn a_token_expires_and_the_key_file_is_private_and_kept() {
         .mint_service_token(&h.admin, "a", 8000, None, vec![])
         .unwrap();
     *crate::state::lock(&h.control.service_key) = None;
-    assert!(h.control.verify_service_token(&fresh.token, &a.id, 8000).is_ok());
+    assert!(
+        h.control
+            .verify_service_token(&fresh.token, &a.id, 8000)
+            .is_ok()
+    );
     h.control.rotate_service_key().unwrap();
     assert!(matches!(
         h.control.verify_service_token(&fresh.token, &a.id, 8000),
@@ -99,7 +108,12 @@ async fn bad_requests_are_refused_before_anything_is_granted() {
             .mint_service_token(&h.admin, "a", 80, None, vec!["http://evil.com".into()])
             .is_err()
     );
-    assert!(h.control.list_service_grants(&h.admin, "a").unwrap().is_empty());
+    assert!(
+        h.control
+            .list_service_grants(&h.admin, "a")
+            .unwrap()
+            .is_empty()
+    );
     let other = h.user("other");
     assert!(
         h.control
@@ -132,7 +146,11 @@ async fn revoking_a_grant_refuses_its_tokens_and_a_remint_renews_it() {
         "re-minting renews one grant per port"
     );
     assert_eq!(grants[0].expires_at, t2.expires_at);
-    assert!(h.control.verify_service_token(&t1.token, &a.id, 8000).is_ok());
+    assert!(
+        h.control
+            .verify_service_token(&t1.token, &a.id, 8000)
+            .is_ok()
+    );
     let n = h
         .control
         .revoke_service_grants(&h.admin, "a", Some(8000))
@@ -140,20 +158,43 @@ async fn revoking_a_grant_refuses_its_tokens_and_a_remint_renews_it() {
     assert_eq!(n, 1);
     for t in [&t1, &t2] {
         assert_eq!(
-            h.control.verify_service_token(&t.token, &a.id, 8000).unwrap_err(),
+            h.control
+                .verify_service_token(&t.token, &a.id, 8000)
+                .unwrap_err(),
             TokenError::Revoked
         );
     }
-    assert!(h.control.verify_service_token(&t3.token, &a.id, 9000).is_ok());
+    assert!(
+        h.control
+            .verify_service_token(&t3.token, &a.id, 9000)
+            .is_ok()
+    );
     // A new grant for the port does not bring the revoked tokens back.
     let t4 = h
         .control
         .mint_service_token(&h.admin, "a", 8000, None, vec![])
         .unwrap();
-    assert!(h.control.verify_service_token(&t4.token, &a.id, 8000).is_ok());
-    assert!(h.control.verify_service_token(&t1.token, &a.id, 8000).is_err());
-    assert_eq!(h.control.revoke_service_grants(&h.admin, "a", None).unwrap(), 2);
-    assert!(h.control.verify_service_token(&t3.token, &a.id, 9000).is_err());
+    assert!(
+        h.control
+            .verify_service_token(&t4.token, &a.id, 8000)
+            .is_ok()
+    );
+    assert!(
+        h.control
+            .verify_service_token(&t1.token, &a.id, 8000)
+            .is_err()
+    );
+    assert_eq!(
+        h.control
+            .revoke_service_grants(&h.admin, "a", None)
+            .unwrap(),
+        2
+    );
+    assert!(
+        h.control
+            .verify_service_token(&t3.token, &a.id, 9000)
+            .is_err()
+    );
     assert_eq!(h.audited("service.revoke").len(), 2);
 }
 
@@ -203,10 +244,20 @@ async fn download_tokens_are_not_service_tokens_and_expire() {
     let a = h.sandbox(&h.admin, "a").await;
     let d = h
         .control
-        .mint_download_link(&h.admin, "a", "/tmp/f", Some(1), Some("text/plain".into()), None)
+        .mint_download_link(
+            &h.admin,
+            "a",
+            "/tmp/f",
+            Some(1),
+            Some("text/plain".into()),
+            None,
+        )
         .unwrap();
     let access = h.control.verify_download_token(&d.token).unwrap();
-    assert_eq!((access.sandbox_id.as_str(), access.path.as_str()), (a.id.as_str(), "/tmp/f"));
+    assert_eq!(
+        (access.sandbox_id.as_str(), access.path.as_str()),
+        (a.id.as_str(), "/tmp/f")
+    );
     assert_eq!(access.content_type.as_deref(), Some("text/plain"));
     assert!(matches!(
         h.control.verify_service_token(&d.token, &a.id, 8000),
