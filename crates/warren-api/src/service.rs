@@ -162,7 +162,7 @@ pub(crate) async fn mint_download(
     Ok(Json(DownloadUrlResponse {
         download_url: format!("{}/dl/{}", state.control.config().public_url, m.token),
         token: m.token,
-        expires_at: Some(seconds(m.expires_at)),
+        expires_at: m.expires_at.map(seconds),
     }))
 }
 

@@ -22,8 +22,8 @@ use crate::tunnel::{StreamKind, TunnelError, TunnelStream};
 pub const DEFAULT_SERVICE_TTL: u64 = 600;
 /// Longest service token lifetime.
 pub const MAX_SERVICE_TTL: u64 = 86_400;
-/// Longest download link lifetime.
-pub const MAX_DOWNLOAD_TTL: u64 = 7 * 86_400;
+/// Longest download link lifetime, when one is asked for.
+pub const MAX_DOWNLOAD_TTL: u64 = 365 * 86_400;
 /// The audience of download links (service tokens name their service host).
 const DOWNLOAD_AUDIENCE: &str = "warren-download";
 /// Most `embed_origins` a service URL takes (§6.1).
@@ -48,7 +48,8 @@ struct DownloadClaims {
     sandbox_id: String,
     path: String,
     aud: String,
-    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exp: Option<u64>,
     iat: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     content_type: Option<String>,
@@ -91,8 +92,8 @@ pub struct ServiceAccess {
 pub struct MintedDownload {
     /// The signed token.
     pub token: String,
-    /// When it expires.
-    pub expires_at: SystemTime,
+    /// When it expires; never when none.
+    pub expires_at: Option<SystemTime>,
 }
 
 /// A download link's right to one file, from a verified token.
@@ -270,7 +271,7 @@ impl Control {
             return Err(TokenError::Missing);
         }
         let aud = self.service_host(sandbox_id, port);
-        let c: ServiceClaims = self.verify(token, &aud)?;
+        let c: ServiceClaims = self.verify(token, &aud, true)?;
         if c.sandbox_id != sandbox_id || c.port != port {
             return Err(TokenError::Foreign(format!("the token is not for {aud}")));
         }
@@ -345,15 +346,20 @@ impl Control {
                 "content_type is not a valid media type",
             ));
         }
-        let ttl = ttl(expires_in_seconds, MAX_DOWNLOAD_TTL)?;
+        // No lifetime asked for is a link that never expires (the SDK documents it so); only
+        // rotating the signing key ends it.
+        let ttl = match expires_in_seconds {
+            Some(s) => Some(ttl(Some(s), MAX_DOWNLOAD_TTL)?),
+            None => None,
+        };
         let iat = now_secs();
-        let exp = iat + ttl;
+        let exp = ttl.map(|t| iat + t);
         let token = self.sign(&DownloadClaims {
             sub: p.user_id.clone(),
             sandbox_id: rec.id.clone(),
             path: path.to_owned(),
             aud: DOWNLOAD_AUDIENCE.to_owned(),
-            exp: secs(exp),
+            exp: exp.map(secs),
             iat: secs(iat),
             content_type,
             content_disposition,
@@ -362,7 +368,10 @@ impl Control {
             Some(p),
             "download.mint",
             Some(&rec.id),
-            Some(format!("{path} for {}s", ttl.as_secs())),
+            Some(match ttl {
+                Some(t) => format!("{path} for {}s", t.as_secs()),
+                None => format!("{path} without expiry"),
+            }),
         );
         Ok(MintedDownload {
             token,
@@ -372,7 +381,7 @@ impl Control {
 
     /// Checks a download link's token.
     pub fn verify_download_token(&self, token: &str) -> Result<DownloadAccess, TokenError> {
-        let c: DownloadClaims = self.verify(token, DOWNLOAD_AUDIENCE)?;
+        let c: DownloadClaims = self.verify(token, DOWNLOAD_AUDIENCE, false)?;
         let principal = self.principal_of(&c.sub)?;
         Ok(DownloadAccess {
             principal,

@@ -120,6 +120,7 @@ impl Control {
         &self,
         token: &str,
         audience: &str,
+        require_exp: bool,
     ) -> Result<C, TokenError> {
         let key = self
             .service_key()
@@ -127,7 +128,12 @@ impl Control {
         let mut v = Validation::new(Algorithm::HS256);
         v.leeway = 0;
         v.set_audience(&[audience]);
-        v.set_required_spec_claims(&["exp", "aud", "sub"]);
+        if require_exp {
+            v.set_required_spec_claims(&["exp", "aud", "sub"]);
+        } else {
+            // Still checked when present.
+            v.set_required_spec_claims(&["aud", "sub"]);
+        }
         match jsonwebtoken::decode::<C>(token, &DecodingKey::from_secret(&key), &v) {
             Ok(d) => Ok(d.claims),
             Err(e) => Err(match e.kind() {

@@ -71,7 +71,7 @@ pub struct ServiceGrantList {
 pub struct DownloadUrlBody {
     /// The file inside the sandbox.
     pub path: String,
-    /// Link lifetime (default 600).
+    /// Link lifetime; none is a link that never expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_seconds: Option<i64>,
     /// Content-Type of the answer (default `application/octet-stream`).

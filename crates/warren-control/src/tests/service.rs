@@ -273,9 +273,15 @@ async fn download_tokens_are_not_service_tokens_and_expire() {
             .mint_download_link(&h.admin, "a", "/f", None, None, Some("evil".into()))
             .is_err()
     );
+    let forever = h
+        .control
+        .mint_download_link(&h.admin, "a", "/tmp/f", None, None, None)
+        .unwrap();
+    assert!(forever.expires_at.is_none());
     tokio::time::sleep(Duration::from_millis(2100)).await;
     assert_eq!(
         h.control.verify_download_token(&d.token).unwrap_err(),
         TokenError::Expired
     );
+    assert!(h.control.verify_download_token(&forever.token).is_ok());
 }
