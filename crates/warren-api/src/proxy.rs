@@ -303,6 +303,11 @@ async fn forward(state: &AppState, access: &ServiceAccess, mut req: Request) -> 
             let (mut c, mut s) = (TokioIo::new(c), TokioIo::new(s));
             let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
         });
+    } else {
+        // The answer's framing is hyper's to set on the client's connection.
+        for name in HOP_BY_HOP {
+            resp.headers_mut().remove(*name);
+        }
     }
     resp.map(Body::new)
 }

@@ -121,8 +121,8 @@ fn now_secs() -> SystemTime {
 }
 
 fn ttl(asked: Option<i64>, max: u64) -> Result<Duration, ControlError> {
-    let asked = asked.unwrap_or(DEFAULT_SERVICE_TTL as i64);
-    match u64::try_from(asked) {
+    let asked = asked.map_or(Ok(DEFAULT_SERVICE_TTL), u64::try_from);
+    match asked {
         Ok(s) if (1..=max).contains(&s) => Ok(Duration::from_secs(s)),
         _ => Err(ControlError::invalid(format!(
             "expires_in_seconds must be between 1 and {max}"
