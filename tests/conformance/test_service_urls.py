@@ -74,12 +74,12 @@ def handle(c):
             c.sendall(hdr + p)
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", %d))
+s.bind(("127.0.0.1", WS_PORT))
 s.listen()
 while True:
     c, _ = s.accept()
     threading.Thread(target=handle, args=(c,), daemon=True).start()
-''' % WS_PORT
+'''.replace("WS_PORT", str(WS_PORT))
 
 
 def _listening(sb, port: int) -> bool:

@@ -163,6 +163,8 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
             get(service::download_link).head(service::download_link),
         )
         .route("/svc/{id}/{port}", any(proxy::by_path))
+        // A catch-all matches no empty rest, so the root is its own route.
+        .route("/svc/{id}/{port}/", any(proxy::by_path))
         .route("/svc/{id}/{port}/{*rest}", any(proxy::by_path))
         .merge(authed)
         .fallback(|| async { ApiError::no_route() })

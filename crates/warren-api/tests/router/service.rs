@@ -190,6 +190,18 @@ async fn a_valid_token_reaches_the_port_by_path_host_and_cookie() {
         String::from_utf8_lossy(&by_path.body)
     );
     assert!(String::from_utf8_lossy(&by_path.body).contains("did not answer over HTTP"));
+    let root = api
+        .anon(
+            Method::GET,
+            &format!("/svc/{}/7/", a.id),
+            &[(TOKEN, &t.token)],
+        )
+        .await;
+    assert_eq!(
+        root.status,
+        StatusCode::BAD_GATEWAY,
+        "the root is proxied too"
+    );
     let by_host = api
         .anon(
             Method::POST,
@@ -254,7 +266,7 @@ async fn a_valid_token_reaches_the_port_by_path_host_and_cookie() {
     assert_eq!(
         api.metric("warren_service_requests_total{outcome=\"proxied\"}")
             .await,
-        Some(3)
+        Some(4)
     );
     let mut up = None;
     for _ in 0..50 {
