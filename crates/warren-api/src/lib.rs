@@ -126,6 +126,10 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
             post(ops::create_key).get(ops::list_keys),
         )
         .route(
+            &format!("{base}/keys/service-token-key/rotate"),
+            post(ops::rotate_service_key),
+        )
+        .route(
             &format!("{base}/keys/{{id}}"),
             axum::routing::delete(ops::revoke_key),
         )

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::control::Control;
 use crate::error::ControlError;
 use crate::state::lock;
+use crate::store::Principal;
 
 const KEY_FILE: &str = "service-token.key";
 
@@ -94,9 +95,20 @@ impl Control {
         Ok(key)
     }
 
-    /// Replaces the signing key: every service token and download link minted so far stops
-    /// working.
-    pub fn rotate_service_key(&self) -> Result<(), ControlError> {
+    /// Replaces the signing key (admins only): every service token and download link minted so
+    /// far, in every workspace, stops working.
+    pub fn rotate_service_key(&self, p: &Principal) -> Result<(), ControlError> {
+        if !p.is_admin {
+            return Err(ControlError::Forbidden(
+                "only workspace admins can rotate the service token key".into(),
+            ));
+        }
+        self.replace_service_key()?;
+        self.audit(Some(p), "service.rotate_key", None, None);
+        Ok(())
+    }
+
+    pub(crate) fn replace_service_key(&self) -> Result<(), ControlError> {
         let mut slot = lock(&self.service_key);
         let path = self.cfg.data_dir.join(KEY_FILE);
         let key = write_new(&path)

@@ -356,3 +356,24 @@ async fn a_download_link_needs_no_key_honours_ranges_and_expires() {
     let expired = api.anon(Method::GET, &path, &[]).await;
     assert_eq!(expired.error(), (StatusCode::GONE, "LinkExpired".into()));
 }
+
+#[tokio::test]
+async fn rotating_the_key_ends_every_token_and_only_admins_may() {
+    let api = api().await;
+    let a = api.sandbox("a").await;
+    let t: ServiceUrlResponse = api.mint("a", r#"{"port": 7}"#).await.json();
+    let path = format!("/svc/{}/7/", a.id);
+    let before = api.anon(Method::GET, &path, &[(TOKEN, &t.token)]).await;
+    assert_eq!(
+        before.status,
+        StatusCode::BAD_GATEWAY,
+        "accepted (the echo is not HTTP)"
+    );
+    let rotate = "/api/v2/sandboxes/keys/service-token-key/rotate";
+    let anon = api.anon(Method::POST, rotate, &[]).await;
+    assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
+    let done = api.json(Method::POST, rotate, "").await;
+    assert_eq!(done.status, StatusCode::NO_CONTENT);
+    let after = api.anon(Method::GET, &path, &[(TOKEN, &t.token)]).await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED);
+}

@@ -84,7 +84,14 @@ async fn a_token_expires_and_the_key_file_is_private_and_kept() {
             .verify_service_token(&fresh.token, &a.id, 8000)
             .is_ok()
     );
-    h.control.rotate_service_key().unwrap();
+    let dev = h.user("dev");
+    assert!(h.control.rotate_service_key(&dev).is_err(), "admins only");
+    assert!(
+        h.control
+            .verify_service_token(&fresh.token, &a.id, 8000)
+            .is_ok()
+    );
+    h.control.rotate_service_key(&h.admin).unwrap();
     assert!(matches!(
         h.control.verify_service_token(&fresh.token, &a.id, 8000),
         Err(TokenError::Invalid(_))
@@ -196,6 +203,21 @@ async fn revoking_a_grant_refuses_its_tokens_and_a_remint_renews_it() {
             .is_err()
     );
     assert_eq!(h.audited("service.revoke").len(), 2);
+    h.control
+        .mint_service_token(&h.admin, "a", 8000, None, vec![])
+        .unwrap();
+    h.control.delete(&h.admin, &a.id).await.unwrap();
+    for _ in 0..100 {
+        if !h.exists(&a.id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!h.exists(&a.id));
+    assert!(
+        h.control.store.list_grants(&a.id).unwrap().is_empty(),
+        "a deleted sandbox's grants go with it"
+    );
 }
 
 #[tokio::test]
