@@ -115,7 +115,32 @@ def _mint(server, name: str, port: int, **body) -> dict:
     return r.json()
 
 
-def test_the_sdk_reaches_an_http_server_in_the_sandbox(sb, web):
+def _metric(server, name: str) -> int:
+    text = requests.get(f"{server.origin}/metrics", headers=server.headers(), timeout=30).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def _audit(server, action: str, target: str) -> list[dict]:
+    """Every audit entry with this action and target (paging through the log)."""
+    found, after = [], 0
+    while True:
+        r = requests.get(
+            f"{server.api_base}/audit", params={"after": after}, headers=server.headers(), timeout=30
+        )
+        entries = r.json()["entries"]
+        if not entries:
+            return found
+        found += [e for e in entries if e["action"] == action and e.get("target") == target]
+        after = entries[-1]["seq"]
+
+
+def test_the_sdk_reaches_an_http_server_in_the_sandbox(server, sb, web):
+    proxied = 'warren_service_requests_total{outcome="proxied"}'
+    down = 'warren_service_bytes_total{direction="down"}'
+    before = (_metric(server, proxied), _metric(server, down))
     svc = sb.service(WEB_PORT)
     assert svc.expires_at.endswith("Z")
     r = svc.get("/")
@@ -132,6 +157,18 @@ def test_the_sdk_reaches_an_http_server_in_the_sandbox(sb, web):
     again = sb.service(WEB_PORT)
     assert again.get("/").status_code == 200
     assert svc.get("/").status_code == 200
+    # Counted and audited: who, port, what, bytes.
+    assert wait_until(lambda: _metric(server, proxied) >= before[0] + 6, timeout=10)
+    assert wait_until(lambda: _metric(server, down) >= before[1] + 5242880, timeout=10)
+    entries = wait_until(
+        lambda: [e for e in _audit(server, "service", sb.id) if "GET /big.bin" in e["detail"]],
+        timeout=10,
+    )
+    assert entries, "the big download is not in the audit log"
+    detail = entries[-1]["detail"]
+    assert detail.startswith(f"port {WEB_PORT} GET /big.bin up ")
+    assert int(detail.split(" down ")[1].split()[0]) >= 5242880
+    assert entries[-1]["user_id"]
 
 
 def test_the_service_host_serves_the_app_at_its_root(server, sb, web):
