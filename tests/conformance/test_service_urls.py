@@ -125,15 +125,19 @@ def _metric(server, name: str) -> int:
 
 def _audit(server, action: str, target: str) -> list[dict]:
     """Every audit entry with this action and target (paging through the log)."""
-    found, after = [], 0
+    found, after, limit = [], 0, 1000
     while True:
         r = requests.get(
-            f"{server.api_base}/audit", params={"after": after}, headers=server.headers(), timeout=30
+            f"{server.api_base}/audit",
+            params={"after": after, "limit": limit},
+            headers=server.headers(),
+            timeout=30,
         )
         entries = r.json()["entries"]
-        if not entries:
-            return found
         found += [e for e in entries if e["action"] == action and e.get("target") == target]
+        # Each read of the log is itself logged, so a short page is the end.
+        if len(entries) < limit:
+            return found
         after = entries[-1]["seq"]
 
 
