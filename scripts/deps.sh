@@ -5,7 +5,7 @@
 set -euo pipefail
 
 # package → how to tell it is there without a package manager (a command, or a file).
-packages=(btrfs-progs mmdebstrap python3-pip ca-certificates util-linux procps gcc libc6-dev pkg-config nftables iproute2 lxcfs)
+packages=(btrfs-progs mmdebstrap python3-pip ca-certificates util-linux procps gcc libc6-dev pkg-config nftables iproute2 lxcfs chromium curl)
 present() {
   case "$1" in
     btrfs-progs) command -v mkfs.btrfs && command -v btrfs ;;
@@ -26,6 +26,10 @@ present() {
     # Shows each sandbox its own memory and CPUs in /proc (`warren serve` runs it; it pulls in
     # libfuse3).
     lxcfs) command -v lxcfs ;;
+    # The service URL conformance test opens browser_url in headless Chromium and fetches
+    # download links with plain curl.
+    chromium) command -v chromium ;;
+    curl) command -v curl ;;
     *) return 1 ;;
   esac
 }

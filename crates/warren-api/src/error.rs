@@ -37,6 +37,15 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", message)
     }
 
+    /// Any status with its error name and message.
+    pub(crate) fn with(
+        status: StatusCode,
+        error: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self::new(status, error, message)
+    }
+
     /// 404 for a path no route serves.
     pub fn no_route() -> Self {
         Self::new(StatusCode::NOT_FOUND, "NotFound", "no such endpoint")

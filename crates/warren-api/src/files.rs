@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use warren_control::store::rfc3339;
-use warren_control::{FileInfo, Glob, Grep, SearchHit, SearchResult};
+use warren_control::{FileInfo, Glob, Grep, Principal, SearchHit, SearchResult};
 use warren_wire::files::{GlobBody, GlobMatch, GrepBody, GrepMatch, SearchResponse};
 
 use crate::{ApiError, ApiJson, AppState, Caller};
@@ -102,8 +102,39 @@ pub(crate) async fn download(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    serve_file(
+        &state,
+        &caller,
+        &id,
+        &q.path,
+        &method,
+        &headers,
+        &Presentation::default(),
+    )
+    .await
+}
+
+/// How a file is presented: the data plane's download answers `application/octet-stream`;
+/// a download link answers what it was minted with, inside a CSP sandbox.
+#[derive(Debug, Default)]
+pub(crate) struct Presentation {
+    pub(crate) content_type: Option<String>,
+    pub(crate) content_disposition: Option<HeaderValue>,
+    pub(crate) csp_sandbox: bool,
+}
+
+/// A file's bytes with ranges (200, 206, 416) and validators (304), as `p`.
+pub(crate) async fn serve_file(
+    state: &AppState,
+    p: &Principal,
+    id: &str,
+    path: &str,
+    method: &Method,
+    headers: &HeaderMap,
+    how: &Presentation,
+) -> Result<Response, ApiError> {
     // The metadata first: it decides between 200, 206, 304 and 416.
-    let file = state.control.open_file(&caller, &id, &q.path).await?;
+    let file = state.control.open_file(p, id, path).await?;
     let info = &file.info;
     let tag = etag(info);
     let mut h = HeaderMap::new();
@@ -146,15 +177,30 @@ pub(crate) async fn download(
             return Ok((StatusCode::RANGE_NOT_SATISFIABLE, h).into_response());
         }
     };
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    let ctype = how
+        .content_type
+        .as_deref()
+        .and_then(|t| HeaderValue::from_str(t).ok())
+        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::CONTENT_TYPE, ctype);
+    if let Some(d) = &how.content_disposition {
+        h.insert(header::CONTENT_DISPOSITION, d.clone());
+    }
+    if how.csp_sandbox {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox"),
+        );
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+    }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     if method == Method::HEAD {
         return Ok((status, h).into_response());
     }
-    let body = state.control.read_file(&caller, file, start, len).await?;
+    let body = state.control.read_file(p, file, start, len).await?;
     let stream = futures_util::stream::unfold(body, |mut body| async move {
         let item = body.chunks.recv().await?;
         Some((

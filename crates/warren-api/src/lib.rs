@@ -12,6 +12,9 @@
 //!   `/execute` (blocking HTTP).
 //! - `files.rs`: `/upload`, `/download` (ranges, validators), `/glob`, `/grep`.
 //! - `tunnel.rs`: `/tunnel`, TCP tunnels (yamux over a binary WebSocket) to sandbox ports.
+//! - `service.rs`: service URL grants (mint, list, revoke) and download links (`/dl/{token}`).
+//! - `proxy.rs`: the service router: requests to a service host or `/svc/{id}/{port}/...`,
+//!   authorised by a service token and proxied (HTTP and WebSocket) to the sandbox port.
 //! - `ops.rs`: `/info`, `/keys`, `/audit`, `/metrics`.
 //! - `secrets.rs`: `/api/v1/workspaces/current/secrets`, the workspace secret store (values
 //!   in, never out).
@@ -23,7 +26,9 @@ mod exec;
 mod files;
 mod listen;
 mod ops;
+mod proxy;
 mod secrets;
+mod service;
 mod tunnel;
 
 use std::sync::Arc;
@@ -32,7 +37,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Extension, Router};
 use warren_control::{Control, Principal};
 
@@ -105,8 +110,24 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
         .route(&format!("{base}/boxes/{{name}}/start"), post(boxes::start))
         .route(&format!("{base}/boxes/{{name}}/stop"), post(boxes::stop))
         .route(
+            &format!("{base}/boxes/{{name}}/service-url"),
+            post(service::mint),
+        )
+        .route(
+            &format!("{base}/boxes/{{name}}/service-urls"),
+            get(service::list).delete(service::revoke),
+        )
+        .route(
+            &format!("{base}/boxes/{{name}}/download-url"),
+            post(service::mint_download),
+        )
+        .route(
             &format!("{base}/keys"),
             post(ops::create_key).get(ops::list_keys),
+        )
+        .route(
+            &format!("{base}/keys/service-token-key/rotate"),
+            post(ops::rotate_service_key),
         )
         .route(
             &format!("{base}/keys/{{id}}"),
@@ -141,9 +162,21 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/info", get(ops::info))
         .route("/.well-known/jwks.json", get(ops::jwks))
+        .route(
+            "/dl/{token}",
+            get(service::download_link).head(service::download_link),
+        )
+        .route("/svc/{id}/{port}", any(proxy::by_path))
+        // A catch-all matches no empty rest, so the root is its own route.
+        .route("/svc/{id}/{port}/", any(proxy::by_path))
+        .route("/svc/{id}/{port}/{*rest}", any(proxy::by_path))
         .merge(authed)
         .fallback(|| async { ApiError::no_route() })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            proxy::by_host,
+        ))
         .with_state(state)
 }
 

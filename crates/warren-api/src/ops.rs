@@ -73,6 +73,16 @@ pub(crate) async fn revoke_key(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST {B}/keys/service-token-key/rotate` (a Warren extension): a new signing key for
+/// service tokens and download links; every one minted so far stops working.
+pub(crate) async fn rotate_service_key(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<StatusCode, ApiError> {
+    state.control.rotate_service_key(&caller)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 #[derive(Debug, Deserialize)]
 pub(crate) struct AuditQuery {
     #[serde(default)]

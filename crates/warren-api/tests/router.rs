@@ -38,6 +38,7 @@ async fn api() -> Api {
         public_url: "http://warren.test".into(),
         sweep_interval: Duration::from_secs(3600),
         egress: None,
+        service_domain: Some("svc.test".into()),
         limits: ResourceLimits {
             max_vcpus: 8,
             max_mem_bytes: 1 << 40,
@@ -518,5 +519,7 @@ async fn files_upload_download_ranges_and_glob() {
 // Under `router/`, so Cargo does not build it as a test binary of its own.
 #[path = "router/secrets.rs"]
 mod secrets;
+#[path = "router/service.rs"]
+mod service;
 #[path = "router/tunnel.rs"]
 mod tunnel;

@@ -32,6 +32,9 @@ pub struct ControlConfig {
     pub limits: ResourceLimits,
     /// The egress proxy, when sandboxes have egress.
     pub egress: Option<Arc<dyn Egress>>,
+    /// The domain service hosts live under (`<port>-<id>.<domain>`), or none for path-based
+    /// service URLs only.
+    pub service_domain: Option<String>,
 }
 
 /// The control plane.
@@ -59,6 +62,8 @@ pub struct Control {
     /// Held across the read and the write of a secret's upsert, which keeps the value when the
     /// request omits it and the ids of hosts it keeps: two admins' upserts must not interleave.
     pub(crate) secret_writes: Mutex<()>,
+    /// The service token signing key, read or made on first use (`signing.rs`).
+    pub(crate) service_key: Mutex<Option<Arc<Vec<u8>>>>,
 }
 
 /// Now, to the microsecond: what the store keeps, so a record a verb returns equals the one
@@ -124,6 +129,7 @@ impl Control {
             parked: Parked::default(),
             slots: Mutex::default(),
             secret_writes: Mutex::default(),
+            service_key: Mutex::default(),
         }
     }
 

@@ -57,6 +57,10 @@ impl Control {
             return Ok(());
         }
         self.store.delete_sandbox(id)?;
+        // Its service URL grants go with it (their tokens already fail: no sandbox).
+        if let Err(e) = self.store.delete_grants(id, None) {
+            tracing::warn!(sandbox = %id, error = %e, "failed to remove service URL grants");
+        }
         if let Some(egress) = &self.cfg.egress {
             egress.forget(id);
         }

@@ -6,7 +6,7 @@
 //! reaches sandboxes through the [`warren_driver::Driver`] it was given.
 //!
 //! One file per verb (`create.rs`, `start.rs`, `stop.rs`, `delete.rs`, `update.rs`, `exec.rs`,
-//! `files.rs`, `tunnel.rs`, `keys.rs`, `secrets.rs`, `audit.rs`, `recover.rs`, `sweep.rs`), each lifecycle
+//! `files.rs`, `tunnel.rs`, `service.rs`, `keys.rs`, `secrets.rs`, `audit.rs`, `recover.rs`, `sweep.rs`), each lifecycle
 //! verb opening with its status guard through [`warren_types::SandboxStatus::can_become`].
 
 pub mod admission;
@@ -28,6 +28,8 @@ mod proxy_values;
 mod recover;
 mod running;
 mod secrets;
+mod service;
+mod signing;
 mod start;
 mod state;
 mod stop;
@@ -54,10 +56,15 @@ pub use secrets::{
     MAX_SECRET_HOSTS, MAX_SECRET_VALUE_BYTES, PutSecret, SecretConfig, SecretHost,
     SecretHostRequest, SecretInfo, SecretSource, SecretValue,
 };
+pub use service::{
+    DEFAULT_SERVICE_TTL, DownloadAccess, MAX_DOWNLOAD_TTL, MAX_SERVICE_TTL, MintedDownload,
+    MintedService, ServiceAccess,
+};
+pub use signing::TokenError;
 pub use state::{ActivityGuard, Running};
 pub use store::{
-    AuditEntry, KeyInfo, Principal, SandboxRecord, SecretHostRecord, SecretRecord, SqliteStore,
-    Store, StoreError,
+    AuditEntry, GrantRecord, KeyInfo, Principal, SandboxRecord, SecretHostRecord, SecretRecord,
+    SqliteStore, Store, StoreError,
 };
 pub use tunnel::{TunnelError, TunnelStream};
 /// The data types of commands and files, as the control plane hands them out.

@@ -36,6 +36,10 @@ pub struct Metrics {
     tunnel_streams_open: AtomicU64,
     tunnel_bytes_up: AtomicU64,
     tunnel_bytes_down: AtomicU64,
+    service_requests: AtomicU64,
+    service_refused: AtomicU64,
+    service_bytes_up: AtomicU64,
+    service_bytes_down: AtomicU64,
 }
 
 /// At most one log line about unauthenticated requests per this interval.
@@ -106,6 +110,24 @@ impl Metrics {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         self.tunnel_bytes_up.fetch_add(bytes_up, Ordering::Relaxed);
         self.tunnel_bytes_down
+            .fetch_add(bytes_down, Ordering::Relaxed);
+    }
+
+    /// Records a service URL request that reached its sandbox port.
+    pub fn service_opened(&self) {
+        self.service_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a service URL request or download link refused (a bad, expired, foreign or
+    /// revoked token).
+    pub fn service_refused(&self) {
+        self.service_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records a proxied service request's bytes when its connection closes.
+    pub fn service_closed(&self, bytes_up: u64, bytes_down: u64) {
+        self.service_bytes_up.fetch_add(bytes_up, Ordering::Relaxed);
+        self.service_bytes_down
             .fetch_add(bytes_down, Ordering::Relaxed);
     }
 
@@ -302,6 +324,36 @@ impl Metrics {
             "warren_tunnel_bytes_total{{direction=\"down\"}} {}",
             get(&self.tunnel_bytes_down)
         );
+        let _ = writeln!(
+            o,
+            "# HELP warren_service_requests_total Service URL requests by outcome: proxied to the sandbox port, or refused for their token."
+        );
+        let _ = writeln!(o, "# TYPE warren_service_requests_total counter");
+        for (outcome, v) in [
+            ("proxied", &self.service_requests),
+            ("refused", &self.service_refused),
+        ] {
+            let _ = writeln!(
+                o,
+                "warren_service_requests_total{{outcome=\"{outcome}\"}} {}",
+                get(v)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP warren_service_bytes_total Bytes sent to (up) and received from (down) sandbox ports through service URLs."
+        );
+        let _ = writeln!(o, "# TYPE warren_service_bytes_total counter");
+        for (dir, v) in [
+            ("up", &self.service_bytes_up),
+            ("down", &self.service_bytes_down),
+        ] {
+            let _ = writeln!(
+                o,
+                "warren_service_bytes_total{{direction=\"{dir}\"}} {}",
+                get(v)
+            );
+        }
         let _ = writeln!(o, "# HELP warren_api_requests_total API requests served.");
         let _ = writeln!(o, "# TYPE warren_api_requests_total counter");
         let _ = writeln!(o, "warren_api_requests_total {}", get(&self.api_requests));

@@ -29,6 +29,15 @@ pub enum TunnelError {
     Unavailable(ControlError),
 }
 
+/// What a port stream carries, for its metrics and audit entry.
+#[derive(Debug, Clone)]
+pub(crate) enum StreamKind {
+    /// A tunnel stream (`/tunnel`).
+    Tunnel,
+    /// One request proxied to a service URL; the text says which (method and path).
+    Service(String),
+}
+
 /// An open tunnel stream: bytes written go to the sandbox port, bytes read come from it.
 /// Dropping it closes the connection, writes the audit entry and updates the metrics.
 #[derive(Debug)]
@@ -40,6 +49,7 @@ pub struct TunnelStream {
     sandbox_id: String,
     principal: Principal,
     control: Arc<Control>,
+    kind: StreamKind,
     _guard: ActivityGuard,
 }
 
@@ -51,6 +61,18 @@ impl Control {
         p: &Principal,
         sandbox_id: &str,
         port: u16,
+    ) -> Result<TunnelStream, TunnelError> {
+        self.open_port_stream(p, sandbox_id, port, StreamKind::Tunnel)
+            .await
+    }
+
+    /// Opens a stream to a sandbox port for a tunnel or a service request.
+    pub(crate) async fn open_port_stream(
+        self: &Arc<Self>,
+        p: &Principal,
+        sandbox_id: &str,
+        port: u16,
+        kind: StreamKind,
     ) -> Result<TunnelStream, TunnelError> {
         if port == 0 {
             self.metrics.tunnel_refused();
@@ -79,7 +101,10 @@ impl Control {
                 ));
             }
         };
-        self.metrics.tunnel_opened();
+        match kind {
+            StreamKind::Tunnel => self.metrics.tunnel_opened(),
+            StreamKind::Service(_) => self.metrics.service_opened(),
+        }
         Ok(TunnelStream {
             inner,
             up: 0,
@@ -88,6 +113,7 @@ impl Control {
             sandbox_id: running.record.id.clone(),
             principal: p.clone(),
             control: self.clone(),
+            kind,
             _guard: running.guard,
         })
     }
@@ -107,14 +133,23 @@ impl TunnelStream {
 
 impl Drop for TunnelStream {
     fn drop(&mut self) {
-        self.control.metrics.tunnel_closed(self.up, self.down);
+        let (action, what) = match &self.kind {
+            StreamKind::Tunnel => {
+                self.control.metrics.tunnel_closed(self.up, self.down);
+                ("tunnel", String::new())
+            }
+            StreamKind::Service(what) => {
+                self.control.metrics.service_closed(self.up, self.down);
+                ("service", format!(" {what}"))
+            }
+        };
         let detail = format!(
-            "port {} up {} bytes down {} bytes",
+            "port {}{what} up {} bytes down {} bytes",
             self.port, self.up, self.down
         );
         self.control.audit(
             Some(&self.principal),
-            "tunnel",
+            action,
             Some(&self.sandbox_id),
             Some(detail),
         );

@@ -9,6 +9,7 @@ pub mod files;
 pub mod ops;
 pub mod sandbox;
 pub mod secrets;
+pub mod service;
 pub mod utf8;
 
 pub use error::{ErrorBody, ErrorDetail};

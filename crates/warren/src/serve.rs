@@ -21,6 +21,12 @@ pub(crate) struct ServeArgs {
     /// `http://<listen>`.
     #[arg(long, env = "WARREN_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Domain the service hosts of sandbox ports live under: `<port>-<sandbox id>.<domain>`,
+    /// on the public URL's port. Browsers resolve every `*.localhost` name to the loopback, so
+    /// the default works on this machine; elsewhere point a wildcard DNS name here. `none`
+    /// leaves only path-based service URLs (`/svc/<id>/<port>/`).
+    #[arg(long, env = "WARREN_SERVICE_DOMAIN", default_value = "localhost")]
+    service_domain: String,
     /// Seconds between sweeps for idle and expired sandboxes.
     #[arg(long, default_value_t = 5)]
     sweep_interval: u64,
@@ -180,6 +186,8 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
             public_url: public_url.clone(),
             sweep_interval: Duration::from_secs(args.sweep_interval.max(1)),
             egress: egress.as_ref().map(crate::egress::EgressSetup::hooks),
+            service_domain: (args.service_domain != "none")
+                .then(|| args.service_domain.trim_matches('.').to_ascii_lowercase()),
             limits,
         };
         let (control, admin_key) = Control::open(cfg, std::sync::Arc::new(driver))

@@ -222,8 +222,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn delete_secret(&self, workspace_id: &str, key: &str) -> Result<bool, StoreError>;
 }
 
+mod grants;
 mod secrets;
 mod sqlite;
+
+pub use grants::GrantRecord;
 
 pub use sqlite::{SqliteStore, rfc3339};
 

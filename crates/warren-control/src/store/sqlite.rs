@@ -50,6 +50,7 @@ fn make_db_private(path: &Path) -> Result<(), StoreError> {
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_secrets.sql"),
+    include_str!("../../migrations/0003_service_grants.sql"),
 ];
 
 /// SQLite-backed [`Store`]. One connection behind a mutex: every statement is short, and WAL

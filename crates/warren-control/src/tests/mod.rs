@@ -11,6 +11,7 @@ mod keys_audit;
 mod quota;
 mod recover;
 mod secrets;
+mod service;
 mod start_stop;
 mod stream;
 mod sweep;

@@ -52,6 +52,7 @@ pub(super) fn config(dir: &TempDir, limits: ResourceLimits) -> ControlConfig {
         public_url: "http://warren.test".into(),
         sweep_interval: Duration::from_secs(3600),
         egress: None,
+        service_domain: None,
         limits,
     }
 }

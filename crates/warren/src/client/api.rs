@@ -89,6 +89,13 @@ impl Client {
         Ok(())
     }
 
+    /// POST `{B}/keys/service-token-key/rotate`.
+    pub(crate) async fn rotate_service_key(&self) -> Result<()> {
+        self.send(self.control(Method::POST, &["keys", "service-token-key", "rotate"]))
+            .await?;
+        Ok(())
+    }
+
     /// GET `/api/v1/workspaces/current/secrets`.
     pub(crate) async fn list_secrets(
         &self,

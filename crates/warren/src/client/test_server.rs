@@ -53,6 +53,7 @@ impl TestServer {
             public_url: format!("http://{addr}"),
             sweep_interval: Duration::from_secs(3600),
             egress: None,
+            service_domain: None,
             limits: generous(),
         };
         let fake = FakeDriver::new();

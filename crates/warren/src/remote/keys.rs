@@ -42,6 +42,9 @@ enum KeysCommand {
         /// Key id, as `warren keys ls` shows it.
         id: String,
     },
+    /// Replace the key service URL tokens and download links are signed with: every one
+    /// minted so far stops working.
+    RotateServiceKey,
 }
 
 pub(crate) fn keys(data_dir: &Path, args: KeysArgs) -> Result<ExitCode> {
@@ -67,6 +70,12 @@ async fn keys_command(client: &Client, command: KeysCommand) -> Result<ExitCode>
         KeysCommand::Revoke { id } => {
             client.revoke_key(&id).await?;
             println!("{id}");
+        }
+        KeysCommand::RotateServiceKey => {
+            client.rotate_service_key().await?;
+            eprintln!(
+                "service token key rotated; earlier service URLs and download links no longer work"
+            );
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -116,6 +125,7 @@ mod tests {
             &["create", "--name", "ops", "--admin"],
             &["ls"],
             &["ls", "--json"],
+            &["rotate-service-key"],
         ] {
             let code = keys_command(&c, keys_cmd(args)).await.unwrap();
             assert_eq!(code, ExitCode::SUCCESS, "{args:?}");

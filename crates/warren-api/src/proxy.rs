@@ -1,0 +1,336 @@
+//! The service router (§6.2): HTTP and WebSocket requests to a sandbox port, authorised by a
+//! service token, proxied through the sandbox's agent (one agent connection per request, the
+//! same path as a tunnel stream) with hyper's client on that connection.
+//!
+//! A request reaches a port two ways: by its service host (`<port>-<id>.<domain>` in `Host`,
+//! checked before any other route, so the app owns every path there), or by path
+//! (`/svc/<id>/<port>/...`, the prefix removed before forwarding). Either way it needs the
+//! token in `X-Langsmith-Sandbox-Service-Token` or the cookie `GET .../__auth?token=` sets;
+//! both are removed before the request goes on, and so are hop-by-hop headers, except the
+//! `Connection: upgrade` pair of a WebSocket handshake, whose upgraded connection is spliced
+//! to the agent connection.
+
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use warren_control::{ServiceAccess, TokenError, TunnelError};
+
+use crate::service::token_error;
+use crate::{ApiError, AppState};
+
+/// The header the SDKs send the token in.
+const TOKEN_HEADER: &str = "x-langsmith-sandbox-service-token";
+/// The cookie `__auth` sets.
+const COOKIE: &str = "warren_svc";
+/// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded as they came.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Where a request is going: the sandbox, the port, and the path prefix the route added.
+struct Target {
+    sandbox_id: String,
+    port: u16,
+    prefix: String,
+}
+
+/// Sends a request whose `Host` is a service host to its port; passes every other request on.
+pub(crate) async fn by_host(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host());
+    match host.and_then(|h| state.control.parse_service_host(h)) {
+        Some((sandbox_id, port)) => {
+            let t = Target {
+                sandbox_id,
+                port,
+                prefix: String::new(),
+            };
+            service(state, t, req).await
+        }
+        None => next.run(req).await,
+    }
+}
+
+/// `/svc/{id}/{port}[/...]`.
+pub(crate) async fn by_path(State(state): State<AppState>, req: Request) -> Response {
+    let mut parts = req.uri().path().splitn(5, '/').skip(2);
+    let (Some(id), Some(port)) = (parts.next(), parts.next()) else {
+        return ApiError::no_route().into_response();
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return ApiError::no_route().into_response();
+    };
+    let t = Target {
+        prefix: format!("/svc/{id}/{port}"),
+        sandbox_id: id.to_owned(),
+        port,
+    };
+    service(state, t, req).await
+}
+
+async fn service(state: AppState, t: Target, mut req: Request) -> Response {
+    let rest = req
+        .uri()
+        .path()
+        .strip_prefix(&t.prefix)
+        .unwrap_or("/")
+        .to_owned();
+    let rest = if rest.is_empty() {
+        "/".to_owned()
+    } else {
+        rest
+    };
+    match rest.as_str() {
+        "/__auth" => return auth(&state, &t, req.uri()),
+        "/__embed" => return embed_page(),
+        _ => {}
+    }
+    let access = match authorise(&state, &t, req.headers()) {
+        Ok(a) => a,
+        Err(e) => return token_error(&e).into_response(),
+    };
+    strip_credentials(req.headers_mut());
+    let pq = match req.uri().query() {
+        Some(q) => format!("{rest}?{q}"),
+        None => rest,
+    };
+    match pq.parse::<Uri>() {
+        Ok(u) => *req.uri_mut() = u,
+        Err(_) => return ApiError::no_route().into_response(),
+    }
+    let mut resp = forward(&state, &access, req).await;
+    if !access.embed_origins.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&format!(
+            "frame-ancestors 'self' {}",
+            access.embed_origins.join(" ")
+        ))
+    {
+        resp.headers_mut()
+            .append(header::CONTENT_SECURITY_POLICY, v);
+    }
+    resp
+}
+
+/// The token from the header, else the first service cookie that verifies.
+fn authorise(state: &AppState, t: &Target, h: &HeaderMap) -> Result<ServiceAccess, TokenError> {
+    let verify = |tok: &str| {
+        state
+            .control
+            .verify_service_token(tok, &t.sandbox_id, t.port)
+    };
+    if let Some(tok) = h.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) {
+        return verify(tok.trim());
+    }
+    let mut first_err = TokenError::Missing;
+    for tok in cookies(h) {
+        match verify(&tok) {
+            Ok(a) => return Ok(a),
+            Err(e) if first_err == TokenError::Missing => first_err = e,
+            Err(_) => {}
+        }
+    }
+    if first_err == TokenError::Missing {
+        state.control.metrics().service_refused();
+    }
+    Err(first_err)
+}
+
+fn cookies(h: &HeaderMap) -> Vec<String> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .filter(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+        .collect()
+}
+
+/// Removes the token header and the service cookie (keeping the app's own cookies).
+fn strip_credentials(h: &mut HeaderMap) {
+    h.remove(TOKEN_HEADER);
+    let kept: Vec<String> = h
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split_once('=').is_none_or(|(k, _)| k != COOKIE))
+        .map(str::to_owned)
+        .collect();
+    h.remove(header::COOKIE);
+    if !kept.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+    {
+        h.insert(header::COOKIE, v);
+    }
+}
+
+/// `__auth?token=…[&redirect=/path]`: checks the token, sets it as an HttpOnly cookie for this
+/// host (or path prefix) and redirects. Only same-origin paths are redirected to.
+fn auth(state: &AppState, t: &Target, uri: &Uri) -> Response {
+    let q: HashMap<String, String> = Query::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
+    let token = q.get("token").map(String::as_str).unwrap_or("");
+    let access = match state
+        .control
+        .verify_service_token(token, &t.sandbox_id, t.port)
+    {
+        Ok(a) => a,
+        Err(e) => return token_error(&e).into_response(),
+    };
+    let redirect = q
+        .get("redirect")
+        .filter(|r| r.starts_with('/') && !r.starts_with("//") && !r.contains('\\'))
+        .map_or("/", String::as_str);
+    let max_age = access
+        .expires_at
+        .duration_since(std::time::SystemTime::now())
+        .map_or(0, |d| d.as_secs());
+    let path = if t.prefix.is_empty() { "/" } else { &t.prefix };
+    let secure = if state.control.config().public_url.starts_with("https:") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie =
+        format!("{COOKIE}={token}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
+    let location = format!("{}{redirect}", t.prefix);
+    let mut h = HeaderMap::new();
+    if let (Ok(c), Ok(l)) = (
+        HeaderValue::from_str(&cookie),
+        HeaderValue::from_str(&location),
+    ) {
+        h.insert(header::SET_COOKIE, c);
+        h.insert(header::LOCATION, l);
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    (StatusCode::FOUND, h).into_response()
+}
+
+/// `__embed#token=…[&redirect=/path]`: the token stays in the fragment (no server or Referer
+/// sees it) until this page hands it to `__auth`.
+fn embed_page() -> Response {
+    const PAGE: &str = "<!doctype html><meta charset=utf-8><script>\
+        var p=new URLSearchParams(location.hash.slice(1));\
+        var u='__auth?token='+encodeURIComponent(p.get('token')||'');\
+        if(p.get('redirect'))u+='&redirect='+encodeURIComponent(p.get('redirect'));\
+        location.replace(u);</script>";
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+fn bad_gateway(message: String) -> Response {
+    ApiError::with(StatusCode::BAD_GATEWAY, "BadGateway", message).into_response()
+}
+
+/// Sends the request over a fresh agent connection to the port and streams the answer back;
+/// a `101 Switching Protocols` splices both upgraded connections.
+async fn forward(state: &AppState, access: &ServiceAccess, mut req: Request) -> Response {
+    let what = format!("{} {}", req.method(), req.uri().path());
+    let stream = match state.control.open_service_stream(access, what).await {
+        Ok(s) => s,
+        Err(TunnelError::Refused(m)) => {
+            return bad_gateway(format!(
+                "nothing answers on port {} in the sandbox: {m}",
+                access.port
+            ));
+        }
+        Err(TunnelError::NotAllowed(m)) => {
+            return ApiError::with(StatusCode::FORBIDDEN, "Forbidden", m).into_response();
+        }
+        Err(TunnelError::Unavailable(e)) => return ApiError::from(e).into_response(),
+    };
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    {
+        Ok(x) => x,
+        Err(e) => return bad_gateway(format!("failed to reach the sandbox port: {e}")),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "service connection ended");
+        }
+    });
+    let upgrade = req.headers().contains_key(header::UPGRADE);
+    let client_side = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let headers = req.headers_mut();
+    let keep: Vec<(header::HeaderName, HeaderValue)> = if upgrade {
+        [header::CONNECTION, header::UPGRADE]
+            .into_iter()
+            .filter_map(|n| headers.get(&n).cloned().map(|v| (n, v)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+    for (n, v) in keep {
+        headers.insert(n, v);
+    }
+    let mut resp = match sender.send_request(req).await {
+        Ok(r) => r,
+        Err(e) => return bad_gateway(format!("the sandbox port did not answer over HTTP: {e}")),
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_side) = client_side
+    {
+        let sandbox_side = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            let (Ok(c), Ok(s)) = (client_side.await, sandbox_side.await) else {
+                return;
+            };
+            let (mut c, mut s) = (TokioIo::new(c), TokioIo::new(s));
+            let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+        });
+    } else {
+        // The answer's framing is hyper's to set on the client's connection.
+        for name in HOP_BY_HOP {
+            resp.headers_mut().remove(*name);
+        }
+    }
+    resp.map(Body::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_stripped_and_other_cookies_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(TOKEN_HEADER, HeaderValue::from_static("t"));
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; warren_svc=secret; b=2"),
+        );
+        assert_eq!(cookies(&h), vec!["secret".to_owned()]);
+        strip_credentials(&mut h);
+        assert!(h.get(TOKEN_HEADER).is_none());
+        assert_eq!(h.get(header::COOKIE).unwrap(), "a=1; b=2");
+        let mut only = HeaderMap::new();
+        only.insert(header::COOKIE, HeaderValue::from_static("warren_svc=x"));
+        strip_credentials(&mut only);
+        assert!(only.get(header::COOKIE).is_none());
+    }
+}

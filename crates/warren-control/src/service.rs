@@ -1,0 +1,394 @@
+//! Service URLs and download links (LANGSMITH-API.md §6): minting signed tokens for a sandbox
+//! port or file, the grants that let a port's tokens be listed and revoked, and checking a
+//! token a request carries. The reverse proxy and the link's HTTP live in `warren-api`; the
+//! bytes go through the agent like a tunnel's (`tunnel.rs`), never by routing host traffic
+//! into the sandbox's network namespace.
+//!
+//! Each sandbox port has its own service host, `<port>-<sandbox id>.<service domain>`, which is
+//! also the token's audience: a token for one sandbox or port is refused on every other.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::control::{Control, now};
+use crate::error::ControlError;
+use crate::signing::TokenError;
+use crate::store::{GrantRecord, Principal};
+use crate::tunnel::{StreamKind, TunnelError, TunnelStream};
+
+/// Token lifetime when the request names none.
+pub const DEFAULT_SERVICE_TTL: u64 = 600;
+/// Longest service token lifetime.
+pub const MAX_SERVICE_TTL: u64 = 86_400;
+/// Longest download link lifetime, when one is asked for.
+pub const MAX_DOWNLOAD_TTL: u64 = 365 * 86_400;
+/// The audience of download links (service tokens name their service host).
+const DOWNLOAD_AUDIENCE: &str = "warren-download";
+/// Most `embed_origins` a service URL takes (§6.1).
+const MAX_EMBED_ORIGINS: usize = 5;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ServiceClaims {
+    sub: String,
+    sandbox_id: String,
+    port: u16,
+    aud: String,
+    exp: u64,
+    iat: u64,
+    gid: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    embed_origins: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct DownloadClaims {
+    sub: String,
+    sandbox_id: String,
+    path: String,
+    aud: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exp: Option<u64>,
+    iat: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    content_disposition: Option<String>,
+}
+
+/// A freshly minted service token.
+#[derive(Debug, Clone)]
+pub struct MintedService {
+    /// The signed token.
+    pub token: String,
+    /// The sandbox's id.
+    pub sandbox_id: String,
+    /// The port.
+    pub port: u16,
+    /// When it expires.
+    pub expires_at: SystemTime,
+    /// Origins allowed to frame the service.
+    pub embed_origins: Vec<String>,
+}
+
+/// A request's right to reach a sandbox port, from a verified token.
+#[derive(Debug, Clone)]
+pub struct ServiceAccess {
+    /// Who the token acts as (the grant's subject).
+    pub principal: Principal,
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// The port.
+    pub port: u16,
+    /// When the token expires.
+    pub expires_at: SystemTime,
+    /// Origins allowed to frame the service.
+    pub embed_origins: Vec<String>,
+}
+
+/// A freshly minted download link's token.
+#[derive(Debug, Clone)]
+pub struct MintedDownload {
+    /// The signed token.
+    pub token: String,
+    /// When it expires; never when none.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// A download link's right to one file, from a verified token.
+#[derive(Debug, Clone)]
+pub struct DownloadAccess {
+    /// Who the link acts as.
+    pub principal: Principal,
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// The file.
+    pub path: String,
+    /// Content-Type to answer with.
+    pub content_type: Option<String>,
+    /// `attachment` or `inline`.
+    pub content_disposition: Option<String>,
+}
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+/// Now, in whole seconds: tokens carry whole seconds, and `expires_at` must equal them.
+fn now_secs() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(secs(now()))
+}
+
+fn ttl(asked: Option<i64>, max: u64) -> Result<Duration, ControlError> {
+    let asked = asked.map_or(Ok(DEFAULT_SERVICE_TTL), u64::try_from);
+    match asked {
+        Ok(s) if (1..=max).contains(&s) => Ok(Duration::from_secs(s)),
+        _ => Err(ControlError::invalid(format!(
+            "expires_in_seconds must be between 1 and {max}"
+        ))),
+    }
+}
+
+fn check_origins(origins: &[String]) -> Result<(), ControlError> {
+    if origins.len() > MAX_EMBED_ORIGINS {
+        return Err(ControlError::invalid(format!(
+            "at most {MAX_EMBED_ORIGINS} embed_origins"
+        )));
+    }
+    for o in origins {
+        let local = ["http://localhost", "http://127.0.0.1", "http://[::1]"]
+            .iter()
+            .any(|p| o == p || o.strip_prefix(p).is_some_and(|r| r.starts_with(':')));
+        let host = o.strip_prefix("https://").unwrap_or("");
+        if !local && (host.is_empty() || host.contains(['/', '?', '#', ' '])) {
+            return Err(ControlError::invalid(format!(
+                "embed origin '{o}' must be https://host[:port] (http only for localhost)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Control {
+    /// The host a sandbox port is served on: `<port>-<id>.<domain>` (or `<port>-<id>` without
+    /// a service domain). It is the audience of the port's tokens.
+    pub fn service_host(&self, sandbox_id: &str, port: u16) -> String {
+        match &self.cfg.service_domain {
+            Some(d) => format!("{port}-{sandbox_id}.{d}"),
+            None => format!("{port}-{sandbox_id}"),
+        }
+    }
+
+    /// The sandbox and port a `Host` header names, if it is a service host.
+    pub fn parse_service_host(&self, host: &str) -> Option<(String, u16)> {
+        let domain = self.cfg.service_domain.as_deref()?;
+        let host = host.to_ascii_lowercase();
+        let name = match host.rsplit_once(':') {
+            Some((n, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => host.as_str(),
+        };
+        let label = name.strip_suffix(domain)?.strip_suffix('.')?;
+        let (port, id) = label.split_once('-')?;
+        let port: u16 = port.parse().ok()?;
+        (port != 0 && !id.is_empty() && !id.contains('.')).then(|| (id.to_owned(), port))
+    }
+
+    /// Mints a service token for a port of a sandbox the caller may use, creating or renewing
+    /// the port's grant. Repeatable: the SDK re-mints to refresh.
+    pub fn mint_service_token(
+        &self,
+        p: &Principal,
+        name_or_id: &str,
+        port: i64,
+        expires_in_seconds: Option<i64>,
+        embed_origins: Vec<String>,
+    ) -> Result<MintedService, ControlError> {
+        let rec = self.find(p, name_or_id)?;
+        let port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| ControlError::invalid("port must be between 1 and 65535"))?;
+        let ttl = ttl(expires_in_seconds, MAX_SERVICE_TTL)?;
+        check_origins(&embed_origins)?;
+        let iat = now_secs();
+        let exp = iat + ttl;
+        let grant =
+            self.store
+                .upsert_grant(&rec.id, port, &p.user_id, now(), exp, &embed_origins)?;
+        let token = self.sign(&ServiceClaims {
+            sub: p.user_id.clone(),
+            sandbox_id: rec.id.clone(),
+            port,
+            aud: self.service_host(&rec.id, port),
+            exp: secs(exp),
+            iat: secs(iat),
+            gid: grant.id,
+            embed_origins: embed_origins.clone(),
+        })?;
+        self.audit(
+            Some(p),
+            "service.mint",
+            Some(&rec.id),
+            Some(format!("port {port} for {}s", ttl.as_secs())),
+        );
+        Ok(MintedService {
+            token,
+            sandbox_id: rec.id,
+            port,
+            expires_at: exp,
+            embed_origins,
+        })
+    }
+
+    /// The grants of a sandbox the caller may use, by port.
+    pub fn list_service_grants(
+        &self,
+        p: &Principal,
+        name_or_id: &str,
+    ) -> Result<Vec<GrantRecord>, ControlError> {
+        let rec = self.find(p, name_or_id)?;
+        Ok(self.store.list_grants(&rec.id)?)
+    }
+
+    /// Revokes a sandbox's grant of one port, or every grant: their tokens stop working at
+    /// once. Returns how many grants went.
+    pub fn revoke_service_grants(
+        &self,
+        p: &Principal,
+        name_or_id: &str,
+        port: Option<u16>,
+    ) -> Result<usize, ControlError> {
+        let rec = self.find(p, name_or_id)?;
+        let n = self.store.delete_grants(&rec.id, port)?;
+        let what = port.map_or_else(|| "all ports".to_owned(), |p| format!("port {p}"));
+        self.audit(Some(p), "service.revoke", Some(&rec.id), Some(what));
+        Ok(n)
+    }
+
+    /// Checks a token presented for `port` of `sandbox_id`: signature, expiry, audience (this
+    /// sandbox and port), the grant still standing, and its user still existing.
+    pub fn verify_service_token(
+        &self,
+        token: &str,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<ServiceAccess, TokenError> {
+        let result = self.verify_service_inner(token, sandbox_id, port);
+        if result.is_err() {
+            self.metrics.service_refused();
+        }
+        result
+    }
+
+    fn verify_service_inner(
+        &self,
+        token: &str,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<ServiceAccess, TokenError> {
+        if token.is_empty() {
+            return Err(TokenError::Missing);
+        }
+        let aud = self.service_host(sandbox_id, port);
+        let c: ServiceClaims = self.verify(token, &aud, true)?;
+        if c.sandbox_id != sandbox_id || c.port != port {
+            return Err(TokenError::Foreign(format!("the token is not for {aud}")));
+        }
+        let grant = self
+            .store
+            .get_grant(&c.gid)
+            .map_err(|e| TokenError::Unusable(e.to_string()))?;
+        if !grant.is_some_and(|g| g.sandbox_id == c.sandbox_id && g.port == c.port) {
+            return Err(TokenError::Revoked);
+        }
+        let principal = self.principal_of(&c.sub)?;
+        Ok(ServiceAccess {
+            principal,
+            sandbox_id: c.sandbox_id,
+            port: c.port,
+            expires_at: UNIX_EPOCH + Duration::from_secs(c.exp),
+            embed_origins: c.embed_origins,
+        })
+    }
+
+    fn principal_of(&self, user_id: &str) -> Result<Principal, TokenError> {
+        self.store
+            .principal_for_user(user_id)
+            .map_err(|e| TokenError::Unusable(e.to_string()))?
+            .ok_or_else(|| TokenError::Unusable("the token's user no longer exists".into()))
+    }
+
+    /// Opens a connection to the service port for one proxied request (waking the sandbox if
+    /// stopped); it is audited as the grant's subject with its byte counts when dropped.
+    pub async fn open_service_stream(
+        self: &Arc<Self>,
+        access: &ServiceAccess,
+        what: String,
+    ) -> Result<TunnelStream, TunnelError> {
+        self.open_port_stream(
+            &access.principal,
+            &access.sandbox_id,
+            access.port,
+            StreamKind::Service(what),
+        )
+        .await
+    }
+
+    /// Mints a download link's token for a file of a sandbox the caller may use. The file is
+    /// not checked now: the link answers 404 if it is missing when fetched.
+    pub fn mint_download_link(
+        &self,
+        p: &Principal,
+        name_or_id: &str,
+        path: &str,
+        expires_in_seconds: Option<i64>,
+        content_type: Option<String>,
+        content_disposition: Option<String>,
+    ) -> Result<MintedDownload, ControlError> {
+        let rec = self.find(p, name_or_id)?;
+        if path.is_empty() || path.contains('\0') {
+            return Err(ControlError::invalid("path must be a non-empty string"));
+        }
+        if let Some(d) = &content_disposition
+            && d != "attachment"
+            && d != "inline"
+        {
+            return Err(ControlError::invalid(
+                "content_disposition must be 'attachment' or 'inline'",
+            ));
+        }
+        if content_type
+            .as_deref()
+            .is_some_and(|t| t.is_empty() || t.bytes().any(|b| b.is_ascii_control()))
+        {
+            return Err(ControlError::invalid(
+                "content_type is not a valid media type",
+            ));
+        }
+        // No lifetime asked for is a link that never expires (the SDK documents it so); only
+        // rotating the signing key ends it.
+        let ttl = match expires_in_seconds {
+            Some(s) => Some(ttl(Some(s), MAX_DOWNLOAD_TTL)?),
+            None => None,
+        };
+        let iat = now_secs();
+        let exp = ttl.map(|t| iat + t);
+        let token = self.sign(&DownloadClaims {
+            sub: p.user_id.clone(),
+            sandbox_id: rec.id.clone(),
+            path: path.to_owned(),
+            aud: DOWNLOAD_AUDIENCE.to_owned(),
+            exp: exp.map(secs),
+            iat: secs(iat),
+            content_type,
+            content_disposition,
+        })?;
+        self.audit(
+            Some(p),
+            "download.mint",
+            Some(&rec.id),
+            Some(match ttl {
+                Some(t) => format!("{path} for {}s", t.as_secs()),
+                None => format!("{path} without expiry"),
+            }),
+        );
+        Ok(MintedDownload {
+            token,
+            expires_at: exp,
+        })
+    }
+
+    /// Checks a download link's token.
+    pub fn verify_download_token(&self, token: &str) -> Result<DownloadAccess, TokenError> {
+        let c: DownloadClaims = self.verify(token, DOWNLOAD_AUDIENCE, false)?;
+        let principal = self.principal_of(&c.sub)?;
+        Ok(DownloadAccess {
+            principal,
+            sandbox_id: c.sandbox_id,
+            path: c.path,
+            content_type: c.content_type,
+            content_disposition: c.content_disposition,
+        })
+    }
+}

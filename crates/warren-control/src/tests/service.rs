@@ -1,0 +1,309 @@
+//! Service tokens and download links: mint, verify, expire, revoke, foreign, tampered, the
+//! signing key file, and a proxied stream's wake, audit and metrics.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warren_driver::fake::ECHO_PORT;
+use warren_types::SandboxStatus;
+
+use super::support::harness;
+use crate::TokenError;
+
+#[tokio::test]
+async fn a_minted_token_verifies_for_its_sandbox_and_port_only() {
+    let h = harness().await;
+    let a = h.sandbox(&h.admin, "a").await;
+    let b = h.sandbox(&h.admin, "b").await;
+    let m = h
+        .control
+        .mint_service_token(&h.admin, "a", 8000, Some(60), vec![])
+        .unwrap();
+    assert_eq!(m.sandbox_id, a.id);
+    let access = h
+        .control
+        .verify_service_token(&m.token, &a.id, 8000)
+        .unwrap();
+    assert_eq!(access.principal.user_id, h.admin.user_id);
+    assert_eq!(access.port, 8000);
+    assert!(matches!(
+        h.control.verify_service_token(&m.token, &b.id, 8000),
+        Err(TokenError::Foreign(_))
+    ));
+    assert!(matches!(
+        h.control.verify_service_token(&m.token, &a.id, 8001),
+        Err(TokenError::Foreign(_))
+    ));
+    assert_eq!(
+        h.control.verify_service_token("", &a.id, 8000).unwrap_err(),
+        TokenError::Missing
+    );
+    // One character of the signature changed.
+    let mut tampered = m.token.clone().into_bytes();
+    let last = tampered.len() - 2;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    assert!(matches!(
+        h.control.verify_service_token(&tampered, &a.id, 8000),
+        Err(TokenError::Invalid(_))
+    ));
+    let metrics = h.control.metrics().render(&[]);
+    assert!(
+        metrics.contains("warren_service_requests_total{outcome=\"refused\"} 4"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_expires_and_the_key_file_is_private_and_kept() {
+    let h = harness().await;
+    let a = h.sandbox(&h.admin, "a").await;
+    let m = h
+        .control
+        .mint_service_token(&h.admin, "a", 8000, Some(1), vec![])
+        .unwrap();
+    let path = h.dir.path().join("service-token.key");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        h.control
+            .verify_service_token(&m.token, &a.id, 8000)
+            .unwrap_err(),
+        TokenError::Expired
+    );
+    // A token survives a restart (the key is read back), and not a rotation.
+    let fresh = h
+        .control
+        .mint_service_token(&h.admin, "a", 8000, None, vec![])
+        .unwrap();
+    *crate::state::lock(&h.control.service_key) = None;
+    assert!(
+        h.control
+            .verify_service_token(&fresh.token, &a.id, 8000)
+            .is_ok()
+    );
+    let dev = h.user("dev");
+    assert!(h.control.rotate_service_key(&dev).is_err(), "admins only");
+    assert!(
+        h.control
+            .verify_service_token(&fresh.token, &a.id, 8000)
+            .is_ok()
+    );
+    h.control.rotate_service_key(&h.admin).unwrap();
+    assert!(matches!(
+        h.control.verify_service_token(&fresh.token, &a.id, 8000),
+        Err(TokenError::Invalid(_))
+    ));
+}
+
+#[tokio::test]
+async fn bad_requests_are_refused_before_anything_is_granted() {
+    let h = harness().await;
+    h.sandbox(&h.admin, "a").await;
+    for (port, ttl) in [(0, None), (70000, None), (80, Some(0)), (80, Some(86_401))] {
+        assert!(
+            h.control
+                .mint_service_token(&h.admin, "a", port, ttl, vec![])
+                .is_err(),
+            "port {port} ttl {ttl:?}"
+        );
+    }
+    assert!(
+        h.control
+            .mint_service_token(&h.admin, "a", 80, None, vec!["http://evil.com".into()])
+            .is_err()
+    );
+    assert!(
+        h.control
+            .list_service_grants(&h.admin, "a")
+            .unwrap()
+            .is_empty()
+    );
+    let other = h.user("other");
+    assert!(
+        h.control
+            .mint_service_token(&other, "a", 80, None, vec![])
+            .is_err(),
+        "another user's sandbox is not found"
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_grant_refuses_its_tokens_and_a_remint_renews_it() {
+    let h = harness().await;
+    let a = h.sandbox(&h.admin, "a").await;
+    let t1 = h
+        .control
+        .mint_service_token(&h.admin, "a", 8000, None, vec![])
+        .unwrap();
+    let t2 = h
+        .control
+        .mint_service_token(&h.admin, "a", 8000, Some(120), vec![])
+        .unwrap();
+    let t3 = h
+        .control
+        .mint_service_token(&h.admin, "a", 9000, None, vec![])
+        .unwrap();
+    let grants = h.control.list_service_grants(&h.admin, "a").unwrap();
+    assert_eq!(
+        grants.iter().map(|g| g.port).collect::<Vec<_>>(),
+        vec![8000, 9000],
+        "re-minting renews one grant per port"
+    );
+    assert_eq!(grants[0].expires_at, t2.expires_at);
+    assert!(
+        h.control
+            .verify_service_token(&t1.token, &a.id, 8000)
+            .is_ok()
+    );
+    let n = h
+        .control
+        .revoke_service_grants(&h.admin, "a", Some(8000))
+        .unwrap();
+    assert_eq!(n, 1);
+    for t in [&t1, &t2] {
+        assert_eq!(
+            h.control
+                .verify_service_token(&t.token, &a.id, 8000)
+                .unwrap_err(),
+            TokenError::Revoked
+        );
+    }
+    assert!(
+        h.control
+            .verify_service_token(&t3.token, &a.id, 9000)
+            .is_ok()
+    );
+    // A new grant for the port does not bring the revoked tokens back.
+    let t4 = h
+        .control
+        .mint_service_token(&h.admin, "a", 8000, None, vec![])
+        .unwrap();
+    assert!(
+        h.control
+            .verify_service_token(&t4.token, &a.id, 8000)
+            .is_ok()
+    );
+    assert!(
+        h.control
+            .verify_service_token(&t1.token, &a.id, 8000)
+            .is_err()
+    );
+    assert_eq!(
+        h.control
+            .revoke_service_grants(&h.admin, "a", None)
+            .unwrap(),
+        2
+    );
+    assert!(
+        h.control
+            .verify_service_token(&t3.token, &a.id, 9000)
+            .is_err()
+    );
+    assert_eq!(h.audited("service.revoke").len(), 2);
+    h.control
+        .mint_service_token(&h.admin, "a", 8000, None, vec![])
+        .unwrap();
+    h.control.delete(&h.admin, &a.id).await.unwrap();
+    for _ in 0..100 {
+        if !h.exists(&a.id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!h.exists(&a.id));
+    assert!(
+        h.control.store.list_grants(&a.id).unwrap().is_empty(),
+        "a deleted sandbox's grants go with it"
+    );
+}
+
+#[tokio::test]
+async fn a_service_stream_wakes_the_sandbox_and_is_audited_as_the_grants_subject() {
+    let h = harness().await;
+    let user = h.user("dev");
+    let rec = h.stopped(&user, "box").await;
+    let m = h
+        .control
+        .mint_service_token(&user, "box", i64::from(ECHO_PORT), None, vec![])
+        .unwrap();
+    let access = h
+        .control
+        .verify_service_token(&m.token, &rec.id, ECHO_PORT)
+        .unwrap();
+    let mut s = h
+        .control
+        .open_service_stream(&access, "GET /".into())
+        .await
+        .unwrap();
+    assert_eq!(h.record(&rec.id).status, SandboxStatus::Ready, "woken");
+    s.write_all(b"ping").await.unwrap();
+    let mut got = [0u8; 4];
+    s.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"ping");
+    drop(s);
+    let entries = h.audited("service");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].user_id.as_deref(), Some(user.user_id.as_str()));
+    assert_eq!(
+        entries[0].detail.as_deref(),
+        Some("port 7 GET / up 4 bytes down 4 bytes")
+    );
+    let metrics = h.control.metrics().render(&[]);
+    for line in [
+        "warren_service_requests_total{outcome=\"proxied\"} 1",
+        "warren_service_bytes_total{direction=\"up\"} 4",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from {metrics}");
+    }
+}
+
+#[tokio::test]
+async fn download_tokens_are_not_service_tokens_and_expire() {
+    let h = harness().await;
+    let a = h.sandbox(&h.admin, "a").await;
+    let d = h
+        .control
+        .mint_download_link(
+            &h.admin,
+            "a",
+            "/tmp/f",
+            Some(1),
+            Some("text/plain".into()),
+            None,
+        )
+        .unwrap();
+    let access = h.control.verify_download_token(&d.token).unwrap();
+    assert_eq!(
+        (access.sandbox_id.as_str(), access.path.as_str()),
+        (a.id.as_str(), "/tmp/f")
+    );
+    assert_eq!(access.content_type.as_deref(), Some("text/plain"));
+    assert!(matches!(
+        h.control.verify_service_token(&d.token, &a.id, 8000),
+        Err(TokenError::Foreign(_) | TokenError::Invalid(_))
+    ));
+    let s = h
+        .control
+        .mint_service_token(&h.admin, "a", 8000, None, vec![])
+        .unwrap();
+    assert!(h.control.verify_download_token(&s.token).is_err());
+    assert!(
+        h.control
+            .mint_download_link(&h.admin, "a", "/f", None, None, Some("evil".into()))
+            .is_err()
+    );
+    let forever = h
+        .control
+        .mint_download_link(&h.admin, "a", "/tmp/f", None, None, None)
+        .unwrap();
+    assert!(forever.expires_at.is_none());
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        h.control.verify_download_token(&d.token).unwrap_err(),
+        TokenError::Expired
+    );
+    assert!(h.control.verify_download_token(&forever.token).is_ok());
+}
