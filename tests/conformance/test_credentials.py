@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import uniq
+from helpers import uniq, wait_until
 from upstream_tls import UPSTREAM_ADDR, Upstream
 
 SECRET_KEY = "UPSTREAM_TOKEN"
@@ -133,9 +133,9 @@ def test_a_rotated_secret_applies_to_the_next_request(server, box, upstream, sec
         _put_secret(server, SECRET_KEY, secret_value)
 
 
-def _sandbox_pids(marker: str) -> list[int]:
+def _sandbox_pids(marker: str, required: bool = True) -> list[int]:
     """The host pids of every process in the pid namespace of the process whose command line
-    contains `marker`."""
+    contains `marker` (none when no process has it and `required` is false)."""
     target = None
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
@@ -145,7 +145,9 @@ def _sandbox_pids(marker: str) -> list[int]:
                     break
             except OSError:
                 continue
-    assert target is not None, f"no process runs {marker}"
+    if target is None:
+        assert not required, f"no process runs {marker}"
+        return []
     pids = []
     for p in Path("/proc").iterdir():
         if p.name.isdigit():
@@ -183,7 +185,9 @@ def test_the_secret_is_nowhere_in_the_sandbox(box, secret_value):
     marker = f"617.{secrets.randbelow(10**6)}"
     handle = sb.run(f"sleep {marker}", wait=False, timeout=120)
     try:
-        pids = _sandbox_pids(marker)
+        # The command starts asynchronously: wait until its process exists.
+        pids = wait_until(lambda: _sandbox_pids(marker, required=False), timeout=20)
+        assert pids, f"no process runs sleep {marker}"
         assert len(pids) >= 2, f"expected the agent and the sleep, found {pids}"
         for pid in pids:
             environ = Path(f"/proc/{pid}/environ").read_bytes()
