@@ -93,7 +93,7 @@ impl Control {
 }
 
 /// Writes a secret file readable by its owner only, atomically.
-fn write_secret(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_secret(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");

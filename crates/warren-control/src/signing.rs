@@ -62,21 +62,10 @@ fn read_or_create(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 fn write_new(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let mut key = vec![0u8; 32];
     getrandom::fill(&mut key).map_err(|e| std::io::Error::other(e.to_string()))?;
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(hex.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    crate::keys::write_secret(path, &hex)?;
     Ok(key)
 }
 
