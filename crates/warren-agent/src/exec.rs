@@ -88,6 +88,10 @@ pub(crate) fn exec(agent: &Arc<Agent>, spec: ExecSpec) -> Result<Started, AgentE
         ttl: spec.ttl_ms.map(Duration::from_millis),
     };
     let pid = spawned.pid;
+    let mut spawned = spawned;
+    if let Some(listener) = spawned.ownership.take() {
+        tokio::spawn(crate::ownership::supervise(listener));
+    }
     agent
         .adopt(&mut registry, id, spawned, limits)
         .map(Started::New)

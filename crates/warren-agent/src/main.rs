@@ -14,6 +14,8 @@ mod conn;
 mod exec;
 mod files;
 #[allow(unsafe_code)]
+mod ownership;
+#[allow(unsafe_code)]
 mod pty;
 mod registry;
 mod ring;

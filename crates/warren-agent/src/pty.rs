@@ -1,8 +1,9 @@
 //! Process spawning, PTYs and the few raw descriptor and signal operations the agent needs.
 //!
-//! This is the only module allowed `unsafe`: the code that runs in a forked child between
-//! `fork` and `exec` (where only async-signal-safe calls are allowed), taking ownership of the
-//! inherited listening socket, and the SIGPIPE disposition.
+//! With `ownership` (the seccomp supervisor for root's chown and chmod), this is the only module
+//! allowed `unsafe`: the code that runs in a forked child between `fork` and `exec` (where only
+//! async-signal-safe calls are allowed), taking ownership of the inherited listening socket,
+//! and the SIGPIPE disposition.
 
 use std::ffi::CString;
 use std::io;
@@ -50,6 +51,8 @@ pub(crate) struct Spawned {
     pub(crate) stderr: Option<OwnedFd>,
     pub(crate) stdin: Option<OwnedFd>,
     pub(crate) is_pty: bool,
+    /// A root command's seccomp listener, for [`crate::ownership::supervise`].
+    pub(crate) ownership: Option<OwnedFd>,
 }
 
 /// Opens a PTY pair with close-on-exec on both ends.
@@ -143,6 +146,13 @@ pub(crate) fn spawn(req: &SpawnRequest<'_>) -> io::Result<Spawned> {
     let gid = Gid::from_raw(req.gid);
     let set_groups = req.set_groups;
     let ctty = master.is_some();
+    // Root's chown and chmod go through the agent (see `ownership`); other users need nothing.
+    let handoff = if req.uid == 0 {
+        crate::ownership::Handoff::new().ok()
+    } else {
+        None
+    };
+    let handoff_fd = handoff.as_ref().map(crate::ownership::Handoff::child_fd);
     // SAFETY: the closure runs in the forked child before exec. It only makes raw system calls
     // through rustix (no allocation, no locks, no glibc set*id broadcast, which would touch
     // threads that do not exist in the child): everything it needs was allocated above.
@@ -158,6 +168,9 @@ pub(crate) fn spawn(req: &SpawnRequest<'_>) -> io::Result<Spawned> {
             rustix::thread::set_thread_res_gid(gid, gid, gid)?;
             rustix::thread::set_thread_res_uid(uid, uid, uid)?;
             rustix::process::chdir(cwd.as_c_str())?;
+            if let Some(fd) = handoff_fd {
+                crate::ownership::install_in_child(fd);
+            }
             Ok(())
         });
     }
@@ -167,6 +180,7 @@ pub(crate) fn spawn(req: &SpawnRequest<'_>) -> io::Result<Spawned> {
     drop(cmd);
     let mut child = spawned?;
     let pid = child.id();
+    let ownership = handoff.and_then(crate::ownership::Handoff::receive);
     // The child is reaped by the agent's SIGCHLD reaper, never through `std::process::Child`;
     // dropping the handle neither waits nor kills.
     let out = match master {
@@ -176,6 +190,7 @@ pub(crate) fn spawn(req: &SpawnRequest<'_>) -> io::Result<Spawned> {
             stderr: None,
             stdin: None,
             is_pty: true,
+            ownership,
         },
         None => Spawned {
             pid,
@@ -187,6 +202,7 @@ pub(crate) fn spawn(req: &SpawnRequest<'_>) -> io::Result<Spawned> {
             stderr: child.stderr.take().map(OwnedFd::from),
             stdin: child.stdin.take().map(OwnedFd::from),
             is_pty: false,
+            ownership,
         },
     };
     drop(child);

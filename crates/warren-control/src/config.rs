@@ -54,6 +54,9 @@ pub fn validate_run_config(rc: &RunConfig) -> Result<(), ConfigError> {
 pub struct SandboxConfig {
     /// Image reference it boots from.
     pub snapshot: String,
+    /// Id of the snapshot it booted from (absent in records from before snapshots had ids).
+    #[serde(default)]
+    pub snapshot_id: Option<String>,
     /// CPUs.
     pub vcpus: u32,
     /// Memory limit in bytes.
@@ -105,6 +108,7 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
             snapshot: warren_types::ImageRef::default_image().to_string(),
+            snapshot_id: None,
             vcpus: defaults::VCPUS,
             mem_bytes: defaults::MEM_BYTES,
             fs_capacity_bytes: defaults::FS_CAPACITY_BYTES,

@@ -64,6 +64,8 @@ pub struct Control {
     pub(crate) secret_writes: Mutex<()>,
     /// The service token signing key, read or made on first use (`signing.rs`).
     pub(crate) service_key: Mutex<Option<Arc<Vec<u8>>>>,
+    /// When this control plane opened (the default snapshot's timestamps).
+    pub(crate) started_at: SystemTime,
 }
 
 /// Now, to the microsecond: what the store keeps, so a record a verb returns equals the one
@@ -130,6 +132,7 @@ impl Control {
             slots: Mutex::default(),
             secret_writes: Mutex::default(),
             service_key: Mutex::default(),
+            started_at: now(),
         }
     }
 

@@ -7,8 +7,8 @@ use warren_driver::ImageStatus;
 use warren_types::{ImageRef, SandboxId, SandboxStatus};
 
 use crate::config::{
-    CreateSandbox, SandboxConfig, validate_name, validate_passthrough, validate_resources,
-    validate_run_config, validate_ttl,
+    ConfigError, CreateSandbox, SandboxConfig, validate_name, validate_passthrough,
+    validate_resources, validate_run_config, validate_ttl,
 };
 use crate::control::{Control, name_conflict, now, spec_of};
 use crate::error::ControlError;
@@ -40,20 +40,39 @@ impl Control {
         if let Some(name) = &req.name {
             validate_name(name)?;
         }
-        let image = self.resolve_snapshot(req.snapshot.as_deref())?;
+        let (image, snapshot_id, snapshot) = self.resolve_for_create(p, req.snapshot.as_deref())?;
         let d = SandboxConfig::default();
+        // A snapshot's capacity is the least its sandboxes get; its run_config and labels are
+        // where theirs start.
+        let fs_capacity_bytes = match (&snapshot, req.fs_capacity_bytes) {
+            (Some(s), Some(asked)) if asked < s.fs_capacity_bytes => {
+                return Err(ConfigError::Invalid(format!(
+                    "fs_capacity_bytes {asked} is smaller than snapshot '{}' ({})",
+                    s.name, s.fs_capacity_bytes
+                ))
+                .into());
+            }
+            (_, Some(asked)) => asked,
+            (Some(s), None) => s.fs_capacity_bytes,
+            (None, None) => d.fs_capacity_bytes,
+        };
+        let (base_run_config, mut labels) = snapshot
+            .map(|s| (s.run_config, s.labels))
+            .unwrap_or_default();
+        labels.extend(req.labels.unwrap_or_default());
         let cfg = SandboxConfig {
             snapshot: image.to_string(),
+            snapshot_id: Some(snapshot_id),
             vcpus: req.vcpus.unwrap_or(d.vcpus),
             mem_bytes: req.mem_bytes.unwrap_or(d.mem_bytes),
-            fs_capacity_bytes: req.fs_capacity_bytes.unwrap_or(d.fs_capacity_bytes),
+            fs_capacity_bytes,
             idle_ttl_seconds: req.idle_ttl_seconds.unwrap_or(d.idle_ttl_seconds),
             delete_after_stop_seconds: req
                 .delete_after_stop_seconds
                 .unwrap_or(d.delete_after_stop_seconds),
             persistent: req.persistent.unwrap_or(true),
-            run_config: req.run_config.unwrap_or_default(),
-            labels: req.labels.unwrap_or_default(),
+            run_config: base_run_config.layered(&req.run_config.unwrap_or_default()),
+            labels,
             access_delegation: req.access_delegation,
             proxy_config: req.proxy_config,
             mount_config: req.mount_config,
@@ -131,16 +150,11 @@ impl Control {
         Ok(rec)
     }
 
-    fn resolve_snapshot(&self, snapshot: Option<&str>) -> Result<ImageRef, ControlError> {
-        let image = match snapshot {
-            None => ImageRef::default_image(),
-            Some(s) => s
-                .parse()
-                .map_err(|_| ControlError::NotFound(format!("Snapshot '{s}' not found")))?,
-        };
-        // The default image always exists on a working server: while it is missing the answer
-        // is 503 with the reason, never a 404 that would send the client looking for a typo.
-        let default = image == ImageRef::default_image();
+    /// The default image, present. It always exists on a working server: while it is missing
+    /// the answer is 503 with the reason, never a 404 that would send the client looking for a
+    /// typo.
+    pub(crate) fn check_default_image(&self) -> Result<ImageRef, ControlError> {
+        let image = ImageRef::default_image();
         match self.driver.image_status(&image) {
             ImageStatus::Present => Ok(image),
             ImageStatus::Building => Err(ControlError::Unavailable(format!(
@@ -149,11 +163,8 @@ impl Control {
             ImageStatus::Failed(reason) => Err(ControlError::Unavailable(format!(
                 "The default image '{image}' could not be built ({reason}); the server retries the build"
             ))),
-            ImageStatus::Missing if default => Err(ControlError::Unavailable(format!(
+            ImageStatus::Missing => Err(ControlError::Unavailable(format!(
                 "The default image '{image}' is not built on this server; build it with `warren image build`"
-            ))),
-            ImageStatus::Missing => Err(ControlError::NotFound(format!(
-                "Snapshot '{image}' not found"
             ))),
         }
     }

@@ -21,6 +21,7 @@ mod egress;
 pub mod error;
 mod exec;
 mod files;
+mod fork;
 mod keys;
 pub mod metrics;
 mod parked;
@@ -30,6 +31,7 @@ mod running;
 mod secrets;
 mod service;
 mod signing;
+mod snapshot;
 mod start;
 mod state;
 mod stop;
@@ -51,6 +53,7 @@ pub use error::{ControlError, FileOp};
 pub use files::{
     FileBody, GLOB_DEFAULT_LIMIT, GREP_DEFAULT_LIMIT, Glob, Grep, MAX_MATCHES, OpenFile, Upload,
 };
+pub use fork::{ForkSandbox, MAX_FORKS};
 pub use proxy_values::{carry_over_opaque, redact_proxy_config, rule_env_vars};
 pub use secrets::{
     MAX_SECRET_HOSTS, MAX_SECRET_VALUE_BYTES, PutSecret, SecretConfig, SecretHost,
@@ -61,10 +64,14 @@ pub use service::{
     MintedService, ServiceAccess,
 };
 pub use signing::TokenError;
+pub use snapshot::{
+    CaptureSnapshot, DEFAULT_SNAPSHOT_NAME, SnapshotQuery, SnapshotView, default_snapshot_id,
+    snapshot_image, validate_snapshot_name, validate_tag,
+};
 pub use state::{ActivityGuard, Running};
 pub use store::{
     AuditEntry, GrantRecord, KeyInfo, Principal, SandboxRecord, SecretHostRecord, SecretRecord,
-    SqliteStore, Store, StoreError,
+    SnapshotRecord, SnapshotStatus, SqliteStore, Store, StoreError,
 };
 pub use tunnel::{TunnelError, TunnelStream};
 /// The data types of commands and files, as the control plane hands them out.

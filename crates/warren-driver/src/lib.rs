@@ -143,6 +143,26 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn has_storage(&self, id: &SandboxId) -> bool;
     /// Whether sandboxes can be created from `image` now, and if not, why.
     fn image_status(&self, image: &ImageRef) -> ImageStatus;
+    /// Copies a sandbox's files as they are now into a new read-only image, its `/tmp`
+    /// excluded. The sandbox may be running: the copy is one atomic, copy-on-write snapshot.
+    /// Fails if the image exists.
+    fn capture<'a>(
+        &'a self,
+        id: &'a SandboxId,
+        image: &'a ImageRef,
+    ) -> BoxFuture<'a, Result<(), DriverError>>;
+    /// Gives the new sandbox `dst` a copy-on-write copy of `src`'s files as they are now (its
+    /// `/tmp` included), limited to `disk_bytes`; `dst` then boots with [`Driver::start`]. `src`
+    /// may be running and is not touched.
+    fn fork_storage<'a>(
+        &'a self,
+        src: &'a SandboxId,
+        dst: &'a SandboxId,
+        disk_bytes: u64,
+    ) -> BoxFuture<'a, Result<(), DriverError>>;
+    /// Deletes an image. Sandboxes made from it keep their files. A missing image is not an
+    /// error.
+    fn remove_image<'a>(&'a self, image: &'a ImageRef) -> BoxFuture<'a, Result<(), DriverError>>;
     /// Frees every resource of sandboxes not in `keep`; returns the ids it removed.
     fn gc<'a>(
         &'a self,

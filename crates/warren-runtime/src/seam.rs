@@ -225,6 +225,20 @@ async fn write_body(mut conn: AgentConn, mut end: warren_driver::FileWriteEnd) {
     let _ = end.done.send(result);
 }
 
+/// A storage operation on the blocking pool (btrfs ioctls and directory work).
+async fn blocking(
+    f: impl FnOnce() -> Result<(), crate::storage::StorageError> + Send + 'static,
+) -> Result<(), SeamError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| seam_error(DriverError::Storage(e))),
+        Err(e) => Err(SeamError::failed(
+            FailureKind::Other,
+            "an internal task failed",
+            e.to_string(),
+        )),
+    }
+}
+
 impl warren_driver::Driver for JailDriver {
     fn tier(&self) -> Tier {
         Tier::Jail
@@ -270,6 +284,40 @@ impl warren_driver::Driver for JailDriver {
 
     fn image_status(&self, image: &ImageRef) -> ImageStatus {
         self.storage().image_status(image)
+    }
+
+    fn capture<'a>(
+        &'a self,
+        id: &'a SandboxId,
+        image: &'a ImageRef,
+    ) -> BoxFuture<'a, Result<(), SeamError>> {
+        Box::pin(async move {
+            let (this, id, image) = (self.clone(), id.clone(), image.clone());
+            blocking(move || this.storage().capture_rootfs(&id, &image)).await
+        })
+    }
+
+    fn fork_storage<'a>(
+        &'a self,
+        src: &'a SandboxId,
+        dst: &'a SandboxId,
+        disk_bytes: u64,
+    ) -> BoxFuture<'a, Result<(), SeamError>> {
+        Box::pin(async move {
+            let (this, src, dst) = (self.clone(), src.clone(), dst.clone());
+            blocking(move || this.storage().fork_rootfs(&src, &dst, disk_bytes).map(drop)).await
+        })
+    }
+
+    fn remove_image<'a>(&'a self, image: &'a ImageRef) -> BoxFuture<'a, Result<(), SeamError>> {
+        Box::pin(async move {
+            let (this, image) = (self.clone(), image.clone());
+            blocking(move || match this.storage().remove_image(&image) {
+                Err(crate::storage::StorageError::ImageMissing(_)) => Ok(()),
+                other => other,
+            })
+            .await
+        })
     }
 
     fn gc<'a>(

@@ -224,9 +224,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
 mod grants;
 mod secrets;
+mod snapshots;
 mod sqlite;
 
 pub use grants::GrantRecord;
+pub use snapshots::{SnapshotRecord, SnapshotStatus};
 
 pub use sqlite::{SqliteStore, rfc3339};
 

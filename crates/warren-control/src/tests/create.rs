@@ -23,7 +23,13 @@ async fn create_returns_provisioning_then_boots_to_ready() {
     assert_eq!(rec.created_by, h.admin.user_id);
     assert_eq!(rec.workspace_id, h.admin.workspace_id);
     // Defaults come from one place.
-    assert_eq!(rec.config, crate::SandboxConfig::default());
+    assert_eq!(
+        rec.config,
+        crate::SandboxConfig {
+            snapshot_id: Some(crate::default_snapshot_id()),
+            ..crate::SandboxConfig::default()
+        }
+    );
     assert_eq!(rec.config.snapshot, ImageRef::default_image().to_string());
 
     let ready = h.settle(&rec.id).await;
@@ -295,7 +301,7 @@ async fn an_unready_default_image_is_unavailable_not_missing() {
 }
 
 #[tokio::test]
-async fn an_unknown_snapshot_is_not_found_and_a_known_one_boots() {
+async fn an_unknown_snapshot_is_not_found() {
     let h = harness().await;
     for snapshot in ["no-such-image:1", "not a reference!"] {
         let e = h
@@ -313,18 +319,20 @@ async fn an_unknown_snapshot_is_not_found_and_a_known_one_boots() {
             "{e:?}"
         );
     }
+    // An image present in storage but published as no snapshot is not a snapshot.
     let image: ImageRef = "tools:2".parse().unwrap();
     h.fake.set_image_status(&image, ImageStatus::Present);
-    let rec = h
-        .sandbox_with(
+    let e = h
+        .control
+        .create(
             &h.admin,
             CreateSandbox {
                 snapshot: Some("tools:2".into()),
                 ..Default::default()
             },
         )
-        .await;
-    assert_eq!(rec.config.snapshot, "tools:2");
+        .unwrap_err();
+    assert!(matches!(&e, ControlError::NotFound(_)), "{e:?}");
 }
 
 #[tokio::test]

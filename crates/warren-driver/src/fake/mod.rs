@@ -20,6 +20,8 @@ use warren_types::agent::{AgentError, CommandSummary, ErrorKind, FileInfo, FileK
 use warren_types::{ImageRef, SandboxId};
 
 mod fs;
+mod images;
+mod knobs;
 mod net;
 mod script;
 
@@ -46,6 +48,8 @@ pub struct FakeDriver {
 struct Inner {
     boxes: HashMap<SandboxId, FakeBox>,
     images: HashMap<String, ImageStatus>,
+    /// Files of captured images, by image.
+    image_files: HashMap<String, BTreeMap<String, Vec<u8>>>,
     fail_create: Option<String>,
     fail_start: Option<String>,
     fail_destroys: u32,
@@ -81,71 +85,6 @@ impl FakeDriver {
         lock(&self.inner)
     }
 
-    /// Sets what [`Driver::image_status`] answers for `image` (default: present for the
-    /// default image, missing for others).
-    pub fn set_image_status(&self, image: &ImageRef, status: ImageStatus) {
-        self.inner().images.insert(image.to_string(), status);
-    }
-
-    /// The next create fails with this reason.
-    pub fn fail_next_create(&self, reason: &str) {
-        self.inner().fail_create = Some(reason.to_owned());
-    }
-
-    /// The next start fails with this reason.
-    pub fn fail_next_start(&self, reason: &str) {
-        self.inner().fail_start = Some(reason.to_owned());
-    }
-
-    /// The next `n` destroys fail as a storage failure would.
-    pub fn fail_destroys(&self, n: u32) {
-        self.inner().fail_destroys = n;
-    }
-
-    /// The next `n` stops fail as a stop timeout would.
-    pub fn fail_stops(&self, n: u32) {
-        self.inner().fail_stops = n;
-    }
-
-    /// The sandbox's processes end as if it crashed: it is no longer running.
-    pub fn crash(&self, id: &SandboxId) {
-        if let Some(b) = self.inner().boxes.get_mut(id) {
-            b.running = false;
-            for cmd in b.commands.values() {
-                cmd.lose();
-            }
-        }
-    }
-
-    /// Sets the sandbox's OOM-kill counter.
-    pub fn set_oom_kills(&self, id: &SandboxId, n: u64) {
-        if let Some(b) = self.inner().boxes.get_mut(id) {
-            b.oom_kills = n;
-        }
-    }
-
-    /// Every lifecycle call so far, as `"create <id>"`, `"stop <id>"`, ...
-    pub fn calls(&self) -> Vec<String> {
-        self.inner().calls.clone()
-    }
-
-    /// Sandboxes that have storage, with whether each runs.
-    pub fn sandboxes(&self) -> Vec<(SandboxId, bool)> {
-        let mut v: Vec<_> = self
-            .inner()
-            .boxes
-            .iter()
-            .map(|(id, b)| (id.clone(), b.running))
-            .collect();
-        v.sort();
-        v
-    }
-
-    /// A file's contents in a sandbox.
-    pub fn file(&self, id: &SandboxId, path: &str) -> Option<Vec<u8>> {
-        self.inner().boxes.get(id)?.files.get(path).cloned()
-    }
-
     fn boot(&self, spec: &SandboxSpec, fresh: bool) -> Result<SandboxHandle, DriverError> {
         let mut inner = self.inner();
         let verb = if fresh { "create" } else { "start" };
@@ -164,9 +103,17 @@ impl FakeDriver {
         }
         inner.next_pid += 1;
         let pid = 1000 + inner.next_pid;
+        let files = inner
+            .image_files
+            .get(&spec.image.to_string())
+            .cloned()
+            .unwrap_or_default();
         let b = inner.boxes.entry(spec.id.clone()).or_default();
         if fresh {
-            *b = FakeBox::default();
+            *b = FakeBox {
+                files,
+                ..FakeBox::default()
+            };
         }
         b.running = true;
         b.pid = pid;
@@ -272,6 +219,30 @@ impl Driver for FakeDriver {
             None if *image == ImageRef::default_image() => ImageStatus::Present,
             None => ImageStatus::Missing,
         }
+    }
+
+    fn capture<'a>(
+        &'a self,
+        id: &'a SandboxId,
+        image: &'a ImageRef,
+    ) -> BoxFuture<'a, Result<(), DriverError>> {
+        Box::pin(async move { self.capture_now(id, image) })
+    }
+
+    fn fork_storage<'a>(
+        &'a self,
+        src: &'a SandboxId,
+        dst: &'a SandboxId,
+        _disk_bytes: u64,
+    ) -> BoxFuture<'a, Result<(), DriverError>> {
+        Box::pin(async move { self.fork_now(src, dst) })
+    }
+
+    fn remove_image<'a>(&'a self, image: &'a ImageRef) -> BoxFuture<'a, Result<(), DriverError>> {
+        Box::pin(async move {
+            self.remove_image_now(image);
+            Ok(())
+        })
     }
 
     fn gc<'a>(

@@ -25,13 +25,15 @@ pub(crate) use mounts::{
 };
 
 /// Capabilities the agent keeps, in the sandbox's user namespace only: it runs commands as
-/// other users and does file operations as or for them. What it executes gets none.
-pub const AGENT_CAPABILITIES: [caps::Capability; 6] = [
+/// other users and does file operations as or for them, including root's chown and chmod
+/// (FSETID keeps a setgid bit root asks for). What it executes gets none.
+pub const AGENT_CAPABILITIES: [caps::Capability; 7] = [
     caps::Capability::CAP_SETUID,
     caps::Capability::CAP_SETGID,
     caps::Capability::CAP_CHOWN,
     caps::Capability::CAP_DAC_OVERRIDE,
     caps::Capability::CAP_FOWNER,
+    caps::Capability::CAP_FSETID,
     caps::Capability::CAP_KILL,
 ];
 

@@ -19,6 +19,12 @@ pub enum StorageError {
     /// The image is not in the store.
     #[error("image {0} is not present; build it with `warren image build`")]
     ImageMissing(ImageRef),
+    /// An image of that name already exists.
+    #[error("image {0} already exists")]
+    ImageExists(ImageRef),
+    /// The sandbox has no root filesystem.
+    #[error("sandbox {0} has no root filesystem")]
+    NoRootfs(SandboxId),
     /// A sandbox's rootfs already exists.
     #[error("a root filesystem for sandbox {0} already exists")]
     SandboxExists(SandboxId),

@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 
 use fs_err as fs;
 use warren_btrfs as btrfs;
-use warren_types::ImageRef;
+use warren_types::{ImageRef, SandboxId};
 
 use super::error::{StorageError, io_err};
 use super::pool::delete_subvolumes;
-use super::store::BtrfsStorage;
+use super::store::{BtrfsStorage, Storage};
 
 impl BtrfsStorage {
     /// Creates an empty writable subvolume for building an image into.
@@ -47,6 +47,33 @@ impl BtrfsStorage {
         delete_subvolumes(&self.root, &[build.to_owned()])
     }
 
+    /// Publishes a read-only copy of a sandbox's root filesystem as `image`. One btrfs snapshot:
+    /// atomic and copy-on-write even while the sandbox writes, and nested subvolumes (its
+    /// `/tmp`) are left out, appearing as empty directories. Fails if the image exists.
+    pub fn capture_rootfs(&self, id: &SandboxId, image: &ImageRef) -> Result<(), StorageError> {
+        let src = self.rootfs_path(id);
+        if !src.is_dir() {
+            return Err(StorageError::NoRootfs(id.clone()));
+        }
+        let dest = self.image_path(image);
+        if dest.exists() {
+            return Err(StorageError::ImageExists(image.clone()));
+        }
+        let build = self.images_dir().join(format!(
+            ".build-{}.{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        btrfs::snapshot(&src, &build, None).map_err(io_err("snapshot the sandbox into", &build))?;
+        let published = btrfs::set_read_only(&build)
+            .map_err(io_err("make the image read-only", &build))
+            .and_then(|()| fs::rename(&build, &dest).map_err(io_err("publish the image", &dest)));
+        if published.is_err() {
+            let _ = delete_subvolumes(&self.root, std::slice::from_ref(&build));
+        }
+        published
+    }
+
     /// Deletes an unfinished build.
     pub fn abort_image_build(&self, build: &Path) -> Result<(), StorageError> {
         delete_subvolumes(&self.root, &[build.to_owned()])
@@ -67,9 +94,11 @@ impl BtrfsStorage {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            let Some(pid) = name.strip_prefix(".build-") else {
+            let Some(rest) = name.strip_prefix(".build-") else {
                 continue;
             };
+            // `.build-PID` (an image build) or `.build-PID.ID` (a capture).
+            let pid = rest.split('.').next().unwrap_or(rest);
             // A build whose process still runs is someone else's, in progress.
             let alive = pid
                 .parse::<u32>()

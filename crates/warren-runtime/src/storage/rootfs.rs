@@ -104,6 +104,68 @@ impl Storage for BtrfsStorage {
 }
 
 impl BtrfsStorage {
+    /// Gives the new sandbox `dst` a writable, copy-on-write copy of `src`'s root filesystem and
+    /// of its `/tmp`, as they are now: two btrfs snapshots, O(1) in the data. `src` may be
+    /// running; each snapshot is atomic.
+    pub fn fork_rootfs(
+        &self,
+        src: &SandboxId,
+        dst: &SandboxId,
+        disk_bytes: u64,
+    ) -> Result<PathBuf, StorageError> {
+        let from = self.rootfs_path(src);
+        if !from.is_dir() {
+            return Err(StorageError::NoRootfs(src.clone()));
+        }
+        let dir = self.sandboxes_dir().join(dst.as_str());
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(StorageError::SandboxExists(dst.clone()));
+            }
+            Err(e) => return Err(io_err("create the sandbox dir", &dir)(e)),
+        }
+        let result = self.populate_fork(&from, &dir, disk_bytes);
+        if result.is_err() {
+            let _ = self.destroy_rootfs(dst);
+        }
+        result
+    }
+
+    fn populate_fork(
+        &self,
+        from: &Path,
+        dir: &Path,
+        disk_bytes: u64,
+    ) -> Result<PathBuf, StorageError> {
+        let rootfs = dir.join("rootfs");
+        btrfs::snapshot(from, &rootfs, Some(disk_bytes))
+            .map_err(io_err("snapshot the sandbox into", &rootfs))?;
+        if self.quota != QuotaMode::Simple {
+            btrfs::set_limit(&self.root, &rootfs, Some(disk_bytes))
+                .map_err(io_err("set the disk limit of", &rootfs))?;
+        }
+        // The snapshot shows the parent's /tmp subvolume as an empty directory: replace it with
+        // a snapshot of its own. A parent that replaced its /tmp with a plain directory (whose
+        // content the first snapshot already holds) leaves nothing to do.
+        let parent_tmp = from.join("tmp");
+        let tmp = rootfs.join("tmp");
+        if btrfs::is_subvolume(&parent_tmp) {
+            match std::fs::remove_dir(&tmp) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err("clear the fork's /tmp in", &tmp)(e)),
+            }
+            btrfs::snapshot(&parent_tmp, &tmp, Some(disk_bytes))
+                .map_err(io_err("snapshot the sandbox's /tmp into", &tmp))?;
+            if self.quota != QuotaMode::Simple {
+                btrfs::set_limit(&self.root, &tmp, Some(disk_bytes))
+                    .map_err(io_err("set the disk limit of", &tmp))?;
+            }
+        }
+        Ok(rootfs)
+    }
+
     fn populate_rootfs(
         &self,
         dir: &Path,

@@ -18,5 +18,6 @@ mod isolation;
 mod limits;
 mod lxcfs;
 mod network;
+mod ownership;
 mod support;
 mod tunnel;

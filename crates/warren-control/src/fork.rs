@@ -1,0 +1,188 @@
+//! Forking a sandbox (a Warren extension): N new sandboxes that start from the parent's files
+//! as they are now, each a copy-on-write copy (O(1) in the data), the parent untouched and
+//! still running. The forks then diverge independently.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use warren_types::{SandboxId, SandboxStatus};
+
+use crate::config::{ConfigError, validate_name};
+use crate::control::{Control, name_conflict, now};
+use crate::error::ControlError;
+use crate::store::{Principal, SandboxRecord, Store, StoreError};
+
+/// Most forks one request may make.
+pub const MAX_FORKS: u32 = 64;
+
+/// A fork request.
+#[derive(Debug, Clone, Default)]
+pub struct ForkSandbox {
+    /// How many forks; 1 when absent.
+    pub count: Option<u32>,
+    /// Their names, one per fork; generated (`<parent>-fork-xxxxxx`) when absent.
+    pub names: Option<Vec<String>>,
+}
+
+impl Control {
+    /// Forks a sandbox; returns the new sandboxes, booting (see [`Control::wait_ready`]).
+    pub async fn fork(
+        self: &Arc<Self>,
+        p: &Principal,
+        parent: &str,
+        req: ForkSandbox,
+    ) -> Result<Vec<SandboxRecord>, ControlError> {
+        let count = match (req.count, &req.names) {
+            (Some(n), Some(names)) if names.len() != n as usize => {
+                return Err(ConfigError::Invalid(format!(
+                    "count is {n} but {} names were given",
+                    names.len()
+                ))
+                .into());
+            }
+            (Some(n), _) => n,
+            (None, Some(names)) => u32::try_from(names.len()).unwrap_or(u32::MAX),
+            (None, None) => 1,
+        };
+        if count == 0 || count > MAX_FORKS {
+            return Err(ConfigError::Invalid(format!(
+                "count must be between 1 and {MAX_FORKS}, got {count}"
+            ))
+            .into());
+        }
+        for name in req.names.iter().flatten() {
+            validate_name(name)?;
+        }
+        let parent = self.find(p, parent)?;
+        // The parent's lock keeps it from being deleted or restarted while its files are copied.
+        let lock = self.lock_for(&parent.id);
+        let held = lock.lock().await;
+        let parent = self.record(&parent.id)?;
+        if parent.status == SandboxStatus::Deleting || !self.driver.has_storage(&parent.runtime_id)
+        {
+            return Err(ControlError::NotReady(format!(
+                "sandbox '{}' has no files to fork (status {})",
+                parent.name,
+                parent.status.as_str()
+            )));
+        }
+        let mut made = Vec::with_capacity(count as usize);
+        for i in 0..count as usize {
+            let name = req.names.as_ref().map(|n| n[i].clone());
+            match self.fork_one(p, &parent, name).await {
+                Ok(rec) => made.push(rec),
+                Err(e) => {
+                    drop(held);
+                    // All or nothing: the forks made so far go again.
+                    for rec in &made {
+                        let _ = self.delete(p, &rec.id).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        drop(held);
+        for rec in &made {
+            let this = self.clone();
+            let id = rec.id.clone();
+            tokio::spawn(async move { this.boot(&id, false).await });
+        }
+        self.audit(
+            Some(p),
+            "sandbox.fork",
+            Some(&parent.id),
+            Some(format!(
+                "{} -> {}",
+                parent.name,
+                made.iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        );
+        Ok(made)
+    }
+
+    /// One fork: admitted, its record inserted, its files copied; booted by the caller.
+    async fn fork_one(
+        &self,
+        p: &Principal,
+        parent: &SandboxRecord,
+        name: Option<String>,
+    ) -> Result<SandboxRecord, ControlError> {
+        let t = now();
+        let mut rec = SandboxRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            workspace_id: p.workspace_id.clone(),
+            created_by: p.user_id.clone(),
+            name: String::new(),
+            runtime_id: SandboxId::generate(),
+            status: SandboxStatus::Provisioning,
+            status_message: None,
+            config: parent.config.clone(),
+            handle: None,
+            created_at: t,
+            updated_at: t,
+            stopped_at: None,
+        };
+        {
+            let _admission = self
+                .admission
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.cfg.limits.admit(
+                &self.store.list_sandboxes(None)?,
+                &p.user_id,
+                rec.config.mem_bytes,
+            )?;
+            match name {
+                Some(name) => {
+                    rec.name = name;
+                    self.store
+                        .insert_sandbox(&rec)
+                        .map_err(|e| name_conflict(e, &rec.name))?;
+                }
+                None => loop {
+                    let raw = uuid::Uuid::new_v4().simple().to_string();
+                    let stem: String = parent.name.chars().take(50).collect();
+                    rec.name = format!("{stem}-fork-{}", &raw[..6]);
+                    match self.store.insert_sandbox(&rec) {
+                        Ok(()) => break,
+                        Err(StoreError::Conflict(_)) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                },
+            }
+        }
+        if let Err(e) = self
+            .driver
+            .fork_storage(
+                &parent.runtime_id,
+                &rec.runtime_id,
+                rec.config.fs_capacity_bytes,
+            )
+            .await
+        {
+            let _ = self.store.delete_sandbox(&rec.id);
+            return Err(e.into());
+        }
+        self.touch(&rec.id);
+        self.changed();
+        Ok(rec)
+    }
+
+    /// Waits for every fork to be ready, at most `timeout` in all.
+    pub async fn wait_forks(
+        &self,
+        forks: &[SandboxRecord],
+        timeout: Duration,
+    ) -> Result<Vec<SandboxRecord>, ControlError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut out = Vec::with_capacity(forks.len());
+        for f in forks {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            out.push(self.wait_ready(&f.id, left).await?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,69 @@
+//! The fake's images: a captured image is a copy of a sandbox's file map.
+
+use std::collections::BTreeMap;
+
+use warren_types::{ImageRef, SandboxId};
+
+use super::{FakeBox, FakeDriver};
+use crate::{DriverError, FailureKind, ImageStatus};
+
+fn no_sandbox(what: &str) -> DriverError {
+    DriverError::failed(
+        FailureKind::Storage,
+        "no such sandbox",
+        format!("fake {what}"),
+    )
+}
+
+impl FakeDriver {
+    pub(super) fn capture_now(&self, id: &SandboxId, image: &ImageRef) -> Result<(), DriverError> {
+        let mut inner = self.inner();
+        inner.calls.push(format!("capture {id} {image}"));
+        let key = image.to_string();
+        if inner.image_files.contains_key(&key) {
+            return Err(DriverError::failed(
+                FailureKind::Storage,
+                "the image exists",
+                format!("fake capture into existing {key}"),
+            ));
+        }
+        let files: BTreeMap<String, Vec<u8>> = inner
+            .boxes
+            .get(id)
+            .ok_or_else(|| no_sandbox("capture"))?
+            .files
+            .iter()
+            .filter(|(p, _)| !p.starts_with("/tmp/"))
+            .map(|(p, b)| (p.clone(), b.clone()))
+            .collect();
+        inner.image_files.insert(key.clone(), files);
+        inner.images.insert(key, ImageStatus::Present);
+        Ok(())
+    }
+
+    pub(super) fn fork_now(&self, src: &SandboxId, dst: &SandboxId) -> Result<(), DriverError> {
+        let mut inner = self.inner();
+        inner.calls.push(format!("fork {src} {dst}"));
+        let files = inner
+            .boxes
+            .get(src)
+            .ok_or_else(|| no_sandbox("fork"))?
+            .files
+            .clone();
+        inner.boxes.insert(
+            dst.clone(),
+            FakeBox {
+                files,
+                ..FakeBox::default()
+            },
+        );
+        Ok(())
+    }
+
+    pub(super) fn remove_image_now(&self, image: &ImageRef) {
+        let mut inner = self.inner();
+        inner.calls.push(format!("remove-image {image}"));
+        inner.image_files.remove(&image.to_string());
+        inner.images.remove(&image.to_string());
+    }
+}
