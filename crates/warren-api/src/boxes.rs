@@ -28,7 +28,7 @@ pub(crate) fn sandbox(state: &AppState, r: &SandboxRecord) -> Sandbox {
         updated_at: Some(rfc3339(r.updated_at)),
         stopped_at: r.stopped_at.map(rfc3339),
         created_by: Some(r.created_by.clone()),
-        snapshot_id: None,
+        snapshot_id: c.snapshot_id.clone(),
         snapshot: Some(c.snapshot.clone()),
         idle_ttl_seconds: Some(c.idle_ttl_seconds),
         delete_after_stop_seconds: Some(c.delete_after_stop_seconds),

@@ -29,6 +29,7 @@ mod ops;
 mod proxy;
 mod secrets;
 mod service;
+mod snapshots;
 mod tunnel;
 
 use std::sync::Arc;
@@ -120,6 +121,27 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
         .route(
             &format!("{base}/boxes/{{name}}/download-url"),
             post(service::mint_download),
+        )
+        .route(
+            &format!("{base}/boxes/{{name}}/snapshot"),
+            post(snapshots::capture),
+        )
+        .route(
+            &format!("{base}/boxes/{{name}}/fork"),
+            post(snapshots::fork),
+        )
+        .route(&format!("{base}/snapshots"), get(snapshots::list))
+        .route(
+            &format!("{base}/snapshots/{{id_or_ref}}"),
+            get(snapshots::get).delete(snapshots::delete),
+        )
+        .route(
+            &format!("{base}/snapshots/{{id_or_ref}}/tags"),
+            post(snapshots::tag),
+        )
+        .route(
+            &format!("{base}/snapshots-by-name/{{name}}"),
+            get(snapshots::tags),
         )
         .route(
             &format!("{base}/keys"),

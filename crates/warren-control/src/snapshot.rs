@@ -368,6 +368,30 @@ impl Control {
         self.view(record)
     }
 
+    /// Points another tag of a snapshot's name at it (moving the tag off whatever held it).
+    pub fn tag_snapshot(
+        &self,
+        p: &Principal,
+        id_or_ref: &str,
+        tag: &str,
+    ) -> Result<SnapshotView, ControlError> {
+        validate_tag(tag)?;
+        let s = self.get_snapshot(p, id_or_ref)?.record;
+        if s.id == default_snapshot_id() {
+            return Err(ControlError::Forbidden(
+                "the system/ namespace is read-only".into(),
+            ));
+        }
+        self.store.set_tag(&s.workspace_id, &s.name, tag, &s.id)?;
+        self.audit(
+            Some(p),
+            "snapshot.tag",
+            Some(&s.id),
+            Some(format!("{}:{tag}", s.name)),
+        );
+        self.view(s)
+    }
+
     /// Stores a snapshot's record and points `name:tag` at it.
     pub(crate) fn publish(&self, record: &SnapshotRecord, tag: &str) -> Result<(), ControlError> {
         self.store.put_snapshot(record)?;

@@ -10,6 +10,7 @@ pub mod ops;
 pub mod sandbox;
 pub mod secrets;
 pub mod service;
+pub mod snapshot;
 pub mod utf8;
 
 pub use error::{ErrorBody, ErrorDetail};

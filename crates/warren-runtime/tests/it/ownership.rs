@@ -1,7 +1,7 @@
 //! The sandbox's root holds no capabilities, yet chown and chmod work for it as they do for
 //! root anywhere: the agent makes those calls on its behalf (warren-agent's `ownership`).
 
-use warren_types::ExecSpec;
+use warren_proto::ExecSpec;
 
 use crate::support::{TestSandbox, bash};
 

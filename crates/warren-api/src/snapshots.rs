@@ -1,0 +1,182 @@
+//! Snapshots: `/api/v2/sandboxes/snapshots` (§2.4), capture `POST {B}/boxes/{name}/snapshot`
+//! (§2.3) and forks `POST {B}/boxes/{name}/fork` (a Warren extension).
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use warren_control::store::rfc3339;
+use warren_control::{CaptureSnapshot, ConfigError, ForkSandbox, SnapshotQuery, SnapshotView};
+use warren_wire::snapshot::{
+    CaptureBody, ForkBody, ForkList, Snapshot, SnapshotList, SnapshotTag, SnapshotTags, TagBody,
+};
+
+use crate::boxes::sandbox;
+use crate::{ApiError, ApiJson, AppState, Caller};
+
+/// The snapshot object of §3.2.
+pub(crate) fn snapshot(v: &SnapshotView) -> Snapshot {
+    let r = &v.record;
+    Snapshot {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        status: r.status.as_str().to_owned(),
+        status_message: r.status_message.clone(),
+        fs_capacity_bytes: r.fs_capacity_bytes,
+        fs_used_bytes: r.fs_used_bytes,
+        docker_image: r.docker_image.clone(),
+        image_digest: r.image_digest.clone(),
+        source_sandbox_id: r.source_sandbox_id.clone(),
+        registry_id: r.registry_id.clone(),
+        created_by: Some(r.created_by.clone()),
+        created_at: Some(rfc3339(r.created_at)),
+        updated_at: Some(rfc3339(r.updated_at)),
+        tags: v.tags.clone(),
+        run_config: Some(r.run_config.clone()),
+        labels: r.labels.clone(),
+        description: r.description.clone(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListQuery {
+    name_contains: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<SnapshotList>, ApiError> {
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ConfigError::Invalid(format!("limit must be 1 to 500, got {limit}")).into());
+    }
+    let offset = q.offset.unwrap_or(0);
+    let Ok(offset) = usize::try_from(offset) else {
+        return Err(ConfigError::Invalid(format!("offset must be 0 or more, got {offset}")).into());
+    };
+    let query = SnapshotQuery {
+        name_contains: q.name_contains,
+        limit: usize::try_from(limit).unwrap_or(50),
+        offset,
+    };
+    let items: Vec<Snapshot> = state
+        .control
+        .list_snapshots(&caller, &query)?
+        .iter()
+        .map(snapshot)
+        .collect();
+    Ok(Json(SnapshotList {
+        snapshots: items.clone(),
+        items,
+        next_cursor: None,
+        offset,
+    }))
+}
+
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id_or_ref): Path<String>,
+) -> Result<Json<Snapshot>, ApiError> {
+    Ok(Json(snapshot(
+        &state.control.get_snapshot(&caller, &id_or_ref)?,
+    )))
+}
+
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id_or_ref): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.control.delete_snapshot(&caller, &id_or_ref).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub(crate) async fn tags(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Json<SnapshotTags>, ApiError> {
+    let tags = state.control.snapshot_tags(&caller, &name)?;
+    Ok(Json(SnapshotTags {
+        name,
+        tags: tags
+            .into_iter()
+            .map(|(tag, snapshot_id)| SnapshotTag { tag, snapshot_id })
+            .collect(),
+    }))
+}
+
+/// `POST {B}/snapshots/{id_or_ref}/tags` `{"tag": ...}` (a Warren extension): points another
+/// tag of the snapshot's name at it.
+pub(crate) async fn tag(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id_or_ref): Path<String>,
+    ApiJson(body): ApiJson<TagBody>,
+) -> Result<Json<Snapshot>, ApiError> {
+    Ok(Json(snapshot(
+        &state.control.tag_snapshot(&caller, &id_or_ref, &body.tag)?,
+    )))
+}
+
+pub(crate) async fn capture(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<CaptureBody>,
+) -> Result<(StatusCode, Json<Snapshot>), ApiError> {
+    if body.docker_image.is_some() {
+        return Err(ConfigError::Unsupported(
+            "capturing an image from a Docker daemon inside the sandbox is not supported; the \
+             sandbox's files are captured when docker_image is absent"
+                .into(),
+        )
+        .into());
+    }
+    if body.include_memory == Some(true) {
+        return Err(ConfigError::Unsupported(
+            "memory snapshots are not supported yet; only files are captured".into(),
+        )
+        .into());
+    }
+    let req = CaptureSnapshot {
+        name: body.name,
+        tag: body.tag,
+        fs_capacity_bytes: body.fs_capacity_bytes,
+        run_config: body.run_config,
+        labels: body.labels,
+        description: body.description,
+    };
+    let v = state.control.capture(&caller, &name, req).await?;
+    Ok((StatusCode::CREATED, Json(snapshot(&v))))
+}
+
+pub(crate) async fn fork(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    ApiJson(body): ApiJson<ForkBody>,
+) -> Result<(StatusCode, Json<ForkList>), ApiError> {
+    let req = ForkSandbox {
+        count: body.count,
+        names: body.names,
+    };
+    let mut forks = state.control.fork(&caller, &name, req).await?;
+    if body.wait_for_ready.unwrap_or(true) {
+        let timeout = Duration::from_secs(body.timeout.unwrap_or(30).clamp(1, 3600));
+        forks = state.control.wait_forks(&forks, timeout).await?;
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(ForkList {
+            sandboxes: forks.iter().map(|r| sandbox(&state, r)).collect(),
+        }),
+    ))
+}
