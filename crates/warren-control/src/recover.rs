@@ -28,6 +28,7 @@ impl Control {
                 keep.remove(&rec.runtime_id);
             }
         }
+        self.recover_snapshots().await;
         match self.driver.gc(&keep).await {
             Ok(removed) if !removed.is_empty() => {
                 tracing::info!(count = removed.len(), "removed orphaned sandboxes");
@@ -38,6 +39,43 @@ impl Control {
             }
         }
         Ok(())
+    }
+
+    /// Builds this process did not finish failed with it; images no snapshot record names
+    /// (a deleted record, a reset database) are removed.
+    async fn recover_snapshots(&self) {
+        let records = match self.store.list_snapshots(None) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "failed to read the snapshots");
+                return;
+            }
+        };
+        let mut keep = HashSet::new();
+        for mut s in records {
+            keep.insert(crate::snapshot::snapshot_image(&s.id));
+            if s.status == crate::store::SnapshotStatus::Building {
+                s.status = crate::store::SnapshotStatus::Failed;
+                s.status_message =
+                    Some("the server restarted during the build; build it again".into());
+                s.updated_at = crate::control::now();
+                if let Err(e) = self.store.put_snapshot(&s) {
+                    tracing::error!(snapshot = %s.id, error = %error_chain(&e), "failed to mark an interrupted build failed");
+                }
+            }
+        }
+        match self.driver.gc_images(&keep).await {
+            Ok(gone) if !gone.is_empty() => {
+                tracing::info!(
+                    count = gone.len(),
+                    "removed snapshot images no record names"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(error = %error_chain(&e), "failed to look for orphaned snapshot images")
+            }
+        }
     }
 
     async fn recover_one(self: &Arc<Self>, rec: &SandboxRecord) -> Result<(), ControlError> {

@@ -163,6 +163,11 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// Deletes an image. Sandboxes made from it keep their files. A missing image is not an
     /// error.
     fn remove_image<'a>(&'a self, image: &'a ImageRef) -> BoxFuture<'a, Result<(), DriverError>>;
+    /// Deletes every snapshot image (name `snapshot/...`) not in `keep`; returns what it removed.
+    fn gc_images<'a>(
+        &'a self,
+        keep: &'a HashSet<ImageRef>,
+    ) -> BoxFuture<'a, Result<Vec<ImageRef>, DriverError>>;
     /// Frees every resource of sandboxes not in `keep`; returns the ids it removed.
     fn gc<'a>(
         &'a self,

@@ -320,6 +320,33 @@ impl warren_driver::Driver for JailDriver {
         })
     }
 
+    fn gc_images<'a>(
+        &'a self,
+        keep: &'a HashSet<ImageRef>,
+    ) -> BoxFuture<'a, Result<Vec<ImageRef>, SeamError>> {
+        Box::pin(async move {
+            let (this, keep) = (self.clone(), keep.clone());
+            let run = move || -> Result<Vec<ImageRef>, crate::storage::StorageError> {
+                let mut gone = Vec::new();
+                for image in this.storage().snapshot_images()? {
+                    if !keep.contains(&image) {
+                        this.storage().remove_image(&image)?;
+                        gone.push(image);
+                    }
+                }
+                Ok(gone)
+            };
+            match tokio::task::spawn_blocking(run).await {
+                Ok(r) => r.map_err(|e| seam_error(DriverError::Storage(e))),
+                Err(e) => Err(SeamError::failed(
+                    FailureKind::Other,
+                    "an internal task failed",
+                    e.to_string(),
+                )),
+            }
+        })
+    }
+
     fn gc<'a>(
         &'a self,
         keep: &'a HashSet<SandboxId>,

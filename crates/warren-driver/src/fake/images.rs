@@ -1,6 +1,6 @@
 //! The fake's images: a captured image is a copy of a sandbox's file map.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use warren_types::{ImageRef, SandboxId};
 
@@ -65,5 +65,20 @@ impl FakeDriver {
         inner.calls.push(format!("remove-image {image}"));
         inner.image_files.remove(&image.to_string());
         inner.images.remove(&image.to_string());
+    }
+
+    pub(super) fn gc_images_now(&self, keep: &HashSet<ImageRef>) -> Vec<ImageRef> {
+        let mut inner = self.inner();
+        let gone: Vec<ImageRef> = inner
+            .image_files
+            .keys()
+            .filter_map(|k| k.parse::<ImageRef>().ok())
+            .filter(|i| i.name().starts_with("snapshot/") && !keep.contains(i))
+            .collect();
+        for i in &gone {
+            inner.image_files.remove(&i.to_string());
+            inner.images.remove(&i.to_string());
+        }
+        gone
     }
 }

@@ -245,6 +245,13 @@ impl Driver for FakeDriver {
         })
     }
 
+    fn gc_images<'a>(
+        &'a self,
+        keep: &'a HashSet<ImageRef>,
+    ) -> BoxFuture<'a, Result<Vec<ImageRef>, DriverError>> {
+        Box::pin(async move { Ok(self.gc_images_now(keep)) })
+    }
+
     fn gc<'a>(
         &'a self,
         keep: &'a HashSet<SandboxId>,

@@ -74,6 +74,23 @@ impl BtrfsStorage {
         published
     }
 
+    /// The snapshot images present (`snapshot/<id>:latest`), read from their directory names.
+    pub fn snapshot_images(&self) -> Result<Vec<ImageRef>, StorageError> {
+        let dir = self.images_dir();
+        let entries = fs::read_dir(&dir).map_err(io_err("list the images dir", &dir))?;
+        Ok(entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name();
+                let id = name
+                    .to_str()?
+                    .strip_prefix("snapshot+")?
+                    .strip_suffix("@latest")?;
+                format!("snapshot/{id}").parse().ok()
+            })
+            .collect())
+    }
+
     /// Deletes an unfinished build.
     pub fn abort_image_build(&self, build: &Path) -> Result<(), StorageError> {
         delete_subvolumes(&self.root, &[build.to_owned()])
