@@ -120,14 +120,15 @@ def test_redis_from_debian_through_the_tunnel(client):
             "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server",
             timeout=480,
         )
-        # The packages unpack, but their postinst's `groupadd` cannot give /etc/gshadow its
-        # group (sandbox commands hold no capabilities, CAP_CHOWN included: SECURITY.md), so
-        # dpkg reports the configure step failed. The binaries are in place and run as root;
-        # what this test is about is the tunnel.
-        installed = box.run("test -x /usr/bin/redis-server && test -x /usr/bin/redis-cli")
-        assert installed.exit_code == 0, (
-            f"installing redis failed: {r.stdout[-2000:]} {r.stderr[-2000:]}"
-        )
+        # The postinst adds the `redis` system user and hands its directories over with
+        # dpkg-statoverride: chown and chmod that root in the sandbox makes without any
+        # capability (the agent makes them on its behalf).
+        assert r.exit_code == 0, f"installing redis failed: {r.stdout[-2000:]} {r.stderr[-2000:]}"
+        owner = box.run("stat -c '%U:%G' /var/lib/redis && id -u redis")
+        assert owner.exit_code == 0, owner.stderr
+        assert owner.stdout.splitlines()[0] == "redis:redis", owner.stdout
+        caps = box.run("grep '^CapEff:' /proc/self/status").stdout.split()
+        assert caps == ["CapEff:", "0000000000000000"], caps
         box.run(
             "redis-server --port 6379 --bind 127.0.0.1 --save '' --daemonize yes",
             timeout=30,

@@ -17,13 +17,14 @@ mkdir -p /var/lib/svc
 chown svc:svc /var/lib/svc
 chmod 2750 /var/lib/svc
 stat -c 'dir %U:%G %a' /var/lib/svc
-cd /var/lib && touch svc/f && chown svc svc/f && chmod 0600 svc/f
-stat -c 'relative %U:%G %a' /var/lib/svc/f
+mkdir /srv/x && cd /srv && touch x/f && chown svc x/f && chmod 0600 x/f
+stat -c 'relative %U:%G %a' /srv/x/f
 ln -s /etc/hostname /tmp/link && chown -h svc /tmp/link
 stat -c 'link %U' /tmp/link; stat -L -c 'target %U' /tmp/link
-python3 -c 'import os; fd=os.open("/var/lib/svc/f", os.O_RDONLY); os.fchown(fd, 0, -1); os.fchmod(fd, 0o640)'
-stat -c 'fd %U:%G %a' /var/lib/svc/f
-chown root:root /var/lib/svc && chmod 0700 /var/lib/svc
+touch /srv/x/g
+python3 -c 'import os, pwd; fd=os.open("/srv/x/g", os.O_RDONLY); os.fchown(fd, pwd.getpwnam("svc").pw_uid, -1); os.fchmod(fd, 0o640)'
+stat -c 'fd %U:%G %a' /srv/x/g
+chown root:root /var/lib/svc && chmod 00700 /var/lib/svc
 stat -c 'back %U:%G %a' /var/lib/svc
 grep svc /etc/gshadow | cut -d: -f1
 "#)
@@ -43,7 +44,7 @@ grep svc /etc/gshadow | cut -d: -f1
             "relative svc:root 600",
             "link svc",
             "target root",
-            "fd root:root 640",
+            "fd svc:root 640",
             "back root:root 700",
             "svc",
         ],
