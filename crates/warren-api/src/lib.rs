@@ -130,7 +130,10 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
             &format!("{base}/boxes/{{name}}/fork"),
             post(snapshots::fork),
         )
-        .route(&format!("{base}/snapshots"), get(snapshots::list))
+        .route(
+            &format!("{base}/snapshots"),
+            get(snapshots::list).post(snapshots::create),
+        )
         .route(
             &format!("{base}/snapshots/{{id_or_ref}}"),
             get(snapshots::get).delete(snapshots::delete),

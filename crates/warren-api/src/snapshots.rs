@@ -8,9 +8,13 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use warren_control::store::rfc3339;
-use warren_control::{CaptureSnapshot, ConfigError, ForkSandbox, SnapshotQuery, SnapshotView};
+use warren_control::{
+    BuildSnapshot, BuildSource, CaptureSnapshot, ConfigError, ForkSandbox, SnapshotQuery,
+    SnapshotView,
+};
 use warren_wire::snapshot::{
-    CaptureBody, ForkBody, ForkList, Snapshot, SnapshotList, SnapshotTag, SnapshotTags, TagBody,
+    CaptureBody, CreateSnapshotBody, ForkBody, ForkList, Snapshot, SnapshotList, SnapshotTag,
+    SnapshotTags, TagBody,
 };
 
 use crate::boxes::sandbox;
@@ -77,6 +81,28 @@ pub(crate) async fn list(
         next_cursor: None,
         offset,
     }))
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<CreateSnapshotBody>,
+) -> Result<(StatusCode, Json<Snapshot>), ApiError> {
+    let Some(image) = body.docker_image else {
+        return Err(ConfigError::Invalid("docker_image is required".into()).into());
+    };
+    let req = BuildSnapshot {
+        name: body.name,
+        source: BuildSource::Image(image),
+        fs_capacity_bytes: body.fs_capacity_bytes,
+        tag: body.tag,
+        registry_id: body.registry_id,
+        run_config: body.run_config,
+        description: body.description,
+        labels: body.labels,
+    };
+    let v = state.control.build_snapshot(&caller, req)?;
+    Ok((StatusCode::CREATED, Json(snapshot(&v))))
 }
 
 pub(crate) async fn get(

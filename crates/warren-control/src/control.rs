@@ -66,6 +66,8 @@ pub struct Control {
     pub(crate) service_key: Mutex<Option<Arc<Vec<u8>>>>,
     /// When this control plane opened (the default snapshot's timestamps).
     pub(crate) started_at: SystemTime,
+    /// The latest progress line of each snapshot build this process runs.
+    pub(crate) build_progress: Arc<Mutex<HashMap<String, String>>>,
 }
 
 /// Now, to the microsecond: what the store keeps, so a record a verb returns equals the one
@@ -133,6 +135,7 @@ impl Control {
             secret_writes: Mutex::default(),
             service_key: Mutex::default(),
             started_at: now(),
+            build_progress: Arc::default(),
         }
     }
 

@@ -32,6 +32,7 @@ mod secrets;
 mod service;
 mod signing;
 mod snapshot;
+mod snapshot_build;
 mod start;
 mod state;
 mod stop;
@@ -68,6 +69,7 @@ pub use snapshot::{
     CaptureSnapshot, DEFAULT_SNAPSHOT_NAME, SnapshotQuery, SnapshotView, default_snapshot_id,
     snapshot_image, validate_snapshot_name, validate_tag,
 };
+pub use snapshot_build::{BuildSnapshot, BuildSource};
 pub use state::{ActivityGuard, Running};
 pub use store::{
     AuditEntry, GrantRecord, KeyInfo, Principal, SandboxRecord, SecretHostRecord, SecretRecord,

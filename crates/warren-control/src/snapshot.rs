@@ -154,8 +154,11 @@ impl Control {
         }
     }
 
-    fn view(&self, record: SnapshotRecord) -> Result<SnapshotView, ControlError> {
+    fn view(&self, mut record: SnapshotRecord) -> Result<SnapshotView, ControlError> {
         let tags = self.store.tags_of(&record.id)?;
+        if record.status == SnapshotStatus::Building && record.status_message.is_none() {
+            record.status_message = self.build_progress_of(&record.id);
+        }
         Ok(SnapshotView { record, tags })
     }
 

@@ -112,6 +112,63 @@ pub enum ImageStatus {
     Missing,
 }
 
+/// Where a new image's files come from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ImageSource {
+    /// An OCI registry reference (`python:3.12-slim`, `127.0.0.1:5000/team/app:1`), pulled
+    /// with these credentials when given.
+    Registry {
+        /// The reference.
+        reference: String,
+        /// User name and password.
+        credentials: Option<(String, String)>,
+    },
+    /// An OCI image layout directory or a `docker save` tarball on the host.
+    Archive(std::path::PathBuf),
+}
+
+impl std::fmt::Debug for ImageSource {
+    // The password must not reach logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Registry {
+                reference,
+                credentials,
+            } => f
+                .debug_struct("Registry")
+                .field("reference", reference)
+                .field(
+                    "credentials",
+                    &credentials.as_ref().map(|(u, _)| (u, "<redacted>")),
+                )
+                .finish(),
+            Self::Archive(p) => f.debug_tuple("Archive").field(p).finish(),
+        }
+    }
+}
+
+/// What a built image says about itself and how to run it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuiltImage {
+    /// Digest of its manifest.
+    pub digest: String,
+    /// `USER`.
+    pub user: Option<String>,
+    /// `WORKDIR`.
+    pub workdir: Option<String>,
+    /// `ENV`.
+    pub env: Vec<(String, String)>,
+    /// `ENTRYPOINT`.
+    pub entrypoint: Vec<String>,
+    /// `CMD`.
+    pub cmd: Vec<String>,
+    /// Bytes of files unpacked.
+    pub unpacked_bytes: u64,
+}
+
+/// Progress reports of an image build, one line each.
+pub type BuildProgress = dyn Fn(String) + Send + Sync;
+
 /// Brings sandboxes up and down, and carries operations to their agents.
 pub trait Driver: Send + Sync + std::fmt::Debug {
     /// The tier this driver provides.
@@ -163,6 +220,15 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     /// Deletes an image. Sandboxes made from it keep their files. A missing image is not an
     /// error.
     fn remove_image<'a>(&'a self, image: &'a ImageRef) -> BoxFuture<'a, Result<(), DriverError>>;
+    /// Makes the read-only image `image` from `source`: pulled or read, every layer unpacked
+    /// safely (no path escapes, no device nodes, no setuid bits), at most `max_bytes` of files.
+    fn build_image<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        source: &'a ImageSource,
+        max_bytes: u64,
+        progress: &'a BuildProgress,
+    ) -> BoxFuture<'a, Result<BuiltImage, DriverError>>;
     /// Deletes every snapshot image (name `snapshot/...`) not in `keep`; returns what it removed.
     fn gc_images<'a>(
         &'a self,

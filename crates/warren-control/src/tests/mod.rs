@@ -12,6 +12,7 @@ mod quota;
 mod recover;
 mod secrets;
 mod service;
+mod snapshot_build;
 mod snapshots;
 mod start_stop;
 mod stream;

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use warren_types::{ImageRef, SandboxId};
 
 use super::{FakeBox, FakeDriver};
-use crate::{DriverError, FailureKind, ImageStatus};
+use crate::{BuildProgress, BuiltImage, DriverError, FailureKind, ImageSource, ImageStatus};
 
 fn no_sandbox(what: &str) -> DriverError {
     DriverError::failed(
@@ -80,5 +80,42 @@ impl FakeDriver {
             inner.images.remove(&i.to_string());
         }
         gone
+    }
+
+    /// A registry reference that contains `fail` fails; any other becomes an image holding
+    /// `/etc/image-source` (the reference), with `USER nobody`, `WORKDIR /app`, `ENV FROM=fake`.
+    pub(super) fn build_now(
+        &self,
+        image: &ImageRef,
+        source: &ImageSource,
+        progress: &BuildProgress,
+    ) -> Result<BuiltImage, DriverError> {
+        let reference = match source {
+            ImageSource::Registry { reference, .. } => reference.clone(),
+            ImageSource::Archive(p) => p.display().to_string(),
+        };
+        progress(format!("pulling {reference}"));
+        let mut inner = self.inner();
+        inner.calls.push(format!("build {image} {reference}"));
+        if reference.contains("fail") {
+            return Err(DriverError::failed(
+                FailureKind::Storage,
+                format!("failed to pull {reference}: manifest unknown"),
+                "fake build failure",
+            ));
+        }
+        let files = BTreeMap::from([("/etc/image-source".to_owned(), reference.into_bytes())]);
+        inner.image_files.insert(image.to_string(), files);
+        inner.images.insert(image.to_string(), ImageStatus::Present);
+        Ok(BuiltImage {
+            digest: "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+                .into(),
+            user: Some("nobody".into()),
+            workdir: Some("/app".into()),
+            env: vec![("FROM".into(), "fake".into())],
+            entrypoint: Vec::new(),
+            cmd: vec!["sh".into()],
+            unpacked_bytes: 1,
+        })
     }
 }

@@ -245,6 +245,16 @@ impl Driver for FakeDriver {
         })
     }
 
+    fn build_image<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        source: &'a crate::ImageSource,
+        _max_bytes: u64,
+        progress: &'a crate::BuildProgress,
+    ) -> BoxFuture<'a, Result<crate::BuiltImage, DriverError>> {
+        Box::pin(async move { self.build_now(image, source, progress) })
+    }
+
     fn gc_images<'a>(
         &'a self,
         keep: &'a HashSet<ImageRef>,
