@@ -65,12 +65,16 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotList {
     /// The page (generated client).
+    #[serde(default)]
     pub items: Vec<Snapshot>,
     /// The page (hand-written clients read this).
+    #[serde(default)]
     pub snapshots: Vec<Snapshot>,
     /// Always null: pages are by offset.
+    #[serde(default)]
     pub next_cursor: Option<String>,
     /// The page's offset.
+    #[serde(default)]
     pub offset: usize,
 }
 
@@ -93,43 +97,44 @@ pub struct SnapshotTags {
 }
 
 /// `POST {B}/boxes/{name}/snapshot`. The generated client's extra fields are accepted; those
-/// that ask for something Warren does not capture are refused by the handler.
+/// that ask for something Warren does not capture are refused by the handler. Absent fields
+/// are left out when sent, so the server's defaults apply (as for every request body here).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct CaptureBody {
     /// Name of the new snapshot.
     pub name: String,
     /// Tag; `latest` when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
     /// An image in the sandbox's own Docker daemon to export instead of its files.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_image: Option<String>,
     /// Disk size of sandboxes booted from it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fs_capacity_bytes: Option<u64>,
     /// Layered over the sandbox's run_config.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_config: Option<RunConfig>,
     /// Labels (the sandbox's when absent).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
     /// Free text.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Capture memory too (not supported).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_memory: Option<bool>,
     /// What else to capture (generated client).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include: Option<Vec<String>>,
     /// Generated client: checkpoint name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<Value>,
     /// Generated client: image config overrides.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_config: Option<Value>,
     /// Generated client.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirm_allow_snapshot_secret_values: Option<bool>,
 }
 
@@ -139,25 +144,25 @@ pub struct CreateSnapshotBody {
     /// Name.
     pub name: String,
     /// Image reference, e.g. `python:3.12-slim` or `127.0.0.1:5000/team/app:1`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub docker_image: Option<String>,
     /// Disk size of sandboxes booted from it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fs_capacity_bytes: Option<u64>,
     /// Tag; the image's own tag, else `latest`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
     /// Registry credentials to pull with.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry_id: Option<String>,
     /// Layered over the image's USER, WORKDIR and ENV.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_config: Option<RunConfig>,
     /// Free text.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Labels its sandboxes inherit.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
 }
 
@@ -166,16 +171,16 @@ pub struct CreateSnapshotBody {
 #[serde(deny_unknown_fields)]
 pub struct ForkBody {
     /// How many forks (1 when absent).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u32>,
     /// Their names, one per fork.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub names: Option<Vec<String>>,
     /// Wait until every fork is ready (default true).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_for_ready: Option<bool>,
     /// How long to wait, seconds (default 30).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
 }
 

@@ -52,6 +52,8 @@ enum Command {
     Audit(audit::AuditArgs),
     /// Manage sandboxes on a Warren server.
     Sandbox(remote::SandboxArgs),
+    /// Manage snapshots (NAME:TAG root filesystems sandboxes boot from) on a Warren server.
+    Snapshot(remote::SnapshotArgs),
     /// Run a command in a sandbox on a Warren server; exits with the command's exit code.
     Exec(exec::ExecArgs),
     /// Open an interactive login shell in a sandbox on a Warren server.
@@ -92,6 +94,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve::serve(&cli.data_dir, args),
         Command::Audit(args) => audit::audit(&cli.data_dir, args),
         Command::Sandbox(args) => remote::sandbox(&cli.data_dir, args),
+        Command::Snapshot(args) => remote::snapshot(&cli.data_dir, args),
         Command::Exec(args) => exec::exec(&cli.data_dir, args),
         Command::Shell(args) => exec::shell(&cli.data_dir, args),
         Command::Cp(args) => remote::cp(&cli.data_dir, args),

@@ -1,5 +1,6 @@
 //! Commands that manage a Warren server through its API: `warren sandbox` (`sandbox.rs`),
-//! `warren cp` (`cp.rs`), `warren keys` (`keys.rs`), `warren secret` (`secret.rs`) and `warren tunnel` (`tunnel.rs`), with
+//! `warren snapshot` (`snapshot.rs`), `warren cp` (`cp.rs`), `warren keys` (`keys.rs`),
+//! `warren secret` (`secret.rs`) and `warren tunnel` (`tunnel.rs`), with
 //! the tables they print (`format.rs`). `warren exec` and `warren shell` are in `exec.rs`.
 
 mod cp;
@@ -7,10 +8,12 @@ mod format;
 mod keys;
 mod sandbox;
 mod secret;
+mod snapshot;
 mod tunnel;
 
 pub(crate) use cp::{CpArgs, cp};
 pub(crate) use keys::{KeysArgs, keys};
 pub(crate) use sandbox::{SandboxArgs, sandbox};
 pub(crate) use secret::{SecretArgs, secret};
+pub(crate) use snapshot::{SnapshotArgs, snapshot};
 pub(crate) use tunnel::{TunnelArgs, tunnel};

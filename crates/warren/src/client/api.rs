@@ -9,11 +9,21 @@ use reqwest::Method;
 use warren_wire::ops::{CreateKeyBody, CreatedKey, KeyList};
 use warren_wire::sandbox::{CreateSandboxBody, Sandbox, SandboxList, SandboxStatusBody};
 use warren_wire::secrets::{PutSecretBody, WorkspaceSecret};
+use warren_wire::snapshot::{
+    CaptureBody, CreateSnapshotBody, ForkBody, ForkList, Snapshot, SnapshotList, TagBody,
+};
 
 use super::{Client, DEFAULT_TIMEOUT};
 
 /// Time the server gets beyond a create's own `timeout` to answer.
 const CREATE_GRACE: Duration = Duration::from_secs(30);
+
+/// How long a capture may take: the server copies the sandbox's root filesystem before it
+/// answers (a copy-on-write snapshot, but it waits for the sandbox's writes to settle).
+const CAPTURE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The largest page `GET {B}/snapshots` serves.
+pub(crate) const SNAPSHOT_PAGE: u32 = 500;
 
 impl Client {
     /// GET `{B}/boxes`.
@@ -130,5 +140,83 @@ impl Client {
         let rb = self.request(Method::DELETE, url).timeout(DEFAULT_TIMEOUT);
         self.send(rb).await?;
         Ok(())
+    }
+
+    /// GET `{B}/snapshots?limit=500[&name_contains=S]`.
+    pub(crate) async fn list_snapshots(
+        &self,
+        name_contains: Option<&str>,
+    ) -> Result<(String, SnapshotList)> {
+        let mut url = self.url(&["snapshots"]);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("limit", &SNAPSHOT_PAGE.to_string());
+            if let Some(s) = name_contains {
+                q.append_pair("name_contains", s);
+            }
+        }
+        let rb = self.request(Method::GET, url).timeout(DEFAULT_TIMEOUT);
+        self.json(rb, "snapshot list").await
+    }
+
+    /// GET `{B}/snapshots/{ref}`: by id, `name` or `name:tag`.
+    pub(crate) async fn get_snapshot(&self, reference: &str) -> Result<Snapshot> {
+        let rb = self.control(Method::GET, &["snapshots", reference]);
+        Ok(self.json(rb, "snapshot object").await?.1)
+    }
+
+    /// POST `{B}/snapshots`: starts a build from a Docker image; the answer is `building`.
+    pub(crate) async fn create_snapshot(
+        &self,
+        body: &CreateSnapshotBody,
+    ) -> Result<(String, Snapshot)> {
+        let rb = self.control(Method::POST, &["snapshots"]).json(body);
+        self.json(rb, "snapshot object").await
+    }
+
+    /// POST `{B}/boxes/{name}/snapshot`.
+    pub(crate) async fn capture_snapshot(
+        &self,
+        sandbox: &str,
+        body: &CaptureBody,
+    ) -> Result<(String, Snapshot)> {
+        let rb = self
+            .control(Method::POST, &["boxes", sandbox, "snapshot"])
+            .timeout(CAPTURE_TIMEOUT)
+            .json(body);
+        self.json(rb, "snapshot object").await
+    }
+
+    /// DELETE `{B}/snapshots/{ref}`.
+    pub(crate) async fn delete_snapshot(&self, reference: &str) -> Result<()> {
+        self.send(self.control(Method::DELETE, &["snapshots", reference]))
+            .await?;
+        Ok(())
+    }
+
+    /// POST `{B}/snapshots/{ref}/tags`.
+    pub(crate) async fn tag_snapshot(&self, reference: &str, body: &TagBody) -> Result<Snapshot> {
+        let rb = self
+            .control(Method::POST, &["snapshots", reference, "tags"])
+            .json(body);
+        Ok(self.json(rb, "snapshot object").await?.1)
+    }
+
+    /// POST `{B}/boxes/{name}/fork`.
+    pub(crate) async fn fork_sandbox(
+        &self,
+        name: &str,
+        body: &ForkBody,
+    ) -> Result<(String, ForkList)> {
+        let mut rb = self
+            .control(Method::POST, &["boxes", name, "fork"])
+            .json(body);
+        if body.wait_for_ready != Some(false) {
+            // The server copies the parent's files (as long as a capture may take), then
+            // answers once every fork is ready, up to `timeout`.
+            let wait = Duration::from_secs(body.timeout.unwrap_or(30));
+            rb = rb.timeout(wait.saturating_add(CAPTURE_TIMEOUT));
+        }
+        self.json(rb, "fork list").await
     }
 }

@@ -109,6 +109,15 @@ impl TestServer {
     }
 }
 
+/// A client of some other server at `url` (a stub a test runs), with a dummy key.
+pub(crate) fn client_for(url: &str) -> Client {
+    let conn = ConnArgs {
+        url: url.to_owned(),
+        api_key: Some("test".into()),
+    };
+    Client::new(&conn, Path::new("/nonexistent")).expect("client")
+}
+
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.task.abort();

@@ -1,4 +1,4 @@
-//! `warren sandbox`: list, create, remove, stop and start sandboxes.
+//! `warren sandbox`: list, create, remove, stop, start and fork sandboxes.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 use clap::{Args, Subcommand};
 use warren_types::parse_size;
 use warren_wire::sandbox::{CreateSandboxBody, Sandbox};
+use warren_wire::snapshot::ForkBody;
 
 use super::format::{ago, human_size, row, table};
 use crate::client::{Client, ConnArgs};
@@ -51,6 +52,34 @@ enum SandboxCommand {
         /// Sandbox name or id.
         name: String,
     },
+    /// Fork a sandbox: new sandboxes starting from a copy of its files (it keeps running);
+    /// waits until they are ready and prints their names, one a line.
+    Fork(ForkArgs),
+}
+
+#[derive(Debug, Args)]
+struct ForkArgs {
+    /// Sandbox name or id.
+    name: String,
+    /// How many forks [default: one per --name, else 1].
+    #[arg(short = 'n', long = "count", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    count: Option<u32>,
+    /// A fork's name; repeat for each fork (generated when absent).
+    #[arg(long = "name", value_name = "NAME")]
+    names: Vec<String>,
+    /// Print the server's JSON answer instead of the names.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The POST `{B}/boxes/{name}/fork` body: only what was given, so the server's defaults apply.
+fn fork_body(a: &ForkArgs) -> ForkBody {
+    ForkBody {
+        count: a.count,
+        names: (!a.names.is_empty()).then(|| a.names.clone()),
+        ..Default::default()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -112,7 +141,20 @@ async fn sandbox_command(client: &Client, command: SandboxCommand) -> Result<Exi
             Ok(ExitCode::SUCCESS)
         }
         SandboxCommand::Start { name } => start(client, &name).await,
+        SandboxCommand::Fork(a) => fork(client, &a).await,
     }
+}
+
+async fn fork(client: &Client, a: &ForkArgs) -> Result<ExitCode> {
+    let (text, forks) = client.fork_sandbox(&a.name, &fork_body(a)).await?;
+    if a.json {
+        println!("{}", text.trim_end());
+    } else {
+        for sb in &forks.sandboxes {
+            println!("{}", sb.name);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn list(client: &Client, as_json: bool) -> Result<ExitCode> {

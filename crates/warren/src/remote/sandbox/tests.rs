@@ -147,3 +147,53 @@ async fn the_table_shows_what_the_server_answers() {
          a-long-name   ready    2       512M     1.5G   just now\n"
     );
 }
+
+fn parse_fork(args: &[&str]) -> ForkArgs {
+    let mut argv = vec!["fork"];
+    argv.extend(args);
+    match sandbox_cmd(&argv) {
+        SandboxCommand::Fork(a) => a,
+        other => panic!("parsed {other:?}"),
+    }
+}
+
+#[test]
+fn fork_sends_only_what_was_given() {
+    let body = |args: &[&str]| serde_json::to_value(fork_body(&parse_fork(args))).unwrap();
+    assert_eq!(body(&["src"]), json!({}));
+    assert_eq!(body(&["src", "-n", "3"]), json!({"count": 3}));
+    assert_eq!(
+        body(&["src", "--name", "a", "--name", "b", "--count", "2"]),
+        json!({"count": 2, "names": ["a", "b"]})
+    );
+    let mut argv = vec!["sandbox", "fork", "src", "-n", "0"];
+    assert!(Cli::try_parse_from(&argv).is_err());
+    argv.truncate(3);
+    assert!(Cli::try_parse_from(&argv).is_ok());
+}
+
+#[tokio::test]
+async fn forks_are_new_sandboxes() {
+    let srv = TestServer::start().await;
+    let c = srv.client();
+    srv.sandbox("src").await;
+    let code = sandbox_command(
+        &c,
+        sandbox_cmd(&["fork", "src", "--name", "f1", "--name", "f2"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, ExitCode::SUCCESS);
+    sandbox_command(&c, sandbox_cmd(&["fork", "src", "-n", "2", "--json"]))
+        .await
+        .unwrap();
+    let (_, list) = c.list_sandboxes().await.unwrap();
+    let mut names: Vec<&str> = list.items.iter().map(|s| s.name.as_str()).collect();
+    names.retain(|n| !["src", "f1", "f2"].contains(n));
+    assert_eq!(names.len(), 2, "{list:?}");
+    assert_eq!(c.sandbox_status("f2").await.unwrap().status, "ready");
+    let e = sandbox_command(&c, sandbox_cmd(&["fork", "missing"]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.to_string(), "Sandbox 'missing' not found");
+}
