@@ -194,7 +194,9 @@ pub(crate) fn install_in_child(child: RawFd) {
 
 /// Answers one command's notifications until every process under its filter is gone.
 pub(crate) async fn supervise(listener: OwnedFd) {
-    let Ok(listener) = crate::pty::register(listener) else {
+    // SAFETY: the OwnedFd is open for as long as it lives and the AsyncFd owns it, so nothing
+    // can close or replace the descriptor underneath the reactor.
+    let Ok(listener) = (unsafe { tokio::io::unix::AsyncFd::register(listener) }) else {
         return;
     };
     loop {
