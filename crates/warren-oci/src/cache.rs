@@ -23,8 +23,13 @@ pub struct Digest(String);
 impl Digest {
     /// Parses and validates a digest string.
     pub fn parse(s: &str) -> Result<Self, OciError> {
-        let hex = s.strip_prefix("sha256:").ok_or_else(|| OciError::InvalidDigest(s.into()))?;
-        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        let hex = s
+            .strip_prefix("sha256:")
+            .ok_or_else(|| OciError::InvalidDigest(s.into()))?;
+        if hex.len() != 64
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             return Err(OciError::InvalidDigest(s.into()));
         }
@@ -91,7 +96,9 @@ impl BlobCache {
     pub fn open_blob(&self, digest: &Digest) -> Result<File, OciError> {
         let path = self.path(digest);
         File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => OciError::BlobMissing { digest: digest.to_string() },
+            io::ErrorKind::NotFound => OciError::BlobMissing {
+                digest: digest.to_string(),
+            },
             _ => OciError::io("open blob", path, e),
         })
     }
@@ -169,7 +176,10 @@ impl BlobWriter {
     pub fn write(&mut self, bytes: &[u8]) -> Result<(), OciError> {
         self.written = self.written.saturating_add(bytes.len() as u64);
         if self.written > self.max {
-            return Err(OciError::TooLarge { what: self.what.clone(), max: self.max });
+            return Err(OciError::TooLarge {
+                what: self.what.clone(),
+                max: self.max,
+            });
         }
         self.hasher.update(bytes);
         self.tmp
@@ -209,11 +219,14 @@ impl BlobWriter {
             });
         }
         let file = self.tmp.as_file();
-        file.sync_all().map_err(|e| OciError::io("sync blob", self.tmp.path(), e))?;
+        file.sync_all()
+            .map_err(|e| OciError::io("sync blob", self.tmp.path(), e))?;
         file.set_permissions(fs::Permissions::from_mode(0o400))
             .map_err(|e| OciError::io("chmod blob", self.tmp.path(), e))?;
         let dest = self.cache.path(&actual);
-        self.tmp.persist(&dest).map_err(|e| OciError::io("rename blob", &dest, e.error))?;
+        self.tmp
+            .persist(&dest)
+            .map_err(|e| OciError::io("rename blob", &dest, e.error))?;
         Ok((actual, self.written))
     }
 }
@@ -226,7 +239,10 @@ pub(crate) fn read_limited(reader: impl Read, max: u64, what: &str) -> Result<Ve
         .read_to_end(&mut out)
         .map_err(|e| OciError::io("read", what, e))?;
     if out.len() as u64 > max {
-        return Err(OciError::TooLarge { what: what.to_owned(), max });
+        return Err(OciError::TooLarge {
+            what: what.to_owned(),
+            max,
+        });
     }
     Ok(out)
 }

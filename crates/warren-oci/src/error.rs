@@ -163,17 +163,27 @@ pub enum LayerError {
 
 impl OciError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
-        OciError::Io { op, path: path.into(), source }
+        OciError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn json(what: impl Into<String>, source: serde_json::Error) -> Self {
-        OciError::Json { what: what.into(), source }
+        OciError::Json {
+            what: what.into(),
+            source,
+        }
     }
 }
 
 impl LayerError {
     /// For `map_err`: wraps an `io::Error` or a rustix `Errno` with what was being done.
     pub(crate) fn io<E: Into<io::Error>>(op: &'static str) -> impl FnOnce(E) -> LayerError {
-        move |source| LayerError::Io { op, source: source.into() }
+        move |source| LayerError::Io {
+            op,
+            source: source.into(),
+        }
     }
 }

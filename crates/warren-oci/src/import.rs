@@ -36,7 +36,10 @@ pub fn import(path: &Path, cache: &BlobCache) -> Result<Image, OciError> {
     } else {
         Box::new(TarSource::index(path)?)
     };
-    let archive_err = |reason: &str| OciError::Archive { path: path.into(), reason: reason.into() };
+    let archive_err = |reason: &str| OciError::Archive {
+        path: path.into(),
+        reason: reason.into(),
+    };
     let image = if source.size("index.json")?.is_some() {
         import_oci(source.as_ref(), path, cache)?
     } else if source.size("manifest.json")?.is_some() {
@@ -64,7 +67,10 @@ trait Source {
 
 fn read_member(src: &dyn Source, name: &str, max: u64) -> Result<Vec<u8>, OciError> {
     if src.size(name)?.is_some_and(|s| s > max) {
-        return Err(OciError::TooLarge { what: name.to_owned(), max });
+        return Err(OciError::TooLarge {
+            what: name.to_owned(),
+            max,
+        });
     }
     read_limited(src.open(name)?, max, name)
 }
@@ -77,13 +83,19 @@ fn import_oci(src: &dyn Source, path: &Path, cache: &BlobCache) -> Result<Image,
     let shown = path.display().to_string();
     let index = read_member(src, "index.json", MAX_MANIFEST_BYTES)?;
     let Parsed::Index(entries) = manifest::parse(&index, "index.json")? else {
-        return Err(OciError::Archive { path: path.into(), reason: "index.json is no index".into() });
+        return Err(OciError::Archive {
+            path: path.into(),
+            reason: "index.json is no index".into(),
+        });
     };
     let mut chosen = manifest::select_platform(&entries, &shown)?.clone();
     let reference = chosen
         .annotations
         .as_ref()
-        .and_then(|a| a.get(REF_NAME).or_else(|| a.get("io.containerd.image.name")))
+        .and_then(|a| {
+            a.get(REF_NAME)
+                .or_else(|| a.get("io.containerd.image.name"))
+        })
         .cloned()
         .unwrap_or(shown.clone());
     // index.json may point at a per-platform index (multi-platform `docker save`): one level.
@@ -102,7 +114,12 @@ fn import_oci(src: &dyn Source, path: &Path, cache: &BlobCache) -> Result<Image,
                     read_member(src, &blob_name(&m.config_digest), MAX_CONFIG_BYTES)?;
                 verify(&config_bytes, &m.config_digest, "image config")?;
                 let config = manifest::parse_config(&config_bytes)?;
-                cache.insert(&m.config_digest, &config_bytes[..], MAX_CONFIG_BYTES, "config")?;
+                cache.insert(
+                    &m.config_digest,
+                    &config_bytes[..],
+                    MAX_CONFIG_BYTES,
+                    "config",
+                )?;
                 for layer in &m.layers {
                     if !cache.contains(&layer.digest) {
                         let what = format!("layer {}", layer.digest);
@@ -120,7 +137,10 @@ fn import_oci(src: &dyn Source, path: &Path, cache: &BlobCache) -> Result<Image,
             }
         }
     }
-    Err(OciError::UnsupportedMediaType { what: shown, media_type: "nested image index".into() })
+    Err(OciError::UnsupportedMediaType {
+        what: shown,
+        media_type: "nested image index".into(),
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,10 +161,16 @@ fn import_docker(src: &dyn Source, path: &Path, cache: &BlobCache) -> Result<Ima
         serde_json::from_slice(&bytes).map_err(|e| OciError::json("manifest.json", e))?;
     let [m] = <[DockerManifest; 1]>::try_from(list).map_err(|list| OciError::Archive {
         path: path.into(),
-        reason: format!("manifest.json lists {} images; exactly one is supported", list.len()),
+        reason: format!(
+            "manifest.json lists {} images; exactly one is supported",
+            list.len()
+        ),
     })?;
     if m.layers.len() > MAX_LAYERS {
-        return Err(OciError::TooManyLayers { count: m.layers.len(), max: MAX_LAYERS });
+        return Err(OciError::TooManyLayers {
+            count: m.layers.len(),
+            max: MAX_LAYERS,
+        });
     }
     let config_name = clean_name(&m.config);
     let config_bytes = read_member(src, &config_name, MAX_CONFIG_BYTES)?;
@@ -153,7 +179,12 @@ fn import_docker(src: &dyn Source, path: &Path, cache: &BlobCache) -> Result<Ima
         verify(&config_bytes, &expected, "image config")?;
     }
     let config = manifest::parse_config(&config_bytes)?;
-    cache.insert(&config_digest, &config_bytes[..], MAX_CONFIG_BYTES, "config")?;
+    cache.insert(
+        &config_digest,
+        &config_bytes[..],
+        MAX_CONFIG_BYTES,
+        "config",
+    )?;
 
     let mut layers = Vec::with_capacity(m.layers.len());
     for name in &m.layers {
@@ -168,7 +199,11 @@ fn import_docker(src: &dyn Source, path: &Path, cache: &BlobCache) -> Result<Ima
             Some(d) => (d.clone(), cache.insert(&d, src.open(&name)?, size, &what)?),
             None => cache.insert_computed(src.open(&name)?, size, &what)?,
         };
-        layers.push(Layer { digest, media_type: DOCKER_LAYER.into(), size });
+        layers.push(Layer {
+            digest,
+            media_type: DOCKER_LAYER.into(),
+            size,
+        });
     }
     let synthesized = serde_json::json!({
         "schemaVersion": 2,
@@ -224,7 +259,10 @@ impl DirSource {
     fn open(path: &Path) -> Result<Self, OciError> {
         let root = rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
             .map_err(|e| OciError::io("open layout", path, e.into()))?;
-        Ok(DirSource { root, path: path.to_owned() })
+        Ok(DirSource {
+            root,
+            path: path.to_owned(),
+        })
     }
 
     fn file(&self, name: &str) -> Result<Option<File>, OciError> {
@@ -240,8 +278,12 @@ impl DirSource {
 
 impl Source for DirSource {
     fn size(&self, name: &str) -> Result<Option<u64>, OciError> {
-        let Some(f) = self.file(name)? else { return Ok(None) };
-        let meta = f.metadata().map_err(|e| OciError::io("stat", self.path.join(name), e))?;
+        let Some(f) = self.file(name)? else {
+            return Ok(None);
+        };
+        let meta = f
+            .metadata()
+            .map_err(|e| OciError::io("stat", self.path.join(name), e))?;
         Ok(meta.is_file().then_some(meta.len()))
     }
 
@@ -259,7 +301,10 @@ impl Source for DirSource {
 /// Where a member of a tarball is.
 #[derive(Debug, Clone)]
 enum Member {
-    File { offset: u64, size: u64 },
+    File {
+        offset: u64,
+        size: u64,
+    },
     /// A symlink or hard link to another member (older `docker save` links duplicate layers).
     Link(String),
 }
@@ -288,7 +333,9 @@ impl TarSource {
                 });
             }
             let name = clean_name(&String::from_utf8_lossy(&entry.path_bytes()));
-            let link = entry.link_name_bytes().map(|l| String::from_utf8_lossy(&l).into_owned());
+            let link = entry
+                .link_name_bytes()
+                .map(|l| String::from_utf8_lossy(&l).into_owned());
             let member = match (entry.header().entry_type(), link) {
                 (tar::EntryType::Regular, _) => Member::File {
                     offset: entry.raw_file_position(),
@@ -303,7 +350,10 @@ impl TarSource {
             };
             members.insert(name, member);
         }
-        Ok(TarSource { path: path.to_owned(), members })
+        Ok(TarSource {
+            path: path.to_owned(),
+            members,
+        })
     }
 
     /// Follows links (a few hops at most) to the member holding the bytes.
@@ -325,12 +375,15 @@ impl Source for TarSource {
     }
 
     fn open(&self, name: &str) -> Result<Box<dyn Read + '_>, OciError> {
-        let (offset, size) = self.find(&clean_name(name)).ok_or_else(|| OciError::Archive {
-            path: self.path.clone(),
-            reason: format!("{name} is missing"),
-        })?;
+        let (offset, size) = self
+            .find(&clean_name(name))
+            .ok_or_else(|| OciError::Archive {
+                path: self.path.clone(),
+                reason: format!("{name} is missing"),
+            })?;
         let mut file = File::open(&self.path).map_err(|e| OciError::io("open", &self.path, e))?;
-        file.seek(SeekFrom::Start(offset)).map_err(|e| OciError::io("seek", &self.path, e))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| OciError::io("seek", &self.path, e))?;
         Ok(Box::new(file.take(size)))
     }
 }

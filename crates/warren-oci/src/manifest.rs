@@ -93,7 +93,10 @@ pub(crate) struct Manifest {
 /// layer types that cannot be unpacked.
 pub(crate) fn parse(bytes: &[u8], what: &str) -> Result<Parsed, OciError> {
     if bytes.len() as u64 > MAX_MANIFEST_BYTES {
-        return Err(OciError::TooLarge { what: what.to_owned(), max: MAX_MANIFEST_BYTES });
+        return Err(OciError::TooLarge {
+            what: what.to_owned(),
+            max: MAX_MANIFEST_BYTES,
+        });
     }
     let doc: AnyManifest = serde_json::from_slice(bytes).map_err(|e| OciError::json(what, e))?;
     let media_type = doc.media_type.as_deref().unwrap_or_default();
@@ -114,7 +117,10 @@ pub(crate) fn parse(bytes: &[u8], what: &str) -> Result<Parsed, OciError> {
     };
     // Counted before anything else is looked at, so a 10,000-layer manifest costs nothing.
     if layers.len() > MAX_LAYERS {
-        return Err(OciError::TooManyLayers { count: layers.len(), max: MAX_LAYERS });
+        return Err(OciError::TooManyLayers {
+            count: layers.len(),
+            max: MAX_LAYERS,
+        });
     }
     if !config.media_type.is_empty() && !CONFIG_TYPES.contains(&config.media_type.as_str()) {
         return Err(OciError::UnsupportedMediaType {
@@ -140,14 +146,21 @@ pub(crate) fn parse(bytes: &[u8], what: &str) -> Result<Parsed, OciError> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Parsed::Manifest(Manifest { config, config_digest, layers }))
+    Ok(Parsed::Manifest(Manifest {
+        config,
+        config_digest,
+        layers,
+    }))
 }
 
 /// Refuses a descriptor that announces a negative size or more than `max` bytes.
 pub(crate) fn check_size(d: &Descriptor, max: u64, what: &str) -> Result<u64, OciError> {
     match u64::try_from(d.size) {
         Ok(size) if size <= max => Ok(size),
-        _ => Err(OciError::TooLarge { what: format!("{what} {}", d.digest), max }),
+        _ => Err(OciError::TooLarge {
+            what: format!("{what} {}", d.digest),
+            max,
+        }),
     }
 }
 
@@ -158,12 +171,16 @@ pub(crate) fn select_platform<'a>(
     reference: &str,
 ) -> Result<&'a Descriptor, OciError> {
     let found = manifests.iter().find(|d| {
-        d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+        d.platform
+            .as_ref()
+            .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
     });
     match found {
         Some(d) => Ok(d),
         None if manifests.len() == 1 && manifests[0].platform.is_none() => Ok(&manifests[0]),
-        None => Err(OciError::NoPlatform { reference: reference.to_owned() }),
+        None => Err(OciError::NoPlatform {
+            reference: reference.to_owned(),
+        }),
     }
 }
 
@@ -191,7 +208,10 @@ struct RunConfig {
 /// Parses an image config blob into the run settings Warren uses.
 pub(crate) fn parse_config(bytes: &[u8]) -> Result<ImageConfig, OciError> {
     if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(OciError::TooLarge { what: "image config".into(), max: MAX_CONFIG_BYTES });
+        return Err(OciError::TooLarge {
+            what: "image config".into(),
+            max: MAX_CONFIG_BYTES,
+        });
     }
     let file: ConfigFile =
         serde_json::from_slice(bytes).map_err(|e| OciError::json("image config", e))?;

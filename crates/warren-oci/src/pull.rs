@@ -36,9 +36,13 @@ pub async fn pull(
     insecure_registries: &[String],
     progress: &dyn Fn(Progress),
 ) -> Result<Image, OciError> {
-    let image: Reference = reference.parse().map_err(|e: oci_client::ParseError| {
-        OciError::InvalidReference { reference: reference.to_owned(), reason: e.to_string() }
-    })?;
+    let image: Reference =
+        reference
+            .parse()
+            .map_err(|e: oci_client::ParseError| OciError::InvalidReference {
+                reference: reference.to_owned(),
+                reason: e.to_string(),
+            })?;
     install_crypto_provider();
     let mut http_ok = insecure_registries.to_vec();
     if is_loopback(image.registry()) {
@@ -56,9 +60,17 @@ pub async fn pull(
         Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
         None => RegistryAuth::Anonymous,
     };
-    let registry_err = |source| OciError::Registry { reference: reference.to_owned(), source };
+    let registry_err = |source| OciError::Registry {
+        reference: reference.to_owned(),
+        source,
+    };
 
-    progress(Progress { phase: Phase::Manifest, digest: String::new(), done: 0, total: 0 });
+    progress(Progress {
+        phase: Phase::Manifest,
+        digest: String::new(),
+        done: 0,
+        total: 0,
+    });
     let (mut bytes, _) = client
         .pull_manifest_raw(&image, &auth, ACCEPTED_MANIFESTS)
         .await
@@ -113,16 +125,32 @@ pub async fn pull(
     tracing::debug!(%reference, manifest = %digest, layers = m.layers.len(), "pulling image");
 
     let config_size = manifest::check_size(&m.config, MAX_CONFIG_BYTES, "image config")?;
-    fetch_blob(&client, &image, cache, &m.config_digest, config_size, Phase::Config, progress)
-        .await
-        .map_err(|e| with_reference(e, reference))?;
+    fetch_blob(
+        &client,
+        &image,
+        cache,
+        &m.config_digest,
+        config_size,
+        Phase::Config,
+        progress,
+    )
+    .await
+    .map_err(|e| with_reference(e, reference))?;
     let config_bytes = cache.read_blob(&m.config_digest, MAX_CONFIG_BYTES, "image config")?;
     let config = manifest::parse_config(&config_bytes)?;
 
     for layer in &m.layers {
-        fetch_blob(&client, &image, cache, &layer.digest, layer.size, Phase::Layer, progress)
-            .await
-            .map_err(|e| with_reference(e, reference))?;
+        fetch_blob(
+            &client,
+            &image,
+            cache,
+            &layer.digest,
+            layer.size,
+            Phase::Layer,
+            progress,
+        )
+        .await
+        .map_err(|e| with_reference(e, reference))?;
     }
     tracing::info!(%reference, manifest = %digest, layers = m.layers.len(), "pulled image");
     Ok(Image {
@@ -146,7 +174,12 @@ async fn fetch_blob(
     progress: &dyn Fn(Progress),
 ) -> Result<(), FetchError> {
     let report = |phase, done| {
-        progress(Progress { phase, digest: digest.to_string(), done, total: size });
+        progress(Progress {
+            phase,
+            digest: digest.to_string(),
+            done,
+            total: size,
+        });
     };
     if cache.contains(digest) {
         report(Phase::Cached, size);
@@ -155,7 +188,10 @@ async fn fetch_blob(
     report(phase, 0);
     let what = format!("blob {digest}");
     let mut writer = cache.writer(digest, size, &what)?;
-    let mut stream = client.pull_blob_stream(image, digest.as_str()).await?.stream;
+    let mut stream = client
+        .pull_blob_stream(image, digest.as_str())
+        .await?
+        .stream;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| OciError::io("download", &what, e))?;
         // Local disk writes of at most one network chunk: short enough not to need
@@ -190,9 +226,10 @@ impl From<oci_client::errors::OciDistributionError> for FetchError {
 fn with_reference(e: FetchError, reference: &str) -> OciError {
     match e {
         FetchError::Oci(e) => e,
-        FetchError::Registry(source) => {
-            OciError::Registry { reference: reference.to_owned(), source }
-        }
+        FetchError::Registry(source) => OciError::Registry {
+            reference: reference.to_owned(),
+            source,
+        },
     }
 }
 
@@ -203,7 +240,9 @@ fn is_loopback(registry: &str) -> bool {
         None => registry.rsplit_once(':').map_or(registry, |(h, _)| h),
     };
     host == "localhost"
-        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// oci-client's reqwest is built with `rustls-no-provider` so the workspace keeps one TLS

@@ -34,7 +34,10 @@ struct Meta {
     mtime: i64,
 }
 
-pub(super) fn apply<R: Read>(state: &mut State, mut entry: tar::Entry<'_, R>) -> Result<(), LayerError> {
+pub(super) fn apply<R: Read>(
+    state: &mut State,
+    mut entry: tar::Entry<'_, R>,
+) -> Result<(), LayerError> {
     let raw = entry.path_bytes().into_owned();
     check_len(state, raw.len())?;
     let path = clean(&raw);
@@ -70,7 +73,10 @@ pub(super) fn apply<R: Read>(state: &mut State, mut entry: tar::Entry<'_, R>) ->
         }
     }
 
-    let dir = state.root.mkdir_all(&parent).map_err(LayerError::io("resolve parent directory"))?;
+    let dir = state
+        .root
+        .mkdir_all(&parent)
+        .map_err(LayerError::io("resolve parent directory"))?;
     let existing = root::kind_at(dir.as_fd(), &name).map_err(LayerError::io("lstat"))?;
     // Docker's rule: whatever is there is replaced, unless both are directories (then the
     // lower directory's content stays and only its metadata changes).
@@ -84,7 +90,8 @@ pub(super) fn apply<R: Read>(state: &mut State, mut entry: tar::Entry<'_, R>) ->
     match kind {
         EntryType::Directory => {
             if !keep_dir {
-                mkdirat(&dir, &name, Mode::from_raw_mode(0o700)).map_err(LayerError::io("mkdir"))?;
+                mkdirat(&dir, &name, Mode::from_raw_mode(0o700))
+                    .map_err(LayerError::io("mkdir"))?;
             }
             let fd = root::open_subdir(dir.as_fd(), &name).map_err(LayerError::io("open dir"))?;
             set_owner_mode(&fd, meta)?;
@@ -131,9 +138,18 @@ fn write_file<R: Read>(
     let mut file = File::from(fd);
     io::copy(entry, &mut file).map_err(|e| state.read_error(e))?;
     set_owner_mode(&file, meta)?;
-    let ts = rustix::fs::Timespec { tv_sec: meta.mtime, tv_nsec: 0 };
-    futimens(&file, &Timestamps { last_access: ts, last_modification: ts })
-        .map_err(LayerError::io("set times"))
+    let ts = rustix::fs::Timespec {
+        tv_sec: meta.mtime,
+        tv_nsec: 0,
+    };
+    futimens(
+        &file,
+        &Timestamps {
+            last_access: ts,
+            last_modification: ts,
+        },
+    )
+    .map_err(LayerError::io("set times"))
 }
 
 /// A hard link's target is resolved inside the destination like any path, and must already be
@@ -148,7 +164,10 @@ fn hard_link<R: Read>(
 ) -> Result<(), LayerError> {
     let target = link_target(state, entry)?;
     let shown = String::from_utf8_lossy(&entry.link_name_bytes().unwrap_or_default()).into_owned();
-    let bad = |why| LayerError::BadHardLink { target: shown.clone(), why };
+    let bad = |why| LayerError::BadHardLink {
+        target: shown.clone(),
+        why,
+    };
     let (Some(tname), Some(tparent)) = (target.file_name(), target.parent()) else {
         return Err(bad("it names the root"));
     };
@@ -169,7 +188,9 @@ fn hard_link<R: Read>(
 }
 
 fn link_target<R: Read>(state: &State, entry: &tar::Entry<'_, R>) -> Result<PathBuf, LayerError> {
-    let raw = entry.link_name_bytes().ok_or(LayerError::Refused("hard link without a target"))?;
+    let raw = entry
+        .link_name_bytes()
+        .ok_or(LayerError::Refused("hard link without a target"))?;
     check_len(state, raw.len())?;
     Ok(clean(&raw))
 }
@@ -222,7 +243,9 @@ fn mark_written(state: &mut State, path: &Path) {
 
 /// Sets a directory's mtime once its layer is done. It may have been removed since.
 pub(super) fn set_dir_time(root: &Root, path: &Path, mtime: i64) -> Result<(), LayerError> {
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return Ok(()) };
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Ok(());
+    };
     let dir = match root.open_dir(parent, false) {
         Ok(fd) => fd,
         Err(Errno::NOENT | Errno::NOTDIR) => return Ok(()),
@@ -237,15 +260,22 @@ pub(super) fn set_dir_time(root: &Root, path: &Path, mtime: i64) -> Result<(), L
 /// Owner first, then mode: chown clears setuid bits, and the mode must be the last word.
 /// Both go through the open fd, so no symlink is ever followed.
 fn set_owner_mode(fd: impl AsFd, meta: Meta) -> Result<(), LayerError> {
-    fchown(&fd, Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)))
-        .map_err(LayerError::io("chown"))?;
+    fchown(
+        &fd,
+        Some(Uid::from_raw(meta.uid)),
+        Some(Gid::from_raw(meta.gid)),
+    )
+    .map_err(LayerError::io("chown"))?;
     fchmod(&fd, Mode::from_raw_mode(meta.mode)).map_err(LayerError::io("chmod"))
 }
 
 fn meta(h: &tar::Header) -> Result<Meta, LayerError> {
     let id = |v: io::Result<u64>| -> Result<u32, LayerError> {
         let v = v.map_err(LayerError::io("read header"))?;
-        Ok(u32::try_from(v).ok().filter(|&v| v <= 65535).unwrap_or(OVERFLOW_ID))
+        Ok(u32::try_from(v)
+            .ok()
+            .filter(|&v| v <= 65535)
+            .unwrap_or(OVERFLOW_ID))
     };
     let mode = h.mode().map_err(LayerError::io("read header"))?;
     let mtime = h.mtime().map_err(LayerError::io("read header"))?;

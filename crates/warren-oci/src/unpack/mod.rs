@@ -33,7 +33,11 @@ pub struct UnpackLimits {
 
 impl Default for UnpackLimits {
     fn default() -> Self {
-        UnpackLimits { max_bytes: 32 << 30, max_entries: 2_000_000, max_path_len: 4096 }
+        UnpackLimits {
+            max_bytes: 32 << 30,
+            max_entries: 2_000_000,
+            max_path_len: 4096,
+        }
     }
 }
 
@@ -109,33 +113,43 @@ fn apply_layer(state: &mut State, layer: &Layer, blob: std::fs::File) -> Result<
         reason,
     };
     let stream = decompress(blob, &layer.media_type).map_err(|r| err(None, r))?;
-    let counted = Counted { inner: stream, read: state.read.clone(), max: state.limits.max_bytes };
+    let counted = Counted {
+        inner: stream,
+        read: state.read.clone(),
+        max: state.limits.max_bytes,
+    };
     let mut archive = tar::Archive::new(counted);
     state.written_in_layer.clear();
     state.dir_times.clear();
     tracing::debug!(layer = %layer.digest, media_type = %layer.media_type, "applying layer");
 
-    let entries = archive.entries().map_err(|e| err(None, state.read_error(e)))?;
+    let entries = archive
+        .entries()
+        .map_err(|e| err(None, state.read_error(e)))?;
     for entry in entries {
         let entry = entry.map_err(|e| err(None, state.read_error(e)))?;
         let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         state.stats.entries += 1;
         if state.stats.entries > state.limits.max_entries {
-            let reason = LayerError::TooManyEntries { max: state.limits.max_entries };
+            let reason = LayerError::TooManyEntries {
+                max: state.limits.max_entries,
+            };
             return Err(err(Some(name), reason));
         }
-        entry::apply(state, entry).map_err(|r| match r {
-            LayerError::Io { .. } if state.read.get() > state.limits.max_bytes => {
-                LayerError::TooManyBytes { max: state.limits.max_bytes }
-            }
-            other => other,
-        })
-        .map_err(|r| err(Some(name), r))?;
+        entry::apply(state, entry)
+            .map_err(|r| match r {
+                LayerError::Io { .. } if state.read.get() > state.limits.max_bytes => {
+                    LayerError::TooManyBytes {
+                        max: state.limits.max_bytes,
+                    }
+                }
+                other => other,
+            })
+            .map_err(|r| err(Some(name), r))?;
     }
     for (path, mtime) in std::mem::take(&mut state.dir_times) {
-        entry::set_dir_time(&state.root, &path, mtime).map_err(|r| {
-            err(Some(path.display().to_string()), r)
-        })?;
+        entry::set_dir_time(&state.root, &path, mtime)
+            .map_err(|r| err(Some(path.display().to_string()), r))?;
     }
     Ok(())
 }
@@ -144,9 +158,14 @@ impl State {
     /// A tar read error, or the byte limit if that is what cut the stream.
     fn read_error(&self, e: io::Error) -> LayerError {
         if self.read.get() > self.limits.max_bytes {
-            LayerError::TooManyBytes { max: self.limits.max_bytes }
+            LayerError::TooManyBytes {
+                max: self.limits.max_bytes,
+            }
         } else {
-            LayerError::Io { op: "read layer", source: e }
+            LayerError::Io {
+                op: "read layer",
+                source: e,
+            }
         }
     }
 }
@@ -180,7 +199,9 @@ impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let left = self.max.saturating_sub(self.read.get());
         // Ask for one byte more than the budget so that going over is noticed, not truncated.
-        let want = buf.len().min(usize::try_from(left.saturating_add(1)).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(left.saturating_add(1)).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         self.read.set(self.read.get() + n as u64);
         if self.read.get() > self.max {

@@ -44,8 +44,16 @@ impl Root {
     /// Opens a directory by its (already cleaned, relative) path, resolved inside the root.
     /// `readable` gives an fd that can list entries; otherwise an `O_PATH` fd.
     pub(crate) fn open_dir(&self, path: &Path, readable: bool) -> Result<OwnedFd, Errno> {
-        let path = if path.as_os_str().is_empty() { Path::new(".") } else { path };
-        let access = if readable { OFlags::RDONLY } else { OFlags::PATH };
+        let path = if path.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            path
+        };
+        let access = if readable {
+            OFlags::RDONLY
+        } else {
+            OFlags::PATH
+        };
         openat2(
             &self.fd,
             path,
@@ -130,7 +138,13 @@ pub(crate) fn remove_all(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno>
 
 /// Sets a name's timestamps without following it (so a symlink gets its own times).
 pub(crate) fn set_times_at(dir: impl AsFd, name: &OsStr, mtime: i64) -> Result<(), Errno> {
-    let ts = rustix::fs::Timespec { tv_sec: mtime, tv_nsec: 0 };
-    let times = Timestamps { last_access: ts, last_modification: ts };
+    let ts = rustix::fs::Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    let times = Timestamps {
+        last_access: ts,
+        last_modification: ts,
+    };
     utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW)
 }

@@ -18,14 +18,19 @@ pub(crate) struct LayerBuilder {
 
 impl LayerBuilder {
     pub(crate) fn new() -> Self {
-        LayerBuilder { b: tar::Builder::new(Vec::new()) }
+        LayerBuilder {
+            b: tar::Builder::new(Vec::new()),
+        }
     }
 
     fn header(path: &str, kind: EntryType, mode: u32, link: Option<&str>, size: u64) -> Header {
         let mut h = Header::new_gnu();
         {
             let gnu = h.as_gnu_mut().unwrap();
-            assert!(path.len() < gnu.name.len(), "test path too long for a raw header");
+            assert!(
+                path.len() < gnu.name.len(),
+                "test path too long for a raw header"
+            );
             gnu.name[..path.len()].copy_from_slice(path.as_bytes());
             if let Some(link) = link {
                 gnu.linkname[..link.len()].copy_from_slice(link.as_bytes());
@@ -51,7 +56,14 @@ impl LayerBuilder {
         self.file_with(path, data, 0o644, 0, 0)
     }
 
-    pub(crate) fn file_with(&mut self, path: &str, data: &[u8], mode: u32, uid: u64, gid: u64) -> &mut Self {
+    pub(crate) fn file_with(
+        &mut self,
+        path: &str,
+        data: &[u8],
+        mode: u32,
+        uid: u64,
+        gid: u64,
+    ) -> &mut Self {
         let mut h = Self::header(path, EntryType::Regular, mode, None, data.len() as u64);
         h.set_uid(uid);
         h.set_gid(gid);
@@ -63,7 +75,10 @@ impl LayerBuilder {
     }
 
     pub(crate) fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
-        self.raw(Self::header(path, EntryType::Symlink, 0o777, Some(target), 0), &[])
+        self.raw(
+            Self::header(path, EntryType::Symlink, 0o777, Some(target), 0),
+            &[],
+        )
     }
 
     pub(crate) fn symlink_owned(&mut self, path: &str, target: &str, uid: u64) -> &mut Self {
@@ -74,7 +89,10 @@ impl LayerBuilder {
     }
 
     pub(crate) fn hardlink(&mut self, path: &str, target: &str) -> &mut Self {
-        self.raw(Self::header(path, EntryType::Link, 0o644, Some(target), 0), &[])
+        self.raw(
+            Self::header(path, EntryType::Link, 0o644, Some(target), 0),
+            &[],
+        )
     }
 
     pub(crate) fn node(&mut self, path: &str, kind: EntryType) -> &mut Self {
@@ -87,7 +105,9 @@ impl LayerBuilder {
     /// A file with a PAX `SCHILY.xattr.*` record before it.
     pub(crate) fn file_with_xattr(&mut self, path: &str, xattr: &str, value: &[u8]) -> &mut Self {
         let key = format!("SCHILY.xattr.{xattr}");
-        self.b.append_pax_extensions([(key.as_str(), value)]).unwrap();
+        self.b
+            .append_pax_extensions([(key.as_str(), value)])
+            .unwrap();
         self.file(path, b"x")
     }
 
@@ -141,8 +161,14 @@ impl Fixture {
             .iter()
             .map(|(bytes, media_type)| {
                 let digest = Digest::of(bytes);
-                self.cache.insert(&digest, &bytes[..], bytes.len() as u64, "test layer").unwrap();
-                Layer { digest, media_type: (*media_type).into(), size: bytes.len() as u64 }
+                self.cache
+                    .insert(&digest, &bytes[..], bytes.len() as u64, "test layer")
+                    .unwrap();
+                Layer {
+                    digest,
+                    media_type: (*media_type).into(),
+                    size: bytes.len() as u64,
+                }
             })
             .collect();
         Image {
@@ -154,7 +180,10 @@ impl Fixture {
         }
     }
 
-    pub(crate) fn unpack(&self, layers: &[(Vec<u8>, &str)]) -> Result<warren_oci::UnpackStats, OciError> {
+    pub(crate) fn unpack(
+        &self,
+        layers: &[(Vec<u8>, &str)],
+    ) -> Result<warren_oci::UnpackStats, OciError> {
         self.unpack_with(layers, &UnpackLimits::default())
     }
 
@@ -169,12 +198,26 @@ impl Fixture {
 
     /// Asserts that nothing but `dest/` (and the cache) appeared or changed in the temp dir.
     pub(crate) fn assert_outside_intact(&self) {
-        assert_eq!(std::fs::read(self.tmp.path().join("canary")).unwrap(), CANARY);
-        assert_eq!(std::fs::read(self.outside().join("canary")).unwrap(), CANARY);
+        assert_eq!(
+            std::fs::read(self.tmp.path().join("canary")).unwrap(),
+            CANARY
+        );
+        assert_eq!(
+            std::fs::read(self.outside().join("canary")).unwrap(),
+            CANARY
+        );
         let mut top: Vec<_> = names(self.tmp.path());
         top.sort();
-        assert_eq!(top, ["cache", "canary", "dest", "outside"], "something appeared next to dest");
-        assert_eq!(names(&self.outside()), ["canary"], "something appeared in outside/");
+        assert_eq!(
+            top,
+            ["cache", "canary", "dest", "outside"],
+            "something appeared next to dest"
+        );
+        assert_eq!(
+            names(&self.outside()),
+            ["canary"],
+            "something appeared in outside/"
+        );
     }
 
     pub(crate) fn read(&self, rel: &str) -> Vec<u8> {

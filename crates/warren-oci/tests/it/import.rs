@@ -32,8 +32,14 @@ fn with_type(mut d: serde_json::Value, media_type: &str) -> serde_json::Value {
 
 /// Writes an image (config + layers) and returns its manifest descriptor.
 fn write_image(dir: &Path, user: &str, layers: &[(Vec<u8>, &str)]) -> serde_json::Value {
-    let config = with_type(write_blob(dir, &config_json(user)), "application/vnd.oci.image.config.v1+json");
-    let layers: Vec<_> = layers.iter().map(|(b, t)| with_type(write_blob(dir, b), t)).collect();
+    let config = with_type(
+        write_blob(dir, &config_json(user)),
+        "application/vnd.oci.image.config.v1+json",
+    );
+    let layers: Vec<_> = layers
+        .iter()
+        .map(|(b, t)| with_type(write_blob(dir, b), t))
+        .collect();
     let manifest = json!({
         "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": config, "layers": layers,
@@ -61,8 +67,15 @@ fn oci_layout_picks_linux_amd64_and_unpacks() {
     let f = Fixture::new();
     let layout = f.tmp.path().join("outside/layout");
     std::fs::create_dir(&layout).unwrap();
-    let arm = write_image(&layout, "arm", &[(LayerBuilder::new().file("arch", b"arm64").tar(), TAR)]);
-    let l1 = LayerBuilder::new().file("bin/app", b"app").file("arch", b"?").gzip();
+    let arm = write_image(
+        &layout,
+        "arm",
+        &[(LayerBuilder::new().file("arch", b"arm64").tar(), TAR)],
+    );
+    let l1 = LayerBuilder::new()
+        .file("bin/app", b"app")
+        .file("arch", b"?")
+        .gzip();
     let l2 = LayerBuilder::new().file("arch", b"amd64").tar();
     let amd = write_image(&layout, "1000:1000", &[(l1, TAR_GZ), (l2, TAR)]);
     let mut amd_entry = platform(amd.clone(), "amd64");
@@ -71,7 +84,10 @@ fn oci_layout_picks_linux_amd64_and_unpacks() {
 
     let image = warren_oci::import(&layout, &f.cache).unwrap();
     assert_eq!(image.reference, "example:1");
-    assert_eq!(image.manifest_digest.as_str(), amd["digest"].as_str().unwrap());
+    assert_eq!(
+        image.manifest_digest.as_str(),
+        amd["digest"].as_str().unwrap()
+    );
     assert_eq!(image.config.user.as_deref(), Some("1000:1000"));
     assert_eq!(image.config.workdir.as_deref(), Some("/srv"));
     assert_eq!(image.config.env[1], ("MODE".into(), "test".into()));
@@ -86,7 +102,10 @@ fn oci_layout_with_10000_layers_is_refused_before_reading_blobs() {
     let f = Fixture::new();
     let layout = f.tmp.path().join("outside/layout");
     std::fs::create_dir(&layout).unwrap();
-    let config = with_type(write_blob(&layout, &config_json("")), "application/vnd.oci.image.config.v1+json");
+    let config = with_type(
+        write_blob(&layout, &config_json("")),
+        "application/vnd.oci.image.config.v1+json",
+    );
     let fake = json!({ "mediaType": TAR_GZ, "size": 1,
         "digest": format!("sha256:{}", "0".repeat(64)) });
     let manifest = json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -97,8 +116,20 @@ fn oci_layout_with_10000_layers_is_refused_before_reading_blobs() {
     );
     write_layout(&layout, vec![desc]);
     let err = warren_oci::import(&layout, &f.cache).unwrap_err();
-    assert!(matches!(err, OciError::TooManyLayers { count: 10_000, max: 128 }), "{err}");
-    assert!(names(&f.tmp.path().join("cache/blobs/sha256")).is_empty(), "nothing was cached");
+    assert!(
+        matches!(
+            err,
+            OciError::TooManyLayers {
+                count: 10_000,
+                max: 128
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        names(&f.tmp.path().join("cache/blobs/sha256")).is_empty(),
+        "nothing was cached"
+    );
 }
 
 #[test]
@@ -184,7 +215,10 @@ fn docker_save_tarball_with_oci_layout() {
         files.push((name.to_owned(), std::fs::read(layout.join(name)).unwrap()));
     }
     for blob in names(&layout.join("blobs/sha256")) {
-        files.push((format!("blobs/sha256/{blob}"), std::fs::read(layout.join("blobs/sha256").join(&blob)).unwrap()));
+        files.push((
+            format!("blobs/sha256/{blob}"),
+            std::fs::read(layout.join("blobs/sha256").join(&blob)).unwrap(),
+        ));
     }
     files.push(("manifest.json".into(), b"[]".to_vec()));
     let tar_path = f.tmp.path().join("outside/save.tar");
@@ -192,7 +226,10 @@ fn docker_save_tarball_with_oci_layout() {
     std::fs::remove_dir_all(&layout).unwrap();
 
     let image = warren_oci::import(&tar_path, &f.cache).unwrap();
-    assert_eq!(image.manifest_digest.as_str(), desc["digest"].as_str().unwrap());
+    assert_eq!(
+        image.manifest_digest.as_str(),
+        desc["digest"].as_str().unwrap()
+    );
     warren_oci::unpack(&image, &f.cache, &f.dest(), &UnpackLimits::default()).unwrap();
     assert_eq!(f.read("hello"), b"oci in tar");
 }

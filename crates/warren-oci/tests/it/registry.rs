@@ -28,7 +28,9 @@ impl Registry {
     fn start() -> Registry {
         let bin = std::env::var_os("PATH")
             .and_then(|p| {
-                std::env::split_paths(&p).map(|d| d.join(REGISTRY_BIN)).find(|p| p.is_file())
+                std::env::split_paths(&p)
+                    .map(|d| d.join(REGISTRY_BIN))
+                    .find(|p| p.is_file())
             })
             .unwrap_or_else(|| {
                 panic!(
@@ -38,7 +40,11 @@ impl Registry {
             });
         let dir = tempfile::tempdir().unwrap();
         // Ask the kernel for a free port, then hand it to the registry.
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         let config = dir.path().join("config.yml");
         std::fs::write(
             &config,
@@ -58,14 +64,24 @@ impl Registry {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-        let mut reg = Registry { child, port, _dir: dir };
+        let mut reg = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
             if let Ok(Some(status)) = reg.child.try_wait() {
                 let log = std::fs::read_to_string(reg._dir.path().join("registry.log"));
-                panic!("docker-registry exited ({status}): {}", log.unwrap_or_default());
+                panic!(
+                    "docker-registry exited ({status}): {}",
+                    log.unwrap_or_default()
+                );
             }
-            assert!(Instant::now() < deadline, "docker-registry did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         reg
@@ -96,7 +112,10 @@ impl Pusher {
             protocol: ClientProtocol::HttpsExcept(vec![reg.host()]),
             ..ClientConfig::default()
         });
-        Pusher { client, host: reg.host() }
+        Pusher {
+            client,
+            host: reg.host(),
+        }
     }
 
     fn reference(&self, tag: &str) -> Reference {
@@ -105,21 +124,40 @@ impl Pusher {
 
     async fn blob(&self, bytes: &[u8], media_type: &str) -> serde_json::Value {
         let digest = Digest::of(bytes);
-        self.client.push_blob(&self.reference("x"), bytes.to_vec(), digest.as_str()).await.unwrap();
+        self.client
+            .push_blob(&self.reference("x"), bytes.to_vec(), digest.as_str())
+            .await
+            .unwrap();
         json!({ "mediaType": media_type, "digest": digest.as_str(), "size": bytes.len() })
     }
 
-    async fn manifest(&self, tag: &str, body: &serde_json::Value, media_type: &str) -> serde_json::Value {
+    async fn manifest(
+        &self,
+        tag: &str,
+        body: &serde_json::Value,
+        media_type: &str,
+    ) -> serde_json::Value {
         let bytes = body.to_string().into_bytes();
         let digest = Digest::of(&bytes);
         let content_type = HeaderValue::from_str(media_type).unwrap();
-        self.client.push_manifest_raw(&self.reference(tag), bytes.clone(), content_type).await.unwrap();
+        self.client
+            .push_manifest_raw(&self.reference(tag), bytes.clone(), content_type)
+            .await
+            .unwrap();
         json!({ "mediaType": media_type, "digest": digest.as_str(), "size": bytes.len() })
     }
 
-    async fn image(&self, tag: &str, config: serde_json::Value, layers: &[(Vec<u8>, &str)]) -> serde_json::Value {
+    async fn image(
+        &self,
+        tag: &str,
+        config: serde_json::Value,
+        layers: &[(Vec<u8>, &str)],
+    ) -> serde_json::Value {
         let config = self
-            .blob(config.to_string().as_bytes(), "application/vnd.oci.image.config.v1+json")
+            .blob(
+                config.to_string().as_bytes(),
+                "application/vnd.oci.image.config.v1+json",
+            )
             .await;
         let mut descs = Vec::new();
         for (bytes, media_type) in layers {
@@ -128,7 +166,8 @@ impl Pusher {
         let manifest = json!({ "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.manifest.v1+json",
             "config": config, "layers": descs });
-        self.manifest(tag, &manifest, "application/vnd.oci.image.manifest.v1+json").await
+        self.manifest(tag, &manifest, "application/vnd.oci.image.manifest.v1+json")
+            .await
     }
 }
 
@@ -149,10 +188,21 @@ async fn registry_pull_multi_arch_and_unpack() {
         .file("bin/app", b"#!/bin/sh\necho hi\n")
         .file("tmp/scratch", b"x")
         .gzip();
-    let l2 = LayerBuilder::new().file("tmp/.wh.scratch", b"").dir("work", 0o755).tar();
-    let amd = push.image("amd", config("1000:1000"), &[(l1.clone(), TAR_GZ), (l2, TAR)]).await;
+    let l2 = LayerBuilder::new()
+        .file("tmp/.wh.scratch", b"")
+        .dir("work", 0o755)
+        .tar();
+    let amd = push
+        .image(
+            "amd",
+            config("1000:1000"),
+            &[(l1.clone(), TAR_GZ), (l2, TAR)],
+        )
+        .await;
     let arm_layer = LayerBuilder::new().file("etc/hostname", b"arm").gzip();
-    let arm = push.image("arm", config("arm"), &[(arm_layer, TAR_GZ)]).await;
+    let arm = push
+        .image("arm", config("arm"), &[(arm_layer, TAR_GZ)])
+        .await;
     let mut entries = Vec::new();
     for (desc, arch) in [(arm, "arm64"), (amd.clone(), "amd64")] {
         let mut d = desc;
@@ -161,21 +211,37 @@ async fn registry_pull_multi_arch_and_unpack() {
     }
     let index = json!({ "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
         "manifests": entries });
-    push.manifest("1", &index, "application/vnd.oci.image.index.v1+json").await;
+    push.manifest("1", &index, "application/vnd.oci.image.index.v1+json")
+        .await;
 
     let f = Fixture::new();
     let events = RefCell::new(Vec::<Progress>::new());
     let record = |p: Progress| events.borrow_mut().push(p);
     let reference = format!("{}/test/app:1", reg.host());
-    let image = warren_oci::pull(&reference, None, &f.cache, &[], &record).await.unwrap();
-    assert_eq!(image.manifest_digest.as_str(), amd["digest"].as_str().unwrap());
+    let image = warren_oci::pull(&reference, None, &f.cache, &[], &record)
+        .await
+        .unwrap();
+    assert_eq!(
+        image.manifest_digest.as_str(),
+        amd["digest"].as_str().unwrap()
+    );
     assert_eq!(image.layers.len(), 2);
     assert_eq!(image.config.user.as_deref(), Some("1000:1000"));
     assert_eq!(image.config.workdir.as_deref(), Some("/work"));
-    assert!(image.config.env.contains(&("GREETING".into(), "hello world".into())));
+    assert!(
+        image
+            .config
+            .env
+            .contains(&("GREETING".into(), "hello world".into()))
+    );
     assert_eq!(image.config.entrypoint, ["/bin/app"]);
     assert_eq!(image.config.cmd, ["--serve"]);
-    let done: Vec<_> = events.borrow().iter().filter(|p| p.phase == Phase::Done).cloned().collect();
+    let done: Vec<_> = events
+        .borrow()
+        .iter()
+        .filter(|p| p.phase == Phase::Done)
+        .cloned()
+        .collect();
     assert_eq!(done.len(), 3, "config and two layers downloaded: {done:?}");
     assert!(done.iter().all(|p| p.done == p.total && p.total > 0));
 
@@ -188,10 +254,16 @@ async fn registry_pull_multi_arch_and_unpack() {
 
     // Pulling again reuses every blob.
     events.borrow_mut().clear();
-    let again = warren_oci::pull(&reference, None, &f.cache, &[], &record).await.unwrap();
+    let again = warren_oci::pull(&reference, None, &f.cache, &[], &record)
+        .await
+        .unwrap();
     assert_eq!(again, image);
     let ev = events.borrow();
-    assert!(ev.iter().all(|p| matches!(p.phase, Phase::Manifest | Phase::Cached)), "{ev:?}");
+    assert!(
+        ev.iter()
+            .all(|p| matches!(p.phase, Phase::Manifest | Phase::Cached)),
+        "{ev:?}"
+    );
     assert_eq!(ev.iter().filter(|p| p.phase == Phase::Cached).count(), 3);
 }
 
@@ -202,24 +274,50 @@ async fn registry_manifest_with_10000_layers_is_refused_before_download() {
     let layer = LayerBuilder::new().file("a", b"a").gzip();
     let layer_desc = push.blob(&layer, TAR_GZ).await;
     let config = push
-        .blob(config("").to_string().as_bytes(), "application/vnd.oci.image.config.v1+json")
+        .blob(
+            config("").to_string().as_bytes(),
+            "application/vnd.oci.image.config.v1+json",
+        )
         .await;
     let manifest = json!({ "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": config, "layers": vec![layer_desc; 10_000] });
-    push.manifest("huge", &manifest, "application/vnd.oci.image.manifest.v1+json").await;
+    push.manifest(
+        "huge",
+        &manifest,
+        "application/vnd.oci.image.manifest.v1+json",
+    )
+    .await;
 
     let dir = tempfile::tempdir().unwrap();
     let cache = BlobCache::open(dir.path()).unwrap();
     let reference = format!("{}/test/app:huge", reg.host());
-    let err = warren_oci::pull(&reference, None, &cache, &[], &|_| {}).await.unwrap_err();
-    assert!(matches!(err, OciError::TooManyLayers { count: 10_000, max: 128 }), "{err}");
-    let cached: Vec<PathBuf> =
-        std::fs::read_dir(dir.path().join("blobs/sha256")).unwrap().map(|e| e.unwrap().path()).collect();
+    let err = warren_oci::pull(&reference, None, &cache, &[], &|_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            OciError::TooManyLayers {
+                count: 10_000,
+                max: 128
+            }
+        ),
+        "{err}"
+    );
+    let cached: Vec<PathBuf> = std::fs::read_dir(dir.path().join("blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert!(cached.is_empty(), "nothing was downloaded: {cached:?}");
 
     // A reference to a missing tag is a registry error naming the reference.
     let missing = format!("{}/test/app:nope", reg.host());
-    let err = warren_oci::pull(&missing, None, &cache, &[], &|_| {}).await.unwrap_err();
-    assert!(matches!(err, OciError::Registry { .. }) && err.to_string().contains("app:nope"), "{err}");
+    let err = warren_oci::pull(&missing, None, &cache, &[], &|_| {})
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, OciError::Registry { .. }) && err.to_string().contains("app:nope"),
+        "{err}"
+    );
 }

@@ -7,13 +7,19 @@ use warren_oci::{LayerError, OciError, UnpackLimits};
 
 use crate::common::{CANARY, Fixture, LayerBuilder, TAR, TAR_GZ, TAR_ZST};
 
+// These tests never name real host paths: every escape attempt aims at the fixture's own
+// canaries (`<tmp>/canary`, `<tmp>/outside/canary`), so a broken unpacker damages only them and
+// the test fails instead of the host.
+
 #[test]
 fn dotdot_and_absolute_paths_land_inside_dest() {
     let f = Fixture::new();
+    // `/<tmp>/outside/canary`: the absolute host path of a canary.
+    let abs = f.outside().join("canary").to_str().unwrap().to_owned();
     let layer = LayerBuilder::new()
         .file("../canary", b"overwritten?")
         .file("../../../../outside/canary", b"overwritten?")
-        .file("/abs.txt", b"abs")
+        .file(&abs, b"abs")
         .file("a/../../b.txt", b"b")
         .dir("../", 0o700)
         .tar();
@@ -22,55 +28,80 @@ fn dotdot_and_absolute_paths_land_inside_dest() {
     // Docker's rule: the path is cleaned as if rooted at dest.
     assert_eq!(f.read("canary"), b"overwritten?");
     assert_eq!(f.read("outside/canary"), b"overwritten?");
-    assert_eq!(f.read("abs.txt"), b"abs");
+    assert_eq!(f.read(&abs[1..]), b"abs");
     assert_eq!(f.read("b.txt"), b"b");
     // The root entry does not change dest's own mode.
-    assert_eq!(f.dest().metadata().unwrap().permissions().mode() & 0o7777, 0o755);
+    assert_eq!(
+        f.dest().metadata().unwrap().permissions().mode() & 0o7777,
+        0o755
+    );
 }
 
 #[test]
 fn symlinks_out_of_root_are_followed_inside_dest() {
     let f = Fixture::new();
-    let outside = f.outside();
-    let lower = LayerBuilder::new()
-        .dir("etc", 0o755)
+    // The `x -> /etc` then `x/passwd` attack, with the test's own outside/ directory standing
+    // in for /etc: the image ships a directory at that path, and the write must land there.
+    let outside = f.outside().to_str().unwrap().to_owned();
+    let outside_rel = &outside[1..];
+    let mut lower = LayerBuilder::new();
+    let mut prefix = String::new();
+    for part in outside_rel.split('/') {
+        prefix = if prefix.is_empty() {
+            part.to_owned()
+        } else {
+            format!("{prefix}/{part}")
+        };
+        lower.dir(&prefix, 0o755);
+    }
+    let lower = lower
         .dir("usr/lib", 0o755)
-        .symlink("x", "/etc")
+        .symlink("x", &outside)
         .symlink("lib", "usr/lib")
-        .symlink("up", "../../../../..")
+        .symlink("up", "..")
+        .symlink("deep", "../../../../../../../..")
         .symlink("rootlink", "/")
-        .symlink("dotdot", "..")
         .tar();
     let upper = LayerBuilder::new()
-        .file("x/passwd", b"root:x:0:0")
+        .file("x/canary", b"through x")
         .file("lib/libc.so", b"elf")
         .file("up/canary", b"through up")
-        .file("rootlink/r.txt", b"through rootlink")
-        .file("dotdot/d.txt", b"through dotdot")
+        .file(
+            &format!("rootlink/{outside_rel}/via-root"),
+            b"through rootlink",
+        )
+        .file(&format!("deep/{outside_rel}/via-deep"), b"through deep")
         .tar();
     f.unpack(&[(lower, TAR), (upper, TAR_GZ)]).unwrap();
     f.assert_outside_intact();
-    assert_eq!(f.read("etc/passwd"), b"root:x:0:0");
+    assert_eq!(f.read(&format!("{outside_rel}/canary")), b"through x");
     assert_eq!(f.read("usr/lib/libc.so"), b"elf");
     assert_eq!(f.read("canary"), b"through up");
-    assert_eq!(f.read("r.txt"), b"through rootlink");
-    assert_eq!(f.read("d.txt"), b"through dotdot");
+    assert_eq!(
+        f.read(&format!("{outside_rel}/via-root")),
+        b"through rootlink"
+    );
+    assert_eq!(f.read(&format!("{outside_rel}/via-deep")), b"through deep");
     // The links themselves are kept verbatim for the sandbox.
-    assert_eq!(std::fs::read_link(f.dest().join("x")).unwrap().to_str(), Some("/etc"));
+    assert_eq!(
+        std::fs::read_link(f.dest().join("x")).unwrap().to_str(),
+        Some(outside.as_str())
+    );
 
-    // An absolute link to a real host directory (the test's own outside/), in the same layer
-    // as the write through it: resolved inside dest, where that path does not exist.
+    // The same link and write in one layer, with no such directory in the image: resolved
+    // inside dest, the link dangles, and the write fails rather than leaving dest.
     let f2 = Fixture::new();
     let target = f2.outside();
     let layer = LayerBuilder::new()
         .symlink("host", target.to_str().unwrap())
-        .file("host/pwned", b"pwned")
+        .file("host/canary", b"pwned")
         .tar();
     let res = f2.unpack(&[(layer, TAR)]);
-    assert!(res.is_err(), "write through a dangling in-root symlink must fail: {res:?}");
-    assert!(!target.join("pwned").exists());
+    assert!(
+        res.is_err(),
+        "write through a dangling in-root symlink must fail: {res:?}"
+    );
     f2.assert_outside_intact();
-    assert!(!outside.join("pwned").exists());
 }
 
 #[test]
@@ -82,20 +113,35 @@ fn symlink_then_file_replaces_link_not_target() {
     let upper = LayerBuilder::new().file("canary", b"inside").tar();
     f.unpack(&[(lower, TAR), (upper, TAR)]).unwrap();
     f.assert_outside_intact();
-    assert!(f.dest().join("canary").symlink_metadata().unwrap().is_file());
+    assert!(
+        f.dest()
+            .join("canary")
+            .symlink_metadata()
+            .unwrap()
+            .is_file()
+    );
     assert_eq!(f.read("canary"), b"inside");
 }
 
 #[test]
 fn hard_links_only_to_files_inside_dest() {
     let good = Fixture::new();
-    let layer = LayerBuilder::new().file("a", b"data").hardlink("b", "/a").tar();
+    let layer = LayerBuilder::new()
+        .file("a", b"data")
+        .hardlink("b", "/a")
+        .tar();
     good.unpack(&[(layer, TAR)]).unwrap();
     let (a, b) = (good.dest().join("a"), good.dest().join("b"));
     assert_eq!(a.metadata().unwrap().ino(), b.metadata().unwrap().ino());
 
     // OUT stands for the absolute path of the fixture's own outside/ directory.
-    for target in ["../canary", "../../../outside/canary", "/etc/shadow", "OUT/canary", "via/canary", "dir"] {
+    for target in [
+        "../canary",
+        "../../../outside/canary",
+        "OUT/canary",
+        "via/canary",
+        "dir",
+    ] {
         let f = Fixture::new();
         let abs = f.outside().join("canary");
         let target = target.replace("OUT", f.outside().to_str().unwrap());
@@ -106,12 +152,25 @@ fn hard_links_only_to_files_inside_dest() {
             .tar();
         let err = f.unpack(&[(layer, TAR)]).unwrap_err();
         assert!(
-            matches!(&err, OciError::Layer { reason: LayerError::BadHardLink { .. }, .. }),
+            matches!(
+                &err,
+                OciError::Layer {
+                    reason: LayerError::BadHardLink { .. },
+                    ..
+                }
+            ),
             "hard link to {target}: {err}"
         );
-        assert!(err.to_string().contains("evil"), "error names the entry: {err}");
+        assert!(
+            err.to_string().contains("evil"),
+            "error names the entry: {err}"
+        );
         f.assert_outside_intact();
-        assert_eq!(abs.metadata().unwrap().nlink(), 1, "host file gained a link ({target})");
+        assert_eq!(
+            abs.metadata().unwrap().nlink(),
+            1,
+            "host file gained a link ({target})"
+        );
     }
 }
 
@@ -141,7 +200,11 @@ fn devices_skipped_setuid_stripped_xattrs_ignored() {
         let path = f.dest().join(p);
         let mut buf = [0u8; 64];
         let cap = rustix::fs::lgetxattr(&path, "security.capability", &mut buf);
-        assert_eq!(cap, Err(rustix::io::Errno::NODATA), "{p} has a capability xattr");
+        assert_eq!(
+            cap,
+            Err(rustix::io::Errno::NODATA),
+            "{p} has a capability xattr"
+        );
         let n = rustix::fs::llistxattr(&path, &mut buf).unwrap();
         assert_eq!(n, 0, "{p} has xattrs");
     }
@@ -164,12 +227,19 @@ fn ownership_modes_and_times_never_follow_symlinks() {
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1000, 1001, 0o640));
     assert_eq!(m.mtime(), 1_600_000_000);
     let m = f.dest().join("big").metadata().unwrap();
-    assert_eq!((m.uid(), m.gid()), (65534, 65534), "ids above 65535 map to 65534");
+    assert_eq!(
+        (m.uid(), m.gid()),
+        (65534, 65534),
+        "ids above 65535 map to 65534"
+    );
     let l = f.dest().join("link").symlink_metadata().unwrap();
     assert_eq!((l.uid(), l.gid()), (4242, 4242));
     assert_eq!(l.mtime(), 1_600_000_000);
     let after = host_file.metadata().unwrap();
-    assert_eq!((after.uid(), after.gid(), after.mode()), (before.uid(), before.gid(), before.mode()));
+    assert_eq!(
+        (after.uid(), after.gid(), after.mode()),
+        (before.uid(), before.gid(), before.mode())
+    );
     assert_eq!(after.mtime(), before.mtime());
     f.assert_outside_intact();
 }
@@ -181,17 +251,37 @@ fn gzip_bomb_stops_at_the_byte_limit() {
     let zeros = vec![0u8; 64 << 20];
     let bomb = LayerBuilder::new().file("zeros", &zeros).gzip();
     assert!(bomb.len() < 1 << 20, "bomb is {} bytes", bomb.len());
-    let limits = UnpackLimits { max_bytes: 1 << 20, ..UnpackLimits::default() };
-    let err = f.unpack_with(&[(bomb, "application/vnd.oci.image.layer.v1.tar+gzip")], &limits);
+    let limits = UnpackLimits {
+        max_bytes: 1 << 20,
+        ..UnpackLimits::default()
+    };
+    let err = f.unpack_with(
+        &[(bomb, "application/vnd.oci.image.layer.v1.tar+gzip")],
+        &limits,
+    );
     let err = err.unwrap_err();
     assert!(
-        matches!(&err, OciError::Layer { reason: LayerError::TooManyBytes { .. }, .. }),
+        matches!(
+            &err,
+            OciError::Layer {
+                reason: LayerError::TooManyBytes { .. },
+                ..
+            }
+        ),
         "{err}"
     );
     let msg = err.to_string();
-    assert!(msg.contains("sha256:") && msg.contains("zeros") && msg.contains("limit"), "{msg}");
+    assert!(
+        msg.contains("sha256:") && msg.contains("zeros") && msg.contains("limit"),
+        "{msg}"
+    );
     // It stopped while streaming: at most the budget reached the disk.
-    let written = f.dest().join("zeros").metadata().map(|m| m.len()).unwrap_or(0);
+    let written = f
+        .dest()
+        .join("zeros")
+        .metadata()
+        .map(|m| m.len())
+        .unwrap_or(0);
     assert!(written <= 1 << 20, "{written} bytes written");
     f.assert_outside_intact();
 
@@ -199,9 +289,14 @@ fn gzip_bomb_stops_at_the_byte_limit() {
     let f = Fixture::new();
     let small = LayerBuilder::new().file("a", &[1u8; 600 << 10]).zstd();
     let bomb = LayerBuilder::new().file("zeros", &zeros).zstd();
-    let err = f.unpack_with(&[(small, TAR_ZST), (bomb, TAR_ZST)], &limits).unwrap_err();
+    let err = f
+        .unpack_with(&[(small, TAR_ZST), (bomb, TAR_ZST)], &limits)
+        .unwrap_err();
     assert!(err.to_string().contains("decompression bomb"), "{err}");
-    assert_eq!(CANARY, &std::fs::read(f.tmp.path().join("canary")).unwrap()[..]);
+    assert_eq!(
+        CANARY,
+        &std::fs::read(f.tmp.path().join("canary")).unwrap()[..]
+    );
 }
 
 #[test]
@@ -211,18 +306,42 @@ fn entry_count_and_path_length_limits() {
     for i in 0..10 {
         b.file(&format!("f{i}"), b"x");
     }
-    let limits = UnpackLimits { max_entries: 5, ..UnpackLimits::default() };
+    let limits = UnpackLimits {
+        max_entries: 5,
+        ..UnpackLimits::default()
+    };
     let err = f.unpack_with(&[(b.tar(), TAR)], &limits).unwrap_err();
-    assert!(matches!(&err, OciError::Layer { reason: LayerError::TooManyEntries { .. }, .. }));
+    assert!(matches!(
+        &err,
+        OciError::Layer {
+            reason: LayerError::TooManyEntries { .. },
+            ..
+        }
+    ));
 
     let f = Fixture::new();
-    let limits = UnpackLimits { max_path_len: 32, ..UnpackLimits::default() };
+    let limits = UnpackLimits {
+        max_path_len: 32,
+        ..UnpackLimits::default()
+    };
     let long = "d/".repeat(20) + "f";
     let layer = LayerBuilder::new().file(&long, b"x").tar();
     let err = f.unpack_with(&[(layer.clone(), TAR)], &limits).unwrap_err();
-    assert!(matches!(&err, OciError::Layer { reason: LayerError::PathTooLong { .. }, .. }));
+    assert!(matches!(
+        &err,
+        OciError::Layer {
+            reason: LayerError::PathTooLong { .. },
+            ..
+        }
+    ));
     let link = LayerBuilder::new().symlink("l", &long).tar();
     let err = f.unpack_with(&[(link, TAR)], &limits).unwrap_err();
-    assert!(matches!(&err, OciError::Layer { reason: LayerError::PathTooLong { .. }, .. }));
+    assert!(matches!(
+        &err,
+        OciError::Layer {
+            reason: LayerError::PathTooLong { .. },
+            ..
+        }
+    ));
     f.unpack(&[(layer, TAR)]).unwrap();
 }

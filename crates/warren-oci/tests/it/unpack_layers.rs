@@ -7,9 +7,19 @@ use crate::common::{Fixture, LayerBuilder, TAR, TAR_GZ, TAR_ZST, names};
 #[test]
 fn plain_gzip_and_zstd_layers_apply_in_order() {
     let f = Fixture::new();
-    let l1 = LayerBuilder::new().dir("etc", 0o755).file("etc/os", b"one").file("a", b"a").tar();
-    let l2 = LayerBuilder::new().file("etc/os", b"two").file("b", b"b").gzip();
-    let l3 = LayerBuilder::new().file("etc/os", b"three").file("c", b"c").zstd();
+    let l1 = LayerBuilder::new()
+        .dir("etc", 0o755)
+        .file("etc/os", b"one")
+        .file("a", b"a")
+        .tar();
+    let l2 = LayerBuilder::new()
+        .file("etc/os", b"two")
+        .file("b", b"b")
+        .gzip();
+    let l3 = LayerBuilder::new()
+        .file("etc/os", b"three")
+        .file("c", b"c")
+        .zstd();
     let stats = f.unpack(&[(l1, TAR), (l2, TAR_GZ), (l3, TAR_ZST)]).unwrap();
     assert_eq!(stats.layers, 3);
     assert_eq!(stats.entries, 7);
