@@ -219,8 +219,8 @@ fn whiteout(state: &mut State, parent: &Path, name: &[u8]) -> Result<(), LayerEr
 /// Removes everything in `dir` that this layer did not itself write, recursing into directories
 /// this layer wrote into so that lower content below them goes too.
 fn clear_opaque(state: &State, dir: OwnedFd, path: &Path) -> Result<(), LayerError> {
-    let (dir, children) = root::list(dir).map_err(LayerError::io("list opaque directory"))?;
-    let dir_fd = dir.fd().map_err(LayerError::io("list opaque directory"))?;
+    let children = root::list(dir.as_fd()).map_err(LayerError::io("list opaque directory"))?;
+    let dir_fd = dir.as_fd();
     for (child, kind) in children {
         let child_path = path.join(&child);
         if !state.written_in_layer.contains(&child_path) {

@@ -13,7 +13,7 @@ use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{
     AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, Timestamps, mkdirat, openat, openat2,
@@ -70,17 +70,37 @@ impl Root {
             Err(Errno::NOENT) => {}
             other => return other,
         }
-        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-            return Err(Errno::NOENT);
-        };
-        let parent_fd = self.mkdir_all(parent)?;
-        match mkdirat(&parent_fd, name, Mode::from_raw_mode(0o755)) {
-            // EEXIST: something else is there, a dangling symlink for instance; the in-root
-            // open below decides whether it is usable.
-            Ok(()) | Err(Errno::EXIST) => {}
-            Err(e) => return Err(e),
+        let parts: Vec<&OsStr> = path.iter().collect();
+        let prefix = |n: usize| parts[..n].iter().collect::<PathBuf>();
+        // The longest prefix that exists, by bisection (a prefix of an existing directory
+        // exists too). Probing upwards one level at a time re-resolves the whole path each
+        // time, which an image can make quadratic with deep trees behind symlinks.
+        let (mut have, mut missing) = (0, parts.len());
+        let mut fd = self.open_dir(Path::new(""), false)?;
+        while missing - have > 1 {
+            let mid = have + (missing - have) / 2;
+            match self.open_dir(&prefix(mid), false) {
+                Ok(found) => (have, fd) = (mid, found),
+                Err(Errno::NOENT) => missing = mid,
+                Err(e) => return Err(e),
+            }
         }
-        self.open_dir(path, false)
+        for (i, name) in parts.iter().enumerate().skip(have) {
+            fd = match mkdirat(&fd, *name, Mode::from_raw_mode(0o755)) {
+                // Just made, so a plain directory: open it by its one name.
+                Ok(()) => openat(
+                    &fd,
+                    *name,
+                    OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )?,
+                // Something else is there, a dangling symlink for instance; the in-root open
+                // decides whether it is usable.
+                Err(Errno::EXIST) => self.open_dir(&prefix(i + 1), false)?,
+                Err(e) => return Err(e),
+            };
+        }
+        Ok(fd)
     }
 }
 
@@ -105,21 +125,24 @@ pub(crate) fn open_subdir(dir: BorrowedFd<'_>, name: &OsStr) -> Result<OwnedFd, 
 
 /// The names in a directory, without `.` and `..`. Collected first so removal does not race the
 /// directory stream.
-pub(crate) fn list(dir: OwnedFd) -> Result<(Dir, Vec<(OsString, FileType)>), Errno> {
-    let mut d = Dir::new(dir)?;
+pub(crate) fn list(dir: BorrowedFd<'_>) -> Result<Vec<(OsString, FileType)>, Errno> {
     let mut names = Vec::new();
-    for entry in d.by_ref() {
+    for entry in Dir::read_from(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_bytes();
         if name != b"." && name != b".." {
             names.push((OsStr::from_bytes(name).to_owned(), entry.file_type()));
         }
     }
-    Ok((d, names))
+    Ok(names)
 }
 
 /// Removes one name and, if it is a directory, everything below it. Never follows symlinks:
 /// a symlink is unlinked, not its target. Nothing there is not an error.
+///
+/// Iterative, holding one directory fd at a time: an image can build trees far deeper than its
+/// path-length limit (each entry may extend a tree through a symlinked parent), deep enough to
+/// overflow a thread's stack or the process's fd limit if this recursed.
 pub(crate) fn remove_all(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno> {
     match unlinkat(dir, name, AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => return Ok(()),
@@ -127,13 +150,35 @@ pub(crate) fn remove_all(dir: BorrowedFd<'_>, name: &OsStr) -> Result<(), Errno>
         Err(Errno::ISDIR | Errno::PERM) => {}
         Err(e) => return Err(e),
     }
-    let sub = open_subdir(dir, name)?;
-    let (sub, children) = list(sub)?;
-    for (child, _) in &children {
-        remove_all(sub.fd()?, child)?;
+    let mut cur = open_subdir(dir, name)?;
+    // One frame per level below `dir`: the level's own name and the children still to remove.
+    let mut stack = vec![(name.to_owned(), names_only(list(cur.as_fd())?))];
+    while let Some((_, pending)) = stack.last_mut() {
+        if let Some(child) = pending.pop() {
+            match unlinkat(&cur, &child, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => {}
+                Err(Errno::ISDIR | Errno::PERM) => {
+                    cur = open_subdir(cur.as_fd(), &child)?;
+                    stack.push((child, names_only(list(cur.as_fd())?)));
+                }
+                Err(e) => return Err(e),
+            }
+            continue;
+        }
+        let Some((done, _)) = stack.pop() else { break };
+        if stack.is_empty() {
+            drop(cur);
+            return unlinkat(dir, &done, AtFlags::REMOVEDIR);
+        }
+        // `..` of a directory reached without following symlinks is the one we came from.
+        cur = open_subdir(cur.as_fd(), OsStr::new(".."))?;
+        unlinkat(&cur, &done, AtFlags::REMOVEDIR)?;
     }
-    drop(sub);
-    unlinkat(dir, name, AtFlags::REMOVEDIR)
+    Ok(())
+}
+
+fn names_only(entries: Vec<(OsString, FileType)>) -> Vec<OsString> {
+    entries.into_iter().map(|(n, _)| n).collect()
 }
 
 /// Sets a name's timestamps without following it (so a symlink gets its own times).

@@ -105,3 +105,66 @@ fn replacement_rules_and_directory_metadata() {
     let p = f.dest().join("p").metadata().unwrap();
     assert_eq!((p.permissions().mode() & 0o7777, p.uid()), (0o755, 0));
 }
+
+#[test]
+fn whiteout_of_a_very_deep_tree() {
+    // Each entry's path stays under the 4096-byte limit, but symlinked parents let every entry
+    // extend the tree: 3 steps of 1900 levels give a tree 5700 levels deep. Removing it must
+    // neither recurse (stack overflow on a 2 MiB test thread) nor hold an fd per level.
+    let f = Fixture::new();
+    let levels = "a/".repeat(1900);
+    let mut b = tar::Builder::new(Vec::new());
+    let mut append = |kind: tar::EntryType, path: &str, link: Option<&str>| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(0o755);
+        h.set_size(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        match link {
+            Some(target) => b.append_link(&mut h, path, target).unwrap(),
+            None => b.append_data(&mut h, path, &[][..]).unwrap(),
+        }
+    };
+    append(tar::EntryType::Directory, &format!("d/{levels}"), None);
+    let mut bottom = format!("d/{levels}");
+    for step in 0..2 {
+        append(
+            tar::EntryType::Symlink,
+            &format!("s{step}"),
+            Some(&format!("/{bottom}")),
+        );
+        append(
+            tar::EntryType::Directory,
+            &format!("s{step}/{levels}"),
+            None,
+        );
+        bottom = format!("s{step}/{levels}");
+    }
+    append(tar::EntryType::Regular, &format!("{bottom}/leaf"), None);
+    let lower = b.into_inner().unwrap();
+    let upper = LayerBuilder::new().file(".wh.d", b"").tar();
+    let limits = warren_oci::UnpackLimits::default();
+    f.unpack_with(&[(lower, TAR)], &limits).unwrap();
+    let mut depth = 0;
+    let mut p = f.dest().join("d");
+    while let Ok(mut it) = std::fs::read_dir(&p) {
+        match it.next() {
+            Some(e) => p = e.unwrap().path(),
+            None => break,
+        }
+        depth += 1;
+        if depth > 2000 {
+            break;
+        }
+    }
+    assert!(
+        depth > 1900,
+        "tree was built ({depth} levels seen through plain paths)"
+    );
+    let image = f.image(&[(upper, TAR)]);
+    warren_oci::unpack(&image, &f.cache, &f.dest(), &limits).unwrap();
+    assert_eq!(names(&f.dest()), ["s0", "s1"]);
+    f.assert_outside_intact();
+}
