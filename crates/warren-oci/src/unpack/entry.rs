@@ -217,7 +217,9 @@ fn whiteout(state: &mut State, parent: &Path, name: &[u8]) -> Result<(), LayerEr
 }
 
 /// Removes everything in `dir` that this layer did not itself write, recursing into directories
-/// this layer wrote into so that lower content below them goes too.
+/// this layer wrote into so that lower content below them goes too. The recursion only follows
+/// paths this layer's entries named, so its depth is bounded by `max_path_len`; what is removed
+/// goes through the iterative [`root::remove_all`].
 fn clear_opaque(state: &State, dir: OwnedFd, path: &Path) -> Result<(), LayerError> {
     let children = root::list(dir.as_fd()).map_err(LayerError::io("list opaque directory"))?;
     let dir_fd = dir.as_fd();

@@ -8,10 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use reqwest::header::HeaderValue;
 use serde_json::json;
-use warren_oci::{BlobCache, Digest, OciError, Phase, Progress, UnpackLimits};
+use warren_oci::{BlobCache, Credentials, Digest, OciError, Phase, Progress, UnpackLimits};
 
 use crate::common::{Fixture, LayerBuilder, TAR, TAR_GZ, names};
 
@@ -24,8 +25,16 @@ struct Registry {
     _dir: tempfile::TempDir,
 }
 
+/// oci-client's own test credentials: `testuser` / `testpassword`, bcrypt as the registry wants.
+const HTPASSWD: &str = "testuser:$2y$05$8/q2bfRcX74EuxGf0qOcSuhWDQJXrgWiy6Fi73/JM2tKC66qSrLve";
+
 impl Registry {
     fn start() -> Registry {
+        Registry::start_with(false)
+    }
+
+    /// Starts a registry; with `auth`, it requires HTTP basic auth from [`HTPASSWD`].
+    fn start_with(auth: bool) -> Registry {
         let bin = std::env::var_os("PATH")
             .and_then(|p| {
                 std::env::split_paths(&p)
@@ -46,15 +55,20 @@ impl Registry {
             .unwrap()
             .port();
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .unwrap();
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if auth {
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, HTPASSWD).unwrap();
+            yaml += &format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                htpasswd.display()
+            );
+        }
+        std::fs::write(&config, yaml).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
         let child = Command::new(&bin)
             .arg("serve")
@@ -116,6 +130,12 @@ impl Pusher {
             client,
             host: reg.host(),
         }
+    }
+
+    /// Makes later pushes send `testuser`'s credentials.
+    async fn login(&self) {
+        let auth = RegistryAuth::Basic("testuser".into(), "testpassword".into());
+        self.client.store_auth_if_needed(&self.host, &auth).await;
     }
 
     fn reference(&self, tag: &str) -> Reference {
@@ -320,4 +340,42 @@ async fn registry_manifest_with_10000_layers_is_refused_before_download() {
         matches!(err, OciError::Registry { .. }) && err.to_string().contains("app:nope"),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_with_basic_auth_needs_credentials() {
+    let reg = Registry::start_with(true);
+    let push = Pusher::new(&reg);
+    push.login().await;
+    let layer = LayerBuilder::new()
+        .file("secret", b"only with a password")
+        .gzip();
+    push.image("private", config("0"), &[(layer, TAR_GZ)]).await;
+    let reference = format!("{}/test/app:private", reg.host());
+
+    let f = Fixture::new();
+    let err = warren_oci::pull(&reference, None, &f.cache, &[], &|_| {})
+        .await
+        .unwrap_err();
+    assert!(matches!(err, OciError::Registry { .. }), "{err}");
+    let wrong = Credentials {
+        username: "testuser".into(),
+        password: "wrong".into(),
+    };
+    let err = warren_oci::pull(&reference, Some(&wrong), &f.cache, &[], &|_| {}).await;
+    assert!(err.is_err(), "wrong password accepted");
+    assert!(
+        !format!("{wrong:?}").contains("wrong"),
+        "Debug shows the password"
+    );
+
+    let creds = Credentials {
+        username: "testuser".into(),
+        password: "testpassword".into(),
+    };
+    let image = warren_oci::pull(&reference, Some(&creds), &f.cache, &[], &|_| {})
+        .await
+        .unwrap();
+    warren_oci::unpack(&image, &f.cache, &f.dest(), &UnpackLimits::default()).unwrap();
+    assert_eq!(f.read("secret"), b"only with a password");
 }
