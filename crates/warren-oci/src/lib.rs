@@ -3,11 +3,11 @@
 //! This crate's one job sits between "the user named an image" and "Warren snapshots a btrfs
 //! subvolume holding its root filesystem":
 //!
-//! 1. [`pull`] (from a registry, through `oci-client`) or [`import`] (an OCI layout directory or
+//! 1. [`pull()`] (from a registry, through `oci-client`) or [`import()`] (an OCI layout directory or
 //!    a `docker save` tarball) resolves the image to a manifest, picks linux/amd64 out of an
 //!    index, and puts its config and layers into the shared, content-addressed [`BlobCache`],
 //!    verifying every digest before a blob gets its name.
-//! 2. [`unpack`] applies the layers in order into a destination directory the caller created
+//! 2. [`unpack()`] applies the layers in order into a destination directory the caller created
 //!    (a fresh subvolume). Layers are hostile input: every path is resolved with
 //!    `openat2(RESOLVE_IN_ROOT)` against an `O_PATH` fd of the destination, so `..`, absolute
 //!    paths and symlinks (`x -> /etc`) all stay inside it (SECURITY.md item 4). Devices are
