@@ -5,7 +5,7 @@
 set -euo pipefail
 
 # package → how to tell it is there without a package manager (a command, or a file).
-packages=(btrfs-progs mmdebstrap python3-pip ca-certificates util-linux procps gcc libc6-dev pkg-config nftables iproute2 lxcfs chromium curl)
+packages=(btrfs-progs mmdebstrap python3-pip ca-certificates util-linux procps gcc libc6-dev pkg-config nftables iproute2 lxcfs chromium curl docker-registry)
 present() {
   case "$1" in
     btrfs-progs) command -v mkfs.btrfs && command -v btrfs ;;
@@ -30,6 +30,8 @@ present() {
     # download links with plain curl.
     chromium) command -v chromium ;;
     curl) command -v curl ;;
+    # warren-oci's registry test pulls from a local registry (the CNCF distribution one).
+    docker-registry) command -v docker-registry ;;
     *) return 1 ;;
   esac
 }
