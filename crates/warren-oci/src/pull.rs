@@ -34,7 +34,7 @@ pub async fn pull(
     creds: Option<&Credentials>,
     cache: &BlobCache,
     insecure_registries: &[String],
-    progress: &dyn Fn(Progress),
+    progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<Image, OciError> {
     let image: Reference =
         reference
@@ -171,7 +171,7 @@ async fn fetch_blob(
     digest: &Digest,
     size: u64,
     phase: Phase,
-    progress: &dyn Fn(Progress),
+    progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<(), FetchError> {
     let report = |phase, done| {
         progress(Progress {

@@ -16,6 +16,9 @@ use crate::storage::StorageError;
 /// Driver failures.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
+    /// An image could not be pulled, read or unpacked; the reason is fit for a tenant.
+    #[error("failed to build the image: {0}")]
+    Image(String),
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -60,6 +63,7 @@ impl DriverError {
     /// error goes to the daemon's log.
     pub fn public_reason(&self) -> String {
         match self {
+            Self::Image(reason) => reason.clone(),
             Self::Storage(StorageError::ImageMissing(image)) => {
                 format!("image {image} is not present")
             }

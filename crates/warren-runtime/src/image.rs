@@ -20,6 +20,7 @@ use crate::io_error::IoError;
 use crate::jail_driver::JailDriver;
 use crate::storage::{BtrfsStorage, BuildState, Storage, StorageError};
 
+pub(crate) mod oci;
 mod uv;
 
 pub use uv::UV_VERSION;

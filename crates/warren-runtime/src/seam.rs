@@ -320,6 +320,20 @@ impl warren_driver::Driver for JailDriver {
         })
     }
 
+    fn build_image<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        source: &'a warren_driver::ImageSource,
+        max_bytes: u64,
+        progress: &'a warren_driver::BuildProgress,
+    ) -> BoxFuture<'a, Result<warren_driver::BuiltImage, SeamError>> {
+        Box::pin(async move {
+            crate::image::oci::build(self.storage(), image, source, max_bytes, progress)
+                .await
+                .map_err(seam_error)
+        })
+    }
+
     fn gc_images<'a>(
         &'a self,
         keep: &'a HashSet<ImageRef>,

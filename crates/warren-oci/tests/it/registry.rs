@@ -1,7 +1,6 @@
 //! Pulls from a real registry: Debian's `docker-registry` (the CNCF distribution registry),
 //! started on a free loopback port with a temporary storage directory, and killed at the end.
 
-use std::cell::RefCell;
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -235,8 +234,8 @@ async fn registry_pull_multi_arch_and_unpack() {
         .await;
 
     let f = Fixture::new();
-    let events = RefCell::new(Vec::<Progress>::new());
-    let record = |p: Progress| events.borrow_mut().push(p);
+    let events = std::sync::Mutex::new(Vec::<Progress>::new());
+    let record = |p: Progress| events.lock().unwrap().push(p);
     let reference = format!("{}/test/app:1", reg.host());
     let image = warren_oci::pull(&reference, None, &f.cache, &[], &record)
         .await
@@ -257,7 +256,8 @@ async fn registry_pull_multi_arch_and_unpack() {
     assert_eq!(image.config.entrypoint, ["/bin/app"]);
     assert_eq!(image.config.cmd, ["--serve"]);
     let done: Vec<_> = events
-        .borrow()
+        .lock()
+        .unwrap()
         .iter()
         .filter(|p| p.phase == Phase::Done)
         .cloned()
@@ -273,12 +273,12 @@ async fn registry_pull_multi_arch_and_unpack() {
     assert!(f.dest().join("work").is_dir());
 
     // Pulling again reuses every blob.
-    events.borrow_mut().clear();
+    events.lock().unwrap().clear();
     let again = warren_oci::pull(&reference, None, &f.cache, &[], &record)
         .await
         .unwrap();
     assert_eq!(again, image);
-    let ev = events.borrow();
+    let ev = events.lock().unwrap();
     assert!(
         ev.iter()
             .all(|p| matches!(p.phase, Phase::Manifest | Phase::Cached)),

@@ -23,6 +23,18 @@ impl BtrfsStorage {
         Ok(path)
     }
 
+    /// Creates an empty writable subvolume for one of several builds this process may run at
+    /// once (images from registries).
+    pub fn begin_named_build(&self) -> Result<PathBuf, StorageError> {
+        let path = self.images_dir().join(format!(
+            ".build-{}.{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        btrfs::create_subvolume(&path, None).map_err(io_err("create the subvolume", &path))?;
+        Ok(path)
+    }
+
     /// Makes a finished build read-only and publishes it under the image's name, replacing an
     /// image of that name. Atomic: the name holds the old image or the new one, never nothing,
     /// so creates from it keep working during a rebuild. Sandboxes made from the old image keep
