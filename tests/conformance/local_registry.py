@@ -33,10 +33,10 @@ def _libs(binary: str) -> set[str]:
 
 
 def _layer() -> bytes:
+    # Each file under the name the binary or the loader asks for, with the bytes it resolves to.
     files: set[str] = set()
     for b in BINARIES:
-        files.add(os.path.realpath(b))
-        files |= {os.path.realpath(lib) for lib in _libs(b)}
+        files.add(b)
         files |= _libs(b)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
@@ -63,17 +63,14 @@ def _layer() -> bytes:
             tar.addfile(info)
         seen = set()
         for f in sorted(files):
-            real = os.path.realpath(f)
-            rel = real.lstrip("/")
-            if rel.startswith("lib/"):
-                rel = "usr/" + rel
+            rel = f.lstrip("/")
+            for prefix, to in (("bin/", "usr/bin/"), ("lib/", "usr/lib/")):
+                if rel.startswith(prefix):
+                    rel = to + rel[len(prefix):]
             if rel in seen:
                 continue
             seen.add(rel)
-            add_file(rel, Path(real).read_bytes(), 0o755)
-        # ldd names the loader /lib64/ld-linux-x86-64.so.2.
-        if "lib64/ld-linux-x86-64.so.2" not in seen:
-            add_file("lib64/ld-linux-x86-64.so.2", Path(os.path.realpath("/lib64/ld-linux-x86-64.so.2")).read_bytes(), 0o755)
+            add_file(rel, Path(os.path.realpath(f)).read_bytes(), 0o755)
         add_file("etc/passwd", b"root:x:0:0:root:/root:/bin/bash\napp:x:1000:1000:app:/work:/bin/bash\n")
         add_file("etc/group", b"root:x:0:\napp:x:1000:\n")
         add_file("work/hello.txt", b"from the image\n")
