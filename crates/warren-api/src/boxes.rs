@@ -3,14 +3,14 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use warren_control::store::rfc3339;
 use warren_control::{ConfigError, CreateSandbox, RunConfig, SandboxRecord, UpdateSandbox};
 use warren_wire::sandbox::{
-    CreateSandboxBody, Sandbox, SandboxList, SandboxStatusBody, UpdateSandboxBody,
-    millicores_to_vcpus,
+    BatchDeleteBody, BatchDeleteResult, BatchSkipped, CreateSandboxBody, Sandbox, SandboxList,
+    SandboxStatusBody, UpdateSandboxBody, UsageBody, millicores_to_vcpus,
 };
 
 use crate::{ApiError, ApiJson, AppState, Caller};
@@ -88,6 +88,7 @@ pub(crate) async fn create(
         mount_config: body.mount_config,
         preserve_memory_on_stop: body.preserve_memory_on_stop,
         restore_memory: body.restore_memory,
+        tag_value_ids: body.tag_value_ids,
     };
     let rec = state.control.create(&caller, req)?;
     if !body.wait_for_ready.unwrap_or(true) {
@@ -110,8 +111,22 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Query(q): Query<ListQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Result<Json<SandboxList>, ApiError> {
     let mut all = state.control.list(&caller)?;
+    // `tag_value_id` repeats, and every one given must be on the sandbox.
+    let tag_values: Vec<String> =
+        serde_urlencoded::from_str::<Vec<(String, String)>>(raw.as_deref().unwrap_or(""))
+            .map_err(|e| ConfigError::Malformed(format!("invalid query string: {e}")))?
+            .into_iter()
+            .filter(|(k, _)| k == "tag_value_id")
+            .map(|(_, v)| v)
+            .collect();
+    all.retain(|r| {
+        tag_values
+            .iter()
+            .all(|t| r.config.tag_value_ids.contains(t))
+    });
     if let Some(s) = &q.name_contains {
         let s = s.to_lowercase();
         all.retain(|r| r.name.to_lowercase().contains(&s));
@@ -132,6 +147,50 @@ pub(crate) async fn list(
         next_cursor: None,
         offset,
     }))
+}
+
+pub(crate) async fn batch_delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<BatchDeleteBody>,
+) -> Result<Json<BatchDeleteResult>, ApiError> {
+    let done = state.control.delete_many(&caller, &body.names).await?;
+    Ok(Json(BatchDeleteResult {
+        deleted: done.deleted,
+        skipped: done
+            .skipped
+            .into_iter()
+            .map(|(name, reason)| BatchSkipped { name, reason })
+            .collect(),
+    }))
+}
+
+pub(crate) async fn usage(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<UsageBody>, ApiError> {
+    let u = state.control.usage(&caller)?;
+    Ok(Json(UsageBody {
+        cpu_used_millicores: Some(u.cpu_used_millicores),
+        cpu_limit_millicores: Some(u.cpu_limit_millicores),
+        memory_used_bytes: Some(u.memory_used_bytes),
+        memory_limit_bytes: u.memory_limit_bytes,
+        sandbox_direct_count: Some(u.sandboxes_used),
+        sandbox_running_count: Some(u.sandbox_running_count),
+        sandbox_stopped_count: Some(u.sandbox_stopped_count),
+        sandboxes_used: Some(u.sandboxes_used),
+        sandboxes_limit: Some(u.sandboxes_limit),
+        snapshots_count: Some(u.snapshots_count),
+        pools_count: Some(0),
+        sandbox_pool_replicas_count: Some(0),
+        templates_count: Some(0),
+        registries_count: None,
+    }))
+}
+
+/// `GET {B}/usage/costs` (§2.6): Warren meters no costs; the answer is an empty page.
+pub(crate) async fn usage_costs(_caller: Caller) -> Json<serde_json::Value> {
+    Json(serde_json::json!({"items": [], "next_cursor": null}))
 }
 
 pub(crate) async fn get(
@@ -171,6 +230,7 @@ pub(crate) async fn update(
         mem_bytes: body.mem_bytes,
         fs_capacity_bytes: body.fs_capacity_bytes,
         labels: body.labels,
+        tag_value_ids: body.tag_value_ids,
     };
     let rec = state.control.update(&caller, &name, req).await?;
     Ok(Json(sandbox(&state, &rec)))

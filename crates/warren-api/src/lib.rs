@@ -104,6 +104,12 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
             post(boxes::create).get(boxes::list),
         )
         .route(
+            &format!("{base}/boxes/batch-delete"),
+            post(boxes::batch_delete),
+        )
+        .route(&format!("{base}/usage"), get(boxes::usage))
+        .route(&format!("{base}/usage/costs"), get(boxes::usage_costs))
+        .route(
             &format!("{base}/boxes/{{name}}"),
             get(boxes::get).patch(boxes::update).delete(boxes::delete),
         )

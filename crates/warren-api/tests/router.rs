@@ -521,5 +521,7 @@ async fn files_upload_download_ranges_and_glob() {
 mod secrets;
 #[path = "router/service.rs"]
 mod service;
+#[path = "router/snapshots.rs"]
+mod snapshots;
 #[path = "router/tunnel.rs"]
 mod tunnel;

@@ -80,6 +80,9 @@ pub struct SandboxConfig {
     pub proxy_config: Option<Value>,
     /// Stored and echoed (no mounts, until mounts exist).
     pub mount_config: Option<Value>,
+    /// Governed workspace tag values (0.15.1); the list filter `tag_value_id` matches them.
+    #[serde(default)]
+    pub tag_value_ids: Vec<String>,
 }
 
 /// Server-side defaults and bounds.
@@ -120,6 +123,7 @@ impl Default for SandboxConfig {
             access_delegation: None,
             proxy_config: None,
             mount_config: None,
+            tag_value_ids: Vec::new(),
         }
     }
 }
@@ -157,6 +161,8 @@ pub struct CreateSandbox {
     pub preserve_memory_on_stop: Option<bool>,
     /// Resume from snapshot memory (not supported yet).
     pub restore_memory: Option<bool>,
+    /// Governed workspace tag values.
+    pub tag_value_ids: Option<Vec<String>>,
 }
 
 /// An update request.
@@ -180,6 +186,8 @@ pub struct UpdateSandbox {
     pub fs_capacity_bytes: Option<u64>,
     /// Labels (replace).
     pub labels: Option<BTreeMap<String, String>>,
+    /// Tag values (replace).
+    pub tag_value_ids: Option<Vec<String>>,
 }
 
 /// Checks a sandbox name: 1–63 characters of letters, digits, `-`, `_` and `.`, starting with a

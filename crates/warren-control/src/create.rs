@@ -76,6 +76,7 @@ impl Control {
             access_delegation: req.access_delegation,
             proxy_config: req.proxy_config,
             mount_config: req.mount_config,
+            tag_value_ids: req.tag_value_ids.unwrap_or_default(),
         };
         let t = now();
         let mut rec = SandboxRecord {

@@ -40,6 +40,7 @@ pub mod store;
 mod sweep;
 mod tunnel;
 mod update;
+mod usage;
 
 pub use admission::ResourceLimits;
 pub use command::{
@@ -76,6 +77,7 @@ pub use store::{
     SnapshotRecord, SnapshotStatus, SqliteStore, Store, StoreError,
 };
 pub use tunnel::{TunnelError, TunnelStream};
+pub use usage::{BatchDeleted, MAX_BATCH_DELETE, Usage};
 /// The data types of commands and files, as the control plane hands them out.
 pub use warren_driver::{
     CommandSummary, ErrorKind, FileInfo, FileKind, PtySize, SearchHit, SearchResult, Stream, Tier,

@@ -71,6 +71,9 @@ impl Control {
         if let Some(v) = req.fs_capacity_bytes {
             rec.config.fs_capacity_bytes = v;
         }
+        if let Some(v) = req.tag_value_ids {
+            rec.config.tag_value_ids = v;
+        }
         if let Some(v) = req.labels {
             rec.config.labels = v;
         }

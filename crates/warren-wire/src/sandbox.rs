@@ -228,3 +228,76 @@ pub struct UpdateSandboxBody {
 pub fn millicores_to_vcpus(m: u32) -> u32 {
     m.div_ceil(1000).max(1)
 }
+
+/// `POST {B}/boxes/batch-delete`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchDeleteBody {
+    /// Sandbox names or ids.
+    pub names: Vec<String>,
+}
+
+/// A name a batch delete left alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchSkipped {
+    /// As given.
+    pub name: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The answer to a batch delete.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchDeleteResult {
+    /// Deleted, as given.
+    pub deleted: Vec<String>,
+    /// Left alone.
+    pub skipped: Vec<BatchSkipped>,
+}
+
+/// `GET {B}/usage` (0.15.1): the figures Warren has; the rest are absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageBody {
+    /// CPUs of running sandboxes, thousandths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_used_millicores: Option<u64>,
+    /// Most CPUs of one sandbox, thousandths.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit_millicores: Option<u64>,
+    /// Memory limits of running sandboxes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_bytes: Option<u64>,
+    /// Most memory committed server-wide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit_bytes: Option<u64>,
+    /// Sandboxes not from a pool (all of them, until pools exist).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_direct_count: Option<u64>,
+    /// Running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_running_count: Option<u64>,
+    /// Stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_stopped_count: Option<u64>,
+    /// Sandboxes held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandboxes_used: Option<u64>,
+    /// Most sandboxes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandboxes_limit: Option<u64>,
+    /// Snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots_count: Option<u64>,
+    /// Pools (none yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pools_count: Option<u64>,
+    /// Pooled replicas (none yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_pool_replicas_count: Option<u64>,
+    /// Templates (none yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub templates_count: Option<u64>,
+    /// Registries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registries_count: Option<u64>,
+}

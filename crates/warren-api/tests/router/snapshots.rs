@@ -1,0 +1,229 @@
+//! Snapshots, capture, forks and the 0.15.1 additions (batch delete, usage, tag values) in the
+//! wire shapes the SDKs read.
+
+use serde_json::{Value, json};
+
+use super::*;
+
+const B: &str = "/api/v2/sandboxes";
+
+impl Api {
+    async fn get(&self, uri: &str) -> Answer {
+        self.send(self.req(Method::GET, uri).body(Body::empty()).unwrap())
+            .await
+    }
+}
+
+#[tokio::test]
+async fn snapshots_list_get_capture_tag_and_delete() {
+    let api = api().await;
+    let list: Value = api.get(&format!("{B}/snapshots")).await.json();
+    assert_eq!(list["items"], list["snapshots"]);
+    let default = &list["snapshots"][0];
+    assert_eq!(default["name"], "system/default");
+    assert_eq!(default["status"], "ready");
+    assert_eq!(default["tags"], json!(["latest"]));
+    let id = default["id"].as_str().unwrap().to_owned();
+    let by_ref: Value = api
+        .get(&format!("{B}/snapshots/system%2Fdefault:latest"))
+        .await
+        .json();
+    assert_eq!(by_ref["id"], id.as_str());
+
+    api.sandbox("src").await;
+    let a = api
+        .json(
+            Method::POST,
+            &format!("{B}/boxes/src/snapshot"),
+            r#"{"name": "team/app", "tag": "v1"}"#,
+        )
+        .await;
+    assert!(
+        a.status.is_success(),
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let snap: Value = a.json();
+    assert_eq!(snap["status"], "ready");
+    assert_eq!(snap["tags"], json!(["v1"]));
+    assert!(snap["source_sandbox_id"].is_string());
+    let sid = snap["id"].as_str().unwrap().to_owned();
+
+    let a = api
+        .json(
+            Method::POST,
+            &format!("{B}/snapshots/{sid}/tags"),
+            r#"{"tag": "stable"}"#,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let tags: Value = api
+        .get(&format!("{B}/snapshots-by-name/team%2Fapp"))
+        .await
+        .json();
+    assert_eq!(tags["name"], "team/app");
+    assert_eq!(tags["tags"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        api.get(&format!("{B}/snapshots-by-name/nobody"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    let sb: Sandbox = api
+        .json(
+            Method::POST,
+            &format!("{B}/boxes"),
+            r#"{"name": "child", "snapshot": "team/app:stable"}"#,
+        )
+        .await
+        .json();
+    assert_eq!(sb.snapshot_id.as_deref(), Some(sid.as_str()));
+    let a = api
+        .send(
+            api.req(Method::DELETE, &format!("{B}/snapshots/{sid}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    for bad in ["limit=0", "limit=501", "offset=-1"] {
+        assert_eq!(
+            api.get(&format!("{B}/snapshots?{bad}")).await.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{bad}"
+        );
+    }
+    let a = api
+        .json(
+            Method::POST,
+            &format!("{B}/boxes/src/snapshot"),
+            r#"{"name": "x", "include_memory": true}"#,
+        )
+        .await;
+    assert_eq!(a.error(), (StatusCode::BAD_REQUEST, "Unsupported".into()));
+}
+
+#[tokio::test]
+async fn a_build_answers_building_and_polls_to_ready() {
+    let api = api().await;
+    let a = api
+        .json(Method::POST, &format!("{B}/snapshots"), r#"{"name": "py", "docker_image": "python:3.12-slim", "fs_capacity_bytes": 1073741824}"#)
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let snap: Value = a.json();
+    assert_eq!(snap["tags"], json!(["3.12-slim"]));
+    let id = snap["id"].as_str().unwrap().to_owned();
+    let mut status = snap["status"].as_str().unwrap().to_owned();
+    for _ in 0..200 {
+        if status != "building" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        status = api
+            .get(&format!("{B}/snapshots/{id}"))
+            .await
+            .json::<Value>()["status"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    }
+    assert_eq!(status, "ready");
+    let a = api
+        .json(Method::POST, &format!("{B}/snapshots"), r#"{"name": "py"}"#)
+        .await;
+    assert_eq!(a.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn forks_batch_delete_usage_and_tag_values() {
+    let api = api().await;
+    api.sandbox("parent").await;
+    let a = api
+        .json(
+            Method::POST,
+            &format!("{B}/boxes/parent/fork"),
+            r#"{"count": 2}"#,
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let forks: Value = a.json();
+    let names: Vec<String> = forks["sandboxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names.len(), 2);
+    assert!(
+        forks["sandboxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "ready")
+    );
+
+    let a = api
+        .json(
+            Method::POST,
+            &format!("{B}/boxes"),
+            r#"{"name": "tagged", "tag_value_ids": ["tv-1", "tv-2"]}"#,
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::OK);
+    let list: SandboxList = api
+        .get(&format!("{B}/boxes?tag_value_id=tv-1&tag_value_id=tv-2"))
+        .await
+        .json();
+    assert_eq!(
+        list.items
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["tagged"]
+    );
+    let list: SandboxList = api
+        .get(&format!("{B}/boxes?tag_value_id=tv-1&tag_value_id=tv-3"))
+        .await
+        .json();
+    assert!(list.items.is_empty());
+
+    let usage: Value = api.get(&format!("{B}/usage")).await.json();
+    assert_eq!(usage["sandboxes_used"], 4);
+    assert_eq!(usage["sandbox_running_count"], 4);
+    assert_eq!(usage["snapshots_count"], 1);
+    let costs: Value = api
+        .get(&format!("{B}/usage/costs?start_time=a&end_time=b"))
+        .await
+        .json();
+    assert_eq!(costs["items"], json!([]));
+
+    let body = json!({"names": [names[0], names[1], "ghost"]}).to_string();
+    let a = api
+        .json(Method::POST, &format!("{B}/boxes/batch-delete"), &body)
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let done: Value = a.json();
+    assert_eq!(done["deleted"], json!([names[0], names[1]]));
+    assert_eq!(
+        done["skipped"],
+        json!([{"name": "ghost", "reason": "not found"}])
+    );
+    let usage: Value = api.get(&format!("{B}/usage")).await.json();
+    assert_eq!(usage["sandboxes_used"], 2);
+}
