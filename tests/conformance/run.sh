@@ -16,7 +16,7 @@ fi
 
 command -v node >/dev/null || { echo "run.sh: node is required for the JS SDK tests" >&2; exit 1; }
 command -v npm >/dev/null || { echo "run.sh: npm is required for the JS SDK tests" >&2; exit 1; }
-for variant in ws http; do
+for variant in ws http deepagents; do
   (cd "$here/js/$variant" && npm ci --no-audit --no-fund --loglevel=error)
 done
 
