@@ -184,7 +184,7 @@ pub(crate) async fn usage(
         pools_count: Some(0),
         sandbox_pool_replicas_count: Some(0),
         templates_count: Some(0),
-        registries_count: None,
+        registries_count: Some(state.control.list_registries(&caller)?.len() as u64),
     }))
 }
 

@@ -27,6 +27,7 @@ mod files;
 mod listen;
 mod ops;
 mod proxy;
+mod registries;
 mod secrets;
 mod service;
 mod snapshots;
@@ -106,6 +107,16 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
         .route(
             &format!("{base}/boxes/batch-delete"),
             post(boxes::batch_delete),
+        )
+        .route(
+            &format!("{base}/registries"),
+            post(registries::create).get(registries::list),
+        )
+        .route(
+            &format!("{base}/registries/{{name}}"),
+            get(registries::get)
+                .patch(registries::update)
+                .delete(registries::delete),
         )
         .route(&format!("{base}/usage"), get(boxes::usage))
         .route(&format!("{base}/usage/costs"), get(boxes::usage_costs))

@@ -27,6 +27,7 @@ pub mod metrics;
 mod parked;
 mod proxy_values;
 mod recover;
+mod registries;
 mod running;
 mod secrets;
 mod service;
@@ -57,6 +58,7 @@ pub use files::{
 };
 pub use fork::{ForkSandbox, MAX_FORKS};
 pub use proxy_values::{carry_over_opaque, redact_proxy_config, rule_env_vars};
+pub use registries::{MAX_REGISTRY_PASSWORD_BYTES, PutRegistry, reference_host, registry_host};
 pub use secrets::{
     MAX_SECRET_HOSTS, MAX_SECRET_VALUE_BYTES, PutSecret, SecretConfig, SecretHost,
     SecretHostRequest, SecretInfo, SecretSource, SecretValue,
@@ -73,8 +75,8 @@ pub use snapshot::{
 pub use snapshot_build::{BuildSnapshot, BuildSource};
 pub use state::{ActivityGuard, Running};
 pub use store::{
-    AuditEntry, GrantRecord, KeyInfo, Principal, SandboxRecord, SecretHostRecord, SecretRecord,
-    SnapshotRecord, SnapshotStatus, SqliteStore, Store, StoreError,
+    AuditEntry, GrantRecord, KeyInfo, Principal, RegistryRecord, SandboxRecord, SecretHostRecord,
+    SecretRecord, SnapshotRecord, SnapshotStatus, SqliteStore, Store, StoreError,
 };
 pub use tunnel::{TunnelError, TunnelStream};
 pub use usage::{BatchDeleted, MAX_BATCH_DELETE, Usage};

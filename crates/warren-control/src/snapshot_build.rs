@@ -81,13 +81,22 @@ impl Control {
         req: BuildSnapshot,
     ) -> Result<SnapshotView, ControlError> {
         validate_snapshot_name(&req.name)?;
+        let mut registry_id = None;
         let (source, docker_image, own_tag) = match &req.source {
             BuildSource::Image(r) => {
                 check_reference(r)?;
+                let credentials = match &req.registry_id {
+                    Some(reg) => {
+                        let (id, creds) = self.registry_credentials(p, reg, r)?;
+                        registry_id = Some(id);
+                        creds
+                    }
+                    None => None,
+                };
                 (
                     ImageSource::Registry {
                         reference: r.clone(),
-                        credentials: None,
+                        credentials,
                     },
                     Some(r.clone()),
                     reference_tag(r).map(str::to_owned),
@@ -97,14 +106,6 @@ impl Control {
         };
         let tag = req.tag.or(own_tag).unwrap_or_else(|| "latest".into());
         validate_tag(&tag)?;
-        if req.registry_id.is_some() {
-            return Err(ConfigError::Unsupported(
-                "registry credentials (registry_id) are not supported yet; public registries and \
-                 registries on this host's loopback work without them"
-                    .into(),
-            )
-            .into());
-        }
         if let Some(rc) = &req.run_config {
             validate_run_config(rc)?;
         }
@@ -122,7 +123,7 @@ impl Control {
             docker_image,
             image_digest: None,
             source_sandbox_id: None,
-            registry_id: None,
+            registry_id,
             run_config: RunConfig::default(),
             labels: req.labels.unwrap_or_default(),
             description: req.description,

@@ -7,6 +7,7 @@ pub mod error;
 pub mod exec;
 pub mod files;
 pub mod ops;
+pub mod registries;
 pub mod sandbox;
 pub mod secrets;
 pub mod service;

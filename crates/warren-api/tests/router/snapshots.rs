@@ -227,3 +227,100 @@ async fn forks_batch_delete_usage_and_tag_values() {
     let usage: Value = api.get(&format!("{B}/usage")).await.json();
     assert_eq!(usage["sandboxes_used"], 2);
 }
+
+#[tokio::test]
+async fn registries_never_show_the_password_and_credentials_stay_on_their_host() {
+    const PW: &str = "ghp_never-returned-123456";
+    let api = api().await;
+    let body = json!({"name": "gh", "url": "https://ghcr.io", "username": "bot", "password": PW})
+        .to_string();
+    let a = api
+        .json(Method::POST, &format!("{B}/registries"), &body)
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let reg: Value = a.json();
+    assert_eq!(reg["provider"], "GHCR");
+    assert_eq!(reg["username"], "bot");
+    let id = reg["id"].as_str().unwrap().to_owned();
+    for uri in [
+        format!("{B}/registries"),
+        format!("{B}/registries/gh"),
+        format!("{B}/registries/{id}"),
+    ] {
+        let a = api.get(&uri).await;
+        assert_eq!(a.status, StatusCode::OK, "{uri}");
+        assert!(
+            !String::from_utf8_lossy(&a.body).contains(PW),
+            "{uri} shows the password"
+        );
+    }
+    let list: Value = api.get(&format!("{B}/registries")).await.json();
+    assert_eq!(list["items"], list["registries"]);
+    let a = api
+        .json(Method::POST, &format!("{B}/registries"), &body)
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    let a = api
+        .json(
+            Method::PATCH,
+            &format!("{B}/registries/gh"),
+            r#"{"username": "bot2"}"#,
+        )
+        .await;
+    assert_eq!(a.json::<Value>()["username"], "bot2");
+
+    // The credentials go to ghcr.io only.
+    let other =
+        json!({"name": "x", "docker_image": "evil.example/steal:1", "registry_id": id}).to_string();
+    let a = api
+        .json(Method::POST, &format!("{B}/snapshots"), &other)
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let own =
+        json!({"name": "x", "docker_image": "ghcr.io/org/app:1", "registry_id": "gh"}).to_string();
+    let a = api
+        .json(Method::POST, &format!("{B}/snapshots"), &own)
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    assert_eq!(a.json::<Value>()["registry_id"], id.as_str());
+
+    // Members use registries but do not change them.
+    let a = api
+        .json(Method::POST, "/api/v2/sandboxes/keys", r#"{"name": "dev"}"#)
+        .await;
+    let dev = a.json::<Value>()["key"].as_str().unwrap().to_owned();
+    let req = Request::builder()
+        .method(Method::DELETE)
+        .uri(format!("{B}/registries/gh"))
+        .header("x-api-key", &dev)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.send(req).await.status, StatusCode::FORBIDDEN);
+    let a = api
+        .send(
+            api.req(Method::DELETE, &format!("{B}/registries/gh"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        api.get(&format!("{B}/registries/gh")).await.status,
+        StatusCode::NOT_FOUND
+    );
+}

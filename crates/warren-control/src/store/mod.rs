@@ -223,11 +223,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 }
 
 mod grants;
+mod registries;
 mod secrets;
 mod snapshots;
 mod sqlite;
 
 pub use grants::GrantRecord;
+pub use registries::RegistryRecord;
 pub use snapshots::{SnapshotRecord, SnapshotStatus};
 
 pub use sqlite::{SqliteStore, rfc3339};

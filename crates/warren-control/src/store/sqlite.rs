@@ -52,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_secrets.sql"),
     include_str!("../../migrations/0003_service_grants.sql"),
     include_str!("../../migrations/0004_snapshots.sql"),
+    include_str!("../../migrations/0005_registries.sql"),
 ];
 
 /// SQLite-backed [`Store`]. One connection behind a mutex: every statement is short, and WAL
