@@ -197,6 +197,7 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
         .merge(
             Router::new()
                 .route("/dp/{id}/upload", post(files::upload))
+                .route(&format!("{base}/snapshot-imports"), post(snapshots::import))
                 .layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));

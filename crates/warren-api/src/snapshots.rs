@@ -105,6 +105,41 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(snapshot(&v))))
 }
 
+#[derive(Debug, Deserialize)]
+pub(crate) struct ImportQuery {
+    name: String,
+    tag: Option<String>,
+    fs_capacity_bytes: Option<u64>,
+}
+
+/// `POST {B}/snapshot-imports?name=&tag=&fs_capacity_bytes=` (a Warren extension, `warren image
+/// import`): the body is an image archive (an OCI layout as a tar, or a `docker save` tarball).
+pub(crate) async fn import(
+    State(state): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ImportQuery>,
+    body: axum::body::Body,
+) -> Result<(StatusCode, Json<Snapshot>), ApiError> {
+    use futures_util::StreamExt;
+    let mut up = state.control.begin_image_import(&caller).await?;
+    let mut stream = body.into_data_stream();
+    // A client that disconnects mid-body drops the upload, and its file with it.
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ConfigError::Malformed(format!("the archive did not arrive whole: {e}"))
+        })?;
+        state.control.import_chunk(&mut up, &chunk).await?;
+    }
+    let req = BuildSnapshot {
+        name: q.name,
+        tag: q.tag,
+        fs_capacity_bytes: q.fs_capacity_bytes,
+        ..BuildSnapshot::default()
+    };
+    let v = state.control.finish_image_import(&caller, up, req).await?;
+    Ok((StatusCode::CREATED, Json(snapshot(&v))))
+}
+
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,

@@ -34,6 +34,7 @@ mod service;
 mod signing;
 mod snapshot;
 mod snapshot_build;
+mod snapshot_import;
 mod start;
 mod state;
 mod stop;
@@ -73,6 +74,7 @@ pub use snapshot::{
     snapshot_image, validate_snapshot_name, validate_tag,
 };
 pub use snapshot_build::{BuildSnapshot, BuildSource};
+pub use snapshot_import::ImageUpload;
 pub use state::{ActivityGuard, Running};
 pub use store::{
     AuditEntry, GrantRecord, KeyInfo, Principal, RegistryRecord, SandboxRecord, SecretHostRecord,

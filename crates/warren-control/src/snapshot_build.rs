@@ -169,6 +169,12 @@ impl Control {
             .driver
             .build_image(&image, &source, rec.fs_capacity_bytes, &progress)
             .await;
+        // An archive spooled by an import is gone with its build.
+        if let ImageSource::Archive(path) = &source
+            && path.starts_with(self.imports_dir())
+        {
+            let _ = std::fs::remove_file(path);
+        }
         self.build_progress
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

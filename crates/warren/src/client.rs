@@ -85,6 +85,9 @@ impl Client {
                 }
             }
         };
+        // reqwest is built without a TLS crypto provider of its own (the workspace picks ring
+        // once for every crate); a second install is a harmless no-op.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             // The WebSocket path cannot use an HTTP proxy, so neither does this one: both planes

@@ -8,7 +8,7 @@ mod format;
 mod keys;
 mod sandbox;
 mod secret;
-mod snapshot;
+pub(crate) mod snapshot;
 mod tunnel;
 
 pub(crate) use cp::{CpArgs, cp};

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use reqwest::Method;
 use warren_wire::ops::{CreateKeyBody, CreatedKey, KeyList};
 use warren_wire::sandbox::{CreateSandboxBody, Sandbox, SandboxList, SandboxStatusBody};
@@ -21,6 +21,8 @@ const CREATE_GRACE: Duration = Duration::from_secs(30);
 /// How long a capture may take: the server copies the sandbox's root filesystem before it
 /// answers (a copy-on-write snapshot, but it waits for the sandbox's writes to settle).
 const CAPTURE_TIMEOUT: Duration = Duration::from_secs(300);
+/// An archive upload may be gigabytes over a slow link.
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The largest page `GET {B}/snapshots` serves.
 pub(crate) const SNAPSHOT_PAGE: u32 = 500;
@@ -184,6 +186,39 @@ impl Client {
             .control(Method::POST, &["boxes", sandbox, "snapshot"])
             .timeout(CAPTURE_TIMEOUT)
             .json(body);
+        self.json(rb, "snapshot object").await
+    }
+
+    /// POST `{B}/snapshot-imports`: an image archive (a tar file) streamed as the body.
+    pub(crate) async fn import_snapshot(
+        &self,
+        archive: &std::path::Path,
+        name: &str,
+        tag: Option<&str>,
+        disk: Option<u64>,
+    ) -> Result<(String, Snapshot)> {
+        let file = tokio::fs::File::open(archive)
+            .await
+            .with_context(|| format!("failed to open {}", archive.display()))?;
+        let len = file.metadata().await?.len();
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let mut url = self.url(&["snapshot-imports"]);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("name", name);
+            if let Some(t) = tag {
+                q.append_pair("tag", t);
+            }
+            if let Some(d) = disk {
+                q.append_pair("fs_capacity_bytes", &d.to_string());
+            }
+        }
+        let rb = self
+            .request(Method::POST, url)
+            .timeout(IMPORT_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(body);
         self.json(rb, "snapshot object").await
     }
 

@@ -241,7 +241,7 @@ async fn build(client: &Client, a: &BuildArgs) -> Result<ExitCode> {
 
 /// Polls a building snapshot once a second until it is `ready` (returned), `failed` or
 /// `timeout` has passed (errors), telling `progress` each status seen.
-async fn wait_until_built(
+pub(crate) async fn wait_until_built(
     client: &Client,
     mut snap: Snapshot,
     timeout: Duration,
@@ -249,7 +249,8 @@ async fn wait_until_built(
 ) -> Result<Snapshot> {
     let deadline = Instant::now() + timeout;
     loop {
-        progress(&snap.status);
+        // While it builds, the server says what it is doing (a layer's progress).
+        progress(snap.status_message.as_deref().unwrap_or(&snap.status));
         match snap.status.as_str() {
             "ready" => return Ok(snap),
             "failed" => bail!(
