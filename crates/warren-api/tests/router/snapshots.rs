@@ -324,3 +324,52 @@ async fn registries_never_show_the_password_and_credentials_stay_on_their_host()
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn an_imported_archive_is_built_and_its_spooled_file_removed() {
+    let api = api().await;
+    let req = api
+        .req(
+            Method::POST,
+            &format!("{B}/snapshot-imports?name=offline%2Fapp&tag=v3"),
+        )
+        .header(header::CONTENT_TYPE, "application/x-tar")
+        .body(Body::from(vec![7u8; 4096]))
+        .unwrap();
+    let a = api.send(req).await;
+    assert_eq!(
+        a.status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let snap: Value = a.json();
+    assert_eq!(snap["name"], "offline/app");
+    assert_eq!(snap["tags"], json!(["v3"]));
+    assert!(snap["docker_image"].is_null());
+    let id = snap["id"].as_str().unwrap().to_owned();
+    let mut status = String::new();
+    for _ in 0..200 {
+        status = api
+            .get(&format!("{B}/snapshots/{id}"))
+            .await
+            .json::<Value>()["status"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if status != "building" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(status, "ready");
+    let imports = api._dir.path().join("imports");
+    let left: Vec<_> = std::fs::read_dir(&imports).unwrap().collect();
+    assert!(left.is_empty(), "spooled archives left: {left:?}");
+    let req = api
+        .req(Method::POST, &format!("{B}/snapshot-imports?name=empty"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.send(req).await.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(std::fs::read_dir(&imports).unwrap().next().is_none());
+}

@@ -142,3 +142,62 @@ async fn bad_requests_are_refused_before_anything_runs() {
     }
     assert!(!h.fake.calls().iter().any(|c| c.starts_with("build ")));
 }
+
+#[tokio::test]
+async fn recovery_fails_interrupted_builds_and_removes_images_no_record_names() {
+    let h = harness().await;
+    h.sandbox(&h.admin, "src").await;
+    let kept = h
+        .control
+        .capture(
+            &h.admin,
+            "src",
+            crate::CaptureSnapshot {
+                name: "kept".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // A build the daemon was running when it died, and an image whose record is gone.
+    let mut building = kept.record.clone();
+    building.id = uuid::Uuid::new_v4().to_string();
+    building.name = "interrupted".into();
+    building.status = SnapshotStatus::Building;
+    h.control.store.put_snapshot(&building).unwrap();
+    h.control
+        .capture(
+            &h.admin,
+            "src",
+            crate::CaptureSnapshot {
+                name: "orphan".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let orphan_rec = h.control.get_snapshot(&h.admin, "orphan").unwrap().record;
+    h.control.store.delete_snapshot(&orphan_rec.id).unwrap();
+
+    h.control.recover().await.unwrap();
+    let v = h.control.get_snapshot(&h.admin, &building.id).unwrap();
+    assert_eq!(v.record.status, SnapshotStatus::Failed);
+    assert!(
+        v.record
+            .status_message
+            .as_deref()
+            .is_some_and(|m| m.contains("restarted"))
+    );
+    let kept_image = format!("remove-image {}", crate::snapshot_image(&kept.record.id));
+    let calls = h.fake.calls();
+    assert!(!calls.contains(&kept_image), "{calls:?}");
+    // The fake's gc removes without a call record; the image is gone from its store.
+    assert_eq!(
+        warren_driver::Driver::image_status(&h.fake, &crate::snapshot_image(&orphan_rec.id)),
+        warren_driver::ImageStatus::Missing
+    );
+    assert_eq!(
+        warren_driver::Driver::image_status(&h.fake, &crate::snapshot_image(&kept.record.id)),
+        warren_driver::ImageStatus::Present
+    );
+}
