@@ -128,3 +128,26 @@ def test_forks_start_from_the_parents_files_and_diverge(client, server):
             timeout=30,
         )
         assert bad.status_code in (400, 422), bad.text
+
+
+def test_tag_value_ids_are_stored_and_filter_the_generated_list(client, server):
+    """SDK 0.15.1: `create_sandbox(tag_value_ids=[...])`; the generated client's list filter
+    `tag_value_id` (repeatable, all must match) finds it."""
+    sb = client.create_sandbox(name=uniq("tagged"), tag_value_ids=["tv-alpha", "tv-beta"])
+    try:
+
+        def names(*values: str) -> list[str]:
+            r = requests.get(
+                f"{server.api_base}/boxes",
+                params=[("tag_value_id", v) for v in values],
+                headers=server.headers(),
+                timeout=30,
+            )
+            assert r.status_code == 200, r.text
+            return [b["name"] for b in r.json()["items"]]
+
+        assert sb.name in names("tv-alpha")
+        assert sb.name in names("tv-alpha", "tv-beta")
+        assert sb.name not in names("tv-alpha", "tv-gamma")
+    finally:
+        client.delete_sandbox(sb.name)
