@@ -75,6 +75,7 @@ impl TestSandbox {
             image: ImageRef::default_image(),
             limits,
             trust: String::new(),
+            volumes: Vec::new(),
         };
         let handle = driver().create(&spec).await.expect("create sandbox");
         Self { handle }
