@@ -70,6 +70,11 @@ impl DriverError {
             Self::Storage(StorageError::Io(e)) => {
                 format!("storage failed to {}: {}", e.action, e.os_reason())
             }
+            Self::Storage(
+                e @ (StorageError::InvalidVolumeId(_)
+                | StorageError::VolumeExists(_)
+                | StorageError::NoVolume(_)),
+            ) => e.to_string(),
             Self::Storage(_) => "storage failed".into(),
             Self::Cgroup(CgroupError::Io(e)) => {
                 format!("resource limits failed to {}: {}", e.action, e.os_reason())

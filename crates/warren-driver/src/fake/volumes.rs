@@ -58,10 +58,17 @@ impl FakeDriver {
         check_id(src)?;
         check_id(dst)?;
         let mut inner = self.inner();
-        inner.calls.push(format!("clone-volume {src} {dst} {size_bytes}"));
+        inner
+            .calls
+            .push(format!("clone-volume {src} {dst} {size_bytes}"));
         let files = match inner.volumes.get(src) {
             Some(v) => v.files.clone(),
-            None => return Err(storage_error("no such volume", format!("fake clone of {src}"))),
+            None => {
+                return Err(storage_error(
+                    "no such volume",
+                    format!("fake clone of {src}"),
+                ));
+            }
         };
         if inner.volumes.contains_key(dst) {
             return Err(storage_error(
@@ -84,7 +91,10 @@ impl FakeDriver {
                 v.size_bytes = size_bytes;
                 Ok(())
             }
-            None => Err(storage_error("no such volume", format!("fake resize of {id}"))),
+            None => Err(storage_error(
+                "no such volume",
+                format!("fake resize of {id}"),
+            )),
         }
     }
 
