@@ -35,9 +35,9 @@ use std::panic::AssertUnwindSafe;
 use error::Context;
 
 pub use error::{JailError, one_line};
-pub use inside::{AGENT_CAPABILITIES, shm_inodes};
+pub use inside::{AGENT_CAPABILITIES, VOLUME_MOUNT_POINT, shm_inodes};
 pub use spec::{JailReport, JailSpec, LANDLOCK_REVIEWED_ABI, MIN_ID_BASE};
-pub use volume::{JailVolume, MAX_VOLUMES, mount_path_components};
+pub use volume::{JailVolume, MAX_VOLUMES, check_volumes, mount_path_components};
 
 /// The fd on which the agent finds its listening socket.
 pub const AGENT_LISTEN_FD: i32 = 3;

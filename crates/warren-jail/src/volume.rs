@@ -65,7 +65,7 @@ pub fn mount_path_components(path: &str) -> Result<Vec<&str>, &'static str> {
 
 /// Checks a spec's volumes together: each mount path valid, at most [`MAX_VOLUMES`], and no
 /// mount path equal to or beneath another's (a mount point is never made inside a volume).
-pub(crate) fn check_volumes(volumes: &[JailVolume]) -> Result<(), &'static str> {
+pub fn check_volumes(volumes: &[JailVolume]) -> Result<(), &'static str> {
     if volumes.len() > MAX_VOLUMES {
         return Err("holds more than 16 volumes");
     }

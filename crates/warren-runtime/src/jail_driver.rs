@@ -234,7 +234,8 @@ impl JailDriver {
         })
     }
 
-    /// The spec's volumes as the jail takes them; each must exist.
+    /// The spec's volumes as the jail takes them; each must exist, and the mount paths must
+    /// be ones the jail accepts (checked here too, for an error the tenant may read).
     fn jail_volumes(&self, spec: &SandboxSpec) -> Result<Vec<JailVolume>, DriverError> {
         let mut volumes = Vec::with_capacity(spec.volumes.len());
         for m in &spec.volumes {
@@ -244,6 +245,8 @@ impl JailDriver {
                 read_only: m.read_only,
             });
         }
+        warren_jail::check_volumes(&volumes)
+            .map_err(|problem| DriverError::Volume(format!("the volume mounts: {problem}")))?;
         Ok(volumes)
     }
 

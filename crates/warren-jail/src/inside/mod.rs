@@ -24,6 +24,7 @@ pub(crate) use mounts::{
     attach_rootfs, make_mounts_private, mask_proc, mount_dev, mount_proc, open_rootfs_target,
     pivot_into,
 };
+pub use volumes::VOLUME_MOUNT_POINT;
 pub(crate) use volumes::{mount_volumes, receive_volumes};
 
 /// Capabilities the agent keeps, in the sandbox's user namespace only: it runs commands as

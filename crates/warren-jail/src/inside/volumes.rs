@@ -20,6 +20,11 @@ use crate::error::Context;
 use crate::sync::ChildEnd;
 use crate::{JailError, JailVolume, mount_path_components};
 
+/// The action of the error a tenant's rootfs causes by what it put on a mount path: the line
+/// reads `failed to prepare a volume mount point: /data is a symlink` and names no host path,
+/// so the runtime may pass it on to the tenant.
+pub const VOLUME_MOUNT_POINT: &str = "prepare a volume mount point";
+
 /// Resolution of one mount path component: inside the directory fd's tree, no symlink of any
 /// kind, no crossing into another mount.
 fn in_root() -> ResolveFlags {
@@ -103,7 +108,7 @@ fn open_or_create(dir: BorrowedFd<'_>, name: &str, shown: &str) -> Result<OwnedF
         _ => return Err(err).path("open the volume mount point", Path::new(shown)),
     };
     Err(JailError::Check {
-        action: "prepare a volume mount point",
+        action: VOLUME_MOUNT_POINT,
         found: format!("{shown} is {found}"),
     })
 }
