@@ -304,3 +304,42 @@ async fn a_symlinked_mount_point_fails_the_boot_and_touches_nothing() {
     sb.handle = driver().start(&spec).await.unwrap();
     sb.destroy().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seam_checks_ids_and_deletes_idempotently() {
+    use warren_driver::Driver;
+    let seam: &dyn Driver = driver();
+    let vol = TestVolume::named();
+    seam.create_volume(&vol.0, 8 << 20).await.unwrap();
+    assert_eq!(seam.volume_used_bytes(&vol.0), Some(0));
+    let exists = seam.create_volume(&vol.0, 8 << 20).await.unwrap_err();
+    assert!(
+        exists.public_reason().contains("already exists"),
+        "{exists}"
+    );
+    for bad in ["../../etc", "", "abc/def", "ABCG", "a b"] {
+        let err = seam.create_volume(bad, 1 << 20).await.unwrap_err();
+        assert!(
+            err.public_reason().contains("not a valid volume id"),
+            "{bad}: {err}"
+        );
+        assert!(seam.delete_volume(bad).await.is_err(), "{bad}");
+    }
+    let missing = TestVolume::named();
+    assert!(seam.resize_volume(&missing.0, 1 << 20).await.is_err());
+    assert!(
+        seam.clone_volume(&missing.0, &vol.0, 1 << 20)
+            .await
+            .is_err()
+    );
+    assert_eq!(seam.volume_used_bytes(&missing.0), None);
+    seam.resize_volume(&vol.0, 16 << 20).await.unwrap();
+    seam.delete_volume(&vol.0).await.unwrap();
+    seam.delete_volume(&vol.0).await.unwrap();
+    assert_eq!(seam.volume_used_bytes(&vol.0), None);
+    // A sandbox naming a missing volume does not boot, and leaves nothing behind.
+    let spec = spec_with(Limits::default(), vec![missing.at("/data", false)]);
+    let err = seam.create(&spec).await.unwrap_err();
+    assert!(err.public_reason().contains("does not exist"), "{err}");
+    assert!(!seam.has_storage(&spec.id));
+}
