@@ -278,7 +278,8 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         size_bytes: u64,
     ) -> BoxFuture<'a, Result<(), DriverError>>;
     /// Deletes the volume `id` and everything in it. A missing volume is not an error. The
-    /// caller makes sure no running sandbox mounts it (a running one keeps its mount).
+    /// caller should make sure no running sandbox mounts it: one that does is left with an
+    /// empty directory there that takes no writes.
     fn delete_volume<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), DriverError>>;
     /// Bytes the volume holds, as its limit counts them; `None` if it does not exist or the
     /// figure is unavailable.

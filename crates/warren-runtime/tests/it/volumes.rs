@@ -343,3 +343,21 @@ async fn the_seam_checks_ids_and_deletes_idempotently() {
     assert!(err.public_reason().contains("does not exist"), "{err}");
     assert!(!seam.has_storage(&spec.id));
 }
+
+/// Deleting a volume a running sandbox mounts succeeds (the control plane should not do it,
+/// but a sandbox must not be able to keep a volume alive): the sandbox is left with an empty,
+/// dead directory it cannot write into.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_volume_deleted_under_a_running_sandbox_is_gone_for_it() {
+    let vol = TestVolume::new(8 << 20);
+    let sb = TestSandbox::with_volumes(vec![vol.at("/data", false)]).await;
+    let out = sb.sh("echo x > /data/f").await;
+    assert_eq!(out.code(), 0, "{}", out.err());
+    driver().storage().delete_volume(&vol.0).unwrap();
+    assert!(!driver().storage().volume_path(&vol.0).unwrap().exists());
+    let out = sb
+        .sh("ls -A /data | wc -l; echo y > /data/g 2>/dev/null; echo rc=$?")
+        .await;
+    assert_eq!(out.out(), "0\nrc=1\n", "{}", out.err());
+    sb.destroy().await;
+}
