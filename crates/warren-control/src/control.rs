@@ -283,6 +283,7 @@ pub(crate) fn spec_of(rec: &SandboxRecord, pids: u32) -> SandboxSpec {
             pids,
         },
         trust: String::new(),
+        volumes: Vec::new(),
     }
 }
 

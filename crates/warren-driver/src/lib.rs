@@ -76,6 +76,27 @@ pub struct SandboxSpec {
     pub limits: Limits,
     /// PEM certificates the sandbox trusts besides its image's (its egress proxy CA).
     pub trust: String,
+    /// Volumes mounted into the sandbox at each boot ([`Driver::create`] and [`Driver::start`]).
+    pub volumes: Vec<VolumeMount>,
+}
+
+/// Whether `id` may name a volume: 1 to 64 ASCII hex digits and `-` (a UUID). Checked by
+/// drivers before an id becomes part of a host path.
+pub fn is_volume_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+/// A volume (made by [`Driver::create_volume`]) mounted into a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeMount {
+    /// The volume's id (a UUID: hex digits and `-`).
+    pub volume_id: String,
+    /// Absolute path in the sandbox it is mounted at. Missing directories on the way are
+    /// created; `/`, `/proc`, `/sys`, `/dev`, `/tmp` and paths beneath them are refused, as are
+    /// `..` components and a symlink or non-directory anywhere on the path (the boot fails).
+    pub mount_path: String,
+    /// Mounted read-only: writes in the sandbox fail with EROFS.
+    pub read_only: bool,
 }
 
 /// A running sandbox, as the driver identifies it. Serializable so the control plane can persist
@@ -234,6 +255,35 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
         &'a self,
         keep: &'a HashSet<ImageRef>,
     ) -> BoxFuture<'a, Result<Vec<ImageRef>, DriverError>>;
+    /// Creates the empty volume `id`, limited to `size_bytes`: a directory that outlives
+    /// sandboxes and is mounted into them by [`SandboxSpec::volumes`]. Fails if it exists.
+    fn create_volume<'a>(
+        &'a self,
+        id: &'a str,
+        size_bytes: u64,
+    ) -> BoxFuture<'a, Result<(), DriverError>>;
+    /// Creates the volume `dst` as a copy-on-write copy of `src` as it is now (O(1) in its
+    /// data), limited to `size_bytes`. `src` may be mounted and in use. Fails if `dst` exists.
+    fn clone_volume<'a>(
+        &'a self,
+        src: &'a str,
+        dst: &'a str,
+        size_bytes: u64,
+    ) -> BoxFuture<'a, Result<(), DriverError>>;
+    /// Sets the limit of the volume `id` to `size_bytes` (below what it holds, further writes
+    /// fail with EDQUOT; nothing is removed).
+    fn resize_volume<'a>(
+        &'a self,
+        id: &'a str,
+        size_bytes: u64,
+    ) -> BoxFuture<'a, Result<(), DriverError>>;
+    /// Deletes the volume `id` and everything in it. A missing volume is not an error. The
+    /// caller should make sure no running sandbox mounts it: one that does is left with an
+    /// empty directory there that takes no writes.
+    fn delete_volume<'a>(&'a self, id: &'a str) -> BoxFuture<'a, Result<(), DriverError>>;
+    /// Bytes the volume holds, as its limit counts them; `None` if it does not exist or the
+    /// figure is unavailable.
+    fn volume_used_bytes(&self, id: &str) -> Option<u64>;
     /// Frees every resource of sandboxes not in `keep`; returns the ids it removed.
     fn gc<'a>(
         &'a self,

@@ -11,7 +11,7 @@ use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 use rustix::process::{Pid, Signal, WaitOptions};
 
 use crate::error::Context;
-use crate::{JailError, JailReport, JailSpec, sys};
+use crate::{JailError, JailReport, JailSpec, JailVolume, sys};
 
 /// Listen backlog of the agent socket.
 const AGENT_BACKLOG: i32 = 128;
@@ -193,28 +193,61 @@ impl Child {
     /// filesystem's superblock may idmap it; the child attaches it (runc ≥ 1.2 passes idmapped
     /// mount fds to the container's init the same way).
     pub(crate) fn idmapped_rootfs(&self, rootfs: &Path) -> Result<OwnedFd, JailError> {
+        self.idmapped_tree(rootfs, true, MountAttrFlags::empty())
+            .map_err(|(action, source)| JailError::Path {
+                action,
+                path: rootfs.to_owned(),
+                source,
+            })
+    }
+
+    /// A detached copy of a volume's directory, idmapped and nosuid,nodev like the rootfs (and
+    /// read-only if asked), built here for the same reason. Not recursive: nothing mounted
+    /// beneath the volume on the host comes along. The host path is trusted (the runtime's),
+    /// and a symlink as its last component is still not followed.
+    pub(crate) fn idmapped_volume(&self, volume: &JailVolume) -> Result<OwnedFd, JailError> {
+        let extra = if volume.read_only {
+            MountAttrFlags::MOUNT_ATTR_RDONLY
+        } else {
+            MountAttrFlags::empty()
+        };
+        self.idmapped_tree(&volume.host_path, false, extra)
+            .map_err(|(action, source)| JailError::Path {
+                action,
+                path: volume.host_path.clone(),
+                source,
+            })
+    }
+
+    fn idmapped_tree(
+        &self,
+        path: &Path,
+        recursive: bool,
+        extra: MountAttrFlags,
+    ) -> Result<OwnedFd, (&'static str, std::io::Error)> {
         let pid = self.pid.as_raw_nonzero();
-        let ns_path = PathBuf::from(format!("/proc/{pid}/ns/user"));
+        let ns_path = format!("/proc/{pid}/ns/user");
         let userns = rustix::fs::open(&ns_path, OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-            .path("open", &ns_path)?;
-        let tree = rustix::mount::open_tree(
-            rustix::fs::CWD,
-            rootfs,
-            OpenTreeFlags::OPEN_TREE_CLONE
-                | OpenTreeFlags::OPEN_TREE_CLOEXEC
-                | OpenTreeFlags::AT_RECURSIVE,
-        )
-        .path("clone the rootfs mount", rootfs)?;
+            .map_err(|e| ("open the user namespace of the sandbox for", e.into()))?;
+        let mut flags = OpenTreeFlags::OPEN_TREE_CLONE
+            | OpenTreeFlags::OPEN_TREE_CLOEXEC
+            | OpenTreeFlags::AT_SYMLINK_NOFOLLOW;
+        if recursive {
+            flags |= OpenTreeFlags::AT_RECURSIVE;
+        }
+        let tree = rustix::mount::open_tree(rustix::fs::CWD, path, flags)
+            .map_err(|e| ("clone the mount of", e.into()))?;
         let attrs = MountAttrFlags::MOUNT_ATTR_IDMAP
             | MountAttrFlags::MOUNT_ATTR_NOSUID
-            | MountAttrFlags::MOUNT_ATTR_NODEV;
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | extra;
         sys::mount_setattr(
             tree.as_fd(),
-            true,
+            recursive,
             u64::from(attrs.bits()),
             Some(userns.as_fd()),
         )
-        .path("idmap the rootfs mount", rootfs)?;
+        .map_err(|e| ("idmap the mount of", e))?;
         Ok(tree)
     }
 

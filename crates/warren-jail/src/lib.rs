@@ -26,6 +26,7 @@ mod spec;
 mod sync;
 #[allow(unsafe_code)]
 mod sys;
+mod volume;
 
 use std::convert::Infallible;
 use std::os::fd::OwnedFd;
@@ -34,8 +35,9 @@ use std::panic::AssertUnwindSafe;
 use error::Context;
 
 pub use error::{JailError, one_line};
-pub use inside::{AGENT_CAPABILITIES, shm_inodes};
+pub use inside::{AGENT_CAPABILITIES, VOLUME_MOUNT_POINT, shm_inodes};
 pub use spec::{JailReport, JailSpec, LANDLOCK_REVIEWED_ABI, MIN_ID_BASE};
+pub use volume::{JailVolume, MAX_VOLUMES, check_volumes, mount_path_components};
 
 /// The fd on which the agent finds its listening socket.
 pub const AGENT_LISTEN_FD: i32 = 3;
@@ -99,6 +101,11 @@ pub fn run(spec: &JailSpec) -> Result<JailReport, JailError> {
     let rootfs = child.idmapped_rootfs(&spec.rootfs)?;
     parent_end.send_rootfs(&rootfs)?;
     drop(rootfs);
+    //    Then each volume, idmapped the same way (and read-only if asked), in the spec's order.
+    for volume in &spec.volumes {
+        let tree = child.idmapped_volume(volume)?;
+        parent_end.send_volume(&tree)?;
+    }
 
     // 18. While the child runs steps 7 to 17, wait for its exec: end of file on the
     //     close-on-exec socket means the exec succeeded; a message is the child's error (and
@@ -141,6 +148,7 @@ fn child_steps(
     //    The rootfs's mount point is opened first, while the host path is still reachable.
     //    So is LXCFS's, when the sandbox gets its views.
     let root = sync.receive_rootfs()?;
+    let volumes = inside::receive_volumes(sync, &spec.volumes)?;
     let rootfs_target = inside::open_rootfs_target(&spec.rootfs)?;
     let lxcfs = spec.lxcfs.as_deref().map(inside::open_lxcfs).transpose()?;
     inside::become_sandbox_root()?;
@@ -170,6 +178,10 @@ fn child_steps(
     drop(lxcfs);
     inside::mount_dev(&root, spec.shm_bytes)?;
     drop(proc);
+    //    Volumes last, so their mount points cannot lie on /proc or /dev (the walk refuses to
+    //    cross a mount) as well as never following a symlink of the tenant's rootfs.
+    inside::mount_volumes(&root, &spec.volumes, &volumes)?;
+    drop(volumes);
 
     // 10. pivot_root and detach the old root: from here no host path is reachable.
     inside::pivot_into(&root)?;
@@ -226,6 +238,7 @@ mod tests {
             agent_args: vec![],
             lxcfs: None,
             cpus: vec![],
+            volumes: vec![],
         };
         let err = run(&spec).unwrap_err();
         assert!(

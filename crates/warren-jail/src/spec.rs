@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::JailError;
+use crate::volume::{JailVolume, check_volumes};
 
 /// Lowest first host id of a sandbox's range: sandbox ids must never map onto host root or onto
 /// the ids of the host's own users and services.
@@ -63,6 +64,10 @@ pub struct JailSpec {
     /// count as many CPUs as its CPU limit gives it. Empty: no pinning.
     #[serde(default)]
     pub cpus: Vec<u32>,
+    /// Volumes mounted into the sandbox, idmapped like the rootfs. Mount paths are checked by
+    /// [`crate::mount_path_components`] and resolved in the rootfs without following symlinks.
+    #[serde(default)]
+    pub volumes: Vec<JailVolume>,
 }
 
 /// What the jailer prints on stdout, as one JSON line, once the agent is running.
@@ -157,6 +162,9 @@ impl JailSpec {
                 "holds a CPU number beyond what sched_setaffinity takes",
             );
         }
+        if let Err(problem) = check_volumes(&self.volumes) {
+            return bad("volumes", problem);
+        }
         Ok(())
     }
 }
@@ -196,6 +204,11 @@ mod tests {
             agent_args: vec!["--listen-fd".into(), "3".into()],
             lxcfs: Some("/var/lib/warren/lxcfs".into()),
             cpus: vec![1],
+            volumes: vec![JailVolume {
+                host_path: "/var/lib/warren/fs/volumes/0f8e".into(),
+                mount_path: "/data".into(),
+                read_only: true,
+            }],
         }
     }
 
@@ -289,6 +302,9 @@ mod tests {
         let mut s = spec();
         s.cpus = vec![0, 1 << 20];
         assert_eq!(field_of(&s), "cpus");
+        let mut s = spec();
+        s.volumes[0].mount_path = "/proc/sys".into();
+        assert_eq!(field_of(&s), "volumes");
     }
 
     #[test]

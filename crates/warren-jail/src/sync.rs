@@ -42,12 +42,22 @@ pub(crate) fn channel() -> Result<(ParentEnd, ChildEnd), JailError> {
 impl ParentEnd {
     /// Hands the detached rootfs mount to the child.
     pub(crate) fn send_rootfs(&self, tree: &OwnedFd) -> Result<(), JailError> {
+        self.send_mount(tree, "send the rootfs mount to the sandbox")
+    }
+
+    /// Hands a detached volume mount to the child, after the rootfs, one message per volume in
+    /// the spec's order.
+    pub(crate) fn send_volume(&self, tree: &OwnedFd) -> Result<(), JailError> {
+        self.send_mount(tree, "send a volume mount to the sandbox")
+    }
+
+    fn send_mount(&self, tree: &OwnedFd, action: &'static str) -> Result<(), JailError> {
         let fds = [tree.as_fd()];
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut control = SendAncillaryBuffer::new(&mut space);
         if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
             return Err(JailError::Check {
-                action: "send the rootfs mount to the sandbox",
+                action,
                 found: "no room for the fd in the control buffer".into(),
             });
         }
@@ -57,7 +67,7 @@ impl ParentEnd {
             &mut control,
             SendFlags::NOSIGNAL,
         )
-        .sys("send the rootfs mount to the sandbox")?;
+        .sys(action)?;
         Ok(())
     }
 
@@ -82,6 +92,15 @@ impl ParentEnd {
 impl ChildEnd {
     /// Waits for the parent's id maps and rootfs mount. End of file means the parent gave up.
     pub(crate) fn receive_rootfs(&self) -> Result<OwnedFd, JailError> {
+        self.receive_mount("receive the rootfs mount")
+    }
+
+    /// The next volume mount the parent sends (after the rootfs, in the spec's order).
+    pub(crate) fn receive_volume(&self) -> Result<OwnedFd, JailError> {
+        self.receive_mount("receive a volume mount")
+    }
+
+    fn receive_mount(&self, action: &'static str) -> Result<OwnedFd, JailError> {
         let mut byte = [0u8; 1];
         let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -94,12 +113,12 @@ impl ChildEnd {
             ) {
                 Ok(msg) => break msg,
                 Err(Errno::INTR) => {}
-                Err(e) => return Err(e).sys("receive the rootfs mount"),
+                Err(e) => return Err(e).sys(action),
             }
         };
         if msg.bytes == 0 {
             return Err(JailError::Check {
-                action: "receive the rootfs mount",
+                action,
                 found: "the jailer went away".into(),
             });
         }
@@ -111,7 +130,7 @@ impl ChildEnd {
             }
         }
         Err(JailError::Check {
-            action: "receive the rootfs mount",
+            action,
             found: "the message carried no fd".into(),
         })
     }

@@ -37,6 +37,9 @@ pub enum DriverError {
     /// The jailer reported a failure.
     #[error("failed to build the jail: {0}")]
     Jail(String),
+    /// The spec's volume mounts are unusable; the reason is fit for a tenant.
+    #[error("{0}")]
+    Volume(String),
     /// The agent could not be reached.
     #[error(transparent)]
     Agent(#[from] AgentConnError),
@@ -70,6 +73,11 @@ impl DriverError {
             Self::Storage(StorageError::Io(e)) => {
                 format!("storage failed to {}: {}", e.action, e.os_reason())
             }
+            Self::Storage(
+                e @ (StorageError::InvalidVolumeId(_)
+                | StorageError::VolumeExists(_)
+                | StorageError::NoVolume(_)),
+            ) => e.to_string(),
             Self::Storage(_) => "storage failed".into(),
             Self::Cgroup(CgroupError::Io(e)) => {
                 format!("resource limits failed to {}: {}", e.action, e.os_reason())
@@ -80,7 +88,13 @@ impl DriverError {
             Self::Binary(_) | Self::JailerSpawn(_) => {
                 "the server's sandbox helpers are missing or unusable".into()
             }
+            // What the tenant's rootfs put on a volume's mount path (its own path, no host's).
+            Self::Jail(line) if line.starts_with(&volume_line()) => line
+                .rsplit_once(" (")
+                .map_or(line.as_str(), |(msg, _)| msg)
+                .to_owned(),
             Self::Jail(_) => "failed to build the jail".into(),
+            Self::Volume(reason) => reason.clone(),
             Self::Agent(_) => "the sandbox's agent did not answer".into(),
             Self::Io(e) => format!("failed to {}: {}", e.action, e.os_reason()),
             Self::NoStorage(_) => "the sandbox has no root filesystem".into(),
@@ -89,4 +103,9 @@ impl DriverError {
             Self::Join(_) => "internal task failed".into(),
         }
     }
+}
+
+/// How a jailer error line about a volume mount point starts.
+fn volume_line() -> String {
+    format!("failed to {}: ", warren_jail::VOLUME_MOUNT_POINT)
 }

@@ -6,10 +6,11 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use warren_jail::{JailReport, JailSpec};
+use warren_jail::{JailReport, JailSpec, JailVolume};
 use warren_types::{ImageRef, SandboxId};
 
 use crate::agent::AgentConn;
+use crate::binaries::check_binaries;
 use crate::cgroup::{self, CgroupBackend};
 use crate::driver::{DriverError, SandboxHandle, SandboxSpec, Tier};
 use crate::io_error::IoError;
@@ -167,6 +168,7 @@ impl JailDriver {
             .get_or_init(|| check_binaries(&cfg.agent_path, &cfg.jailer_path))
             .clone()
             .map_err(DriverError::Binary)?;
+        let volumes = self.jail_volumes(spec)?;
         let slot = self.inner.slots.allocate(spec.id.as_str())?;
         undo.slot = Some(slot);
 
@@ -205,6 +207,7 @@ impl JailDriver {
             agent_args: crate::network::agent_args(self.inner.net.get().is_some(), slot),
             lxcfs,
             cpus,
+            volumes,
         };
         let began = Instant::now();
         let report = run_jailer(&self.inner.cfg.jailer_path, &jail).await?;
@@ -229,6 +232,22 @@ impl JailDriver {
             slot,
             env,
         })
+    }
+
+    /// The spec's volumes as the jail takes them; each must exist, and the mount paths must
+    /// be ones the jail accepts (checked here too, for an error the tenant may read).
+    fn jail_volumes(&self, spec: &SandboxSpec) -> Result<Vec<JailVolume>, DriverError> {
+        let mut volumes = Vec::with_capacity(spec.volumes.len());
+        for m in &spec.volumes {
+            volumes.push(JailVolume {
+                host_path: self.inner.storage.existing_volume(&m.volume_id)?,
+                mount_path: m.mount_path.clone(),
+                read_only: m.read_only,
+            });
+        }
+        warren_jail::check_volumes(&volumes)
+            .map_err(|problem| DriverError::Volume(format!("the volume mounts: {problem}")))?;
+        Ok(volumes)
     }
 
     /// Links every sandbox booted from now on to the egress proxy (`proxied` mode), with these
@@ -509,64 +528,6 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
-/// Checks the helper binaries. A dynamically linked agent is refused: it runs inside arbitrary
-/// images, which may have no libc or a different one.
-fn check_binaries(agent: &Path, jailer: &Path) -> Result<(), String> {
-    use std::io::Read;
-    // The ELF and program headers lead the file (the linker puts them first); reading the
-    // whole binary would cost more than the rest of a create.
-    let mut bytes = Vec::new();
-    std::fs::File::open(agent)
-        .and_then(|f| f.take(64 << 10).read_to_end(&mut bytes))
-        .map_err(|e| {
-            format!(
-                "warren-agent not found at {} ({e}); build it with scripts/build.sh",
-                agent.display()
-            )
-        })?;
-    if elf_has_interpreter(&bytes) {
-        return Err(format!(
-            "warren-agent at {} is dynamically linked; build the static one with scripts/build.sh",
-            agent.display()
-        ));
-    }
-    if !jailer.is_file() {
-        return Err(format!("warren-jailer not found at {}", jailer.display()));
-    }
-    Ok(())
-}
-
-/// Whether a 64-bit little-endian ELF file has a PT_INTERP program header.
-fn elf_has_interpreter(elf: &[u8]) -> bool {
-    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| {
-        elf.get(o..o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let u64_at = |o: usize| {
-        elf.get(o..o + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
-    if elf.get(..4) != Some(b"\x7fELF") {
-        return true;
-    }
-    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
-    else {
-        return true;
-    };
-    let Ok(phoff) = usize::try_from(phoff) else {
-        return true;
-    };
-    // A header outside what was read counts as an interpreter: refuse rather than guess.
-    (0..usize::from(phnum)).any(|i| {
-        i.checked_mul(usize::from(phentsize))
-            .and_then(|o| o.checked_add(phoff))
-            .and_then(u32_at)
-            .is_none_or(|kind| kind == 3)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -577,18 +538,5 @@ mod tests {
         let a = process_start_time(me).unwrap();
         assert_eq!(process_start_time(me), Some(a));
         assert_eq!(process_start_time(u32::MAX - 1), None);
-    }
-
-    #[test]
-    fn detects_dynamic_elf() {
-        let bash = std::fs::read("/bin/sh").unwrap();
-        assert!(
-            elf_has_interpreter(&bash),
-            "/bin/sh is dynamically linked on Debian"
-        );
-        assert!(
-            elf_has_interpreter(b"#!/bin/sh\n"),
-            "non-ELF counts as unusable"
-        );
     }
 }

@@ -7,6 +7,7 @@
 //! leaves behind ([`agent`]).
 
 pub mod agent;
+mod binaries;
 pub mod cgroup;
 pub mod driver;
 pub mod image;

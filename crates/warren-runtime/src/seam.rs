@@ -225,6 +225,9 @@ async fn write_body(mut conn: AgentConn, mut end: warren_driver::FileWriteEnd) {
     let _ = end.done.send(result);
 }
 
+type VolumeResult = Result<(), SeamError>;
+type VolumeFuture<'a> = BoxFuture<'a, VolumeResult>;
+
 /// A storage operation on the blocking pool (btrfs ioctls and directory work).
 async fn blocking(
     f: impl FnOnce() -> Result<(), crate::storage::StorageError> + Send + 'static,
@@ -359,6 +362,32 @@ impl warren_driver::Driver for JailDriver {
                 )),
             }
         })
+    }
+
+    fn create_volume<'a>(&'a self, id: &'a str, size: u64) -> BoxFuture<'a, VolumeResult> {
+        let (this, id) = (self.clone(), id.to_owned());
+        Box::pin(blocking(move || this.storage().create_volume(&id, size)))
+    }
+
+    fn clone_volume<'a>(&'a self, src: &'a str, dst: &'a str, size: u64) -> VolumeFuture<'a> {
+        let (this, src, dst) = (self.clone(), src.to_owned(), dst.to_owned());
+        Box::pin(blocking(move || {
+            this.storage().clone_volume(&src, &dst, size)
+        }))
+    }
+
+    fn resize_volume<'a>(&'a self, id: &'a str, size: u64) -> BoxFuture<'a, VolumeResult> {
+        let (this, id) = (self.clone(), id.to_owned());
+        Box::pin(blocking(move || this.storage().resize_volume(&id, size)))
+    }
+
+    fn delete_volume<'a>(&'a self, id: &'a str) -> BoxFuture<'a, VolumeResult> {
+        let (this, id) = (self.clone(), id.to_owned());
+        Box::pin(blocking(move || this.storage().delete_volume(&id)))
+    }
+
+    fn volume_used_bytes(&self, id: &str) -> Option<u64> {
+        self.storage().volume_used_bytes(id)
     }
 
     fn gc<'a>(

@@ -8,6 +8,7 @@
 //!   images/.build-*/              an image being built (deleted at open if a build was killed)
 //!   sandboxes/<id>/rootfs/        writable snapshot of the image: O(1), own inodes per sandbox
 //!   sandboxes/<id>/rootfs/tmp/    nested subvolume: persistent, but not part of captures
+//!   volumes/<id>/                 subvolume per volume, mounted into sandboxes (see `volumes`)
 //! ```
 //! The rootfs and /tmp subvolumes each carry a qgroup limit of the sandbox's disk size: writing
 //! past it fails with EDQUOT inside, and nothing outside is affected.
@@ -25,6 +26,7 @@ mod open;
 mod pool;
 mod rootfs;
 mod store;
+mod volumes;
 
 pub use error::StorageError;
 pub use pool::{

@@ -21,6 +21,7 @@ fn spec(id: &SandboxId) -> SandboxSpec {
             pids: 64,
         },
         trust: String::new(),
+        volumes: Vec::new(),
     }
 }
 

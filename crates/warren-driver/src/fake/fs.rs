@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use warren_types::agent::{AgentError, ErrorKind, FileInfo, FileKind};
 
-use crate::DriverError;
+use crate::{DriverError, GlobQuery, GrepQuery, SearchHit, SearchResult};
 
 pub(super) fn not_found(path: &str) -> DriverError {
     AgentError::new(ErrorKind::NotFound, format!("{path}: not found")).into()
@@ -47,4 +47,60 @@ pub(super) fn children(files: &BTreeMap<String, Vec<u8>>, dir: &str) -> Vec<File
         }
     }
     seen.into_values().collect()
+}
+
+/// The fake's glob: a suffix match on `*SUFFIX` patterns, enough to test the layers above,
+/// which only carry the result.
+pub(super) fn glob(files: &BTreeMap<String, Vec<u8>>, query: &GlobQuery) -> SearchResult {
+    let root = format!("{}/", query.root.trim_end_matches('/'));
+    let suffix = query
+        .pattern
+        .trim_start_matches("**/")
+        .trim_start_matches('*');
+    let mut out = SearchResult::default();
+    for (path, data) in files.range(root.clone()..) {
+        if !path.starts_with(&root) {
+            break;
+        }
+        if path.ends_with(suffix) {
+            if out.hits.len() >= query.limit as usize {
+                out.truncated = Some("limit".into());
+                break;
+            }
+            let i = info(path, FileKind::File, data.len() as u64);
+            out.hits.push(SearchHit::Path {
+                path: path.clone(),
+                is_dir: false,
+                size: i.size,
+                mtime_ns: i.mtime_ns,
+            });
+        }
+    }
+    out
+}
+
+/// The fake's grep: lines containing the pattern, in files beneath the root.
+pub(super) fn grep(files: &BTreeMap<String, Vec<u8>>, query: &GrepQuery) -> SearchResult {
+    let root = format!("{}/", query.root.trim_end_matches('/'));
+    let mut out = SearchResult::default();
+    for (path, data) in files.range(root.clone()..) {
+        if !path.starts_with(&root) {
+            break;
+        }
+        for (i, line) in String::from_utf8_lossy(data).lines().enumerate() {
+            if line.contains(&query.pattern) {
+                if out.hits.len() >= query.limit as usize {
+                    out.truncated = Some("limit".into());
+                    return out;
+                }
+                out.hits.push(SearchHit::Line {
+                    path: path.clone(),
+                    line: i as u64 + 1,
+                    text: line.to_owned(),
+                    text_truncated: false,
+                });
+            }
+        }
+    }
+    out
 }

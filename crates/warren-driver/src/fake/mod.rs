@@ -24,6 +24,7 @@ mod images;
 mod knobs;
 mod net;
 mod script;
+mod volumes;
 
 use fs::{children, info, is_dir, not_found};
 pub use net::ECHO_PORT;
@@ -32,8 +33,11 @@ use script::{Cmd, feed, run_script};
 use crate::{
     BoxFuture, CommandChannel, CommandEvent, CommandOpen, Driver, DriverError, FailureKind,
     FileRead, FileWrite, GlobQuery, GrepQuery, ImageStatus, PortStream, ReadRange, SandboxHandle,
-    SandboxSpec, SearchHit, SearchResult, Tier,
+    SandboxSpec, SearchResult, Tier,
 };
+
+type VolumeResult = Result<(), DriverError>;
+type VolumeFuture<'a> = BoxFuture<'a, VolumeResult>;
 
 /// Largest output chunk the fake sends, like the real agent.
 const CHUNK: usize = 64 * 1024;
@@ -50,6 +54,7 @@ struct Inner {
     images: HashMap<String, ImageStatus>,
     /// Files of captured images, by image.
     image_files: HashMap<String, BTreeMap<String, Vec<u8>>>,
+    volumes: HashMap<String, volumes::FakeVolume>,
     fail_create: Option<String>,
     fail_start: Option<String>,
     fail_destroys: u32,
@@ -86,6 +91,7 @@ impl FakeDriver {
     }
 
     fn boot(&self, spec: &SandboxSpec, fresh: bool) -> Result<SandboxHandle, DriverError> {
+        self.check_volumes(spec)?;
         let mut inner = self.inner();
         let verb = if fresh { "create" } else { "start" };
         inner.calls.push(format!("{verb} {}", spec.id));
@@ -260,6 +266,26 @@ impl Driver for FakeDriver {
         keep: &'a HashSet<ImageRef>,
     ) -> BoxFuture<'a, Result<Vec<ImageRef>, DriverError>> {
         Box::pin(async move { Ok(self.gc_images_now(keep)) })
+    }
+
+    fn create_volume<'a>(&'a self, id: &'a str, size: u64) -> BoxFuture<'a, VolumeResult> {
+        Box::pin(async move { self.create_volume_now(id, size) })
+    }
+
+    fn clone_volume<'a>(&'a self, src: &'a str, dst: &'a str, size: u64) -> VolumeFuture<'a> {
+        Box::pin(async move { self.clone_volume_now(src, dst, size) })
+    }
+
+    fn resize_volume<'a>(&'a self, id: &'a str, size: u64) -> BoxFuture<'a, VolumeResult> {
+        Box::pin(async move { self.resize_volume_now(id, size) })
+    }
+
+    fn delete_volume<'a>(&'a self, id: &'a str) -> BoxFuture<'a, VolumeResult> {
+        Box::pin(async move { self.delete_volume_now(id) })
+    }
+
+    fn volume_used_bytes(&self, id: &str) -> Option<u64> {
+        self.volume_used_now(id)
     }
 
     fn gc<'a>(
@@ -496,37 +522,7 @@ impl Driver for FakeDriver {
         handle: &'a SandboxHandle,
         query: GlobQuery,
     ) -> BoxFuture<'a, Result<SearchResult, DriverError>> {
-        // The fake's glob is a suffix match on `*SUFFIX` patterns: enough to test the layers
-        // above, which only carry the result.
-        Box::pin(async move {
-            self.with_box(handle, |b| {
-                let root = format!("{}/", query.root.trim_end_matches('/'));
-                let suffix = query
-                    .pattern
-                    .trim_start_matches("**/")
-                    .trim_start_matches('*');
-                let mut out = SearchResult::default();
-                for (path, data) in b.files.range(root.clone()..) {
-                    if !path.starts_with(&root) {
-                        break;
-                    }
-                    if path.ends_with(suffix) {
-                        if out.hits.len() >= query.limit as usize {
-                            out.truncated = Some("limit".into());
-                            break;
-                        }
-                        let i = info(path, FileKind::File, data.len() as u64);
-                        out.hits.push(SearchHit::Path {
-                            path: path.clone(),
-                            is_dir: false,
-                            size: i.size,
-                            mtime_ns: i.mtime_ns,
-                        });
-                    }
-                }
-                Ok(out)
-            })
-        })
+        Box::pin(async move { self.with_box(handle, |b| Ok(fs::glob(&b.files, &query))) })
     }
 
     fn grep<'a>(
@@ -534,32 +530,7 @@ impl Driver for FakeDriver {
         handle: &'a SandboxHandle,
         query: GrepQuery,
     ) -> BoxFuture<'a, Result<SearchResult, DriverError>> {
-        Box::pin(async move {
-            self.with_box(handle, |b| {
-                let root = format!("{}/", query.root.trim_end_matches('/'));
-                let mut out = SearchResult::default();
-                for (path, data) in b.files.range(root.clone()..) {
-                    if !path.starts_with(&root) {
-                        break;
-                    }
-                    for (i, line) in String::from_utf8_lossy(data).lines().enumerate() {
-                        if line.contains(&query.pattern) {
-                            if out.hits.len() >= query.limit as usize {
-                                out.truncated = Some("limit".into());
-                                return Ok(out);
-                            }
-                            out.hits.push(SearchHit::Line {
-                                path: path.clone(),
-                                line: i as u64 + 1,
-                                text: line.to_owned(),
-                                text_truncated: false,
-                            });
-                        }
-                    }
-                }
-                Ok(out)
-            })
-        })
+        Box::pin(async move { self.with_box(handle, |b| Ok(fs::grep(&b.files, &query))) })
     }
 
     fn connect_port<'a>(

@@ -15,6 +15,7 @@ use crate::{AGENT_LISTEN_FD, JailError, JailSpec, sys};
 mod landlock;
 mod lxcfs;
 mod mounts;
+mod volumes;
 
 pub(crate) use landlock::apply_landlock;
 pub(crate) use lxcfs::{mount_lxcfs, open_lxcfs};
@@ -23,6 +24,8 @@ pub(crate) use mounts::{
     attach_rootfs, make_mounts_private, mask_proc, mount_dev, mount_proc, open_rootfs_target,
     pivot_into,
 };
+pub use volumes::VOLUME_MOUNT_POINT;
+pub(crate) use volumes::{mount_volumes, receive_volumes};
 
 /// Capabilities the agent keeps, in the sandbox's user namespace only: it runs commands as
 /// other users and does file operations as or for them, including root's chown and chmod

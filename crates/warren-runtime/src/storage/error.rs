@@ -25,6 +25,15 @@ pub enum StorageError {
     /// The sandbox has no root filesystem.
     #[error("sandbox {0} has no root filesystem")]
     NoRootfs(SandboxId),
+    /// A volume id is not hex digits and `-`.
+    #[error("{0:?} is not a valid volume id")]
+    InvalidVolumeId(String),
+    /// The volume already exists.
+    #[error("volume {0} already exists")]
+    VolumeExists(String),
+    /// The volume does not exist.
+    #[error("volume {0} does not exist")]
+    NoVolume(String),
     /// A sandbox's rootfs already exists.
     #[error("a root filesystem for sandbox {0} already exists")]
     SandboxExists(SandboxId),

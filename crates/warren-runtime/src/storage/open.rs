@@ -71,7 +71,11 @@ impl BtrfsStorage {
         if store.quota == QuotaMode::Full && mounted_now {
             store.check_quotas()?;
         }
-        for dir in [store.images_dir(), store.sandboxes_dir()] {
+        for dir in [
+            store.images_dir(),
+            store.sandboxes_dir(),
+            store.volumes_dir(),
+        ] {
             fs::create_dir_all(&dir).map_err(io_err("create the store dir", &dir))?;
         }
         store.remove_partial_builds()?;

@@ -63,24 +63,7 @@ impl Storage for BtrfsStorage {
         // The sandbox may have renamed its /tmp subvolume anywhere in its tree, and an image or
         // an older sandbox may hold nested subvolumes of its own: the search of the pool's
         // subvolume references finds each wherever it is linked.
-        // btrfs needs to reserve space to delete a subvolume, and refuses with EDQUOT when the
-        // subvolume is at its limit (a sandbox that filled its disk): lift the limits first.
-        // (Full qgroups only; simple quotas delete at the limit, and this is cheap.)
-        if self.quota != QuotaMode::Off {
-            match btrfs::subvolume_tree(&self.root, &rootfs) {
-                Ok(ids) => {
-                    for qgroup in ids {
-                        if let Err(e) = btrfs::set_limit_by_id(&self.root, qgroup, None) {
-                            tracing::warn!(error = %e, sandbox = %id, qgroup, "failed to lift a disk limit before delete");
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, sandbox = %id, "failed to list the subvolumes of a sandbox before delete");
-                }
-            }
-        }
+        self.lift_limits(&rootfs);
         // Whole subvolumes go at once: no directory of the sandbox's is walked, so neither the
         // depth nor the size of what it wrote matters.
         delete_subvolumes(&self.root, &[rootfs])?;

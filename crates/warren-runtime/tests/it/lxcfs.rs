@@ -64,6 +64,7 @@ async fn a_sandbox_sees_its_own_memory_and_cpus_through_lxcfs() {
             ..Limits::default()
         },
         trust: String::new(),
+        volumes: Vec::new(),
     };
     let handle = with_lxcfs.create(&spec).await.expect("create sandbox");
     let out = sh(

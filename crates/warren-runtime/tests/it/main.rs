@@ -21,3 +21,4 @@ mod network;
 mod ownership;
 mod support;
 mod tunnel;
+mod volumes;

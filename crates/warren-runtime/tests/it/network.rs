@@ -44,6 +44,7 @@ fn spec() -> SandboxSpec {
         image: ImageRef::default_image(),
         limits: Limits::default(),
         trust: String::new(),
+        volumes: Vec::new(),
     }
 }
 

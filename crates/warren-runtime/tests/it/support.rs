@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use warren_driver::VolumeMount;
 use warren_proto::{ExecSpec, ExitStatus, Request, Response, Stream};
 use warren_runtime::{AgentConn, JailConfig, JailDriver, SandboxHandle, SandboxSpec};
 use warren_types::{ImageRef, Limits, SandboxId};
@@ -70,13 +71,16 @@ impl TestSandbox {
     }
 
     pub async fn with_limits(limits: Limits) -> Self {
-        let spec = SandboxSpec {
-            id: SandboxId::generate(),
-            image: ImageRef::default_image(),
-            limits,
-            trust: String::new(),
-        };
-        let handle = driver().create(&spec).await.expect("create sandbox");
+        Self::with_spec(&spec_with(limits, Vec::new())).await
+    }
+
+    /// A sandbox of the default image with default limits and these volumes.
+    pub async fn with_volumes(volumes: Vec<VolumeMount>) -> Self {
+        Self::with_spec(&spec_with(Limits::default(), volumes)).await
+    }
+
+    pub async fn with_spec(spec: &SandboxSpec) -> Self {
+        let handle = driver().create(spec).await.expect("create sandbox");
         Self { handle }
     }
 
@@ -138,6 +142,17 @@ impl Drop for TestSandbox {
             let _ = rt.block_on(driver().destroy(&handle.id, Some(&handle)));
         })
         .join();
+    }
+}
+
+/// A spec of the default image with a fresh id.
+pub fn spec_with(limits: Limits, volumes: Vec<VolumeMount>) -> SandboxSpec {
+    SandboxSpec {
+        id: SandboxId::generate(),
+        image: ImageRef::default_image(),
+        limits,
+        trust: String::new(),
+        volumes,
     }
 }
 
