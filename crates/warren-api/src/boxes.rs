@@ -7,11 +7,14 @@ use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use warren_control::store::rfc3339;
-use warren_control::{ConfigError, CreateSandbox, RunConfig, SandboxRecord, UpdateSandbox};
+use warren_control::{
+    ConfigError, CreateSandbox, RunConfig, SandboxRecord, UpdateSandbox, VolumeRequest,
+};
 use warren_wire::sandbox::{
     BatchDeleteBody, BatchDeleteResult, BatchSkipped, CreateSandboxBody, Sandbox, SandboxList,
     SandboxStatusBody, UpdateSandboxBody, UsageBody, millicores_to_vcpus,
 };
+use warren_wire::volumes::SandboxVolume;
 
 use crate::{ApiError, ApiJson, AppState, Caller};
 
@@ -47,6 +50,16 @@ pub(crate) fn sandbox(state: &AppState, r: &SandboxRecord) -> Sandbox {
         mount_config: c.mount_config.clone(),
         preserve_memory_on_stop: Some(false),
         tier: Some(state.control.tier().as_str().to_owned()),
+        volumes: c
+            .volumes
+            .iter()
+            .map(|a| SandboxVolume {
+                volume_id: a.volume_id.clone(),
+                volume_name: a.volume_name.clone(),
+                mount_path: a.mount_path.clone(),
+                read_only: a.read_only,
+            })
+            .collect(),
     }
 }
 
@@ -61,9 +74,6 @@ pub(crate) async fn create(
             "give at most one of snapshot_id, snapshot and snapshot_name".into(),
         )
         .into());
-    }
-    if body.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
-        return Err(ConfigError::Unsupported("volumes are not supported yet".into()).into());
     }
     let mut run_config = body.run_config;
     if let Some(env) = body.env_vars {
@@ -89,6 +99,15 @@ pub(crate) async fn create(
         preserve_memory_on_stop: body.preserve_memory_on_stop,
         restore_memory: body.restore_memory,
         tag_value_ids: body.tag_value_ids,
+        volumes: body.volumes.map(|vs| {
+            vs.into_iter()
+                .map(|v| VolumeRequest {
+                    volume: v.volume,
+                    mount_path: v.mount_path,
+                    read_only: v.read_only.unwrap_or(false),
+                })
+                .collect()
+        }),
     };
     let rec = state.control.create(&caller, req)?;
     if !body.wait_for_ready.unwrap_or(true) {

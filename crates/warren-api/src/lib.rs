@@ -32,6 +32,7 @@ mod secrets;
 mod service;
 mod snapshots;
 mod tunnel;
+mod volumes;
 
 use std::sync::Arc;
 
@@ -118,6 +119,17 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
                 .patch(registries::update)
                 .delete(registries::delete),
         )
+        .route(
+            &format!("{base}/volumes"),
+            post(volumes::create).get(volumes::list),
+        )
+        .route(
+            &format!("{base}/volumes/{{v}}"),
+            get(volumes::get)
+                .patch(volumes::update)
+                .delete(volumes::delete),
+        )
+        .route(&format!("{base}/volumes/{{v}}/clone"), post(volumes::clone))
         .route(&format!("{base}/usage"), get(boxes::usage))
         .route(&format!("{base}/usage/costs"), get(boxes::usage_costs))
         .route(

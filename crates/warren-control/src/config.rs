@@ -83,6 +83,9 @@ pub struct SandboxConfig {
     /// Governed workspace tag values (0.15.1); the list filter `tag_value_id` matches them.
     #[serde(default)]
     pub tag_value_ids: Vec<String>,
+    /// Volumes mounted in it.
+    #[serde(default)]
+    pub volumes: Vec<crate::volumes::VolumeAttachment>,
 }
 
 /// Server-side defaults and bounds.
@@ -124,6 +127,7 @@ impl Default for SandboxConfig {
             proxy_config: None,
             mount_config: None,
             tag_value_ids: Vec::new(),
+            volumes: Vec::new(),
         }
     }
 }
@@ -163,6 +167,8 @@ pub struct CreateSandbox {
     pub restore_memory: Option<bool>,
     /// Governed workspace tag values.
     pub tag_value_ids: Option<Vec<String>>,
+    /// Volumes to mount.
+    pub volumes: Option<Vec<crate::volumes::VolumeRequest>>,
 }
 
 /// An update request.

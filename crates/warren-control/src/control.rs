@@ -283,7 +283,16 @@ pub(crate) fn spec_of(rec: &SandboxRecord, pids: u32) -> SandboxSpec {
             pids,
         },
         trust: String::new(),
-        volumes: Vec::new(),
+        volumes: rec
+            .config
+            .volumes
+            .iter()
+            .map(|a| warren_driver::VolumeMount {
+                volume_id: a.volume_id.clone(),
+                mount_path: a.mount_path.clone(),
+                read_only: a.read_only,
+            })
+            .collect(),
     }
 }
 

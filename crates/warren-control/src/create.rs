@@ -77,6 +77,7 @@ impl Control {
             proxy_config: req.proxy_config,
             mount_config: req.mount_config,
             tag_value_ids: req.tag_value_ids.unwrap_or_default(),
+            volumes: Vec::new(),
         };
         let t = now();
         let mut rec = SandboxRecord {
@@ -102,6 +103,9 @@ impl Control {
             &p.user_id,
             rec.config.mem_bytes,
         )?;
+        // Checked and recorded under the admission lock, so two creates cannot both take one
+        // volume read-write.
+        rec.config.volumes = self.resolve_attachments(p, req.volumes.as_deref().unwrap_or(&[]))?;
         match req.name {
             Some(name) => {
                 rec.name = name;

@@ -119,7 +119,11 @@ impl Control {
             runtime_id: SandboxId::generate(),
             status: SandboxStatus::Provisioning,
             status_message: None,
-            config: parent.config.clone(),
+            // A fork does not share the parent's volumes: one may be attached read-write once.
+            config: crate::config::SandboxConfig {
+                volumes: Vec::new(),
+                ..parent.config.clone()
+            },
             handle: None,
             created_at: t,
             updated_at: t,

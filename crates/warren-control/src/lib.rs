@@ -43,6 +43,7 @@ mod sweep;
 mod tunnel;
 mod update;
 mod usage;
+mod volumes;
 
 pub use admission::ResourceLimits;
 pub use command::{
@@ -78,10 +79,14 @@ pub use snapshot_import::ImageUpload;
 pub use state::{ActivityGuard, Running};
 pub use store::{
     AuditEntry, GrantRecord, KeyInfo, Principal, RegistryRecord, SandboxRecord, SecretHostRecord,
-    SecretRecord, SnapshotRecord, SnapshotStatus, SqliteStore, Store, StoreError,
+    SecretRecord, SnapshotRecord, SnapshotStatus, SqliteStore, Store, StoreError, VolumeRecord,
 };
 pub use tunnel::{TunnelError, TunnelStream};
 pub use usage::{BatchDeleted, MAX_BATCH_DELETE, Usage};
+pub use volumes::{
+    CreateVolume, MAX_VOLUME_BYTES, MAX_VOLUMES_PER_SANDBOX, UpdateVolume, VolumeAttachment,
+    VolumeRequest, VolumeView, validate_mount_path,
+};
 /// The data types of commands and files, as the control plane hands them out.
 pub use warren_driver::{
     CommandSummary, ErrorKind, FileInfo, FileKind, PtySize, SearchHit, SearchResult, Stream, Tier,

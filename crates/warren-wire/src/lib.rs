@@ -13,6 +13,7 @@ pub mod secrets;
 pub mod service;
 pub mod snapshot;
 pub mod utf8;
+pub mod volumes;
 
 pub use error::{ErrorBody, ErrorDetail};
 pub use utf8::Utf8Splitter;

@@ -81,6 +81,9 @@ pub struct Sandbox {
     /// Isolation tier (a Warren extension): `jail`.
     #[serde(default)]
     pub tier: Option<String>,
+    /// Volumes mounted in it.
+    #[serde(default)]
+    pub volumes: Vec<crate::volumes::SandboxVolume>,
 }
 
 /// GET /boxes.
@@ -180,9 +183,9 @@ pub struct CreateSandboxBody {
     /// Tags (accepted and ignored: tags are a hosted-service feature).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag_value_ids: Option<Vec<String>>,
-    /// Volumes (refused until volumes exist).
+    /// Volumes to mount: `[{volume, mount_path, read_only?}]`, at most four.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volumes: Option<Vec<Value>>,
+    pub volumes: Option<Vec<crate::volumes::VolumeMountBody>>,
 }
 
 /// PATCH /boxes/{name}.

@@ -373,3 +373,103 @@ async fn an_imported_archive_is_built_and_its_spooled_file_removed() {
     assert_eq!(api.send(req).await.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(std::fs::read_dir(&imports).unwrap().next().is_none());
 }
+
+#[tokio::test]
+async fn volumes_in_the_generated_clients_shapes() {
+    let api = api().await;
+    for n in ["v1", "v2", "v3"] {
+        let a = api
+            .json(
+                Method::POST,
+                &format!("{B}/volumes"),
+                &json!({"name": n, "size_bytes": 1000}).to_string(),
+            )
+            .await;
+        assert_eq!(
+            a.status,
+            StatusCode::CREATED,
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+        assert_eq!(a.json::<Value>()["size_bytes"], 1u64 << 30);
+    }
+    let page: Value = api.get(&format!("{B}/volumes?page_size=2")).await.json();
+    assert_eq!(page["items"].as_array().unwrap().len(), 2);
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let rest: Value = api
+        .get(&format!("{B}/volumes?page_size=2&cursor={cursor}"))
+        .await
+        .json();
+    assert_eq!(rest["items"][0]["name"], "v3");
+    assert!(rest["next_cursor"].is_null());
+
+    let body = json!({"name": "with-vol", "volumes": [{"volume": "v1", "mount_path": "/data"}, {"volume": "v2", "mount_path": "/ro", "read_only": true}]});
+    let a = api
+        .json(Method::POST, &format!("{B}/boxes"), &body.to_string())
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let sb: Value = a.json();
+    assert_eq!(sb["volumes"][0]["volume_name"], "v1");
+    assert_eq!(sb["volumes"][1]["read_only"], true);
+    let v1: Value = api.get(&format!("{B}/volumes/v1")).await.json();
+    assert_eq!(v1["attachments"][0]["sandbox_name"], "with-vol");
+    assert_eq!(v1["attachments"][0]["mount_path"], "/data");
+    let a = api
+        .send(
+            api.req(Method::DELETE, &format!("{B}/volumes/v1"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CONFLICT);
+    let a = api
+        .json(
+            Method::POST,
+            &format!("{B}/volumes/v1/clone"),
+            r#"{"name": "v1-copy"}"#,
+        )
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::CONFLICT,
+        "attached read-write to a running sandbox"
+    );
+    let a = api
+        .json(
+            Method::PATCH,
+            &format!("{B}/volumes/v3"),
+            r#"{"description": "x", "labels": {"a": "b"}}"#,
+        )
+        .await;
+    assert_eq!(a.json::<Value>()["description"], "x");
+    let a = api
+        .json(
+            Method::PATCH,
+            &format!("{B}/volumes/v3"),
+            r#"{"description": null, "labels": {}}"#,
+        )
+        .await;
+    let v3: Value = a.json();
+    assert!(v3["description"].is_null());
+    assert_eq!(v3["labels"], json!({}));
+    let bad = json!({"name": "bad", "volumes": [{"volume": "v3", "mount_path": "relative"}]});
+    assert_eq!(
+        api.json(Method::POST, &format!("{B}/boxes"), &bad.to_string())
+            .await
+            .status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let a = api
+        .send(
+            api.req(Method::DELETE, &format!("{B}/volumes/v3"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+}

@@ -227,10 +227,12 @@ mod registries;
 mod secrets;
 mod snapshots;
 mod sqlite;
+mod volumes;
 
 pub use grants::GrantRecord;
 pub use registries::RegistryRecord;
 pub use snapshots::{SnapshotRecord, SnapshotStatus};
+pub use volumes::VolumeRecord;
 
 pub use sqlite::{SqliteStore, rfc3339};
 

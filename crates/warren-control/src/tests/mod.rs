@@ -19,3 +19,4 @@ mod stream;
 mod sweep;
 mod tunnel;
 mod update;
+mod volumes;
