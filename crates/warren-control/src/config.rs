@@ -85,7 +85,7 @@ pub struct SandboxConfig {
     pub tag_value_ids: Vec<String>,
     /// Volumes mounted in it.
     #[serde(default)]
-    pub volumes: Vec<crate::volumes::VolumeAttachment>,
+    pub volumes: Vec<VolumeAttachment>,
 }
 
 /// Server-side defaults and bounds.
@@ -168,7 +168,7 @@ pub struct CreateSandbox {
     /// Governed workspace tag values.
     pub tag_value_ids: Option<Vec<String>>,
     /// Volumes to mount.
-    pub volumes: Option<Vec<crate::volumes::VolumeRequest>>,
+    pub volumes: Option<Vec<VolumeRequest>>,
 }
 
 /// An update request.
@@ -340,6 +340,30 @@ pub fn check_proxy_config(
         )),
         None => Ok(Vec::new()),
     }
+}
+
+/// A volume as a sandbox has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeAttachment {
+    /// The volume's id.
+    pub volume_id: String,
+    /// Its name when attached.
+    pub volume_name: String,
+    /// Where it is mounted in the sandbox.
+    pub mount_path: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// A volume a create asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumeRequest {
+    /// Id or name.
+    pub volume: String,
+    /// Absolute path in the sandbox.
+    pub mount_path: String,
+    /// Mount read-only.
+    pub read_only: bool,
 }
 
 #[cfg(test)]

@@ -52,6 +52,7 @@ pub use command::{
     MAX_LIMIT_SECONDS,
 };
 pub use config::{ConfigError, CreateSandbox, Egress, RunConfig, SandboxConfig, UpdateSandbox};
+pub use config::{VolumeAttachment, VolumeRequest};
 pub use control::{Control, ControlConfig};
 pub use egress::{EgressRecord, EgressTarget};
 pub use error::{ControlError, FileOp};
@@ -84,8 +85,8 @@ pub use store::{
 pub use tunnel::{TunnelError, TunnelStream};
 pub use usage::{BatchDeleted, MAX_BATCH_DELETE, Usage};
 pub use volumes::{
-    CreateVolume, MAX_VOLUME_BYTES, MAX_VOLUMES_PER_SANDBOX, UpdateVolume, VolumeAttachment,
-    VolumeRequest, VolumeView, validate_mount_path,
+    CreateVolume, MAX_VOLUME_BYTES, MAX_VOLUMES_PER_SANDBOX, UpdateVolume, VolumeView,
+    validate_mount_path,
 };
 /// The data types of commands and files, as the control plane hands them out.
 pub use warren_driver::{

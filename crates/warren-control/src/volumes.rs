@@ -6,10 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use warren_types::SandboxStatus;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, VolumeAttachment, VolumeRequest};
 use crate::control::{Control, now};
 use crate::error::ControlError;
 use crate::store::{Principal, SandboxRecord, Store, StoreError, VolumeRecord, rfc3339};
@@ -20,30 +19,6 @@ pub const MAX_VOLUMES_PER_SANDBOX: usize = 4;
 const GIB: u64 = 1 << 30;
 /// The largest volume.
 pub const MAX_VOLUME_BYTES: u64 = 1 << 40;
-
-/// A volume as a sandbox has it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VolumeAttachment {
-    /// The volume's id.
-    pub volume_id: String,
-    /// Its name when attached.
-    pub volume_name: String,
-    /// Where it is mounted in the sandbox.
-    pub mount_path: String,
-    /// Mounted read-only.
-    pub read_only: bool,
-}
-
-/// A volume a create asks for.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct VolumeRequest {
-    /// Id or name.
-    pub volume: String,
-    /// Absolute path in the sandbox.
-    pub mount_path: String,
-    /// Mount read-only.
-    pub read_only: bool,
-}
 
 /// A create (`POST {B}/volumes`) or clone request.
 #[derive(Debug, Clone, Default)]
