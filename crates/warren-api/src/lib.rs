@@ -89,18 +89,11 @@ pub struct AppState {
     pub limits: ApiLimits,
 }
 
-/// The whole API with the default limits.
-pub fn router(control: Arc<Control>) -> Router {
-    router_with_limits(control, ApiLimits::default())
-}
-
-/// The whole API. Every route that reads a body has a limit: JSON bodies
-/// [`JSON_BODY_LIMIT`], uploads [`ApiLimits::upload_body_limit`].
-pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
-    let upload_limit = limits.upload_body_limit;
-    let state = AppState { control, limits };
-    let base = "/api/v2/sandboxes";
-    let authed = Router::new()
+/// The control plane's routes under `base`: served at `/api/v2/sandboxes` (what the SDKs
+/// derive from `LANGSMITH_ENDPOINT`) and at `/v2/sandboxes`, which the JS SDK before 0.10
+/// derives (the version `deepagents` resolves as its peer).
+fn control_plane(base: &str) -> Router<AppState> {
+    Router::new()
         .route(
             &format!("{base}/boxes"),
             post(boxes::create).get(boxes::list),
@@ -188,6 +181,21 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
             axum::routing::delete(ops::revoke_key),
         )
         .route(&format!("{base}/audit"), get(ops::audit))
+}
+
+/// The whole API with the default limits.
+pub fn router(control: Arc<Control>) -> Router {
+    router_with_limits(control, ApiLimits::default())
+}
+
+/// The whole API. Every route that reads a body has a limit: JSON bodies
+/// [`JSON_BODY_LIMIT`], uploads [`ApiLimits::upload_body_limit`].
+pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
+    let upload_limit = limits.upload_body_limit;
+    let state = AppState { control, limits };
+    let base = "/api/v2/sandboxes";
+    let authed = control_plane(base)
+        .merge(control_plane("/v2/sandboxes"))
         .route(SECRETS, get(secrets::list))
         .route(
             &format!("{SECRETS}/{{key}}"),
@@ -210,6 +218,7 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
             Router::new()
                 .route("/dp/{id}/upload", post(files::upload))
                 .route(&format!("{base}/snapshot-imports"), post(snapshots::import))
+                .route("/v2/sandboxes/snapshot-imports", post(snapshots::import))
                 .layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));

@@ -222,8 +222,8 @@ async fn bad_bodies_get_the_status_that_says_why() {
         ),
         (
             r#"{"volumes": [{}]}"#,
-            StatusCode::BAD_REQUEST,
-            "Unsupported",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ValidationError",
         ),
         (
             r#"{"snapshot": "a", "snapshot_id": "b"}"#,

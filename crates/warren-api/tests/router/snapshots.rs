@@ -473,3 +473,25 @@ async fn volumes_in_the_generated_clients_shapes() {
         .await;
     assert_eq!(a.status, StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn the_control_plane_also_answers_under_v2_sandboxes_as_older_js_sdks_derive_it() {
+    let api = api().await;
+    api.sandbox("both").await;
+    let list: SandboxList = api.get("/v2/sandboxes/boxes").await.json();
+    assert_eq!(list.items.len(), 1);
+    let s: Value = api
+        .get("/v2/sandboxes/snapshots/system%2Fdefault")
+        .await
+        .json();
+    assert_eq!(s["name"], "system/default");
+    let anon = api
+        .send(
+            Request::builder()
+                .uri("/v2/sandboxes/boxes")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
+}
