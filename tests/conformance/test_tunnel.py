@@ -159,3 +159,40 @@ def test_redis_from_debian_through_the_tunnel(client):
                 assert f.readline() == value + b"\r\n"
         # And the value is really in the sandbox's redis.
         assert box.run("redis-cli -p 6379 get tunnel-key").stdout.strip() == value.decode()
+
+
+def _tunnel_works(local: int) -> bool:
+    r = _get(f"http://127.0.0.1:{local}/index.txt", timeout=5)
+    return r is not None and r.status_code == 200
+
+
+def test_a_revoked_key_cuts_the_open_tunnel(server):
+    """An open tunnel is not a way around revocation: the session ends when its key is revoked
+    (the SDK's reconnect is then refused too)."""
+    from langsmith.sandbox import SandboxClient
+
+    made = requests.post(f"{server.api_base}/keys", json={"name": uniq("carol")}, headers=server.headers(), timeout=30)
+    assert made.status_code in (200, 201), made.text
+    carol = made.json()
+    client = SandboxClient(api_endpoint=server.api_base, api_key=carol["key"])
+    port = 8766
+
+    def serve(box) -> None:
+        box.run("mkdir -p /tmp/www && echo hi > /tmp/www/index.txt")
+        box.run(f"cd /tmp/www && python3 -m http.server {port} --bind 127.0.0.1", wait=False, timeout=0, idle_timeout=-1)
+        assert wait_until(
+            lambda: box.run(f"python3 -c \"import socket; socket.create_connection(('127.0.0.1', {port}), 1)\"").exit_code == 0,
+            timeout=20,
+        )
+
+    box = client.create_sandbox(name=uniq("cut"))
+    try:
+        serve(box)
+        local = _free_port()
+        with box.tunnel(remote_port=port, local_port=local):
+            assert _tunnel_works(local)
+            r = requests.delete(f"{server.api_base}/keys/{carol['id']}", headers=server.headers(), timeout=30)
+            assert r.status_code in (200, 204), r.text
+            assert wait_until(lambda: not _tunnel_works(local), timeout=15), "a revoked key kept its tunnel"
+    finally:
+        requests.delete(f"{server.api_base}/boxes/{box.name}", headers=server.headers(), timeout=60)

@@ -49,6 +49,7 @@ pub(crate) async fn tunnel(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     // Found (and woken) before the upgrade, so a missing sandbox is a 404, not a closed socket.
@@ -57,18 +58,44 @@ pub(crate) async fn tunnel(
     drop(running);
     let control = state.control.clone();
     let principal = caller.0;
+    // The middleware authenticated this key; the session re-checks it on every revocation.
+    let key = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
     Ok(upgrade
         .max_message_size(4 << 20)
-        .on_upgrade(move |socket| session(control, principal, sandbox_id, socket)))
+        .on_upgrade(move |socket| session(control, principal, key, sandbox_id, socket)))
 }
 
-/// Serves one yamux session until the client leaves or breaks the protocol.
-async fn session(control: Arc<Control>, p: Principal, sandbox_id: String, socket: WebSocket) {
+/// Serves one yamux session until the client leaves or breaks the protocol, its key is
+/// revoked, or the sandbox stops or is deleted (then every stream of it ends with it).
+async fn session(
+    control: Arc<Control>,
+    p: Principal,
+    key: String,
+    sandbox_id: String,
+    socket: WebSocket,
+) {
     let mut cfg = yamux::Config::default();
     cfg.set_split_send_size(FRAME_PAYLOAD);
     let mut conn = yamux::Connection::new(WsIo::new(socket), cfg, yamux::Mode::Server);
+    let ended = control.session_ended(&key, &sandbox_id);
+    tokio::pin!(ended);
     loop {
-        match std::future::poll_fn(|cx| conn.poll_next_inbound(cx)).await {
+        let next = tokio::select! {
+            n = std::future::poll_fn(|cx| conn.poll_next_inbound(cx)) => n,
+            () = &mut ended => {
+                tracing::info!(sandbox = %sandbox_id, user = %p.user_name, "tunnel session cut: key revoked or sandbox no longer running");
+                // A client that reads nothing must not hold the session open.
+                let close = std::future::poll_fn(|cx| conn.poll_close(cx));
+                let _ = tokio::time::timeout(Duration::from_secs(5), close).await;
+                return;
+            }
+        };
+        match next {
             Some(Ok(stream)) => {
                 tokio::spawn(serve_stream(
                     control.clone(),

@@ -68,6 +68,8 @@ pub struct Control {
     pub(crate) started_at: SystemTime,
     /// The latest progress line of each snapshot build this process runs.
     pub(crate) build_progress: Arc<Mutex<HashMap<String, String>>>,
+    /// Bumped on every key revocation, so long-lived sessions re-check their key.
+    pub(crate) revocations: watch::Sender<u64>,
 }
 
 /// Now, to the microsecond: what the store keeps, so a record a verb returns equals the one
@@ -136,6 +138,7 @@ impl Control {
             service_key: Mutex::default(),
             started_at: now(),
             build_progress: Arc::default(),
+            revocations: watch::channel(0).0,
         }
     }
 

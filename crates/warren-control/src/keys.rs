@@ -87,6 +87,7 @@ impl Control {
             return Err(ControlError::NotFound(format!("key '{key_id}' not found")));
         }
         self.keys.invalidate();
+        self.revocations.send_modify(|n| *n += 1);
         self.audit(Some(p), "key.revoke", Some(key_id), None);
         Ok(())
     }

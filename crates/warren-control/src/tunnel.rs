@@ -56,6 +56,27 @@ pub struct TunnelStream {
 impl Control {
     /// Opens a stream to `port` on the loopback of a sandbox the caller may use (waking it if
     /// stopped).
+    /// Resolves when a long-lived session that `key` opened on a sandbox must end: the key was
+    /// revoked, or the sandbox is no longer ready (stopped, deleted, failed). Checked again on
+    /// every revocation and every status change, never by polling.
+    pub async fn session_ended(&self, key: &str, sandbox_id: &str) {
+        let mut revocations = self.revocations.subscribe();
+        let mut changes = self.changes.subscribe();
+        loop {
+            let ready = matches!(
+                crate::store::Store::get_sandbox(&self.store, sandbox_id),
+                Ok(Some(r)) if r.status == warren_types::SandboxStatus::Ready
+            );
+            if !ready || !matches!(self.authenticate(key), Ok(Some(_))) {
+                return;
+            }
+            tokio::select! {
+                r = revocations.changed() => if r.is_err() { return },
+                r = changes.changed() => if r.is_err() { return },
+            }
+        }
+    }
+
     pub async fn open_tunnel_stream(
         self: &Arc<Self>,
         p: &Principal,
