@@ -99,3 +99,46 @@ async fn a_stopped_sandbox_wakes_for_a_stream() {
     assert_eq!(h.record(&rec.id).status, SandboxStatus::Ready);
     drop(s);
 }
+
+#[tokio::test]
+async fn a_session_ends_when_its_key_is_revoked_or_its_sandbox_stops() {
+    use std::time::Duration;
+    let h = harness().await;
+    let (key_id, key) = h.control.create_key(&h.admin, "carol", false).unwrap();
+    let carol = h.control.authenticate(&key).unwrap().unwrap();
+    let rec = h.sandbox(&carol, "box").await;
+    let live = h.control.session_ended(&key, &rec.id);
+    tokio::pin!(live);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut live)
+            .await
+            .is_err(),
+        "a valid key on a ready sandbox keeps its session"
+    );
+    // Another key's revocation re-checks this one and keeps it.
+    let (other, _) = h.control.create_key(&h.admin, "dave", false).unwrap();
+    h.control.revoke_key(&h.admin, &other).unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut live)
+            .await
+            .is_err()
+    );
+    h.control.revoke_key(&h.admin, &key_id).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), &mut live)
+        .await
+        .expect("revoking the key ends the session");
+
+    let admin_key = h.admin_key.clone();
+    let stopped = h.control.session_ended(&admin_key, &rec.id);
+    tokio::pin!(stopped);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), &mut stopped)
+            .await
+            .is_err()
+    );
+    h.control.stop(&h.admin, &rec.id).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), &mut stopped)
+        .await
+        .expect("stopping the sandbox ends the session");
+    assert_eq!(h.record(&rec.id).status, SandboxStatus::Stopped);
+}
