@@ -19,6 +19,7 @@ mod ownership;
 mod pty;
 mod registry;
 mod ring;
+mod root_acl;
 mod search;
 mod session;
 mod users;

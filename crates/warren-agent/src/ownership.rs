@@ -463,7 +463,7 @@ fn make(listener: BorrowedFd<'_>, id: u64, proc_dir: &OwnedFd, call: &Call) -> R
         _ => None,
     };
     let target = target.as_ref().unwrap_or(&base);
-    match *call {
+    let done = match *call {
         Call::Chown { uid, gid, .. } => rustix::fs::chownat(
             target,
             "",
@@ -489,7 +489,11 @@ fn make(listener: BorrowedFd<'_>, id: u64, proc_dir: &OwnedFd, call: &Call) -> R
                 Mode::from_raw_mode(mode),
             )
         }
+    };
+    if done.is_ok() {
+        crate::root_acl::keep_root_access(target);
     }
+    done
 }
 
 /// Reads a NUL-terminated path from the caller's memory, page by page (a path may end right

@@ -122,7 +122,7 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
 
 /// Bump when the build changes in a way [`default_image_recipe`] does not show (a step, a dpkg
 /// option), so data dirs with the old default image rebuild it.
-const IMAGE_REVISION: u32 = 2;
+const IMAGE_REVISION: u32 = 3;
 
 /// Where a built image records its recipe (`/etc/warren-image` inside a sandbox).
 const RECIPE_FILE: &str = "etc/warren-image";
@@ -430,6 +430,18 @@ fn finish_rootfs(root: &Path) -> Result<(), ImageError> {
     let hostname = root.join("etc/hostname");
     std::fs::write(&hostname, "sandbox\n")
         .map_err(IoError::at("write the image's hostname", &hostname))?;
+    // A sandbox has no init system: a package's postinst must not try to start its service
+    // (invoke-rc.d would run the init script, which switches users the sandbox's root cannot
+    // switch to). 101 is "action forbidden by policy", as in Debian's container images; the
+    // user starts services themselves.
+    let policy = root.join("usr/sbin/policy-rc.d");
+    std::fs::write(
+        &policy,
+        "#!/bin/sh\n# Written by Warren: no init system in a sandbox; start services yourself.\nexit 101\n",
+    )
+    .map_err(IoError::at("write the image's policy-rc.d", &policy))?;
+    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o755))
+        .map_err(IoError::at("set the mode of", &policy))?;
     let resolv = root.join("etc/resolv.conf");
     let _ = std::fs::remove_file(&resolv);
     std::fs::write(&resolv, "").map_err(IoError::at("empty the image's resolv.conf", &resolv))?;

@@ -17,6 +17,9 @@ mkdir -p /var/lib/svc
 chown svc:svc /var/lib/svc
 chmod 2750 /var/lib/svc
 stat -c 'dir %U:%G %a' /var/lib/svc
+ls /var/lib/svc > /dev/null && echo 'root enters what it gave away'
+touch /var/lib/svc/denied 2>/dev/null || echo 'but gets only the group rights'
+mkdir /etc/svc && chown svc:svc /etc/svc && chmod 2770 /etc/svc && touch /etc/svc/conf && echo 'root writes where the group may'
 mkdir /srv/x && cd /srv && touch x/f && chown svc x/f && chmod 0600 x/f
 stat -c 'relative %U:%G %a' /srv/x/f
 ln -s /etc/hostname /tmp/link && chown -h svc /tmp/link
@@ -41,6 +44,9 @@ grep svc /etc/gshadow | cut -d: -f1
         &lines[1..],
         [
             "dir svc:svc 2750",
+            "root enters what it gave away",
+            "but gets only the group rights",
+            "root writes where the group may",
             "relative svc:root 600",
             "link svc",
             "target root",
