@@ -83,6 +83,7 @@ pub(crate) async fn create(
         }
     }
     let req = CreateSandbox {
+        template: body.template,
         name: body.name,
         snapshot: body.snapshot_id.or(body.snapshot).or(body.snapshot_name),
         vcpus: body.vcpus.or(body.cpu_millicores.map(millicores_to_vcpus)),

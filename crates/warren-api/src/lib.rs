@@ -31,6 +31,7 @@ mod registries;
 mod secrets;
 mod service;
 mod snapshots;
+mod templates;
 mod tunnel;
 mod volumes;
 
@@ -123,6 +124,18 @@ fn control_plane(base: &str) -> Router<AppState> {
                 .delete(volumes::delete),
         )
         .route(&format!("{base}/volumes/{{v}}/clone"), post(volumes::clone))
+        .route(
+            &format!("{base}/templates"),
+            post(templates::create).get(templates::list),
+        )
+        .route(
+            &format!("{base}/templates/{{name}}"),
+            get(templates::get).delete(templates::delete),
+        )
+        .route(
+            &format!("{base}/pools"),
+            get(templates::pools).put(templates::set_pool),
+        )
         .route(&format!("{base}/usage"), get(boxes::usage))
         .route(&format!("{base}/usage/costs"), get(boxes::usage_costs))
         .route(

@@ -34,6 +34,7 @@ struct Api {
 async fn api() -> Api {
     let dir = tempfile::tempdir().unwrap();
     let cfg = ControlConfig {
+        default_pool: warren_control::pool::PoolSize::default(),
         data_dir: dir.path().to_owned(),
         public_url: "http://warren.test".into(),
         sweep_interval: Duration::from_secs(3600),

@@ -141,6 +141,166 @@ impl ResourceLimits {
     }
 }
 
+impl ResourceLimits {
+    /// Whether the server has room for one more sandbox of `mem` bytes beside the records and
+    /// `pooled` warm-pool sandboxes committing `pooled_mem` (server-wide limits only: pooled
+    /// sandboxes belong to no user).
+    pub(crate) fn room(
+        &self,
+        existing: &[SandboxRecord],
+        pooled: usize,
+        pooled_mem: u64,
+        mem: u64,
+    ) -> Result<(), ControlError> {
+        if existing.len().saturating_add(pooled) >= self.max_sandboxes {
+            return Err(ControlError::Exhausted(format!(
+                "sandbox limit reached: this server holds at most {} sandboxes, warm pools \
+                 included",
+                self.max_sandboxes
+            )));
+        }
+        let committed = existing
+            .iter()
+            .filter(|r| holds_memory(r.status))
+            .fold(pooled_mem, |sum, r| sum.saturating_add(r.config.mem_bytes));
+        if let Some(max) = self.max_committed_mem_bytes
+            && committed.saturating_add(mem) > max
+        {
+            return Err(ControlError::Exhausted(format!(
+                "memory quota reached: sandboxes may commit at most {max} bytes on this \
+                 server, warm pools included"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What the host has left, read when a sandbox is about to be made: each figure past its
+/// floor refuses the create with 503 naming it (quotas above answer 429).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostReadings {
+    /// `MemAvailable`.
+    pub mem_available: Option<u64>,
+    /// `MemTotal`.
+    pub mem_total: Option<u64>,
+    /// Free bytes of the storage pool.
+    pub disk_free: Option<u64>,
+    /// Threads on the host.
+    pub threads: Option<u64>,
+    /// The lesser of `pid_max` and `threads-max`.
+    pub max_threads: Option<u64>,
+    /// The daemon's open file descriptors.
+    pub open_fds: Option<u64>,
+    /// The daemon's `nofile` limit.
+    pub max_fds: Option<u64>,
+}
+
+/// Host memory a create leaves free: this many bytes or 2 % of the host, the lesser.
+pub const MEM_FLOOR_BYTES: u64 = 512 << 20;
+/// Disk a create leaves free in the storage pool.
+pub const DISK_FLOOR_BYTES: u64 = 1 << 30;
+/// Descriptors kept for the API's connections and the daemon's own files: a create that would
+/// leave fewer is refused.
+pub const FD_FLOOR: u64 = 2048;
+/// Share of the host's thread limit sandboxes may bring it to.
+const THREADS_PERCENT: u64 = 90;
+
+impl HostReadings {
+    /// This host now, for a daemon whose storage pool is at `pool`.
+    pub fn read(pool: &Path) -> Self {
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let field = |name: &str| meminfo_field(&meminfo, name);
+        let read_u64 = |path: &str| {
+            std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+        };
+        let threads = std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| {
+            s.split_whitespace()
+                .nth(3)?
+                .split('/')
+                .nth(1)?
+                .parse::<u64>()
+                .ok()
+        });
+        let max_threads = match (
+            read_u64("/proc/sys/kernel/pid_max"),
+            read_u64("/proc/sys/kernel/threads-max"),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let open_fds = std::fs::read_dir("/proc/self/fd")
+            .ok()
+            .map(|d| d.count() as u64);
+        let max_fds = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .ok()
+            .map(|(soft, _)| soft);
+        Self {
+            mem_available: field("MemAvailable:"),
+            mem_total: field("MemTotal:"),
+            disk_free: free_bytes(pool),
+            threads,
+            max_threads,
+            open_fds,
+            max_fds,
+        }
+    }
+
+    /// Refuses a new sandbox when a resource is past its floor, naming it (503).
+    pub fn check(&self) -> Result<(), ControlError> {
+        let full = |what: String| {
+            Err(ControlError::Unavailable(format!(
+                "host capacity reached: {what}; running sandboxes are unaffected, retry after \
+                 some are stopped or deleted"
+            )))
+        };
+        if let (Some(avail), Some(total)) = (self.mem_available, self.mem_total) {
+            let floor = MEM_FLOOR_BYTES.min(total / 50);
+            if avail < floor {
+                return full(format!(
+                    "host memory ({} MiB available, {} MiB kept free)",
+                    avail >> 20,
+                    floor >> 20
+                ));
+            }
+        }
+        if let Some(free) = self.disk_free
+            && free < DISK_FLOOR_BYTES
+        {
+            return full(format!(
+                "disk ({} MiB free in the storage pool, {} MiB kept free)",
+                free >> 20,
+                DISK_FLOOR_BYTES >> 20
+            ));
+        }
+        if let (Some(n), Some(max)) = (self.threads, self.max_threads)
+            && n.saturating_mul(100) >= max.saturating_mul(THREADS_PERCENT)
+        {
+            return full(format!("processes ({n} threads on the host, limit {max})"));
+        }
+        if let (Some(open), Some(max)) = (self.open_fds, self.max_fds)
+            && open.saturating_add(FD_FLOOR) > max
+        {
+            return full(format!(
+                "file descriptors (the daemon holds {open} of its {max})"
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn meminfo_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(1024)
+}
+
 /// Whether a sandbox in this state has its memory limit committed (it runs or is booting).
 fn holds_memory(status: SandboxStatus) -> bool {
     matches!(status, SandboxStatus::Provisioning | SandboxStatus::Ready)
@@ -148,16 +308,7 @@ fn holds_memory(status: SandboxStatus) -> bool {
 
 /// `MemTotal` of /proc/meminfo.
 fn host_memory_bytes() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib = text
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))?
-        .trim()
-        .strip_suffix("kB")?
-        .trim()
-        .parse::<u64>()
-        .ok()?;
-    kib.checked_mul(1024)
+    meminfo_field(&std::fs::read_to_string("/proc/meminfo").ok()?, "MemTotal:")
 }
 
 /// Free bytes of the filesystem at `path` available to root, if it can be read.

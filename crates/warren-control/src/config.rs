@@ -169,6 +169,8 @@ pub struct CreateSandbox {
     pub tag_value_ids: Option<Vec<String>>,
     /// Volumes to mount.
     pub volumes: Option<Vec<VolumeRequest>>,
+    /// A template (name or id) the request's fields are layered over.
+    pub template: Option<String>,
 }
 
 /// An update request.

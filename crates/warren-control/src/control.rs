@@ -12,7 +12,7 @@ use warren_driver::{Driver, SandboxSpec, Tier};
 use warren_types::{ImageRef, Limits, SandboxStatus};
 
 use crate::admission::{self, ResourceLimits};
-use crate::config::Egress;
+use crate::config::{Egress, SandboxConfig};
 use crate::error::ControlError;
 use crate::metrics::Metrics;
 use crate::parked::Parked;
@@ -35,6 +35,9 @@ pub struct ControlConfig {
     /// The domain service hosts live under (`<port>-<id>.<domain>`), or none for path-based
     /// service URLs only.
     pub service_domain: Option<String>,
+    /// Bounds of the default warm pool (creates of the default image and shape); 0/0 turns
+    /// it off. Only a daemon that runs [`Control::pools_forever`] fills it.
+    pub default_pool: crate::pool::PoolSize,
 }
 
 /// The control plane.
@@ -70,6 +73,8 @@ pub struct Control {
     pub(crate) build_progress: Arc<Mutex<HashMap<String, String>>>,
     /// Bumped on every key revocation, so long-lived sessions re-check their key.
     pub(crate) revocations: watch::Sender<u64>,
+    /// Warm pools (`pool.rs`).
+    pub(crate) pools: crate::pool::Pools,
 }
 
 /// Now, to the microsecond: what the store keeps, so a record a verb returns equals the one
@@ -139,6 +144,7 @@ impl Control {
             started_at: now(),
             build_progress: Arc::default(),
             revocations: watch::channel(0).0,
+            pools: crate::pool::Pools::default(),
         }
     }
 
@@ -151,6 +157,7 @@ impl Control {
         let control = Arc::new(Self::new(cfg, driver, store));
         let admin_key = control.bootstrap_admin()?;
         control.recover().await?;
+        control.load_pools();
         Ok((control, admin_key))
     }
 
@@ -178,6 +185,18 @@ impl Control {
     ) -> Result<(), ControlError> {
         let free = fs.and_then(|_| admission::free_bytes(&self.cfg.data_dir.join("fs")));
         self.cfg.limits.check_shape(vcpus, mem, fs, free)
+    }
+
+    /// The admission lock: held across a capacity check and the insert it admits.
+    pub(crate) fn admission(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.admission
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Refuses a new sandbox when the host is out of memory, disk, processes or descriptors.
+    pub(crate) fn host_capacity(&self) -> Result<(), ControlError> {
+        admission::HostReadings::read(&self.cfg.data_dir.join("fs")).check()
     }
 
     /// A sandbox's record by id.
@@ -272,22 +291,29 @@ pub(crate) fn name_conflict(e: StoreError, name: &str) -> ControlError {
 }
 
 pub(crate) fn spec_of(rec: &SandboxRecord, pids: u32) -> SandboxSpec {
+    spec_for(&rec.runtime_id, &rec.config, pids)
+}
+
+/// What the driver makes for a sandbox of this config.
+pub(crate) fn spec_for(
+    id: &warren_types::SandboxId,
+    cfg: &SandboxConfig,
+    pids: u32,
+) -> SandboxSpec {
     SandboxSpec {
-        id: rec.runtime_id.clone(),
-        image: rec
-            .config
+        id: id.clone(),
+        image: cfg
             .snapshot
             .parse()
             .unwrap_or_else(|_| ImageRef::default_image()),
         limits: Limits {
-            millicpus: rec.config.vcpus.saturating_mul(1000),
-            memory_bytes: rec.config.mem_bytes,
-            disk_bytes: rec.config.fs_capacity_bytes,
+            millicpus: cfg.vcpus.saturating_mul(1000),
+            memory_bytes: cfg.mem_bytes,
+            disk_bytes: cfg.fs_capacity_bytes,
             pids,
         },
         trust: String::new(),
-        volumes: rec
-            .config
+        volumes: cfg
             .volumes
             .iter()
             .map(|a| warren_driver::VolumeMount {

@@ -12,16 +12,105 @@ use crate::config::{
 };
 use crate::control::{Control, name_conflict, now, spec_of};
 use crate::error::ControlError;
-use crate::store::{Principal, SandboxRecord, Store, StoreError};
+use crate::pool::Shape;
+use crate::store::{Principal, SandboxRecord, Store, StoreError, TemplateRecord};
 
 impl Control {
-    /// Creates a sandbox. Returns at once with status `provisioning`; the boot runs in the
-    /// background (see [`Control::wait_settled`]).
+    /// Creates a sandbox. From a warm pool that made sandboxes of exactly this shape the answer
+    /// is `ready` at once; otherwise it is `provisioning` and the boot runs in the background
+    /// (see [`Control::wait_settled`]).
     pub fn create(
         self: &Arc<Self>,
         p: &Principal,
         req: CreateSandbox,
     ) -> Result<SandboxRecord, ControlError> {
+        let started = Instant::now();
+        let name = req.name.clone();
+        let volumes = req.volumes.clone().unwrap_or_default();
+        let (cfg, _) = self.resolve_create(p, req)?;
+        let t = now();
+        let mut rec = SandboxRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            workspace_id: p.workspace_id.clone(),
+            created_by: p.user_id.clone(),
+            name: String::new(),
+            runtime_id: SandboxId::generate(),
+            status: SandboxStatus::Provisioning,
+            status_message: None,
+            config: cfg,
+            handle: None,
+            created_at: t,
+            updated_at: t,
+            stopped_at: None,
+        };
+        let admission = self.admission();
+        let records = self.store.list_sandboxes(None)?;
+        self.cfg
+            .limits
+            .admit(&records, &p.user_id, rec.config.mem_bytes)?;
+        let shape = volumes.is_empty().then(|| Shape::of(&rec.config)).flatten();
+        let claimed = shape
+            .as_ref()
+            .and_then(|s| self.claim_pooled(s, &p.workspace_id));
+        if let Some(entry) = &claimed {
+            rec.id.clone_from(&entry.id);
+            rec.runtime_id = entry.runtime_id.clone();
+            rec.status = SandboxStatus::Ready;
+            rec.handle = Some(entry.handle.clone());
+        } else {
+            self.host_capacity()?;
+            // Checked and recorded under the admission lock, so two creates cannot both take
+            // one volume read-write.
+            rec.config.volumes = self.resolve_attachments(p, &volumes)?;
+        }
+        if let Err(e) = self.insert_named(&mut rec, name, "sandbox") {
+            if let (Some(entry), Some(shape)) = (claimed, &shape)
+                && let Some(unwanted) = self.pools.put_back(shape, entry)
+            {
+                self.discard(vec![unwanted]);
+            }
+            return Err(e);
+        }
+        if claimed.is_none() {
+            self.make_room(&records, rec.config.mem_bytes);
+        }
+        drop(admission);
+        self.touch(&rec.id);
+        self.changed();
+        if let Some(h) = &rec.handle {
+            self.track_slot(&rec.id, Some(h.slot));
+            self.metrics.observe_create(started.elapsed());
+            tracing::info!(sandbox = %rec.name, runtime_id = %rec.runtime_id, us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), "sandbox ready from a warm pool");
+        } else {
+            let this = self.clone();
+            let id = rec.id.clone();
+            tokio::spawn(async move { this.boot(&id, true).await });
+        }
+        self.audit(
+            Some(p),
+            "sandbox.create",
+            Some(&rec.id),
+            Some(rec.name.clone()),
+        );
+        Ok(rec)
+    }
+
+    /// A create request, checked and resolved to the config it makes (volumes not yet
+    /// attached), with the template it named.
+    pub(crate) fn resolve_create(
+        &self,
+        p: &Principal,
+        req: CreateSandbox,
+    ) -> Result<(SandboxConfig, Option<TemplateRecord>), ControlError> {
+        let template = req
+            .template
+            .as_deref()
+            .map(|t| self.find_template(p, t))
+            .transpose()?;
+        let req = match &template {
+            Some(t) => t.under(req),
+            None => req,
+        };
         let secrets = validate_passthrough(&req, self.cfg.egress.as_ref())?;
         self.check_secrets(&p.workspace_id, &secrets)?;
         validate_resources(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
@@ -79,63 +168,61 @@ impl Control {
             tag_value_ids: req.tag_value_ids.unwrap_or_default(),
             volumes: Vec::new(),
         };
-        let t = now();
-        let mut rec = SandboxRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            workspace_id: p.workspace_id.clone(),
-            created_by: p.user_id.clone(),
-            name: String::new(),
-            runtime_id: SandboxId::generate(),
-            status: SandboxStatus::Provisioning,
-            status_message: None,
-            config: cfg,
-            handle: None,
-            created_at: t,
-            updated_at: t,
-            stopped_at: None,
-        };
-        let admission = self
-            .admission
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.cfg.limits.admit(
-            &self.store.list_sandboxes(None)?,
-            &p.user_id,
-            rec.config.mem_bytes,
-        )?;
-        // Checked and recorded under the admission lock, so two creates cannot both take one
-        // volume read-write.
-        rec.config.volumes = self.resolve_attachments(p, req.volumes.as_deref().unwrap_or(&[]))?;
-        match req.name {
+        Ok((cfg, template))
+    }
+
+    /// A running pooled sandbox of this shape for the workspace, if a pool has one.
+    fn claim_pooled(&self, shape: &Shape, workspace_id: &str) -> Option<crate::pool::Entry> {
+        loop {
+            let entry = self.pools.claim(shape, workspace_id)?;
+            if self.driver.is_running(&entry.handle) {
+                return Some(entry);
+            }
+            tracing::warn!(runtime_id = %entry.runtime_id, "a pooled sandbox had died; discarding it");
+            self.discard(vec![entry]);
+        }
+    }
+
+    /// Gives back pooled sandboxes until the server's limits hold again after a cold create
+    /// (`records` as they were before it, `mem` its memory): pools yield to real work.
+    fn make_room(&self, records: &[SandboxRecord], mem: u64) {
+        loop {
+            let (n, pooled_mem) = self.pools.totals();
+            if n == 0 || self.cfg.limits.room(records, n, pooled_mem, mem).is_ok() {
+                return;
+            }
+            match self.pools.evict_one() {
+                Some(e) => self.discard(vec![e]),
+                None => return,
+            }
+        }
+    }
+
+    /// Inserts a new record under `name`, or under a generated `<stem>-<6 hex>` when none is
+    /// given. Callers hold the admission lock.
+    pub(crate) fn insert_named(
+        &self,
+        rec: &mut SandboxRecord,
+        name: Option<String>,
+        stem: &str,
+    ) -> Result<(), ControlError> {
+        match name {
             Some(name) => {
                 rec.name = name;
                 self.store
-                    .insert_sandbox(&rec)
-                    .map_err(|e| name_conflict(e, &rec.name))?;
+                    .insert_sandbox(rec)
+                    .map_err(|e| name_conflict(e, &rec.name))
             }
             None => loop {
                 let raw = uuid::Uuid::new_v4().simple().to_string();
-                rec.name = format!("sandbox-{}", &raw[..6]);
-                match self.store.insert_sandbox(&rec) {
-                    Ok(()) => break,
+                rec.name = format!("{stem}-{}", &raw[..6]);
+                match self.store.insert_sandbox(rec) {
+                    Ok(()) => return Ok(()),
                     Err(StoreError::Conflict(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
             },
         }
-        drop(admission);
-        self.touch(&rec.id);
-        self.changed();
-        let this = self.clone();
-        let id = rec.id.clone();
-        tokio::spawn(async move { this.boot(&id, true).await });
-        self.audit(
-            Some(p),
-            "sandbox.create",
-            Some(&rec.id),
-            Some(rec.name.clone()),
-        );
-        Ok(rec)
     }
 
     /// Waits for a sandbox to boot, at most `timeout`: its record once ready, or why it failed.

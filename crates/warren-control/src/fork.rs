@@ -8,9 +8,9 @@ use std::time::Duration;
 use warren_types::{SandboxId, SandboxStatus};
 
 use crate::config::{ConfigError, validate_name};
-use crate::control::{Control, name_conflict, now};
+use crate::control::{Control, now};
 use crate::error::ControlError;
-use crate::store::{Principal, SandboxRecord, Store, StoreError};
+use crate::store::{Principal, SandboxRecord, Store};
 
 /// Most forks one request may make.
 pub const MAX_FORKS: u32 = 64;
@@ -130,33 +130,15 @@ impl Control {
             stopped_at: None,
         };
         {
-            let _admission = self
-                .admission
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let _admission = self.admission();
             self.cfg.limits.admit(
                 &self.store.list_sandboxes(None)?,
                 &p.user_id,
                 rec.config.mem_bytes,
             )?;
-            match name {
-                Some(name) => {
-                    rec.name = name;
-                    self.store
-                        .insert_sandbox(&rec)
-                        .map_err(|e| name_conflict(e, &rec.name))?;
-                }
-                None => loop {
-                    let raw = uuid::Uuid::new_v4().simple().to_string();
-                    let stem: String = parent.name.chars().take(50).collect();
-                    rec.name = format!("{stem}-fork-{}", &raw[..6]);
-                    match self.store.insert_sandbox(&rec) {
-                        Ok(()) => break,
-                        Err(StoreError::Conflict(_)) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                },
-            }
+            self.host_capacity()?;
+            let stem: String = parent.name.chars().take(50).collect();
+            self.insert_named(&mut rec, name, &format!("{stem}-fork"))?;
         }
         if let Err(e) = self
             .driver

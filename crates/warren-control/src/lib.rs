@@ -25,6 +25,8 @@ mod fork;
 mod keys;
 pub mod metrics;
 mod parked;
+pub mod pool;
+mod pool_fill;
 mod proxy_values;
 mod recover;
 mod registries;
@@ -40,6 +42,7 @@ mod state;
 mod stop;
 pub mod store;
 mod sweep;
+mod template;
 mod tunnel;
 mod update;
 mod usage;
@@ -80,8 +83,10 @@ pub use snapshot_import::ImageUpload;
 pub use state::{ActivityGuard, Running};
 pub use store::{
     AuditEntry, GrantRecord, KeyInfo, Principal, RegistryRecord, SandboxRecord, SecretHostRecord,
-    SecretRecord, SnapshotRecord, SnapshotStatus, SqliteStore, Store, StoreError, VolumeRecord,
+    SecretRecord, SnapshotRecord, SnapshotStatus, SqliteStore, Store, StoreError, TemplateRecord,
+    VolumeRecord,
 };
+pub use template::CreateTemplate;
 pub use tunnel::{TunnelError, TunnelStream};
 pub use usage::{BatchDeleted, MAX_BATCH_DELETE, Usage};
 pub use volumes::{

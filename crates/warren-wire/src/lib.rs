@@ -12,6 +12,7 @@ pub mod sandbox;
 pub mod secrets;
 pub mod service;
 pub mod snapshot;
+pub mod templates;
 pub mod utf8;
 pub mod volumes;
 

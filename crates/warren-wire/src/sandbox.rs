@@ -117,6 +117,9 @@ pub struct SandboxStatusBody {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSandboxBody {
+    /// A template (Warren extension) the other fields are layered over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
     /// Answer only once the sandbox is ready (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_for_ready: Option<bool>,

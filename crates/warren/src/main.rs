@@ -64,6 +64,10 @@ enum Command {
     Keys(remote::KeysArgs),
     /// Manage the workspace secrets the egress proxy injects (values are never shown).
     Secret(remote::SecretArgs),
+    /// Manage templates: a snapshot with resources, network policy and run_config to create from.
+    Template(remote::TemplateArgs),
+    /// Show and size the warm pools that keep sandboxes booted ahead of creates.
+    Pool(remote::PoolArgs),
     /// Forward a local TCP port to a port on a sandbox's loopback (yamux over a WebSocket).
     Tunnel(remote::TunnelArgs),
 }
@@ -101,6 +105,8 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Keys(args) => remote::keys(&cli.data_dir, args),
         Command::Secret(args) => remote::secret(&cli.data_dir, args),
         Command::Tunnel(args) => remote::tunnel(&cli.data_dir, args),
+        Command::Template(args) => remote::template(&cli.data_dir, args),
+        Command::Pool(args) => remote::pool(&cli.data_dir, args),
     }
 }
 

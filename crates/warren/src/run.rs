@@ -117,6 +117,7 @@ pub(crate) fn run(data_dir: &Path, args: RunArgs) -> Result<ExitCode> {
         limits.pids = pids;
     }
     let cfg = ControlConfig {
+        default_pool: warren_control::pool::PoolSize::default(),
         data_dir: data_dir.to_owned(),
         public_url: String::new(),
         sweep_interval: Duration::from_secs(3600),

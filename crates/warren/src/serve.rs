@@ -55,6 +55,14 @@ pub(crate) struct ServeArgs {
     /// Most memory one user's running sandboxes may commit, e.g. 16G (default: no limit).
     #[arg(long, value_parser = parse_size)]
     user_max_memory: Option<u64>,
+    /// Sandboxes the default warm pool keeps booted even without demand (creates of the
+    /// default image and shape are served from it at once).
+    #[arg(long, default_value_t = 1)]
+    pool_min: u32,
+    /// Most sandboxes the default warm pool grows to under demand; 0 turns it off. `PUT
+    /// /api/v2/sandboxes/pools` (`warren pool set`) changes both until the next start.
+    #[arg(long, default_value_t = 8)]
+    pool_max: u32,
     /// Most client connections open at once; past it new connections get a 503 [default:
     /// 8192, or what the daemon's file descriptor limit leaves after `--max-sandboxes`
     /// sandboxes when that is less].
@@ -153,6 +161,8 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
     }
     let rt = crate::tokio_runtime()?;
     let limits = args.limits();
+    let default_pool = warren_control::pool::PoolSize::new(args.pool_min, args.pool_max)
+        .context("--pool-min/--pool-max")?;
     let sandboxes = driver.clone();
     rt.block_on(async move {
         let public_url = args
@@ -189,6 +199,7 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
             service_domain: (args.service_domain != "none")
                 .then(|| args.service_domain.trim_matches('.').to_ascii_lowercase()),
             limits,
+            default_pool,
         };
         let (control, admin_key) = Control::open(cfg, std::sync::Arc::new(driver))
             .await
@@ -203,6 +214,7 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
             crate::egress::start_proxy(control.clone(), setup).await?;
         }
         tokio::spawn(control.clone().sweep_forever());
+        tokio::spawn(control.clone().pools_forever());
         let listener = warren_api::bind(args.listen)
             .with_context(|| format!("failed to listen on {}", args.listen))?;
         let listen = ListenConfig {

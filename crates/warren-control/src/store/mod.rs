@@ -223,15 +223,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 }
 
 mod grants;
+mod json_rows;
 mod registries;
 mod secrets;
 mod snapshots;
 mod sqlite;
+mod templates;
 mod volumes;
 
 pub use grants::GrantRecord;
 pub use registries::RegistryRecord;
 pub use snapshots::{SnapshotRecord, SnapshotStatus};
+pub use templates::TemplateRecord;
 pub use volumes::VolumeRecord;
 
 pub use sqlite::{SqliteStore, rfc3339};

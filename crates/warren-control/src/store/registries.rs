@@ -1,8 +1,8 @@
 //! The `registries` table: a workspace's container registry credentials, one JSON row each.
 
-use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
+use super::json_rows::{JsonTable, RowKey};
 use super::{SqliteStore, StoreError};
 
 /// A registry and its credentials. `Debug` prints no password.
@@ -50,34 +50,20 @@ impl std::fmt::Debug for RegistryRecord {
     }
 }
 
-fn decode(body: &str) -> Result<RegistryRecord, StoreError> {
-    serde_json::from_str(body).map_err(|e| StoreError::Decode {
-        what: "registry",
-        source: Box::new(e),
-    })
-}
+const TABLE: JsonTable = JsonTable {
+    table: "registries",
+    what: "registry",
+};
 
 impl SqliteStore {
     /// Inserts or replaces a registry by id; `Conflict` when the name is taken.
     pub(crate) fn put_registry(&self, r: &RegistryRecord) -> Result<(), StoreError> {
-        let body = serde_json::to_string(r).map_err(|e| StoreError::Decode {
-            what: "registry",
-            source: Box::new(e),
-        })?;
-        let result = self.lock().execute(
-            "INSERT INTO registries (id, workspace_id, name, body) VALUES (?1, ?2, ?3, ?4) \
-             ON CONFLICT (id) DO UPDATE SET name = excluded.name, body = excluded.body",
-            params![r.id, r.workspace_id, r.name, body],
-        );
-        match result {
-            Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
-            {
-                Err(StoreError::Conflict(format!("registry '{}'", r.name)))
-            }
-            Err(e) => Err(e.into()),
-        }
+        let key = RowKey {
+            id: &r.id,
+            workspace_id: &r.workspace_id,
+            name: &r.name,
+        };
+        self.put_row(TABLE, key, r)
     }
 
     /// A workspace's registry by id or name.
@@ -86,15 +72,7 @@ impl SqliteStore {
         workspace_id: &str,
         id_or_name: &str,
     ) -> Result<Option<RegistryRecord>, StoreError> {
-        let body: Option<String> = self
-            .lock()
-            .query_row(
-                "SELECT body FROM registries WHERE workspace_id = ?1 AND (id = ?2 OR name = ?2)",
-                params![workspace_id, id_or_name],
-                |r| r.get(0),
-            )
-            .optional()?;
-        body.as_deref().map(decode).transpose()
+        self.find_row(TABLE, workspace_id, id_or_name)
     }
 
     /// A workspace's registries by name.
@@ -102,20 +80,11 @@ impl SqliteStore {
         &self,
         workspace_id: &str,
     ) -> Result<Vec<RegistryRecord>, StoreError> {
-        let conn = self.lock();
-        let mut stmt =
-            conn.prepare("SELECT body FROM registries WHERE workspace_id = ?1 ORDER BY name")?;
-        let bodies = stmt
-            .query_map(params![workspace_id], |r| r.get::<_, String>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        bodies.iter().map(|b| decode(b)).collect()
+        self.list_rows(TABLE, Some(workspace_id))
     }
 
     /// Removes a registry; false if there was none.
     pub(crate) fn delete_registry(&self, workspace_id: &str, id: &str) -> Result<bool, StoreError> {
-        Ok(self.lock().execute(
-            "DELETE FROM registries WHERE workspace_id = ?1 AND id = ?2",
-            params![workspace_id, id],
-        )? > 0)
+        self.delete_row(TABLE, Some(workspace_id), id)
     }
 }

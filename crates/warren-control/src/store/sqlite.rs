@@ -54,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0004_snapshots.sql"),
     include_str!("../../migrations/0005_registries.sql"),
     include_str!("../../migrations/0006_volumes.sql"),
+    include_str!("../../migrations/0007_templates.sql"),
 ];
 
 /// SQLite-backed [`Store`]. One connection behind a mutex: every statement is short, and WAL

@@ -8,6 +8,7 @@ mod egress;
 mod exec;
 mod files;
 mod keys_audit;
+mod pool;
 mod quota;
 mod recover;
 mod secrets;

@@ -48,6 +48,7 @@ pub(super) fn generous() -> ResourceLimits {
 
 pub(super) fn config(dir: &TempDir, limits: ResourceLimits) -> ControlConfig {
     ControlConfig {
+        default_pool: crate::pool::PoolSize::default(),
         data_dir: dir.path().to_owned(),
         public_url: "http://warren.test".into(),
         sweep_interval: Duration::from_secs(3600),

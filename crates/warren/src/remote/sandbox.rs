@@ -98,6 +98,10 @@ struct CreateArgs {
     /// Snapshot to boot from: an id, NAME:TAG or NAME [default: system/default:latest].
     #[arg(long)]
     snapshot: Option<String>,
+    /// Template to start from (its snapshot, resources, network policy and run_config; the
+    /// flags given here win).
+    #[arg(long)]
+    template: Option<String>,
     /// Stop the sandbox after this many idle seconds (a multiple of 60; 0: never).
     #[arg(long, value_name = "SECS")]
     idle_ttl: Option<u64>,
@@ -120,6 +124,7 @@ fn create_body(a: &CreateArgs) -> CreateSandboxBody {
         mem_bytes: a.memory,
         fs_capacity_bytes: a.disk,
         snapshot: a.snapshot.clone(),
+        template: a.template.clone(),
         idle_ttl_seconds: a.idle_ttl,
         ..Default::default()
     }

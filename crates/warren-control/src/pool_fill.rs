@@ -1,0 +1,182 @@
+//! The pools' filler and their API: boots sandboxes into the pools (`pool.rs` keeps them) within
+//! host capacity, and sets and shows the pools' bounds.
+
+use std::sync::Arc;
+
+use warren_types::SandboxId;
+
+use crate::config::SandboxConfig;
+use crate::control::{Control, error_chain, spec_for};
+use crate::error::ControlError;
+use crate::pool::{Entry, PoolKey, PoolSize, PoolView, Shape, TemplateRef, Work};
+use crate::store::{Principal, Store};
+
+impl Control {
+    /// Fills and trims the pools until the process ends (the daemon runs it; without it pools
+    /// stay empty and every create boots cold).
+    pub async fn pools_forever(self: Arc<Self>) {
+        loop {
+            let (work, trimmed) = self.pools.next();
+            self.discard(trimmed);
+            match work {
+                Work::Fill(key) => self.fill_one(&key).await,
+                Work::Idle(wait) => {
+                    let _ = tokio::time::timeout(wait, self.pools.wake.notified()).await;
+                }
+            }
+        }
+    }
+
+    /// Boots one sandbox into a pool.
+    async fn fill_one(self: &Arc<Self>, key: &PoolKey) {
+        let result = self.make_pooled(key).await;
+        if let Err(e) = &result {
+            tracing::warn!(pool = ?key.template, error = %e, "failed to fill a warm pool");
+        }
+        if let Some(unwanted) = self.pools.filled(key, result) {
+            self.discard(vec![unwanted]);
+        }
+    }
+
+    async fn make_pooled(self: &Arc<Self>, key: &PoolKey) -> Result<Entry, String> {
+        let cfg = self.pool_config(key).map_err(|e| e.to_string())?;
+        let shape = Shape::of(&cfg).ok_or("a pool cannot hold sandboxes with volumes")?;
+        let stale = self.pools.reshape(key, &shape);
+        self.discard(stale);
+        {
+            let _admission = self.admission();
+            let records = self.store.list_sandboxes(None).map_err(|e| e.to_string())?;
+            // This entry is counted in the totals already (as starting).
+            let (n, mem) = self.pools.totals();
+            self.cfg
+                .limits
+                .room(&records, n.saturating_sub(1), mem, cfg.mem_bytes)
+                .map_err(|e| e.to_string())?;
+            self.host_capacity().map_err(|e| e.to_string())?;
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let runtime_id = SandboxId::generate();
+        let mut spec = spec_for(&runtime_id, &cfg, self.cfg.limits.pids);
+        let result = match self.sandbox_trust(&id) {
+            Ok(trust) => {
+                spec.trust = trust;
+                self.driver.create(&spec).await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(handle) => Ok(Entry {
+                id,
+                runtime_id,
+                handle,
+                shape,
+            }),
+            Err(e) => {
+                let _ = self.driver.destroy(&runtime_id, None).await;
+                if let Some(egress) = &self.cfg.egress {
+                    egress.forget(&id);
+                }
+                Err(e.public_reason())
+            }
+        }
+    }
+
+    /// What a pool's sandboxes are made as: the default create, or a create naming the template.
+    fn pool_config(&self, key: &PoolKey) -> Result<SandboxConfig, ControlError> {
+        match &key.template {
+            None => {
+                let image = self.check_default_image()?;
+                Ok(SandboxConfig {
+                    snapshot: image.to_string(),
+                    snapshot_id: Some(crate::snapshot::default_snapshot_id()),
+                    ..SandboxConfig::default()
+                })
+            }
+            Some(t) => {
+                let rec = self
+                    .store
+                    .find_template(&t.workspace_id, &t.id)?
+                    .ok_or_else(|| ControlError::NotFound("the template was deleted".into()))?;
+                let p = Principal {
+                    user_id: rec.created_by.clone(),
+                    user_name: String::new(),
+                    workspace_id: rec.workspace_id.clone(),
+                    is_admin: true,
+                };
+                let req = crate::config::CreateSandbox {
+                    template: Some(rec.id),
+                    ..Default::default()
+                };
+                Ok(self.resolve_create(&p, req)?.0)
+            }
+        }
+    }
+
+    /// Destroys pooled sandboxes in the background.
+    pub(crate) fn discard(&self, entries: Vec<Entry>) {
+        for e in entries {
+            let driver = self.driver.clone();
+            if let Some(egress) = &self.cfg.egress {
+                egress.forget(&e.id);
+            }
+            tokio::spawn(async move {
+                if let Err(err) = driver.destroy(&e.runtime_id, Some(&e.handle)).await {
+                    tracing::warn!(runtime_id = %e.runtime_id, error = %error_chain(&err), "failed to remove a pooled sandbox; the next start's orphan sweep will");
+                }
+            });
+        }
+    }
+
+    /// Sets the default pool's bounds (admins).
+    pub fn set_default_pool(
+        &self,
+        p: &Principal,
+        size: PoolSize,
+    ) -> Result<PoolView, ControlError> {
+        crate::template::admin_only(p, "change pools")?;
+        let gone = self.pools.set(PoolKey { template: None }, size);
+        self.discard(gone);
+        self.audit(
+            Some(p),
+            "pool.set",
+            None,
+            Some(format!("default min={} max={}", size.min, size.max)),
+        );
+        Ok(self.pool_view(p, None))
+    }
+
+    /// The pools a caller's creates may draw from.
+    pub fn list_pools(&self, p: &Principal) -> Vec<PoolView> {
+        let names = |t: &TemplateRef| {
+            (t.workspace_id == p.workspace_id)
+                .then(|| {
+                    self.store
+                        .find_template(&t.workspace_id, &t.id)
+                        .ok()
+                        .flatten()
+                })
+                .flatten()
+                .map(|r| r.name)
+        };
+        self.pools.views(&names)
+    }
+
+    /// One pool's view: the default one (`None`) or a template's, by name.
+    pub(crate) fn pool_view(&self, p: &Principal, template: Option<&str>) -> PoolView {
+        self.list_pools(p)
+            .into_iter()
+            .find(|v| v.template.as_deref() == template)
+            .unwrap_or(PoolView {
+                template: template.map(str::to_owned),
+                snapshot_id: None,
+                min_size: 0,
+                max_size: 0,
+                target: 0,
+                ready: 0,
+                starting: 0,
+                claims: 0,
+                misses: 0,
+                last_error: None,
+            })
+    }
+}

@@ -1,0 +1,324 @@
+//! Warm pools and templates: a claim is a ready sandbox at once, made fresh for its caller;
+//! pools refill, stay within host capacity and give way to cold creates; template pools serve
+//! only their workspace.
+
+use std::time::Duration;
+
+use warren_types::SandboxStatus;
+
+use super::support::{GIB, Harness, generous, harness_with};
+use crate::admission::HostReadings;
+use crate::pool::{PoolSize, PoolView};
+use crate::store::Store;
+use crate::{ControlError, CreateSandbox, CreateTemplate, Principal};
+
+/// Runs `echo ok` in the sandbox and checks it exits 0.
+async fn runs(h: &Harness, p: &Principal, name: &str) {
+    let rec = h.control.find(p, name).unwrap();
+    let req = crate::ExecRequest {
+        command: "echo ok".into(),
+        ..Default::default()
+    };
+    let mut s = h.control.exec(p, &rec.id, req).await.unwrap();
+    let events = super::support::drain(&mut s).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, crate::ExecEvent::Exit { code: 0, .. })),
+        "{events:?}"
+    );
+}
+
+/// Sandboxes the driver has booted so far.
+fn boots(h: &Harness) -> usize {
+    h.fake
+        .calls()
+        .iter()
+        .filter(|c| c.starts_with("create "))
+        .count()
+}
+
+fn named(name: &str) -> CreateSandbox {
+    CreateSandbox {
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+/// Waits until the pool (`None`: the default one) has `ready` sandboxes.
+async fn wait_ready(h: &Harness, template: Option<&str>, ready: u32) -> PoolView {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = h.control.pool_view(&h.admin, template);
+        if v.ready == ready && v.starting == 0 {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "pool never reached {ready} ready: {v:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn pooled(limits: crate::ResourceLimits, size: PoolSize) -> Harness {
+    let h = harness_with(limits).await;
+    tokio::spawn(h.control.clone().pools_forever());
+    h.control.set_default_pool(&h.admin, size).unwrap();
+    h
+}
+
+#[tokio::test]
+async fn a_pooled_create_is_ready_at_once_and_fresh() {
+    let h = pooled(generous(), PoolSize { min: 2, max: 4 }).await;
+    wait_ready(&h, None, 2).await;
+    let booted = boots(&h);
+    let rec = h.control.create(&h.admin, named("from-pool")).unwrap();
+    assert_eq!(rec.status, SandboxStatus::Ready, "no wait for a boot");
+    assert!(rec.handle.is_some());
+    assert_eq!(rec.name, "from-pool");
+    assert_eq!(rec.created_by, h.admin.user_id);
+    // The record is the caller's, read back as it was returned.
+    assert_eq!(h.record(&rec.id), rec);
+    assert_eq!(
+        h.control.list(&h.admin).unwrap().len(),
+        1,
+        "pooled ones are not listed"
+    );
+    // Two claims get two different sandboxes, neither booted for the create.
+    let other = h.control.create(&h.admin, named("second")).unwrap();
+    assert_eq!(other.status, SandboxStatus::Ready);
+    assert_ne!(other.runtime_id, rec.runtime_id);
+    assert_ne!(other.id, rec.id);
+    let v = h.control.pool_view(&h.admin, None);
+    assert_eq!(v.claims, 2, "{v:?}");
+    // It refills in the background.
+    let v = wait_ready(&h, None, v.target.max(2)).await;
+    assert!(boots(&h) > booted, "{v:?}");
+    // A claimed sandbox runs commands like any other.
+    runs(&h, &h.admin, "from-pool").await;
+}
+
+#[tokio::test]
+async fn another_shape_boots_cold_and_counts_no_demand() {
+    let h = pooled(generous(), PoolSize { min: 1, max: 4 }).await;
+    wait_ready(&h, None, 1).await;
+    let rec = h
+        .control
+        .create(
+            &h.admin,
+            CreateSandbox {
+                mem_bytes: Some(GIB / 2),
+                ..named("small")
+            },
+        )
+        .unwrap();
+    assert_eq!(rec.status, SandboxStatus::Provisioning);
+    let v = h.control.pool_view(&h.admin, None);
+    assert_eq!((v.claims, v.misses, v.ready), (0, 0, 1), "{v:?}");
+    assert_eq!(h.settle(&rec.id).await.status, SandboxStatus::Ready);
+}
+
+#[tokio::test]
+async fn pools_stay_within_capacity_and_give_way_to_cold_creates() {
+    let mut limits = generous();
+    limits.max_sandboxes = 3;
+    let h = pooled(limits, PoolSize { min: 5, max: 5 }).await;
+    // Three fit; the pool stops there and says why.
+    wait_ready(&h, None, 3).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let v = h.control.pool_view(&h.admin, None);
+    assert_eq!(v.ready, 3, "{v:?}");
+    assert!(
+        v.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("at most 3")),
+        "{v:?}"
+    );
+    // Cold creates take the room pooled sandboxes held.
+    let small = |n: &str| CreateSandbox {
+        mem_bytes: Some(GIB / 2),
+        ..named(n)
+    };
+    for n in ["a", "b", "c"] {
+        let r = h.control.create(&h.admin, small(n)).unwrap();
+        assert_eq!(h.settle(&r.id).await.status, SandboxStatus::Ready);
+    }
+    assert_eq!(h.control.pool_view(&h.admin, None).ready, 0);
+    let e = h.control.create(&h.admin, small("d")).unwrap_err();
+    assert!(
+        matches!(&e, ControlError::Exhausted(m) if m.contains("at most 3")),
+        "{e:?}"
+    );
+    // Existing sandboxes still run commands.
+    runs(&h, &h.admin, "a").await;
+}
+
+fn second_workspace(h: &Harness) -> Principal {
+    let ws = h.control.store.create_workspace("other").unwrap();
+    let user = h.control.store.create_user(&ws, "eve", true).unwrap();
+    let key = "other-workspace-key";
+    h.control
+        .store
+        .add_key(&user, &crate::auth::hash_key(key))
+        .unwrap();
+    h.control.authenticate(key).unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn a_template_fills_creates_and_its_pool_serves_only_its_workspace() {
+    let h = pooled(generous(), PoolSize::default()).await;
+    let t = h
+        .control
+        .create_template(
+            &h.admin,
+            CreateTemplate {
+                name: "py".into(),
+                snapshot: "system/default".into(),
+                mem_bytes: Some(GIB / 4),
+                run_config: Some(warren_types::RunConfig {
+                    env_vars: [("FROM".to_owned(), "template".to_owned())].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(t.name, "py");
+    let member = h.user("member");
+    let e = h
+        .control
+        .set_template_pool(&member, "py", PoolSize { min: 1, max: 1 })
+        .unwrap_err();
+    assert!(matches!(e, ControlError::Forbidden(_)), "{e:?}");
+    h.control
+        .set_template_pool(&h.admin, "py", PoolSize { min: 1, max: 1 })
+        .unwrap();
+    wait_ready(&h, Some("py"), 1).await;
+    // Another workspace asking for the very same shape boots cold: the pool is not theirs.
+    let eve = second_workspace(&h);
+    let theirs = h
+        .control
+        .create(
+            &eve,
+            CreateSandbox {
+                mem_bytes: Some(GIB / 4),
+                ..named("theirs")
+            },
+        )
+        .unwrap();
+    assert_eq!(theirs.status, SandboxStatus::Provisioning);
+    assert!(
+        h.control.list_pools(&eve).is_empty(),
+        "a template pool is its workspace's"
+    );
+    // The template's workspace gets it, with the template's fields under its own.
+    let rec = h
+        .control
+        .create(
+            &member,
+            CreateSandbox {
+                template: Some("py".into()),
+                run_config: Some(warren_types::RunConfig {
+                    work_dir: Some("/tmp".into()),
+                    ..Default::default()
+                }),
+                ..named("mine")
+            },
+        )
+        .unwrap();
+    assert_eq!(rec.status, SandboxStatus::Ready);
+    assert_eq!(rec.config.mem_bytes, GIB / 4);
+    assert_eq!(rec.config.run_config.env_vars["FROM"], "template");
+    assert_eq!(rec.config.run_config.work_dir.as_deref(), Some("/tmp"));
+    // The pool's bounds are kept with the template; deleting it ends the pool.
+    assert_eq!(h.control.find_template(&h.admin, "py").unwrap().pool_max, 1);
+    h.control.delete_template(&h.admin, "py").unwrap();
+    assert!(h.control.list_pools(&h.admin).is_empty());
+    let e = h
+        .control
+        .create(
+            &h.admin,
+            CreateSandbox {
+                template: Some("py".into()),
+                ..named("gone")
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(e, ControlError::NotFound(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn pool_bounds_are_checked() {
+    assert!(PoolSize::new(3, 2).is_err());
+    assert!(PoolSize::new(0, crate::pool::MAX_POOL_SIZE + 1).is_err());
+    assert!(PoolSize::new(1, 8).is_ok());
+    let h = pooled(generous(), PoolSize::default()).await;
+    let e = h
+        .control
+        .set_default_pool(&h.user("u"), PoolSize { min: 1, max: 1 })
+        .unwrap_err();
+    assert!(matches!(e, ControlError::Forbidden(_)), "{e:?}");
+}
+
+#[test]
+fn host_capacity_names_the_resource_that_ran_out() {
+    let roomy = HostReadings {
+        mem_available: Some(20 * GIB),
+        mem_total: Some(24 * GIB),
+        disk_free: Some(100 * GIB),
+        threads: Some(500),
+        max_threads: Some(100_000),
+        open_fds: Some(300),
+        max_fds: Some(20_000),
+    };
+    assert!(roomy.check().is_ok());
+    let cases = [
+        (
+            HostReadings {
+                mem_available: Some(100 << 20),
+                ..roomy
+            },
+            "host memory",
+        ),
+        (
+            HostReadings {
+                disk_free: Some(10 << 20),
+                ..roomy
+            },
+            "disk",
+        ),
+        (
+            HostReadings {
+                threads: Some(95_000),
+                ..roomy
+            },
+            "processes",
+        ),
+        (
+            HostReadings {
+                open_fds: Some(18_500),
+                ..roomy
+            },
+            "file descriptors",
+        ),
+    ];
+    for (r, what) in cases {
+        let e = r.check().unwrap_err();
+        assert!(
+            matches!(&e, ControlError::Unavailable(m) if m.contains(what) && m.contains("host capacity")),
+            "{what}: {e:?}"
+        );
+    }
+    // Unknown figures refuse nothing.
+    let unknown = HostReadings {
+        mem_available: None,
+        mem_total: None,
+        disk_free: None,
+        threads: None,
+        max_threads: None,
+        open_fds: None,
+        max_fds: None,
+    };
+    assert!(unknown.check().is_ok());
+}
