@@ -95,6 +95,19 @@ fn write_resolv_conf(nameserver: std::net::Ipv4Addr) {
     let _ = std::fs::write("/etc/resolv.conf", text);
 }
 
+/// Gives the sandbox its own `/etc/machine-id` when its image has none (or an empty one), as
+/// systemd does at a machine's first boot: software that tells machines apart by it (D-Bus,
+/// journald, telemetry) must not see every sandbox as one machine. A sandbox made from a
+/// snapshot keeps the id it was captured with, as a cloned VM does.
+fn ensure_machine_id() {
+    let path = std::path::Path::new("/etc/machine-id");
+    let empty = std::fs::read(path).map_or(true, |b| b.iter().all(u8::is_ascii_whitespace));
+    if empty && std::fs::symlink_metadata(path).map_or(true, |m| m.is_file()) {
+        let id = format!("{}\n", uuid::Uuid::new_v4().simple());
+        let _ = std::fs::write(path, id);
+    }
+}
+
 /// The process-wide setup every sandbox relies on.
 fn init_process() {
     pty::ignore_sigpipe();
@@ -114,6 +127,7 @@ fn setgroups_allowed() -> bool {
 fn main() -> anyhow::Result<()> {
     let args = parse_args(std::env::args_os().skip(1))?;
     init_process();
+    ensure_machine_id();
     if let Some(ns) = args.nameserver {
         write_resolv_conf(ns);
     }

@@ -49,6 +49,8 @@ async fn api() -> Api {
             max_committed_mem_bytes: None,
             user_max_sandboxes: None,
             user_max_mem_bytes: None,
+            reserve_mem_bytes: None,
+            reserve_disk_bytes: 0,
         },
     };
     let driver = Arc::new(FakeDriver::new());

@@ -29,6 +29,11 @@ pub struct ResourceLimits {
     pub user_max_sandboxes: Option<usize>,
     /// Most memory one user's running sandboxes may commit.
     pub user_max_mem_bytes: Option<u64>,
+    /// Host memory a new sandbox must leave available (`MemAvailable`); default: the lesser of
+    /// [`MEM_FLOOR_BYTES`] and 2 % of the host.
+    pub reserve_mem_bytes: Option<u64>,
+    /// Free disk a new sandbox must leave in the storage pool.
+    pub reserve_disk_bytes: u64,
 }
 
 /// Default process limit of a sandbox.
@@ -53,6 +58,8 @@ impl ResourceLimits {
             max_committed_mem_bytes: Some(mem.saturating_mul(DEFAULT_MEM_OVERCOMMIT)),
             user_max_sandboxes: None,
             user_max_mem_bytes: None,
+            reserve_mem_bytes: None,
+            reserve_disk_bytes: DISK_FLOOR_BYTES,
         }
     }
 
@@ -195,9 +202,9 @@ pub struct HostReadings {
     pub max_fds: Option<u64>,
 }
 
-/// Host memory a create leaves free: this many bytes or 2 % of the host, the lesser.
+/// Host memory a create leaves free by default: this many bytes or 2 % of the host, the lesser.
 pub const MEM_FLOOR_BYTES: u64 = 512 << 20;
-/// Disk a create leaves free in the storage pool.
+/// Disk a create leaves free in the storage pool by default.
 pub const DISK_FLOOR_BYTES: u64 = 1 << 30;
 /// Descriptors kept for the API's connections and the daemon's own files: a create that would
 /// leave fewer is refused.
@@ -248,7 +255,7 @@ impl HostReadings {
     }
 
     /// Refuses a new sandbox when a resource is past its floor, naming it (503).
-    pub fn check(&self) -> Result<(), ControlError> {
+    pub fn check(&self, limits: &ResourceLimits) -> Result<(), ControlError> {
         let full = |what: String| {
             Err(ControlError::Unavailable(format!(
                 "host capacity reached: {what}; running sandboxes are unaffected, retry after \
@@ -256,7 +263,9 @@ impl HostReadings {
             )))
         };
         if let (Some(avail), Some(total)) = (self.mem_available, self.mem_total) {
-            let floor = MEM_FLOOR_BYTES.min(total / 50);
+            let floor = limits
+                .reserve_mem_bytes
+                .unwrap_or_else(|| MEM_FLOOR_BYTES.min(total / 50));
             if avail < floor {
                 return full(format!(
                     "host memory ({} MiB available, {} MiB kept free)",
@@ -266,12 +275,12 @@ impl HostReadings {
             }
         }
         if let Some(free) = self.disk_free
-            && free < DISK_FLOOR_BYTES
+            && free < limits.reserve_disk_bytes
         {
             return full(format!(
                 "disk ({} MiB free in the storage pool, {} MiB kept free)",
                 free >> 20,
-                DISK_FLOOR_BYTES >> 20
+                limits.reserve_disk_bytes >> 20
             ));
         }
         if let (Some(n), Some(max)) = (self.threads, self.max_threads)

@@ -196,7 +196,7 @@ impl Control {
 
     /// Refuses a new sandbox when the host is out of memory, disk, processes or descriptors.
     pub(crate) fn host_capacity(&self) -> Result<(), ControlError> {
-        admission::HostReadings::read(&self.cfg.data_dir.join("fs")).check()
+        admission::HostReadings::read(&self.cfg.data_dir.join("fs")).check(&self.cfg.limits)
     }
 
     /// A sandbox's record by id.

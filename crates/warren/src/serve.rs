@@ -55,6 +55,13 @@ pub(crate) struct ServeArgs {
     /// Most memory one user's running sandboxes may commit, e.g. 16G (default: no limit).
     #[arg(long, value_parser = parse_size)]
     user_max_memory: Option<u64>,
+    /// Host memory creates leave available, e.g. 2G: past it they answer 503 [default: 512M
+    /// or 2 % of the host, the lesser].
+    #[arg(long, value_parser = parse_size)]
+    reserve_memory: Option<u64>,
+    /// Free disk creates leave in the storage pool, e.g. 10G: past it they answer 503.
+    #[arg(long, value_parser = parse_size, default_value = "1G")]
+    reserve_disk: u64,
     /// Sandboxes the default warm pool keeps booted even without demand (creates of the
     /// default image and shape are served from it at once).
     #[arg(long, default_value_t = 1)]
@@ -123,6 +130,8 @@ impl ServeArgs {
         }
         l.user_max_sandboxes = self.user_max_sandboxes;
         l.user_max_mem_bytes = self.user_max_memory;
+        l.reserve_mem_bytes = self.reserve_memory;
+        l.reserve_disk_bytes = self.reserve_disk;
         l
     }
 }

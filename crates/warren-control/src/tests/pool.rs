@@ -272,7 +272,9 @@ fn host_capacity_names_the_resource_that_ran_out() {
         open_fds: Some(300),
         max_fds: Some(20_000),
     };
-    assert!(roomy.check().is_ok());
+    let mut limits = generous();
+    limits.reserve_disk_bytes = crate::admission::DISK_FLOOR_BYTES;
+    assert!(roomy.check(&limits).is_ok());
     let cases = [
         (
             HostReadings {
@@ -304,12 +306,27 @@ fn host_capacity_names_the_resource_that_ran_out() {
         ),
     ];
     for (r, what) in cases {
-        let e = r.check().unwrap_err();
+        let e = r.check(&limits).unwrap_err();
         assert!(
             matches!(&e, ControlError::Unavailable(m) if m.contains(what) && m.contains("host capacity")),
             "{what}: {e:?}"
         );
     }
+    // The floors are the operator's to raise.
+    let mut strict = generous();
+    strict.reserve_disk_bytes = 200 * GIB;
+    let e = roomy.check(&strict).unwrap_err();
+    assert!(
+        matches!(&e, ControlError::Unavailable(m) if m.contains("204800 MiB kept free")),
+        "{e:?}"
+    );
+    strict.reserve_mem_bytes = Some(22 * GIB);
+    strict.reserve_disk_bytes = 0;
+    let e = roomy.check(&strict).unwrap_err();
+    assert!(
+        matches!(&e, ControlError::Unavailable(m) if m.contains("host memory")),
+        "{e:?}"
+    );
     // Unknown figures refuse nothing.
     let unknown = HostReadings {
         mem_available: None,
@@ -320,5 +337,5 @@ fn host_capacity_names_the_resource_that_ran_out() {
         open_fds: None,
         max_fds: None,
     };
-    assert!(unknown.check().is_ok());
+    assert!(unknown.check(&limits).is_ok());
 }

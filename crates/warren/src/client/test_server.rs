@@ -38,6 +38,8 @@ fn generous() -> ResourceLimits {
         max_committed_mem_bytes: None,
         user_max_sandboxes: None,
         user_max_mem_bytes: None,
+        reserve_mem_bytes: None,
+        reserve_disk_bytes: 0,
     }
 }
 
