@@ -43,17 +43,8 @@ impl Control {
         let shape = Shape::of(&cfg).ok_or("a pool cannot hold sandboxes with volumes")?;
         let stale = self.pools.reshape(key, &shape);
         self.discard(stale);
-        {
-            let _admission = self.admission();
-            let records = self.store.list_sandboxes(None).map_err(|e| e.to_string())?;
-            // This entry is counted in the totals already (as starting).
-            let (n, mem) = self.pools.totals();
-            self.cfg
-                .limits
-                .room(&records, n.saturating_sub(1), mem, cfg.mem_bytes)
-                .map_err(|e| e.to_string())?;
-            self.host_capacity().map_err(|e| e.to_string())?;
-        }
+        self.pool_room(cfg.mem_bytes)?;
+        self.host_capacity().map_err(|e| e.to_string())?;
         let id = uuid::Uuid::new_v4().to_string();
         let runtime_id = SandboxId::generate();
         let mut spec = spec_for(&runtime_id, &cfg, self.cfg.limits.pids);
@@ -64,6 +55,15 @@ impl Control {
             }
             Err(e) => Err(e),
         };
+        // Creates admitted while it booted may have taken the room it was counted in.
+        let result = result.and_then(|handle| match self.pool_room(cfg.mem_bytes) {
+            Ok(()) => Ok(handle),
+            Err(reason) => Err(warren_driver::DriverError::failed(
+                warren_driver::FailureKind::Other,
+                "no room left for a pooled sandbox",
+                reason,
+            )),
+        });
         match result {
             Ok(handle) => Ok(Entry {
                 id,
@@ -79,6 +79,23 @@ impl Control {
                 Err(e.public_reason())
             }
         }
+    }
+
+    /// Whether the server has room for the pooled sandbox being made (counted in the pools'
+    /// totals already, as starting) beside every record and other pooled sandbox.
+    fn pool_room(&self, mem: u64) -> Result<(), String> {
+        let _admission = self.admission();
+        let records = self.store.list_sandboxes(None).map_err(|e| e.to_string())?;
+        let (n, pooled_mem) = self.pools.totals();
+        self.cfg
+            .limits
+            .room(
+                &records,
+                n.saturating_sub(1),
+                pooled_mem.saturating_sub(mem),
+                mem,
+            )
+            .map_err(|e| e.to_string())
     }
 
     /// What a pool's sandboxes are made as: the default create, or a create naming the template.
