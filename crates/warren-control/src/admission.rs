@@ -5,10 +5,7 @@
 
 use std::path::Path;
 
-use warren_types::SandboxStatus;
-
 use crate::error::ControlError;
-use crate::store::SandboxRecord;
 
 /// Bounds on sandboxes. `None` in a quota means unlimited.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,35 +99,25 @@ impl ResourceLimits {
         Ok(())
     }
 
-    /// Whether one more sandbox of `mem` bytes, created by `user`, fits the server's and the
-    /// user's quotas given the sandboxes that exist now. Callers hold the admission lock
-    /// across this check and the insert, so concurrent creates cannot both pass.
-    pub fn admit(
-        &self,
-        existing: &[SandboxRecord],
-        user: &str,
-        mem: u64,
-    ) -> Result<(), ControlError> {
-        if existing.len() >= self.max_sandboxes {
+    /// Whether one more sandbox of `mem` bytes fits the server's and its creator's quotas,
+    /// given what is `held` now (by everyone, and by that creator). Callers hold the admission
+    /// lock across this check and the insert, so concurrent creates cannot both pass.
+    pub fn admit(&self, held: &Held, mem: u64) -> Result<(), ControlError> {
+        if held.sandboxes >= self.max_sandboxes {
             return Err(ControlError::Exhausted(format!(
                 "sandbox limit reached: this server holds at most {} sandboxes",
                 self.max_sandboxes
             )));
         }
-        let mine = || existing.iter().filter(|r| r.created_by == user);
         if let Some(max) = self.user_max_sandboxes
-            && mine().count() >= max
+            && held.user_sandboxes >= max
         {
             return Err(ControlError::Exhausted(format!(
                 "sandbox quota reached: each user holds at most {max} sandboxes"
             )));
         }
-        let committed = |it: &mut dyn Iterator<Item = &SandboxRecord>| -> u64 {
-            it.filter(|r| holds_memory(r.status))
-                .fold(0u64, |sum, r| sum.saturating_add(r.config.mem_bytes))
-        };
         if let Some(max) = self.max_committed_mem_bytes
-            && committed(&mut existing.iter()).saturating_add(mem) > max
+            && held.committed_mem.saturating_add(mem) > max
         {
             return Err(ControlError::Exhausted(format!(
                 "memory quota reached: running sandboxes may commit at most {max} bytes on this \
@@ -138,7 +125,7 @@ impl ResourceLimits {
             )));
         }
         if let Some(max) = self.user_max_mem_bytes
-            && committed(&mut mine()).saturating_add(mem) > max
+            && held.user_committed_mem.saturating_add(mem) > max
         {
             return Err(ControlError::Exhausted(format!(
                 "memory quota reached: each user's running sandboxes may commit at most {max} bytes"
@@ -146,32 +133,30 @@ impl ResourceLimits {
         }
         Ok(())
     }
-}
 
-impl ResourceLimits {
-    /// Whether the server has room for one more sandbox of `mem` bytes beside the records and
-    /// `pooled` warm-pool sandboxes committing `pooled_mem` (server-wide limits only: pooled
-    /// sandboxes belong to no user).
+    /// Whether the server has room for one more sandbox of `mem` bytes beside what is `held`
+    /// and `pooled` warm-pool sandboxes committing `pooled_mem` (server-wide limits only:
+    /// pooled sandboxes belong to no user).
     pub(crate) fn room(
         &self,
-        existing: &[SandboxRecord],
+        held: &Held,
         pooled: usize,
         pooled_mem: u64,
         mem: u64,
     ) -> Result<(), ControlError> {
-        if existing.len().saturating_add(pooled) >= self.max_sandboxes {
+        if held.sandboxes.saturating_add(pooled) >= self.max_sandboxes {
             return Err(ControlError::Exhausted(format!(
                 "sandbox limit reached: this server holds at most {} sandboxes, warm pools \
                  included",
                 self.max_sandboxes
             )));
         }
-        let committed = existing
-            .iter()
-            .filter(|r| holds_memory(r.status))
-            .fold(pooled_mem, |sum, r| sum.saturating_add(r.config.mem_bytes));
+        let committed = held
+            .committed_mem
+            .saturating_add(pooled_mem)
+            .saturating_add(mem);
         if let Some(max) = self.max_committed_mem_bytes
-            && committed.saturating_add(mem) > max
+            && committed > max
         {
             return Err(ControlError::Exhausted(format!(
                 "memory quota reached: sandboxes may commit at most {max} bytes on this \
@@ -180,6 +165,20 @@ impl ResourceLimits {
         }
         Ok(())
     }
+}
+
+/// What the sandboxes on record hold, for admission: counted by the store in one query, so a
+/// create costs the same with 1,000 sandboxes as with none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Sandboxes in any state.
+    pub sandboxes: usize,
+    /// Memory limits of running and booting sandboxes.
+    pub committed_mem: u64,
+    /// The creator's sandboxes in any state.
+    pub user_sandboxes: usize,
+    /// Memory limits of the creator's running and booting sandboxes.
+    pub user_committed_mem: u64,
 }
 
 /// What the host has left, read when a sandbox is about to be made: each figure past its
@@ -308,11 +307,6 @@ fn meminfo_field(text: &str, name: &str) -> Option<u64> {
         .parse::<u64>()
         .ok()?
         .checked_mul(1024)
-}
-
-/// Whether a sandbox in this state has its memory limit committed (it runs or is booting).
-fn holds_memory(status: SandboxStatus) -> bool {
-    matches!(status, SandboxStatus::Provisioning | SandboxStatus::Ready)
 }
 
 /// `MemTotal` of /proc/meminfo.

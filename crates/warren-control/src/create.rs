@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use warren_driver::ImageStatus;
 use warren_types::{ImageRef, SandboxId, SandboxStatus};
 
+use crate::admission::Held;
 use crate::config::{
     ConfigError, CreateSandbox, SandboxConfig, validate_name, validate_passthrough,
     validate_resources, validate_run_config, validate_ttl,
@@ -44,10 +45,8 @@ impl Control {
             stopped_at: None,
         };
         let admission = self.admission();
-        let records = self.store.list_sandboxes(None)?;
-        self.cfg
-            .limits
-            .admit(&records, &p.user_id, rec.config.mem_bytes)?;
+        let held = self.store.held(&p.user_id, None)?;
+        self.cfg.limits.admit(&held, rec.config.mem_bytes)?;
         let shape = volumes.is_empty().then(|| Shape::of(&rec.config)).flatten();
         let claimed = shape
             .as_ref()
@@ -72,7 +71,7 @@ impl Control {
             return Err(e);
         }
         if claimed.is_none() {
-            self.make_room(&records, rec.config.mem_bytes);
+            self.make_room(&held, rec.config.mem_bytes);
         }
         drop(admission);
         self.touch(&rec.id);
@@ -184,11 +183,11 @@ impl Control {
     }
 
     /// Gives back pooled sandboxes until the server's limits hold again after a cold create
-    /// (`records` as they were before it, `mem` its memory): pools yield to real work.
-    fn make_room(&self, records: &[SandboxRecord], mem: u64) {
+    /// (`held` as it was before it, `mem` its memory): pools yield to real work.
+    fn make_room(&self, held: &Held, mem: u64) {
         loop {
             let (n, pooled_mem) = self.pools.totals();
-            if n == 0 || self.cfg.limits.room(records, n, pooled_mem, mem).is_ok() {
+            if n == 0 || self.cfg.limits.room(held, n, pooled_mem, mem).is_ok() {
                 return;
             }
             match self.pools.evict_one() {

@@ -131,11 +131,8 @@ impl Control {
         };
         {
             let _admission = self.admission();
-            self.cfg.limits.admit(
-                &self.store.list_sandboxes(None)?,
-                &p.user_id,
-                rec.config.mem_bytes,
-            )?;
+            let held = self.store.held(&p.user_id, None)?;
+            self.cfg.limits.admit(&held, rec.config.mem_bytes)?;
             self.host_capacity()?;
             let stem: String = parent.name.chars().take(50).collect();
             self.insert_named(&mut rec, name, &format!("{stem}-fork"))?;

@@ -9,7 +9,7 @@ use crate::config::SandboxConfig;
 use crate::control::{Control, error_chain, spec_for};
 use crate::error::ControlError;
 use crate::pool::{Entry, PoolKey, PoolSize, PoolView, Shape, TemplateRef, Work};
-use crate::store::{Principal, Store};
+use crate::store::Principal;
 
 impl Control {
     /// Fills and trims the pools until the process ends (the daemon runs it; without it pools
@@ -85,12 +85,12 @@ impl Control {
     /// totals already, as starting) beside every record and other pooled sandbox.
     fn pool_room(&self, mem: u64) -> Result<(), String> {
         let _admission = self.admission();
-        let records = self.store.list_sandboxes(None).map_err(|e| e.to_string())?;
+        let held = self.store.held("", None).map_err(|e| e.to_string())?;
         let (n, pooled_mem) = self.pools.totals();
         self.cfg
             .limits
             .room(
-                &records,
+                &held,
                 n.saturating_sub(1),
                 pooled_mem.saturating_sub(mem),
                 mem,

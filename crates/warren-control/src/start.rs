@@ -46,17 +46,12 @@ impl Control {
                 .admission
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let others: Vec<SandboxRecord> = self
-                .store
-                .list_sandboxes(None)?
-                .into_iter()
-                .filter(|r| r.id != rec.id)
-                .collect();
+            let others = self.store.held(&rec.created_by, Some(&rec.id))?;
             // Starting adds no sandbox, only committed memory: check with this one left out.
             let mut limits = self.cfg.limits.clone();
             limits.max_sandboxes = usize::MAX;
             limits.user_max_sandboxes = None;
-            limits.admit(&others, &rec.created_by, rec.config.mem_bytes)?;
+            limits.admit(&others, rec.config.mem_bytes)?;
             rec.status = SandboxStatus::Provisioning;
             rec.status_message = None;
             rec.updated_at = now();

@@ -223,6 +223,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 }
 
 mod grants;
+mod held;
 mod json_rows;
 mod registries;
 mod secrets;
