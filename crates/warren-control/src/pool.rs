@@ -270,6 +270,14 @@ impl Pools {
         })
     }
 
+    /// Every ready sandbox, taken, and every pool emptied of them (bounds kept).
+    pub(crate) fn take_all(&self) -> Vec<Entry> {
+        self.lock()
+            .values_mut()
+            .flat_map(|s| s.ready.drain(..).collect::<Vec<_>>())
+            .collect()
+    }
+
     /// Takes one ready sandbox from the fullest pool, to make room for a cold create.
     pub(crate) fn evict_one(&self) -> Option<Entry> {
         let mut pools = self.lock();

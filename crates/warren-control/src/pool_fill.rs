@@ -129,6 +129,20 @@ impl Control {
         }
     }
 
+    /// Destroys every pooled sandbox and waits for it (a daemon shutting down: they belong to
+    /// nobody, so nothing should keep them running). A failure leaves one to the next start's
+    /// orphan sweep.
+    pub async fn drain_pools(&self) {
+        for e in self.pools.take_all() {
+            if let Some(egress) = &self.cfg.egress {
+                egress.forget(&e.id);
+            }
+            if let Err(err) = self.driver.destroy(&e.runtime_id, Some(&e.handle)).await {
+                tracing::warn!(runtime_id = %e.runtime_id, error = %error_chain(&err), "failed to remove a pooled sandbox; the next start's orphan sweep will");
+            }
+        }
+    }
+
     /// Destroys pooled sandboxes in the background.
     pub(crate) fn discard(&self, entries: Vec<Entry>) {
         for e in entries {

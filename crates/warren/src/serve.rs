@@ -243,9 +243,12 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
         );
         eprintln!("warren serving on {public_url}");
         let router = warren_api::router_with_limits(control.clone(), api_limits);
-        let served = warren_api::serve(listener, router, control, listen, shutdown_signal())
-            .await
-            .context("server failed");
+        let served =
+            warren_api::serve(listener, router, control.clone(), listen, shutdown_signal())
+                .await
+                .context("server failed");
+        // Sandboxes outlive the daemon, but pooled ones belong to nobody yet.
+        control.drain_pools().await;
         if let Some(lxcfs) = lxcfs {
             // Running sandboxes read their /proc views from this instance: it stays for them
             // (and the next daemon adopts it) unless none is left.

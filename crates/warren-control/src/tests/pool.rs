@@ -339,3 +339,22 @@ fn host_capacity_names_the_resource_that_ran_out() {
     };
     assert!(unknown.check(&limits).is_ok());
 }
+
+#[tokio::test]
+async fn a_daemon_shutting_down_destroys_its_pooled_sandboxes() {
+    let h = harness_with(generous()).await;
+    let filler = tokio::spawn(h.control.clone().pools_forever());
+    h.control
+        .set_default_pool(&h.admin, PoolSize { min: 3, max: 3 })
+        .unwrap();
+    wait_ready(&h, None, 3).await;
+    let kept = h.control.create(&h.admin, named("kept")).unwrap();
+    wait_ready(&h, None, 3).await;
+    filler.abort();
+    let running = |h: &Harness| h.fake.sandboxes().into_iter().filter(|(_, r)| *r).count();
+    assert_eq!(running(&h), 4);
+    h.control.drain_pools().await;
+    assert_eq!(h.control.pool_view(&h.admin, None).ready, 0);
+    let left: Vec<_> = h.fake.sandboxes().into_iter().filter(|(_, r)| *r).collect();
+    assert_eq!(left, vec![(kept.runtime_id, true)]);
+}
