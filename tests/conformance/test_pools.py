@@ -45,11 +45,16 @@ def _facts(sb) -> dict:
     )
     assert out.exit_code == 0, out.stderr
     lines = out.stdout.splitlines()
+    env = dict(line.split("=", 1) for line in lines[3:] if "=" in line)
+    # Each sandbox reaches the egress proxy at its own link's address: same variables, own value.
+    for k in env:
+        if k.lower() in ("http_proxy", "https_proxy"):
+            env[k] = env[k].rsplit(":", 1)[-1]
     return {
         "hostname": lines[0],
         "machine_id": lines[1],
         "tmp_entries": int(lines[2]),
-        "env": lines[3:],
+        "env": env,
     }
 
 

@@ -52,6 +52,14 @@ const NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWCGROUP;
 
+/// Marks every descriptor this process inherited close-on-exec, so a program it starts (an LXCFS
+/// it leaves running, a helper) holds none of them: a lock, a pipe or a socket of whoever
+/// started the daemon would otherwise live on in its children. Call it first thing, before the
+/// process opens anything of its own (stdio stays).
+pub fn cloexec_inherited() -> std::io::Result<()> {
+    sys::cloexec_from(3)
+}
+
 /// Builds the jail described by `spec` and starts the agent in it. Must run in a
 /// single-threaded process with root on the host (the jailer).
 pub fn run(spec: &JailSpec) -> Result<JailReport, JailError> {
@@ -219,6 +227,18 @@ fn child_steps(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inherited_descriptors_become_close_on_exec() {
+        use rustix::fs::{Mode, OFlags};
+        // Opened without O_CLOEXEC, as a descriptor inherited from a parent would be.
+        let fd = rustix::fs::open("/dev/null", OFlags::RDONLY, Mode::empty()).unwrap();
+        let flags = rustix::io::fcntl_getfd(&fd).unwrap();
+        assert!(!flags.contains(rustix::io::FdFlags::CLOEXEC));
+        cloexec_inherited().unwrap();
+        let flags = rustix::io::fcntl_getfd(&fd).unwrap();
+        assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+    }
 
     #[test]
     fn an_invalid_spec_fails_before_any_side_effect() {

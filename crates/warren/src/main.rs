@@ -73,6 +73,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before anything of ours is open: every descriptor above stdio is inherited.
+    let inherited = warren_jail::cloexec_inherited();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG")
@@ -80,6 +82,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Err(e) = inherited {
+        tracing::warn!(error = %e, "failed to mark inherited descriptors close-on-exec");
+    }
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,
