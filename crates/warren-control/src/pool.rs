@@ -31,6 +31,9 @@ const DEMAND_BUCKET: Duration = Duration::from_secs(10);
 /// Wait after a failed fill, doubled per failure in a row, at most [`MAX_BACKOFF`].
 const BASE_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// After a claim, a pool that still has sandboxes waits this long before it boots the next: a
+/// boot takes both cores for tens of milliseconds, and the caller's first commands run now.
+const REFILL_DELAY: Duration = Duration::from_millis(100);
 
 /// A pool's bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -118,6 +121,7 @@ struct PoolState {
     failures: u32,
     retry_at: Option<Instant>,
     last_error: Option<String>,
+    last_claim: Option<Instant>,
 }
 
 impl PoolState {
@@ -231,6 +235,7 @@ impl Pools {
             match st.ready.iter().position(|e| &e.shape == shape) {
                 Some(i) => {
                     st.claims += 1;
+                    st.last_claim = Some(now);
                     got = st.ready.remove(i);
                 }
                 None => st.misses += 1,
@@ -334,8 +339,12 @@ impl Pools {
                 trimmed.extend(st.ready.split_off(keep));
             }
             if st.ready.len() + starting < target && fill.is_none() {
-                match st.retry_at {
-                    Some(t) if t > now => wait = wait.min(t - now),
+                let settle = st
+                    .last_claim
+                    .map(|t| t + REFILL_DELAY)
+                    .filter(|t| *t > now && !st.ready.is_empty());
+                match st.retry_at.filter(|t| *t > now).or(settle) {
+                    Some(t) => wait = wait.min(t - now),
                     _ => {
                         st.starting += 1;
                         fill = Some(key.clone());
