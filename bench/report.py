@@ -66,10 +66,13 @@ def cell(stat, base, lower_better, peer):
         text = f"{fmt(stat['p50'])} / {fmt(stat['p99'])}"
     else:
         text = fmt(stat["value"])
-        if stat.get("capped") is not None and stat.get("capped"):
-            text += " (cap)"
+        if stat.get("capped"):
+            # As many as were asked for: a floor, not a ratio.
+            return text + " (all asked)"
     x = headline(stat)
-    if peer and base and x:
+    if x is not None and x <= 0 and not isinstance(x, int):
+        return "≈ 0 (below the host's noise)"
+    if peer and base and x and base > 0:
         ratio = x / base if lower_better else base / x
         text += f" ({ratio:.1f}×)"
     return text
