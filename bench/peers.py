@@ -21,6 +21,51 @@ class PeerError(RuntimeError):
     pass
 
 
+def process_table():
+    """pid -> (ppid, argv) of every process."""
+    table = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        table[int(pid)] = (ppid, argv)
+    return table
+
+
+def with_descendants(roots, table):
+    children = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    out, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in out:
+            out.add(pid)
+            todo.extend(children.get(pid, []))
+    return out
+
+
+def pss(pids):
+    """Sum of the processes' proportional set sizes, in bytes (kernel memory is not in it)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except OSError:
+            pass
+    return total
+
+
 def _run(cmd, input=None, capture=False, timeout=120):
     # stderr goes to a file, not a pipe: a detached sandbox may keep it open.
     with tempfile.TemporaryFile() as err:
@@ -59,6 +104,10 @@ class Peer:
 
     def remove(self, h):
         raise NotImplementedError
+
+    def pids(self):
+        """Host processes of the live sandboxes, supervisors included."""
+        return set()
 
     def cleanup(self):
         for h in list(self.live):
@@ -105,6 +154,14 @@ class Podman(Peer):
     def remove(self, h):
         _run(self.base + ["rm", "-f", "-t", "0", h])
         self.live.discard(h)
+
+    def pids(self):
+        # Each container's conmon (its argv names the container) and what runs under it.
+        table = process_table()
+        names = {n.encode() for n in self.live}
+        roots = [pid for pid, (_, argv) in table.items()
+                 if argv and argv[0].endswith(b"conmon") and names & set(argv)]
+        return with_descendants(roots, table)
 
     def cleanup(self):
         super().cleanup()
@@ -166,6 +223,9 @@ class Bwrap(Peer):
         h.wait()
         h.stdout.close()
         self.live.discard(h)
+
+    def pids(self):
+        return with_descendants([h.pid for h in self.live], process_table())
 
 
 class Runsc(Peer):
@@ -234,6 +294,15 @@ class Runsc(Peer):
         subprocess.run(self.base + ["kill", h, "KILL"], stdout=DEVNULL, stderr=DEVNULL, check=False)
         _run(self.base + ["delete", "--force", h])
         self.live.discard(h)
+
+    def pids(self):
+        # runsc's sandbox and gofer processes carry the state dir in their argv; the ptrace
+        # stubs run under them.
+        table = process_table()
+        state = self.state.encode()
+        roots = [pid for pid, (_, argv) in table.items()
+                 if any(a.startswith(b"--root") and state in a for a in argv) or state in argv]
+        return with_descendants(roots, table)
 
     def cleanup(self):
         super().cleanup()

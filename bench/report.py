@@ -32,6 +32,8 @@ ROWS = [
      ("warren", "value", ">=", 1000, "≥ 1,000")),
     ("density_mem", "host memory per idle sandbox", "MiB", True,
      ("warren", "value", "<=", 3, "≤ 3 MiB")),
+    ("density_pss", "PSS of the sandboxes' host processes per idle sandbox (no kernel memory)", "MiB", True,
+     None),
     ("density_fds", "daemon file descriptors per idle sandbox", "", True, None),
     ("upload", "upload {file_mib} MiB", "MiB/s", False, None),
     ("download", "download {file_mib} MiB", "MiB/s", False, None),

@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -32,7 +33,7 @@ from tqdm import tqdm
 
 from bench import ROOT, measure, percentile  # bench/bench.py, next to this file
 from fork_bench import pool_used
-from peers import PEERS, PeerError, workdir
+from peers import PEERS, PeerError, process_table, pss, with_descendants, workdir
 from sdk_bench import start_server
 import report
 
@@ -75,6 +76,20 @@ def server_pid(origin):
         if b"serve" in args and listen in args:
             return int(pid)
     return None
+
+
+def warren_pids(daemon):
+    """Processes in a Warren sandbox cgroup (any data dir's) or under the daemon."""
+    table = process_table()
+    out = with_descendants([daemon], table) - {daemon} if daemon else set()
+    for pid in table:
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                if "/warren/" in f.read():
+                    out.add(pid)
+        except OSError:
+            pass
+    return out
 
 
 def fd_count(pid):
@@ -394,6 +409,8 @@ def warren_scale(args, res):
         idle = []
         base_mem = used_memory()
         base_fds = fd_count(w.pid)
+        base_pids = warren_pids(w.pid)
+        base_daemon = pss([w.pid])
         failed = None
 
         def make(_):
@@ -425,6 +442,8 @@ def warren_scale(args, res):
             fds = fd_count(w.pid)
             res.put("density_held", WARREN, {"value": held, "n": args.density, "capped": not failed})
             res.put("density_mem", WARREN, {"value": (mem - base_mem) / held / MIB, "n": held})
+            procs = pss(warren_pids(w.pid) - base_pids) + pss([w.pid]) - base_daemon
+            res.put("density_pss", WARREN, {"value": procs / held / MIB, "n": held})
             if fds is not None and base_fds is not None:
                 res.put("density_fds", WARREN, {"value": (fds - base_fds) / held, "n": held})
 
@@ -507,6 +526,8 @@ def peer_all(args, res, peer):
             res.scaling(name, level, stats(first))
         if idle:
             mem = used_memory()
+            res.put("density_pss", name, {"value": pss(peer.pids()) / len(idle) / MIB,
+                                          "n": len(idle)})
             res.put("density_held", name, {"value": len(idle), "n": args.peer_density,
                                            "capped": not failed})
             res.put("density_mem", name, {"value": (mem - base_mem) / len(idle) / MIB,
@@ -585,8 +606,17 @@ def parse():
     return args
 
 
+class Stopped(SystemExit):
+    """SIGTERM: stop, cleaning up on the way out."""
+
+
+def stop(signum, _frame):
+    raise Stopped(128 + signum)
+
+
 def main():
     args = parse()
+    signal.signal(signal.SIGTERM, stop)
     if os.geteuid() != 0:
         sys.exit("the suite needs root")
     for var in [v for v in os.environ if v.startswith(("LANGSMITH_", "LANGCHAIN_"))]:
@@ -600,14 +630,13 @@ def main():
     res = Results(os.path.join(args.out, "results.json"), meta(args, rootfs))
     work = workdir()
     peers = [cls(rootfs, work) for cls in PEERS if not only or cls.name in only]
-    steps = []
+    # Peers first: they need no lock, so a busy shared host's lock is waited for last.
+    steps = [(f"{p.name}: everything", lambda a, r, p=p: peer_run(a, r, p)) for p in peers]
     if not only or WARREN in only:
         steps += [("warren: warren run one-shot", warren_oneshot),
                   ("warren: creates, run, files, forks, pool", warren_core),
                   (f"warren: burst of {args.burst}", warren_burst),
                   (f"warren: {args.density} idle, creates at {args.levels}", warren_scale)]
-    for p in peers:
-        steps.append((f"{p.name}: everything", lambda a, r, p=p: peer_run(a, r, p)))
     try:
         with tqdm(total=len(steps), desc="bench", unit="step") as bar:
             for desc, fn in steps:
@@ -617,6 +646,8 @@ def main():
                 try:
                     fn(args, res)
                 except (Exception, SystemExit) as e:  # noqa: BLE001 - a step fails, the rest run
+                    if isinstance(e, Stopped):
+                        raise
                     res.note(f"{desc} failed: {type(e).__name__}: {str(e)[:400]}")
                 say(f"   {desc}: {time.monotonic() - t:.0f} s")
                 bar.update()
