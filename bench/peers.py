@@ -4,6 +4,7 @@ and gVisor's runsc. Each peer can run a one-shot command, start a long-lived san
 
 Used by bench/suite.py; needs root.
 """
+import concurrent.futures
 import json
 import os
 import shutil
@@ -110,11 +111,13 @@ class Peer:
         return set()
 
     def cleanup(self):
-        for h in list(self.live):
+        def remove(h):
             try:
                 self.remove(h)
-            except Exception:
+            except Exception:  # noqa: BLE001 - gone already
                 pass
+        with concurrent.futures.ThreadPoolExecutor(8) as ex:
+            list(ex.map(remove, list(self.live)))
 
 
 class Podman(Peer):
