@@ -126,6 +126,11 @@ def markdown(data):
            "(`podman run -d`, `runsc run --detach`, bwrap until its shell answers), a command in "
            "it is `podman exec`, `runsc exec`, or `nsenter` into the bwrap sandbox's namespaces.",
            "",
+           "bubblewrap is the floor rather than a like-for-like peer: namespaces only, with no "
+           "cgroup limits, no network device, no copy-on-write disk, and no daemon or API. Warren "
+           "pays for each of those (a cgroup, a veth, a btrfs snapshot with a quota, an agent, the "
+           "HTTP round trips of the SDK).",
+           "",
            "Cells: p50 / p99 (or a single value). (N×) after a peer's figure is the ratio against "
            "Warren cold: peer ÷ Warren for times and memory, Warren ÷ peer for throughput and "
            "counts; above 1 means Warren is ahead.", "",
