@@ -117,6 +117,8 @@ def markdown(data):
            f"Host: {h['cpus']} CPUs, {h['memory_gib']} GiB, Linux {h['kernel']}, cgroup {h['cgroup']}. "
            f"Warren {m['warren']}; {m['peers']['podman']}, {m['peers']['crun'] or 'crun'}, "
            f"{m['peers']['bwrap']}, {m['peers']['runsc']}.", "",
+           *([f"Some contenders' figures were kept from the run of {m['merged_from']} (`--merge`).", ""]
+             if m.get("merged_from") else []),
            "Every contender runs on the same root filesystem, the default image's read-only "
            "subvolume (podman with an overlay over it, `--rootfs …:O`; runsc with it as a read-only "
            "OCI root and `/tmp` on tmpfs; bubblewrap `--ro-bind` with `/tmp` on tmpfs). Warren is "

@@ -119,6 +119,24 @@ class Results:
         self.data["notes"].append(text)
         self.save()
 
+    def merge(self, ours):
+        """Keeps the saved figures of the contenders this run does not measure."""
+        try:
+            with open(self.path) as f:
+                old = json.load(f)
+        except (OSError, ValueError):
+            return
+        for metric, by in old.get("metrics", {}).items():
+            for c, stat in by.items():
+                if c not in ours:
+                    self.data["metrics"].setdefault(metric, {})[c] = stat
+        for c, by in old.get("scaling", {}).items():
+            if c not in ours:
+                self.data["scaling"][c] = by
+        self.data["notes"] = [n for n in old.get("notes", [])
+                              if not any(n.startswith(c) for c in ours)]
+        self.data["meta"]["merged_from"] = old.get("meta", {}).get("date")
+
     def save(self):
         with open(self.path + ".tmp", "w") as f:
             json.dump(self.data, f, indent=1)
@@ -579,6 +597,8 @@ def parse():
     ap.add_argument("--out", default=os.path.join(ROOT, "bench/results"))
     ap.add_argument("--lock", default=os.environ.get("WARREN_BENCH_LOCK"),
                     help="flock this file while Warren makes sandboxes (a host shared with other runs)")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other contenders' figures from the results.json already in --out")
     ap.add_argument("-n", type=int, help="create samples per contender")
     ap.add_argument("--runs", type=int, help="run('true') samples")
     ap.add_argument("--peer-n", type=int)
@@ -634,6 +654,9 @@ def main():
     res = Results(os.path.join(args.out, "results.json"), meta(args, rootfs))
     work = workdir()
     peers = [cls(rootfs, work) for cls in PEERS if not only or cls.name in only]
+    if args.merge:
+        ours = {p.name for p in peers} | ({WARREN, POOLED} if not only or WARREN in only else set())
+        res.merge(ours)
     # Peers first: they need no lock, so a busy shared host's lock is waited for last.
     steps = [(f"{p.name}: everything", lambda a, r, p=p: peer_run(a, r, p)) for p in peers]
     if not only or WARREN in only:
