@@ -60,7 +60,11 @@ def headline(stat):
     return stat.get("p50", stat.get("value"))
 
 
-def cell(stat, base, lower_better, peer):
+# Figures taken over the whole host, where other work can push a small one below zero.
+NOISY = {"density_mem"}
+
+
+def cell(stat, base, lower_better, peer, noisy=False):
     if stat is None:
         return "–"
     if "na" in stat:
@@ -73,7 +77,7 @@ def cell(stat, base, lower_better, peer):
             # As many as were asked for: a floor, not a ratio.
             return text + " (all asked)"
     x = headline(stat)
-    if x is not None and x <= 0 and not isinstance(x, int):
+    if noisy and x is not None and x <= 0:
         return "≈ 0 (below the host's noise)"
     if peer and base and x and base > 0:
         ratio = x / base if lower_better else base / x
@@ -153,7 +157,7 @@ def markdown(data):
             continue
         label = label.format_map(collections.defaultdict(lambda: "?", p))
         base = headline(row.get("warren"))
-        cells = [cell(row.get(c), base, lower, c in PEERS) for c, _ in CONTENDERS]
+        cells = [cell(row.get(c), base, lower, c in PEERS, key in NOISY) for c, _ in CONTENDERS]
         ttext, met = check(row, target)
         u = f" ({unit})" if unit else ""
         out.append(f"| {label}{u} | " + " | ".join(cells) + f" | {ttext} | {met} |")
@@ -170,7 +174,7 @@ def markdown(data):
         w = growth.get("warren")
         met = ""
         if w:
-            met = ("met" if w["value"] <= 2 else "not met") + f" ({w['value']:.2f}×)"
+            met = ("met" if w["value"] <= 2 else "not met") + f" ({w['value']:.3f}×)"
             if w["top"] < 1000:
                 met += f", only to {w['top']:,}"
         out.append("| create p50 growth, most live vs none | " + " | ".join(cells) +
