@@ -282,13 +282,17 @@ def one_shot_samples(cmd, n, desc):
     return samples
 
 
+def warm(w):
+    """One create -> run -> delete, to warm the server's and the SDK's connection pools."""
+    sb = w.client.create_sandbox()
+    sb.run("true")
+    w.client.delete_sandbox(sb.name)
+
+
 def warren_core(args, res):
     """Cold creates, run('true'), file throughput, forks, then the same creates from a pool."""
     with warren_server(args) as w:
-        # Warm the server's and the SDK's connection pools.
-        sb = w.client.create_sandbox()
-        sb.run("true")
-        w.client.delete_sandbox(sb.name)
+        warm(w)
 
         create, first, total = create_first(w, args.n, "warren cold create")
         res.put("create", WARREN, stats(create))
@@ -447,6 +451,7 @@ def warren_scale(args, res):
     # Small idle sandboxes keep 1,000 of them under the server's committed-memory quota (host
     # memory x 4).
     with warren_server(args) as w:
+        warm(w)
         idle = []
         base_mem = used_memory()
         base_fds = fd_count(w.pid)
