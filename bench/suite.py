@@ -133,9 +133,11 @@ class Results:
         for c, by in old.get("scaling", {}).items():
             if c not in ours:
                 self.data["scaling"][c] = by
+        kept = {c for by in old.get("metrics", {}).values() for c in by} - ours
         self.data["notes"] = [n for n in old.get("notes", [])
-                              if not any(n.startswith(c) for c in ours)]
-        self.data["meta"]["merged_from"] = old.get("meta", {}).get("date")
+                              if any(n.startswith(c) for c in kept)]
+        om = old.get("meta", {})
+        self.data["meta"]["merged_from"] = om.get("merged_from") or om.get("date")
 
     def save(self):
         with open(self.path + ".tmp", "w") as f:
