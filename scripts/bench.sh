@@ -4,7 +4,7 @@
 # a venv with the SDK, matplotlib and tqdm, a Warren build, the default image in the bench data
 # dir), then runs bench/suite.py, which writes bench/results/results.{md,png,json}.
 #
-#   sudo scripts/bench.sh            # full run, about half an hour
+#   sudo scripts/bench.sh            # full run, about 20 minutes on 2 cores (after the first build)
 #   sudo scripts/bench.sh --quick    # a few minutes: small samples, 100 live sandboxes at most
 #   sudo scripts/bench.sh --help     # every knob (samples, levels, contenders, lock file)
 #
