@@ -64,12 +64,13 @@ def main():
 
 
 @contextlib.contextmanager
-def start_server(args, mode):
-    """A `warren serve --network mode` of its own on a free port; yields (origin, admin key)."""
+def start_server(args, mode, extra=()):
+    """A `warren serve --network mode` of its own on a free port; yields (origin, admin key).
+    `extra` are more `warren serve` arguments."""
     port = free_port()
     log = tempfile.NamedTemporaryFile(prefix="warren-serve-", suffix=".log", delete=False)
     server = subprocess.Popen([args.warren, "serve", "--data-dir", args.data_dir,
-                              "--listen", f"127.0.0.1:{port}", "--network", mode],
+                              "--listen", f"127.0.0.1:{port}", "--network", mode, *extra],
                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         origin = f"http://127.0.0.1:{port}"
