@@ -48,7 +48,7 @@ pub(crate) struct ServeArgs {
     /// Most memory the running sandboxes may commit in total, e.g. 64G, or `none` (default: the
     /// host's memory × 4).
     #[arg(long, value_parser = parse_quota)]
-    max_committed_memory: Option<Option<u64>>,
+    max_committed_memory: Option<Quota>,
     /// Most sandboxes one user holds (default: no per-user limit).
     #[arg(long)]
     user_max_sandboxes: Option<usize>,
@@ -125,7 +125,7 @@ impl ServeArgs {
         if let Some(v) = self.max_disk {
             l.max_fs_capacity_bytes = v;
         }
-        if let Some(v) = self.max_committed_memory {
+        if let Some(Quota(v)) = self.max_committed_memory {
             l.max_committed_mem_bytes = v;
         }
         l.user_max_sandboxes = self.user_max_sandboxes;
@@ -140,11 +140,16 @@ fn parse_size(s: &str) -> Result<u64, String> {
     warren_types::parse_size(s).map_err(|e| e.to_string())
 }
 
-fn parse_quota(s: &str) -> Result<Option<u64>, String> {
+/// A quota flag's value: a size, or `none` for no limit. (A newtype: clap reads a bare
+/// `Option<Option<_>>` field as a flag whose value may be left out.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Quota(Option<u64>);
+
+fn parse_quota(s: &str) -> Result<Quota, String> {
     if s == "none" {
-        return Ok(None);
+        return Ok(Quota(None));
     }
-    parse_size(s).map(Some)
+    parse_size(s).map(|n| Quota(Some(n)))
 }
 
 pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
@@ -324,5 +329,43 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn limits(args: &[&str]) -> ResourceLimits {
+        let all = std::iter::once("serve").chain(args.iter().copied());
+        Wrap::try_parse_from(all).expect("the flags parse").serve.limits()
+    }
+
+    #[test]
+    fn quota_flags_parse_to_limits() {
+        assert_eq!(
+            limits(&["--max-committed-memory", "64G"]).max_committed_mem_bytes,
+            Some(64 << 30)
+        );
+        assert_eq!(
+            limits(&["--max-committed-memory", "none"]).max_committed_mem_bytes,
+            None
+        );
+        let l = limits(&["--reserve-memory", "2G", "--reserve-disk", "5G"]);
+        assert_eq!(
+            (l.reserve_mem_bytes, l.reserve_disk_bytes),
+            (Some(2 << 30), 5 << 30)
+        );
+        let all = ["serve", "--max-committed-memory", "lots"];
+        assert!(Wrap::try_parse_from(all).is_err());
+        assert!(Wrap::try_parse_from(["serve", "--pool-min", "3", "--pool-max", "2"]).is_ok());
     }
 }
