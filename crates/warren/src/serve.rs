@@ -175,8 +175,10 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
     }
     let rt = crate::tokio_runtime()?;
     let limits = args.limits();
-    let default_pool = warren_control::pool::PoolSize::new(args.pool_min, args.pool_max)
-        .context("--pool-min/--pool-max")?;
+    // `--pool-max 0` alone turns the pool off: the default minimum follows it down.
+    let default_pool =
+        warren_control::pool::PoolSize::new(args.pool_min.min(args.pool_max), args.pool_max)
+            .context("--pool-min/--pool-max")?;
     let sandboxes = driver.clone();
     rt.block_on(async move {
         let public_url = args
@@ -346,7 +348,10 @@ mod tests {
 
     fn limits(args: &[&str]) -> ResourceLimits {
         let all = std::iter::once("serve").chain(args.iter().copied());
-        Wrap::try_parse_from(all).expect("the flags parse").serve.limits()
+        Wrap::try_parse_from(all)
+            .expect("the flags parse")
+            .serve
+            .limits()
     }
 
     #[test]

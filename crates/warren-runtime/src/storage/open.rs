@@ -57,6 +57,9 @@ impl BtrfsStorage {
             )?;
         }
         secure_pool_mount(&root)?;
+        if image.exists() {
+            super::pool::use_direct_io(&image);
+        }
         // An image made by an older version was world-readable (0644): the sandboxes' files.
         if image.exists() {
             make_private_file(&image)?;

@@ -125,6 +125,47 @@ pub(super) fn ensure_pool_image(image: &Path, pool_bytes: u64) -> Result<(), Sto
     Ok(())
 }
 
+/// The loop device backing the pool image `image`, if one does (`/dev/loopN`).
+pub fn loop_device_of(image: &Path) -> Option<PathBuf> {
+    let image = std::fs::canonicalize(image).ok()?;
+    std::fs::read_dir("/sys/block")
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let backing = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+            (name.starts_with("loop") && Path::new(backing.trim()) == image)
+                .then(|| Path::new("/dev").join(name))
+        })
+}
+
+/// Whether the loop device `dev` (`/dev/loopN`) does direct I/O to its backing file.
+pub fn loop_direct_io(dev: &Path) -> Option<bool> {
+    let name = dev.file_name()?;
+    let dio = std::fs::read_to_string(Path::new("/sys/block").join(name).join("loop/dio")).ok()?;
+    Some(dio.trim() == "1")
+}
+
+/// Switches the pool's loop device to direct I/O: its backing file's pages are then not cached a
+/// second time below btrfs's own cache (host memory), and a commit's flush does not first write
+/// out whatever the backing file has dirty (every snapshot commits, so creates wait on it: about
+/// 15 % of a snapshot here). Best effort: a backing filesystem without O_DIRECT keeps buffered
+/// I/O, with a warning.
+pub(super) fn use_direct_io(image: &Path) {
+    let Some(dev) = loop_device_of(image) else {
+        return;
+    };
+    if loop_direct_io(&dev) == Some(true) {
+        return;
+    }
+    if let Err(e) = crate::tool::run(
+        "losetup",
+        [std::ffi::OsStr::new("--direct-io=on"), dev.as_os_str()],
+    ) {
+        tracing::warn!(device = %dev.display(), error = %e, "the pool's loop device keeps buffered I/O");
+    }
+}
+
 /// Mount flags of the pool's mount at `root`: (nosuid, nodev).
 pub fn pool_mount_flags(root: &Path) -> Result<(bool, bool), StorageError> {
     use nix::sys::statvfs::FsFlags;

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use warren_runtime::Storage;
-use warren_runtime::storage::{BtrfsStorage, is_formatted_pool, pool_mount_flags};
+use warren_runtime::storage::{
+    BtrfsStorage, is_formatted_pool, loop_device_of, loop_direct_io, pool_mount_flags,
+};
 
 use crate::support::{TestSandbox, data_dir, driver};
 
@@ -260,6 +262,9 @@ fn a_fresh_pool_is_private_and_mounted_nosuid_nodev_and_keeps_its_data() {
     assert!(is_formatted_pool(&image).unwrap());
     assert!(!data.join("warren.btrfs.tmp").exists());
     assert_eq!(pool_mount_flags(storage.root()).unwrap(), (true, true));
+    // Its loop device does direct I/O (the backing file is not cached twice).
+    let dev = loop_device_of(&image).expect("the pool image backs a loop device");
+    assert_eq!(loop_direct_io(&dev), Some(true), "{}", dev.display());
 
     // A formatted pool is kept as it is on the next open, data and all.
     std::fs::write(storage.root().join("marker"), "kept").unwrap();
