@@ -484,6 +484,13 @@ def warren_scale(args, res):
                 break
             _, first, _ = create_first(w, args.scale_n, f"warren create with {level} live")
             res.scaling(WARREN, level, stats(first))
+            if w.has_pools:
+                # The same with a warm pool: a claim's cost does not depend on what else runs.
+                w.set_pool(1)
+                _, first, _ = create_first(w, args.scale_n, f"warren pooled with {level} live",
+                                           pooled=1)
+                w.set_pool(0)
+                res.scaling(POOLED, level, stats(first))
         held = len(idle)
         if held:
             mem = used_memory()
