@@ -117,6 +117,7 @@ pub(crate) async fn metrics(
     _caller: Caller,
 ) -> Result<impl IntoResponse, ApiError> {
     let counts = state.control.counts()?;
-    let text = state.control.metrics().render(&counts);
+    let mut text = state.control.metrics().render(&counts);
+    text.push_str(&state.control.pool_metrics());
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }

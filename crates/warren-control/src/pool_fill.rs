@@ -11,6 +11,14 @@ use crate::error::ControlError;
 use crate::pool::{Entry, PoolKey, PoolSize, PoolView, Shape, TemplateRef, Work};
 use crate::store::Principal;
 
+/// One metric of every pool: name, type, help and its value.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&PoolView) -> u64,
+);
+
 /// What `/bin/bash -c` loads on a Debian-style image (see [`Control::warm`]).
 const WARM_FILES: &[&str] = &[
     "/bin/bash",
@@ -225,6 +233,50 @@ impl Control {
                 .map(|r| r.name)
         };
         self.pools.views(&names)
+    }
+
+    /// Every pool's figures in Prometheus text: `pool` is `default` or `template:<id>` (ids,
+    /// not names: `/metrics` is server-wide and template names are their workspace's).
+    pub fn pool_metrics(&self) -> String {
+        use std::fmt::Write;
+        let label = |t: &TemplateRef| Some(format!("template:{}", t.id));
+        let views = self.pools.views(&label);
+        let mut o = String::new();
+        let series: [Series; 4] = [
+            (
+                "warren_pool_ready",
+                "gauge",
+                "Pooled sandboxes ready to be claimed.",
+                |v| u64::from(v.ready),
+            ),
+            (
+                "warren_pool_target",
+                "gauge",
+                "Sandboxes each pool aims to hold now.",
+                |v| u64::from(v.target),
+            ),
+            (
+                "warren_pool_claims_total",
+                "counter",
+                "Creates served from a pool.",
+                |v| v.claims,
+            ),
+            (
+                "warren_pool_misses_total",
+                "counter",
+                "Creates that found their pool empty.",
+                |v| v.misses,
+            ),
+        ];
+        for (name, kind, help, value) in series {
+            let _ = writeln!(o, "# HELP {name} {help}");
+            let _ = writeln!(o, "# TYPE {name} {kind}");
+            for v in &views {
+                let pool = v.template.as_deref().unwrap_or("default");
+                let _ = writeln!(o, "{name}{{pool=\"{pool}\"}} {}", value(v));
+            }
+        }
+        o
     }
 
     /// One pool's view: the default one (`None`) or a template's, by name.

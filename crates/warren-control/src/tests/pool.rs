@@ -92,6 +92,11 @@ async fn a_pooled_create_is_ready_at_once_and_fresh() {
     assert_ne!(other.id, rec.id);
     let v = h.control.pool_view(&h.admin, None);
     assert_eq!(v.claims, 2, "{v:?}");
+    let text = h.control.pool_metrics();
+    assert!(
+        text.contains("warren_pool_claims_total{pool=\"default\"} 2"),
+        "{text}"
+    );
     // It refills in the background.
     let v = wait_ready(&h, None, v.target.max(2)).await;
     assert!(boots(&h) > booted, "{v:?}");
