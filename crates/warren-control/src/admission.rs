@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use crate::error::ControlError;
+pub use crate::store::Held;
 
 /// Bounds on sandboxes. `None` in a quota means unlimited.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -165,20 +166,6 @@ impl ResourceLimits {
         }
         Ok(())
     }
-}
-
-/// What the sandboxes on record hold, for admission: counted by the store in one query, so a
-/// create costs the same with 1,000 sandboxes as with none.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Held {
-    /// Sandboxes in any state.
-    pub sandboxes: usize,
-    /// Memory limits of running and booting sandboxes.
-    pub committed_mem: u64,
-    /// The creator's sandboxes in any state.
-    pub user_sandboxes: usize,
-    /// Memory limits of the creator's running and booting sandboxes.
-    pub user_committed_mem: u64,
 }
 
 /// What the host has left, read when a sandbox is about to be made: each figure past its

@@ -3,7 +3,20 @@
 use rusqlite::params;
 
 use super::{SqliteStore, StoreError};
-use crate::admission::Held;
+
+/// What the sandboxes on record hold, for admission: counted by the store in one query, so a
+/// create costs the same with 1,000 sandboxes as with none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Held {
+    /// Sandboxes in any state.
+    pub sandboxes: usize,
+    /// Memory limits of running and booting sandboxes.
+    pub committed_mem: u64,
+    /// The creator's sandboxes in any state.
+    pub user_sandboxes: usize,
+    /// Memory limits of the creator's running and booting sandboxes.
+    pub user_committed_mem: u64,
+}
 
 impl SqliteStore {
     /// Sandboxes and committed memory (of `provisioning` and `ready` sandboxes), server-wide

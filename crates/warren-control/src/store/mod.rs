@@ -233,6 +233,7 @@ mod templates;
 mod volumes;
 
 pub use grants::GrantRecord;
+pub use held::Held;
 pub use registries::RegistryRecord;
 pub use snapshots::{SnapshotRecord, SnapshotStatus};
 pub use templates::TemplateRecord;
