@@ -28,9 +28,11 @@ pub const MAX_POOL_SIZE: u32 = 256;
 const DEMAND_WINDOW: Duration = Duration::from_secs(60);
 /// Demand is counted per this much time; the busiest bucket sets the target.
 const DEMAND_BUCKET: Duration = Duration::from_secs(10);
-/// Wait after a failed fill, doubled per failure in a row, at most [`MAX_BACKOFF`].
+/// Wait after a failed fill, doubled per failure in a row, at most [`MAX_BACKOFF`] (short: a
+/// fill fails at once while the default image is still being built, and the pool should fill
+/// soon after it is).
 const BASE_BACKOFF: Duration = Duration::from_millis(500);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// After a claim, a pool that still has sandboxes waits this long before it boots the next: a
 /// boot takes both cores for tens of milliseconds, and the caller's first commands run now.
 const REFILL_DELAY: Duration = Duration::from_millis(100);

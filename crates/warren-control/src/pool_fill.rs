@@ -19,7 +19,7 @@ type Series = (
     fn(&PoolView) -> u64,
 );
 
-/// What `/bin/bash -c` loads on a Debian-style image (see [`Control::warm`]).
+/// What `/bin/bash -c` loads on a Debian-style image, the default image's locale included (see [`Control::warm`]).
 const WARM_FILES: &[&str] = &[
     "/bin/bash",
     "/lib64/ld-linux-x86-64.so.2",
@@ -29,6 +29,19 @@ const WARM_FILES: &[&str] = &[
     "/etc/passwd",
     "/etc/group",
     "/etc/nsswitch.conf",
+    // The shell sets its locale from LANG=C.UTF-8.
+    "/usr/lib/locale/C.utf8/LC_CTYPE",
+    "/usr/lib/locale/C.utf8/LC_COLLATE",
+    "/usr/lib/locale/C.utf8/LC_NUMERIC",
+    "/usr/lib/locale/C.utf8/LC_TIME",
+    "/usr/lib/locale/C.utf8/LC_MONETARY",
+    "/usr/lib/locale/C.utf8/LC_MESSAGES/SYS_LC_MESSAGES",
+    "/usr/lib/locale/C.utf8/LC_PAPER",
+    "/usr/lib/locale/C.utf8/LC_NAME",
+    "/usr/lib/locale/C.utf8/LC_ADDRESS",
+    "/usr/lib/locale/C.utf8/LC_TELEPHONE",
+    "/usr/lib/locale/C.utf8/LC_MEASUREMENT",
+    "/usr/lib/locale/C.utf8/LC_IDENTIFICATION",
 ];
 
 impl Control {
