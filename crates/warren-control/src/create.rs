@@ -63,8 +63,8 @@ impl Control {
             rec.config.volumes = self.resolve_attachments(p, &volumes)?;
         }
         if let Err(e) = self.insert_named(&mut rec, name, "sandbox") {
-            if let (Some(entry), Some(shape)) = (claimed, &shape)
-                && let Some(unwanted) = self.pools.put_back(shape, entry)
+            if let Some(entry) = claimed
+                && let Some(unwanted) = self.pools.put_back(entry)
             {
                 self.discard(vec![unwanted]);
             }

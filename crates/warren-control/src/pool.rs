@@ -108,6 +108,8 @@ pub(crate) struct Entry {
     pub runtime_id: SandboxId,
     pub handle: SandboxHandle,
     pub shape: Shape,
+    /// The pool it was made for, and goes back to if a claim cannot use it.
+    pub pool: PoolKey,
 }
 
 #[derive(Debug, Default)]
@@ -248,13 +250,11 @@ impl Pools {
         got
     }
 
-    /// Puts back an entry a claim could not use.
-    pub(crate) fn put_back(&self, key_of: &Shape, entry: Entry) -> Option<Entry> {
+    /// Puts back, into the pool it came from, an entry a claim could not use; hands it back
+    /// when that pool is gone.
+    pub(crate) fn put_back(&self, entry: Entry) -> Option<Entry> {
         let mut pools = self.lock();
-        match pools
-            .values_mut()
-            .find(|s| s.shape.as_ref() == Some(key_of))
-        {
+        match pools.get_mut(&entry.pool) {
             Some(st) => {
                 st.claims = st.claims.saturating_sub(1);
                 st.ready.push_front(entry);

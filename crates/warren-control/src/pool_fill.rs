@@ -102,6 +102,7 @@ impl Control {
         }
         match result {
             Ok(handle) => Ok(Entry {
+                pool: key.clone(),
                 id,
                 runtime_id,
                 handle,

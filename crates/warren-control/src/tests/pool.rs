@@ -363,3 +363,17 @@ async fn a_daemon_shutting_down_destroys_its_pooled_sandboxes() {
     let left: Vec<_> = h.fake.sandboxes().into_iter().filter(|(_, r)| *r).collect();
     assert_eq!(left, vec![(kept.runtime_id, true)]);
 }
+
+#[tokio::test]
+async fn a_claim_refused_for_its_name_goes_back_to_its_pool() {
+    let h = pooled(generous(), PoolSize { min: 2, max: 2 }).await;
+    wait_ready(&h, None, 2).await;
+    h.control.create(&h.admin, named("taken")).unwrap();
+    let before = wait_ready(&h, None, 2).await;
+    let booted = boots(&h);
+    let e = h.control.create(&h.admin, named("taken")).unwrap_err();
+    assert!(matches!(e, ControlError::Conflict(_)), "{e:?}");
+    let after = h.control.pool_view(&h.admin, None);
+    assert_eq!((after.ready, after.claims), (2, before.claims), "{after:?}");
+    assert_eq!(boots(&h), booted, "nothing was booted or thrown away");
+}
