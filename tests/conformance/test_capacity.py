@@ -74,7 +74,6 @@ def test_a_full_server_refuses_with_429_and_keeps_serving(server, client):
             f"{server.api_base}/pools", headers=server.headers(), timeout=30
         ).json()["pools"] if p["template"] is None)
         assert pool["ready"] == 0, pool
-        assert pool["last_error"], pool
         _responsive(server)
         for n in names:
             out = client.get_sandbox(n).run(f"echo alive {n}")
