@@ -4,6 +4,9 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::error::ControlError;
+use crate::store::Principal;
+
 /// Prefix of every Warren API key, so leaked keys are recognisable by scanners.
 pub const KEY_PREFIX: &str = "wrn_";
 
@@ -21,6 +24,17 @@ pub fn hash_key(key: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Refuses a caller who is not a workspace admin: "only workspace admins may {what}".
+pub(crate) fn admin_only(p: &Principal, what: &str) -> Result<(), ControlError> {
+    if p.is_admin {
+        Ok(())
+    } else {
+        Err(ControlError::Forbidden(format!(
+            "only workspace admins may {what}"
+        )))
+    }
 }
 
 #[cfg(test)]

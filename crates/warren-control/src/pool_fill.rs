@@ -221,7 +221,7 @@ impl Control {
         p: &Principal,
         size: PoolSize,
     ) -> Result<PoolView, ControlError> {
-        crate::template::admin_only(p, "change pools")?;
+        crate::auth::admin_only(p, "change pools")?;
         let gone = self.pools.set(PoolKey { template: None }, size);
         self.discard(gone);
         self.audit(

@@ -4,6 +4,7 @@
 //! registry is refused, so a member cannot point the workspace's credentials at a host they
 //! control.
 
+use crate::auth::admin_only;
 use crate::config::ConfigError;
 use crate::control::{Control, now};
 use crate::error::ControlError;
@@ -79,16 +80,6 @@ fn provider(host: &str) -> &'static str {
     }
 }
 
-fn admin_only(p: &Principal) -> Result<(), ControlError> {
-    if p.is_admin {
-        Ok(())
-    } else {
-        Err(ControlError::Forbidden(
-            "only workspace admins may change registries".into(),
-        ))
-    }
-}
-
 impl Control {
     /// Creates a registry.
     pub fn create_registry(
@@ -96,7 +87,7 @@ impl Control {
         p: &Principal,
         req: PutRegistry,
     ) -> Result<RegistryRecord, ControlError> {
-        admin_only(p)?;
+        admin_only(p, "change registries")?;
         let (Some(name), Some(url)) = (req.name.clone(), req.url.clone()) else {
             return Err(ConfigError::Invalid("name and url are required".into()).into());
         };
@@ -137,7 +128,7 @@ impl Control {
         id_or_name: &str,
         req: PutRegistry,
     ) -> Result<RegistryRecord, ControlError> {
-        admin_only(p)?;
+        admin_only(p, "change registries")?;
         let mut rec = self.registry(p, id_or_name)?;
         apply(&mut rec, req)?;
         rec.updated_at = rfc3339(now());
@@ -172,7 +163,7 @@ impl Control {
 
     /// Deletes a registry.
     pub fn delete_registry(&self, p: &Principal, id_or_name: &str) -> Result<(), ControlError> {
-        admin_only(p)?;
+        admin_only(p, "change registries")?;
         let rec = self.registry(p, id_or_name)?;
         self.store.delete_registry(&p.workspace_id, &rec.id)?;
         self.audit(Some(p), "registry.delete", Some(&rec.id), Some(rec.name));

@@ -2,6 +2,7 @@
 //! run_config. A create naming one starts from it (its own fields win), and a template may keep
 //! a warm pool of sandboxes made as it says, claimed only by creates in its workspace.
 
+use crate::auth::admin_only;
 use crate::config::{
     CreateSandbox, validate_name, validate_resources, validate_run_config, validate_ttl,
 };
@@ -31,16 +32,6 @@ pub struct CreateTemplate {
     pub proxy_config: Option<serde_json::Value>,
     /// Labels.
     pub labels: std::collections::BTreeMap<String, String>,
-}
-
-pub(crate) fn admin_only(p: &Principal, what: &str) -> Result<(), ControlError> {
-    if p.is_admin {
-        Ok(())
-    } else {
-        Err(ControlError::Forbidden(format!(
-            "only workspace admins may {what}"
-        )))
-    }
 }
 
 impl TemplateRecord {
