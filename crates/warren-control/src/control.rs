@@ -266,6 +266,26 @@ impl Control {
     }
 }
 
+/// A new `provisioning` sandbox of the caller's, with fresh ids and no name yet (see
+/// `Control::insert_named`).
+pub(crate) fn new_record(p: &Principal, config: SandboxConfig) -> SandboxRecord {
+    let t = now();
+    SandboxRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        workspace_id: p.workspace_id.clone(),
+        created_by: p.user_id.clone(),
+        name: String::new(),
+        runtime_id: warren_types::SandboxId::generate(),
+        status: SandboxStatus::Provisioning,
+        status_message: None,
+        config,
+        handle: None,
+        created_at: t,
+        updated_at: t,
+        stopped_at: None,
+    }
+}
+
 /// Refuses a status change the lifecycle does not allow (the guard every verb opens with).
 pub(crate) fn guard(rec: &SandboxRecord, next: SandboxStatus) -> Result<(), ControlError> {
     if rec.status.can_become(next) {

@@ -4,17 +4,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use warren_driver::ImageStatus;
-use warren_types::{ImageRef, SandboxId, SandboxStatus};
+use warren_types::{ImageRef, SandboxStatus};
 
 use crate::admission::Held;
 use crate::config::{
     ConfigError, CreateSandbox, SandboxConfig, validate_name, validate_passthrough,
     validate_resources, validate_run_config, validate_ttl,
 };
-use crate::control::{Control, name_conflict, now, spec_of};
+use crate::control::{Control, name_conflict, new_record, now, spec_of};
 use crate::error::ControlError;
 use crate::pool::Shape;
-use crate::store::{Principal, SandboxRecord, Store, StoreError, TemplateRecord};
+use crate::store::{Principal, SandboxRecord, Store, StoreError};
 
 impl Control {
     /// Creates a sandbox. From a warm pool that made sandboxes of exactly this shape the answer
@@ -28,22 +28,7 @@ impl Control {
         let started = Instant::now();
         let name = req.name.clone();
         let volumes = req.volumes.clone().unwrap_or_default();
-        let (cfg, _) = self.resolve_create(p, req)?;
-        let t = now();
-        let mut rec = SandboxRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            workspace_id: p.workspace_id.clone(),
-            created_by: p.user_id.clone(),
-            name: String::new(),
-            runtime_id: SandboxId::generate(),
-            status: SandboxStatus::Provisioning,
-            status_message: None,
-            config: cfg,
-            handle: None,
-            created_at: t,
-            updated_at: t,
-            stopped_at: None,
-        };
+        let mut rec = new_record(p, self.resolve_create(p, req)?);
         let admission = self.admission();
         let held = self.store.held(&p.user_id, None)?;
         self.cfg.limits.admit(&held, rec.config.mem_bytes)?;
@@ -94,19 +79,19 @@ impl Control {
         Ok(rec)
     }
 
-    /// A create request, checked and resolved to the config it makes (volumes not yet
-    /// attached), with the template it named.
+    /// A create request (over the template it names), checked and resolved to the config it
+    /// makes (volumes not yet attached).
     pub(crate) fn resolve_create(
         &self,
         p: &Principal,
         req: CreateSandbox,
-    ) -> Result<(SandboxConfig, Option<TemplateRecord>), ControlError> {
+    ) -> Result<SandboxConfig, ControlError> {
         let template = req
             .template
             .as_deref()
             .map(|t| self.find_template(p, t))
             .transpose()?;
-        let req = match &template {
+        let req = match template {
             Some(t) => t.under(req),
             None => req,
         };
@@ -167,7 +152,7 @@ impl Control {
             tag_value_ids: req.tag_value_ids.unwrap_or_default(),
             volumes: Vec::new(),
         };
-        Ok((cfg, template))
+        Ok(cfg)
     }
 
     /// A running pooled sandbox of this shape for the workspace, if a pool has one.

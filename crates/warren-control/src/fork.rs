@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use warren_types::{SandboxId, SandboxStatus};
+use warren_types::SandboxStatus;
 
 use crate::config::{ConfigError, validate_name};
-use crate::control::{Control, now};
+use crate::control::{Control, new_record};
 use crate::error::ControlError;
 use crate::store::{Principal, SandboxRecord, Store};
 
@@ -110,25 +110,12 @@ impl Control {
         parent: &SandboxRecord,
         name: Option<String>,
     ) -> Result<SandboxRecord, ControlError> {
-        let t = now();
-        let mut rec = SandboxRecord {
-            id: uuid::Uuid::new_v4().to_string(),
-            workspace_id: p.workspace_id.clone(),
-            created_by: p.user_id.clone(),
-            name: String::new(),
-            runtime_id: SandboxId::generate(),
-            status: SandboxStatus::Provisioning,
-            status_message: None,
-            // A fork does not share the parent's volumes: one may be attached read-write once.
-            config: crate::config::SandboxConfig {
-                volumes: Vec::new(),
-                ..parent.config.clone()
-            },
-            handle: None,
-            created_at: t,
-            updated_at: t,
-            stopped_at: None,
+        // A fork does not share the parent's volumes: one may be attached read-write once.
+        let config = crate::config::SandboxConfig {
+            volumes: Vec::new(),
+            ..parent.config.clone()
         };
+        let mut rec = new_record(p, config);
         {
             let _admission = self.admission();
             let held = self.store.held(&p.user_id, None)?;

@@ -181,7 +181,7 @@ impl Control {
                     template: Some(rec.id),
                     ..Default::default()
                 };
-                Ok(self.resolve_create(&p, req)?.0)
+                self.resolve_create(&p, req)
             }
         }
     }
