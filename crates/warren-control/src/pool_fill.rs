@@ -191,27 +191,28 @@ impl Control {
     /// orphan sweep.
     pub async fn drain_pools(&self) {
         for e in self.pools.take_all() {
-            if let Some(egress) = &self.cfg.egress {
-                egress.forget(&e.id);
-            }
-            if let Err(err) = self.driver.destroy(&e.runtime_id, Some(&e.handle)).await {
-                tracing::warn!(runtime_id = %e.runtime_id, error = %error_chain(&err), "failed to remove a pooled sandbox; the next start's orphan sweep will");
-            }
+            self.removal(e).await;
         }
     }
 
     /// Destroys pooled sandboxes in the background.
     pub(crate) fn discard(&self, entries: Vec<Entry>) {
         for e in entries {
-            let driver = self.driver.clone();
-            if let Some(egress) = &self.cfg.egress {
-                egress.forget(&e.id);
+            tokio::spawn(self.removal(e));
+        }
+    }
+
+    /// Removes a pooled sandbox: its CA is forgotten now, and the returned future destroys it
+    /// (a failure leaves it to the next start's orphan sweep).
+    fn removal(&self, e: Entry) -> impl std::future::Future<Output = ()> + Send + 'static {
+        if let Some(egress) = &self.cfg.egress {
+            egress.forget(&e.id);
+        }
+        let driver = self.driver.clone();
+        async move {
+            if let Err(err) = driver.destroy(&e.runtime_id, Some(&e.handle)).await {
+                tracing::warn!(runtime_id = %e.runtime_id, error = %error_chain(&err), "failed to remove a pooled sandbox; the next start's orphan sweep will");
             }
-            tokio::spawn(async move {
-                if let Err(err) = driver.destroy(&e.runtime_id, Some(&e.handle)).await {
-                    tracing::warn!(runtime_id = %e.runtime_id, error = %error_chain(&err), "failed to remove a pooled sandbox; the next start's orphan sweep will");
-                }
-            });
         }
     }
 
