@@ -155,7 +155,7 @@ impl PoolState {
 }
 
 /// A pool as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PoolView {
     /// The template's name, or `None` for the default pool.
     pub template: Option<String>,
@@ -334,10 +334,9 @@ impl Pools {
         for (key, st) in pools.iter_mut() {
             let target = usize::try_from(st.target(now)).unwrap_or(usize::MAX);
             let starting = usize::try_from(st.starting).unwrap_or(usize::MAX);
-            if st.ready.len() + starting > target
-                && st.ready.len() > target.saturating_sub(starting)
-            {
-                let keep = target.saturating_sub(starting);
+            // Ready ones above what the target leaves beside the booting ones go.
+            let keep = target.saturating_sub(starting);
+            if st.ready.len() > keep {
                 trimmed.extend(st.ready.split_off(keep));
             }
             if st.ready.len() + starting < target && fill.is_none() {

@@ -299,17 +299,9 @@ impl Control {
         self.list_pools(p)
             .into_iter()
             .find(|v| v.template.as_deref() == template)
-            .unwrap_or(PoolView {
+            .unwrap_or_else(|| PoolView {
                 template: template.map(str::to_owned),
-                snapshot_id: None,
-                min_size: 0,
-                max_size: 0,
-                target: 0,
-                ready: 0,
-                starting: 0,
-                claims: 0,
-                misses: 0,
-                last_error: None,
+                ..PoolView::default()
             })
     }
 }
