@@ -192,8 +192,18 @@ impl Child {
     /// Built here, in the host's user namespace, because only a namespace that owns the
     /// filesystem's superblock may idmap it; the child attaches it (runc ≥ 1.2 passes idmapped
     /// mount fds to the container's init the same way).
-    pub(crate) fn idmapped_rootfs(&self, rootfs: &Path) -> Result<OwnedFd, JailError> {
-        self.idmapped_tree(rootfs, true, MountAttrFlags::empty())
+    /// A VMM root is shared by every vm-tier sandbox, so it is attached read-only.
+    pub(crate) fn idmapped_rootfs(
+        &self,
+        rootfs: &Path,
+        read_only: bool,
+    ) -> Result<OwnedFd, JailError> {
+        let extra = if read_only {
+            MountAttrFlags::MOUNT_ATTR_RDONLY
+        } else {
+            MountAttrFlags::empty()
+        };
+        self.idmapped_tree(rootfs, true, extra)
             .map_err(|(action, source)| JailError::Path {
                 action,
                 path: rootfs.to_owned(),

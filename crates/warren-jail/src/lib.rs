@@ -106,7 +106,7 @@ pub fn run(spec: &JailSpec) -> Result<JailReport, JailError> {
     //    Child::write_id_maps). Before step 6: an idmapped mount needs a mapped namespace.
     child.write_id_maps(spec)?;
     // 6. The idmapped, nosuid, nodev rootfs mount, sent to the child as an fd.
-    let rootfs = child.idmapped_rootfs(&spec.rootfs)?;
+    let rootfs = child.idmapped_rootfs(&spec.rootfs, spec.vmm)?;
     parent_end.send_rootfs(&rootfs)?;
     drop(rootfs);
     //    Then each volume, idmapped the same way (and read-only if asked), in the spec's order.
@@ -204,7 +204,7 @@ fn child_steps(
     inside::set_rlimits(spec)?;
 
     // 13. Capabilities: the agent keeps AGENT_CAPABILITIES, what it executes gets none.
-    inside::restrict_capabilities()?;
+    inside::restrict_capabilities(spec.vmm)?;
 
     // 14. Own session; stdio on /dev/null; the listener at fd 3; every other fd close-on-exec.
     //     The sync socket stays open (close-on-exec) to report errors until the exec.
@@ -259,6 +259,7 @@ mod tests {
             lxcfs: None,
             cpus: vec![],
             volumes: vec![],
+            vmm: false,
         };
         let err = run(&spec).unwrap_err();
         assert!(

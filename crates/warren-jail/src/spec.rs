@@ -68,6 +68,14 @@ pub struct JailSpec {
     /// [`crate::mount_path_components`] and resolved in the rootfs without following symlinks.
     #[serde(default)]
     pub volumes: Vec<JailVolume>,
+    /// The jail holds a virtual machine monitor instead of a tenant's commands: `rootfs` is
+    /// the host's read-only VMM root (QEMU, virtiofsd, their libraries, the guest kernel),
+    /// attached read-only, the tenant's root filesystem is a volume in it that virtiofsd
+    /// serves to the guest, and the agent runs as the VMM's supervisor. The supervisor also
+    /// keeps CAP_SETPCAP (in the sandbox's user namespace only), without which virtiofsd
+    /// cannot drop its own capabilities and refuses to start.
+    #[serde(default)]
+    pub vmm: bool,
 }
 
 /// What the jailer prints on stdout, as one JSON line, once the agent is running.
@@ -209,6 +217,7 @@ mod tests {
                 mount_path: "/data".into(),
                 read_only: true,
             }],
+            vmm: false,
         }
     }
 

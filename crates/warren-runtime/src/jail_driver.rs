@@ -208,6 +208,7 @@ impl JailDriver {
             lxcfs,
             cpus,
             volumes,
+            vmm: false,
         };
         let began = Instant::now();
         let report = run_jailer(&self.inner.cfg.jailer_path, &jail).await?;

@@ -40,6 +40,11 @@ pub const AGENT_CAPABILITIES: [caps::Capability; 7] = [
     caps::Capability::CAP_KILL,
 ];
 
+/// What a VMM supervisor keeps besides [`AGENT_CAPABILITIES`] (see [`JailSpec::vmm`]):
+/// virtiofsd drops its own capability sets through libcap-ng, which needs it. It acts on the
+/// process's own sets only, in a user namespace whose bounding set is already empty.
+pub const VMM_CAPABILITY: caps::Capability = caps::Capability::CAP_SETPCAP;
+
 /// The agent's whole environment.
 const AGENT_PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -100,9 +105,12 @@ pub(crate) fn set_rlimits(spec: &JailSpec) -> Result<(), JailError> {
 /// agent runs with exactly AGENT_CAPABILITIES, and once it clears its own inheritable set at
 /// startup, everything it executes, root or not, gets nothing. The inheritable set must be set
 /// first: capset(2) refuses inheritable bits outside the bounding set.
-pub(crate) fn restrict_capabilities() -> Result<(), JailError> {
+pub(crate) fn restrict_capabilities(vmm: bool) -> Result<(), JailError> {
     use caps::{CapSet, CapsHashSet};
-    let keep: CapsHashSet = AGENT_CAPABILITIES.into_iter().collect();
+    let mut keep: CapsHashSet = AGENT_CAPABILITIES.into_iter().collect();
+    if vmm {
+        keep.insert(VMM_CAPABILITY);
+    }
     caps::set(None, CapSet::Inheritable, &keep).map_err(|source| JailError::Caps {
         action: "set the inheritable capabilities",
         source,
