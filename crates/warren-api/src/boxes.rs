@@ -49,7 +49,7 @@ pub(crate) fn sandbox(state: &AppState, r: &SandboxRecord) -> Sandbox {
             .map(warren_control::redact_proxy_config),
         mount_config: c.mount_config.clone(),
         preserve_memory_on_stop: Some(false),
-        tier: Some(state.control.tier().as_str().to_owned()),
+        tier: Some(c.tier.as_str().to_owned()),
         volumes: c
             .volumes
             .iter()
@@ -61,6 +61,13 @@ pub(crate) fn sandbox(state: &AppState, r: &SandboxRecord) -> Sandbox {
             })
             .collect(),
     }
+}
+
+/// A tier the request names, or 422 naming the ones there are.
+pub(crate) fn parse_tier(tier: Option<&str>) -> Result<Option<warren_control::Tier>, ApiError> {
+    tier.map(str::parse)
+        .transpose()
+        .map_err(|e: String| ConfigError::Invalid(e).into())
 }
 
 pub(crate) async fn create(
@@ -83,6 +90,7 @@ pub(crate) async fn create(
         }
     }
     let req = CreateSandbox {
+        tier: parse_tier(body.tier.as_deref())?,
         template: body.template,
         name: body.name,
         snapshot: body.snapshot_id.or(body.snapshot).or(body.snapshot_name),

@@ -26,6 +26,7 @@ fn template(t: TemplateRecord) -> Template {
             .as_ref()
             .map(warren_control::redact_proxy_config),
         labels: t.labels,
+        tier: t.tier.map(|t| t.as_str().to_owned()),
         pool_min_size: t.pool_min,
         pool_max_size: t.pool_max,
         created_at: t.created_at,
@@ -65,6 +66,7 @@ pub(crate) async fn create(
         run_config: b.run_config,
         proxy_config: b.proxy_config,
         labels: b.labels.unwrap_or_default(),
+        tier: crate::boxes::parse_tier(b.tier.as_deref())?,
     };
     let t = state.control.create_template(&caller, req)?;
     Ok((StatusCode::CREATED, Json(template(t))))

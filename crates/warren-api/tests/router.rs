@@ -35,6 +35,7 @@ async fn api() -> Api {
     let dir = tempfile::tempdir().unwrap();
     let cfg = ControlConfig {
         default_pool: warren_control::pool::PoolSize::default(),
+        default_tier: warren_control::Tier::Jail,
         data_dir: dir.path().to_owned(),
         public_url: "http://warren.test".into(),
         sweep_interval: Duration::from_secs(3600),

@@ -86,6 +86,9 @@ pub struct SandboxConfig {
     /// Volumes mounted in it.
     #[serde(default)]
     pub volumes: Vec<VolumeAttachment>,
+    /// Its isolation tier (records from before tiers are jails).
+    #[serde(default)]
+    pub tier: warren_driver::Tier,
 }
 
 /// Server-side defaults and bounds.
@@ -128,6 +131,7 @@ impl Default for SandboxConfig {
             mount_config: None,
             tag_value_ids: Vec::new(),
             volumes: Vec::new(),
+            tier: warren_driver::Tier::Jail,
         }
     }
 }
@@ -171,6 +175,8 @@ pub struct CreateSandbox {
     pub volumes: Option<Vec<VolumeRequest>>,
     /// A template (name or id) the request's fields are layered over.
     pub template: Option<String>,
+    /// Isolation tier (a Warren extension); the server's default when absent.
+    pub tier: Option<warren_driver::Tier>,
 }
 
 /// An update request.

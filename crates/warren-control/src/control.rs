@@ -38,6 +38,8 @@ pub struct ControlConfig {
     /// Bounds of the default warm pool (creates of the default image and shape); 0/0 turns
     /// it off. Only a daemon that runs [`Control::pools_forever`] fills it.
     pub default_pool: crate::pool::PoolSize,
+    /// The tier of creates that name none (`warren serve --default-tier`).
+    pub default_tier: warren_driver::Tier,
 }
 
 /// The control plane.
@@ -171,9 +173,9 @@ impl Control {
         &self.cfg
     }
 
-    /// The isolation tier this server's sandboxes run under.
-    pub fn tier(&self) -> Tier {
-        self.driver.tier()
+    /// Whether this host can run sandboxes of `tier` now; when not, why.
+    pub fn tier_support(&self, tier: Tier) -> Result<(), String> {
+        self.driver.tier_support(tier)
     }
 
     /// Refuses a shape above the per-sandbox maxima (naming the limit).
@@ -333,6 +335,7 @@ pub(crate) fn spec_for(
             pids,
         },
         trust: String::new(),
+        tier: cfg.tier,
         volumes: cfg
             .volumes
             .iter()

@@ -79,6 +79,17 @@ impl Control {
         Ok(rec)
     }
 
+    /// Refuses a tier this host cannot run now (400, with the driver's reason): a sandbox
+    /// never silently gets another tier than the one asked for.
+    pub(crate) fn check_tier(&self, tier: warren_driver::Tier) -> Result<(), ControlError> {
+        self.driver.tier_support(tier).map_err(|reason| {
+            ConfigError::Unsupported(format!(
+                "tier '{tier}' is not available on this server: {reason}"
+            ))
+            .into()
+        })
+    }
+
     /// A create request (over the template it names), checked and resolved to the config it
     /// makes (volumes not yet attached).
     pub(crate) fn resolve_create(
@@ -113,6 +124,8 @@ impl Control {
         if let Some(name) = &req.name {
             validate_name(name)?;
         }
+        let tier = req.tier.unwrap_or(self.cfg.default_tier);
+        self.check_tier(tier)?;
         let (image, snapshot_id, snapshot) = self.resolve_for_create(p, req.snapshot.as_deref())?;
         let d = SandboxConfig::default();
         // A snapshot's capacity is the least its sandboxes get; its run_config and labels are
@@ -151,6 +164,7 @@ impl Control {
             mount_config: req.mount_config,
             tag_value_ids: req.tag_value_ids.unwrap_or_default(),
             volumes: Vec::new(),
+            tier,
         };
         Ok(cfg)
     }

@@ -85,6 +85,7 @@ pub(crate) struct Shape {
     pub vcpus: u32,
     pub mem_bytes: u64,
     pub fs_capacity_bytes: u64,
+    pub tier: warren_driver::Tier,
 }
 
 impl Shape {
@@ -96,6 +97,7 @@ impl Shape {
             vcpus: cfg.vcpus,
             mem_bytes: cfg.mem_bytes,
             fs_capacity_bytes: cfg.fs_capacity_bytes,
+            tier: cfg.tier,
         })
     }
 }

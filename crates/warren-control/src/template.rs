@@ -32,6 +32,8 @@ pub struct CreateTemplate {
     pub proxy_config: Option<serde_json::Value>,
     /// Labels.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Isolation tier.
+    pub tier: Option<warren_driver::Tier>,
 }
 
 impl TemplateRecord {
@@ -43,6 +45,7 @@ impl TemplateRecord {
         req.fs_capacity_bytes = req.fs_capacity_bytes.or(self.fs_capacity_bytes);
         req.idle_ttl_seconds = req.idle_ttl_seconds.or(self.idle_ttl_seconds);
         req.proxy_config = req.proxy_config.or_else(|| self.proxy_config.clone());
+        req.tier = req.tier.or(self.tier);
         if let Some(base) = &self.run_config {
             req.run_config = Some(base.layered(&req.run_config.unwrap_or_default()));
         }
@@ -81,6 +84,9 @@ impl Control {
         if let Some(rc) = &t.run_config {
             validate_run_config(rc)?;
         }
+        if let Some(tier) = t.tier {
+            self.check_tier(tier)?;
+        }
         let secrets =
             crate::config::check_proxy_config(t.proxy_config.as_ref(), self.cfg.egress.as_ref())?;
         self.check_secrets(&p.workspace_id, &secrets)?;
@@ -97,6 +103,7 @@ impl Control {
             run_config: t.run_config,
             proxy_config: t.proxy_config,
             labels: t.labels,
+            tier: t.tier,
             pool_min: 0,
             pool_max: 0,
             created_at: rfc3339(now()),

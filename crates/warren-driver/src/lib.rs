@@ -49,11 +49,14 @@ pub type PortStream = Box<dyn AsyncReadWrite>;
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Isolation tier a sandbox runs under.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// Linux namespaces, cgroups, seccomp and Landlock on the host kernel.
+    #[default]
     Jail,
+    /// A virtual machine with its own kernel, whose monitor runs inside the jail.
+    Vm,
 }
 
 impl Tier {
@@ -61,6 +64,25 @@ impl Tier {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Jail => "jail",
+            Self::Vm => "vm",
+        }
+    }
+}
+
+impl std::fmt::Display for Tier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Tier {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "jail" => Ok(Self::Jail),
+            "vm" => Ok(Self::Vm),
+            other => Err(format!("unknown tier '{other}' (expected 'jail' or 'vm')")),
         }
     }
 }
@@ -78,6 +100,8 @@ pub struct SandboxSpec {
     pub trust: String,
     /// Volumes mounted into the sandbox at each boot ([`Driver::create`] and [`Driver::start`]).
     pub volumes: Vec<VolumeMount>,
+    /// The isolation tier it runs under ([`Driver::tier_support`] says which this host has).
+    pub tier: Tier,
 }
 
 /// Whether `id` may name a volume: 1 to 64 ASCII hex digits and `-` (a UUID). Checked by
@@ -192,8 +216,9 @@ pub type BuildProgress = dyn Fn(String) + Send + Sync;
 
 /// Brings sandboxes up and down, and carries operations to their agents.
 pub trait Driver: Send + Sync + std::fmt::Debug {
-    /// The tier this driver provides.
-    fn tier(&self) -> Tier;
+    /// Whether this host can run sandboxes of `tier` now; when not, why (fit for a tenant:
+    /// no host paths).
+    fn tier_support(&self, tier: Tier) -> Result<(), String>;
     /// Creates and starts a sandbox; returns once its agent accepts connections.
     fn create<'a>(
         &'a self,

@@ -55,6 +55,9 @@ pub enum DriverError {
     /// The sandbox's network link could not be made.
     #[error(transparent)]
     Network(#[from] warren_net::NetError),
+    /// A vm-tier sandbox's guest did not come up; the reason is fit for a tenant.
+    #[error("{0}")]
+    VmBoot(String),
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed")]
     Join(#[from] tokio::task::JoinError),
@@ -100,6 +103,7 @@ impl DriverError {
             Self::NoStorage(_) => "the sandbox has no root filesystem".into(),
             Self::StopTimeout(_) => "the sandbox's processes did not stop".into(),
             Self::Network(_) => "the sandbox's network could not be set up".into(),
+            Self::VmBoot(reason) => reason.clone(),
             Self::Join(_) => "internal task failed".into(),
         }
     }

@@ -168,14 +168,38 @@ impl JailDriver {
             .get_or_init(|| check_binaries(&cfg.agent_path, &cfg.jailer_path))
             .clone()
             .map_err(DriverError::Binary)?;
-        let volumes = self.jail_volumes(spec)?;
+        let vm = match spec.tier {
+            Tier::Jail => None,
+            Tier::Vm => Some(self.vm_assets().map_err(DriverError::VmBoot)?),
+        };
+        let volumes = match &vm {
+            None => self.jail_volumes(spec)?,
+            Some(_) if !spec.volumes.is_empty() => {
+                return Err(DriverError::Volume(
+                    "volumes cannot be mounted in vm-tier sandboxes yet".into(),
+                ));
+            }
+            // The VMM's jail mounts the sandbox's root filesystem for virtiofsd to serve.
+            Some(_) => vec![JailVolume {
+                host_path: rootfs.clone(),
+                mount_path: crate::vm::GUEST_ROOT.into(),
+                read_only: false,
+            }],
+        };
         let slot = self.inner.slots.allocate(spec.id.as_str())?;
         undo.slot = Some(slot);
 
         let began = Instant::now();
         let cg = cgroup_name(&spec.id);
         let cpus = placement::cpus_for(slot, spec.limits.millicpus);
-        let procs = self.inner.cgroups.create(&cg, &spec.limits, &cpus)?;
+        let mut limits = spec.limits;
+        if vm.is_some() {
+            // The guest's RAM is the sandbox's memory; the monitor's own is on top of it.
+            limits.memory_bytes = limits
+                .memory_bytes
+                .saturating_add(crate::vm::MONITOR_MEMORY);
+        }
+        let procs = self.inner.cgroups.create(&cg, &limits, &cpus)?;
         undo.cgroup = true;
         tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), "cgroups created");
 
@@ -184,16 +208,35 @@ impl JailDriver {
         undo.run_dir = true;
         let agent_socket = run_dir.join("agent.sock");
 
-        let lxcfs = placement::lxcfs_for(
-            self.inner.cfg.lxcfs.as_deref(),
-            &self.inner.lxcfs_seen,
-            &spec.id,
-        )
-        .await;
+        // A guest has its own /proc: LXCFS's views are for jails.
+        let lxcfs = match vm {
+            Some(_) => None,
+            None => {
+                placement::lxcfs_for(
+                    self.inner.cfg.lxcfs.as_deref(),
+                    &self.inner.lxcfs_seen,
+                    &spec.id,
+                )
+                .await
+            }
+        };
+        let linked = self.inner.net.get().is_some();
+        let agent_args = match &vm {
+            None => crate::network::agent_args(linked, slot),
+            Some(_) => {
+                let net = linked
+                    .then(|| warren_net::host_address(slot))
+                    .flatten()
+                    .map(|nameserver| crate::vm::GuestNet { nameserver });
+                let mut args = crate::network::agent_args(false, slot);
+                args.extend(crate::vm::supervisor_args(spec, net));
+                args
+            }
+        };
         let base = ID_BASE + slot * ID_COUNT;
         let jail = JailSpec {
             sandbox_id: spec.id.to_string(),
-            rootfs,
+            rootfs: vm.as_ref().map_or(rootfs, |vm| vm.root().to_owned()),
             agent_path: self.inner.cfg.agent_path.clone(),
             agent_socket: agent_socket.clone(),
             uid_base: base,
@@ -204,11 +247,11 @@ impl JailDriver {
             shm_bytes: self.inner.cfg.shm_bytes.min(spec.limits.memory_bytes),
             nofile: self.inner.cfg.nofile,
             nproc: u64::from(spec.limits.pids),
-            agent_args: crate::network::agent_args(self.inner.net.get().is_some(), slot),
+            agent_args,
             lxcfs,
             cpus,
             volumes,
-            vmm: false,
+            vmm: vm.is_some(),
         };
         let began = Instant::now();
         let report = run_jailer(&self.inner.cfg.jailer_path, &jail).await?;
@@ -218,6 +261,10 @@ impl JailDriver {
             // abstract socket and signal scopes before Linux 6.12).
             tracing::warn!(sandbox = %spec.id, kernel_abi = report.landlock_abi, reviewed_abi = warren_jail::LANDLOCK_REVIEWED_ABI, "landlock is older than the reviewed ABI; the sandbox runs with less of it");
         }
+        if vm.is_some() {
+            crate::vm::wait_for_guest(&spec.id, &agent_socket, report.pid, report.start_time)
+                .await?;
+        }
         let env = match self.inner.net.get() {
             Some((net, cas)) => {
                 crate::network::link(net, cas, spec, slot, report.pid, &agent_socket).await?
@@ -226,7 +273,7 @@ impl JailDriver {
         };
         Ok(SandboxHandle {
             id: spec.id.clone(),
-            tier: Tier::Jail,
+            tier: spec.tier,
             pid: report.pid,
             start_time: report.start_time,
             agent_socket,
@@ -249,6 +296,17 @@ impl JailDriver {
         warren_jail::check_volumes(&volumes)
             .map_err(|problem| DriverError::Volume(format!("the volume mounts: {problem}")))?;
         Ok(volumes)
+    }
+
+    /// The VMM root, with the guest's initramfs holding this daemon's agent; or why the vm
+    /// tier is unavailable.
+    pub fn vm_assets(&self) -> Result<crate::vm::VmAssets, String> {
+        let assets = crate::vm::VmAssets::find(&self.inner.cfg.data_dir)?;
+        assets.prepare(&self.inner.cfg.agent_path).map_err(|e| {
+            tracing::error!(error = %e, "failed to write the guest initramfs");
+            format!("the guest's initramfs could not be written: {}", e.kind())
+        })?;
+        Ok(assets)
     }
 
     /// Links every sandbox booted from now on to the egress proxy (`proxied` mode), with these

@@ -20,6 +20,8 @@ mod seam;
 mod slots;
 pub mod storage;
 mod tool;
+pub mod vm;
+mod vm_initrd;
 
 pub use agent::{AgentConn, AgentConnError, AgentReader, AgentWriter};
 pub use driver::{DriverError, SandboxHandle, SandboxSpec, Tier};

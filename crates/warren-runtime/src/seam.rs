@@ -243,8 +243,11 @@ async fn blocking(
 }
 
 impl warren_driver::Driver for JailDriver {
-    fn tier(&self) -> Tier {
-        Tier::Jail
+    fn tier_support(&self, tier: Tier) -> Result<(), String> {
+        match tier {
+            Tier::Jail => Ok(()),
+            Tier::Vm => self.vm_assets().map(|_| ()),
+        }
     }
 
     fn create<'a>(

@@ -78,7 +78,7 @@ pub struct Sandbox {
     /// Memory-preserving stop (always false until it exists).
     #[serde(default)]
     pub preserve_memory_on_stop: Option<bool>,
-    /// Isolation tier (a Warren extension): `jail`.
+    /// Isolation tier (a Warren extension): `jail` or `vm`, the one the sandbox really has.
     #[serde(default)]
     pub tier: Option<String>,
     /// Volumes mounted in it.
@@ -120,6 +120,9 @@ pub struct CreateSandboxBody {
     /// A template (Warren extension) the other fields are layered over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
+    /// Isolation tier (Warren extension): `jail` or `vm`; the server's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     /// Answer only once the sandbox is ready (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait_for_ready: Option<bool>,

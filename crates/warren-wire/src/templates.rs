@@ -36,6 +36,9 @@ pub struct CreateTemplateBody {
     /// Labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<BTreeMap<String, String>>,
+    /// Isolation tier: `jail` or `vm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
 }
 
 /// A template.
@@ -61,6 +64,9 @@ pub struct Template {
     pub proxy_config: Option<Value>,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// Isolation tier, when the template sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
     /// Its warm pool's bounds.
     pub pool_min_size: u32,
     /// Its warm pool's bounds (0: none).

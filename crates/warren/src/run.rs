@@ -35,6 +35,10 @@ pub(crate) struct RunArgs {
     /// Image to create the sandbox from.
     #[arg(long, default_value = "system/default:latest")]
     image: ImageRef,
+    /// Isolation tier: `jail` (namespaces on this kernel) or `vm` (a virtual machine with its
+    /// own kernel; `scripts/vm/setup.sh` prepares it).
+    #[arg(long, default_value = "jail")]
+    tier: warren_control::Tier,
     /// Forward this terminal's stdin to the command.
     #[arg(short, long)]
     interactive: bool,
@@ -90,6 +94,7 @@ impl RunArgs {
                 env_vars,
             }),
             labels: Some([("warren.run".to_owned(), "true".to_owned())].into()),
+            tier: Some(self.tier),
             ..CreateSandbox::default()
         })
     }
@@ -118,6 +123,7 @@ pub(crate) fn run(data_dir: &Path, args: RunArgs) -> Result<ExitCode> {
     }
     let cfg = ControlConfig {
         default_pool: warren_control::pool::PoolSize::default(),
+        default_tier: warren_control::Tier::Jail,
         data_dir: data_dir.to_owned(),
         public_url: String::new(),
         sweep_interval: Duration::from_secs(3600),

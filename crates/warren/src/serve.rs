@@ -70,6 +70,10 @@ pub(crate) struct ServeArgs {
     /// /api/v2/sandboxes/pools` (`warren pool set`) changes both until the next start.
     #[arg(long, default_value_t = 8)]
     pool_max: u32,
+    /// Tier of creates that name none: `jail` or `vm` (a sandbox may always ask for either;
+    /// `vm` needs `scripts/vm/setup.sh`).
+    #[arg(long, default_value = "jail")]
+    default_tier: warren_control::Tier,
     /// Most client connections open at once; past it new connections get a 503 [default:
     /// 8192, or what the daemon's file descriptor limit leaves after `--max-sandboxes`
     /// sandboxes when that is less].
@@ -216,7 +220,13 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
                 .then(|| args.service_domain.trim_matches('.').to_ascii_lowercase()),
             limits,
             default_pool,
+            default_tier: args.default_tier,
         };
+        if args.default_tier == warren_control::Tier::Vm
+            && let Err(reason) = driver.vm_assets()
+        {
+            anyhow::bail!("--default-tier vm: {reason}");
+        }
         let (control, admin_key) = Control::open(cfg, std::sync::Arc::new(driver))
             .await
             .context("failed to open the control plane")?;

@@ -36,6 +36,9 @@ pub struct TemplateRecord {
     /// Labels under the create's own.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Isolation tier, when the create names none.
+    #[serde(default)]
+    pub tier: Option<warren_driver::Tier>,
     /// Least sandboxes its warm pool holds.
     #[serde(default)]
     pub pool_min: u32,

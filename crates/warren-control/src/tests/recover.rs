@@ -21,6 +21,7 @@ fn spec(id: &SandboxId) -> SandboxSpec {
             pids: 64,
         },
         trust: String::new(),
+        tier: warren_driver::Tier::Jail,
         volumes: Vec::new(),
     }
 }

@@ -51,6 +51,7 @@ pub(super) fn generous() -> ResourceLimits {
 pub(super) fn config(dir: &TempDir, limits: ResourceLimits) -> ControlConfig {
     ControlConfig {
         default_pool: crate::pool::PoolSize::default(),
+        default_tier: warren_driver::Tier::Jail,
         data_dir: dir.path().to_owned(),
         public_url: "http://warren.test".into(),
         sweep_interval: Duration::from_secs(3600),

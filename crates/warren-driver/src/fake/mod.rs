@@ -61,6 +61,8 @@ struct Inner {
     fail_stops: u32,
     calls: Vec<String>,
     next_pid: u32,
+    /// Whether it offers the vm tier ([`FakeDriver::offer_vm`]).
+    vm: bool,
 }
 
 #[derive(Debug, Default)]
@@ -84,6 +86,12 @@ impl FakeDriver {
     /// An empty driver whose default image is present.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Makes the driver offer the vm tier (it refuses it until then, as a host without the
+    /// VMM root does).
+    pub fn offer_vm(&self) {
+        self.inner().vm = true;
     }
 
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -126,7 +134,7 @@ impl FakeDriver {
         b.commands.clear();
         Ok(SandboxHandle {
             id: spec.id.clone(),
-            tier: Tier::Jail,
+            tier: spec.tier,
             pid,
             start_time: u64::from(pid),
             agent_socket: PathBuf::from(format!("fake/{}", spec.id)),
@@ -150,8 +158,12 @@ impl FakeDriver {
 }
 
 impl Driver for FakeDriver {
-    fn tier(&self) -> Tier {
-        Tier::Jail
+    fn tier_support(&self, tier: Tier) -> Result<(), String> {
+        match tier {
+            Tier::Jail => Ok(()),
+            Tier::Vm if self.inner().vm => Ok(()),
+            Tier::Vm => Err("this host has no microVM tier (the fake driver)".into()),
+        }
     }
 
     fn create<'a>(

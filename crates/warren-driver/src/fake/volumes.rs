@@ -190,6 +190,7 @@ mod tests {
             image: ImageRef::default_image(),
             limits: Limits::default(),
             trust: String::new(),
+            tier: crate::Tier::Jail,
             volumes: vec![VolumeMount {
                 volume_id: A.into(),
                 mount_path: "/data".into(),

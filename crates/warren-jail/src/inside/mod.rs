@@ -43,7 +43,7 @@ pub const AGENT_CAPABILITIES: [caps::Capability; 7] = [
 /// What a VMM supervisor keeps besides [`AGENT_CAPABILITIES`] (see [`JailSpec::vmm`]):
 /// virtiofsd drops its own capability sets through libcap-ng, which needs it. It acts on the
 /// process's own sets only, in a user namespace whose bounding set is already empty.
-pub const VMM_CAPABILITY: caps::Capability = caps::Capability::CAP_SETPCAP;
+pub(crate) const VMM_CAPABILITY: caps::Capability = caps::Capability::CAP_SETPCAP;
 
 /// The agent's whole environment.
 const AGENT_PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";

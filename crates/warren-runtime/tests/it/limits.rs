@@ -168,6 +168,7 @@ async fn the_disk_limit_counts_what_the_sandbox_writes_not_its_image() {
             ..Limits::default()
         },
         trust: String::new(),
+        tier: warren_driver::Tier::Jail,
         volumes: Vec::new(),
     };
     sb.handle = driver().start(&spec).await.unwrap();

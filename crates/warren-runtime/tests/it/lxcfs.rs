@@ -64,6 +64,7 @@ async fn a_sandbox_sees_its_own_memory_and_cpus_through_lxcfs() {
             ..Limits::default()
         },
         trust: String::new(),
+        tier: warren_driver::Tier::Jail,
         volumes: Vec::new(),
     };
     let handle = with_lxcfs.create(&spec).await.expect("create sandbox");

@@ -44,6 +44,7 @@ fn spec() -> SandboxSpec {
         image: ImageRef::default_image(),
         limits: Limits::default(),
         trust: String::new(),
+        tier: warren_driver::Tier::Jail,
         volumes: Vec::new(),
     }
 }

@@ -152,6 +152,7 @@ pub fn spec_with(limits: Limits, volumes: Vec<VolumeMount>) -> SandboxSpec {
         image: ImageRef::default_image(),
         limits,
         trust: String::new(),
+        tier: warren_driver::Tier::Jail,
         volumes,
     }
 }

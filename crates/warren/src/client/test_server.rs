@@ -52,6 +52,7 @@ impl TestServer {
         let addr = listener.local_addr().expect("local addr");
         let cfg = ControlConfig {
             default_pool: warren_control::pool::PoolSize::default(),
+            default_tier: warren_control::Tier::Jail,
             data_dir: dir.path().to_owned(),
             public_url: format!("http://{addr}"),
             sweep_interval: Duration::from_secs(3600),

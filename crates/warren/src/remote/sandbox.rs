@@ -102,6 +102,10 @@ struct CreateArgs {
     /// flags given here win).
     #[arg(long)]
     template: Option<String>,
+    /// Isolation tier: `jail` or `vm` (a virtual machine with its own kernel) [default: the
+    /// server's].
+    #[arg(long)]
+    tier: Option<String>,
     /// Stop the sandbox after this many idle seconds (a multiple of 60; 0: never).
     #[arg(long, value_name = "SECS")]
     idle_ttl: Option<u64>,
@@ -125,6 +129,7 @@ fn create_body(a: &CreateArgs) -> CreateSandboxBody {
         fs_capacity_bytes: a.disk,
         snapshot: a.snapshot.clone(),
         template: a.template.clone(),
+        tier: a.tier.clone(),
         idle_ttl_seconds: a.idle_ttl,
         ..Default::default()
     }

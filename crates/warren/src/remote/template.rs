@@ -74,6 +74,9 @@ struct CreateTemplateArgs {
     /// The sandboxes' `proxy_config` (network policy, credential rules) as JSON.
     #[arg(long, value_name = "JSON")]
     proxy_config: Option<String>,
+    /// Isolation tier of its sandboxes: `jail` or `vm` [default: the server's].
+    #[arg(long)]
+    tier: Option<String>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -151,6 +154,7 @@ async fn template_command(client: &Client, command: TemplateCommand) -> Result<E
                 run_config,
                 proxy_config,
                 labels: None,
+                tier: a.tier,
             };
             let rb = client.control(Method::POST, &["templates"]).json(&body);
             let (_, t): (_, Template) = client.json(rb, "template").await?;
