@@ -18,6 +18,7 @@ mod snapshots;
 mod start_stop;
 mod stream;
 mod sweep;
+mod tier;
 mod tunnel;
 mod update;
 mod volumes;
