@@ -396,7 +396,7 @@ const HANGUP_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Returns once the peer has closed its end of the socket completely: POLLHUP on a unix
 /// stream socket means both directions are shut, unlike the read EOF of a half-close.
-async fn wait_for_hangup(stream: &UnixStream) {
+pub(crate) async fn wait_for_hangup(stream: &UnixStream) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     loop {
         let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];

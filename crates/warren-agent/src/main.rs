@@ -9,10 +9,17 @@
 //! `warren-agent --listen PATH` (bind a socket, for tests outside a jail), plus
 //! `--nameserver ADDR` in a sandbox linked to the host: the agent points `/etc/resolv.conf` at
 //! Warren's DNS before it serves anything, so the host needs no round trip for it.
+//!
+//! The microVM tier runs the same binary twice: `--listen-fd N --vmm SPEC` is the jail's PID 1
+//! that starts virtiofsd and qemu and carries every connection into the VM ([`vmm`]), and
+//! `--vport PATH` is the guest's PID 1 serving those connections from the virtio-serial port
+//! ([`guest`]).
 
 mod conn;
 mod exec;
 mod files;
+mod guest;
+mod mux;
 #[allow(unsafe_code)]
 mod ownership;
 #[allow(unsafe_code)]
@@ -23,6 +30,7 @@ mod root_acl;
 mod search;
 mod session;
 mod users;
+mod vmm;
 mod wire;
 
 use std::path::PathBuf;
@@ -41,17 +49,30 @@ enum Listen {
     Path(PathBuf),
 }
 
+/// What this process is.
+#[derive(Debug)]
+enum Mode {
+    /// The agent of a jail, serving connections on a unix socket.
+    Serve(Listen),
+    /// The jail's PID 1 of a microVM: runs it and carries connections into it.
+    Vmm(Listen, Box<warren_proto::VmmSpec>),
+    /// The agent as a microVM's PID 1, serving the host over this virtio-serial port.
+    Guest(PathBuf),
+}
+
 #[derive(Debug)]
 struct Args {
-    listen: Listen,
+    mode: Mode,
     nameserver: Option<std::net::Ipv4Addr>,
 }
 
-const USAGE: &str = "usage: warren-agent (--listen-fd N | --listen PATH) [--nameserver IPV4]";
+const USAGE: &str = "usage: warren-agent (--listen-fd N | --listen PATH) [--nameserver IPV4] [--vmm SPEC_JSON] | warren-agent --vport PATH";
 
 fn parse_args(mut args: impl Iterator<Item = std::ffi::OsString>) -> anyhow::Result<Args> {
     let mut listen = None;
     let mut nameserver = None;
+    let mut vmm = None;
+    let mut vport = None;
     while let Some(arg) = args.next() {
         let value = |args: &mut dyn Iterator<Item = std::ffi::OsString>| {
             args.next()
@@ -75,20 +96,33 @@ fn parse_args(mut args: impl Iterator<Item = std::ffi::OsString>) -> anyhow::Res
                     .context("--nameserver takes an IPv4 address")?;
                 nameserver = Some(addr);
             }
+            Some("--vmm") => {
+                let v = value(&mut args)?;
+                let spec: warren_proto::VmmSpec =
+                    serde_json::from_str(v.to_str().context("--vmm takes a JSON spec")?)
+                        .context("--vmm takes a JSON spec")?;
+                vmm::validate(&spec)?;
+                vmm = Some(Box::new(spec));
+            }
+            Some("--vport") => vport = Some(PathBuf::from(value(&mut args)?)),
             _ => bail!("unexpected argument {}; {USAGE}", arg.to_string_lossy()),
         }
     }
-    Ok(Args {
-        listen: listen.context(USAGE)?,
-        nameserver,
-    })
+    let mode = match (listen, vmm, vport) {
+        (Some(listen), None, None) => Mode::Serve(listen),
+        (Some(listen), Some(spec), None) if nameserver.is_none() => Mode::Vmm(listen, spec),
+        // The guest learns its resolver from the kernel command line (`warren.nameserver=`).
+        (None, None, Some(port)) if nameserver.is_none() => Mode::Guest(port),
+        _ => bail!("{USAGE}"),
+    };
+    Ok(Args { mode, nameserver })
 }
 
 /// Points the sandbox's resolver at Warren's DNS (names are resolved on the host by the
 /// egress proxy). A failure (a tenant made it a directory before a restart) leaves whatever is
 /// there: PID 1 has no log to say so and must not die for it, and commands then fail to
 /// resolve names, visibly.
-fn write_resolv_conf(nameserver: std::net::Ipv4Addr) {
+pub(crate) fn write_resolv_conf(nameserver: std::net::Ipv4Addr) {
     let text = format!(
         "# Written by Warren: names are resolved on the host by the egress proxy.\nnameserver {nameserver}\noptions timeout:2 attempts:2\n"
     );
@@ -127,20 +161,34 @@ fn setgroups_allowed() -> bool {
 fn main() -> anyhow::Result<()> {
     let args = parse_args(std::env::args_os().skip(1))?;
     init_process();
-    ensure_machine_id();
+    // The supervisor's root is the read-only VMM root: no machine id or resolver to set there.
+    if !matches!(args.mode, Mode::Vmm(..)) {
+        ensure_machine_id();
+    }
     if let Some(ns) = args.nameserver {
         write_resolv_conf(ns);
     }
-    let listen = args.listen;
+    if matches!(args.mode, Mode::Guest(_)) {
+        guest::setup();
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("building runtime")?;
-    rt.block_on(run(listen))
+    rt.block_on(async move {
+        match args.mode {
+            Mode::Serve(listen) => run(bind(listen)?).await,
+            Mode::Vmm(listen, spec) => vmm::supervise(*spec, bind(listen)?).await,
+            Mode::Guest(port) => {
+                let agent = start_agent()?;
+                guest::serve(agent, &port).await
+            }
+        }
+    })
 }
 
-async fn run(listen: Listen) -> anyhow::Result<()> {
-    let listener = match listen {
+fn bind(listen: Listen) -> anyhow::Result<UnixListener> {
+    Ok(match listen {
         Listen::Fd(fd) => {
             let l = pty::adopt_listener(fd).with_context(|| format!("adopting listen fd {fd}"))?;
             l.set_nonblocking(true)?;
@@ -150,7 +198,11 @@ async fn run(listen: Listen) -> anyhow::Result<()> {
             let _ = std::fs::remove_file(&path);
             UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?
         }
-    };
+    })
+}
+
+/// The agent's state, with its reaper running.
+fn start_agent() -> anyhow::Result<Arc<Agent>> {
     let agent = Agent::new(setgroups_allowed());
 
     // The handler must exist before the first command starts, or an early exit is missed.
@@ -164,7 +216,11 @@ async fn run(listen: Listen) -> anyhow::Result<()> {
             }
         }
     });
+    Ok(agent)
+}
 
+async fn run(listener: UnixListener) -> anyhow::Result<()> {
+    let agent = start_agent()?;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
@@ -187,14 +243,21 @@ mod tests {
             .into_iter()
     }
 
+    fn listen_of(a: anyhow::Result<Args>) -> Option<Listen> {
+        match a.ok()?.mode {
+            Mode::Serve(l) => Some(l),
+            _ => None,
+        }
+    }
+
     #[test]
     fn parses_both_forms_and_rejects_junk() {
         assert!(matches!(
-            parse_args(args(&["--listen-fd", "3"])).map(|a| a.listen),
-            Ok(Listen::Fd(3))
+            listen_of(parse_args(args(&["--listen-fd", "3"]))),
+            Some(Listen::Fd(3))
         ));
         assert!(
-            matches!(parse_args(args(&["--listen", "/a.sock"])).map(|a| a.listen), Ok(Listen::Path(p)) if p == std::path::Path::new("/a.sock"))
+            matches!(listen_of(parse_args(args(&["--listen", "/a.sock"]))), Some(Listen::Path(p)) if p == std::path::Path::new("/a.sock"))
         );
         assert!(parse_args(args(&[])).is_err());
         assert!(parse_args(args(&["--listen-fd"])).is_err());
@@ -203,5 +266,47 @@ mod tests {
         let a = parse_args(args(&["--listen-fd", "3", "--nameserver", "100.64.0.1"])).unwrap();
         assert_eq!(a.nameserver, Some(std::net::Ipv4Addr::new(100, 64, 0, 1)));
         assert!(parse_args(args(&["--listen-fd", "3", "--nameserver", "x"])).is_err());
+    }
+
+    const SPEC: &str = r#"{"virtiofsd":["/usr/bin/virtiofsd","--socket-path=/run/vm/vfs.sock"],"virtiofs_socket":"/run/vm/vfs.sock","qemu":["/usr/bin/qemu-system-x86_64","-M","microvm"],"serial_socket":"/run/vm/serial.sock"}"#;
+
+    #[test]
+    fn parses_vmm_and_vport_modes() {
+        match parse_args(args(&["--listen-fd", "3", "--vmm", SPEC]))
+            .unwrap()
+            .mode
+        {
+            Mode::Vmm(Listen::Fd(3), spec) => {
+                assert_eq!(spec.qemu[0], "/usr/bin/qemu-system-x86_64");
+                assert_eq!(spec.serial_socket, "/run/vm/serial.sock");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_args(args(&["--vmm", SPEC, "--listen", "/t/a.sock"]))
+                .unwrap()
+                .mode,
+            Mode::Vmm(Listen::Path(_), _)
+        ));
+        assert!(matches!(
+            parse_args(args(&["--vport", "/dev/virtio-ports/warren"])).unwrap().mode,
+            Mode::Guest(p) if p == std::path::Path::new("/dev/virtio-ports/warren")
+        ));
+        // --vmm needs a listener; --vport takes none; the modes exclude each other.
+        assert!(parse_args(args(&["--vmm", SPEC])).is_err());
+        assert!(parse_args(args(&["--vport", "/p", "--listen-fd", "3"])).is_err());
+        assert!(parse_args(args(&["--vport", "/p", "--nameserver", "10.0.0.1"])).is_err());
+        assert!(parse_args(args(&["--listen-fd", "3", "--vmm", SPEC, "--vport", "/p"])).is_err());
+        assert!(parse_args(args(&["--vport"])).is_err());
+        // Bad specs: not JSON, an unknown field, a relative binary, a relative socket.
+        assert!(parse_args(args(&["--listen-fd", "3", "--vmm", "{"])).is_err());
+        let extra = SPEC.replacen('{', r#"{"x":1,"#, 1);
+        assert!(parse_args(args(&["--listen-fd", "3", "--vmm", &extra])).is_err());
+        let relative = SPEC.replace("\"/usr/bin/qemu-system-x86_64\"", "\"qemu\"");
+        assert!(parse_args(args(&["--listen-fd", "3", "--vmm", &relative])).is_err());
+        let no_argv = SPEC.replace("[\"/usr/bin/qemu-system-x86_64\",\"-M\",\"microvm\"]", "[]");
+        assert!(parse_args(args(&["--listen-fd", "3", "--vmm", &no_argv])).is_err());
+        let rel_sock = SPEC.replace("\"/run/vm/serial.sock\"", "\"serial.sock\"");
+        assert!(parse_args(args(&["--listen-fd", "3", "--vmm", &rel_sock])).is_err());
     }
 }

@@ -46,6 +46,7 @@ pub mod fuzzing;
 mod request;
 mod response;
 pub mod search;
+pub mod vmm;
 
 pub use frame::{
     FrameDecoder, MAX_FRAME_LEN, ProtoError, body_len, decode, encode, read_frame, write_frame,
@@ -57,6 +58,7 @@ pub use search::{
     GlobMatch, GrepMatch, MAX_MATCHES, SEARCH_BATCH_LEN, SEARCH_MAX_DEPTH, SEARCH_MAX_ROOT_LEN,
     SearchCut, WALK_BUDGET, WALK_QUEUE_MAX,
 };
+pub use vmm::VmmSpec;
 /// The data the messages carry live in `warren-types`, so the layers above the runtime use them
 /// without speaking the protocol; a change to them is still a protocol change.
 pub use warren_types::agent::{

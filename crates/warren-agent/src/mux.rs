@@ -1,0 +1,131 @@
+//! Many agent connections over the microVM's one virtio-serial byte stream, as yamux streams.
+//!
+//! The supervisor (host side, [`mux`]) is the yamux client: every connection a host client makes
+//! to the jail's `agent.sock` becomes one outbound stream. The guest agent ([`serve_session`]) is
+//! the server: every inbound stream is served by the same per-connection handler as a jail
+//! agent's socket, through a socket pair, so `conn` knows nothing of yamux. Both functions take
+//! any byte stream, which lets tests join them with a `UnixStream::pair()`.
+//!
+//! The guest is untrusted: whatever it sends, the supervisor's worst outcome is that the session
+//! fails and the supervisor exits (which stops the VM); it never panics on it.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::Poll;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::compat::{FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
+
+use crate::conn;
+use crate::registry::Agent;
+
+/// The yamux settings of both ends. The defaults (256 KiB window per stream, at most 512
+/// streams) are what both ends assume; they are set here once so the two cannot drift apart.
+fn config() -> yamux::Config {
+    yamux::Config::default()
+}
+
+/// Carries every connection accepted on `listener` as a new stream over `io` until the yamux
+/// session ends: `Ok` when the guest closed it cleanly, `Err` when it broke.
+pub(crate) async fn mux<T>(io: T, listener: &UnixListener) -> Result<(), yamux::ConnectionError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut session = yamux::Connection::new(io.compat(), config(), yamux::Mode::Client);
+    // Clients accepted while yamux cannot open another stream yet (its backlog of streams the
+    // guest has not acknowledged is full, e.g. while the guest still boots) wait here in order.
+    let mut waiting: VecDeque<UnixStream> = VecDeque::new();
+    poll_fn(|cx| {
+        loop {
+            // An accept error (out of descriptors for a moment) is skipped: the session's own
+            // wakeups poll the listener again soon, and a spinning PID 1 would starve the VM.
+            if let Poll::Ready(Ok((client, _))) = listener.poll_accept(cx) {
+                waiting.push_back(client);
+                continue;
+            }
+            if !waiting.is_empty()
+                && let Poll::Ready(opened) = session.poll_new_outbound(cx)
+            {
+                let stream = opened?;
+                if let Some(client) = waiting.pop_front() {
+                    tokio::spawn(splice(client, stream.compat()));
+                }
+                continue;
+            }
+            // Polling for inbound streams is what drives the session (reads, writes, window
+            // updates). The guest has no business opening streams: one it opens is dropped,
+            // which resets it.
+            match session.poll_next_inbound(cx) {
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+    .await
+}
+
+/// Serves every stream the host opens over `io` until the yamux session ends: `Ok` when the
+/// host closed it or went away (EOF), `Err` when it broke. Streams already open keep being
+/// served by their own tasks until they fail.
+pub(crate) async fn serve_session<T>(
+    agent: &Arc<Agent>,
+    io: T,
+) -> Result<(), yamux::ConnectionError>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut session = yamux::Connection::new(io.compat(), config(), yamux::Mode::Server);
+    loop {
+        match poll_fn(|cx| session.poll_next_inbound(cx)).await {
+            Some(Ok(stream)) => {
+                tokio::spawn(serve_stream(Arc::clone(agent), stream));
+            }
+            Some(Err(yamux::ConnectionError::Closed)) | None => return Ok(()),
+            Some(Err(e)) => return Err(e),
+        }
+    }
+}
+
+/// One host connection inside the guest: the ordinary connection handler on one end of a
+/// socket pair, the yamux stream spliced to the other.
+async fn serve_stream(agent: Arc<Agent>, stream: yamux::Stream) {
+    // Out of descriptors: dropping the stream resets it, which the host client sees as a
+    // closed connection, as it would on a jail agent that cannot accept.
+    let Ok((handler_end, our_end)) = UnixStream::pair() else {
+        return;
+    };
+    tokio::spawn(conn::serve(agent, handler_end));
+    splice(our_end, stream.compat()).await;
+}
+
+/// Copies between a local socket and a yamux stream until both directions are done or either
+/// fails. A half-close is passed on (EOF one way shuts down writing the same way), because
+/// clients half-close to say "no more input" and keep reading. Once the local peer has hung
+/// up entirely, the stream is dropped, which tells the other side when it next writes.
+pub(crate) async fn splice<S>(mut local: UnixStream, remote: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut remote_rd, mut remote_wr) = tokio::io::split(remote);
+    let (mut local_rd, mut local_wr) = local.split();
+    let out = async {
+        tokio::io::copy(&mut local_rd, &mut remote_wr).await?;
+        remote_wr.shutdown().await?;
+        conn::wait_for_hangup(local_rd.as_ref()).await;
+        Err::<(), _>(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    };
+    let back = async {
+        tokio::io::copy(&mut remote_rd, &mut local_wr).await?;
+        local_wr.shutdown().await?;
+        // Keep going until the other direction ends too (by its peer hanging up).
+        std::future::pending::<std::io::Result<()>>().await
+    };
+    let _ = tokio::try_join!(out, back);
+}
+
+#[cfg(test)]
+mod tests;

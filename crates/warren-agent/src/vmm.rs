@@ -1,0 +1,222 @@
+//! Supervisor mode (`--vmm SPEC`): PID 1 of the jail that runs a sandbox's microVM.
+//!
+//! It starts virtiofsd, then qemu once virtiofsd's socket exists, connects to qemu's
+//! virtio-serial socket and carries every connection to the jail's `agent.sock` to the guest
+//! agent as one yamux stream ([`crate::mux`]). Host clients therefore speak to a VM exactly as to
+//! a jail. When either child exits or the session breaks, it kills the other and returns: being
+//! PID 1 of the jail's pid namespace, its exit tears the jail down, which is what the host
+//! watches.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{SignalKind, signal};
+use warren_proto::VmmSpec;
+
+use crate::mux;
+
+/// How long virtiofsd may take to create its socket, and qemu its serial socket.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often a socket path is looked for while a child starts.
+const START_POLL: Duration = Duration::from_millis(20);
+
+/// What virtiofsd needs to serve the sandbox's files as their owners: switch to the caller's
+/// ids per request (SETUID, SETGID), create files for them (CHOWN, FOWNER, FSETID), reach any
+/// file (DAC_OVERRIDE), and KILL for its own sandbox helper process.
+const VIRTIOFSD_CAPS: [Capability; 7] = [
+    Capability::CAP_SETUID,
+    Capability::CAP_SETGID,
+    Capability::CAP_CHOWN,
+    Capability::CAP_DAC_OVERRIDE,
+    Capability::CAP_FOWNER,
+    Capability::CAP_FSETID,
+    Capability::CAP_KILL,
+];
+
+/// Checks what the argv parser can check, so a bad spec fails before anything starts.
+pub(crate) fn validate(spec: &VmmSpec) -> anyhow::Result<()> {
+    for (what, argv) in [("virtiofsd", &spec.virtiofsd), ("qemu", &spec.qemu)] {
+        match argv.first() {
+            Some(bin) if Path::new(bin).is_absolute() => {}
+            _ => bail!("the vmm spec's {what} argv must start with an absolute path"),
+        }
+    }
+    for (what, path) in [
+        ("virtiofs_socket", &spec.virtiofs_socket),
+        ("serial_socket", &spec.serial_socket),
+    ] {
+        if !Path::new(path).is_absolute() {
+            bail!("the vmm spec's {what} must be an absolute path");
+        }
+    }
+    Ok(())
+}
+
+/// Runs the VM until it stops; `Ok` when qemu exited by itself with status 0 (the guest
+/// powered off or its PID 1 died, with `panic=-1 -no-reboot`).
+pub(crate) async fn supervise(spec: VmmSpec, listener: UnixListener) -> anyhow::Result<()> {
+    for sock in [&spec.virtiofs_socket, &spec.serial_socket] {
+        if let Some(dir) = Path::new(sock).parent() {
+            create_private_dir(dir)?;
+        }
+        // A socket left by an earlier run would make the wait below end before the child is
+        // ready.
+        let _ = std::fs::remove_file(sock);
+    }
+    // The handler must exist before the first child starts, or an early exit is missed.
+    let mut sigchld = signal(SignalKind::child()).context("installing SIGCHLD handler")?;
+    let mut children = Children::default();
+    let result = run(&spec, &listener, &mut sigchld, &mut children).await;
+    children.kill_all();
+    // The children were sent SIGKILL; reaping them is only tidiness before this PID 1 exits.
+    let _ = tokio::time::timeout(Duration::from_secs(5), children.wait_all(&mut sigchld)).await;
+    result
+}
+
+async fn run(
+    spec: &VmmSpec,
+    listener: &UnixListener,
+    sigchld: &mut tokio::signal::unix::Signal,
+    children: &mut Children,
+) -> anyhow::Result<()> {
+    let virtiofsd = spawn_with_caps(&spec.virtiofsd).context("failed to start virtiofsd")?;
+    children.pids.push(virtiofsd);
+    tokio::select! {
+        r = wait_for_path(Path::new(&spec.virtiofs_socket)) => r.context("virtiofsd did not create its socket")?,
+        (_, st) = children.next_exit(sigchld) => bail!("virtiofsd exited before it was ready: {st:?}"),
+    }
+    let qemu = spawn(&spec.qemu).context("failed to start qemu")?;
+    children.pids.push(qemu);
+    let name = |pid| if pid == qemu { "qemu" } else { "virtiofsd" };
+    let serial = tokio::select! {
+        r = connect(Path::new(&spec.serial_socket)) => r.context("failed to connect to qemu's serial socket")?,
+        (pid, st) = children.next_exit(sigchld) => bail!("{} exited during startup: {st:?}", name(pid)),
+    };
+    tokio::select! {
+        r = mux::mux(serial, listener) => match r {
+            Ok(()) => bail!("the guest closed the agent session"),
+            Err(e) => bail!("the agent session with the guest failed: {e}"),
+        },
+        (pid, st) = children.next_exit(sigchld) => match st {
+            WaitStatus::Exited(p, 0) if p == qemu => Ok(()),
+            st => bail!("{} exited: {st:?}", name(pid)),
+        },
+    }
+}
+
+/// A directory only the supervisor's user may enter: the sockets in it are the VM's console
+/// and file system.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("failed to create {}", dir.display()))
+}
+
+/// Starts virtiofsd with [`VIRTIOFSD_CAPS`]. The supervisor runs as uid 0 of a user namespace
+/// whose bounding set is empty, so an exec keeps only what is in the inheritable set
+/// (capabilities(7): for uid 0 the file sets count as full, `P'(permitted) = P(inheritable) |
+/// P(bounding)`). Capabilities are per thread; the runtime is current-thread and the spawn
+/// below forks from this very thread, and the set is cleared right after so qemu gets none.
+fn spawn_with_caps(argv: &[String]) -> anyhow::Result<Pid> {
+    let wanted: CapsHashSet = VIRTIOFSD_CAPS.into_iter().collect();
+    // Outside a user namespace with a full permitted set this can only widen nothing; a
+    // failure leaves virtiofsd to fail visibly on its own.
+    let _ = caps::set(None, CapSet::Inheritable, &wanted);
+    let pid = spawn(argv);
+    let _ = caps::clear(None, CapSet::Inheritable);
+    pid
+}
+
+fn spawn(argv: &[String]) -> anyhow::Result<Pid> {
+    let Some((bin, args)) = argv.split_first() else {
+        bail!("empty argv");
+    };
+    let mut cmd = Command::new(bin);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("failed to run {bin}"))?;
+    // The child is reaped by `Children` with waitpid(-1) like every orphan of this PID 1;
+    // dropping the `Child` handle neither waits nor kills.
+    let pid = i32::try_from(child.id()).context("pid out of range")?;
+    Ok(Pid::from_raw(pid))
+}
+
+async fn wait_for_path(path: &Path) -> anyhow::Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !path.exists() {
+        if Instant::now() > deadline {
+            bail!("{} did not appear within {START_TIMEOUT:?}", path.display());
+        }
+        tokio::time::sleep(START_POLL).await;
+    }
+    Ok(())
+}
+
+/// qemu creates its serial socket a moment after it starts; connecting is retried until then.
+async fn connect(path: &Path) -> anyhow::Result<UnixStream> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        match UnixStream::connect(path).await {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e).with_context(|| format!("connecting to {}", path.display()));
+            }
+            Err(_) => tokio::time::sleep(START_POLL).await,
+        }
+    }
+}
+
+/// The supervisor's children, reaped here with every other orphan of its pid namespace.
+#[derive(Debug, Default)]
+struct Children {
+    /// Started and not yet reaped (so their pids cannot have been reused).
+    pids: Vec<Pid>,
+}
+
+impl Children {
+    /// Reaps whatever has exited until one of `pids` has, and returns it.
+    async fn next_exit(&mut self, sigchld: &mut tokio::signal::unix::Signal) -> (Pid, WaitStatus) {
+        loop {
+            while let Ok(st) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                let Some(pid) = st.pid() else { break };
+                if matches!(st, WaitStatus::Exited(..) | WaitStatus::Signaled(..))
+                    && let Some(i) = self.pids.iter().position(|p| *p == pid)
+                {
+                    self.pids.swap_remove(i);
+                    return (pid, st);
+                }
+            }
+            // No more children at all (ECHILD) also ends up here: the next SIGCHLD never comes,
+            // which is right, since then nothing is left to watch.
+            if sigchld.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    async fn wait_all(&mut self, sigchld: &mut tokio::signal::unix::Signal) {
+        while !self.pids.is_empty() {
+            self.next_exit(sigchld).await;
+        }
+    }
+
+    fn kill_all(&self) {
+        for pid in &self.pids {
+            let _ = kill(*pid, Signal::SIGKILL);
+        }
+    }
+}
