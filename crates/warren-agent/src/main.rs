@@ -142,13 +142,17 @@ fn ensure_machine_id() {
     }
 }
 
-/// The process-wide setup every sandbox relies on.
-fn init_process() {
+/// The process-wide setup every sandbox relies on. A VMM supervisor keeps its inheritable set
+/// until virtiofsd has started with it: in the jail's empty bounding set a cleared bit can
+/// never be set again ([`vmm`] clears it before qemu starts).
+fn init_process(vmm: bool) {
     pty::ignore_sigpipe();
     // Orphans must come back to the agent for reaping also when it is not PID 1.
     let _ = nix::sys::prctl::set_child_subreaper(true);
     // Commands must start without capabilities. Already-empty sets are fine.
-    let _ = caps::clear(None, caps::CapSet::Inheritable);
+    if !vmm {
+        let _ = caps::clear(None, caps::CapSet::Inheritable);
+    }
     let _ = caps::clear(None, caps::CapSet::Ambient);
 }
 
@@ -160,7 +164,7 @@ fn setgroups_allowed() -> bool {
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args(std::env::args_os().skip(1))?;
-    init_process();
+    init_process(matches!(args.mode, Mode::Vmm(..)));
     // The supervisor's root is the read-only VMM root: no machine id or resolver to set there.
     if !matches!(args.mode, Mode::Vmm(..)) {
         ensure_machine_id();

@@ -29,7 +29,8 @@ const START_POLL: Duration = Duration::from_millis(20);
 
 /// What virtiofsd needs to serve the sandbox's files as their owners: switch to the caller's
 /// ids per request (SETUID, SETGID), create files for them (CHOWN, FOWNER, FSETID), reach any
-/// file (DAC_OVERRIDE), and KILL for its own sandbox helper process.
+/// file (DAC_OVERRIDE), and SETPCAP, without which libcap-ng refuses to drop its capability
+/// sets at startup (the jail keeps it for the supervisor only in a vmm jail).
 const VIRTIOFSD_CAPS: [Capability; 7] = [
     Capability::CAP_SETUID,
     Capability::CAP_SETGID,
@@ -37,7 +38,7 @@ const VIRTIOFSD_CAPS: [Capability; 7] = [
     Capability::CAP_DAC_OVERRIDE,
     Capability::CAP_FOWNER,
     Capability::CAP_FSETID,
-    Capability::CAP_KILL,
+    Capability::CAP_SETPCAP,
 ];
 
 /// Checks what the argv parser can check, so a bad spec fails before anything starts.
@@ -129,8 +130,10 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 /// below forks from this very thread, and the set is cleared right after so qemu gets none.
 fn spawn_with_caps(argv: &[String]) -> anyhow::Result<Pid> {
     let wanted: CapsHashSet = VIRTIOFSD_CAPS.into_iter().collect();
-    // Outside a user namespace with a full permitted set this can only widen nothing; a
-    // failure leaves virtiofsd to fail visibly on its own.
+    // In the jail the inheritable set already holds these (the jailer set it and
+    // `init_process` kept it) and, the bounding set being empty, cannot gain a bit: this
+    // narrows it to exactly these, or fails and leaves the jail's. Outside a jail (a host
+    // root's test) it sets them.
     let _ = caps::set(None, CapSet::Inheritable, &wanted);
     let pid = spawn(argv);
     let _ = caps::clear(None, CapSet::Inheritable);

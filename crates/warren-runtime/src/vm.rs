@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use warren_driver::SandboxSpec;
+use warren_proto::VmmSpec;
 use warren_types::SandboxId;
 
 use crate::driver::DriverError;
@@ -142,15 +142,6 @@ fn in_root(root: &Path, path: &str) -> PathBuf {
     root.join(path.trim_start_matches('/'))
 }
 
-/// What the supervisor runs; the agent's `--vmm` argument (`warren_proto::VmmSpec`).
-#[derive(Debug, Serialize)]
-struct VmmSpec {
-    virtiofsd: Vec<String>,
-    virtiofs_socket: String,
-    qemu: Vec<String>,
-    serial_socket: String,
-}
-
 /// The guest's network, when the sandbox is linked to the egress proxy.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct GuestNet {
@@ -223,7 +214,7 @@ fn qemu_argv(
         "none",
         "-no-reboot",
         "-serial",
-        "none",
+        "file:/dev/shm/vm/console.log",
         "-kernel",
         KERNEL,
         "-initrd",
@@ -277,7 +268,7 @@ fn qemu_argv(
 fn kernel_cmdline(spec: &SandboxSpec, net: Option<GuestNet>) -> String {
     // TCG has no calibrated TSC; without this the early boot spends a second calibrating.
     let mut line = format!(
-        "tsc_early_khz=2000000 panic=-1 quiet init_on_alloc=0 warren.hostname={} warren.shm={}",
+        "tsc_early_khz=2000000 console=ttyS0 panic=-1 init_on_alloc=0 warren.hostname={} warren.shm={}",
         spec.id,
         (64u64 << 20).min(spec.limits.memory_bytes / 2)
     );
