@@ -24,6 +24,8 @@ use crate::mux;
 
 /// How long virtiofsd may take to create its socket, and qemu its serial socket.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a child's exit may lag behind the end of the session it caused.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// How often a socket path is looked for while a child starts.
 const START_POLL: Duration = Duration::from_millis(20);
 
@@ -94,21 +96,48 @@ async fn run(
     }
     let qemu = spawn(&spec.qemu).context("failed to start qemu")?;
     children.pids.push(qemu);
-    let name = |pid| if pid == qemu { "qemu" } else { "virtiofsd" };
     let serial = tokio::select! {
         r = connect(Path::new(&spec.serial_socket)) => r.context("failed to connect to qemu's serial socket")?,
-        (pid, st) = children.next_exit(sigchld) => bail!("{} exited during startup: {st:?}", name(pid)),
+        (pid, st) = children.next_exit(sigchld) => {
+            let who = if pid == qemu { "qemu" } else { "virtiofsd" };
+            bail!("{who} exited during startup: {st:?}")
+        }
     };
-    tokio::select! {
-        r = mux::mux(serial, listener) => match r {
-            Ok(()) => bail!("the guest closed the agent session"),
-            Err(e) => bail!("the agent session with the guest failed: {e}"),
-        },
-        (pid, st) = children.next_exit(sigchld) => match st {
-            WaitStatus::Exited(p, 0) if p == qemu => Ok(()),
-            st => bail!("{} exited: {st:?}", name(pid)),
-        },
+    let ended = tokio::select! {
+        r = mux::mux(serial, listener) => Ended::Session(r),
+        (pid, st) = children.next_exit(sigchld) => Ended::Child(pid, st),
+    };
+    // qemu's status is the best account of why the VM stopped, and it often comes last: qemu
+    // closes the serial socket (ending the session) and virtiofsd's socket (virtiofsd then
+    // exits) before it is reaped.
+    let qemu_status = match ended {
+        Ended::Child(pid, st) if pid == qemu => Some(st),
+        _ => {
+            let qemu_exit = async {
+                loop {
+                    let (pid, st) = children.next_exit(sigchld).await;
+                    if pid == qemu {
+                        return st;
+                    }
+                }
+            };
+            tokio::time::timeout(EXIT_GRACE, qemu_exit).await.ok()
+        }
+    };
+    match (qemu_status, ended) {
+        (Some(WaitStatus::Exited(_, 0)), _) => Ok(()),
+        (Some(st), _) => bail!("qemu exited: {st:?}"),
+        (None, Ended::Child(_, st)) => bail!("virtiofsd exited: {st:?}"),
+        (None, Ended::Session(Ok(()))) => bail!("the guest closed the agent session"),
+        (None, Ended::Session(Err(e))) => bail!("the agent session with the guest failed: {e}"),
     }
+}
+
+/// What ended a running VM first.
+#[derive(Debug)]
+enum Ended {
+    Session(Result<(), yamux::ConnectionError>),
+    Child(Pid, WaitStatus),
 }
 
 /// A directory only the supervisor's user may enter: the sockets in it are the VM's console
