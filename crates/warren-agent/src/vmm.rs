@@ -249,3 +249,102 @@ impl Children {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["/bin/sh".into(), "-c".into(), script.into()]
+    }
+
+    fn spec(dir: &Path, virtiofsd: &str, qemu: Vec<String>) -> VmmSpec {
+        let run = dir.join("run/vm");
+        VmmSpec {
+            virtiofsd: sh(virtiofsd),
+            virtiofs_socket: run.join("vfs.sock").to_str().unwrap().into(),
+            qemu,
+            serial_socket: run.join("serial.sock").to_str().unwrap().into(),
+        }
+    }
+
+    fn listener(dir: &Path) -> UnixListener {
+        UnixListener::bind(dir.join("agent.sock")).unwrap()
+    }
+
+    /// A stand-in virtiofsd: makes its socket path exist, then runs until killed, leaving its
+    /// pid behind.
+    fn fake_virtiofsd(dir: &Path) -> String {
+        let pidfile = dir.join("vfs.pid");
+        format!(
+            "echo $$ > {}; touch {}/run/vm/vfs.sock; exec sleep 60",
+            pidfile.display(),
+            dir.display()
+        )
+    }
+
+    fn killed(dir: &Path) -> bool {
+        let pid = std::fs::read_to_string(dir.join("vfs.pid")).unwrap();
+        !Path::new(&format!("/proc/{}", pid.trim())).exists()
+    }
+
+    #[tokio::test]
+    async fn qemu_failing_at_startup_stops_virtiofsd() {
+        let _one_at_a_time = crate::CHILD_TESTS.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), &fake_virtiofsd(dir.path()), sh("exit 3"));
+        let err = supervise(spec, listener(dir.path())).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("qemu exited during startup"),
+            "{err:#}"
+        );
+        assert!(killed(dir.path()), "virtiofsd is killed and reaped");
+        let mode = std::fs::metadata(dir.path().join("run/vm")).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+            0o700
+        );
+    }
+
+    #[tokio::test]
+    async fn virtiofsd_dying_before_its_socket_fails_the_start() {
+        let _one_at_a_time = crate::CHILD_TESTS.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), "exit 1", sh("exit 0"));
+        let err = supervise(spec, listener(dir.path())).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("virtiofsd exited before it was ready"),
+            "{err:#}"
+        );
+    }
+
+    /// A stand-in qemu serves the serial socket, sends the guest's goodbye (EOF) and exits 0,
+    /// as qemu does when the guest powers off: the supervisor returns Ok.
+    #[tokio::test]
+    async fn a_guest_poweroff_is_a_clean_stop() {
+        let _one_at_a_time = crate::CHILD_TESTS.lock().await;
+        if !Path::new("/usr/bin/python3").exists() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let serial = dir.path().join("run/vm/serial.sock");
+        let qemu = vec![
+            "/usr/bin/python3".into(),
+            "-c".into(),
+            format!(
+                "import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.bind('{}')\ns.listen()\n\
+                 c,_=s.accept()\ntime.sleep(0.3)\nc.close()\ntime.sleep(0.2)",
+                serial.display()
+            ),
+        ];
+        let spec = spec(dir.path(), &fake_virtiofsd(dir.path()), qemu);
+        let r = tokio::time::timeout(
+            Duration::from_secs(20),
+            supervise(spec, listener(dir.path())),
+        )
+        .await
+        .unwrap();
+        assert!(r.is_ok(), "{r:?}");
+        assert!(killed(dir.path()));
+    }
+}
