@@ -141,7 +141,7 @@ async fn guest_serves_a_new_session_after_the_host_went_away() {
     let guest = {
         let agent = Arc::clone(&agent);
         tokio::spawn(async move {
-            crate::guest::serve_port(&agent, move || {
+            serve_port(&agent, move || {
                 // Once both are used up, a stream whose peer is gone reads EOF at once, like
                 // the real port with no host.
                 ends.lock()
