@@ -89,7 +89,6 @@ case "$ROOT" in
   blk:*) d=${ROOT#blk:}; fs=${d#*:}; [ "$fs" = "$d" ] && fs=ext4; d=${d%%:*}
          mount -t $fs ${RFLAGS:+-o $RFLAGS} $d /newroot ;;
 esac || { echo "initramfs: cannot mount root $ROOT"; ls /sys/bus/virtio/devices; exec sh; }
-log "root mounted ($ROOT), exec $RINIT $ARG"
 mkdir -p /newroot/dev /newroot/proc /newroot/sys /newroot/run
 # A fresh /run, as systemd would give: the agent is copied there so that it runs from memory
 # and the rootfs needs no copy of it.
@@ -103,6 +102,7 @@ elif [ -n "$ARG" ]; then
 else
   set --
 fi
+log "root mounted ($ROOT), exec $RINIT $*"
 mount --move /dev /newroot/dev
 mount --move /sys /newroot/sys
 mount --move /proc /newroot/proc

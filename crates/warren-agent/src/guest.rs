@@ -26,9 +26,6 @@ use crate::registry::Agent;
 const DEFAULT_SHM_BYTES: u64 = 64 << 20;
 /// How long the port may take to appear (the initramfs makes its /dev/virtio-ports link).
 const PORT_WAIT: Duration = Duration::from_secs(30);
-/// Pause before a new session after the last one ended. While no host is connected a read of
-/// the port returns 0 at once, so this is what keeps the wait from spinning.
-const SESSION_RETRY: Duration = Duration::from_millis(100);
 
 /// What the host says on the kernel command line (`warren.KEY=VALUE` words).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -102,7 +99,7 @@ pub(crate) fn setup() {
 /// Serves the host over the port at `path` for as long as the VM runs.
 pub(crate) async fn serve(agent: Arc<Agent>, path: &Path) -> anyhow::Result<()> {
     let port = Arc::new(open_port(path).await?);
-    serve_port(&agent, || PortIo(Arc::clone(&port))).await
+    mux::serve_port(&agent, || PortIo(Arc::clone(&port))).await
 }
 
 /// Opens the port once: it is exclusive-open, and the same descriptor outlives every host
@@ -121,20 +118,6 @@ async fn open_port(path: &Path) -> anyhow::Result<AsyncFd<OwnedFd>> {
         }
     };
     crate::pty::register(fd).with_context(|| format!("failed to poll {}", path.display()))
-}
-
-/// Runs one yamux session after another on the byte streams `io` returns. A session ends
-/// when the host goes away (a read of 0) or breaks the protocol; the next one starts fresh
-/// for the next host.
-pub(crate) async fn serve_port<T, F>(agent: &Arc<Agent>, mut io: F) -> anyhow::Result<()>
-where
-    F: FnMut() -> T,
-    T: AsyncRead + AsyncWrite + Unpin,
-{
-    loop {
-        let _ = mux::serve_session(agent, io()).await;
-        tokio::time::sleep(SESSION_RETRY).await;
-    }
 }
 
 /// The virtio port as a tokio byte stream. Each session gets its own handle on the one

@@ -43,6 +43,11 @@ use tokio::signal::unix::{SignalKind, signal};
 
 use crate::registry::Agent;
 
+/// Tests that start and reap children (`waitpid(-1)`) would steal each other's exits when
+/// `cargo test` runs them as threads of one process; they take this first.
+#[cfg(test)]
+static CHILD_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[derive(Debug)]
 enum Listen {
     Fd(i32),

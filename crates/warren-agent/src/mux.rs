@@ -23,6 +23,10 @@ use crate::registry::Agent;
 
 /// The yamux settings of both ends. The defaults (256 KiB window per stream, at most 512
 /// streams) are what both ends assume; they are set here once so the two cannot drift apart.
+/// Pause before a new session after the last one ended. While no host is connected a read of
+/// the virtio port returns 0 at once, so this is what keeps the wait from spinning.
+const SESSION_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
 fn config() -> yamux::Config {
     yamux::Config::default()
 }
@@ -87,6 +91,20 @@ where
             Some(Err(yamux::ConnectionError::Closed)) | None => return Ok(()),
             Some(Err(e)) => return Err(e),
         }
+    }
+}
+
+/// Runs one yamux session after another on the byte streams `io` returns. A session ends
+/// when the host goes away (a read of 0) or breaks the protocol; the next one starts fresh
+/// for the next host.
+pub(crate) async fn serve_port<T, F>(agent: &Arc<Agent>, mut io: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> T,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let _ = serve_session(agent, io()).await;
+        tokio::time::sleep(SESSION_RETRY).await;
     }
 }
 

@@ -24,6 +24,8 @@ use crate::mux;
 
 /// How long virtiofsd may take to create its socket, and qemu its serial socket.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a child's exit may lag behind the end of the session it caused.
+const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// How often a socket path is looked for while a child starts.
 const START_POLL: Duration = Duration::from_millis(20);
 
@@ -95,21 +97,48 @@ async fn run(
     }
     let qemu = spawn(&spec.qemu).context("failed to start qemu")?;
     children.pids.push(qemu);
-    let name = |pid| if pid == qemu { "qemu" } else { "virtiofsd" };
     let serial = tokio::select! {
         r = connect(Path::new(&spec.serial_socket)) => r.context("failed to connect to qemu's serial socket")?,
-        (pid, st) = children.next_exit(sigchld) => bail!("{} exited during startup: {st:?}", name(pid)),
+        (pid, st) = children.next_exit(sigchld) => {
+            let who = if pid == qemu { "qemu" } else { "virtiofsd" };
+            bail!("{who} exited during startup: {st:?}")
+        }
     };
-    tokio::select! {
-        r = mux::mux(serial, listener) => match r {
-            Ok(()) => bail!("the guest closed the agent session"),
-            Err(e) => bail!("the agent session with the guest failed: {e}"),
-        },
-        (pid, st) = children.next_exit(sigchld) => match st {
-            WaitStatus::Exited(p, 0) if p == qemu => Ok(()),
-            st => bail!("{} exited: {st:?}", name(pid)),
-        },
+    let ended = tokio::select! {
+        r = mux::mux(serial, listener) => Ended::Session(r),
+        (pid, st) = children.next_exit(sigchld) => Ended::Child(pid, st),
+    };
+    // qemu's status is the best account of why the VM stopped, and it often comes last: qemu
+    // closes the serial socket (ending the session) and virtiofsd's socket (virtiofsd then
+    // exits) before it is reaped.
+    let qemu_status = match ended {
+        Ended::Child(pid, st) if pid == qemu => Some(st),
+        _ => {
+            let qemu_exit = async {
+                loop {
+                    let (pid, st) = children.next_exit(sigchld).await;
+                    if pid == qemu {
+                        return st;
+                    }
+                }
+            };
+            tokio::time::timeout(EXIT_GRACE, qemu_exit).await.ok()
+        }
+    };
+    match (qemu_status, ended) {
+        (Some(WaitStatus::Exited(_, 0)), _) => Ok(()),
+        (Some(st), _) => bail!("qemu exited: {st:?}"),
+        (None, Ended::Child(_, st)) => bail!("virtiofsd exited: {st:?}"),
+        (None, Ended::Session(Ok(()))) => bail!("the guest closed the agent session"),
+        (None, Ended::Session(Err(e))) => bail!("the agent session with the guest failed: {e}"),
     }
+}
+
+/// What ended a running VM first.
+#[derive(Debug)]
+enum Ended {
+    Session(Result<(), yamux::ConnectionError>),
+    Child(Pid, WaitStatus),
 }
 
 /// A directory only the supervisor's user may enter: the sockets in it are the VM's console
@@ -221,5 +250,104 @@ impl Children {
         for pid in &self.pids {
             let _ = kill(*pid, Signal::SIGKILL);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["/bin/sh".into(), "-c".into(), script.into()]
+    }
+
+    fn spec(dir: &Path, virtiofsd: &str, qemu: Vec<String>) -> VmmSpec {
+        let run = dir.join("run/vm");
+        VmmSpec {
+            virtiofsd: sh(virtiofsd),
+            virtiofs_socket: run.join("vfs.sock").to_str().unwrap().into(),
+            qemu,
+            serial_socket: run.join("serial.sock").to_str().unwrap().into(),
+        }
+    }
+
+    fn listener(dir: &Path) -> UnixListener {
+        UnixListener::bind(dir.join("agent.sock")).unwrap()
+    }
+
+    /// A stand-in virtiofsd: makes its socket path exist, then runs until killed, leaving its
+    /// pid behind.
+    fn fake_virtiofsd(dir: &Path) -> String {
+        let pidfile = dir.join("vfs.pid");
+        format!(
+            "echo $$ > {}; touch {}/run/vm/vfs.sock; exec sleep 60",
+            pidfile.display(),
+            dir.display()
+        )
+    }
+
+    fn killed(dir: &Path) -> bool {
+        let pid = std::fs::read_to_string(dir.join("vfs.pid")).unwrap();
+        !Path::new(&format!("/proc/{}", pid.trim())).exists()
+    }
+
+    #[tokio::test]
+    async fn qemu_failing_at_startup_stops_virtiofsd() {
+        let _one_at_a_time = crate::CHILD_TESTS.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), &fake_virtiofsd(dir.path()), sh("exit 3"));
+        let err = supervise(spec, listener(dir.path())).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("qemu exited during startup"),
+            "{err:#}"
+        );
+        assert!(killed(dir.path()), "virtiofsd is killed and reaped");
+        let mode = std::fs::metadata(dir.path().join("run/vm")).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+            0o700
+        );
+    }
+
+    #[tokio::test]
+    async fn virtiofsd_dying_before_its_socket_fails_the_start() {
+        let _one_at_a_time = crate::CHILD_TESTS.lock().await;
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path(), "exit 1", sh("exit 0"));
+        let err = supervise(spec, listener(dir.path())).await.unwrap_err();
+        assert!(
+            format!("{err:#}").contains("virtiofsd exited before it was ready"),
+            "{err:#}"
+        );
+    }
+
+    /// A stand-in qemu serves the serial socket, sends the guest's goodbye (EOF) and exits 0,
+    /// as qemu does when the guest powers off: the supervisor returns Ok.
+    #[tokio::test]
+    async fn a_guest_poweroff_is_a_clean_stop() {
+        let _one_at_a_time = crate::CHILD_TESTS.lock().await;
+        if !Path::new("/usr/bin/python3").exists() {
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let serial = dir.path().join("run/vm/serial.sock");
+        let qemu = vec![
+            "/usr/bin/python3".into(),
+            "-c".into(),
+            format!(
+                "import socket,time\ns=socket.socket(socket.AF_UNIX)\ns.bind('{}')\ns.listen()\n\
+                 c,_=s.accept()\ntime.sleep(0.3)\nc.close()\ntime.sleep(0.2)",
+                serial.display()
+            ),
+        ];
+        let spec = spec(dir.path(), &fake_virtiofsd(dir.path()), qemu);
+        let r = tokio::time::timeout(
+            Duration::from_secs(20),
+            supervise(spec, listener(dir.path())),
+        )
+        .await
+        .unwrap();
+        assert!(r.is_ok(), "{r:?}");
+        assert!(killed(dir.path()));
     }
 }

@@ -9,20 +9,28 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
 
-/// Writes `out` = the bytes of `base` (a gzip'd newc cpio, copied as is) followed by an
-/// uncompressed newc archive holding `agent` as the regular file `warren-agent` (mode 0755,
+/// Writes `out` = the bytes of `base` (a gzip'd newc cpio, copied as is), NULs up to a multiple
+/// of 4 bytes, then an uncompressed newc archive holding `agent` as the regular file `warren-agent` (mode 0755,
 /// owned by root). `out` is replaced atomically: a VM booting from it never sees half a file.
 pub(crate) fn write_initrd(base: &Path, agent: &Path, out: &Path) -> std::io::Result<()> {
     let dir = out.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     {
         let mut w = BufWriter::new(tmp.as_file_mut());
-        std::io::copy(&mut File::open(base)?, &mut w)?;
+        let base_len = std::io::copy(&mut File::open(base)?, &mut w)?;
+        // The kernel looks for the next archive's "070701" only at an offset that is a multiple
+        // of 4 and skips NULs to get there (init/initramfs.c, unpack_to_rootfs); a gzip
+        // stream ends wherever it ends.
+        let pad = usize::try_from(base_len.next_multiple_of(4) - base_len).unwrap_or(0);
+        w.write_all(&[0; 3][..pad])?;
         let mut data = Vec::new();
         File::open(agent)?.read_to_end(&mut data)?;
         w.write_all(&newc_archive("warren-agent", 0o100_755, &data)?)?;
         w.flush()?;
     }
+    // qemu runs as the sandbox's unprivileged ids and must read it; a temp file starts 0600.
+    tmp.as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     tmp.as_file().sync_all()?;
     tmp.persist(out).map_err(|e| e.error)?;
     Ok(())
@@ -67,7 +75,7 @@ fn newc_entry(
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -117,7 +125,9 @@ mod tests {
 
         let bytes = std::fs::read(&out).unwrap();
         assert!(bytes.starts_with(b"\x1f\x8bnot really gzip"));
-        let archive = &bytes[b"\x1f\x8bnot really gzip".len()..];
+        // 17 bytes of base, 3 NULs to the next multiple of 4.
+        assert_eq!(&bytes[17..20], &[0, 0, 0]);
+        let archive = &bytes[20..];
         assert_eq!(archive.len() % 4, 0);
         let entries = parse(archive);
         assert_eq!(
@@ -140,6 +150,9 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["agent", "base.cpio.gz", "initrd"]);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&out).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
     }
 
     /// The archive as GNU cpio reads it, where cpio is installed (the format test above does

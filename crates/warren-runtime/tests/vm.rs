@@ -83,7 +83,14 @@ async fn guest_answers_through_the_supervisor() {
             Err(e) => panic!("{e}"),
         }
     }
-    println!("first handshake after {:?}", t0.elapsed());
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    println!(
+        "first handshake after {:?} (at epoch {:.3})",
+        t0.elapsed(),
+        since_epoch.as_secs_f64()
+    );
     let (a, b) = tokio::join!(
         sh(&sock, "uname -r"),
         sh(&sock, "cat /proc/cpuinfo | grep -c processor")
@@ -91,11 +98,27 @@ async fn guest_answers_through_the_supervisor() {
     println!("uname -r: {a:?}\nprocessors: {b:?}");
     let more = sh(
         &sock,
-        "echo pid1=$(cat /proc/1/comm) host=$(hostname); ip -4 addr 2>/dev/null || cat /proc/net/fib_trie | head -5; \
-         ls -l /dev/pts/ptmx /dev/ptmx; mount | grep -E ' /dev/(pts|shm) '; cat /etc/resolv.conf | tail -1",
+        "echo pid1=$(cat /proc/1/comm) host=$(hostname); grep -v '^Iface' /proc/net/route; \
+         cat /sys/class/net/eth0/operstate; ls -l /dev/ptmx /dev/pts/ptmx; \
+         mount | grep -E ' /(dev/pts|dev/shm|run) '; grep nameserver /etc/resolv.conf; \
+         echo agent-rss-kib=$(grep VmRSS /proc/1/status | tr -s ' ' | cut -d' ' -f2)",
     )
     .await;
     println!("{}", more.0);
     assert_eq!(a.1, 0);
     assert_eq!(b.1, 0);
+    // Powers the guest off: qemu exits 0, and so should the supervisor.
+    let mut c = AgentConn::connect(&sock).await.unwrap();
+    c.send(&Request::Exec(ExecSpec {
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "sync; echo o > /proc/sysrq-trigger".into(),
+        ],
+        ..Default::default()
+    }))
+    .await
+    .unwrap();
+    while let Ok(Some(_)) = c.recv().await {}
+    println!("poweroff sent");
 }

@@ -98,6 +98,7 @@ fn supervisor(
 
 #[tokio::test]
 async fn two_concurrent_connections_reach_the_guest_handler() {
+    let _one_at_a_time = crate::CHILD_TESTS.lock().await;
     let agent = crate::start_agent().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (host_io, guest_io) = UnixStream::pair().unwrap();
@@ -130,6 +131,7 @@ async fn two_concurrent_connections_reach_the_guest_handler() {
 
 #[tokio::test]
 async fn guest_serves_a_new_session_after_the_host_went_away() {
+    let _one_at_a_time = crate::CHILD_TESTS.lock().await;
     let agent = crate::start_agent().unwrap();
     let dir = tempfile::tempdir().unwrap();
     // Two host connections to the "port", one after the other, as qemu's chardev gives them.
@@ -139,7 +141,7 @@ async fn guest_serves_a_new_session_after_the_host_went_away() {
     let guest = {
         let agent = Arc::clone(&agent);
         tokio::spawn(async move {
-            crate::guest::serve_port(&agent, move || {
+            serve_port(&agent, move || {
                 // Once both are used up, a stream whose peer is gone reads EOF at once, like
                 // the real port with no host.
                 ends.lock()
@@ -200,6 +202,7 @@ async fn guest_serves_a_new_session_after_the_host_went_away() {
 
 #[tokio::test]
 async fn garbage_from_the_guest_ends_the_session_without_panicking() {
+    let _one_at_a_time = crate::CHILD_TESTS.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (host_io, mut guest_io) = UnixStream::pair().unwrap();
     let (sock, mux_task) = supervisor(dir.path(), host_io);
