@@ -214,7 +214,7 @@ fn qemu_argv(
         "none",
         "-no-reboot",
         "-serial",
-        "file:/dev/shm/vm/console.log",
+        "none",
         "-kernel",
         KERNEL,
         "-initrd",
@@ -268,7 +268,7 @@ fn qemu_argv(
 fn kernel_cmdline(spec: &SandboxSpec, net: Option<GuestNet>) -> String {
     // TCG has no calibrated TSC; without this the early boot spends a second calibrating.
     let mut line = format!(
-        "tsc_early_khz=2000000 console=ttyS0 panic=-1 init_on_alloc=0 warren.hostname={} warren.shm={}",
+        "tsc_early_khz=2000000 panic=-1 quiet init_on_alloc=0 warren.hostname={} warren.shm={}",
         spec.id,
         (64u64 << 20).min(spec.limits.memory_bytes / 2)
     );
