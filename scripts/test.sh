@@ -17,6 +17,11 @@ scripts/build.sh
 export WARREN_BIN_DIR="$PWD/target/release"
 export WARREN_TEST_DATA_DIR="${WARREN_TEST_DATA_DIR:-/var/lib/warren-test}"
 target/release/warren --data-dir "$WARREN_TEST_DATA_DIR" image build
+# The microVM tier: QEMU, virtiofsd, a guest kernel and the VMM root in the test data dir.
+scripts/vm/setup.sh "$WARREN_TEST_DATA_DIR"
 cargo nextest run --workspace --locked
 # The official SDKs (Python, JS) and Deep Agents against a real `warren serve`.
 WARREN_BIN="$PWD/target/release/warren" tests/conformance/run.sh
+# The subset that runs on both tiers (commands, files, lifecycle, daemon restart), again with
+# every sandbox a VM.
+WARREN_TEST_TIER=vm WARREN_BIN="$PWD/target/release/warren" tests/conformance/run.sh

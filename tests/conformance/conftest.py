@@ -7,6 +7,8 @@ image) fails the session loudly instead of skipping.
 Environment:
   WARREN_BIN            the warren binary (default: target/release/warren in the repo)
   WARREN_TEST_DATA_DIR  a data dir whose default image is built (default: /var/lib/warren-test)
+  WARREN_TEST_TIER      the tier the server gives creates that name none: `jail` (default) or
+                        `vm` (run.sh then selects the subset that runs on both tiers)
 """
 
 from __future__ import annotations
@@ -37,6 +39,16 @@ from helpers import uniq  # noqa: E402
 from upstream_tls import test_ca  # noqa: E402
 
 HEALTH_TIMEOUT = 30.0
+
+TIER = os.environ.get("WARREN_TEST_TIER", "jail")
+
+
+def _tier_args() -> list[str]:
+    """`warren serve` flags of the tier under test. VMs boot in seconds under emulation, so no
+    warm pool boots them in the background while a test's commands compete for the CPUs."""
+    if TIER == "jail":
+        return []
+    return ["--default-tier", TIER, "--pool-max", "0"]
 
 
 def _free_port() -> int:
@@ -87,6 +99,7 @@ class Server:
                     *_sandbox_ca_args(),
                     "--egress-upstream-ca",
                     str(test_ca()[0]),
+                    *_tier_args(),
                     *self.extra_args,
                 ],
                 stdin=subprocess.DEVNULL,

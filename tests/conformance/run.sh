@@ -20,4 +20,13 @@ for variant in ws http deepagents; do
   (cd "$here/js/$variant" && npm ci --no-audit --no-fund --loglevel=error)
 done
 
-exec "$venv/bin/python" -m pytest -q tests/conformance "$@"
+# WARREN_TEST_TIER=vm: the subset that runs on both tiers (commands, files, lifecycle), against
+# a server whose creates are VMs.
+if [ "${WARREN_TEST_TIER:-jail}" = vm ]; then
+  set -- tests/conformance/test_sdk_exec.py tests/conformance/test_sdk_files.py \
+    tests/conformance/test_sdk_lifecycle.py tests/conformance/test_restart.py \
+    -m "not jail_only" "$@"
+else
+  set -- tests/conformance "$@"
+fi
+exec "$venv/bin/python" -m pytest -q "$@"

@@ -397,19 +397,20 @@ const HANGUP_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Returns once the peer has closed its end of the socket completely: POLLHUP on a unix
 /// stream socket means both directions are shut, unlike the read EOF of a half-close.
 pub(crate) async fn wait_for_hangup(stream: &UnixStream) {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    loop {
-        let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
-        let hung_up = match poll(&mut fds, PollTimeout::ZERO) {
-            Ok(_) => fds[0]
-                .revents()
-                .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
-            Err(_) => true,
-        };
-        if hung_up {
-            return;
-        }
+    while !hung_up(stream) {
         tokio::time::sleep(HANGUP_POLL).await;
+    }
+}
+
+/// Whether the peer has closed the connection entirely (not only shut down its writing).
+pub(crate) fn hung_up(stream: &UnixStream) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut fds = [PollFd::new(stream.as_fd(), PollFlags::POLLOUT)];
+    match poll(&mut fds, PollTimeout::ZERO) {
+        Ok(_) => fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR)),
+        Err(_) => true,
     }
 }
 

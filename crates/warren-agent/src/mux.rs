@@ -11,8 +11,10 @@
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -54,7 +56,7 @@ where
             {
                 let stream = opened?;
                 if let Some(client) = waiting.pop_front() {
-                    tokio::spawn(splice(client, stream.compat()));
+                    tokio::spawn(splice(client, stream));
                 }
                 continue;
             }
@@ -117,27 +119,79 @@ async fn serve_stream(agent: Arc<Agent>, stream: yamux::Stream) {
         return;
     };
     tokio::spawn(conn::serve(agent, handler_end));
-    splice(our_end, stream.compat()).await;
+    splice(our_end, stream).await;
+}
+
+/// A yamux stream that notes why its read side ended: a FIN (the peer half-closed and still
+/// reads) or a reset, when the stream is closed both ways (the peer hung up entirely). yamux
+/// reads both as end of file; the difference decides whether the local peer is half-closed
+/// or hung up on, which is what tells the agent a client left (`kill_on_disconnect`).
+struct Watched {
+    inner: yamux::Stream,
+    hung_up: Arc<AtomicBool>,
+}
+
+impl futures_io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(0))) && self.inner.is_closed() {
+            self.hung_up.store(true, Ordering::Relaxed);
+        }
+        read
+    }
+}
+
+impl futures_io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
 }
 
 /// Copies between a local socket and a yamux stream until both directions are done or either
-/// fails. A half-close is passed on (EOF one way shuts down writing the same way), because
-/// clients half-close to say "no more input" and keep reading. Once the local peer has hung
-/// up entirely, the stream is dropped, which tells the other side when it next writes.
-pub(crate) async fn splice<S>(mut local: UnixStream, remote: S)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+/// fails. A half-close is passed on as one (EOF one way shuts down writing the same way),
+/// because clients half-close to say "no more input" and keep reading. A hang-up is passed on
+/// as one too: a local peer that closed entirely resets the stream (it is dropped unclosed),
+/// and a reset stream closes the local socket, so the agent behind it sees its client leave.
+pub(crate) async fn splice(mut local: UnixStream, remote: yamux::Stream) {
+    let hung_up = Arc::new(AtomicBool::new(false));
+    let remote = Watched {
+        inner: remote,
+        hung_up: Arc::clone(&hung_up),
+    }
+    .compat();
     let (mut remote_rd, mut remote_wr) = tokio::io::split(remote);
     let (mut local_rd, mut local_wr) = local.split();
+    let gone = || std::io::Error::from(std::io::ErrorKind::BrokenPipe);
     let out = async {
         tokio::io::copy(&mut local_rd, &mut remote_wr).await?;
+        if conn::hung_up(local_rd.as_ref()) {
+            return Err(gone());
+        }
         remote_wr.shutdown().await?;
         conn::wait_for_hangup(local_rd.as_ref()).await;
-        Err::<(), _>(std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        Err::<(), _>(gone())
     };
     let back = async {
         tokio::io::copy(&mut remote_rd, &mut local_wr).await?;
+        if hung_up.load(Ordering::Relaxed) {
+            return Err(gone());
+        }
         local_wr.shutdown().await?;
         // Keep going until the other direction ends too (by its peer hanging up).
         std::future::pending::<std::io::Result<()>>().await

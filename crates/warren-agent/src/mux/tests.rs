@@ -129,6 +129,71 @@ async fn two_concurrent_connections_reach_the_guest_handler() {
     );
 }
 
+/// A host client that hangs up reaches the guest's handler as a hang-up, not as a half-close:
+/// a silent command started with `kill_on_disconnect` is killed (it has no output whose
+/// failed write would tell).
+#[tokio::test]
+async fn a_client_hang_up_reaches_the_guest_and_kills_a_silent_command() {
+    let _one_at_a_time = crate::CHILD_TESTS.lock().await;
+    let agent = crate::start_agent().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (host_io, guest_io) = UnixStream::pair().unwrap();
+    let _guest = {
+        let agent = Arc::clone(&agent);
+        tokio::spawn(async move { serve_session(&agent, guest_io).await })
+    };
+    let (sock, _mux) = supervisor(dir.path(), host_io);
+    let pidfile = dir.path().join("pid");
+    let (s, p) = (sock.clone(), pidfile.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut c = client(&s);
+        let spec = ExecSpec {
+            argv: vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("echo $$ > {}; exec sleep 600", p.display()),
+            ],
+            kill_on_disconnect: true,
+            ..Default::default()
+        };
+        write_frame(&mut c, &Request::Exec(spec)).unwrap();
+        assert!(matches!(
+            read_frame(&mut c).unwrap(),
+            Some(Response::Started { .. })
+        ));
+        // Dropped here: the whole connection closes.
+    })
+    .await
+    .unwrap();
+    // Running, as opposed to gone or a zombie nobody has reaped yet.
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let pid = loop {
+        if let Ok(text) = std::fs::read_to_string(&pidfile)
+            && let Ok(pid) = text.trim().parse::<i32>()
+        {
+            break pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    while alive(pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the command outlived its client's hang-up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn guest_serves_a_new_session_after_the_host_went_away() {
     let _one_at_a_time = crate::CHILD_TESTS.lock().await;
