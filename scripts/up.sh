@@ -16,6 +16,9 @@ if ! command -v cargo >/dev/null; then
 fi
 scripts/build.sh
 target/release/warren image build
+# The microVM tier (`"tier": "vm"`): QEMU, virtiofsd and a guest kernel. Jails work without it.
+scripts/vm/setup.sh "${WARREN_DATA_DIR:-/var/lib/warren}" ||
+  echo "the vm tier is not available (scripts/vm/setup.sh failed); jails work without it" >&2
 target/release/warren doctor || true
 # Hosts whose outbound TLS is re-signed by a locally added CA (corporate proxies, some labs):
 # sandboxes reach the internet through Warren's proxy on this host, so they must trust it too.
