@@ -174,17 +174,7 @@ impl JailDriver {
         };
         let volumes = match &vm {
             None => self.jail_volumes(spec)?,
-            Some(_) if !spec.volumes.is_empty() => {
-                return Err(DriverError::Volume(
-                    "volumes cannot be mounted in vm-tier sandboxes yet".into(),
-                ));
-            }
-            // The VMM's jail mounts the sandbox's root filesystem for virtiofsd to serve.
-            Some(_) => vec![JailVolume {
-                host_path: rootfs.clone(),
-                mount_path: crate::vm::GUEST_ROOT.into(),
-                read_only: false,
-            }],
+            Some(_) => crate::vm::volumes(spec, &rootfs)?,
         };
         let slot = self.inner.slots.allocate(spec.id.as_str())?;
         undo.slot = Some(slot);
@@ -192,13 +182,10 @@ impl JailDriver {
         let began = Instant::now();
         let cg = cgroup_name(&spec.id);
         let cpus = placement::cpus_for(slot, spec.limits.millicpus);
-        let mut limits = spec.limits;
-        if vm.is_some() {
-            // The guest's RAM is the sandbox's memory; the monitor's own is on top of it.
-            limits.memory_bytes = limits
-                .memory_bytes
-                .saturating_add(crate::vm::MONITOR_MEMORY);
-        }
+        let limits = match vm {
+            None => spec.limits,
+            Some(_) => crate::vm::cgroup_limits(spec.limits),
+        };
         let procs = self.inner.cgroups.create(&cg, &limits, &cpus)?;
         undo.cgroup = true;
         tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), "cgroups created");
@@ -223,15 +210,7 @@ impl JailDriver {
         let linked = self.inner.net.get().is_some();
         let agent_args = match &vm {
             None => crate::network::agent_args(linked, slot),
-            Some(_) => {
-                let net = linked
-                    .then(|| warren_net::host_address(slot))
-                    .flatten()
-                    .map(|nameserver| crate::vm::GuestNet { nameserver });
-                let mut args = crate::network::agent_args(false, slot);
-                args.extend(crate::vm::supervisor_args(spec, net));
-                args
-            }
+            Some(_) => crate::vm::supervisor_args(spec, linked, slot),
         };
         let base = ID_BASE + slot * ID_COUNT;
         let jail = JailSpec {
@@ -262,8 +241,8 @@ impl JailDriver {
             tracing::warn!(sandbox = %spec.id, kernel_abi = report.landlock_abi, reviewed_abi = warren_jail::LANDLOCK_REVIEWED_ABI, "landlock is older than the reviewed ABI; the sandbox runs with less of it");
         }
         if vm.is_some() {
-            crate::vm::wait_for_guest(&spec.id, &agent_socket, report.pid, report.start_time)
-                .await?;
+            let alive = || process_start_time(report.pid) == Some(report.start_time);
+            crate::vm::wait_for_guest(&spec.id, &agent_socket, alive).await?;
         }
         let env = match self.inner.net.get() {
             Some((net, cas)) => {

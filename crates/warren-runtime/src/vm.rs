@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use warren_driver::SandboxSpec;
+use warren_jail::JailVolume;
 use warren_proto::VmmSpec;
-use warren_types::SandboxId;
+use warren_types::{Limits, SandboxId};
 
 use crate::driver::DriverError;
 
@@ -59,8 +60,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 pub(crate) async fn wait_for_guest(
     id: &SandboxId,
     socket: &Path,
-    pid: u32,
-    start_time: u64,
+    alive: impl Fn() -> bool,
 ) -> Result<(), DriverError> {
     let began = Instant::now();
     loop {
@@ -70,7 +70,7 @@ pub(crate) async fn wait_for_guest(
                 return Ok(());
             }
             Err(e) => {
-                if crate::jail_driver::process_start_time(pid) != Some(start_time) {
+                if !alive() {
                     return Err(DriverError::VmBoot(
                         "the virtual machine exited while it booted".into(),
                     ));
@@ -149,8 +149,36 @@ pub(crate) struct GuestNet {
     pub nameserver: Ipv4Addr,
 }
 
-/// The supervisor's arguments after the listening descriptor: `--vmm` and its spec.
-pub(crate) fn supervisor_args(spec: &SandboxSpec, net: Option<GuestNet>) -> Vec<String> {
+/// The VMM jail's one volume: the sandbox's root filesystem, for virtiofsd to serve. The
+/// sandbox's own volumes would each need a virtio-fs device of their own: refused for now.
+pub(crate) fn volumes(spec: &SandboxSpec, rootfs: &Path) -> Result<Vec<JailVolume>, DriverError> {
+    if !spec.volumes.is_empty() {
+        return Err(DriverError::Volume(
+            "volumes cannot be mounted in vm-tier sandboxes yet".into(),
+        ));
+    }
+    Ok(vec![JailVolume {
+        host_path: rootfs.to_owned(),
+        mount_path: GUEST_ROOT.into(),
+        read_only: false,
+    }])
+}
+
+/// The VMM jail's cgroup limits: the guest's RAM is the sandbox's memory, and the monitor's
+/// own is on top of it.
+pub(crate) fn cgroup_limits(mut limits: Limits) -> Limits {
+    limits.memory_bytes = limits.memory_bytes.saturating_add(MONITOR_MEMORY);
+    limits
+}
+
+/// The supervisor's arguments: its listening descriptor, `--vmm` and its spec. A guest linked
+/// to the host gets Warren's DNS on its link (known from the slot) as its resolver.
+pub(crate) fn supervisor_args(spec: &SandboxSpec, linked: bool, slot: u32) -> Vec<String> {
+    let net = linked
+        .then(|| warren_net::host_address(slot))
+        .flatten()
+        .map(|nameserver| GuestNet { nameserver });
+    let mut args = crate::network::agent_args(false, slot);
     let vfs = format!("{SOCKETS}/vfs.sock");
     let serial = format!("{SOCKETS}/agent.sock");
     let vmm = VmmSpec {
@@ -161,7 +189,8 @@ pub(crate) fn supervisor_args(spec: &SandboxSpec, net: Option<GuestNet>) -> Vec<
     };
     // A struct of strings always serializes.
     let json = serde_json::to_string(&vmm).unwrap_or_default();
-    vec!["--vmm".into(), json]
+    args.extend(["--vmm".into(), json]);
+    args
 }
 
 /// virtiofsd inside the jail: the jail is its sandbox (it has no rights to make namespaces
@@ -284,7 +313,7 @@ fn kernel_cmdline(spec: &SandboxSpec, net: Option<GuestNet>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warren_types::{ImageRef, Limits};
+    use warren_types::ImageRef;
 
     fn spec(millicpus: u32, memory_bytes: u64) -> SandboxSpec {
         SandboxSpec {
