@@ -119,5 +119,6 @@ pub(crate) async fn metrics(
     let counts = state.control.counts()?;
     let mut text = state.control.metrics().render(&counts);
     text.push_str(&state.control.pool_metrics());
+    text.push_str(&state.control.tier_metrics()?);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }

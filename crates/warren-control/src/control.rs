@@ -262,6 +262,35 @@ impl Control {
         .collect())
     }
 
+    /// The `warren_sandboxes_by_tier` gauge (Prometheus text): sandboxes by tier and state.
+    pub fn tier_metrics(&self) -> Result<String, ControlError> {
+        use std::fmt::Write;
+        let all = self.store.list_sandboxes(None)?;
+        let mut o = String::from(
+            "# HELP warren_sandboxes_by_tier Sandboxes by isolation tier and state.\n# TYPE warren_sandboxes_by_tier gauge\n",
+        );
+        for tier in [Tier::Jail, Tier::Vm] {
+            for state in [
+                SandboxStatus::Provisioning,
+                SandboxStatus::Ready,
+                SandboxStatus::Stopped,
+                SandboxStatus::Failed,
+                SandboxStatus::Deleting,
+            ] {
+                let n = all
+                    .iter()
+                    .filter(|r| r.config.tier == tier && r.status == state)
+                    .count();
+                let _ = writeln!(
+                    o,
+                    "warren_sandboxes_by_tier{{tier=\"{tier}\",state=\"{}\"}} {n}",
+                    state.as_str()
+                );
+            }
+        }
+        Ok(o)
+    }
+
     /// The URL of a sandbox's data plane.
     pub fn dataplane_url(&self, rec: &SandboxRecord) -> String {
         format!("{}/dp/{}", self.cfg.public_url, rec.id)
