@@ -28,6 +28,9 @@ if [ "${#need[@]}" -gt 0 ]; then
     { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }
 fi
 
+# The guest kernel and busybox are downloaded (not installed) from the same package lists.
+apt-cache show linux-image-cloud-amd64 busybox-static >/dev/null 2>&1 || apt-get update -qq
+
 # -- 2. virtiofsd (Debian bookworm ships only QEMU's legacy C one, root-only) --
 tools=$repo/target/vm-tools
 virtiofsd=$tools/bin/virtiofsd
