@@ -7,6 +7,7 @@ import os
 import sys
 
 CONTENDERS = [("warren", "Warren cold"), ("warren-pooled", "Warren pooled"),
+              ("warren-vm", "Warren vm (TCG)"),
               ("podman-crun", "podman/crun"), ("bwrap", "bubblewrap"), ("runsc", "runsc (ptrace)")]
 PEERS = ["podman-crun", "bwrap", "runsc"]
 
@@ -35,6 +36,8 @@ ROWS = [
      ("warren", "value", "<=", 3, "≤ 3 MiB")),
     ("density_pss", "PSS of the sandboxes' host processes per idle sandbox (no kernel memory)", "MiB", True,
      None),
+    ("density_cgroup", "memory charged to the sandbox cgroups per idle sandbox (QEMU, virtiofsd, "
+     "supervisor; guest RAM it touched)", "MiB", True, None),
     ("density_fds", "daemon file descriptors per idle sandbox", "", True, None),
     ("upload", "upload {file_mib} MiB", "MiB/s", False, None),
     ("download", "download {file_mib} MiB", "MiB/s", False, None),
@@ -146,7 +149,16 @@ def markdown(data):
            f"file throughput p50 of {p['file_reps']}. Density: Warren up to {p['density']} idle "
            f"sandboxes ({p['idle_mib']} MiB limit each, `idle_ttl_seconds=0`), peers up to "
            f"{p['peer_density']}; memory per sandbox is the growth of MemTotal − MemAvailable over "
-           "the host (other work on it adds noise).", ""]
+           "the host (other work on it adds noise).", "",
+           *([f"Warren vm (TCG): the vm tier (a QEMU microVM per sandbox, its root the sandbox's "
+              f"subvolume over virtio-fs) against `warren serve --default-tier vm --pool-max 0`, "
+              f"QEMU under TCG emulation: the runtime always boots with `-accel tcg`, and "
+              f"whether this host's KVM runs a guest at all is `warren doctor`'s probe, quoted "
+              f"in the notes. "
+              f"{p.get('vm_n', '?')} creates, each a cold boot; {p['runs']} `run(\"true\")`; "
+              f"{p.get('vm_density', '?')} idle VMs of {p.get('vm_mib', '?')} MiB for the memory "
+              "rows. No KVM figure is claimed.", ""]
+             if any("warren-vm" in by for by in data["metrics"].values()) else [])]
     cols = [label for _, label in CONTENDERS]
     out.append("| metric | " + " | ".join(cols) + " | DESIGN §8 target | Warren |")
     out.append("|---" * (len(cols) + 3) + "|")
@@ -190,7 +202,8 @@ def plot(data, path):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.2))
-    colors = {"warren": "#1f77b4", "warren-pooled": "#17becf", "podman-crun": "#d62728",
+    colors = {"warren": "#1f77b4", "warren-pooled": "#17becf", "warren-vm": "#ff7f0e",
+              "podman-crun": "#d62728",
               "bwrap": "#2ca02c", "runsc": "#9467bd"}
     labels = dict(CONTENDERS)
     for ax, key, title in ((axes[0], "create_first", "create → first command (ms)"),

@@ -3,14 +3,15 @@
 bubblewrap and gVisor's runsc (ptrace platform) on the same root filesystem (the default
 image's read-only subvolume). Measures create -> first command, `run("true")`, fork, a burst of
 concurrent creates, density, file throughput and how create latency grows with the number of
-live sandboxes, and writes results.json, results.md (table with ratios and the DESIGN targets)
+live sandboxes; for the vm tier (contender `warren-vm`, when the data dir has a microVM root)
+create -> first command, `run("true")` and memory per idle VM; and writes results.json, results.md (table with ratios and the DESIGN targets)
 and results.png into bench/results/.
 
 Warren is driven through the official `langsmith` SDK against a `warren serve` (network
 `proxied`, the default) the suite starts on a free port; `warren run` is timed for the one-shot
 row. Run it through scripts/bench.sh, which installs what is missing:
 
-    sudo scripts/bench.sh [--quick] [--only warren,podman-crun,bwrap,runsc] [--lock FILE]
+    sudo scripts/bench.sh [--quick] [--only warren,warren-vm,podman-crun,bwrap,runsc] [--lock FILE]
 """
 import argparse
 import concurrent.futures as cf
@@ -38,7 +39,10 @@ from sdk_bench import start_server
 import report
 
 MIB = 1 << 20
-WARREN, POOLED = "warren", "warren-pooled"
+WARREN, POOLED, VM = "warren", "warren-pooled", "warren-vm"
+# The runtime boots every VM under TCG (crates/warren-runtime/src/vm.rs); no KVM figure is
+# claimed without a run that used it.
+TCG = "TCG (no usable KVM here)"
 
 
 def say(msg):
@@ -134,8 +138,10 @@ class Results:
             if c not in ours:
                 self.data["scaling"][c] = by
         kept = {c for by in old.get("metrics", {}).values() for c in by} - ours
+        # Notes open with their contender's name and a space or colon ("warren" must not
+        # claim "warren-vm: ...").
         self.data["notes"] = [n for n in old.get("notes", [])
-                              if any(n.startswith(c) for c in kept)]
+                              if any(n.startswith((c + " ", c + ":")) for c in kept)]
         om = old.get("meta", {})
         self.data["meta"]["merged_from"] = om.get("merged_from") or om.get("date")
 
@@ -503,6 +509,124 @@ def warren_scale(args, res):
                 res.put("density_fds", WARREN, {"value": (fds - base_fds) / held, "n": held})
 
 
+# --- Warren, vm tier ---------------------------------------------------------------------------
+
+VM_FILES = ("usr/bin/qemu-system-x86_64", "usr/libexec/virtiofsd", "boot/vmlinuz",
+            "boot/initramfs.base.gz")
+
+
+def vm_unavailable(args):
+    """Why the data dir offers no vm tier (what `warren serve` checks), or None."""
+    root = os.path.join(args.data_dir, "vm/root")
+    for f in VM_FILES:
+        if not os.path.isfile(os.path.join(root, f)):
+            return (f"no microVM root in {args.data_dir} ({f} is missing; "
+                    f"`scripts/vm/setup.sh {args.data_dir}` makes it)")
+    return None
+
+
+def doctor_kvm(args):
+    """`warren doctor`'s KVM line: it boots a guest under `-accel kvm` and says what happened."""
+    try:
+        out = subprocess.run([args.warren, "--data-dir", args.data_dir, "doctor"],
+                             capture_output=True, text=True, timeout=120).stdout
+    except (OSError, subprocess.SubprocessError) as e:
+        return f"doctor did not run: {e}"
+    for line in out.splitlines():
+        if "KVM acceleration" in line:
+            return " ".join(line.split())
+    return "doctor has no KVM check in this build"
+
+
+def memory_cgroups(pids):
+    """The memory cgroups (v1 or v2) the processes are in, as paths under /sys/fs/cgroup."""
+    out = set()
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/cgroup") as f:
+                for line in f:
+                    _, ctrls, path = line.rstrip("\n").split(":", 2)
+                    if "memory" in ctrls.split(","):
+                        out.add(os.path.join("/sys/fs/cgroup/memory", path.lstrip("/")))
+                    elif ctrls == "" and os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+                        out.add(os.path.join("/sys/fs/cgroup", path.lstrip("/")))
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def cgroup_charged(groups):
+    """Memory charged to the cgroups (v1 memory.usage_in_bytes, v2 memory.current), bytes."""
+    total = 0
+    for g in groups:
+        for name in ("memory.usage_in_bytes", "memory.current"):
+            try:
+                with open(os.path.join(g, name)) as f:
+                    total += int(f.read())
+                break
+            except (OSError, ValueError):
+                continue
+    return total
+
+
+def warren_vm(args, res):
+    """The vm tier through the SDK, against a server whose creates default to it (the SDK has no
+    tier option) and that keeps no pool: create -> first command, `run("true")` on a running
+    VM, then host memory, PSS and cgroup charge per idle VM."""
+    why = vm_unavailable(args)
+    if why:
+        res.note(f"{VM} skipped: {why}")
+        return
+    res.note(f"{VM}: every vm-tier figure is QEMU under {TCG}: the runtime always boots with "
+             f"`-accel tcg`; doctor here says: {doctor_kvm(args)}")
+    with warren_server(args, ("--default-tier", "vm", "--pool-max", "0")) as w:
+        warm(w)
+        create, first, total = create_first(w, args.vm_n, "warren vm create")
+        res.put("create", VM, stats(create))
+        res.put("create_first", VM, stats(first))
+        res.put("cycle", VM, stats(total))
+
+        sb = w.client.create_sandbox()
+        rtt = []
+        for _ in tqdm(range(args.runs), desc="warren vm run('true')", leave=False):
+            t0 = time.perf_counter()
+            assert sb.run("true").exit_code == 0
+            rtt.append((time.perf_counter() - t0) * 1000)
+        res.put("run_true", VM, stats(rtt))
+        w.client.delete_sandbox(sb.name)
+
+        base_mem = used_memory()
+        base_pids = warren_pids(w.pid)
+        base_daemon = pss([w.pid])
+        idle, failed = [], None
+        # Two at a time: each boot keeps a CPU busy for seconds under TCG.
+        with cf.ThreadPoolExecutor(2) as ex:
+            futs = [ex.submit(lambda: w.client.create_sandbox(
+                mem_bytes=args.vm_mib * MIB, idle_ttl_seconds=0, timeout=300).name)
+                for _ in range(args.vm_density)]
+            for f in tqdm(cf.as_completed(futs), total=len(futs), leave=False,
+                          desc=f"warren vm: {args.vm_density} idle"):
+                try:
+                    idle.append(f.result())
+                except Exception as e:  # noqa: BLE001 - density found its ceiling
+                    failed = failed or str(e)[:300]
+        if failed:
+            res.note(f"{VM} held {len(idle)} of {args.vm_density} idle VMs: {failed}")
+        if not idle:
+            return
+        held = len(idle)
+        # Let the guests finish booting their userland before the memory is read.
+        time.sleep(10)
+        mem = used_memory()
+        pids = warren_pids(w.pid) - base_pids
+        procs = pss(pids) + pss([w.pid]) - base_daemon
+        res.put("density_held", VM, {"value": held, "n": args.vm_density, "capped": not failed})
+        res.put("density_mem", VM, {"value": (mem - base_mem) / held / MIB, "n": held})
+        res.put("density_pss", VM, {"value": procs / held / MIB, "n": held})
+        res.put("density_cgroup", VM, {"value": cgroup_charged(memory_cgroups(pids)) / held / MIB,
+                                       "n": held})
+
+
 # --- Peers -------------------------------------------------------------------------------------
 
 def peer_all(args, res, peer):
@@ -624,7 +748,8 @@ def meta(args, rootfs):
 def parse():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small samples, scaling to 100 only: minutes")
-    ap.add_argument("--only", default="", help="contenders, comma-separated: warren,podman-crun,bwrap,runsc")
+    ap.add_argument("--only", default="",
+                    help="contenders, comma-separated: warren,warren-vm,podman-crun,bwrap,runsc")
     ap.add_argument("--data-dir", default=os.environ.get("WARREN_DATA_DIR", "/var/lib/warren"))
     ap.add_argument("--warren", default=os.path.join(ROOT, "target/release/warren"))
     ap.add_argument("--out", default=os.path.join(ROOT, "bench/results"))
@@ -646,13 +771,16 @@ def parse():
     ap.add_argument("--fork-mib", type=int, help="data the forked sandbox holds (default 1024)")
     ap.add_argument("--idle-mib", type=int, default=64, help="memory limit of each idle Warren sandbox")
     ap.add_argument("--pool", type=int, default=4, help="warm pool size for the pooled creates")
+    ap.add_argument("--vm-n", type=int, help="vm-tier create samples (each boots a VM)")
+    ap.add_argument("--vm-density", type=int, help="idle VMs held for the memory figures")
+    ap.add_argument("--vm-mib", type=int, default=256, help="memory of each idle VM")
     args = ap.parse_args()
     full = dict(n=100, runs=300, peer_n=50, peer_runs=200, burst=100, density=1000, peer_density=100,
                 levels="0,100,500,1000", scale_n=30, file_mib=64, file_reps=3, fork_mib=1024,
-                fork_n=20, fork_runs=5)
+                fork_n=20, fork_runs=5, vm_n=10, vm_density=10)
     quick = dict(n=20, runs=50, peer_n=10, peer_runs=30, burst=25, density=100, peer_density=20,
                  levels="0,100", scale_n=10, file_mib=16, file_reps=2, fork_mib=256, fork_n=5,
-                 fork_runs=2)
+                 fork_runs=2, vm_n=5, vm_density=5)
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
@@ -690,6 +818,7 @@ def main():
     peers = [cls(rootfs, work) for cls in PEERS if not only or cls.name in only]
     if args.merge:
         ours = {p.name for p in peers} | ({WARREN, POOLED} if not only or WARREN in only else set())
+        ours |= {VM} if not only or VM in only else set()
         res.merge(ours)
     # Peers first: they need no lock, so a busy shared host's lock is waited for last.
     steps = [(f"{p.name}: everything", lambda a, r, p=p: peer_run(a, r, p)) for p in peers]
@@ -698,6 +827,8 @@ def main():
                   ("warren: creates, run, files, forks, pool", warren_core),
                   (f"warren: burst of {args.burst}", warren_burst),
                   (f"warren: {args.density} idle, creates at {args.levels}", warren_scale)]
+    if not only or VM in only:
+        steps += [(f"{VM}: creates, run, {args.vm_density} idle VMs", warren_vm)]
     try:
         with tqdm(total=len(steps), desc="bench", unit="step") as bar:
             for desc, fn in steps:

@@ -97,7 +97,7 @@ pub struct VmAssets {
 impl VmAssets {
     /// The VMM root under `data_dir`, or why the vm tier is unavailable (fit for a tenant: no
     /// host paths).
-    pub(crate) fn find(data_dir: &Path) -> Result<Self, String> {
+    pub fn find(data_dir: &Path) -> Result<Self, String> {
         let root = data_dir.join(VM_ROOT);
         for (path, what) in [
             (QEMU, "QEMU"),
@@ -117,6 +117,21 @@ impl VmAssets {
     /// The VMM root.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// QEMU in the VMM root (a copy of the host's, so it also runs outside the jail).
+    pub fn qemu(&self) -> PathBuf {
+        in_root(&self.root, QEMU)
+    }
+
+    /// The guest kernel.
+    pub fn kernel(&self) -> PathBuf {
+        in_root(&self.root, KERNEL)
+    }
+
+    /// The initramfs without an agent: it boots a kernel to its root mount and no further.
+    pub fn base_initrd(&self) -> PathBuf {
+        in_root(&self.root, BASE_INITRD)
     }
 
     /// Writes the guest's initramfs, unless it is newer than both its parts: the base one

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
+mod microvm;
+
 struct Check {
     name: &'static str,
     ok: bool,
@@ -346,13 +348,7 @@ pub(crate) fn doctor(data_dir: &Path) -> Result<ExitCode> {
             fix: "build with scripts/build.sh".into(),
         });
     }
-    checks.push(Check {
-        name: "KVM (microVM tier, later)",
-        ok: Path::new("/dev/kvm").exists(),
-        required: false,
-        detail: "the jail tier does not need it".into(),
-        fix: "enable virtualization or load kvm".into(),
-    });
+    checks.extend(microvm::checks(data_dir));
     checks.push(lxcfs_check(data_dir));
     checks.extend(data_dir_checks(data_dir));
     let image = data_dir
