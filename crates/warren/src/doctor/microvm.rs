@@ -19,7 +19,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the vm tier does without KVM, and what the runtime does today either way.
 const WITHOUT_KVM: &str = "the vm tier runs under TCG emulation (works; several seconds per boot), \
-     as the runtime does on every host today"; several seconds per boot)";
+     as the runtime does on every host today";
 const RUNTIME_TCG: &str = "the runtime boots every VM under TCG today (`-accel tcg` in warren-runtime's vm.rs), \
      so this is what KVM would buy, not what the vm tier uses";
 
