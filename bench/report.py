@@ -155,7 +155,7 @@ def markdown(data):
               f"QEMU under TCG emulation: the runtime always boots with `-accel tcg`, and "
               f"whether this host's KVM runs a guest at all is `warren doctor`'s probe, quoted "
               f"in the notes. "
-              f"{p.get('vm_n', '?')} creates, each a cold boot; {p['runs']} `run(\"true\")`; "
+              f"{p.get('vm_n', '?')} creates, each a cold boot; {p.get('vm_runs', '?')} `run(\"true\")`; "
               f"{p.get('vm_density', '?')} idle VMs of {p.get('vm_mib', '?')} MiB for the memory "
               "rows. No KVM figure is claimed.", ""]
              if any("warren-vm" in by for by in data["metrics"].values()) else [])]

@@ -144,6 +144,13 @@ class Results:
                               if any(n.startswith((c + " ", c + ":")) for c in kept)]
         om = old.get("meta", {})
         self.data["meta"]["merged_from"] = om.get("merged_from") or om.get("date")
+        # The kept figures were taken with the saved run's parameters, which the report quotes:
+        # keep those of the contenders this run does not measure.
+        peers = {cls.name for cls in PEERS}
+        for k, v in om.get("params", {}).items():
+            who = {VM} if k.startswith("vm_") else peers if k.startswith("peer_") else {WARREN}
+            if not who & ours:
+                self.data["meta"]["params"][k] = v
 
     def save(self):
         with open(self.path + ".tmp", "w") as f:
@@ -588,7 +595,7 @@ def warren_vm(args, res):
 
         sb = w.client.create_sandbox()
         rtt = []
-        for _ in tqdm(range(args.runs), desc="warren vm run('true')", leave=False):
+        for _ in tqdm(range(args.vm_runs), desc="warren vm run('true')", leave=False):
             t0 = time.perf_counter()
             assert sb.run("true").exit_code == 0
             rtt.append((time.perf_counter() - t0) * 1000)
@@ -772,15 +779,16 @@ def parse():
     ap.add_argument("--idle-mib", type=int, default=64, help="memory limit of each idle Warren sandbox")
     ap.add_argument("--pool", type=int, default=4, help="warm pool size for the pooled creates")
     ap.add_argument("--vm-n", type=int, help="vm-tier create samples (each boots a VM)")
+    ap.add_argument("--vm-runs", type=int, help="run('true') samples on a running VM")
     ap.add_argument("--vm-density", type=int, help="idle VMs held for the memory figures")
     ap.add_argument("--vm-mib", type=int, default=256, help="memory of each idle VM")
     args = ap.parse_args()
     full = dict(n=100, runs=300, peer_n=50, peer_runs=200, burst=100, density=1000, peer_density=100,
                 levels="0,100,500,1000", scale_n=30, file_mib=64, file_reps=3, fork_mib=1024,
-                fork_n=20, fork_runs=5, vm_n=10, vm_density=10)
+                fork_n=20, fork_runs=5, vm_n=10, vm_runs=300, vm_density=10)
     quick = dict(n=20, runs=50, peer_n=10, peer_runs=30, burst=25, density=100, peer_density=20,
                  levels="0,100", scale_n=10, file_mib=16, file_reps=2, fork_mib=256, fork_n=5,
-                 fork_runs=2, vm_n=5, vm_density=5)
+                 fork_runs=2, vm_n=5, vm_runs=50, vm_density=5)
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
