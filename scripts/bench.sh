@@ -7,6 +7,8 @@
 #   sudo scripts/bench.sh            # full run, about 20 minutes on 2 cores (after the first build)
 #   sudo scripts/bench.sh --quick    # a few minutes: small samples, 100 live sandboxes at most
 #   sudo scripts/bench.sh --help     # every knob (samples, levels, contenders, lock file)
+#   sudo scripts/bench.sh --quick --only warren-vm --merge   # the vm tier only (needs
+#                                    # scripts/vm/setup.sh DATA_DIR first; under TCG here)
 #
 # WARREN_BENCH_DATA_DIR moves the data dir (default /var/lib/warren-bench, kept apart from a
 # serving /var/lib/warren).
