@@ -7,8 +7,12 @@
 //! PID 1 of the jail's pid namespace, its exit tears the jail down, which is what the host
 //! watches.
 
+use std::collections::VecDeque;
+use std::io::Write;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -28,6 +32,45 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 const EXIT_GRACE: Duration = Duration::from_secs(2);
 /// How often a socket path is looked for while a child starts.
 const START_POLL: Duration = Duration::from_millis(20);
+/// Bytes of the children's last output kept for the report of a VM that stopped.
+const TAIL_BYTES: usize = 8192;
+
+/// The last [`TAIL_BYTES`] that qemu (the guest's console included: `-serial stdio`) and
+/// virtiofsd wrote. A VM that stops for a reason of its own (a guest that cannot mount its
+/// root, a qemu that lacks a module) says why there, and nowhere else: the supervisor writes
+/// it to its stderr, which the jail makes the host's log file. Bounded, so a guest that
+/// floods its console costs nothing but this buffer.
+#[derive(Debug, Clone, Default)]
+struct Tail(Arc<Mutex<VecDeque<u8>>>);
+
+impl Tail {
+    fn push(&self, bytes: &[u8]) {
+        let mut tail = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        tail.extend(bytes);
+        let excess = tail.len().saturating_sub(TAIL_BYTES);
+        tail.drain(..excess);
+    }
+
+    fn text(&self) -> String {
+        let tail = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        String::from_utf8_lossy(&tail.iter().copied().collect::<Vec<u8>>()).into_owned()
+    }
+
+    /// Copies what a child writes to `fd` into the tail until it closes the pipe.
+    fn collect(&self, fd: OwnedFd) {
+        let tail = self.clone();
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf).await {
+                tail.push(&buf[..n]);
+            }
+        });
+    }
+}
 
 /// What virtiofsd needs to serve the sandbox's files as their owners: switch to the caller's
 /// ids per request (SETUID, SETGID), create files for them (CHOWN, FOWNER, FSETID), reach any
@@ -76,10 +119,19 @@ pub(crate) async fn supervise(spec: VmmSpec, listener: UnixListener) -> anyhow::
     // The handler must exist before the first child starts, or an early exit is missed.
     let mut sigchld = signal(SignalKind::child()).context("installing SIGCHLD handler")?;
     let mut children = Children::default();
-    let result = run(&spec, &listener, &mut sigchld, &mut children).await;
+    let tail = Tail::default();
+    let result = run(&spec, &listener, &mut sigchld, &mut children, &tail).await;
     children.kill_all();
     // The children were sent SIGKILL; reaping them is only tidiness before this PID 1 exits.
     let _ = tokio::time::timeout(Duration::from_secs(5), children.wait_all(&mut sigchld)).await;
+    if result.is_err() {
+        // Written before main reports the error itself; a closed stderr loses nothing else.
+        let _ = writeln!(
+            std::io::stderr(),
+            "last output of qemu and virtiofsd:\n{}",
+            tail.text()
+        );
+    }
     result
 }
 
@@ -88,14 +140,15 @@ async fn run(
     listener: &UnixListener,
     sigchld: &mut tokio::signal::unix::Signal,
     children: &mut Children,
+    tail: &Tail,
 ) -> anyhow::Result<()> {
-    let virtiofsd = spawn_with_caps(&spec.virtiofsd).context("failed to start virtiofsd")?;
+    let virtiofsd = spawn_with_caps(&spec.virtiofsd, tail).context("failed to start virtiofsd")?;
     children.pids.push(virtiofsd);
     tokio::select! {
         r = wait_for_path(Path::new(&spec.virtiofs_socket)) => r.context("virtiofsd did not create its socket")?,
         (_, st) = children.next_exit(sigchld) => bail!("virtiofsd exited before it was ready: {st:?}"),
     }
-    let qemu = spawn(&spec.qemu).context("failed to start qemu")?;
+    let qemu = spawn(&spec.qemu, tail).context("failed to start qemu")?;
     children.pids.push(qemu);
     let serial = tokio::select! {
         r = connect(Path::new(&spec.serial_socket)) => r.context("failed to connect to qemu's serial socket")?,
@@ -157,30 +210,36 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
 /// (capabilities(7): for uid 0 the file sets count as full, `P'(permitted) = P(inheritable) |
 /// P(bounding)`). Capabilities are per thread; the runtime is current-thread and the spawn
 /// below forks from this very thread, and the set is cleared right after so qemu gets none.
-fn spawn_with_caps(argv: &[String]) -> anyhow::Result<Pid> {
+fn spawn_with_caps(argv: &[String], tail: &Tail) -> anyhow::Result<Pid> {
     let wanted: CapsHashSet = VIRTIOFSD_CAPS.into_iter().collect();
     // In the jail the inheritable set already holds these (the jailer set it and
     // `init_process` kept it) and, the bounding set being empty, cannot gain a bit: this
     // narrows it to exactly these, or fails and leaves the jail's. Outside a jail (a host
     // root's test) it sets them.
     let _ = caps::set(None, CapSet::Inheritable, &wanted);
-    let pid = spawn(argv);
+    let pid = spawn(argv, tail);
     let _ = caps::clear(None, CapSet::Inheritable);
     pid
 }
 
-fn spawn(argv: &[String]) -> anyhow::Result<Pid> {
+fn spawn(argv: &[String], tail: &Tail) -> anyhow::Result<Pid> {
     let Some((bin, args)) = argv.split_first() else {
         bail!("empty argv");
     };
     let mut cmd = Command::new(bin);
     cmd.args(args)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd
         .spawn()
         .with_context(|| format!("failed to run {bin}"))?;
+    if let Some(out) = child.stdout.take() {
+        tail.collect(out.into());
+    }
+    if let Some(err) = child.stderr.take() {
+        tail.collect(err.into());
+    }
     // The child is reaped by `Children` with waitpid(-1) like every orphan of this PID 1;
     // dropping the `Child` handle neither waits nor kills.
     let pid = i32::try_from(child.id()).context("pid out of range")?;
@@ -256,6 +315,34 @@ impl Children {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tail_keeps_only_the_last_bytes() {
+        let tail = Tail::default();
+        tail.push(b"early line\n");
+        tail.push(&vec![b'x'; TAIL_BYTES]);
+        tail.push(b"Kernel panic - not syncing\n");
+        let text = tail.text();
+        assert_eq!(text.len(), TAIL_BYTES);
+        assert!(!text.contains("early line"));
+        assert!(text.ends_with("Kernel panic - not syncing\n"));
+    }
+
+    #[tokio::test]
+    async fn the_tail_collects_what_a_child_writes() {
+        let tail = Tail::default();
+        let (rd, wr) = std::io::pipe().unwrap();
+        tail.collect(rd.into());
+        let mut wr = std::fs::File::from(OwnedFd::from(wr));
+        wr.write_all(b"qemu-system-x86_64: could not load module\n")
+            .unwrap();
+        drop(wr);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !tail.text().contains("could not load module") {
+            assert!(Instant::now() < deadline, "{:?}", tail.text());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 
     fn sh(script: &str) -> Vec<String> {
         vec!["/bin/sh".into(), "-c".into(), script.into()]

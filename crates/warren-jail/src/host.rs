@@ -92,6 +92,17 @@ impl Drop for AgentSocket {
 }
 
 /// Binds the agent's unix socket at `path` (mode 0600, backlog 128) and returns it with the
+/// The agent's log file ([`JailSpec::log`]): created private, emptied, never followed if a
+/// symlink.
+pub(crate) fn open_log(path: &Path) -> Result<OwnedFd, JailError> {
+    rustix::fs::open(
+        path,
+        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )
+    .path("open the agent's log", path)
+}
+
 /// guard that removes it on failure. A stale socket from an earlier run is replaced; anything
 /// else at the path is an error, never deleted.
 pub(crate) fn bind_agent_socket(path: &Path) -> Result<(OwnedFd, AgentSocket), JailError> {

@@ -85,6 +85,8 @@ pub fn run(spec: &JailSpec) -> Result<JailReport, JailError> {
     // 3. The agent binary, by O_PATH fd: after pivot_root its host path is gone. It is
     //    executed by fd, never copied into or mounted in the rootfs.
     let agent = host::open_agent(&spec.agent_path)?;
+    //    The agent's stderr, when the spec asks for one (a VMM supervisor's report).
+    let log = spec.log.as_deref().map(host::open_log).transpose()?;
 
     // 4. The sync socket pair, then one clone into all new namespaces; the child is PID 1 of
     //    the new pid namespace and waits on the sync socket until the parent has set up its ids
@@ -93,13 +95,14 @@ pub fn run(spec: &JailSpec) -> Result<JailReport, JailError> {
     let child = match sys::clone_fork(NAMESPACES).sys("clone into new namespaces")? {
         None => {
             drop(parent_end);
-            jail_child(spec, child_end, listener, agent)
+            jail_child(spec, child_end, listener, log, agent)
         }
         Some(pid) => host::Child::new(pid),
     };
     // Our copies: the child's end must close here so its exec shows as end of file.
     drop(child_end);
     drop(listener);
+    drop(log);
     drop(agent);
 
     // 5. setgroups "deny", then the uid/gid maps, written by the privileged parent (see
@@ -127,9 +130,15 @@ pub fn run(spec: &JailSpec) -> Result<JailReport, JailError> {
 
 /// The child's half: runs in the new namespaces, ends in the agent's exec, or reports its error
 /// to the parent and exits. Never returns.
-fn jail_child(spec: &JailSpec, mut sync: sync::ChildEnd, listener: OwnedFd, agent: OwnedFd) -> ! {
+fn jail_child(
+    spec: &JailSpec,
+    mut sync: sync::ChildEnd,
+    listener: OwnedFd,
+    log: Option<OwnedFd>,
+    agent: OwnedFd,
+) -> ! {
     let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        child_steps(spec, &mut sync, listener, agent)
+        child_steps(spec, &mut sync, listener, log, agent)
     }));
     let message = match outcome {
         Ok(Ok(never)) => match never {},
@@ -144,6 +153,7 @@ fn child_steps(
     spec: &JailSpec,
     sync: &mut sync::ChildEnd,
     listener: OwnedFd,
+    log: Option<OwnedFd>,
     mut agent: OwnedFd,
 ) -> Result<Infallible, JailError> {
     // 7. Die with the jailer until the exec: if it is killed mid-way, nothing is left behind.
@@ -209,7 +219,7 @@ fn child_steps(
     // 14. Own session; stdio on /dev/null; the listener at fd 3; every other fd close-on-exec.
     //     The sync socket stays open (close-on-exec) to report errors until the exec.
     inside::new_session()?;
-    inside::arrange_fds(listener, [&mut sync.0, &mut agent])?;
+    inside::arrange_fds(listener, log, [&mut sync.0, &mut agent])?;
 
     // 15. Landlock, after the last mount (a Landlock domain may not change mounts) and before
     //     seccomp, which would deny the landlock syscalls' setup nothing but is kept last.
@@ -260,6 +270,7 @@ mod tests {
             cpus: vec![],
             volumes: vec![],
             vmm: false,
+            log: None,
         };
         let err = run(&spec).unwrap_err();
         assert!(

@@ -76,6 +76,12 @@ pub struct JailSpec {
     /// cannot drop its own capabilities and refuses to start.
     #[serde(default)]
     pub vmm: bool,
+    /// Host path of a file (created 0600, truncated) that becomes the agent's stderr instead
+    /// of `/dev/null`: where a VMM supervisor reports why its machine stopped. Only the host
+    /// reads it; inside, it is reachable by no path (Landlock denies what lies outside the
+    /// root).
+    #[serde(default)]
+    pub log: Option<PathBuf>,
 }
 
 /// What the jailer prints on stdout, as one JSON line, once the agent is running.
@@ -157,6 +163,9 @@ impl JailSpec {
         if self.agent_args.iter().any(|a| a.contains('\0')) {
             return bad("agent_args", "holds a NUL byte");
         }
+        if self.log.as_deref().is_some_and(|p| !is_clean_absolute(p)) {
+            return bad("log", "is not an absolute path without NUL bytes");
+        }
         if self.lxcfs.as_deref().is_some_and(|p| !is_clean_absolute(p)) {
             return bad("lxcfs", "is not an absolute path without NUL bytes");
         }
@@ -218,6 +227,7 @@ mod tests {
                 read_only: true,
             }],
             vmm: false,
+            log: None,
         }
     }
 

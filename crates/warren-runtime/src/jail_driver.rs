@@ -231,6 +231,7 @@ impl JailDriver {
             cpus,
             volumes,
             vmm: vm.is_some(),
+            log: vm.is_some().then(|| run_dir.join(crate::vm::LOG)),
         };
         let began = Instant::now();
         let report = run_jailer(&self.inner.cfg.jailer_path, &jail).await?;

@@ -36,6 +36,13 @@ const BASE_INITRD: &str = "/boot/initramfs.base.gz";
 /// The base initramfs with this daemon's agent appended ([`VmAssets::prepare`]).
 const INITRD: &str = "/boot/initrd.img";
 
+/// The supervisor's report of why its VM stopped (its stderr: the error, then the last output
+/// of QEMU, the guest's console included, and virtiofsd), in the sandbox's run dir.
+pub(crate) const LOG: &str = "vmm.log";
+
+/// Most bytes of [`LOG`] the daemon's log quotes.
+const LOG_QUOTED: u64 = 4096;
+
 /// The jail's private tmpfs, where the monitor's sockets live.
 const SOCKETS: &str = "/dev/shm/vm";
 
@@ -62,6 +69,7 @@ pub(crate) async fn wait_for_guest(
     socket: &Path,
     alive: impl Fn() -> bool,
 ) -> Result<(), DriverError> {
+    let log = socket.with_file_name(LOG);
     let began = Instant::now();
     loop {
         match crate::agent::AgentConn::connect(socket).await {
@@ -71,6 +79,9 @@ pub(crate) async fn wait_for_guest(
             }
             Err(e) => {
                 if !alive() {
+                    // The operator's log gets the supervisor's report; the tenant gets the
+                    // kind of failure only (the report names paths in the VMM's jail).
+                    tracing::warn!(sandbox = %id, report = %log_tail(&log), "the virtual machine exited while it booted");
                     return Err(DriverError::VmBoot(
                         "the virtual machine exited while it booted".into(),
                     ));
@@ -86,6 +97,19 @@ pub(crate) async fn wait_for_guest(
             }
         }
     }
+}
+
+/// The end of the supervisor's report.
+fn log_tail(log: &Path) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(log) else {
+        return "(no report)".into();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(LOG_QUOTED)));
+    let mut bytes = Vec::new();
+    let _ = f.take(LOG_QUOTED).read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// The files of a complete VMM root.
@@ -257,8 +281,9 @@ fn qemu_argv(
         "-display",
         "none",
         "-no-reboot",
+        // The guest's console goes to the supervisor, which keeps its end for its report.
         "-serial",
-        "none",
+        "stdio",
         "-kernel",
         KERNEL,
         "-initrd",
@@ -312,7 +337,7 @@ fn qemu_argv(
 fn kernel_cmdline(spec: &SandboxSpec, net: Option<GuestNet>) -> String {
     // TCG has no calibrated TSC; without this the early boot spends a second calibrating.
     let mut line = format!(
-        "tsc_early_khz=2000000 panic=-1 quiet init_on_alloc=0 warren.hostname={} warren.shm={}",
+        "tsc_early_khz=2000000 console=ttyS0 panic=-1 quiet init_on_alloc=0 warren.hostname={} warren.shm={}",
         spec.id,
         (64u64 << 20).min(spec.limits.memory_bytes / 2)
     );

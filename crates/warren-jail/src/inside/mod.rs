@@ -141,12 +141,17 @@ pub(crate) fn new_session() -> Result<(), JailError> {
     Ok(())
 }
 
-/// The agent's fd table: 0, 1, 2 on `/dev/null` (inside the new root), the listening socket on
+/// The agent's fd table: 0, 1, 2 on `/dev/null` (inside the new root; 2 on the log instead when
+/// the spec has one), the listening socket on
 /// AGENT_LISTEN_FD without close-on-exec, and everything else close-on-exec, so no host fd
 /// reaches the sandbox (CVE-2024-21626). `keep` are fds the jail still needs until the exec
 /// (the sync socket, the agent binary); they are moved above AGENT_LISTEN_FD if they sit at
 /// or below it.
-pub(crate) fn arrange_fds(listener: OwnedFd, keep: [&mut OwnedFd; 2]) -> Result<(), JailError> {
+pub(crate) fn arrange_fds(
+    listener: OwnedFd,
+    log: Option<OwnedFd>,
+    keep: [&mut OwnedFd; 2],
+) -> Result<(), JailError> {
     let null = rustix::fs::open(
         "/dev/null",
         OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -162,6 +167,10 @@ pub(crate) fn arrange_fds(listener: OwnedFd, keep: [&mut OwnedFd; 2]) -> Result<
         Ok(Some(moved))
     };
     let null = above(&null)?.unwrap_or(null);
+    let log = match log {
+        Some(fd) => Some(above(&fd)?.unwrap_or(fd)),
+        None => None,
+    };
     for fd in keep {
         if let Some(moved) = above(fd)? {
             *fd = moved;
@@ -177,7 +186,8 @@ pub(crate) fn arrange_fds(listener: OwnedFd, keep: [&mut OwnedFd; 2]) -> Result<
     sys::install_at(listener, AGENT_LISTEN_FD).sys("place the agent socket at fd 3")?;
     rustix::stdio::dup2_stdin(&null).sys("point stdin at /dev/null")?;
     rustix::stdio::dup2_stdout(&null).sys("point stdout at /dev/null")?;
-    rustix::stdio::dup2_stderr(&null).sys("point stderr at /dev/null")?;
+    rustix::stdio::dup2_stderr(log.as_ref().unwrap_or(&null))
+        .sys("point stderr at /dev/null or the log")?;
     let first_closed = u32::try_from(AGENT_LISTEN_FD + 1).unwrap_or(u32::MAX);
     sys::cloexec_from(first_closed).sys("mark the remaining fds close-on-exec")?;
     Ok(())
