@@ -124,14 +124,14 @@ pub(crate) async fn supervise(spec: VmmSpec, listener: UnixListener) -> anyhow::
     children.kill_all();
     // The children were sent SIGKILL; reaping them is only tidiness before this PID 1 exits.
     let _ = tokio::time::timeout(Duration::from_secs(5), children.wait_all(&mut sigchld)).await;
-    if result.is_err() {
-        // Written before main reports the error itself; a closed stderr loses nothing else.
-        let _ = writeln!(
-            std::io::stderr(),
-            "last output of qemu and virtiofsd:\n{}",
-            tail.text()
-        );
-    }
+    // Also when qemu exited cleanly: a guest that panics while it boots (too little memory,
+    // no root) powers off as cleanly as one whose PID 1 shut it down, and only its console
+    // tells them apart. Written before main reports an error; a closed stderr loses nothing.
+    let _ = writeln!(
+        std::io::stderr(),
+        "the VM stopped; last output of qemu and virtiofsd:\n{}",
+        tail.text()
+    );
     result
 }
 

@@ -107,6 +107,9 @@ pub mod defaults {
     pub const MAX_VCPUS: u32 = 64;
     /// Smallest memory limit a sandbox can boot with.
     pub const MIN_MEM_BYTES: u64 = 32 << 20;
+    /// Smallest memory a vm-tier sandbox boots with: its guest kernel unpacks itself and its
+    /// initramfs into it (below about 96 MiB the kernel stops before its first line).
+    pub const MIN_VM_MEM_BYTES: u64 = 128 << 20;
     /// Smallest disk a sandbox can have (the default image alone takes about 220 MiB).
     pub const MIN_FS_CAPACITY_BYTES: u64 = 256 << 20;
     /// Largest disk (the btrfs pool is sparse; this bounds one tenant).
@@ -134,6 +137,20 @@ impl Default for SandboxConfig {
             tier: warren_driver::Tier::Jail,
         }
     }
+}
+
+/// Refuses a memory size the sandbox's tier cannot boot with.
+pub(crate) fn validate_tier_memory(
+    tier: warren_driver::Tier,
+    mem_bytes: u64,
+) -> Result<(), ConfigError> {
+    if tier == warren_driver::Tier::Vm && mem_bytes < defaults::MIN_VM_MEM_BYTES {
+        return Err(ConfigError::Invalid(format!(
+            "mem_bytes must be at least {} for a vm-tier sandbox, got {mem_bytes}",
+            defaults::MIN_VM_MEM_BYTES
+        )));
+    }
+    Ok(())
 }
 
 /// A create request, already decoded by the API layer.

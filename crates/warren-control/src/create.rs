@@ -166,6 +166,7 @@ impl Control {
             volumes: Vec::new(),
             tier,
         };
+        crate::config::validate_tier_memory(cfg.tier, cfg.mem_bytes)?;
         Ok(cfg)
     }
 

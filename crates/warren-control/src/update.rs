@@ -66,6 +66,7 @@ impl Control {
             rec.config.vcpus = v;
         }
         if let Some(v) = req.mem_bytes {
+            crate::config::validate_tier_memory(rec.config.tier, v)?;
             rec.config.mem_bytes = v;
         }
         if let Some(v) = req.fs_capacity_bytes {

@@ -262,7 +262,7 @@ fn qemu_argv(
     serial_socket: &str,
 ) -> Vec<String> {
     let vcpus = spec.limits.millicpus.div_ceil(1000).max(1);
-    let mem_mib = (spec.limits.memory_bytes >> 20).max(64);
+    let mem_mib = (spec.limits.memory_bytes >> 20).max(128);
     let mut argv: Vec<String> = [
         QEMU,
         // microvm: no PCI, no firmware tables, no legacy devices; virtio over MMIO. Modern

@@ -80,6 +80,27 @@ async fn a_vm_sandbox_is_booted_as_one_and_stays_one_across_stop_and_start() {
 }
 
 #[tokio::test]
+async fn a_vm_too_small_to_boot_is_a_422() {
+    let h = harness().await;
+    h.fake.offer_vm();
+    let small = CreateSandbox {
+        mem_bytes: Some(64 << 20),
+        ..asking("tiny", Some(Tier::Vm))
+    };
+    let err = h.control.create(&h.admin, small).unwrap_err();
+    assert!(
+        matches!(&err, ControlError::Config(ConfigError::Invalid(m)) if m.contains("vm-tier")),
+        "{err:?}"
+    );
+    // The same size is fine for a jail.
+    let jail = CreateSandbox {
+        mem_bytes: Some(64 << 20),
+        ..asking("tiny", None)
+    };
+    h.sandbox_with(&h.admin, jail).await;
+}
+
+#[tokio::test]
 async fn a_templates_tier_applies_unless_the_create_names_one() {
     let h = harness().await;
     h.fake.offer_vm();
