@@ -158,6 +158,27 @@ impl VmAssets {
         in_root(&self.root, BASE_INITRD)
     }
 
+    /// QEMU's arguments (after the binary) for a guest that boots this root's kernel under
+    /// KVM and nothing more: the base initramfs finds no root (`warren.root=none`), its init
+    /// exits, the kernel panics, and `panic=-1` with `-no-reboot` ends QEMU. No `quiet`: the
+    /// kernel's first console line is what a probe waits for.
+    pub fn kvm_probe_args(&self) -> Vec<String> {
+        let mut argv = machine_args("microvm", "kvm");
+        argv.extend([
+            "-smp".into(),
+            "1".into(),
+            "-m".into(),
+            "128M".into(),
+            "-kernel".into(),
+            self.kernel().display().to_string(),
+            "-initrd".into(),
+            self.base_initrd().display().to_string(),
+            "-append".into(),
+            "panic=-1 console=ttyS0 warren.root=none warren.init=/nonexistent".into(),
+        ]);
+        argv
+    }
+
     /// Writes the guest's initramfs, unless it is newer than both its parts: the base one
     /// with `agent` appended, so every guest runs the agent of the daemon that boots it (the
     /// protocol versions always match). Atomic, so concurrent boots may both call it.
@@ -255,6 +276,33 @@ fn virtiofsd_argv(socket: &str) -> Vec<String> {
     .to_vec()
 }
 
+/// What every guest QEMU starts here has in common, after the binary: the `machine`
+/// (microvm: no PCI, no firmware tables, no legacy devices; virtio over MMIO) with modern
+/// virtio-mmio, without which vhost-user-fs does not start; `accel`; no default devices, no
+/// display, no reboot (a guest that panics ends QEMU); the console on stdio, for whoever
+/// started QEMU to read.
+fn machine_args(machine: &str, accel: &str) -> Vec<String> {
+    [
+        "-M",
+        machine,
+        "-global",
+        "virtio-mmio.force-legacy=false",
+        "-accel",
+        accel,
+        "-cpu",
+        "max",
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-serial",
+        "stdio",
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 fn qemu_argv(
     spec: &SandboxSpec,
     net: Option<GuestNet>,
@@ -263,34 +311,18 @@ fn qemu_argv(
 ) -> Vec<String> {
     let vcpus = spec.limits.millicpus.div_ceil(1000).max(1);
     let mem_mib = (spec.limits.memory_bytes >> 20).max(128);
-    let mut argv: Vec<String> = [
-        QEMU,
-        // microvm: no PCI, no firmware tables, no legacy devices; virtio over MMIO. Modern
-        // virtio-mmio, without which vhost-user-fs does not start.
-        "-M",
+    let mut argv = vec![QEMU.to_owned()];
+    argv.extend(machine_args(
         "microvm,memory-backend=mem,pit=off,pic=off,rtc=on",
-        "-global",
-        "virtio-mmio.force-legacy=false",
         // No usable KVM on the hosts this was written on: TCG, with a small translation cache.
-        "-accel",
         "tcg,tb-size=32",
-        "-cpu",
-        "max",
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-no-reboot",
-        // The guest's console goes to the supervisor, which keeps its end for its report.
-        "-serial",
-        "stdio",
-        "-kernel",
-        KERNEL,
-        "-initrd",
-        INITRD,
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    ));
+    argv.extend([
+        "-kernel".into(),
+        KERNEL.into(),
+        "-initrd".into(),
+        INITRD.into(),
+    ]);
     argv.extend([
         "-smp".into(),
         vcpus.to_string(),
@@ -421,6 +453,20 @@ mod tests {
         let vfs = virtiofsd_argv("/v");
         assert_eq!(after(&vfs, "--shared-dir"), [GUEST_ROOT]);
         assert!(vfs.iter().any(|a| a == "--sandbox=none"));
+    }
+
+    #[test]
+    fn the_kvm_probe_boots_the_roots_kernel_under_kvm_and_never_reboots() {
+        let assets = VmAssets {
+            root: PathBuf::from("/r"),
+        };
+        let argv = assets.kvm_probe_args();
+        assert_eq!(after(&argv, "-accel"), ["kvm"]);
+        assert_eq!(after(&argv, "-M"), ["microvm"]);
+        assert_eq!(after(&argv, "-global"), ["virtio-mmio.force-legacy=false"]);
+        assert_eq!(after(&argv, "-kernel"), ["/r/boot/vmlinuz"]);
+        assert!(argv.iter().any(|a| a == "-no-reboot"));
+        assert!(!after(&argv, "-append")[0].contains("quiet"));
     }
 
     #[test]

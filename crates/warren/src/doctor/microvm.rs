@@ -138,45 +138,6 @@ fn verdict(serial: &str, stderr: &str) -> Result<(), Failure> {
     })
 }
 
-/// QEMU's arguments for a guest that boots its kernel and nothing more: the initramfs finds
-/// no root (`warren.root=none`), its init exits, the kernel panics and `panic=-1` with
-/// `-no-reboot` ends QEMU. No `quiet`: the kernel's first line is what the probe waits for.
-fn probe_argv(kernel: &Path, initrd: &Path) -> Vec<String> {
-    let mut argv: Vec<String> = [
-        "-M",
-        "microvm",
-        // As in the runtime's command line: modern virtio-mmio.
-        "-global",
-        "virtio-mmio.force-legacy=false",
-        "-accel",
-        "kvm",
-        "-cpu",
-        "max",
-        "-smp",
-        "1",
-        "-m",
-        "128M",
-        "-nodefaults",
-        "-no-user-config",
-        "-display",
-        "none",
-        "-no-reboot",
-        "-serial",
-        "stdio",
-    ]
-    .map(str::to_owned)
-    .to_vec();
-    argv.extend([
-        "-kernel".into(),
-        kernel.display().to_string(),
-        "-initrd".into(),
-        initrd.display().to_string(),
-        "-append".into(),
-        "panic=-1 console=ttyS0 warren.root=none warren.init=/nonexistent".into(),
-    ]);
-    argv
-}
-
 /// The host's QEMU, which runs against the host's libraries; else the VMM root's copy.
 fn qemu_binary(assets: &VmAssets) -> PathBuf {
     std::env::var_os("PATH")
@@ -193,7 +154,7 @@ fn qemu_binary(assets: &VmAssets) -> PathBuf {
 fn probe(assets: &VmAssets) -> Result<Duration, Failure> {
     let qemu = qemu_binary(assets);
     let mut child = Command::new(&qemu)
-        .args(probe_argv(&assets.kernel(), &assets.base_initrd()))
+        .args(assets.kvm_probe_args())
         // stdin is no terminal, so QEMU's stdio backend leaves the caller's tty alone.
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -284,22 +245,5 @@ mod tests {
         let good = kvm_check(Ok(Duration::from_millis(300)));
         assert!(good.ok);
         assert!(good.detail.contains("under TCG today"), "{}", good.detail);
-    }
-
-    #[test]
-    fn the_probe_boots_the_vmm_roots_kernel_under_kvm_and_never_reboots() {
-        let argv = probe_argv(Path::new("/r/boot/vmlinuz"), Path::new("/r/boot/base.gz"));
-        let after = |flag: &str| {
-            argv.windows(2)
-                .find(|w| w[0] == flag)
-                .map(|w| w[1].clone())
-                .unwrap_or_default()
-        };
-        assert_eq!(after("-accel"), "kvm");
-        assert_eq!(after("-M"), "microvm");
-        assert_eq!(after("-global"), "virtio-mmio.force-legacy=false");
-        assert_eq!(after("-kernel"), "/r/boot/vmlinuz");
-        assert!(argv.iter().any(|a| a == "-no-reboot"));
-        assert!(!after("-append").contains("quiet"));
     }
 }
