@@ -282,6 +282,27 @@ def create_first(w, n, desc, pooled=0, create_kwargs=None):
     return create, first, total
 
 
+def put_cycles(res, contender, create, first, total):
+    """The three figures of create -> first command -> delete cycles."""
+    res.put("create", contender, stats(create))
+    res.put("create_first", contender, stats(first))
+    res.put("cycle", contender, stats(total))
+
+
+def timed_ms(call, n, desc):
+    """n timed calls of `call`, in ms."""
+    samples = []
+    for _ in tqdm(range(n), desc=desc, leave=False):
+        t0 = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - t0) * 1000)
+    return samples
+
+
+def sdk_true(sb):
+    assert sb.run("true").exit_code == 0
+
+
 def warren_oneshot(args, res):
     with sandbox_lock(args.lock):
         cmd = [args.warren, "--data-dir", args.data_dir, "run", "--", "true"]
@@ -309,18 +330,11 @@ def warren_core(args, res):
     with warren_server(args) as w:
         warm(w)
 
-        create, first, total = create_first(w, args.n, "warren cold create")
-        res.put("create", WARREN, stats(create))
-        res.put("create_first", WARREN, stats(first))
-        res.put("cycle", WARREN, stats(total))
+        put_cycles(res, WARREN, *create_first(w, args.n, "warren cold create"))
 
         sb = w.client.create_sandbox()
-        rtt = []
-        for _ in tqdm(range(args.runs), desc="warren run('true')", leave=False):
-            t0 = time.perf_counter()
-            assert sb.run("true").exit_code == 0
-            rtt.append((time.perf_counter() - t0) * 1000)
-        res.put("run_true", WARREN, stats(rtt))
+        res.put("run_true", WARREN, stats(timed_ms(lambda: sdk_true(sb), args.runs,
+                                                   "warren run('true')")))
 
         data = os.urandom(args.file_mib * MIB)
         up, down = [], []
@@ -348,10 +362,7 @@ def warren_core(args, res):
             return
         w.set_pool(args.pool)
         w.wait_pool(args.pool)
-        create, first, total = create_first(w, args.n, "warren pooled create", pooled=args.pool)
-        res.put("create", POOLED, stats(create))
-        res.put("create_first", POOLED, stats(first))
-        res.put("cycle", POOLED, stats(total))
+        put_cycles(res, POOLED, *create_first(w, args.n, "warren pooled create", pooled=args.pool))
 
 
 def warren_fork(args, w, res):
@@ -588,18 +599,11 @@ def warren_vm(args, res):
              f"`-accel tcg`; doctor here says: {doctor_kvm(args)}")
     with warren_server(args, ("--default-tier", "vm", "--pool-max", "0")) as w:
         warm(w)
-        create, first, total = create_first(w, args.vm_n, "warren vm create")
-        res.put("create", VM, stats(create))
-        res.put("create_first", VM, stats(first))
-        res.put("cycle", VM, stats(total))
+        put_cycles(res, VM, *create_first(w, args.vm_n, "warren vm create"))
 
         sb = w.client.create_sandbox()
-        rtt = []
-        for _ in tqdm(range(args.vm_runs), desc="warren vm run('true')", leave=False):
-            t0 = time.perf_counter()
-            assert sb.run("true").exit_code == 0
-            rtt.append((time.perf_counter() - t0) * 1000)
-        res.put("run_true", VM, stats(rtt))
+        res.put("run_true", VM, stats(timed_ms(lambda: sdk_true(sb), args.vm_runs,
+                                               "warren vm run('true')")))
         w.client.delete_sandbox(sb.name)
 
         base_mem = used_memory()
@@ -654,17 +658,11 @@ def peer_all(args, res, peer):
             create.append((t1 - t0) * 1000)
             first.append((t2 - t0) * 1000)
             total.append((t3 - t0) * 1000)
-        res.put("create", name, stats(create))
-        res.put("create_first", name, stats(first))
-        res.put("cycle", name, stats(total))
+        put_cycles(res, name, create, first, total)
 
         h = peer.start()
-        rtt = []
-        for _ in tqdm(range(args.peer_runs), desc=f"{name} exec true", leave=False):
-            t0 = time.perf_counter()
-            peer.exec(h, ["true"])
-            rtt.append((time.perf_counter() - t0) * 1000)
-        res.put("run_true", name, stats(rtt))
+        res.put("run_true", name, stats(timed_ms(lambda: peer.exec(h, ["true"]), args.peer_runs,
+                                                 f"{name} exec true")))
         data = os.urandom(args.file_mib * MIB)
         up, down = [], []
         for i in tqdm(range(args.file_reps), desc=f"{name} files", leave=False):
