@@ -15,6 +15,16 @@ fn asking(name: &str, tier: Option<Tier>) -> CreateSandbox {
     }
 }
 
+/// A template of the default image whose sandboxes are VMs.
+fn vm_template() -> CreateTemplate {
+    CreateTemplate {
+        name: "vms".into(),
+        snapshot: warren_types::ImageRef::default_image().to_string(),
+        tier: Some(Tier::Vm),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
 async fn a_tier_the_host_cannot_run_is_a_400_and_nothing_is_made() {
     let h = harness().await;
@@ -34,15 +44,7 @@ async fn a_tier_the_host_cannot_run_is_a_400_and_nothing_is_made() {
     // A template cannot promise it either.
     let err = h
         .control
-        .create_template(
-            &h.admin,
-            CreateTemplate {
-                name: "vms".into(),
-                snapshot: warren_types::ImageRef::default_image().to_string(),
-                tier: Some(Tier::Vm),
-                ..Default::default()
-            },
-        )
+        .create_template(&h.admin, vm_template())
         .unwrap_err();
     assert!(
         matches!(err, ControlError::Config(ConfigError::Unsupported(_))),
@@ -104,17 +106,7 @@ async fn a_vm_too_small_to_boot_is_a_422() {
 async fn a_templates_tier_applies_unless_the_create_names_one() {
     let h = harness().await;
     h.fake.offer_vm();
-    h.control
-        .create_template(
-            &h.admin,
-            CreateTemplate {
-                name: "vms".into(),
-                snapshot: warren_types::ImageRef::default_image().to_string(),
-                tier: Some(Tier::Vm),
-                ..Default::default()
-            },
-        )
-        .unwrap();
+    h.control.create_template(&h.admin, vm_template()).unwrap();
     let from_template = CreateSandbox {
         template: Some("vms".into()),
         ..asking("a", None)
