@@ -96,17 +96,23 @@ fn supervisor(
     (sock, task)
 }
 
+type Task = tokio::task::JoinHandle<Result<(), yamux::ConnectionError>>;
+
+/// A guest session (the real agent behind it) and a supervisor joined by a socket pair:
+/// the supervisor's `agent.sock` in `dir`, the guest's task and the supervisor's.
+fn joined(dir: &Path) -> (PathBuf, Task, Task) {
+    let agent = crate::start_agent().unwrap();
+    let (host_io, guest_io) = UnixStream::pair().unwrap();
+    let guest = tokio::spawn(async move { serve_session(&agent, guest_io).await });
+    let (sock, mux) = supervisor(dir, host_io);
+    (sock, guest, mux)
+}
+
 #[tokio::test]
 async fn two_concurrent_connections_reach_the_guest_handler() {
     let _one_at_a_time = crate::CHILD_TESTS.lock().await;
-    let agent = crate::start_agent().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (host_io, guest_io) = UnixStream::pair().unwrap();
-    let guest = {
-        let agent = Arc::clone(&agent);
-        tokio::spawn(async move { serve_session(&agent, guest_io).await })
-    };
-    let (sock, _mux) = supervisor(dir.path(), host_io);
+    let (sock, guest, _mux) = joined(dir.path());
 
     // Bigger than one yamux window (256 KiB), so flow control is exercised too.
     let file = dir.path().join("data");
@@ -135,14 +141,8 @@ async fn two_concurrent_connections_reach_the_guest_handler() {
 #[tokio::test]
 async fn a_client_hang_up_reaches_the_guest_and_kills_a_silent_command() {
     let _one_at_a_time = crate::CHILD_TESTS.lock().await;
-    let agent = crate::start_agent().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (host_io, guest_io) = UnixStream::pair().unwrap();
-    let _guest = {
-        let agent = Arc::clone(&agent);
-        tokio::spawn(async move { serve_session(&agent, guest_io).await })
-    };
-    let (sock, _mux) = supervisor(dir.path(), host_io);
+    let (sock, _guest, _mux) = joined(dir.path());
     let pidfile = dir.path().join("pid");
     let (s, p) = (sock.clone(), pidfile.clone());
     tokio::task::spawn_blocking(move || {
