@@ -116,9 +116,9 @@ pub(crate) async fn metrics(
     State(state): State<AppState>,
     _caller: Caller,
 ) -> Result<impl IntoResponse, ApiError> {
-    let counts = state.control.counts()?;
+    let (counts, by_tier) = state.control.sandbox_metrics()?;
     let mut text = state.control.metrics().render(&counts);
     text.push_str(&state.control.pool_metrics());
-    text.push_str(&state.control.tier_metrics()?);
+    text.push_str(&by_tier);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text))
 }

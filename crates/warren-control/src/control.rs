@@ -242,53 +242,16 @@ impl Control {
         Ok(all)
     }
 
-    /// Sandbox counts per status across the host, for metrics.
-    pub fn counts(&self) -> Result<Vec<(&'static str, u64)>, ControlError> {
-        let all = self.store.list_sandboxes(None)?;
-        Ok([
-            SandboxStatus::Provisioning,
-            SandboxStatus::Ready,
-            SandboxStatus::Stopped,
-            SandboxStatus::Failed,
-            SandboxStatus::Deleting,
-        ]
-        .into_iter()
-        .map(|s| {
-            (
-                s.as_str(),
-                all.iter().filter(|r| r.status == s).count() as u64,
-            )
-        })
-        .collect())
+    /// Sandboxes per status.
+    pub fn counts(&self) -> Result<StatusCounts, ControlError> {
+        Ok(status_counts(&self.store.list_sandboxes(None)?))
     }
 
-    /// The `warren_sandboxes_by_tier` gauge (Prometheus text): sandboxes by tier and state.
-    pub fn tier_metrics(&self) -> Result<String, ControlError> {
-        use std::fmt::Write;
+    /// What `/metrics` says of the sandboxes, from one read of the store: their counts per
+    /// status, and the `warren_sandboxes_by_tier` gauge (Prometheus text).
+    pub fn sandbox_metrics(&self) -> Result<(StatusCounts, String), ControlError> {
         let all = self.store.list_sandboxes(None)?;
-        let mut o = String::from(
-            "# HELP warren_sandboxes_by_tier Sandboxes by isolation tier and state.\n# TYPE warren_sandboxes_by_tier gauge\n",
-        );
-        for tier in [Tier::Jail, Tier::Vm] {
-            for state in [
-                SandboxStatus::Provisioning,
-                SandboxStatus::Ready,
-                SandboxStatus::Stopped,
-                SandboxStatus::Failed,
-                SandboxStatus::Deleting,
-            ] {
-                let n = all
-                    .iter()
-                    .filter(|r| r.config.tier == tier && r.status == state)
-                    .count();
-                let _ = writeln!(
-                    o,
-                    "warren_sandboxes_by_tier{{tier=\"{tier}\",state=\"{}\"}} {n}",
-                    state.as_str()
-                );
-            }
-        }
-        Ok(o)
+        Ok((status_counts(&all), tier_gauge(&all)))
     }
 
     /// The URL of a sandbox's data plane.
@@ -390,4 +353,50 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = s.source();
     }
     out
+}
+
+/// Sandboxes per status name, in the order of [`STATES`].
+pub type StatusCounts = Vec<(&'static str, u64)>;
+
+/// Every status a record can have, in the order metrics list them.
+const STATES: [SandboxStatus; 5] = [
+    SandboxStatus::Provisioning,
+    SandboxStatus::Ready,
+    SandboxStatus::Stopped,
+    SandboxStatus::Failed,
+    SandboxStatus::Deleting,
+];
+
+fn status_counts(all: &[SandboxRecord]) -> StatusCounts {
+    STATES
+        .into_iter()
+        .map(|s| {
+            (
+                s.as_str(),
+                all.iter().filter(|r| r.status == s).count() as u64,
+            )
+        })
+        .collect()
+}
+
+/// Sandboxes by tier and state, as a Prometheus gauge.
+fn tier_gauge(all: &[SandboxRecord]) -> String {
+    use std::fmt::Write;
+    let mut o = String::from(
+        "# HELP warren_sandboxes_by_tier Sandboxes by isolation tier and state.\n# TYPE warren_sandboxes_by_tier gauge\n",
+    );
+    for tier in [Tier::Jail, Tier::Vm] {
+        for state in STATES {
+            let n = all
+                .iter()
+                .filter(|r| r.config.tier == tier && r.status == state)
+                .count();
+            let _ = writeln!(
+                o,
+                "warren_sandboxes_by_tier{{tier=\"{tier}\",state=\"{}\"}} {n}",
+                state.as_str()
+            );
+        }
+    }
+    o
 }

@@ -56,7 +56,7 @@ pub use command::{
 };
 pub use config::{ConfigError, CreateSandbox, Egress, RunConfig, SandboxConfig, UpdateSandbox};
 pub use config::{VolumeAttachment, VolumeRequest};
-pub use control::{Control, ControlConfig};
+pub use control::{Control, ControlConfig, StatusCounts};
 pub use egress::{EgressRecord, EgressTarget};
 pub use error::{ControlError, FileOp};
 pub use files::{

@@ -70,7 +70,7 @@ async fn a_vm_sandbox_is_booted_as_one_and_stays_one_across_stop_and_start() {
     let started = h.settle(&started.id).await;
     assert_eq!(started.status, SandboxStatus::Ready);
     assert_eq!(started.handle.as_ref().map(|x| x.tier), Some(Tier::Vm));
-    let metrics = h.control.tier_metrics().unwrap();
+    let (_, metrics) = h.control.sandbox_metrics().unwrap();
     assert!(
         metrics.contains("warren_sandboxes_by_tier{tier=\"vm\",state=\"ready\"} 1"),
         "{metrics}"
