@@ -52,9 +52,13 @@ impl Control {
             target,
             detail,
         };
-        if let Err(e) = self.store.append_audit(&entry) {
-            tracing::error!(error = %e, action, "failed to append to the audit log");
-        }
+        self.audit_log.append(entry);
+    }
+
+    /// Returns once every audit entry appended so far is in the database (a daemon shutting
+    /// down).
+    pub fn flush_audit(&self) {
+        self.audit_log.flush();
     }
 
     /// Audit entries visible to the caller (admins: the workspace; others: their own).
@@ -64,6 +68,7 @@ impl Control {
         after: i64,
         limit: u32,
     ) -> Result<Vec<AuditEntry>, ControlError> {
+        self.audit_log.flush();
         let mut entries = self.store.list_audit(Some(&p.workspace_id), after, limit)?;
         if !p.is_admin {
             entries.retain(|e| e.user_id.as_deref() == Some(&p.user_id));

@@ -45,7 +45,9 @@ pub struct ControlConfig {
 /// The control plane.
 #[derive(Debug)]
 pub struct Control {
-    pub(crate) store: SqliteStore,
+    pub(crate) store: Arc<SqliteStore>,
+    /// Appends audit entries off the request path.
+    pub(crate) audit_log: crate::audit_log::AuditLog,
     pub(crate) driver: Arc<dyn Driver>,
     pub(crate) cfg: ControlConfig,
     /// One lock per sandbox: every lifecycle change of a sandbox runs under it, so a stop never
@@ -77,6 +79,8 @@ pub struct Control {
     pub(crate) revocations: watch::Sender<u64>,
     /// Warm pools (`pool.rs`).
     pub(crate) pools: crate::pool::Pools,
+    /// Pooled sandboxes being destroyed, which a shutdown waits for.
+    pub(crate) removals: tokio_util::task::TaskTracker,
 }
 
 /// Now, to the microsecond: what the store keeps, so a record a verb returns equals the one
@@ -109,7 +113,9 @@ impl Control {
         driver: Arc<dyn Driver>,
     ) -> Result<(Arc<Self>, Principal), ControlError> {
         let store = SqliteStore::open(&cfg.data_dir.join("warren.db"))?;
-        let control = Arc::new(Self::new(cfg, driver, store));
+        // A short-lived client exits right after its verb: its entries are written before
+        // each returns, not by a thread the exit would cut short.
+        let control = Arc::new(Self::new(cfg, driver, store, false));
         let key = match control.bootstrap_admin()? {
             Some(key) => key,
             None => std::fs::read_to_string(control.cfg.data_dir.join("admin.key"))
@@ -127,8 +133,15 @@ impl Control {
         Ok((control, admin))
     }
 
-    fn new(cfg: ControlConfig, driver: Arc<dyn Driver>, store: SqliteStore) -> Self {
+    fn new(
+        cfg: ControlConfig,
+        driver: Arc<dyn Driver>,
+        store: SqliteStore,
+        background_audit: bool,
+    ) -> Self {
+        let store = Arc::new(store);
         Self {
+            audit_log: crate::audit_log::AuditLog::new(store.clone(), background_audit),
             store,
             driver,
             cfg,
@@ -147,6 +160,7 @@ impl Control {
             build_progress: Arc::default(),
             revocations: watch::channel(0).0,
             pools: crate::pool::Pools::default(),
+            removals: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -156,7 +170,7 @@ impl Control {
         driver: Arc<dyn Driver>,
         store: SqliteStore,
     ) -> Result<(Arc<Self>, Option<String>), ControlError> {
-        let control = Arc::new(Self::new(cfg, driver, store));
+        let control = Arc::new(Self::new(cfg, driver, store, true));
         let admin_key = control.bootstrap_admin()?;
         control.recover().await?;
         control.load_pools();

@@ -11,6 +11,7 @@
 
 pub mod admission;
 mod audit;
+mod audit_log;
 pub mod auth;
 mod command;
 pub mod config;

@@ -29,6 +29,9 @@ const WARM_FILES: &[&str] = &[
     "/etc/passwd",
     "/etc/group",
     "/etc/nsswitch.conf",
+    // glibc maps it (shared) when the locale is set: its page would be the first command's one
+    // read from disk.
+    "/usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache",
     // The shell sets its locale from LANG=C.UTF-8.
     "/usr/lib/locale/C.utf8/LC_CTYPE",
     "/usr/lib/locale/C.utf8/LC_COLLATE",
@@ -186,19 +189,21 @@ impl Control {
         }
     }
 
-    /// Destroys every pooled sandbox and waits for it (a daemon shutting down: they belong to
-    /// nobody, so nothing should keep them running). A failure leaves one to the next start's
-    /// orphan sweep.
+    /// Destroys every pooled sandbox, and waits for those being destroyed already (a daemon
+    /// shutting down: they belong to nobody, so nothing should keep them running, and a
+    /// removal the runtime's end cut short would leave one behind). A failure leaves one to
+    /// the next start's orphan sweep.
     pub async fn drain_pools(&self) {
-        for e in self.pools.take_all() {
-            self.removal(e).await;
-        }
+        self.discard(self.pools.take_all());
+        self.removals.close();
+        self.removals.wait().await;
+        self.removals.reopen();
     }
 
     /// Destroys pooled sandboxes in the background.
     pub(crate) fn discard(&self, entries: Vec<Entry>) {
         for e in entries {
-            tokio::spawn(self.removal(e));
+            self.removals.spawn(self.removal(e));
         }
     }
 

@@ -64,7 +64,7 @@ impl Control {
         let mut changes = self.changes.subscribe();
         loop {
             let ready = matches!(
-                crate::store::Store::get_sandbox(&self.store, sandbox_id),
+                crate::store::Store::get_sandbox(&*self.store, sandbox_id),
                 Ok(Some(r)) if r.status == warren_types::SandboxStatus::Ready
             );
             if !ready || !matches!(self.authenticate(key), Ok(Some(_))) {

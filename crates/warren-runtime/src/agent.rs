@@ -73,6 +73,24 @@ impl AgentConn {
             .map_err(|_| AgentConnError::Timeout)?
     }
 
+    /// Connects, shakes hands and sends `first`, within [`HANDSHAKE_TIMEOUT`]. The greeting and
+    /// the request leave in one write and the agent answers both in turn, so an operation costs
+    /// one round trip to the agent instead of two (every command and file call starts here).
+    pub async fn open(socket: &Path, first: &Request) -> Result<Self, AgentConnError> {
+        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        let stream = tokio::time::timeout_at(deadline, UnixStream::connect(socket))
+            .await
+            .map_err(|_| AgentConnError::Timeout)?
+            .map_err(AgentConnError::Connect)?;
+        let mut frames = warren_proto::encode(&Request::Hello {
+            version: PROTOCOL_VERSION,
+        })?;
+        frames.extend_from_slice(&warren_proto::encode(first)?);
+        tokio::time::timeout_at(deadline, Self::greet(stream, &frames))
+            .await
+            .map_err(|_| AgentConnError::Timeout)?
+    }
+
     /// Shakes hands over a stream that is already connected to an agent (a socket pair, say),
     /// within [`HANDSHAKE_TIMEOUT`].
     pub async fn handshake(stream: UnixStream) -> Result<Self, AgentConnError> {
@@ -82,15 +100,24 @@ impl AgentConn {
     }
 
     async fn handshake_inner(stream: UnixStream) -> Result<Self, AgentConnError> {
+        let hello = warren_proto::encode(&Request::Hello {
+            version: PROTOCOL_VERSION,
+        })?;
+        Self::greet(stream, &hello).await
+    }
+
+    /// Writes `frames` (a Hello first) and reads the agent's greeting.
+    async fn greet(stream: UnixStream, frames: &[u8]) -> Result<Self, AgentConnError> {
         let (r, w) = stream.into_split();
         let mut conn = Self {
             reader: AgentReader { inner: r },
             writer: AgentWriter { inner: w },
         };
-        conn.send(&Request::Hello {
-            version: PROTOCOL_VERSION,
-        })
-        .await?;
+        conn.writer
+            .inner
+            .write_all(frames)
+            .await
+            .map_err(ProtoError::Io)?;
         match conn.recv().await? {
             Some(Response::Hello { version, .. }) if version == PROTOCOL_VERSION => Ok(conn),
             Some(Response::Hello { version, .. }) => Err(AgentConnError::Version {

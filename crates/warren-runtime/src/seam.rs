@@ -48,11 +48,9 @@ fn unexpected(what: &str, got: Option<Response>) -> SeamError {
 impl JailDriver {
     /// A connection to the sandbox's agent with `req` sent on it.
     async fn session(&self, handle: &SandboxHandle, req: &Request) -> Result<AgentConn, SeamError> {
-        let mut conn = JailDriver::connect(self, handle)
+        AgentConn::open(&handle.agent_socket, req)
             .await
-            .map_err(seam_error)?;
-        conn.send(req).await.map_err(conn_error)?;
-        Ok(conn)
+            .map_err(conn_error)
     }
 
     /// A glob or grep: match batches until `SearchEnd`. The agent bounds the matches, so
@@ -97,10 +95,14 @@ impl JailDriver {
 
     /// One request, one reply that is not an error.
     async fn call(&self, handle: &SandboxHandle, req: &Request) -> Result<Response, SeamError> {
-        let mut conn = JailDriver::connect(self, handle)
-            .await
-            .map_err(seam_error)?;
-        conn.call(req).await.map_err(conn_error)
+        let mut conn = self.session(handle, req).await?;
+        match conn.recv().await.map_err(conn_error)? {
+            Some(Response::Error(e)) => Err(SeamError::Agent(e)),
+            Some(r) => Ok(r),
+            None => Err(conn_error(AgentConnError::Unexpected(
+                "connection closed".into(),
+            ))),
+        }
     }
 }
 

@@ -266,6 +266,7 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
                 .context("server failed");
         // Sandboxes outlive the daemon, but pooled ones belong to nobody yet.
         control.drain_pools().await;
+        control.flush_audit();
         if let Some(lxcfs) = lxcfs {
             // Running sandboxes read their /proc views from this instance: it stays for them
             // (and the next daemon adopts it) unless none is left.

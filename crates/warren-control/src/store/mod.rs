@@ -201,6 +201,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Appends to the audit log.
     fn append_audit(&self, entry: &AuditEntry) -> Result<(), StoreError>;
+    /// Appends entries in order, in one transaction.
+    fn append_audits(&self, entries: &[AuditEntry]) -> Result<(), StoreError>;
     /// Sequence number of the newest audit entry (0 when empty).
     fn last_audit_seq(&self) -> Result<i64, StoreError>;
     /// Audit entries after `after_seq`, oldest first, at most `limit`.

@@ -471,18 +471,29 @@ impl Store for SqliteStore {
     }
 
     fn append_audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
-        self.lock().execute(
-            "INSERT INTO audit (at, workspace_id, user_id, action, target, detail) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                e.at,
-                e.workspace_id,
-                e.user_id,
-                e.action,
-                e.target,
-                e.detail
-            ],
-        )?;
+        self.append_audits(std::slice::from_ref(e))
+    }
+
+    fn append_audits(&self, entries: &[AuditEntry]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO audit (at, workspace_id, user_id, action, target, detail) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for e in entries {
+                insert.execute(params![
+                    e.at,
+                    e.workspace_id,
+                    e.user_id,
+                    e.action,
+                    e.target,
+                    e.detail
+                ])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 

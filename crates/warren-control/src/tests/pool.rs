@@ -358,6 +358,10 @@ async fn a_daemon_shutting_down_destroys_its_pooled_sandboxes() {
     filler.abort();
     let running = |h: &Harness| h.fake.sandboxes().into_iter().filter(|(_, r)| *r).count();
     assert_eq!(running(&h), 4);
+    // Shrinking the pool destroys two in the background; the shutdown waits for those too.
+    h.control
+        .set_default_pool(&h.admin, PoolSize { min: 1, max: 1 })
+        .unwrap();
     h.control.drain_pools().await;
     assert_eq!(h.control.pool_view(&h.admin, None).ready, 0);
     let left: Vec<_> = h.fake.sandboxes().into_iter().filter(|(_, r)| *r).collect();

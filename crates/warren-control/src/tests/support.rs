@@ -211,6 +211,7 @@ impl Harness {
 
     /// Audit entries with this action, the sweeper's (which name no workspace) included.
     pub(super) fn audited(&self, action: &str) -> Vec<crate::AuditEntry> {
+        self.control.flush_audit();
         let mut all = self
             .control
             .store
