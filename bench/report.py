@@ -17,6 +17,7 @@ ROWS = [
      ("warren", "p50", "<=", 25, "p50 ≤ 25 ms")),
     ("create", "create (sandbox ready to run commands)", "ms", True,
      ("warren-pooled", "p50", "<=", 5, "pooled p50 ≤ 5 ms")),
+    ("first_run", "first `run(\"true\")` after the create returned", "ms", True, None),
     ("cycle", "create → `true` → delete", "ms", True, None),
     ("oneshot", "one-shot CLI: create → `true` → destroy", "ms", True, None),
     ("run_true", "`run(\"true\")` on a running sandbox", "ms", True,
