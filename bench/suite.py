@@ -499,11 +499,11 @@ def warren_burst(args, res):
             w.set_pool(args.burst)
             held = w.wait_pool(args.burst, timeout=300, stall=20)
         except RuntimeError as e:
-            res.note(f"no pooled burst: {e}")
+            res.note(f"warren pooled: no pooled burst: {e}")
             return
         if held < args.burst:
-            res.note(f"the pool held {held} of the {args.burst} asked (the server's capacity): "
-                     f"the pooled burst is {held} creates")
+            res.note(f"warren pooled: the pool held {held} of the {args.burst} asked (the "
+                     f"server's capacity): the pooled burst is {held} creates")
         if held:
             def pooled():
                 return w.client.create_sandbox(timeout=120).name
