@@ -369,26 +369,24 @@ impl Store for SqliteStore {
             .map(|h| encode_json(h, "handle"))
             .transpose()?;
         self.lock()
-            .execute(
-                &format!(
-                    "INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-                ),
-                params![
-                    rec.id,
-                    rec.workspace_id,
-                    rec.created_by,
-                    rec.name,
-                    rec.runtime_id.as_str(),
-                    rec.status.as_str(),
-                    rec.status_message,
-                    config,
-                    handle,
-                    rfc3339(rec.created_at),
-                    rfc3339(rec.updated_at),
-                    rec.stopped_at.map(rfc3339),
-                ],
-            )
+            .prepare_cached(&format!(
+                "INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES \
+                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+            ))?
+            .execute(params![
+                rec.id,
+                rec.workspace_id,
+                rec.created_by,
+                rec.name,
+                rec.runtime_id.as_str(),
+                rec.status.as_str(),
+                rec.status_message,
+                config,
+                handle,
+                rfc3339(rec.created_at),
+                rfc3339(rec.updated_at),
+                rec.stopped_at.map(rfc3339),
+            ])
             .map_err(|e| conflict(e, &format!("sandbox {}", rec.name)))?;
         Ok(())
     }
@@ -401,20 +399,20 @@ impl Store for SqliteStore {
             .map(|h| encode_json(h, "handle"))
             .transpose()?;
         self.lock()
-            .execute(
+            .prepare_cached(
                 "UPDATE sandboxes SET name = ?2, status = ?3, status_message = ?4, config = ?5, \
                  handle = ?6, updated_at = ?7, stopped_at = ?8 WHERE id = ?1",
-                params![
-                    rec.id,
-                    rec.name,
-                    rec.status.as_str(),
-                    rec.status_message,
-                    config,
-                    handle,
-                    rfc3339(rec.updated_at),
-                    rec.stopped_at.map(rfc3339),
-                ],
-            )
+            )?
+            .execute(params![
+                rec.id,
+                rec.name,
+                rec.status.as_str(),
+                rec.status_message,
+                config,
+                handle,
+                rfc3339(rec.updated_at),
+                rec.stopped_at.map(rfc3339),
+            ])
             .map_err(|e| conflict(e, &format!("sandbox {}", rec.name)))?;
         Ok(())
     }
@@ -422,11 +420,10 @@ impl Store for SqliteStore {
     fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>, StoreError> {
         let raw = self
             .lock()
-            .query_row(
-                &format!("SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE id = ?1"),
-                params![id],
-                Self::row_to_sandbox,
-            )
+            .prepare_cached(&format!(
+                "SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE id = ?1"
+            ))?
+            .query_row(params![id], Self::row_to_sandbox)
             .optional()?;
         raw.map(RawSandbox::decode).transpose()
     }
@@ -438,14 +435,11 @@ impl Store for SqliteStore {
     ) -> Result<Option<SandboxRecord>, StoreError> {
         let raw = self
             .lock()
-            .query_row(
-                &format!(
-                    "SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE workspace_id = ?1 AND \
-                     (name = ?2 OR id = ?2) ORDER BY name = ?2 DESC LIMIT 1"
-                ),
-                params![workspace_id, name_or_id],
-                Self::row_to_sandbox,
-            )
+            .prepare_cached(&format!(
+                "SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE workspace_id = ?1 AND \
+                 (name = ?2 OR id = ?2) ORDER BY name = ?2 DESC LIMIT 1"
+            ))?
+            .query_row(params![workspace_id, name_or_id], Self::row_to_sandbox)
             .optional()?;
         raw.map(RawSandbox::decode).transpose()
     }
