@@ -58,7 +58,7 @@ impl BtrfsStorage {
         }
         secure_pool_mount(&root)?;
         if image.exists() {
-            super::pool::use_direct_io(&image);
+            super::pool::use_buffered_io(&image);
         }
         // An image made by an older version was world-readable (0644): the sandboxes' files.
         if image.exists() {

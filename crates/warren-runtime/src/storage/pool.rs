@@ -146,23 +146,26 @@ pub fn loop_direct_io(dev: &Path) -> Option<bool> {
     Some(dio.trim() == "1")
 }
 
-/// Switches the pool's loop device to direct I/O: its backing file's pages are then not cached a
-/// second time below btrfs's own cache (host memory), and a commit's flush does not first write
-/// out whatever the backing file has dirty (every snapshot commits, so creates wait on it: about
-/// 15 % of a snapshot here). Best effort: a backing filesystem without O_DIRECT keeps buffered
-/// I/O, with a warning.
-pub(super) fn use_direct_io(image: &Path) {
+/// Keeps the pool's loop device on buffered I/O, switching off the direct I/O an earlier
+/// version chose. A new sandbox's files are new inodes to btrfs, so its first command reads
+/// its shell and libraries through the loop device: buffered, those reads are served from the
+/// backing file's pages in the host's cache; direct, each goes to the disk. Measured here
+/// (cold create, then `run("true")`, 60 cycles each way): the first command 8.7–9.3 ms
+/// buffered against 12.6–14.2 ms direct, and create → first command 31–34 ms against
+/// 36–40 ms, with the create itself no slower. The second copy of the pool's pages that
+/// buffered I/O keeps is reclaimable cache, which the host gives up under memory pressure.
+pub(super) fn use_buffered_io(image: &Path) {
     let Some(dev) = loop_device_of(image) else {
         return;
     };
-    if loop_direct_io(&dev) == Some(true) {
+    if loop_direct_io(&dev) != Some(true) {
         return;
     }
     if let Err(e) = crate::tool::run(
         "losetup",
-        [std::ffi::OsStr::new("--direct-io=on"), dev.as_os_str()],
+        [std::ffi::OsStr::new("--direct-io=off"), dev.as_os_str()],
     ) {
-        tracing::warn!(device = %dev.display(), error = %e, "the pool's loop device keeps buffered I/O");
+        tracing::warn!(device = %dev.display(), error = %e, "the pool's loop device keeps direct I/O");
     }
 }
 
