@@ -63,29 +63,26 @@ pub struct AgentConn {
 impl AgentConn {
     /// Connects to the agent's socket and shakes hands, both within [`HANDSHAKE_TIMEOUT`].
     pub async fn connect(socket: &Path) -> Result<Self, AgentConnError> {
-        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
-        let stream = tokio::time::timeout_at(deadline, UnixStream::connect(socket))
-            .await
-            .map_err(|_| AgentConnError::Timeout)?
-            .map_err(AgentConnError::Connect)?;
-        tokio::time::timeout_at(deadline, Self::handshake_inner(stream))
-            .await
-            .map_err(|_| AgentConnError::Timeout)?
+        Self::dial(socket, None).await
     }
 
     /// Connects, shakes hands and sends `first`, within [`HANDSHAKE_TIMEOUT`]. The greeting and
     /// the request leave in one write and the agent answers both in turn, so an operation costs
     /// one round trip to the agent instead of two (every command and file call starts here).
     pub async fn open(socket: &Path, first: &Request) -> Result<Self, AgentConnError> {
+        Self::dial(socket, Some(first)).await
+    }
+
+    async fn dial(socket: &Path, first: Option<&Request>) -> Result<Self, AgentConnError> {
         let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
         let stream = tokio::time::timeout_at(deadline, UnixStream::connect(socket))
             .await
             .map_err(|_| AgentConnError::Timeout)?
             .map_err(AgentConnError::Connect)?;
-        let mut frames = warren_proto::encode(&Request::Hello {
-            version: PROTOCOL_VERSION,
-        })?;
-        frames.extend_from_slice(&warren_proto::encode(first)?);
+        let mut frames = hello_frame()?;
+        if let Some(first) = first {
+            frames.extend_from_slice(&warren_proto::encode(first)?);
+        }
         tokio::time::timeout_at(deadline, Self::greet(stream, &frames))
             .await
             .map_err(|_| AgentConnError::Timeout)?
@@ -94,16 +91,10 @@ impl AgentConn {
     /// Shakes hands over a stream that is already connected to an agent (a socket pair, say),
     /// within [`HANDSHAKE_TIMEOUT`].
     pub async fn handshake(stream: UnixStream) -> Result<Self, AgentConnError> {
-        tokio::time::timeout(HANDSHAKE_TIMEOUT, Self::handshake_inner(stream))
+        let hello = hello_frame()?;
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, Self::greet(stream, &hello))
             .await
             .map_err(|_| AgentConnError::Timeout)?
-    }
-
-    async fn handshake_inner(stream: UnixStream) -> Result<Self, AgentConnError> {
-        let hello = warren_proto::encode(&Request::Hello {
-            version: PROTOCOL_VERSION,
-        })?;
-        Self::greet(stream, &hello).await
     }
 
     /// Writes `frames` (a Hello first) and reads the agent's greeting.
@@ -142,6 +133,11 @@ impl AgentConn {
     /// Sends a request and expects exactly one reply that is not an error.
     pub async fn call(&mut self, req: &Request) -> Result<Response, AgentConnError> {
         self.send(req).await?;
+        self.reply().await
+    }
+
+    /// Receives exactly one reply that is not an error (to a request already sent).
+    pub async fn reply(&mut self) -> Result<Response, AgentConnError> {
         match self.recv().await? {
             Some(Response::Error(e)) => Err(e.into()),
             Some(r) => Ok(r),
@@ -161,6 +157,13 @@ impl AgentConn {
             .reunite(self.writer.inner)
             .map_err(|_| AgentConnError::Unexpected("halves do not match".into()))
     }
+}
+
+/// The frame that opens every connection.
+fn hello_frame() -> Result<Vec<u8>, ProtoError> {
+    warren_proto::encode(&Request::Hello {
+        version: PROTOCOL_VERSION,
+    })
 }
 
 impl AgentReader {

@@ -96,13 +96,7 @@ impl JailDriver {
     /// One request, one reply that is not an error.
     async fn call(&self, handle: &SandboxHandle, req: &Request) -> Result<Response, SeamError> {
         let mut conn = self.session(handle, req).await?;
-        match conn.recv().await.map_err(conn_error)? {
-            Some(Response::Error(e)) => Err(SeamError::Agent(e)),
-            Some(r) => Ok(r),
-            None => Err(conn_error(AgentConnError::Unexpected(
-                "connection closed".into(),
-            ))),
-        }
+        conn.reply().await.map_err(conn_error)
     }
 }
 
