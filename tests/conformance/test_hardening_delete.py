@@ -1,6 +1,6 @@
 """Deletion that a tenant cannot block (issue 11, report 2).
 
-A tenant that renames its /tmp subvolume (`mv /tmp /k && mkdir -m1777 /tmp`), holds nested
+A tenant that tries to rename its /tmp (`mv /tmp /k`: a mount point, refused), holds nested
 subvolumes and writes a 100,000-entry tree is deleted with 204 and leaves nothing behind. A
 deletion whose cleanup fails is committed anyway: the record stays `deleting` with a
 "delete pending" message, the daemon starts regardless after a kill -9, and the deletion finishes
@@ -18,13 +18,13 @@ from langsmith.sandbox import ResourceNotFoundError, SandboxClient
 
 from helpers import uniq, wait_until
 
-# What the tenant does: its /tmp subvolume moved deep into its tree and replaced, 100,000
-# entries in a wide tree (half of them in the moved /tmp) and a chain 10,000 directories deep.
-TENANT_MOVE = "mkdir -p /k/deep/er && mv /tmp /k/deep/er/t && mkdir -m1777 /tmp && echo moved"
+# What the tenant does: tries to move its /tmp deep into its tree, then writes 100,000 entries
+# in a wide tree (half of them in /tmp) and a chain 10,000 directories deep.
+TENANT_MOVE = "mkdir -p /k/deep/er && { mv /tmp /k/deep/er/t 2>/dev/null && echo moved || echo pinned; }"
 TENANT_TREE = r"""python3 - <<'EOF'
 import os
 n = 0
-for root in ("/k/deep/er/t/wide", "/var/wide"):
+for root in ("/tmp/wide", "/var/wide"):
     for d in range(250):
         p = f"{root}/{d}"
         os.makedirs(p)
@@ -67,18 +67,18 @@ def _make_hostile(server, sb) -> str:
     runtime_id = sb.run("hostname").stdout.strip()
     assert runtime_id and _sandbox_dir(server, runtime_id).is_dir(), runtime_id
     moved = sb.run(TENANT_MOVE)
-    assert moved.exit_code == 0 and moved.stdout == "moved\n", moved.stderr
+    assert moved.exit_code == 0 and moved.stdout == "pinned\n", (moved.stdout, moved.stderr)
     tree = sb.run(TENANT_TREE, timeout=120)
     assert tree.exit_code == 0, tree.stderr
     assert tree.stdout == "entries 110000\n"
     # Subvolumes the tenant cannot make (seccomp) but an image or an older sandbox can hold.
     rootfs = _sandbox_dir(server, runtime_id) / "rootfs"
-    _btrfs("subvolume", "create", str(rootfs / "k/deep/er/t/wide/7/nested"))
+    _btrfs("subvolume", "create", str(_sandbox_dir(server, runtime_id) / "tmp/wide/7/nested"))
     _btrfs("subvolume", "create", str(rootfs / "var/wide/3/nested"))
     _btrfs("subvolume", "create", str(rootfs / "var/wide/3/nested/deeper"))
     subvolumes = _subvolumes_of(server, runtime_id)
     assert len(subvolumes) == 5, subvolumes
-    assert any(p.endswith("/rootfs/k/deep/er/t") for p in subvolumes), subvolumes
+    assert f"sandboxes/{runtime_id}/tmp" in subvolumes, subvolumes
     return runtime_id
 
 
@@ -101,7 +101,7 @@ def _delete_statuses(c, name: str) -> list[int]:
     return [s for (m, p, s) in c.statuses if m == "DELETE" and p.endswith(f"/boxes/{name}")]
 
 
-def test_a_tenant_that_moved_its_tmp_and_wrote_100k_entries_is_deleted_with_204(server, own_client):
+def test_a_tenant_that_tried_to_move_its_tmp_and_wrote_100k_entries_is_deleted_with_204(server, own_client):
     name = uniq("hostile-del")
     sb = own_client.create_sandbox(name=name)
     try:
@@ -126,7 +126,7 @@ def test_a_pending_deletion_is_kept_across_restarts_and_finishes(server, own_cli
     runtime_id = sb.run("hostname").stdout.strip()
     sandbox_dir = _sandbox_dir(server, runtime_id)
     assert runtime_id and sandbox_dir.is_dir(), runtime_id
-    assert sb.run(TENANT_MOVE).stdout == "moved\n"
+    assert sb.run(TENANT_MOVE).stdout == "pinned\n"
     # An immutable sandbox dir (host-side: a tenant cannot set the flag) makes the cleanup fail
     # the way a tenant's trick used to.
     subprocess.run(["chattr", "+i", str(sandbox_dir)], check=True)

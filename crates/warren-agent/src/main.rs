@@ -124,20 +124,24 @@ fn parse_args(mut args: impl Iterator<Item = std::ffi::OsString>) -> anyhow::Res
 }
 
 /// Points the sandbox's resolver at Warren's DNS (names are resolved on the host by the
-/// egress proxy). A failure (a tenant made it a directory before a restart) leaves whatever is
-/// there: PID 1 has no log to say so and must not die for it, and commands then fail to
-/// resolve names, visibly.
+/// egress proxy). In a jail the runtime has usually bound that very file over the image's
+/// (read-only): then there is nothing to write, and nothing is. A failure (a tenant made it a
+/// directory before a restart) leaves whatever is there: PID 1 has no log to say so and must
+/// not die for it, and commands then fail to resolve names, visibly.
 pub(crate) fn write_resolv_conf(nameserver: std::net::Ipv4Addr) {
-    let text = format!(
-        "# Written by Warren: names are resolved on the host by the egress proxy.\nnameserver {nameserver}\noptions timeout:2 attempts:2\n"
-    );
-    let _ = std::fs::write("/etc/resolv.conf", text);
+    let text = warren_proto::resolv_conf(nameserver);
+    let path = "/etc/resolv.conf";
+    if std::fs::read(path).is_ok_and(|now| now == text.as_bytes()) {
+        return;
+    }
+    let _ = std::fs::write(path, text);
 }
 
 /// Gives the sandbox its own `/etc/machine-id` when its image has none (or an empty one), as
 /// systemd does at a machine's first boot: software that tells machines apart by it (D-Bus,
-/// journald, telemetry) must not see every sandbox as one machine. A sandbox made from a
-/// snapshot keeps the id it was captured with, as a cloned VM does.
+/// journald, telemetry) must not see every sandbox as one machine. In a jail the runtime has
+/// usually bound the sandbox's id over an image's empty file already; an image with an id of
+/// its own (a snapshot captured before ids were bound) keeps it, as a cloned VM does.
 fn ensure_machine_id() {
     let path = std::path::Path::new("/etc/machine-id");
     let empty = std::fs::read(path).map_or(true, |b| b.iter().all(u8::is_ascii_whitespace));

@@ -227,15 +227,21 @@ impl Child {
     /// beneath the volume on the host comes along. The host path is trusted (the runtime's),
     /// and a symlink as its last component is still not followed.
     pub(crate) fn idmapped_volume(&self, volume: &JailVolume) -> Result<OwnedFd, JailError> {
-        let extra = if volume.read_only {
+        self.idmapped_path(&volume.host_path, volume.read_only)
+    }
+
+    /// The same for any host directory or file of the runtime's: the sandbox's `/tmp`, a file
+    /// bound over the rootfs's own.
+    pub(crate) fn idmapped_path(&self, path: &Path, read_only: bool) -> Result<OwnedFd, JailError> {
+        let extra = if read_only {
             MountAttrFlags::MOUNT_ATTR_RDONLY
         } else {
             MountAttrFlags::empty()
         };
-        self.idmapped_tree(&volume.host_path, false, extra)
+        self.idmapped_tree(path, false, extra)
             .map_err(|(action, source)| JailError::Path {
                 action,
-                path: volume.host_path.clone(),
+                path: path.to_owned(),
                 source,
             })
     }

@@ -37,7 +37,9 @@ use error::Context;
 pub use error::{JailError, one_line};
 pub use inside::{AGENT_CAPABILITIES, VOLUME_MOUNT_POINT, shm_inodes};
 pub use spec::{JailReport, JailSpec, LANDLOCK_REVIEWED_ABI, MIN_ID_BASE};
-pub use volume::{JailVolume, MAX_VOLUMES, check_volumes, mount_path_components};
+pub use volume::{
+    JailFile, JailVolume, MAX_FILES, MAX_VOLUMES, check_files, check_volumes, mount_path_components,
+};
 
 /// The fd on which the agent finds its listening socket.
 pub const AGENT_LISTEN_FD: i32 = 3;
@@ -117,6 +119,13 @@ pub fn run(spec: &JailSpec) -> Result<JailReport, JailError> {
         let tree = child.idmapped_volume(volume)?;
         parent_end.send_volume(&tree)?;
     }
+    //    Then the sandbox's own /tmp, and the files bound over the rootfs's (read-only).
+    if let Some(tmp) = &spec.tmp {
+        parent_end.send_volume(&child.idmapped_path(tmp, false)?)?;
+    }
+    for file in &spec.files {
+        parent_end.send_volume(&child.idmapped_path(&file.host_path, true)?)?;
+    }
 
     // 18. While the child runs steps 7 to 17, wait for its exec: end of file on the
     //     close-on-exec socket means the exec succeeded; a message is the child's error (and
@@ -167,6 +176,7 @@ fn child_steps(
     //    So is LXCFS's, when the sandbox gets its views.
     let root = sync.receive_rootfs()?;
     let volumes = inside::receive_volumes(sync, &spec.volumes)?;
+    let own = inside::receive_own(sync, spec)?;
     let rootfs_target = inside::open_rootfs_target(&spec.rootfs)?;
     let lxcfs = spec.lxcfs.as_deref().map(inside::open_lxcfs).transpose()?;
     inside::become_sandbox_root()?;
@@ -196,8 +206,10 @@ fn child_steps(
     drop(lxcfs);
     inside::mount_dev(&root, spec.shm_bytes)?;
     drop(proc);
-    //    Volumes last, so their mount points cannot lie on /proc or /dev (the walk refuses to
-    //    cross a mount) as well as never following a symlink of the tenant's rootfs.
+    //    The sandbox's own /tmp and files (resolver, machine id), then volumes last, so their
+    //    mount points cannot lie on /proc or /dev (the walk refuses to cross a mount) as well
+    //    as never following a symlink of the tenant's rootfs.
+    inside::mount_own(&root, spec, own)?;
     inside::mount_volumes(&root, &spec.volumes, &volumes)?;
     drop(volumes);
 
@@ -269,6 +281,8 @@ mod tests {
             lxcfs: None,
             cpus: vec![],
             volumes: vec![],
+            tmp: None,
+            files: vec![],
             vmm: false,
             log: None,
         };

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::JailError;
-use crate::volume::{JailVolume, check_volumes};
+use crate::volume::{JailFile, JailVolume, check_files, check_volumes};
 
 /// Lowest first host id of a sandbox's range: sandbox ids must never map onto host root or onto
 /// the ids of the host's own users and services.
@@ -68,6 +68,14 @@ pub struct JailSpec {
     /// [`crate::mount_path_components`] and resolved in the rootfs without following symlinks.
     #[serde(default)]
     pub volumes: Vec<JailVolume>,
+    /// Host path of the sandbox's `/tmp`: a subvolume beside its rootfs, not in it, attached
+    /// over the rootfs's `/tmp` directory. `None`: `/tmp` is what the rootfs holds (a sandbox
+    /// made before `/tmp` moved out keeps it as a subvolume nested in its rootfs).
+    #[serde(default)]
+    pub tmp: Option<PathBuf>,
+    /// Host files bound read-only over the rootfs's own (see [`JailFile`]).
+    #[serde(default)]
+    pub files: Vec<JailFile>,
     /// The jail holds a virtual machine monitor instead of a tenant's commands: `rootfs` is
     /// the host's read-only VMM root (QEMU, virtiofsd, their libraries, the guest kernel),
     /// attached read-only, the tenant's root filesystem is a volume in it that virtiofsd
@@ -182,6 +190,12 @@ impl JailSpec {
         if let Err(problem) = check_volumes(&self.volumes) {
             return bad("volumes", problem);
         }
+        if self.tmp.as_deref().is_some_and(|p| !is_clean_absolute(p)) {
+            return bad("tmp", "is not an absolute path without NUL bytes");
+        }
+        if let Err(problem) = check_files(&self.files) {
+            return bad("files", problem);
+        }
         Ok(())
     }
 }
@@ -225,6 +239,12 @@ mod tests {
                 host_path: "/var/lib/warren/fs/volumes/0f8e".into(),
                 mount_path: "/data".into(),
                 read_only: true,
+            }],
+            tmp: Some("/var/lib/warren/fs/sandboxes/sb-1/tmp".into()),
+            files: vec![JailFile {
+                host_path: "/var/lib/warren/fs/sandboxes/sb-1/etc/machine-id".into(),
+                path: "/etc/machine-id".into(),
+                only_over_empty: true,
             }],
             vmm: false,
             log: None,
@@ -324,6 +344,15 @@ mod tests {
         let mut s = spec();
         s.volumes[0].mount_path = "/proc/sys".into();
         assert_eq!(field_of(&s), "volumes");
+        let mut s = spec();
+        s.tmp = Some("tmp".into());
+        assert_eq!(field_of(&s), "tmp");
+        let mut s = spec();
+        s.files[0].path = "/etc/../proc/x".into();
+        assert_eq!(field_of(&s), "files");
+        let mut s = spec();
+        s.files[0].host_path = "machine-id".into();
+        assert_eq!(field_of(&s), "files");
     }
 
     #[test]
@@ -332,7 +361,10 @@ mod tests {
         let obj = v.as_object_mut().unwrap();
         obj.remove("lxcfs");
         obj.remove("cpus");
+        obj.remove("tmp");
+        obj.remove("files");
         let s: JailSpec = serde_json::from_value(v).unwrap();
         assert_eq!((s.lxcfs, s.cpus), (None, vec![]));
+        assert_eq!((s.tmp, s.files), (None, vec![]));
     }
 }

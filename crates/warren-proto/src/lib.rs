@@ -77,3 +77,13 @@ pub const MAX_DIR_ENTRIES: usize = 10_000;
 
 #[cfg(test)]
 mod tests;
+
+/// The `/etc/resolv.conf` of a sandbox linked to the host: Warren's DNS on the host side of its
+/// link, which resolves names through the egress proxy. The runtime binds it into a jail; the
+/// agent writes it where nothing was bound (a VM's guest, an image whose resolv.conf is a
+/// symlink): both must write the same text.
+pub fn resolv_conf(nameserver: std::net::Ipv4Addr) -> String {
+    format!(
+        "# Written by Warren: names are resolved on the host by the egress proxy.\nnameserver {nameserver}\noptions timeout:2 attempts:2\n"
+    )
+}

@@ -122,7 +122,7 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
 
 /// Bump when the build changes in a way [`default_image_recipe`] does not show (a step, a dpkg
 /// option), so data dirs with the old default image rebuild it.
-const IMAGE_REVISION: u32 = 3;
+const IMAGE_REVISION: u32 = 4;
 
 /// Where a built image records its recipe (`/etc/warren-image` inside a sandbox).
 const RECIPE_FILE: &str = "etc/warren-image";
@@ -442,9 +442,12 @@ fn finish_rootfs(root: &Path) -> Result<(), ImageError> {
     .map_err(IoError::at("write the image's policy-rc.d", &policy))?;
     std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o755))
         .map_err(IoError::at("set the mode of", &policy))?;
-    let resolv = root.join("etc/resolv.conf");
-    let _ = std::fs::remove_file(&resolv);
-    std::fs::write(&resolv, "").map_err(IoError::at("empty the image's resolv.conf", &resolv))?;
+    // Empty files for the jail to bind each sandbox's own over (see `warren_jail::JailFile`).
+    for file in ["etc/resolv.conf", "etc/machine-id"] {
+        let path = root.join(file);
+        let _ = std::fs::remove_file(&path);
+        std::fs::write(&path, "").map_err(IoError::at("empty the image's", &path))?;
+    }
     Ok(())
 }
 

@@ -16,7 +16,7 @@ use crate::driver::{DriverError, SandboxHandle, SandboxSpec, Tier};
 use crate::io_error::IoError;
 use crate::placement;
 use crate::slots::Slots;
-use crate::storage::{BtrfsStorage, Storage};
+use crate::storage::{BtrfsStorage, Storage, TmpLayout};
 
 /// Configuration of the jail driver.
 #[derive(Debug, Clone)]
@@ -146,10 +146,16 @@ impl JailDriver {
     ) -> Result<SandboxHandle, DriverError> {
         let inner = self.inner.clone();
         let (id, image, disk) = (spec.id.clone(), spec.image.clone(), spec.limits.disk_bytes);
+        // A guest sees its rootfs through one virtiofs share: its /tmp must be in it.
+        let tmp = match spec.tier {
+            Tier::Jail => TmpLayout::Beside,
+            Tier::Vm => TmpLayout::Nested,
+        };
         let began = Instant::now();
-        let rootfs =
-            tokio::task::spawn_blocking(move || inner.storage.create_rootfs(&id, &image, disk))
-                .await??;
+        let rootfs = tokio::task::spawn_blocking(move || {
+            inner.storage.create_rootfs(&id, &image, disk, tmp)
+        })
+        .await??;
         undo.rootfs = true;
         tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), "rootfs created");
         self.boot(spec, rootfs, undo).await
@@ -208,6 +214,13 @@ impl JailDriver {
             }
         };
         let linked = self.inner.net.get().is_some();
+        let (tmp, files) = match vm {
+            Some(_) => (None, Vec::new()),
+            None => {
+                let nameserver = linked.then(|| warren_net::host_address(slot)).flatten();
+                self.inner.storage.jail_mounts(&spec.id, nameserver)?
+            }
+        };
         let agent_args = match &vm {
             None => crate::network::agent_args(linked, slot),
             Some(_) => crate::vm::supervisor_args(spec, linked, slot),
@@ -230,6 +243,8 @@ impl JailDriver {
             lxcfs,
             cpus,
             volumes,
+            tmp,
+            files,
             vmm: vm.is_some(),
             log: vm.is_some().then(|| run_dir.join(crate::vm::LOG)),
         };

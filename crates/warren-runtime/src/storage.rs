@@ -7,7 +7,9 @@
 //!   images/<name@tag>/            read-only subvolume per image
 //!   images/.build-*/              an image being built (deleted at open if a build was killed)
 //!   sandboxes/<id>/rootfs/        writable snapshot of the image: O(1), own inodes per sandbox
-//!   sandboxes/<id>/rootfs/tmp/    nested subvolume: persistent, but not part of captures
+//!   sandboxes/<id>/tmp/           subvolume the jail mounts at /tmp: persistent, not captured
+//!   sandboxes/<id>/etc/           machine-id and resolv.conf, bound over the rootfs's
+//!   sandboxes/<id>/rootfs/tmp/    nested subvolume instead, in a VM's rootfs (see TmpLayout)
 //!   volumes/<id>/                 subvolume per volume, mounted into sandboxes (see `volumes`)
 //! ```
 //! The rootfs and /tmp subvolumes each carry a qgroup limit of the sandbox's disk size: writing
@@ -34,4 +36,4 @@ pub use pool::{
     make_private_dir, make_private_file, pool_mount_flags, pool_quota_mode,
 };
 pub(crate) use store::BuildState;
-pub use store::{BtrfsStorage, Storage};
+pub use store::{BtrfsStorage, Storage, TmpLayout};

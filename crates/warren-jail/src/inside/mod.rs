@@ -25,7 +25,7 @@ pub(crate) use mounts::{
     pivot_into,
 };
 pub use volumes::VOLUME_MOUNT_POINT;
-pub(crate) use volumes::{mount_volumes, receive_volumes};
+pub(crate) use volumes::{mount_own, mount_volumes, receive_own, receive_volumes};
 
 /// Capabilities the agent keeps, in the sandbox's user namespace only: it runs commands as
 /// other users and does file operations as or for them, including root's chown and chmod

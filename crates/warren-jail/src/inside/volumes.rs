@@ -15,10 +15,10 @@ use std::path::Path;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
 
-use super::mounts::attach;
+use super::mounts::{attach, mount_target};
 use crate::error::Context;
 use crate::sync::ChildEnd;
-use crate::{JailError, JailVolume, mount_path_components};
+use crate::{JailError, JailFile, JailSpec, JailVolume, mount_path_components};
 
 /// The action of the error a tenant's rootfs causes by what it put on a mount path: the line
 /// reads `failed to prepare a volume mount point: /data is a symlink` and names no host path,
@@ -53,6 +53,81 @@ pub(crate) fn mount_volumes(
         attach(tree, target.as_fd()).path("mount the volume at", Path::new(&volume.mount_path))?;
     }
     Ok(())
+}
+
+/// The mounts of the sandbox's own the parent sent after the volumes: its `/tmp`, then one
+/// per file of the spec.
+pub(crate) struct Own {
+    tmp: Option<OwnedFd>,
+    files: Vec<OwnedFd>,
+}
+
+pub(crate) fn receive_own(sync: &ChildEnd, spec: &JailSpec) -> Result<Own, JailError> {
+    let tmp = spec
+        .tmp
+        .as_ref()
+        .map(|_| sync.receive_volume())
+        .transpose()?;
+    let files = spec
+        .files
+        .iter()
+        .map(|_| sync.receive_volume())
+        .collect::<Result<_, _>>()?;
+    Ok(Own { tmp, files })
+}
+
+/// Attaches the sandbox's `/tmp` over the rootfs's (a symlink or a file there fails the boot,
+/// as on `/proc`), then each file over the rootfs's regular file of the same path, where there
+/// is one.
+pub(crate) fn mount_own(root: &OwnedFd, spec: &JailSpec, own: Own) -> Result<(), JailError> {
+    if let Some(tmp) = &own.tmp {
+        let target = mount_target(root.as_fd(), "tmp", "/tmp")?;
+        attach(tmp, target.as_fd()).path("mount the sandbox's /tmp at", Path::new("/tmp"))?;
+    }
+    for (file, mount) in spec.files.iter().zip(&own.files) {
+        if let Some(target) = file_target(root.as_fd(), file)? {
+            attach(mount, target.as_fd()).path("bind a file over", Path::new(&file.path))?;
+        }
+    }
+    Ok(())
+}
+
+/// The rootfs's regular file at `file.path`, opened without following anything, or `None`
+/// when there is none to cover: a component missing, a symlink or not a directory, the file a
+/// symlink or not a regular file, or not empty where only an empty one may be covered. Then
+/// the image keeps its own file (and the agent writes what it must there).
+fn file_target(root: BorrowedFd<'_>, file: &JailFile) -> Result<Option<OwnedFd>, JailError> {
+    let parts = mount_path_components(&file.path).map_err(|problem| JailError::Check {
+        action: "check the path of a bound file",
+        found: format!("{:?} {problem}", file.path),
+    })?;
+    let Some((last, dirs)) = parts.split_last() else {
+        return Ok(None);
+    };
+    let open = |dir: BorrowedFd<'_>, name: &str, flags: OFlags| {
+        rustix::fs::openat2(
+            dir,
+            name,
+            flags | OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            in_root(),
+        )
+    };
+    let mut dir: Option<OwnedFd> = None;
+    for name in dirs {
+        let parent = dir.as_ref().map_or(root, AsFd::as_fd);
+        match open(parent, name, OFlags::DIRECTORY) {
+            Ok(fd) => dir = Some(fd),
+            Err(_) => return Ok(None),
+        }
+    }
+    let parent = dir.as_ref().map_or(root, AsFd::as_fd);
+    let Ok(target) = open(parent, last, OFlags::empty()) else {
+        return Ok(None);
+    };
+    let st = rustix::fs::fstat(&target).path("inspect the file under", Path::new(&file.path))?;
+    let regular = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile;
+    Ok((regular && (!file.only_over_empty || st.st_size == 0)).then_some(target))
 }
 
 /// Opens (creating what is missing) the directory `mount_path` names beneath `root`, one

@@ -122,7 +122,7 @@ pub(crate) async fn build(
 }
 
 /// What the jail needs of an image it did not make: mount points, and a hosts file, a
-/// hostname and an empty resolv.conf it may replace. The tree came from an image, so any of
+/// hostname, and an empty resolv.conf and machine-id it binds each sandbox's own over. The tree came from an image, so any of
 /// these may be a symlink (pointing anywhere on the host) or a file: nothing here follows a
 /// link. `etc` itself must be a real directory; an image whose `etc` is a link is refused.
 fn make_sandbox_root(root: &Path) -> Result<(), DriverError> {
@@ -164,6 +164,7 @@ fn make_sandbox_root(root: &Path) -> Result<(), DriverError> {
         ),
         ("etc/hostname", "sandbox\n"),
         ("etc/resolv.conf", ""),
+        ("etc/machine-id", ""),
     ] {
         let p = root.join(file);
         match std::fs::symlink_metadata(&p) {

@@ -131,7 +131,7 @@ impl BtrfsStorage {
         let mut limits = Vec::new();
         for id in self.list_rootfs().unwrap_or_default() {
             let rootfs = self.rootfs_path(&id);
-            for sub in [rootfs.join("tmp"), rootfs] {
+            for sub in [self.tmp_path(&id), rootfs.join("tmp"), rootfs] {
                 let Ok(qgroup) = btrfs::subvolume_id(&sub) else {
                     continue;
                 };

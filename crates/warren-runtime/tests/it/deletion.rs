@@ -105,14 +105,15 @@ fn delete_subvolume_tree_finds_nested_subvolumes_wherever_they_were_moved() {
     std::fs::remove_dir(&dir).unwrap();
 }
 
-/// What the tenant does: moves its /tmp subvolume deep into its tree and makes a new /tmp,
-/// writes 100,000 entries (a wide tree and one very deep chain) and sets the file attributes
-/// it may set, and tries the ones that would block an unlink.
+/// What the tenant does: tries to move its /tmp deep into its tree (a mount point: refused),
+/// writes 100,000 entries (a wide tree in /tmp and in the rootfs, and one very deep chain) and
+/// sets the file attributes it may set, and tries the ones that would block an unlink.
 const TENANT: &str = r#"
 import fcntl, os, struct, subprocess
-subprocess.run("mkdir -p /k/deep/er && mv /tmp /k/deep/er/t && mkdir -m1777 /tmp", shell=True, check=True)
+moved = subprocess.run("mkdir -p /k/deep/er && mv /tmp /k/deep/er/t", shell=True)
+print("tmp moved" if moved.returncode == 0 else "tmp pinned")
 n = 0
-for root in ("/k/deep/er/t/wide", "/var/wide"):
+for root in ("/tmp/wide", "/var/wide"):
     for d in range(250):
         p = f"{root}/{d}"
         os.makedirs(p)
@@ -140,11 +141,13 @@ for name, flag in (("immutable", IMMUTABLE), ("append", APPEND)):
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sandbox_that_moved_its_tmp_nested_subvolumes_and_wrote_100k_entries_is_destroyed() {
+async fn a_sandbox_that_tried_to_move_its_tmp_nested_subvolumes_and_wrote_100k_entries_is_destroyed()
+ {
     let sb = TestSandbox::new().await;
     let out = sb.python(TENANT).await;
     let text = out.out();
     assert_eq!(out.code(), 0, "{text}{}", out.err());
+    assert!(text.contains("tmp pinned\n"), "{text}");
     assert!(text.contains("entries 110000\n"), "{text}");
     assert!(text.contains("nodump set\n"), "{text}");
     // Without CAP_LINUX_IMMUTABLE on the host the tenant cannot pin a file.
@@ -153,21 +156,23 @@ async fn a_sandbox_that_moved_its_tmp_nested_subvolumes_and_wrote_100k_entries_i
 
     let fs = driver().storage().root().to_owned();
     let rootfs = driver().storage().rootfs_path(sb.id());
+    let tmp = driver().storage().tmp_path(sb.id());
     assert!(
-        !btrfs::is_subvolume(&rootfs.join("tmp")),
-        "/tmp was replaced"
+        btrfs::is_subvolume(&tmp),
+        "/tmp is the subvolume beside the rootfs"
     );
     assert!(
-        btrfs::is_subvolume(&rootfs.join("k/deep/er/t")),
-        "the moved /tmp"
+        tmp.join("wide/249/198").is_file(),
+        "what the tenant wrote to /tmp"
     );
     // Subvolumes the tenant cannot make (seccomp) but an image or an older sandbox can hold:
-    // nested in the moved /tmp and two levels deep in the rootfs.
-    btrfs::create_subvolume(&rootfs.join("k/deep/er/t/wide/7/nested"), None).unwrap();
+    // nested in /tmp and two levels deep in the rootfs.
+    btrfs::create_subvolume(&tmp.join("wide/7/nested"), None).unwrap();
     btrfs::create_subvolume(&rootfs.join("var/wide/3/nested"), None).unwrap();
     btrfs::create_subvolume(&rootfs.join("var/wide/3/nested/deeper"), Some(1 << 30)).unwrap();
-    let ids = btrfs::subvolume_tree(&fs, &rootfs).unwrap();
-    assert_eq!(ids.len(), 5, "rootfs, moved /tmp and three nested: {ids:?}");
+    let mut ids = btrfs::subvolume_tree(&fs, &rootfs).unwrap();
+    ids.extend(btrfs::subvolume_tree(&fs, &tmp).unwrap());
+    assert_eq!(ids.len(), 5, "rootfs, /tmp and three nested: {ids:?}");
     let listed = listed_subvolumes(&fs);
     assert!(
         ids.iter().all(|id| listed.contains(id)),

@@ -96,7 +96,7 @@ async fn a_setuid_file_made_in_a_sandbox_gives_a_host_user_nothing() {
         .await;
     assert_eq!(out.code(), 0, "{}", out.err());
     assert_eq!(out.out().trim(), "4755 0");
-    let file = driver().storage().rootfs_path(sb.id()).join("tmp/x");
+    let file = driver().storage().tmp_path(sb.id()).join("x");
     // On disk it is what the report found: a setuid-root copy of bash (sandbox root is uid 0 on
     // disk through the idmapped mount).
     let meta = std::fs::metadata(&file).unwrap();
@@ -156,7 +156,7 @@ async fn nothing_under_the_data_dir_is_readable_by_nobody() {
     let mut paths = walk(&data, 4);
     paths.extend(walk(&rootfs, 2));
     paths.extend([
-        rootfs.join("tmp/public"),
+        driver().storage().tmp_path(sb.id()).join("public"),
         rootfs.join("srv/open"),
         rootfs.join("etc/passwd"),
     ]);

@@ -3,6 +3,7 @@
 
 use warren_runtime::Storage;
 use warren_runtime::image::{default_image_is_current, default_image_recipe};
+use warren_runtime::storage::TmpLayout;
 use warren_types::{ImageRef, SandboxId};
 
 use crate::support::{TestSandbox, driver};
@@ -117,14 +118,18 @@ fn rebuilt_image_replaces_the_old_one_and_its_sandboxes_keep_their_files() {
         .unwrap();
     publish(&image, "old");
     let id = SandboxId::generate();
-    let rootfs = storage.create_rootfs(&id, &image, 1 << 30).unwrap();
+    let rootfs = storage
+        .create_rootfs(&id, &image, 1 << 30, TmpLayout::Beside)
+        .unwrap();
 
     publish(&image, "new");
     let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap();
     assert_eq!(read(storage.image_path(&image).join("version")), "new");
     assert_eq!(read(rootfs.join("version")), "old");
     let id2 = SandboxId::generate();
-    let rootfs2 = storage.create_rootfs(&id2, &image, 1 << 30).unwrap();
+    let rootfs2 = storage
+        .create_rootfs(&id2, &image, 1 << 30, TmpLayout::Beside)
+        .unwrap();
     assert_eq!(read(rootfs2.join("version")), "new");
 
     storage.destroy_rootfs(&id).unwrap();

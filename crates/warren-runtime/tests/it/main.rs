@@ -19,6 +19,7 @@ mod limits;
 mod lxcfs;
 mod network;
 mod ownership;
+mod rootfs;
 mod support;
 mod tunnel;
 mod volumes;
