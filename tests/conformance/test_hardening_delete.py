@@ -73,12 +73,12 @@ def _make_hostile(server, sb) -> str:
     assert tree.stdout == "entries 110000\n"
     # Subvolumes the tenant cannot make (seccomp) but an image or an older sandbox can hold.
     rootfs = _sandbox_dir(server, runtime_id) / "rootfs"
-    _btrfs("subvolume", "create", str(_sandbox_dir(server, runtime_id) / "tmp/wide/7/nested"))
+    _btrfs("subvolume", "create", str(_sandbox_dir(server, runtime_id) / "rw/tmp/wide/7/nested"))
     _btrfs("subvolume", "create", str(rootfs / "var/wide/3/nested"))
     _btrfs("subvolume", "create", str(rootfs / "var/wide/3/nested/deeper"))
     subvolumes = _subvolumes_of(server, runtime_id)
     assert len(subvolumes) == 5, subvolumes
-    assert f"sandboxes/{runtime_id}/tmp" in subvolumes, subvolumes
+    assert f"sandboxes/{runtime_id}/rw" in subvolumes, subvolumes
     return runtime_id
 
 

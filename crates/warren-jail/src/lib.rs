@@ -119,12 +119,12 @@ pub fn run(spec: &JailSpec) -> Result<JailReport, JailError> {
         let tree = child.idmapped_volume(volume)?;
         parent_end.send_volume(&tree)?;
     }
-    //    Then the sandbox's own /tmp, and the files bound over the rootfs's (read-only).
+    //    Then the sandbox's own /tmp, and the files bound over the rootfs's.
     if let Some(tmp) = &spec.tmp {
         parent_end.send_volume(&child.idmapped_path(tmp, false)?)?;
     }
     for file in &spec.files {
-        parent_end.send_volume(&child.idmapped_path(&file.host_path, true)?)?;
+        parent_end.send_volume(&child.idmapped_path(&file.host_path, file.read_only)?)?;
     }
 
     // 18. While the child runs steps 7 to 17, wait for its exec: end of file on the

@@ -245,6 +245,7 @@ mod tests {
                 host_path: "/var/lib/warren/fs/sandboxes/sb-1/etc/machine-id".into(),
                 path: "/etc/machine-id".into(),
                 only_over_empty: true,
+                read_only: true,
             }],
             vmm: false,
             log: None,

@@ -38,13 +38,15 @@ pub struct JailVolume {
 /// Most files the jail binds over the rootfs's own ([`JailFile`]).
 pub const MAX_FILES: usize = 4;
 
-/// A host file the jail binds read-only over the rootfs's own file at `path`, idmapped like the
-/// rootfs: how a sandbox gets its resolver and machine id without a write to its rootfs. Every
+/// A host file or directory the jail binds over the rootfs's own at `path`, idmapped like the
+/// rootfs: how a sandbox gets its resolver, machine id and trust store without a write to its
+/// rootfs. Every
 /// sandbox of an image shares the image's tree blocks, and the first write to any of them
 /// copies the path to it, each copy adding a back-reference per shared child block: at 1,000
 /// sandboxes of one image, a create that wrote `/etc` cost 40 ms of btrfs commit instead of 7.
-/// The file is bound only where the rootfs has a regular file at `path` (never followed, never
-/// created): an image without one, or with a symlink there, keeps its own.
+/// It is bound only where the rootfs has the same kind of thing at `path` (a regular file, a
+/// directory; never followed, never created): an image without one, or with a symlink there,
+/// keeps its own.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JailFile {
@@ -55,6 +57,8 @@ pub struct JailFile {
     /// Bind only over an empty file (an image's blank `/etc/machine-id`): a file with content
     /// is the image's own and stays.
     pub only_over_empty: bool,
+    /// Bind read-only (the runtime's files); otherwise the sandbox may write there.
+    pub read_only: bool,
 }
 
 /// Checks a spec's files: at most [`MAX_FILES`], host paths absolute, paths valid mount paths.

@@ -7,12 +7,13 @@
 //!   images/<name@tag>/            read-only subvolume per image
 //!   images/.build-*/              an image being built (deleted at open if a build was killed)
 //!   sandboxes/<id>/rootfs/        writable snapshot of the image: O(1), own inodes per sandbox
-//!   sandboxes/<id>/tmp/           subvolume the jail mounts at /tmp: persistent, not captured
-//!   sandboxes/<id>/etc/           machine-id and resolv.conf, bound over the rootfs's
+//!   sandboxes/<id>/rw/            subvolume: tmp/ (mounted at /tmp; persistent, not captured)
+//!                                 and certs/ (mounted over /etc/ssl/certs)
+//!   sandboxes/<id>/etc/           machine-id and resolv.conf, bound read-only over the rootfs's
 //!   sandboxes/<id>/rootfs/tmp/    nested subvolume instead, in a VM's rootfs (see TmpLayout)
 //!   volumes/<id>/                 subvolume per volume, mounted into sandboxes (see `volumes`)
 //! ```
-//! The rootfs and /tmp subvolumes each carry a qgroup limit of the sandbox's disk size: writing
+//! The rootfs and rw (or nested /tmp) subvolumes each carry a qgroup limit of the sandbox's disk size: writing
 //! past it fails with EDQUOT inside, and nothing outside is affected.
 //!
 //! Quotas are btrfs simple quotas (Linux 6.7+): an extent is charged to the subvolume that wrote
@@ -25,6 +26,7 @@
 mod error;
 mod images;
 mod open;
+mod own;
 mod pool;
 mod rootfs;
 mod store;

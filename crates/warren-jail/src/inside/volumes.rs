@@ -85,18 +85,26 @@ pub(crate) fn mount_own(root: &OwnedFd, spec: &JailSpec, own: Own) -> Result<(),
         attach(tmp, target.as_fd()).path("mount the sandbox's /tmp at", Path::new("/tmp"))?;
     }
     for (file, mount) in spec.files.iter().zip(&own.files) {
-        if let Some(target) = file_target(root.as_fd(), file)? {
+        let kind =
+            rustix::fs::fstat(mount).path("inspect the file bound over", Path::new(&file.path))?;
+        if let Some(target) =
+            file_target(root.as_fd(), file, FileType::from_raw_mode(kind.st_mode))?
+        {
             attach(mount, target.as_fd()).path("bind a file over", Path::new(&file.path))?;
         }
     }
     Ok(())
 }
 
-/// The rootfs's regular file at `file.path`, opened without following anything, or `None`
-/// when there is none to cover: a component missing, a symlink or not a directory, the file a
-/// symlink or not a regular file, or not empty where only an empty one may be covered. Then
-/// the image keeps its own file (and the agent writes what it must there).
-fn file_target(root: BorrowedFd<'_>, file: &JailFile) -> Result<Option<OwnedFd>, JailError> {
+/// The rootfs's file of type `kind` at `file.path`, opened without following anything, or
+/// `None` when there is none to cover: a component missing, a symlink or not a directory, the
+/// file a symlink or of another type, or not empty where only an empty one may be covered.
+/// Then the image keeps its own (and the agent writes what it must there).
+fn file_target(
+    root: BorrowedFd<'_>,
+    file: &JailFile,
+    kind: FileType,
+) -> Result<Option<OwnedFd>, JailError> {
     let parts = mount_path_components(&file.path).map_err(|problem| JailError::Check {
         action: "check the path of a bound file",
         found: format!("{:?} {problem}", file.path),
@@ -126,8 +134,8 @@ fn file_target(root: BorrowedFd<'_>, file: &JailFile) -> Result<Option<OwnedFd>,
         return Ok(None);
     };
     let st = rustix::fs::fstat(&target).path("inspect the file under", Path::new(&file.path))?;
-    let regular = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile;
-    Ok((regular && (!file.only_over_empty || st.st_size == 0)).then_some(target))
+    let same = FileType::from_raw_mode(st.st_mode) == kind;
+    Ok((same && (!file.only_over_empty || st.st_size == 0)).then_some(target))
 }
 
 /// Opens (creating what is missing) the directory `mount_path` names beneath `root`, one

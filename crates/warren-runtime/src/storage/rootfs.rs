@@ -1,13 +1,13 @@
-//! Sandbox root filesystems: writable snapshots of an image, with a nested /tmp subvolume.
+//! Sandbox root filesystems: writable snapshots of an image, and their /tmp (see [`TmpLayout`]).
 
 use std::path::{Path, PathBuf};
 
 use fs_err as fs;
 use warren_btrfs::{self as btrfs, QuotaMode};
-use warren_jail::JailFile;
 use warren_types::{ImageRef, SandboxId};
 
 use super::error::{StorageError, io_err};
+use super::own::{set_mode, write_own_files};
 use super::pool::delete_subvolumes;
 use super::store::{BtrfsStorage, Storage, TmpLayout};
 
@@ -50,7 +50,7 @@ impl Storage for BtrfsStorage {
         let rootfs = self.rootfs_path(id);
         // In the nested layout the sandbox may have removed or replaced its /tmp subvolume:
         // then there is no /tmp limit to set, and what it put there counts against the rootfs.
-        for tmp in [self.tmp_path(id), rootfs.join("tmp")] {
+        for tmp in [self.rw_path(id), rootfs.join("tmp")] {
             if btrfs::is_subvolume(&tmp) {
                 btrfs::set_limit(&self.root, &tmp, Some(disk_bytes))
                     .map_err(io_err("set the disk limit of", &tmp))?;
@@ -63,15 +63,15 @@ impl Storage for BtrfsStorage {
     fn destroy_rootfs(&self, id: &SandboxId) -> Result<(), StorageError> {
         let dir = self.sandboxes_dir().join(id.as_str());
         let rootfs = dir.join("rootfs");
-        let tmp = dir.join("tmp");
+        let rw = dir.join("rw");
         // A sandbox may have renamed a nested /tmp subvolume anywhere in its tree, or made
         // subvolumes of its own, and so may an image: the search of the pool's subvolume
         // references finds each wherever it is linked.
         self.lift_limits(&rootfs);
-        self.lift_limits(&tmp);
+        self.lift_limits(&rw);
         // Whole subvolumes go at once: no directory of the sandbox's is walked, so neither the
         // depth nor the size of what it wrote matters.
-        delete_subvolumes(&self.root, &[rootfs, tmp])?;
+        delete_subvolumes(&self.root, &[rootfs, rw])?;
         // The files dir is the runtime's: the jail binds its files read-only.
         let own = dir.join("etc");
         match std::fs::remove_dir_all(&own) {
@@ -137,9 +137,9 @@ impl BtrfsStorage {
         self.snapshot_limited(from, &rootfs, disk_bytes)?;
         // The fork's /tmp is a snapshot of the parent's, in the parent's layout.
         let parent_dir = from.parent().unwrap_or(from);
-        let beside = parent_dir.join("tmp");
-        if btrfs::is_subvolume(&beside) {
-            self.snapshot_limited(&beside, &dir.join("tmp"), disk_bytes)?;
+        let rw = parent_dir.join("rw");
+        if btrfs::is_subvolume(&rw) {
+            self.snapshot_limited(&rw, &dir.join("rw"), disk_bytes)?;
             // A fork is a clone of the machine: it keeps the parent's id.
             let id = std::fs::read(parent_dir.join("etc/machine-id")).ok();
             write_own_files(dir, id.as_deref())?;
@@ -189,14 +189,11 @@ impl BtrfsStorage {
         // The limit is set in the snapshot's own transaction: there is no moment when the
         // sandbox's rootfs exists unlimited.
         self.snapshot_limited(src, &rootfs, disk_bytes)?;
-        // /tmp is a subvolume of its own: it persists with the sandbox but a capture (a snapshot
-        // of the rootfs subvolume) does not hold it. It has its own limit of the disk size, like
-        // LangSmith's /tmp, which is not part of fs_capacity_bytes.
-        let tmp = match layout {
-            TmpLayout::Beside => {
-                write_own_files(dir, None)?;
-                dir.join("tmp")
-            }
+        // /tmp is in a subvolume of its own: it persists with the sandbox but a capture (a
+        // snapshot of the rootfs subvolume) does not hold it. It has its own limit of the disk
+        // size, like LangSmith's /tmp, which is not part of fs_capacity_bytes.
+        match layout {
+            TmpLayout::Beside => self.populate_rw(dir, src, disk_bytes)?,
             TmpLayout::Nested => {
                 let tmp = rootfs.join("tmp");
                 match std::fs::remove_dir_all(&tmp) {
@@ -204,72 +201,11 @@ impl BtrfsStorage {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => return Err(io_err("clear the image's /tmp in", &tmp)(e)),
                 }
-                tmp
+                btrfs::create_subvolume(&tmp, Some(disk_bytes))
+                    .map_err(io_err("create the subvolume", &tmp))?;
+                set_mode(&tmp, 0o1777)?;
             }
-        };
-        btrfs::create_subvolume(&tmp, Some(disk_bytes))
-            .map_err(io_err("create the subvolume", &tmp))?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))
-                .map_err(io_err("set the mode of", &tmp))?;
         }
         Ok(rootfs)
     }
-}
-
-impl BtrfsStorage {
-    /// What the jail mounts of the sandbox's own over its rootfs: its `/tmp` and its files,
-    /// with the resolver (when the sandbox is linked to the host) written for this boot. A
-    /// sandbox in the nested layout has neither: its /tmp and files are in its rootfs.
-    pub(crate) fn jail_mounts(
-        &self,
-        id: &SandboxId,
-        nameserver: Option<std::net::Ipv4Addr>,
-    ) -> Result<(Option<PathBuf>, Vec<JailFile>), StorageError> {
-        let tmp = self.tmp_path(id);
-        if !btrfs::is_subvolume(&tmp) {
-            return Ok((None, Vec::new()));
-        }
-        let own = self.own_files_dir(id);
-        let mut files = vec![JailFile {
-            host_path: own.join("machine-id"),
-            path: "/etc/machine-id".into(),
-            only_over_empty: true,
-        }];
-        if let Some(nameserver) = nameserver {
-            let resolv = own.join("resolv.conf");
-            std::fs::write(&resolv, warren_proto::resolv_conf(nameserver))
-                .map_err(io_err("write", &resolv))?;
-            files.push(JailFile {
-                host_path: resolv,
-                path: "/etc/resolv.conf".into(),
-                only_over_empty: false,
-            });
-        }
-        Ok((Some(tmp), files))
-    }
-}
-
-/// The sandbox's own files in `<dir>/etc`, which the jail binds read-only over the rootfs's:
-/// its machine id (`id`, or a new one), and an empty resolv.conf the driver fills at each boot.
-fn write_own_files(dir: &Path, id: Option<&[u8]>) -> Result<(), StorageError> {
-    use std::os::unix::fs::PermissionsExt;
-    let own = dir.join("etc");
-    std::fs::create_dir(&own).map_err(io_err("create the sandbox's files dir", &own))?;
-    let fresh;
-    let id = match id {
-        Some(id) if id.iter().any(|b| !b.is_ascii_whitespace()) => id,
-        _ => {
-            fresh = format!("{}\n", uuid::Uuid::new_v4().simple());
-            fresh.as_bytes()
-        }
-    };
-    for (name, text, mode) in [("machine-id", id, 0o444), ("resolv.conf", &b""[..], 0o644)] {
-        let path = own.join(name);
-        std::fs::write(&path, text).map_err(io_err("write", &path))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-            .map_err(io_err("set the mode of", &path))?;
-    }
-    Ok(())
 }

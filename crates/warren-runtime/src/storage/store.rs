@@ -31,19 +31,20 @@ pub trait Storage: Send + Sync + std::fmt::Debug {
     fn list_rootfs(&self) -> Result<Vec<SandboxId>, StorageError>;
 }
 
-/// Where a sandbox's `/tmp` subvolume lives.
+/// Where a sandbox's `/tmp` lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TmpLayout {
-    /// Beside the rootfs (`sandboxes/<id>/tmp`), with the sandbox's own files (its machine id,
-    /// its resolver) in `sandboxes/<id>/etc`; the jail mounts them over the rootfs's. Making
-    /// the sandbox then writes nothing into its rootfs, which keeps sharing every block of the
-    /// image's tree: the first write copies the path to the block it changes, and each copy
-    /// adds a back-reference to every child block shared with the image's other sandboxes, so
-    /// at 1,000 sandboxes of one image a write costs the next btrfs commit 30 to 40 ms (see
-    /// `warren_jail::JailFile`).
+    /// Beside the rootfs: a subvolume `sandboxes/<id>/rw` holds `tmp/` (mounted at /tmp) and
+    /// `certs/` (a copy of the image's `/etc/ssl/certs`, mounted over it, where the egress
+    /// proxy's CA is added), and `sandboxes/<id>/etc` the runtime's files bound read-only over
+    /// the image's (machine id, resolver). Making and booting the sandbox then writes nothing
+    /// into its rootfs, which keeps sharing every block of the image's tree: the first write
+    /// copies the path to the block it changes, and each copy adds a back-reference to every
+    /// child block shared with the image's other sandboxes that wrote there too, so at 1,000
+    /// sandboxes of one image each such write cost the next btrfs commit 30 to 40 ms.
     Beside,
-    /// Nested in the rootfs (`rootfs/tmp`): what a VM's guest sees through the one virtiofs
-    /// share of its rootfs, and the layout of sandboxes made before `/tmp` moved out.
+    /// Nested in the rootfs (`rootfs/tmp`, a subvolume): what a VM's guest sees through the
+    /// one virtiofs share of its rootfs, and the layout of sandboxes made before /tmp moved.
     Nested,
 }
 
@@ -83,9 +84,14 @@ impl BtrfsStorage {
         self.root.join("sandboxes")
     }
 
-    /// Path of a sandbox's `/tmp` subvolume in the [`TmpLayout::Beside`] layout.
+    /// Path of a sandbox's writable subvolume beside its rootfs ([`TmpLayout::Beside`]).
+    pub fn rw_path(&self, id: &SandboxId) -> PathBuf {
+        self.sandboxes_dir().join(id.as_str()).join("rw")
+    }
+
+    /// Path of a sandbox's `/tmp` in the [`TmpLayout::Beside`] layout.
     pub fn tmp_path(&self, id: &SandboxId) -> PathBuf {
-        self.sandboxes_dir().join(id.as_str()).join("tmp")
+        self.rw_path(id).join("tmp")
     }
 
     /// Directory of the files the jail binds over a sandbox's rootfs ones (its machine id, its

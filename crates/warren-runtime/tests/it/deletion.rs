@@ -157,9 +157,10 @@ async fn a_sandbox_that_tried_to_move_its_tmp_nested_subvolumes_and_wrote_100k_e
     let fs = driver().storage().root().to_owned();
     let rootfs = driver().storage().rootfs_path(sb.id());
     let tmp = driver().storage().tmp_path(sb.id());
+    let rw = driver().storage().rw_path(sb.id());
     assert!(
-        btrfs::is_subvolume(&tmp),
-        "/tmp is the subvolume beside the rootfs"
+        btrfs::is_subvolume(&rw),
+        "/tmp is in the subvolume beside the rootfs"
     );
     assert!(
         tmp.join("wide/249/198").is_file(),
@@ -171,8 +172,8 @@ async fn a_sandbox_that_tried_to_move_its_tmp_nested_subvolumes_and_wrote_100k_e
     btrfs::create_subvolume(&rootfs.join("var/wide/3/nested"), None).unwrap();
     btrfs::create_subvolume(&rootfs.join("var/wide/3/nested/deeper"), Some(1 << 30)).unwrap();
     let mut ids = btrfs::subvolume_tree(&fs, &rootfs).unwrap();
-    ids.extend(btrfs::subvolume_tree(&fs, &tmp).unwrap());
-    assert_eq!(ids.len(), 5, "rootfs, /tmp and three nested: {ids:?}");
+    ids.extend(btrfs::subvolume_tree(&fs, &rw).unwrap());
+    assert_eq!(ids.len(), 5, "rootfs, rw and three nested: {ids:?}");
     let listed = listed_subvolumes(&fs);
     assert!(
         ids.iter().all(|id| listed.contains(id)),

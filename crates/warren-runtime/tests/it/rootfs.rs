@@ -1,7 +1,7 @@
-//! A new sandbox's rootfs stays as its image made it: `/tmp` is a subvolume beside it and the
-//! machine id a file bound over the image's empty one, so creating a sandbox copies none of the
-//! image's tree blocks (each copy costs every later btrfs commit more as sandboxes of one image
-//! add up).
+//! A new sandbox's rootfs stays as its image made it: `/tmp` and the trust store are in a
+//! subvolume beside it and the machine id a file bound over the image's empty one, so creating
+//! a sandbox copies none of the image's tree blocks (each copy costs every later btrfs commit
+//! more as sandboxes of one image add up).
 
 use warren_btrfs as btrfs;
 use warren_runtime::Storage;
@@ -39,17 +39,20 @@ async fn a_new_sandbox_writes_nothing_into_its_rootfs() {
     let out = sb
         .sh("cat /etc/machine-id; echo x > /tmp/y && cat /tmp/y; \
              echo other > /etc/machine-id 2>/dev/null || echo read-only; \
-             mv /tmp /srv/t 2>/dev/null || echo pinned")
+             mv /tmp /srv/t 2>/dev/null || echo pinned; \
+             update-ca-certificates >/dev/null && grep -c 'BEGIN CERT' /etc/ssl/certs/ca-certificates.crt")
         .await;
     assert_eq!(out.code(), 0, "{}", out.err());
     let text = out.out();
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines.len(), 5, "{text}");
+    // The trust store was rebuilt in place (a rename within the directory) with the image's CAs.
+    assert!(lines[4].parse::<u32>().unwrap() > 100, "{text}");
     assert!(
         lines[0].len() == 32 && lines[0].bytes().all(|b| b.is_ascii_hexdigit()),
         "{text}"
     );
-    assert_eq!(&lines[1..], ["x", "read-only", "pinned"], "{text}");
+    assert_eq!(&lines[1..4], ["x", "read-only", "pinned"], "{text}");
 
     let storage = driver().storage();
     let rootfs = storage.rootfs_path(sb.id());
@@ -60,7 +63,15 @@ async fn a_new_sandbox_writes_nothing_into_its_rootfs() {
         format!("{}\n", lines[0])
     );
     assert_eq!(std::fs::read_to_string(tmp.join("y")).unwrap(), "x\n");
-    assert!(btrfs::is_subvolume(&tmp));
+    assert!(btrfs::is_subvolume(&storage.rw_path(sb.id())));
+    let bundle = "etc/ssl/certs/ca-certificates.crt";
+    let ours = std::fs::metadata(storage.rw_path(sb.id()).join("certs/ca-certificates.crt"));
+    let image = std::fs::metadata(rootfs.join(bundle)).unwrap();
+    assert_ne!(
+        std::os::unix::fs::MetadataExt::ino(&ours.unwrap()),
+        std::os::unix::fs::MetadataExt::ino(&image),
+        "update-ca-certificates replaced the sandbox's copy, not the image's file"
+    );
     assert_eq!(
         std::fs::metadata(rootfs.join("etc/machine-id"))
             .unwrap()
