@@ -60,8 +60,10 @@ impl BtrfsStorage {
     }
 
     /// Publishes a read-only copy of a sandbox's root filesystem as `image`. One btrfs snapshot:
-    /// atomic and copy-on-write even while the sandbox writes, and nested subvolumes (its
-    /// `/tmp`) are left out, appearing as empty directories. Fails if the image exists.
+    /// atomic and copy-on-write even while the sandbox writes. What is not in the rootfs is
+    /// left out: the `rw` subvolume beside it (its `/tmp`, its trust store with its own proxy
+    /// CA) and the runtime's files, so a sandbox made from the image gets its own; a nested
+    /// `/tmp` subvolume appears as an empty directory. Fails if the image exists.
     pub fn capture_rootfs(&self, id: &SandboxId, image: &ImageRef) -> Result<(), StorageError> {
         let src = self.rootfs_path(id);
         if !src.is_dir() {
@@ -114,12 +116,20 @@ impl BtrfsStorage {
         if !path.exists() {
             return Err(StorageError::ImageMissing(image.clone()));
         }
-        delete_subvolumes(&self.root, &[path])
+        delete_subvolumes(&self.root, &[path])?;
+        self.remove_rw_templates(&image.storage_name(), None)
     }
 
+    /// Deletes what builds of images, captures and `rw` templates killed midway left.
     pub(super) fn remove_partial_builds(&self) -> Result<(), StorageError> {
-        let dir = self.images_dir();
-        let entries = fs::read_dir(&dir).map_err(io_err("list the images dir", &dir))?;
+        for dir in [self.images_dir(), self.templates_dir()] {
+            self.remove_partial_builds_in(&dir)?;
+        }
+        Ok(())
+    }
+
+    fn remove_partial_builds_in(&self, dir: &Path) -> Result<(), StorageError> {
+        let entries = fs::read_dir(dir).map_err(io_err("list the builds in", dir))?;
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };

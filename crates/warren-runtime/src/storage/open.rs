@@ -69,6 +69,7 @@ impl BtrfsStorage {
             root,
             quota: QuotaMode::Off,
             default_build: std::sync::Mutex::default(),
+            rw_templates: std::sync::Mutex::default(),
         };
         store.quota = store.ensure_quotas(own_pool)?;
         if store.quota == QuotaMode::Full && mounted_now {
@@ -78,6 +79,7 @@ impl BtrfsStorage {
             store.images_dir(),
             store.sandboxes_dir(),
             store.volumes_dir(),
+            store.templates_dir(),
         ] {
             fs::create_dir_all(&dir).map_err(io_err("create the store dir", &dir))?;
         }

@@ -1,6 +1,11 @@
-//! What a sandbox has beside its rootfs in the [`crate::storage::TmpLayout::Beside`] layout: the `rw`
-//! subvolume (its `/tmp`, and its copy of the image's `/etc/ssl/certs`), and the runtime's files
-//! the jail binds read-only over the image's (its machine id and resolver).
+//! What a sandbox has beside its rootfs in the [`crate::storage::TmpLayout::Beside`] layout: the
+//! `rw` subvolume (its `/tmp`, and its copy of the image's `/etc/ssl/certs`), and the runtime's
+//! files the jail binds read-only over the image's (its machine id and resolver).
+//!
+//! Each `rw` is a snapshot of its image's template (`templates/<image>.<subvolume id>`, made
+//! at the image's first create): one O(1) snapshot instead of copying the ~300 entries of a
+//! certs directory per create. The template is tiny, so a sandbox's writes to its `rw` copy
+//! only a couple of shared blocks however many sandboxes share it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -10,6 +15,7 @@ use warren_jail::JailFile;
 use warren_types::SandboxId;
 
 use super::error::{StorageError, io_err};
+use super::pool::delete_subvolumes;
 use super::store::BtrfsStorage;
 
 /// The trust store directory every TLS stack of a Debian-like image reads, and where the
@@ -35,14 +41,73 @@ impl BtrfsStorage {
         image: &Path,
         disk_bytes: u64,
     ) -> Result<(), StorageError> {
-        let rw = dir.join("rw");
-        btrfs::create_subvolume(&rw, Some(disk_bytes))
-            .map_err(io_err("create the subvolume", &rw))?;
-        let tmp = rw.join("tmp");
-        std::fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
-        set_mode(&tmp, 0o1777)?;
-        copy_certs(image, &rw.join("certs"))?;
+        let template = self.rw_template(image)?;
+        self.snapshot_limited(&template, &dir.join("rw"), disk_bytes)?;
         write_own_files(dir, None)
+    }
+
+    /// The image's `rw` template, made now if it has none: an empty `tmp/` (mode 1777) and a
+    /// copy of its certs directory, read-only. Named by the image subvolume's id, which a
+    /// rebuild of the image changes; a template of an earlier build is deleted here.
+    fn rw_template(&self, image: &Path) -> Result<PathBuf, StorageError> {
+        let name = image.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+            io_err("name the template of", image)(std::io::ErrorKind::InvalidInput.into())
+        })?;
+        let id = btrfs::subvolume_id(image).map_err(io_err("read the subvolume id of", image))?;
+        let path = self.templates_dir().join(format!("{name}.{id}"));
+        if path.is_dir() {
+            return Ok(path);
+        }
+        let _held = self
+            .rw_templates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if path.is_dir() {
+            return Ok(path);
+        }
+        self.remove_rw_templates(name, Some(&path))?;
+        let build = self.templates_dir().join(format!(
+            ".build-{}.{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        let made = (|| {
+            btrfs::create_subvolume(&build, None)
+                .map_err(io_err("create the subvolume", &build))?;
+            let tmp = build.join("tmp");
+            std::fs::create_dir(&tmp).map_err(io_err("create", &tmp))?;
+            set_mode(&tmp, 0o1777)?;
+            copy_certs(image, &build.join("certs"))?;
+            btrfs::set_read_only(&build).map_err(io_err("make read-only", &build))?;
+            std::fs::rename(&build, &path).map_err(io_err("publish the template", &path))
+        })();
+        if made.is_err() {
+            let _ = delete_subvolumes(&self.root, std::slice::from_ref(&build));
+        }
+        made.map(|()| path)
+    }
+
+    /// Deletes the `rw` templates of the image stored as `name`, but `keep`.
+    pub(super) fn remove_rw_templates(
+        &self,
+        name: &str,
+        keep: Option<&Path>,
+    ) -> Result<(), StorageError> {
+        let dir = self.templates_dir();
+        let entries = std::fs::read_dir(&dir).map_err(io_err("list", &dir))?;
+        let prefix = format!("{name}.");
+        let stale: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| {
+                e.file_name().to_str().is_some_and(|n| {
+                    n.strip_prefix(&prefix)
+                        .is_some_and(|id| id.bytes().all(|b| b.is_ascii_digit()))
+                })
+            })
+            .map(|e| e.path())
+            .filter(|p| Some(p.as_path()) != keep)
+            .collect();
+        delete_subvolumes(&self.root, &stale)
     }
 
     /// What the jail mounts of the sandbox's own over its rootfs: its `/tmp`, its files, with

@@ -162,7 +162,7 @@ impl BtrfsStorage {
     }
 
     /// A writable snapshot of `src` at `dest`, limited to `disk_bytes` from its first moment.
-    fn snapshot_limited(
+    pub(super) fn snapshot_limited(
         &self,
         src: &Path,
         dest: &Path,

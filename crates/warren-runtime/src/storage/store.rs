@@ -68,6 +68,8 @@ pub struct BtrfsStorage {
     pub(super) quota: QuotaMode,
     /// This process's build of the default image, for creates that come while it runs.
     pub(crate) default_build: std::sync::Mutex<BuildState>,
+    /// Held while an image's `rw` template is made (see `own.rs`).
+    pub(super) rw_templates: std::sync::Mutex<()>,
 }
 
 impl BtrfsStorage {
@@ -78,6 +80,10 @@ impl BtrfsStorage {
 
     pub(super) fn images_dir(&self) -> PathBuf {
         self.root.join("images")
+    }
+
+    pub(super) fn templates_dir(&self) -> PathBuf {
+        self.root.join("templates")
     }
 
     pub(super) fn sandboxes_dir(&self) -> PathBuf {

@@ -132,7 +132,28 @@ fn rebuilt_image_replaces_the_old_one_and_its_sandboxes_keep_their_files() {
         .unwrap();
     assert_eq!(read(rootfs2.join("version")), "new");
 
+    // Each build of the image has one `rw` template, made at its first create; the rebuild's
+    // replaced the first build's, and removing the image removes it.
+    let templates = || -> Vec<String> {
+        let prefix = format!("{}.", image.storage_name());
+        std::fs::read_dir(storage.root().join("templates"))
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().into_string().ok())
+            .filter(|n| n.starts_with(&prefix))
+            .collect()
+    };
+    let made = templates();
+    assert_eq!(made.len(), 1, "{made:?}");
+    let id3 = SandboxId::generate();
+    storage
+        .create_rootfs(&id3, &image, 1 << 30, TmpLayout::Beside)
+        .unwrap();
+    assert_eq!(templates(), made, "the template is made once per build");
+    assert!(storage.tmp_path(&id3).is_dir());
+
     storage.destroy_rootfs(&id).unwrap();
     storage.destroy_rootfs(&id2).unwrap();
+    storage.destroy_rootfs(&id3).unwrap();
     storage.remove_image(&image).unwrap();
+    assert_eq!(templates(), Vec::<String>::new());
 }
