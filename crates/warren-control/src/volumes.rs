@@ -86,6 +86,9 @@ pub fn validate_mount_path(path: &str) -> Result<(), ControlError> {
     if ["proc", "sys", "dev", "tmp"].contains(&parts[0]) {
         return Err(bad("/proc, /sys, /dev and /tmp are the sandbox's own"));
     }
+    if parts.starts_with(&["etc", "ssl", "certs"]) {
+        return Err(bad("/etc/ssl/certs is the sandbox's own trust store"));
+    }
     Ok(())
 }
 

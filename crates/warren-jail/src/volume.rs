@@ -22,6 +22,10 @@ const MAX_NAME: usize = 255;
 /// `/dev` and `/sys` (LXCFS's view), and `/tmp`, the sandbox's own subvolume.
 const RESERVED: [&str; 4] = ["proc", "sys", "dev", "tmp"];
 
+/// Where the runtime binds a sandbox's own copy of its trust store: a volume may not be mounted
+/// on or beneath it (its mount point would lie on that bind).
+const TRUST_STORE: [&str; 3] = ["etc", "ssl", "certs"];
+
 /// A volume the jail mounts into the sandbox: a host directory (a btrfs subvolume whose files
 /// are owned by the image's ids, like the rootfs), idmapped like the rootfs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,7 +118,13 @@ pub fn check_volumes(volumes: &[JailVolume]) -> Result<(), &'static str> {
         if !v.host_path.is_absolute() || v.host_path.as_os_str().as_encoded_bytes().contains(&0) {
             return Err("holds a host path that is not absolute without NUL bytes");
         }
-        all.push(mount_path_components(&v.mount_path)?);
+        let parts = mount_path_components(&v.mount_path)?;
+        if parts.starts_with(&TRUST_STORE) {
+            return Err(
+                "holds a mount path on or beneath /etc/ssl/certs, the sandbox's trust store",
+            );
+        }
+        all.push(parts);
     }
     for (i, a) in all.iter().enumerate() {
         for b in &all[i + 1..] {
@@ -174,6 +184,16 @@ mod tests {
             host_path: "/var/lib/warren/fs/volumes/v".into(),
             mount_path: path.into(),
             read_only: false,
+        }
+    }
+
+    #[test]
+    fn volumes_stay_off_the_trust_store() {
+        for path in ["/etc/ssl/certs", "/etc/ssl/certs/x"] {
+            assert!(check_volumes(&[vol(path)]).is_err(), "{path}");
+        }
+        for path in ["/etc/ssl", "/etc/ssl/private", "/etc"] {
+            assert!(check_volumes(&[vol(path)]).is_ok(), "{path}");
         }
     }
 

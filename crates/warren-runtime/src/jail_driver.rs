@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use warren_jail::{JailReport, JailSpec, JailVolume};
+use warren_jail::{JailReport, JailSpec};
 use warren_types::{ImageRef, SandboxId};
 
 use crate::agent::AgentConn;
@@ -151,22 +151,29 @@ impl JailDriver {
             Tier::Jail => TmpLayout::Beside,
             Tier::Vm => TmpLayout::Nested,
         };
+        // The CAs a linked sandbox trusts go into its fresh trust store here, not through its agent.
+        let cas = (self.inner.net.get())
+            .map(|(_, extra)| [extra.as_slice(), spec.trust.as_bytes()].concat());
         let began = Instant::now();
-        let rootfs = tokio::task::spawn_blocking(move || {
-            inner.storage.create_rootfs(&id, &image, disk, tmp)
+        let (rootfs, trusted) = tokio::task::spawn_blocking(move || {
+            inner
+                .storage
+                .create_trusting(&id, &image, disk, tmp, cas.as_deref())
         })
         .await??;
         undo.rootfs = true;
         tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), "rootfs created");
-        self.boot(spec, rootfs, undo).await
+        self.boot(spec, rootfs, undo, trusted).await
     }
 
-    /// Brings up the jail on an existing root filesystem: uid range, cgroups, jailer.
+    /// Brings up the jail on an existing root filesystem: uid range, cgroups, jailer. `trusted`:
+    /// the trust store already holds the CAs (see `create_trusting`).
     async fn boot(
         &self,
         spec: &SandboxSpec,
         rootfs: PathBuf,
         undo: &mut Undo,
+        trusted: bool,
     ) -> Result<SandboxHandle, DriverError> {
         let cfg = &self.inner.cfg;
         self.inner
@@ -179,7 +186,7 @@ impl JailDriver {
             Tier::Vm => Some(self.vm_assets().map_err(DriverError::VmBoot)?),
         };
         let volumes = match &vm {
-            None => self.jail_volumes(spec)?,
+            None => placement::jail_volumes(&self.inner.storage, spec)?,
             Some(_) => crate::vm::volumes(spec, &rootfs)?,
         };
         let slot = self.inner.slots.allocate(spec.id.as_str())?;
@@ -262,6 +269,7 @@ impl JailDriver {
         }
         let env = match self.inner.net.get() {
             Some((net, cas)) => {
+                let cas = (!trusted).then_some(cas.as_slice());
                 crate::network::link(net, cas, spec, slot, report.pid, &agent_socket).await?
             }
             None => Vec::new(),
@@ -275,22 +283,6 @@ impl JailDriver {
             slot,
             env,
         })
-    }
-
-    /// The spec's volumes as the jail takes them; each must exist, and the mount paths must
-    /// be ones the jail accepts (checked here too, for an error the tenant may read).
-    fn jail_volumes(&self, spec: &SandboxSpec) -> Result<Vec<JailVolume>, DriverError> {
-        let mut volumes = Vec::with_capacity(spec.volumes.len());
-        for m in &spec.volumes {
-            volumes.push(JailVolume {
-                host_path: self.inner.storage.existing_volume(&m.volume_id)?,
-                mount_path: m.mount_path.clone(),
-                read_only: m.read_only,
-            });
-        }
-        warren_jail::check_volumes(&volumes)
-            .map_err(|problem| DriverError::Volume(format!("the volume mounts: {problem}")))?;
-        Ok(volumes)
     }
 
     /// The VMM root, with the guest's initramfs holding this daemon's agent; or why the vm
@@ -419,7 +411,7 @@ impl JailDriver {
         let (id, disk) = (spec.id.clone(), spec.limits.disk_bytes);
         tokio::task::spawn_blocking(move || inner.storage.set_disk_limit(&id, disk)).await??;
         let mut undo = Undo::default();
-        match self.boot(spec, rootfs, &mut undo).await {
+        match self.boot(spec, rootfs, &mut undo, false).await {
             Ok(h) => Ok(h),
             Err(e) => {
                 if let Err(cleanup) = self.halt(&spec.id, None).await {

@@ -13,8 +13,8 @@ use crate::agent::{AgentConn, AgentConnError};
 use crate::driver::DriverError;
 
 /// The system trust store of the default image (Debian's), which every TLS client in the image
-/// can be pointed at.
-const TRUST_STORE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// can be pointed at (in a sandbox's copy of the certs directory: see `storage::own`).
+pub(crate) const TRUST_STORE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Most bytes of a sandbox's trust store read back (Debian's is about 200 KiB).
 const TRUST_STORE_MAX: u64 = 16 << 20;
@@ -122,10 +122,11 @@ pub(crate) fn agent_args(linked: bool, slot: u32) -> Vec<String> {
 }
 
 /// Links a booted sandbox to the host and adds the server's extra CAs and its own proxy CA to
-/// its trust store; returns the environment its commands get (the proxy, the trust store).
+/// its trust store (`None`: the store holds them already); returns the environment its commands
+/// get (the proxy, the trust store).
 pub(crate) async fn link(
     net: &warren_net::HostNet,
-    extra_cas: &[u8],
+    extra_cas: Option<&[u8]>,
     spec: &SandboxSpec,
     slot: u32,
     pid: u32,
@@ -133,9 +134,9 @@ pub(crate) async fn link(
 ) -> Result<Vec<(String, String)>, DriverError> {
     let began = Instant::now();
     let addrs = net.attach(slot, pid).await?;
-    let mut cas = extra_cas.to_vec();
-    cas.extend_from_slice(spec.trust.as_bytes());
-    trust(agent_socket, &cas).await?;
+    if let Some(extra_cas) = extra_cas {
+        trust(agent_socket, &[extra_cas, spec.trust.as_bytes()].concat()).await?;
+    }
     tracing::debug!(sandbox = %spec.id, elapsed_us = began.elapsed().as_micros(), address = %addrs.sandbox, "network linked");
     let mut env = warren_net::proxy_env(&addrs, net.ports());
     env.extend(trust_env());

@@ -1,11 +1,16 @@
-//! What a sandbox is told about the host's CPUs and memory beyond its cgroups: the CPUs it is
-//! pinned to, and whether LXCFS's views go into its jail.
+//! What a sandbox is told about the host beyond its cgroups: the CPUs it is pinned to, whether
+//! LXCFS's views go into its jail, and the volumes it mounts.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+use warren_driver::SandboxSpec;
+use warren_jail::JailVolume;
 use warren_types::SandboxId;
+
+use crate::driver::DriverError;
+use crate::storage::BtrfsStorage;
 
 /// Whether LXCFS answered at the last look: 0 before the first, then [`UP`] or [`DOWN`].
 #[derive(Debug, Default)]
@@ -60,6 +65,25 @@ fn pick(usable: &[u32], slot: u32, millicpus: u32) -> Vec<u32> {
         .collect();
     cpus.sort_unstable();
     cpus
+}
+
+/// The spec's volumes as the jail takes them; each must exist, and the mount paths must be
+/// ones the jail accepts (checked here too, for an error the tenant may read).
+pub(crate) fn jail_volumes(
+    storage: &BtrfsStorage,
+    spec: &SandboxSpec,
+) -> Result<Vec<JailVolume>, DriverError> {
+    let mut volumes = Vec::with_capacity(spec.volumes.len());
+    for m in &spec.volumes {
+        volumes.push(JailVolume {
+            host_path: storage.existing_volume(&m.volume_id)?,
+            mount_path: m.mount_path.clone(),
+            read_only: m.read_only,
+        });
+    }
+    warren_jail::check_volumes(&volumes)
+        .map_err(|problem| DriverError::Volume(format!("the volume mounts: {problem}")))?;
+    Ok(volumes)
 }
 
 #[cfg(test)]

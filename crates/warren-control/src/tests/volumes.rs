@@ -205,6 +205,7 @@ async fn attachments_are_checked_before_anything_is_made() {
         (vec![("a", "/", false)], "root"),
         (vec![("a", "/proc/x", false)], "proc"),
         (vec![("a", "/tmp", false)], "tmp"),
+        (vec![("a", "/etc/ssl/certs/corp", false)], "trust store"),
         (vec![("a", "/x/../y", false)], "dotdot"),
         (vec![("a", "/d", false), ("b", "/d/e", false)], "nested"),
         (vec![("a", "/d", false), ("a", "/e", true)], "twice"),

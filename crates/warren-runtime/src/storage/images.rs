@@ -117,6 +117,10 @@ impl BtrfsStorage {
             return Err(StorageError::ImageMissing(image.clone()));
         }
         delete_subvolumes(&self.root, &[path])?;
+        let _held = self
+            .rw_templates
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.remove_rw_templates(&image.storage_name(), None)
     }
 

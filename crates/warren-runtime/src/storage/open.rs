@@ -84,6 +84,7 @@ impl BtrfsStorage {
             fs::create_dir_all(&dir).map_err(io_err("create the store dir", &dir))?;
         }
         store.remove_partial_builds()?;
+        store.prune_rw_templates();
         Ok(store)
     }
 
@@ -133,7 +134,7 @@ impl BtrfsStorage {
         let mut limits = Vec::new();
         for id in self.list_rootfs().unwrap_or_default() {
             let rootfs = self.rootfs_path(&id);
-            for sub in [self.tmp_path(&id), rootfs.join("tmp"), rootfs] {
+            for sub in [self.rw_path(&id), rootfs.join("tmp"), rootfs] {
                 let Ok(qgroup) = btrfs::subvolume_id(&sub) else {
                     continue;
                 };

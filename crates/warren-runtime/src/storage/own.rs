@@ -7,20 +7,24 @@
 //! certs directory per create. The template is tiny, so a sandbox's writes to its `rw` copy
 //! only a couple of shared blocks however many sandboxes share it.
 
-use std::os::unix::fs::PermissionsExt;
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use warren_btrfs as btrfs;
 use warren_jail::JailFile;
-use warren_types::SandboxId;
+use warren_types::{ImageRef, SandboxId};
 
 use super::error::{StorageError, io_err};
 use super::pool::delete_subvolumes;
-use super::store::BtrfsStorage;
+use super::store::{BtrfsStorage, Storage, TmpLayout};
 
 /// The trust store directory every TLS stack of a Debian-like image reads, and where the
 /// runtime adds the egress proxy's CA (through the agent, as the sandbox's root).
 const CERTS: &str = "etc/ssl/certs";
+
+/// The trust store's file in the certs directory (`network::TRUST_STORE` in the sandbox).
+const BUNDLE: &str = "ca-certificates.crt";
 
 /// Most entries and bytes of an image's certs directory copied for a sandbox; past them the
 /// image keeps its own directory, and the CA goes into the rootfs as it would without a copy.
@@ -41,9 +45,72 @@ impl BtrfsStorage {
         image: &Path,
         disk_bytes: u64,
     ) -> Result<(), StorageError> {
-        let template = self.rw_template(image)?;
-        self.snapshot_limited(&template, &dir.join("rw"), disk_bytes)?;
+        let rw = dir.join("rw");
+        // A rebuild of the image may delete the template found a moment ago: find it again.
+        let mut template = self.rw_template(image)?;
+        let mut retried = false;
+        loop {
+            match self.snapshot_limited(&template, &rw, disk_bytes) {
+                Err(StorageError::Io(e)) if e.source.kind() == ErrorKind::NotFound && !retried => {
+                    retried = true;
+                    template = self.rw_template(image)?;
+                }
+                other => break other?,
+            }
+        }
         write_own_files(dir, None)
+    }
+
+    /// [`Storage::create_rootfs`], then `cas` (PEM: the CAs a linked sandbox trusts) added to
+    /// the new sandbox's trust store, its copy of the image's bundle, before anything of the
+    /// tenant's has run. Returns whether they were added: a sandbox without a copy (the nested
+    /// layout, an image without a certs directory or bundle) gets them through its agent at
+    /// boot, as a restarted sandbox does.
+    pub(crate) fn create_trusting(
+        &self,
+        id: &SandboxId,
+        image: &ImageRef,
+        disk_bytes: u64,
+        layout: TmpLayout,
+        cas: Option<&[u8]>,
+    ) -> Result<(PathBuf, bool), StorageError> {
+        let rootfs = self.create_rootfs(id, image, disk_bytes, layout)?;
+        let Some(cas) = cas.filter(|c| !c.is_empty()) else {
+            return Ok((rootfs, cas.is_some()));
+        };
+        let bundle = self.rw_path(id).join("certs").join(BUNDLE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&bundle);
+        let mut file = match file {
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
+            Ok(_) => return Ok((rootfs, false)),
+            // Missing, or a link: the image's own, left to the agent.
+            Err(e)
+                if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
+                    || e.raw_os_error() == Some(libc::ELOOP) =>
+            {
+                return Ok((rootfs, false));
+            }
+            Err(e) => return Err(io_err("open the trust store", &bundle)(e)),
+        };
+        // Appending keeps the image's part of the bundle shared with the template.
+        let mut last = [0u8; 1];
+        let len = file.metadata().map_err(io_err("inspect", &bundle))?.len();
+        if len > 0 {
+            file.read_exact_at(&mut last, len - 1)
+                .map_err(io_err("read", &bundle))?;
+        }
+        let sep: &[u8] = if len > 0 && last[0] != b'\n' {
+            b"\n"
+        } else {
+            b""
+        };
+        file.write_all(&[sep, cas].concat())
+            .map_err(io_err("add the sandbox's CAs to", &bundle))?;
+        Ok((rootfs, true))
     }
 
     /// The image's `rw` template, made now if it has none: an empty `tmp/` (mode 1777) and a
@@ -85,6 +152,30 @@ impl BtrfsStorage {
             let _ = delete_subvolumes(&self.root, std::slice::from_ref(&build));
         }
         made.map(|()| path)
+    }
+
+    /// Deletes the templates of images that are gone or were rebuilt since (at open, before
+    /// any create: a failure is only logged).
+    pub(super) fn prune_rw_templates(&self) {
+        let dir = self.templates_dir();
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some((image, id)) = name.to_str().and_then(|n| n.rsplit_once('.')) else {
+                continue;
+            };
+            if image.starts_with(".build-") {
+                continue;
+            }
+            let current = btrfs::subvolume_id(&self.images_dir().join(image)).ok();
+            if current.map(|c| c.to_string()).as_deref() != Some(id)
+                && let Err(e) = delete_subvolumes(&self.root, &[entry.path()])
+            {
+                tracing::warn!(error = %e, template = %entry.path().display(), "failed to delete a stale template");
+            }
+        }
     }
 
     /// Deletes the `rw` templates of the image stored as `name`, but `keep`.
@@ -155,11 +246,12 @@ impl BtrfsStorage {
     }
 }
 
-/// Copies the image's certs directory (its symlinks as symlinks, its regular files; nothing
-/// else) to `dest`, where the sandbox's trust store then lives: adding the proxy's CA, and
+/// Copies the image's certs directory (directories, symlinks as symlinks and regular files,
+/// nothing else; at most [`CERTS_MAX_ENTRIES`] entries and [`CERTS_MAX_BYTES`]) to `dest`,
+/// where the sandbox's trust store then lives: adding the proxy's CA, and
 /// `update-ca-certificates` (which renames its new bundle into the directory), write there
-/// instead of into the rootfs. Images are read-only subvolumes, so what is checked here stays
-/// so; no link of the image's is followed on the host.
+/// instead of into the rootfs. No link of the image's is followed on the host: an image is
+/// untrusted. A directory over the limits is not copied, and the image keeps its own.
 fn copy_certs(image: &Path, dest: &Path) -> Result<(), StorageError> {
     let mut src = image.to_owned();
     for part in CERTS.split('/') {
@@ -170,39 +262,65 @@ fn copy_certs(image: &Path, dest: &Path) -> Result<(), StorageError> {
             _ => return Ok(()),
         }
     }
-    let entries = std::fs::read_dir(&src).map_err(io_err("list", &src))?;
     let mut plan = Vec::new();
-    let mut bytes = 0u64;
-    for entry in entries {
-        let entry = entry.map_err(io_err("list", &src))?;
-        let meta = entry.metadata().map_err(io_err("inspect", &entry.path()))?;
-        if meta.file_type().is_file() {
-            bytes = bytes.saturating_add(meta.len());
-        } else if !meta.file_type().is_symlink() {
-            continue;
-        }
-        plan.push((entry.file_name(), meta));
-        if plan.len() > CERTS_MAX_ENTRIES || bytes > CERTS_MAX_BYTES {
-            return Ok(());
-        }
+    if !plan_copy(&src, Path::new(""), &mut plan, &mut 0)? {
+        return Ok(());
     }
     std::fs::create_dir(dest).map_err(io_err("create", dest))?;
-    set_mode(
-        dest,
-        std::fs::symlink_metadata(&src).map_or(0o755, |m| m.permissions().mode()),
-    )?;
-    for (name, meta) in plan {
-        let (from, to) = (src.join(&name), dest.join(&name));
+    for (rel, meta) in plan {
+        let (from, to) = (src.join(&rel), dest.join(&rel));
+        let mode = meta.permissions().mode() & 0o1777;
         if meta.file_type().is_symlink() {
             let target = std::fs::read_link(&from).map_err(io_err("read the link", &from))?;
             std::os::unix::fs::symlink(&target, &to).map_err(io_err("create the link", &to))?;
+        } else if meta.file_type().is_dir() {
+            std::fs::create_dir(&to).map_err(io_err("create", &to))?;
+            set_mode(&to, mode)?;
         } else {
-            // A reflink on btrfs: the copy shares the image's extents.
-            std::fs::copy(&from, &to).map_err(io_err("copy to", &to))?;
-            set_mode(&to, meta.permissions().mode() & 0o7777 & !0o6000)?;
+            let mut input = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&from)
+                .map_err(io_err("open", &from))?;
+            let mut output = std::fs::File::create_new(&to).map_err(io_err("create", &to))?;
+            // copy_file_range: on btrfs a reflink, sharing the image's extents.
+            std::io::copy(&mut input, &mut output).map_err(io_err("copy to", &to))?;
+            set_mode(&to, mode)?;
         }
     }
     Ok(())
+}
+
+/// Lists what [`copy_certs`] copies under `dir` (`rel` below the certs directory), parents
+/// first; `false` once past the limits.
+fn plan_copy(
+    root: &Path,
+    rel: &Path,
+    plan: &mut Vec<(PathBuf, std::fs::Metadata)>,
+    bytes: &mut u64,
+) -> Result<bool, StorageError> {
+    let dir = root.join(rel);
+    let entries = std::fs::read_dir(&dir).map_err(io_err("list", &dir))?;
+    for entry in entries {
+        let entry = entry.map_err(io_err("list", &dir))?;
+        let meta = entry.metadata().map_err(io_err("inspect", &entry.path()))?;
+        let kind = meta.file_type();
+        if !(kind.is_file() || kind.is_dir() || kind.is_symlink()) {
+            continue;
+        }
+        if kind.is_file() {
+            *bytes = bytes.saturating_add(meta.len());
+        }
+        let child = rel.join(entry.file_name());
+        plan.push((child.clone(), meta));
+        if plan.len() > CERTS_MAX_ENTRIES || *bytes > CERTS_MAX_BYTES {
+            return Ok(false);
+        }
+        if kind.is_dir() && !plan_copy(root, &child, plan, bytes)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The sandbox's own files in `<dir>/etc`, which the jail binds read-only over the rootfs's:
@@ -224,4 +342,62 @@ pub(super) fn write_own_files(dir: &Path, id: Option<&[u8]>) -> Result<(), Stora
         set_mode(&path, mode)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("warren-certs-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_certs_copy_keeps_files_links_and_subdirectories_and_follows_nothing() {
+        let image = scratch("image");
+        let certs = image.join(CERTS);
+        std::fs::create_dir_all(certs.join("java")).unwrap();
+        std::fs::write(certs.join(BUNDLE), "bundle\n").unwrap();
+        std::fs::write(certs.join("java/cacerts"), "keystore").unwrap();
+        std::os::unix::fs::symlink("/usr/share/ca-certificates/a.crt", certs.join("a.pem"))
+            .unwrap();
+        // A link to a host file is copied as a link, never read.
+        std::os::unix::fs::symlink("/etc/shadow", certs.join("shadow.pem")).unwrap();
+        nix::unistd::mkfifo(&certs.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let dest = scratch("dest").join("certs");
+        copy_certs(&image, &dest).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dest.join(BUNDLE)).unwrap(),
+            "bundle\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dest.join("java/cacerts")).unwrap(),
+            "keystore"
+        );
+        assert_eq!(
+            std::fs::read_link(dest.join("shadow.pem")).unwrap(),
+            Path::new("/etc/shadow")
+        );
+        assert!(std::fs::read_link(dest.join("a.pem")).is_ok());
+        assert!(!dest.join("fifo").exists(), "no special files");
+
+        // An image whose certs directory is a link has no copy made.
+        let linked = scratch("linked");
+        std::fs::create_dir_all(linked.join("etc/ssl")).unwrap();
+        std::os::unix::fs::symlink(&certs, linked.join(CERTS)).unwrap();
+        let none = scratch("none").join("certs");
+        copy_certs(&linked, &none).unwrap();
+        assert!(!none.exists());
+        for dir in [
+            image,
+            dest.parent().unwrap().to_owned(),
+            linked,
+            none.parent().unwrap().to_owned(),
+        ] {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
 }

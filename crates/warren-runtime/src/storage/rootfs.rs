@@ -192,15 +192,21 @@ impl BtrfsStorage {
         // /tmp is in a subvolume of its own: it persists with the sandbox but a capture (a
         // snapshot of the rootfs subvolume) does not hold it. It has its own limit of the disk
         // size, like LangSmith's /tmp, which is not part of fs_capacity_bytes.
+        // An image whose /tmp is not a real directory (a snapshot of a sandbox that replaced
+        // its own) has no mount point for one beside: its /tmp is made in the rootfs.
+        let beside = std::fs::symlink_metadata(src.join("tmp")).is_ok_and(|m| m.is_dir());
         match layout {
-            TmpLayout::Beside => self.populate_rw(dir, src, disk_bytes)?,
-            TmpLayout::Nested => {
+            TmpLayout::Beside if beside => self.populate_rw(dir, src, disk_bytes)?,
+            TmpLayout::Beside | TmpLayout::Nested => {
                 let tmp = rootfs.join("tmp");
-                match std::fs::remove_dir_all(&tmp) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err("clear the image's /tmp in", &tmp)(e)),
-                }
+                // Neither removal follows a link.
+                let cleared = match std::fs::symlink_metadata(&tmp) {
+                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&tmp),
+                    Ok(_) => std::fs::remove_file(&tmp),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(e),
+                };
+                cleared.map_err(io_err("clear the image's /tmp in", &tmp))?;
                 btrfs::create_subvolume(&tmp, Some(disk_bytes))
                     .map_err(io_err("create the subvolume", &tmp))?;
                 set_mode(&tmp, 0o1777)?;

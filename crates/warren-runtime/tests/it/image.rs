@@ -157,3 +157,26 @@ fn rebuilt_image_replaces_the_old_one_and_its_sandboxes_keep_their_files() {
     storage.remove_image(&image).unwrap();
     assert_eq!(templates(), Vec::<String>::new());
 }
+
+#[test]
+fn an_image_whose_tmp_is_a_link_gets_its_tmp_in_the_rootfs() {
+    let storage = driver().storage();
+    let image: ImageRef = format!("test/tmplink:{}", std::process::id())
+        .parse()
+        .unwrap();
+    let build = storage.begin_image_build().unwrap();
+    std::fs::create_dir(build.join("var")).unwrap();
+    std::os::unix::fs::symlink("/var", build.join("tmp")).unwrap();
+    storage.commit_image_build(&build, &image).unwrap();
+    let id = SandboxId::generate();
+    let rootfs = storage
+        .create_rootfs(&id, &image, 1 << 30, TmpLayout::Beside)
+        .unwrap();
+    assert!(
+        warren_btrfs::is_subvolume(&rootfs.join("tmp")),
+        "a nested /tmp"
+    );
+    assert!(!storage.rw_path(&id).exists());
+    storage.destroy_rootfs(&id).unwrap();
+    storage.remove_image(&image).unwrap();
+}
