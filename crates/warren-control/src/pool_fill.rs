@@ -19,34 +19,6 @@ type Series = (
     fn(&PoolView) -> u64,
 );
 
-/// What `/bin/bash -c` loads on a Debian-style image, the default image's locale included (see [`Control::warm`]).
-const WARM_FILES: &[&str] = &[
-    "/bin/bash",
-    "/lib64/ld-linux-x86-64.so.2",
-    "/lib/x86_64-linux-gnu/libc.so.6",
-    "/lib/x86_64-linux-gnu/libtinfo.so.6",
-    "/etc/ld.so.cache",
-    "/etc/passwd",
-    "/etc/group",
-    "/etc/nsswitch.conf",
-    // glibc maps it (shared) when the locale is set: its page would be the first command's one
-    // read from disk.
-    "/usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache",
-    // The shell sets its locale from LANG=C.UTF-8.
-    "/usr/lib/locale/C.utf8/LC_CTYPE",
-    "/usr/lib/locale/C.utf8/LC_COLLATE",
-    "/usr/lib/locale/C.utf8/LC_NUMERIC",
-    "/usr/lib/locale/C.utf8/LC_TIME",
-    "/usr/lib/locale/C.utf8/LC_MONETARY",
-    "/usr/lib/locale/C.utf8/LC_MESSAGES/SYS_LC_MESSAGES",
-    "/usr/lib/locale/C.utf8/LC_PAPER",
-    "/usr/lib/locale/C.utf8/LC_NAME",
-    "/usr/lib/locale/C.utf8/LC_ADDRESS",
-    "/usr/lib/locale/C.utf8/LC_TELEPHONE",
-    "/usr/lib/locale/C.utf8/LC_MEASUREMENT",
-    "/usr/lib/locale/C.utf8/LC_IDENTIFICATION",
-];
-
 impl Control {
     /// Fills and trims the pools until the process ends (the daemon runs it; without it pools
     /// stay empty and every create boots cold).
@@ -128,7 +100,7 @@ impl Control {
     /// takes twice as long as its second. Nothing runs and nothing is written; a file the image
     /// lacks is skipped.
     async fn warm(&self, handle: &warren_driver::SandboxHandle) {
-        for path in WARM_FILES {
+        for path in warren_driver::FIRST_COMMAND_FILES {
             let range = warren_driver::ReadRange {
                 path: (*path).to_owned(),
                 offset: 0,

@@ -3,6 +3,36 @@
 use tokio::sync::{mpsc, oneshot};
 use warren_types::agent::FileInfo;
 
+/// What `/bin/bash -c` loads on a Debian-style image, the default image's locale included: read
+/// ahead into a new sandbox's page cache (its files are new inodes to the kernel, so nothing of
+/// the image's is cached for them), so its first command does not wait on them.
+pub const FIRST_COMMAND_FILES: &[&str] = &[
+    "/bin/bash",
+    "/lib64/ld-linux-x86-64.so.2",
+    "/lib/x86_64-linux-gnu/libc.so.6",
+    "/lib/x86_64-linux-gnu/libtinfo.so.6",
+    "/etc/ld.so.cache",
+    "/etc/passwd",
+    "/etc/group",
+    "/etc/nsswitch.conf",
+    // glibc maps it (shared) when the locale is set: its page would be the first command's one
+    // read from disk.
+    "/usr/lib/x86_64-linux-gnu/gconv/gconv-modules.cache",
+    // The shell sets its locale from LANG=C.UTF-8.
+    "/usr/lib/locale/C.utf8/LC_CTYPE",
+    "/usr/lib/locale/C.utf8/LC_COLLATE",
+    "/usr/lib/locale/C.utf8/LC_NUMERIC",
+    "/usr/lib/locale/C.utf8/LC_TIME",
+    "/usr/lib/locale/C.utf8/LC_MONETARY",
+    "/usr/lib/locale/C.utf8/LC_MESSAGES/SYS_LC_MESSAGES",
+    "/usr/lib/locale/C.utf8/LC_PAPER",
+    "/usr/lib/locale/C.utf8/LC_NAME",
+    "/usr/lib/locale/C.utf8/LC_ADDRESS",
+    "/usr/lib/locale/C.utf8/LC_TELEPHONE",
+    "/usr/lib/locale/C.utf8/LC_MEASUREMENT",
+    "/usr/lib/locale/C.utf8/LC_IDENTIFICATION",
+];
+
 use crate::DriverError;
 
 /// Which bytes of which file to read, as whom.

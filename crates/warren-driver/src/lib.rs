@@ -24,7 +24,8 @@ use warren_types::{ImageRef, Limits, SandboxId};
 pub use command::{CommandChannel, CommandEvent, CommandInput, CommandOpen};
 pub use error::{DriverError, FailureKind};
 pub use files::{
-    FileRead, FileWrite, FileWriteEnd, GlobQuery, GrepQuery, ReadRange, SearchHit, SearchResult,
+    FIRST_COMMAND_FILES, FileRead, FileWrite, FileWriteEnd, GlobQuery, GrepQuery, ReadRange,
+    SearchHit, SearchResult,
 };
 pub use warren_types::agent::{
     AgentError, CommandSummary, ErrorKind, ExecSpec, ExitReason, ExitStatus, FileInfo, FileKind,

@@ -37,5 +37,6 @@ pub use pool::{
     POOL_IMAGE, PRIVATE_DIR, PRIVATE_FILE, is_formatted_pool, loop_device_of, loop_direct_io,
     make_private_dir, make_private_file, pool_mount_flags, pool_quota_mode,
 };
+pub(crate) use rootfs::read_ahead;
 pub(crate) use store::BuildState;
 pub use store::{BtrfsStorage, Storage, TmpLayout};
