@@ -14,7 +14,7 @@ use crate::driver::DriverError;
 
 /// The system trust store of the default image (Debian's), which every TLS client in the image
 /// can be pointed at (in a sandbox's copy of the certs directory: see `storage::own`).
-pub(crate) const TRUST_STORE: &str = "/etc/ssl/certs/ca-certificates.crt";
+const TRUST_STORE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// Most bytes of a sandbox's trust store read back (Debian's is about 200 KiB).
 const TRUST_STORE_MAX: u64 = 16 << 20;

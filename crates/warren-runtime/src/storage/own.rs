@@ -20,10 +20,10 @@ use super::pool::delete_subvolumes;
 use super::store::{BtrfsStorage, Storage, TmpLayout};
 
 /// The trust store directory every TLS stack of a Debian-like image reads, and where the
-/// runtime adds the egress proxy's CA (through the agent, as the sandbox's root).
+/// runtime adds the egress proxy's CA.
 const CERTS: &str = "etc/ssl/certs";
 
-/// The trust store's file in the certs directory (`network::TRUST_STORE` in the sandbox).
+/// The trust store's file in the certs directory: `network::TRUST_STORE` in the sandbox.
 const BUNDLE: &str = "ca-certificates.crt";
 
 /// Most entries and bytes of an image's certs directory copied for a sandbox; past them the
@@ -224,6 +224,7 @@ impl BtrfsStorage {
             let resolv = own.join("resolv.conf");
             std::fs::write(&resolv, warren_proto::resolv_conf(nameserver))
                 .map_err(io_err("write", &resolv))?;
+            set_mode(&resolv, 0o644)?;
             files.push(JailFile {
                 host_path: resolv,
                 path: "/etc/resolv.conf".into(),
@@ -324,7 +325,8 @@ fn plan_copy(
 }
 
 /// The sandbox's own files in `<dir>/etc`, which the jail binds read-only over the rootfs's:
-/// its machine id (`id`, or a new one), and an empty resolv.conf the driver fills at each boot.
+/// its machine id (`id`, or a new one). Its resolver is written at each boot of a linked sandbox
+/// (see `jail_mounts`).
 pub(super) fn write_own_files(dir: &Path, id: Option<&[u8]>) -> Result<(), StorageError> {
     let own = dir.join("etc");
     std::fs::create_dir(&own).map_err(io_err("create the sandbox's files dir", &own))?;
@@ -336,12 +338,9 @@ pub(super) fn write_own_files(dir: &Path, id: Option<&[u8]>) -> Result<(), Stora
             fresh.as_bytes()
         }
     };
-    for (name, text, mode) in [("machine-id", id, 0o444), ("resolv.conf", &b""[..], 0o644)] {
-        let path = own.join(name);
-        std::fs::write(&path, text).map_err(io_err("write", &path))?;
-        set_mode(&path, mode)?;
-    }
-    Ok(())
+    let path = own.join("machine-id");
+    std::fs::write(&path, id).map_err(io_err("write", &path))?;
+    set_mode(&path, 0o444)
 }
 
 #[cfg(test)]
