@@ -19,6 +19,8 @@ mod conn;
 mod exec;
 mod files;
 mod guest;
+#[allow(unsafe_code)]
+mod launch;
 mod mux;
 #[allow(unsafe_code)]
 mod ownership;

@@ -1,20 +1,14 @@
 //! Process spawning, PTYs and the few raw descriptor and signal operations the agent needs.
 //!
-//! With `ownership` (the seccomp supervisor for root's chown and chmod), this is the only module
-//! allowed `unsafe`: the code that runs in a forked child between `fork` and `exec` (where only
-//! async-signal-safe calls are allowed), taking ownership of the inherited listening socket,
-//! and the SIGPIPE disposition.
+//! With `launch` (the child between clone and exec) and `ownership` (the seccomp supervisor for
+//! root's chown and chmod), this is the only module allowed `unsafe`: taking ownership of the
+//! inherited listening socket, and the SIGPIPE disposition.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixListener;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-use rustix::process::{Gid, Uid};
 use rustix::pty::OpenptFlags;
 use rustix::termios::Winsize;
 use tokio::io::unix::AsyncFd;
@@ -107,105 +101,61 @@ pub(crate) fn set_nonblocking(fd: impl AsFd) -> io::Result<()> {
 
 /// Starts a command in its own session and process group, as the given user.
 ///
-/// The child's stdio is set up by `std`, then (in the child, after `fork`) it becomes a session
-/// leader, takes the PTY as its controlling terminal, drops to the user and enters `cwd`. Exec
-/// failures come back through `std`'s close-on-exec error pipe as an `io::Error`.
+/// The child becomes a session leader, takes the PTY as its controlling terminal, drops to the
+/// user and enters `cwd` before it execs ([`crate::launch`]); a failure on the way, exec's
+/// included, comes back as an `io::Error`.
 pub(crate) fn spawn(req: &SpawnRequest<'_>) -> io::Result<Spawned> {
-    let (program, args) = req
-        .argv
-        .split_first()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty argv"))?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .envs(req.env.iter().map(|(k, v)| (k, v)));
-
-    let mut master = None;
-    match req.io {
+    let is_pty = matches!(req.io, Io::Pty { .. });
+    // The child's ends are close-on-exec here; the launch duplicates them onto 0, 1 and 2.
+    let (stdio, ours) = match req.io {
         Io::Pipes { stdin } => {
-            cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() });
-            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            let (in_child, in_ours) = if stdin {
+                let (r, w) = pipe()?;
+                (r, Some(w))
+            } else {
+                (dev_null()?, None)
+            };
+            ([in_child, out_w, err_w], (out_r, Some(err_r), in_ours))
         }
         Io::Pty { rows, cols } => {
-            let (m, slave) = open_pty(rows, cols)?;
-            cmd.stdin(Stdio::from(slave.try_clone()?));
-            cmd.stdout(Stdio::from(slave.try_clone()?));
-            cmd.stderr(Stdio::from(slave));
-            master = Some(m);
+            let (master, slave) = open_pty(rows, cols)?;
+            let stdio = [slave.try_clone()?, slave.try_clone()?, slave];
+            (stdio, (master, None, None))
         }
-    }
-
-    let cwd = CString::new(req.cwd.as_os_str().as_bytes()).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "working directory contains NUL",
-        )
-    })?;
-    let groups: Vec<Gid> = req.groups.iter().map(|&g| Gid::from_raw(g)).collect();
-    let uid = Uid::from_raw(req.uid);
-    let gid = Gid::from_raw(req.gid);
-    let set_groups = req.set_groups;
-    let ctty = master.is_some();
+    };
     // Root's chown and chmod go through the agent (see `ownership`); other users need nothing.
     let handoff = if req.uid == 0 {
         crate::ownership::Handoff::new().ok()
     } else {
         None
     };
-    let handoff_fd = handoff.as_ref().map(crate::ownership::Handoff::child_fd);
-    // SAFETY: the closure runs in the forked child before exec. It only makes raw system calls
-    // through rustix (no allocation, no locks, no glibc set*id broadcast, which would touch
-    // threads that do not exist in the child): everything it needs was allocated above.
-    unsafe {
-        cmd.pre_exec(move || {
-            rustix::process::setsid()?;
-            if ctty {
-                rustix::process::ioctl_tiocsctty(rustix::stdio::stdin())?;
-            }
-            if set_groups {
-                rustix::thread::set_thread_groups(&groups)?;
-            }
-            rustix::thread::set_thread_res_gid(gid, gid, gid)?;
-            rustix::thread::set_thread_res_uid(uid, uid, uid)?;
-            rustix::process::chdir(cwd.as_c_str())?;
-            if let Some(fd) = handoff_fd {
-                crate::ownership::install_in_child(fd);
-            }
-            Ok(())
-        });
-    }
-    let spawned = cmd.spawn();
-    // The Command owns the parent's copies of the PTY slave; they must go now or the master
-    // never sees EOF.
-    drop(cmd);
-    let mut child = spawned?;
-    let pid = child.id();
+    let pid = crate::launch::launch(&crate::launch::Launch {
+        argv: req.argv,
+        env: req.env,
+        cwd: req.cwd,
+        stdio: [stdio[0].as_fd(), stdio[1].as_fd(), stdio[2].as_fd()],
+        ctty: is_pty,
+        uid: req.uid,
+        gid: req.gid,
+        groups: req.groups,
+        set_groups: req.set_groups,
+        handoff: handoff.as_ref().map(crate::ownership::Handoff::child_fd),
+    })?;
+    // The child's ends must go now, or the master or the pipes never see EOF.
+    drop(stdio);
     let ownership = handoff.and_then(crate::ownership::Handoff::receive);
-    // The child is reaped by the agent's SIGCHLD reaper, never through `std::process::Child`;
-    // dropping the handle neither waits nor kills.
-    let out = match master {
-        Some(m) => Spawned {
-            pid,
-            stdout: m,
-            stderr: None,
-            stdin: None,
-            is_pty: true,
-            ownership,
-        },
-        None => Spawned {
-            pid,
-            stdout: child
-                .stdout
-                .take()
-                .map(OwnedFd::from)
-                .ok_or_else(|| io::Error::other("no stdout pipe"))?,
-            stderr: child.stderr.take().map(OwnedFd::from),
-            stdin: child.stdin.take().map(OwnedFd::from),
-            is_pty: false,
-            ownership,
-        },
+    // The child is reaped by the agent's SIGCHLD reaper.
+    let (stdout, stderr, stdin) = ours;
+    let out = Spawned {
+        pid,
+        is_pty,
+        stdout,
+        stderr,
+        stdin,
+        ownership,
     };
-    drop(child);
     set_nonblocking(&out.stdout)?;
     if let Some(fd) = &out.stderr {
         set_nonblocking(fd)?;
@@ -214,6 +164,27 @@ pub(crate) fn spawn(req: &SpawnRequest<'_>) -> io::Result<Spawned> {
         set_nonblocking(fd)?;
     }
     Ok(out)
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+}
+
+/// `/dev/null`, opened once: a command without stdin gets it, and most commands run so.
+fn dev_null() -> io::Result<OwnedFd> {
+    static NULL: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+    let fd = match NULL.get() {
+        Some(fd) => fd,
+        None => {
+            let fd = rustix::fs::open(
+                "/dev/null",
+                rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )?;
+            NULL.get_or_init(|| fd)
+        }
+    };
+    fd.try_clone()
 }
 
 /// Takes ownership of the listening socket the jailer left at `fd`, and marks it close-on-exec

@@ -12,5 +12,6 @@
 mod commands;
 mod files;
 mod flood;
+mod launch;
 mod net;
 mod support;
