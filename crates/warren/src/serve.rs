@@ -260,10 +260,20 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
         );
         eprintln!("warren serving on {public_url}");
         let router = warren_api::router_with_limits(control.clone(), api_limits);
-        let served =
-            warren_api::serve(listener, router, control.clone(), listen, shutdown_signal())
-                .await
-                .context("server failed");
+        // The accept loop runs on a worker rather than this thread's `block_on`: a connection
+        // task spawned from a worker starts on that worker, where one spawned from here would
+        // first have to wake a parked worker (a cross-CPU wakeup on every request).
+        let serving = tokio::spawn(warren_api::serve(
+            listener,
+            router,
+            control.clone(),
+            listen,
+            shutdown_signal(),
+        ));
+        let served = match serving.await {
+            Ok(r) => r.context("server failed"),
+            Err(e) => Err(anyhow::anyhow!("the server task failed: {e}")),
+        };
         // Sandboxes outlive the daemon, but pooled ones belong to nobody yet.
         control.drain_pools().await;
         control.flush_audit();

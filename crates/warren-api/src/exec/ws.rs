@@ -16,6 +16,9 @@ use warren_wire::exec::{WsControl, WsFirst, WsServer};
 use super::exec_request;
 use crate::{ApiError, AppState, Caller};
 
+/// The most one read from a command's WebSocket takes in; a bigger frame takes more reads.
+const READ_BUFFER: usize = 16 * 1024;
+
 pub(crate) async fn ws(
     State(state): State<AppState>,
     caller: Caller,
@@ -26,7 +29,13 @@ pub(crate) async fn ws(
     let running = state.control.running_for(&caller, &id).await?;
     let control = state.control.clone();
     let principal = caller.0;
-    Ok(upgrade.max_message_size(4 << 20).on_upgrade(move |socket| {
+    // A client sends small frames here (the request, stdin, signals). tungstenite zeroes up to
+    // its read buffer's size before every read, 128 KiB by default: on a connection per
+    // command that was a fresh 128 KiB to fault in and clear each time.
+    let upgrade = upgrade
+        .max_message_size(4 << 20)
+        .read_buffer_size(READ_BUFFER);
+    Ok(upgrade.on_upgrade(move |socket| {
         let id = running.record.id.clone();
         drop(running);
         session(control, principal, id, socket)

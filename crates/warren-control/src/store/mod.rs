@@ -224,6 +224,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn delete_secret(&self, workspace_id: &str, key: &str) -> Result<bool, StoreError>;
 }
 
+mod cache;
 mod grants;
 mod held;
 mod json_rows;

@@ -62,6 +62,7 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    sandboxes: super::cache::SandboxCache,
 }
 
 /// Formats a time as RFC 3339 with microseconds, UTC.
@@ -124,6 +125,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let store = Self {
             conn: Mutex::new(conn),
+            sandboxes: super::cache::SandboxCache::default(),
         };
         store.migrate()?;
         // The -wal and -shm files exist now; check them too.
@@ -138,6 +140,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let store = Self {
             conn: Mutex::new(conn),
+            sandboxes: super::cache::SandboxCache::default(),
         };
         store.migrate()?;
         Ok(store)
@@ -149,6 +152,7 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Self {
             conn: Mutex::new(conn),
+            sandboxes: super::cache::SandboxCache::default(),
         })
     }
 
@@ -368,26 +372,27 @@ impl Store for SqliteStore {
             .as_ref()
             .map(|h| encode_json(h, "handle"))
             .transpose()?;
-        self.lock()
-            .prepare_cached(&format!(
-                "INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES \
-                 (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
-            ))?
-            .execute(params![
-                rec.id,
-                rec.workspace_id,
-                rec.created_by,
-                rec.name,
-                rec.runtime_id.as_str(),
-                rec.status.as_str(),
-                rec.status_message,
-                config,
-                handle,
-                rfc3339(rec.created_at),
-                rfc3339(rec.updated_at),
-                rec.stopped_at.map(rfc3339),
-            ])
-            .map_err(|e| conflict(e, &format!("sandbox {}", rec.name)))?;
+        let conn = self.lock();
+        self.sandboxes.forget(&rec.id);
+        conn.prepare_cached(&format!(
+            "INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        ))?
+        .execute(params![
+            rec.id,
+            rec.workspace_id,
+            rec.created_by,
+            rec.name,
+            rec.runtime_id.as_str(),
+            rec.status.as_str(),
+            rec.status_message,
+            config,
+            handle,
+            rfc3339(rec.created_at),
+            rfc3339(rec.updated_at),
+            rec.stopped_at.map(rfc3339),
+        ])
+        .map_err(|e| conflict(e, &format!("sandbox {}", rec.name)))?;
         Ok(())
     }
 
@@ -398,34 +403,43 @@ impl Store for SqliteStore {
             .as_ref()
             .map(|h| encode_json(h, "handle"))
             .transpose()?;
-        self.lock()
-            .prepare_cached(
-                "UPDATE sandboxes SET name = ?2, status = ?3, status_message = ?4, config = ?5, \
-                 handle = ?6, updated_at = ?7, stopped_at = ?8 WHERE id = ?1",
-            )?
-            .execute(params![
-                rec.id,
-                rec.name,
-                rec.status.as_str(),
-                rec.status_message,
-                config,
-                handle,
-                rfc3339(rec.updated_at),
-                rec.stopped_at.map(rfc3339),
-            ])
-            .map_err(|e| conflict(e, &format!("sandbox {}", rec.name)))?;
+        let conn = self.lock();
+        // Forgotten rather than replaced by `rec`: the next read gets exactly what the row says.
+        self.sandboxes.forget(&rec.id);
+        conn.prepare_cached(
+            "UPDATE sandboxes SET name = ?2, status = ?3, status_message = ?4, config = ?5, \
+             handle = ?6, updated_at = ?7, stopped_at = ?8 WHERE id = ?1",
+        )?
+        .execute(params![
+            rec.id,
+            rec.name,
+            rec.status.as_str(),
+            rec.status_message,
+            config,
+            handle,
+            rfc3339(rec.updated_at),
+            rec.stopped_at.map(rfc3339),
+        ])
+        .map_err(|e| conflict(e, &format!("sandbox {}", rec.name)))?;
         Ok(())
     }
 
     fn get_sandbox(&self, id: &str) -> Result<Option<SandboxRecord>, StoreError> {
-        let raw = self
-            .lock()
+        let conn = self.lock();
+        if let Some(rec) = self.sandboxes.get(&conn, id)? {
+            return Ok(Some(rec));
+        }
+        let raw = conn
             .prepare_cached(&format!(
                 "SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE id = ?1"
             ))?
             .query_row(params![id], Self::row_to_sandbox)
             .optional()?;
-        raw.map(RawSandbox::decode).transpose()
+        let rec = raw.map(RawSandbox::decode).transpose()?;
+        if let Some(rec) = &rec {
+            self.sandboxes.put(rec);
+        }
+        Ok(rec)
     }
 
     fn find_sandbox(
@@ -459,8 +473,9 @@ impl Store for SqliteStore {
     }
 
     fn delete_sandbox(&self, id: &str) -> Result<(), StoreError> {
-        self.lock()
-            .execute("DELETE FROM sandboxes WHERE id = ?1", params![id])?;
+        let conn = self.lock();
+        self.sandboxes.forget(id);
+        conn.execute("DELETE FROM sandboxes WHERE id = ?1", params![id])?;
         Ok(())
     }
 

@@ -126,3 +126,43 @@ fn the_database_and_its_wal_are_private() {
         assert_eq!(mode(p), 0o600, "{}", p.display());
     }
 }
+
+#[test]
+fn a_read_sandbox_follows_every_write_of_this_store_and_of_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let s = SqliteStore::open(&path).unwrap();
+    let ws = s.create_workspace("default").unwrap();
+    let u = s.create_user(&ws, "alice", false).unwrap();
+    let mut a = record(&ws, &u, "box");
+    s.insert_sandbox(&a).unwrap();
+    assert_eq!(s.get_sandbox(&a.id).unwrap().unwrap().name, "box");
+
+    // This store's own update and delete.
+    a.name = "renamed".into();
+    a.status = SandboxStatus::Ready;
+    s.update_sandbox(&a).unwrap();
+    let got = s.get_sandbox(&a.id).unwrap().unwrap();
+    assert_eq!(
+        (got.name.as_str(), got.status),
+        ("renamed", SandboxStatus::Ready)
+    );
+
+    // Another connection, as `warren run` beside the daemon: its commits show at once.
+    let other = SqliteStore::open(&path).unwrap();
+    a.status = SandboxStatus::Stopped;
+    other.update_sandbox(&a).unwrap();
+    assert_eq!(
+        s.get_sandbox(&a.id).unwrap().unwrap().status,
+        SandboxStatus::Stopped
+    );
+    other.delete_sandbox(&a.id).unwrap();
+    assert!(s.get_sandbox(&a.id).unwrap().is_none());
+
+    let b = record(&ws, &u, "second");
+    other.insert_sandbox(&b).unwrap();
+    assert_eq!(s.get_sandbox(&b.id).unwrap().unwrap().name, "second");
+    s.delete_sandbox(&b.id).unwrap();
+    assert!(s.get_sandbox(&b.id).unwrap().is_none());
+    assert!(other.get_sandbox(&b.id).unwrap().is_none());
+}
