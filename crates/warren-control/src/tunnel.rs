@@ -104,7 +104,7 @@ impl Control {
             TunnelError::NotAllowed(e.to_string())
         })?;
         let running = self
-            .running(&rec.id)
+            .running_from(rec)
             .await
             .map_err(TunnelError::Unavailable)?;
         let inner = match self.driver.connect_port(&running.handle, port).await {
