@@ -22,8 +22,10 @@ impl SqliteStore {
     /// Sandboxes and committed memory (of `provisioning` and `ready` sandboxes), server-wide
     /// and `user`'s, leaving out the sandbox `except` (one being started again).
     pub(crate) fn held(&self, user: &str, except: Option<&str>) -> Result<Held, StoreError> {
-        let (sandboxes, committed, user_sandboxes, user_committed): (i64, i64, i64, i64) =
-            self.lock().query_row(
+        // Cached: parsing and planning this statement cost more than running it.
+        let conn = self.lock();
+        let (sandboxes, committed, user_sandboxes, user_committed): (i64, i64, i64, i64) = conn
+            .prepare_cached(
                 "SELECT COUNT(*), \
                    COALESCE(SUM(CASE WHEN status IN ('provisioning', 'ready') \
                      THEN json_extract(config, '$.mem_bytes') ELSE 0 END), 0), \
@@ -31,9 +33,10 @@ impl SqliteStore {
                    COALESCE(SUM(CASE WHEN created_by = ?1 AND status IN ('provisioning', 'ready') \
                      THEN json_extract(config, '$.mem_bytes') ELSE 0 END), 0) \
                  FROM sandboxes WHERE id IS NOT ?2",
-                params![user, except],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )?;
+            )?
+            .query_row(params![user, except], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
         let count = |n: i64| usize::try_from(n).unwrap_or(0);
         let bytes = |n: i64| u64::try_from(n).unwrap_or(0);
         Ok(Held {

@@ -308,22 +308,22 @@ impl Store for SqliteStore {
     }
 
     fn principal_for_key(&self, key_hash: &str) -> Result<Option<Principal>, StoreError> {
+        // Every request authenticates: the statement is kept prepared.
         Ok(self
             .lock()
-            .query_row(
+            .prepare_cached(
                 "SELECT u.id, u.name, u.workspace_id, u.is_admin FROM api_keys k \
                  JOIN users u ON u.id = k.user_id \
                  WHERE k.key_hash = ?1 AND k.revoked_at IS NULL",
-                params![key_hash],
-                |r| {
-                    Ok(Principal {
-                        user_id: r.get(0)?,
-                        user_name: r.get(1)?,
-                        workspace_id: r.get(2)?,
-                        is_admin: r.get(3)?,
-                    })
-                },
-            )
+            )?
+            .query_row(params![key_hash], |r| {
+                Ok(Principal {
+                    user_id: r.get(0)?,
+                    user_name: r.get(1)?,
+                    workspace_id: r.get(2)?,
+                    is_admin: r.get(3)?,
+                })
+            })
             .optional()?)
     }
 
@@ -475,7 +475,8 @@ impl Store for SqliteStore {
     fn delete_sandbox(&self, id: &str) -> Result<(), StoreError> {
         let conn = self.lock();
         self.sandboxes.forget(id);
-        conn.execute("DELETE FROM sandboxes WHERE id = ?1", params![id])?;
+        conn.prepare_cached("DELETE FROM sandboxes WHERE id = ?1")?
+            .execute(params![id])?;
         Ok(())
     }
 
