@@ -12,7 +12,8 @@
 //! sandbox's namespace, so nothing outside the sandbox can be reached this way.
 //!
 //! Written by hand because no maintained crate supervises seccomp notifications; the unsafe
-//! parts are the filter install (in the forked child) and three ioctls on the listener.
+//! parts are the filter install (in the command's process, before exec) and three ioctls on
+//! the listener.
 
 // Seccomp hands over raw 64-bit registers; the kernel reads an `int` fd, a `uid_t` or a
 // `mode_t` out of them by truncation, and so must this module. BPF fields are 8 and 16 bits.
@@ -101,7 +102,7 @@ const fn program() -> [libc::sock_filter; ALLOW_AT + 2] {
 static PROGRAM: [libc::sock_filter; ALLOW_AT + 2] = program();
 
 /// The socket pair a root command's listener comes back through: the child installs the
-/// filter between fork and exec and sends the listener over `child`.
+/// filter between clone and exec and sends the listener over `child`.
 #[derive(Debug)]
 pub(crate) struct Handoff {
     parent: OwnedFd,
@@ -145,11 +146,12 @@ impl Handoff {
     }
 }
 
-/// In the forked child, right before exec: installs the filter and sends its listener to the
+/// In the child, right before exec: installs the filter and sends its listener to the
 /// agent, then closes the child's copy (a command holding its own listener could answer for
 /// itself). Errors are ignored: the command still runs as it would without the emulation.
 ///
-/// Only raw system calls, on buffers that live on the stack: this runs between fork and exec.
+/// Only raw system calls, on buffers that live on the stack: this runs between clone and exec,
+/// in the agent's memory ([`crate::launch`]).
 pub(crate) fn install_in_child(child: RawFd) {
     let prog = libc::sock_fprog {
         len: PROGRAM.len() as u16,

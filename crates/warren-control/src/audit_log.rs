@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
+use std::time::{Duration, Instant};
 
 use crate::store::{AuditEntry, SqliteStore, Store};
 
@@ -13,7 +14,7 @@ const MAX_BATCH: usize = 512;
 /// stall for milliseconds behind the host filesystem's journal while sandboxes' disks commit,
 /// and every API call and command appends an entry. Entries keep the order they were queued
 /// in. Readers of the log flush first, so a caller reads what it just did; what is lost to a
-/// `kill -9` is at most what was queued in that instant.
+/// `kill -9` is at most what was queued in the last [`GATHER`].
 #[derive(Debug)]
 pub(crate) struct AuditLog {
     store: Arc<SqliteStore>,
@@ -74,9 +75,17 @@ impl AuditLog {
     }
 }
 
-/// The writer thread: ends when the log is dropped.
+/// How long the writer gathers entries after the first before it writes them, unless a flush
+/// or a full batch comes first. An entry is queued as its request starts (a command's `exec`
+/// just before the command is spawned): written at once, its commit took a CPU from the
+/// command's own start on a small host. Gathered, it lands after a short command is done, and
+/// a burst of requests shares one commit.
+const GATHER: Duration = Duration::from_millis(10);
+
+/// The writer thread: ends when the log is dropped, after writing what it holds.
 fn write_queued(store: &SqliteStore, queue: &Receiver<Queued>) {
     while let Ok(first) = queue.recv() {
+        let deadline = Instant::now() + GATHER;
         let mut entries = Vec::new();
         let mut flushes = Vec::new();
         let mut next = Some(first);
@@ -85,10 +94,15 @@ fn write_queued(store: &SqliteStore, queue: &Receiver<Queued>) {
                 Queued::Entry(e) => entries.push(e),
                 Queued::Flush(done) => flushes.push(done),
             }
-            next = if entries.len() < MAX_BATCH {
-                queue.try_recv().ok()
-            } else {
+            next = if entries.len() >= MAX_BATCH {
                 None
+            } else if flushes.is_empty() {
+                // Until the deadline; a closed queue ends the wait (and then the thread).
+                let left = deadline.saturating_duration_since(Instant::now());
+                queue.recv_timeout(left).ok()
+            } else {
+                // A reader waits: what is queued already goes with it, nothing more.
+                queue.try_recv().ok()
             };
         }
         if !entries.is_empty()
@@ -141,5 +155,30 @@ mod tests {
         let log = AuditLog::new(store.clone(), false);
         log.append(entry(1));
         assert_eq!(store.list_audit(None, 0, 10).unwrap().len(), 1);
+    }
+
+    fn eventually_written(store: &SqliteStore, n: usize) -> bool {
+        (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            store.list_audit(None, 0, 100).unwrap().len() == n
+        })
+    }
+
+    #[test]
+    fn gathered_entries_are_written_without_a_flush_and_when_the_log_goes() {
+        let store = Arc::new(SqliteStore::in_memory().unwrap());
+        let log = AuditLog::new(store.clone(), true);
+        log.append(entry(1));
+        log.append(entry(2));
+        assert!(
+            eventually_written(&store, 2),
+            "not written after the gather window"
+        );
+        log.append(entry(3));
+        drop(log);
+        assert!(
+            eventually_written(&store, 3),
+            "the last entry was lost with the log"
+        );
     }
 }
