@@ -29,8 +29,7 @@ impl Control {
         };
         let mut spec = req.to_spec(&rules_env.layered(&rec.config.run_config))?;
         let timeout_ms = spec.timeout_ms;
-        let id = rec.id.clone();
-        let running = self.running_from(rec).await?;
+        let running = self.running(&rec.id).await?;
         // What the sandbox's driver gives every command (the egress proxy's address) goes
         // first, so the sandbox's and the command's own variables win.
         spec.env = running.handle.env.iter().cloned().chain(spec.env).collect();
@@ -38,7 +37,7 @@ impl Control {
             .open_command(running, CommandOpen::Exec(spec), timeout_ms)
             .await?;
         self.metrics.command_started();
-        self.audit(Some(p), "exec", Some(&id), Some(req.command));
+        self.audit(Some(p), "exec", Some(&rec.id), Some(req.command));
         Ok(stream)
     }
 

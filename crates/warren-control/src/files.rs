@@ -117,7 +117,7 @@ impl Control {
     ) -> Result<OpenFile, ControlError> {
         let rec = self.visible_record(p, sandbox_id)?;
         let path = absolute(&rec, path)?;
-        let running = self.running_from(rec).await?;
+        let running = self.running(&rec.id).await?;
         let probe = ReadRange {
             path: path.clone(),
             offset: 0,
@@ -196,7 +196,7 @@ impl Control {
     ) -> Result<Upload, ControlError> {
         let rec = self.visible_record(p, sandbox_id)?;
         let path = absolute(&rec, path)?;
-        let running = self.running_from(rec).await?;
+        let running = self.running(&rec.id).await?;
         let user = running.record.config.run_config.user.clone();
         match self
             .driver
@@ -257,7 +257,7 @@ impl Control {
         if pattern.is_empty() {
             return Err(ControlError::invalid("pattern must not be empty"));
         }
-        Ok((self.running_from(rec).await?, root))
+        Ok((self.running(&rec.id).await?, root))
     }
 
     async fn search_done(

@@ -16,26 +16,10 @@ impl Control {
     /// The sandbox ready to serve a data-plane request: a stopped one is started (auto-wake) and
     /// a provisioning one awaited.
     pub async fn running(self: &Arc<Self>, id: &str) -> Result<Running, ControlError> {
-        let rec = self.record(id)?;
-        self.running_from(rec).await
-    }
-
-    /// [`Control::running`] for a record the caller has just read, which it starts from
-    /// rather than reading it again.
-    pub(crate) async fn running_from(
-        self: &Arc<Self>,
-        rec: SandboxRecord,
-    ) -> Result<Running, ControlError> {
-        let id = rec.id.clone();
-        let id = id.as_str();
         let guard = self.activity.hold(id);
         let deadline = Duration::from_secs(120);
-        let mut next = Some(rec);
         for _ in 0..3 {
-            let rec = match next.take() {
-                Some(rec) => rec,
-                None => self.record(id)?,
-            };
+            let rec = self.record(id)?;
             match (rec.status, rec.handle.clone()) {
                 (SandboxStatus::Ready, Some(handle)) => {
                     return Ok(Running {
@@ -78,7 +62,7 @@ impl Control {
         id: &str,
     ) -> Result<Running, ControlError> {
         let rec = self.visible_record(p, id)?;
-        self.running_from(rec).await
+        self.running(&rec.id).await
     }
 
     /// A sandbox the caller may use, by id, without waking it: requests are checked against

@@ -104,7 +104,7 @@ impl Control {
             TunnelError::NotAllowed(e.to_string())
         })?;
         let running = self
-            .running_from(rec)
+            .running(&rec.id)
             .await
             .map_err(TunnelError::Unavailable)?;
         let inner = match self.driver.connect_port(&running.handle, port).await {
