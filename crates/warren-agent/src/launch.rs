@@ -206,6 +206,17 @@ pub(crate) fn launch(req: &Launch<'_>) -> io::Result<u32> {
             fd.as_raw_fd()
         };
     }
+    // The handoff socket too: the child sends through it after the dup2 onto 0..2.
+    let handoff = match req.handoff {
+        Some(fd) if fd < 3 => {
+            // SAFETY: the caller's descriptor, open for the whole launch.
+            let up = rustix::io::fcntl_dupfd_cloexec(unsafe { BorrowedFd::borrow_raw(fd) }, 3)?;
+            let raw = up.as_raw_fd();
+            moved.push(up);
+            Some(raw)
+        }
+        other => other,
+    };
     let mut child = Child {
         candidates: candidates(program, path)?,
         argv: pointers(&args),
@@ -218,7 +229,7 @@ pub(crate) fn launch(req: &Launch<'_>) -> io::Result<u32> {
         uid: Uid::from_raw(req.uid),
         gid: Gid::from_raw(req.gid),
         cwd: cstring(req.cwd.as_os_str().as_bytes(), "working directory")?,
-        handoff: req.handoff,
+        handoff,
         failed: UnsafeCell::new(None),
     };
 
@@ -339,6 +350,10 @@ fn prepare(child: &Child) -> Result<(), (Stage, Errno)> {
     Ok(())
 }
 
+// The layout below is the kernel's on these two; others (riscv64) have no `sa_restorer`.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("launch.rs: check the kernel's struct sigaction layout for this architecture");
+
 /// The kernel's `struct sigaction` (x86-64 and arm64 both carry `sa_restorer`), for the raw
 /// calls: glibc's wrapper refuses its two internal signals, which a command must get back at
 /// their default too.
@@ -414,7 +429,7 @@ fn exec(child: &Child) -> (Stage, Errno) {
     for file in &child.candidates {
         // SAFETY: NUL-terminated arrays of pointers to C strings, all owned by the parent.
         unsafe { libc::execve(file.as_ptr(), child.argv.as_ptr(), child.envp.as_ptr()) };
-        let e = Errno::from_raw_os_error(errno());
+        let mut e = Errno::from_raw_os_error(errno());
         if e == Errno::NOEXEC {
             // SAFETY: the parent does not touch `sh_argv` until this process is gone; slot 1
             // exists (the array is at least `sh`, slot, NULL).
@@ -423,7 +438,8 @@ fn exec(child: &Child) -> (Stage, Errno) {
                 argv[1] = file.as_ptr();
                 libc::execve(argv[0], argv.as_ptr(), child.envp.as_ptr());
             }
-            return (Stage::Exec, Errno::from_raw_os_error(errno()));
+            // Judged like any failure, as glibc does: a missing /bin/sh moves on.
+            e = Errno::from_raw_os_error(errno());
         }
         match e {
             Errno::ACCESS => denied = true,

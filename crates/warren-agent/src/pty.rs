@@ -131,6 +131,12 @@ pub(crate) fn spawn(req: &SpawnRequest<'_>) -> io::Result<Spawned> {
     } else {
         None
     };
+    // Our ends are non-blocking before the command exists, so no failure can follow its start
+    // (the child's ends are other open files and stay blocking).
+    set_nonblocking(&ours.0)?;
+    for fd in [&ours.1, &ours.2].into_iter().flatten() {
+        set_nonblocking(fd)?;
+    }
     let pid = crate::launch::launch(&crate::launch::Launch {
         argv: req.argv,
         env: req.env,
@@ -148,22 +154,14 @@ pub(crate) fn spawn(req: &SpawnRequest<'_>) -> io::Result<Spawned> {
     let ownership = handoff.and_then(crate::ownership::Handoff::receive);
     // The child is reaped by the agent's SIGCHLD reaper.
     let (stdout, stderr, stdin) = ours;
-    let out = Spawned {
+    Ok(Spawned {
         pid,
         is_pty,
         stdout,
         stderr,
         stdin,
         ownership,
-    };
-    set_nonblocking(&out.stdout)?;
-    if let Some(fd) = &out.stderr {
-        set_nonblocking(fd)?;
-    }
-    if let Some(fd) = &out.stdin {
-        set_nonblocking(fd)?;
-    }
-    Ok(out)
+    })
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -178,7 +176,7 @@ fn dev_null() -> io::Result<OwnedFd> {
         None => {
             let fd = rustix::fs::open(
                 "/dev/null",
-                rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
                 rustix::fs::Mode::empty(),
             )?;
             NULL.get_or_init(|| fd)
