@@ -193,30 +193,27 @@ pub(crate) fn launch(req: &Launch<'_>) -> io::Result<u32> {
     sh_argv.extend(args.iter().skip(1).map(|a| a.as_ptr()));
     sh_argv.push(ptr::null());
     // Descriptors below 3 would be overwritten by the child's own dup2 onto 0..2 before they
-    // are read; move any such source up first (only possible if the agent's stdio is closed).
+    // are used (the stdio sources, and the handoff socket the child sends through after); any
+    // such one is moved up first (only possible if the agent's stdio is closed).
     let mut moved: Vec<OwnedFd> = Vec::new();
+    let mut above_stdio = |fd: BorrowedFd<'_>| -> io::Result<RawFd> {
+        if fd.as_raw_fd() >= 3 {
+            return Ok(fd.as_raw_fd());
+        }
+        let up = rustix::io::fcntl_dupfd_cloexec(fd, 3)?;
+        let raw = up.as_raw_fd();
+        moved.push(up);
+        Ok(raw)
+    };
     let mut stdio = [0; 3];
     for (slot, fd) in stdio.iter_mut().zip(req.stdio) {
-        *slot = if fd.as_raw_fd() < 3 {
-            let up = rustix::io::fcntl_dupfd_cloexec(fd, 3)?;
-            let raw = up.as_raw_fd();
-            moved.push(up);
-            raw
-        } else {
-            fd.as_raw_fd()
-        };
+        *slot = above_stdio(fd)?;
     }
-    // The handoff socket too: the child sends through it after the dup2 onto 0..2.
-    let handoff = match req.handoff {
-        Some(fd) if fd < 3 => {
-            // SAFETY: the caller's descriptor, open for the whole launch.
-            let up = rustix::io::fcntl_dupfd_cloexec(unsafe { BorrowedFd::borrow_raw(fd) }, 3)?;
-            let raw = up.as_raw_fd();
-            moved.push(up);
-            Some(raw)
-        }
-        other => other,
-    };
+    // SAFETY: the caller's descriptor, open for the whole launch.
+    let handoff = req
+        .handoff
+        .map(|fd| above_stdio(unsafe { BorrowedFd::borrow_raw(fd) }))
+        .transpose()?;
     let mut child = Child {
         candidates: candidates(program, path)?,
         argv: pointers(&args),
@@ -257,9 +254,6 @@ pub(crate) fn launch(req: &Launch<'_>) -> io::Result<u32> {
     })?;
     drop(stack);
     drop(moved);
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
-    }
     if let Some((stage, errno)) = *child.failed.get_mut() {
         // It has exited already; take its status unless the agent's reaper was quicker.
         let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None);
