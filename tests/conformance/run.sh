@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The LangSmith Sandboxes conformance suite: the official SDKs (Python, JS) and Deep Agents
-# against a fresh `warren serve`. Needs root, a built warren (WARREN_BIN, default
-# target/release/warren) and a data dir with the default image (WARREN_TEST_DATA_DIR, default
-# /var/lib/warren-test). Extra arguments go to pytest, e.g. `run.sh -k exec -x`.
+# The LangSmith Sandboxes conformance suite: the official SDKs (Python, JS), Deep Agents and
+# LangChain's standard sandbox suite against a fresh `warren serve`. Needs root, a built warren
+# (WARREN_BIN, default target/release/warren) and a data dir with the default image
+# (WARREN_TEST_DATA_DIR, default /var/lib/warren-test). Extra arguments go to pytest, e.g. `run.sh -k exec -x`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -13,6 +13,13 @@ if [ ! -x "$venv/bin/python" ]; then
   "${PYTHON:-python3}" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/requirements.txt"
+# LangChain's standard sandbox suite pins the Deep Agents release it was written against, which
+# the main venv's Deep Agents is newer than: a venv of its own.
+std_venv="${WARREN_STANDARD_VENV:-$repo/target/standard-venv}"
+if [ ! -x "$std_venv/bin/python" ]; then
+  "${PYTHON:-python3}" -m venv "$std_venv"
+fi
+"$std_venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/standard/requirements.txt"
 
 command -v node >/dev/null || { echo "run.sh: node is required for the JS SDK tests" >&2; exit 1; }
 command -v npm >/dev/null || { echo "run.sh: npm is required for the JS SDK tests" >&2; exit 1; }
@@ -23,10 +30,17 @@ done
 # WARREN_TEST_TIER=vm: the subset that runs on both tiers (commands, files, lifecycle), against
 # a server whose creates are VMs.
 if [ "${WARREN_TEST_TIER:-jail}" = vm ]; then
-  set -- tests/conformance/test_sdk_exec.py tests/conformance/test_sdk_files.py \
-    tests/conformance/test_sdk_lifecycle.py tests/conformance/test_restart.py \
-    -m "not jail_only" "$@"
-else
-  set -- tests/conformance "$@"
+  exec "$venv/bin/python" -m pytest -q tests/conformance/test_sdk_exec.py \
+    tests/conformance/test_sdk_files.py tests/conformance/test_sdk_lifecycle.py \
+    tests/conformance/test_restart.py -m "not jail_only" "$@"
 fi
-exec "$venv/bin/python" -m pytest -q "$@"
+status=0
+"$venv/bin/python" -m pytest -q tests/conformance --ignore=tests/conformance/standard "$@" || status=$?
+# The standard suite, in its own session (and server). Exit status 5 is "no test selected", which
+# extra arguments such as `-k exec` can make of it.
+std_status=0
+"$std_venv/bin/python" -m pytest -q tests/conformance/standard "$@" || std_status=$?
+if [ "$std_status" != 0 ] && [ "$std_status" != 5 ]; then
+  status=$std_status
+fi
+exit "$status"
