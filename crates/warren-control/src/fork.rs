@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::join_all;
+
 use warren_types::SandboxStatus;
 
 use crate::config::{ConfigError, validate_name};
@@ -66,21 +68,61 @@ impl Control {
                 parent.status.as_str()
             )));
         }
+        // Admitted and named one by one, so each counts against the capacity the next is
+        // admitted to; their files are then copied all at once: btrfs commits snapshots taken
+        // together in one transaction, where one after another each waits for its own.
         let mut made = Vec::with_capacity(count as usize);
+        let mut failed = None;
         for i in 0..count as usize {
             let name = req.names.as_ref().map(|n| n[i].clone());
-            match self.fork_one(p, &parent, name).await {
+            match self.admit_fork(p, &parent, name) {
                 Ok(rec) => made.push(rec),
                 Err(e) => {
-                    drop(held);
-                    // All or nothing: the forks made so far go again.
-                    for rec in &made {
-                        let _ = self.delete(p, &rec.id).await;
-                    }
-                    return Err(e);
+                    failed = Some(e);
+                    break;
                 }
             }
         }
+        let copied = match failed {
+            Some(_) => Vec::new(),
+            None => {
+                join_all(made.iter().map(|rec| {
+                    self.driver.fork_storage(
+                        &parent.runtime_id,
+                        &rec.runtime_id,
+                        rec.config.fs_capacity_bytes,
+                    )
+                }))
+                .await
+            }
+        };
+        // Which forks have files, and so need a whole delete if they go again.
+        let mut has_files = vec![false; made.len()];
+        for (copy, has) in copied.into_iter().zip(&mut has_files) {
+            match copy {
+                Ok(()) => *has = true,
+                Err(e) => {
+                    failed.get_or_insert(e.into());
+                }
+            }
+        }
+        if let Some(e) = failed {
+            drop(held);
+            // All or nothing: the forks made so far go again; one without files (not admitted
+            // to a copy, or its copy failed and cleared) is only a record.
+            for (rec, has) in made.iter().zip(has_files) {
+                if has {
+                    let _ = self.delete(p, &rec.id).await;
+                } else {
+                    let _ = self.store.delete_sandbox(&rec.id);
+                }
+            }
+            return Err(e);
+        }
+        for rec in &made {
+            self.touch(&rec.id);
+        }
+        self.changed();
         drop(held);
         for rec in &made {
             let this = self.clone();
@@ -103,8 +145,9 @@ impl Control {
         Ok(made)
     }
 
-    /// One fork: admitted, its record inserted, its files copied; booted by the caller.
-    async fn fork_one(
+    /// One fork admitted and its record inserted; its files are copied and it is booted by
+    /// the caller.
+    fn admit_fork(
         &self,
         p: &Principal,
         parent: &SandboxRecord,
@@ -116,28 +159,12 @@ impl Control {
             ..parent.config.clone()
         };
         let mut rec = new_record(p, config);
-        {
-            let _admission = self.admission();
-            let held = self.store.held(&p.user_id, None)?;
-            self.cfg.limits.admit(&held, rec.config.mem_bytes)?;
-            self.host_capacity()?;
-            let stem: String = parent.name.chars().take(50).collect();
-            self.insert_named(&mut rec, name, &format!("{stem}-fork"))?;
-        }
-        if let Err(e) = self
-            .driver
-            .fork_storage(
-                &parent.runtime_id,
-                &rec.runtime_id,
-                rec.config.fs_capacity_bytes,
-            )
-            .await
-        {
-            let _ = self.store.delete_sandbox(&rec.id);
-            return Err(e.into());
-        }
-        self.touch(&rec.id);
-        self.changed();
+        let _admission = self.admission();
+        let held = self.store.held(&p.user_id, None)?;
+        self.cfg.limits.admit(&held, rec.config.mem_bytes)?;
+        self.host_capacity()?;
+        let stem: String = parent.name.chars().take(50).collect();
+        self.insert_named(&mut rec, name, &format!("{stem}-fork"))?;
         Ok(rec)
     }
 

@@ -407,3 +407,51 @@ async fn forks_copy_the_parents_files_and_diverge_while_the_parent_runs() {
         assert!(matches!(err, ControlError::Config(_)), "{err:?}");
     }
 }
+
+#[tokio::test]
+async fn a_failed_copy_among_forks_copied_together_leaves_none_of_them() {
+    let h = harness().await;
+    let parent = h.sandbox(&h.admin, "parent").await;
+    put(&h, &parent.id, "/data/state.txt", b"parent").await;
+    let before = h.control.list(&h.admin).unwrap().len();
+    let storage_before = h.fake.sandboxes().len();
+    // The second of three copies, taken at the same time, fails.
+    h.fake.fail_fork_copy(1);
+    let err = h
+        .control
+        .fork(
+            &h.admin,
+            "parent",
+            ForkSandbox {
+                count: Some(3),
+                names: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ControlError::Driver(_)), "{err:?}");
+    let forks: Vec<_> = h
+        .fake
+        .calls()
+        .into_iter()
+        .filter(|c| c.starts_with("fork "))
+        .collect();
+    assert_eq!(forks.len(), 3, "{forks:?}");
+    // No record and no files of any of the three; the parent as it was.
+    assert_eq!(h.control.list(&h.admin).unwrap().len(), before);
+    assert_eq!(h.fake.sandboxes().len(), storage_before);
+    assert_eq!(h.record(&parent.id).status, SandboxStatus::Ready);
+    assert_eq!(
+        h.fake
+            .file(&parent.runtime_id, "/data/state.txt")
+            .as_deref(),
+        Some(&b"parent"[..])
+    );
+    // And the next fork works.
+    let again = h
+        .control
+        .fork(&h.admin, "parent", ForkSandbox::default())
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+}

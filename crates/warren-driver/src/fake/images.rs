@@ -44,6 +44,18 @@ impl FakeDriver {
     pub(super) fn fork_now(&self, src: &SandboxId, dst: &SandboxId) -> Result<(), DriverError> {
         let mut inner = self.inner();
         inner.calls.push(format!("fork {src} {dst}"));
+        match inner.fail_fork {
+            Some(0) => {
+                inner.fail_fork = None;
+                return Err(DriverError::failed(
+                    FailureKind::Storage,
+                    "storage failed",
+                    "fake fork failure",
+                ));
+            }
+            Some(k) => inner.fail_fork = Some(k - 1),
+            None => {}
+        }
         let files = inner
             .boxes
             .get(src)

@@ -27,6 +27,12 @@ impl FakeDriver {
         self.inner().fail_destroys = n;
     }
 
+    /// Of the forks' copies from now on, the one numbered `k` (from 0) fails as a storage
+    /// failure would, leaving nothing of itself.
+    pub fn fail_fork_copy(&self, k: u32) {
+        self.inner().fail_fork = Some(k);
+    }
+
     /// The next `n` stops fail as a stop timeout would.
     pub fn fail_stops(&self, n: u32) {
         self.inner().fail_stops = n;

@@ -59,6 +59,8 @@ struct Inner {
     fail_start: Option<String>,
     fail_destroys: u32,
     fail_stops: u32,
+    /// Counts down the fork copies to the one that fails ([`FakeDriver::fail_fork_copy`]).
+    fail_fork: Option<u32>,
     calls: Vec<String>,
     next_pid: u32,
     /// Whether it offers the vm tier ([`FakeDriver::offer_vm`]).
