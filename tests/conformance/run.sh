@@ -2,7 +2,8 @@
 # The LangSmith Sandboxes conformance suite: the official SDKs (Python, JS), Deep Agents and
 # LangChain's standard sandbox suite against a fresh `warren serve`. Needs root, a built warren
 # (WARREN_BIN, default target/release/warren) and a data dir with the default image
-# (WARREN_TEST_DATA_DIR, default /var/lib/warren-test). Extra arguments go to pytest, e.g. `run.sh -k exec -x`.
+# (WARREN_TEST_DATA_DIR, default /var/lib/warren-test). Extra arguments go to pytest, e.g.
+# `run.sh -k exec -x`.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -13,13 +14,6 @@ if [ ! -x "$venv/bin/python" ]; then
   "${PYTHON:-python3}" -m venv "$venv"
 fi
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/requirements.txt"
-# LangChain's standard sandbox suite pins the Deep Agents release it was written against, which
-# the main venv's Deep Agents is newer than: a venv of its own.
-std_venv="${WARREN_STANDARD_VENV:-$repo/target/standard-venv}"
-if [ ! -x "$std_venv/bin/python" ]; then
-  "${PYTHON:-python3}" -m venv "$std_venv"
-fi
-"$std_venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/standard/requirements.txt"
 
 command -v node >/dev/null || { echo "run.sh: node is required for the JS SDK tests" >&2; exit 1; }
 command -v npm >/dev/null || { echo "run.sh: npm is required for the JS SDK tests" >&2; exit 1; }
@@ -34,13 +28,32 @@ if [ "${WARREN_TEST_TIER:-jail}" = vm ]; then
     tests/conformance/test_sdk_files.py tests/conformance/test_sdk_lifecycle.py \
     tests/conformance/test_restart.py -m "not jail_only" "$@"
 fi
-status=0
-"$venv/bin/python" -m pytest -q tests/conformance --ignore=tests/conformance/standard "$@" || status=$?
-# The standard suite, in its own session (and server). Exit status 5 is "no test selected", which
-# extra arguments such as `-k exec` can make of it.
-std_status=0
-"$std_venv/bin/python" -m pytest -q tests/conformance/standard "$@" || std_status=$?
-if [ "$std_status" != 0 ] && [ "$std_status" != 5 ]; then
-  status=$std_status
+
+# LangChain's standard sandbox suite pins the Deep Agents release it was written against, which
+# the main venv's Deep Agents is newer than: a venv of its own.
+std_venv="${WARREN_STANDARD_VENV:-$repo/target/standard-venv}"
+if [ ! -x "$std_venv/bin/python" ]; then
+  "${PYTHON:-python3}" -m venv "$std_venv"
 fi
-exit "$status"
+"$std_venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/standard/requirements.txt"
+
+main=0
+"$venv/bin/python" -m pytest -q tests/conformance --ignore=tests/conformance/standard "$@" || main=$?
+# 2 is pytest interrupted (Ctrl-C): stop here rather than start the second session.
+if [ "$main" = 2 ]; then
+  exit 2
+fi
+# The standard suite, in its own session (and server).
+std=0
+"$std_venv/bin/python" -m pytest -q tests/conformance/standard "$@" || std=$?
+# 5 is "no test selected": extra arguments such as `-k exec` can make that of either session,
+# not of both.
+if [ "$main" = 5 ] && [ "$std" = 5 ]; then
+  exit 5
+fi
+for s in "$main" "$std"; do
+  case "$s" in
+    0 | 5) ;;
+    *) exit "$s" ;;
+  esac
+done

@@ -28,7 +28,28 @@ pub struct ForkSandbox {
 
 impl Control {
     /// Forks a sandbox; returns the new sandboxes, booting (see [`Control::wait_ready`]).
+    ///
+    /// The work runs in a task of its own: a caller that goes away mid-request (a client
+    /// disconnect drops the handler) leaves the forks to finish and boot, or to be rolled back,
+    /// rather than records stranded half-made.
     pub async fn fork(
+        self: &Arc<Self>,
+        p: &Principal,
+        parent: &str,
+        req: ForkSandbox,
+    ) -> Result<Vec<SandboxRecord>, ControlError> {
+        let (this, p, parent) = (self.clone(), p.clone(), parent.to_owned());
+        match tokio::spawn(async move { this.fork_detached(&p, &parent, req).await }).await {
+            Ok(result) => result,
+            // A panic in the fork is the caller's panic, as it was before the task.
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(ControlError::Unavailable(
+                "the server is shutting down".into(),
+            )),
+        }
+    }
+
+    async fn fork_detached(
         self: &Arc<Self>,
         p: &Principal,
         parent: &str,
@@ -72,52 +93,39 @@ impl Control {
         // admitted to; their files are then copied all at once: btrfs commits snapshots taken
         // together in one transaction, where one after another each waits for its own.
         let mut made = Vec::with_capacity(count as usize);
-        let mut failed = None;
         for i in 0..count as usize {
             let name = req.names.as_ref().map(|n| n[i].clone());
             match self.admit_fork(p, &parent, name) {
                 Ok(rec) => made.push(rec),
                 Err(e) => {
-                    failed = Some(e);
-                    break;
+                    drop(held);
+                    // All or nothing: no copy has started, so the forks made so far are only
+                    // records.
+                    for rec in &made {
+                        let _ = self.store.delete_sandbox(&rec.id);
+                    }
+                    return Err(e);
                 }
             }
         }
-        let copied = match failed {
-            Some(_) => Vec::new(),
-            None => {
-                join_all(made.iter().map(|rec| {
-                    self.driver.fork_storage(
-                        &parent.runtime_id,
-                        &rec.runtime_id,
-                        rec.config.fs_capacity_bytes,
-                    )
-                }))
-                .await
-            }
-        };
-        // Which forks have files, and so need a whole delete if they go again.
-        let mut has_files = vec![false; made.len()];
-        for (copy, has) in copied.into_iter().zip(&mut has_files) {
-            match copy {
-                Ok(()) => *has = true,
-                Err(e) => {
-                    failed.get_or_insert(e.into());
-                }
-            }
-        }
-        if let Some(e) = failed {
+        // Every copy runs to its end (each is a blocking task that a dropped future would not
+        // stop) before any rollback looks at what is there.
+        let copied = join_all(made.iter().map(|rec| {
+            self.driver.fork_storage(
+                &parent.runtime_id,
+                &rec.runtime_id,
+                rec.config.fs_capacity_bytes,
+            )
+        }))
+        .await;
+        if let Some(e) = copied.into_iter().find_map(Result::err) {
             drop(held);
-            // All or nothing: the forks made so far go again; one without files (not admitted
-            // to a copy, or its copy failed and cleared) is only a record.
-            for (rec, has) in made.iter().zip(has_files) {
-                if has {
-                    let _ = self.delete(p, &rec.id).await;
-                } else {
-                    let _ = self.store.delete_sandbox(&rec.id);
-                }
+            // All or nothing: every fork goes again, whole. A failed copy clears what it made,
+            // but the delete does not rely on it: removing storage that is not there is a no-op.
+            for rec in &made {
+                let _ = self.delete_id(&rec.id).await;
             }
-            return Err(e);
+            return Err(e.into());
         }
         for rec in &made {
             self.touch(&rec.id);

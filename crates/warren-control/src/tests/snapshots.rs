@@ -1,6 +1,7 @@
 //! Snapshots (capture, names and tags, lookup, deletion, the default) and forks.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
 use warren_types::{RunConfig, SandboxStatus};
 
@@ -375,8 +376,10 @@ async fn forks_copy_the_parents_files_and_diverge_while_the_parent_runs() {
         named.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
         ["f1", "f2"]
     );
-    // A taken name fails the whole request: nothing of it is left.
+    // A taken name fails the whole request, before any copy: nothing of it is left.
     let before = h.control.list(&h.admin).unwrap().len();
+    let storage_before = h.fake.sandboxes().len();
+    let calls_before = h.fake.calls().len();
     let err = h
         .control
         .fork(
@@ -391,6 +394,12 @@ async fn forks_copy_the_parents_files_and_diverge_while_the_parent_runs() {
         .unwrap_err();
     assert!(matches!(err, ControlError::Conflict(_)), "{err:?}");
     assert_eq!(h.control.list(&h.admin).unwrap().len(), before);
+    assert_eq!(h.fake.sandboxes().len(), storage_before);
+    let calls = h.fake.calls();
+    assert!(
+        !calls[calls_before..].iter().any(|c| c.starts_with("fork")),
+        "{calls:?}"
+    );
     for bad in [Some(0), Some(65)] {
         let err = h
             .control
@@ -430,13 +439,18 @@ async fn a_failed_copy_among_forks_copied_together_leaves_none_of_them() {
         .await
         .unwrap_err();
     assert!(matches!(err, ControlError::Driver(_)), "{err:?}");
-    let forks: Vec<_> = h
+    // All three copies ran, together: every one started before the first was done.
+    let calls: Vec<_> = h
         .fake
         .calls()
         .into_iter()
-        .filter(|c| c.starts_with("fork "))
+        .filter(|c| c.starts_with("fork"))
         .collect();
-    assert_eq!(forks.len(), 3, "{forks:?}");
+    assert_eq!(calls.len(), 6, "{calls:?}");
+    assert!(
+        calls[..3].iter().all(|c| c.starts_with("fork-start ")),
+        "{calls:?}"
+    );
     // No record and no files of any of the three; the parent as it was.
     assert_eq!(h.control.list(&h.admin).unwrap().len(), before);
     assert_eq!(h.fake.sandboxes().len(), storage_before);
@@ -454,4 +468,38 @@ async fn a_failed_copy_among_forks_copied_together_leaves_none_of_them() {
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
+}
+
+#[tokio::test]
+async fn forks_are_made_and_booted_when_the_caller_goes_away_mid_request() {
+    let h = harness().await;
+    h.sandbox(&h.admin, "parent").await;
+    // The request's future is dropped after its first poll, as a client disconnect drops the
+    // handler.
+    let mut request = Box::pin(h.control.fork(
+        &h.admin,
+        "parent",
+        ForkSandbox {
+            count: None,
+            names: Some(vec!["kept-1".into(), "kept-2".into()]),
+        },
+    ));
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    assert!(request.as_mut().poll(&mut cx).is_pending());
+    drop(request);
+    for name in ["kept-1", "kept-2"] {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        let rec = loop {
+            if let Ok(rec) = h.control.find(&h.admin, name) {
+                break rec;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{name} was never made"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        };
+        let rec = h.control.wait_ready(&rec.id, SETTLE).await.unwrap();
+        assert_eq!(rec.status, SandboxStatus::Ready, "{name}");
+    }
 }

@@ -255,7 +255,13 @@ impl Driver for FakeDriver {
         dst: &'a SandboxId,
         _disk_bytes: u64,
     ) -> BoxFuture<'a, Result<(), DriverError>> {
-        Box::pin(async move { self.fork_now(src, dst) })
+        Box::pin(async move {
+            // A copy takes time, as the real one does: copies started together are seen to
+            // overlap (every start logged before any copy).
+            self.inner().calls.push(format!("fork-start {dst}"));
+            tokio::task::yield_now().await;
+            self.fork_now(src, dst)
+        })
     }
 
     fn remove_image<'a>(&'a self, image: &'a ImageRef) -> BoxFuture<'a, Result<(), DriverError>> {
