@@ -354,6 +354,23 @@ pub(crate) fn spec_for(
     }
 }
 
+/// Runs a state-changing operation in a task of its own and waits for it. A caller that goes
+/// away mid-request (a client disconnect drops the handler's future at whatever await it is
+/// in) then cannot cut the operation short between its steps: records, files and the audit
+/// entry all land, or its own rollback runs.
+pub(crate) async fn detached<T: Send + 'static>(
+    work: impl Future<Output = Result<T, ControlError>> + Send + 'static,
+) -> Result<T, ControlError> {
+    match tokio::spawn(work).await {
+        Ok(result) => result,
+        // A panic in the operation is the caller's panic, as it was before the task.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(ControlError::Unavailable(
+            "the server is shutting down".into(),
+        )),
+    }
+}
+
 /// An error's whole cause chain on one line, for logs.
 pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();

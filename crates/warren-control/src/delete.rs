@@ -4,17 +4,28 @@
 use warren_driver::{DriverError, FailureKind};
 use warren_types::SandboxStatus;
 
-use crate::control::{Control, error_chain, guard, now};
+use std::sync::Arc;
+
+use crate::control::{Control, detached, error_chain, guard, now};
 use crate::error::ControlError;
 use crate::store::{Principal, Store};
 
 impl Control {
-    /// Deletes a sandbox and everything it holds.
-    pub async fn delete(&self, p: &Principal, name_or_id: &str) -> Result<(), ControlError> {
+    /// Deletes a sandbox and everything it holds. Runs to its end (and its audit entry) even
+    /// if the caller goes away.
+    pub async fn delete(
+        self: &Arc<Self>,
+        p: &Principal,
+        name_or_id: &str,
+    ) -> Result<(), ControlError> {
         let rec = self.find(p, name_or_id)?;
-        self.delete_id(&rec.id).await?;
-        self.audit(Some(p), "sandbox.delete", Some(&rec.id), Some(rec.name));
-        Ok(())
+        let (this, p) = (self.clone(), p.clone());
+        detached(async move {
+            this.delete_id(&rec.id).await?;
+            this.audit(Some(&p), "sandbox.delete", Some(&rec.id), Some(rec.name));
+            Ok(())
+        })
+        .await
     }
 
     pub(crate) async fn delete_id(&self, id: &str) -> Result<(), ControlError> {

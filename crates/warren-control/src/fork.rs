@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use warren_types::SandboxStatus;
 
 use crate::config::{ConfigError, validate_name};
-use crate::control::{Control, new_record};
+use crate::control::{Control, detached, new_record};
 use crate::error::ControlError;
 use crate::store::{Principal, SandboxRecord, Store};
 
@@ -39,14 +39,7 @@ impl Control {
         req: ForkSandbox,
     ) -> Result<Vec<SandboxRecord>, ControlError> {
         let (this, p, parent) = (self.clone(), p.clone(), parent.to_owned());
-        match tokio::spawn(async move { this.fork_detached(&p, &parent, req).await }).await {
-            Ok(result) => result,
-            // A panic in the fork is the caller's panic, as it was before the task.
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            Err(_) => Err(ControlError::Unavailable(
-                "the server is shutting down".into(),
-            )),
-        }
+        detached(async move { this.fork_detached(&p, &parent, req).await }).await
     }
 
     async fn fork_detached(

@@ -41,8 +41,8 @@ impl Control {
         Ok(())
     }
 
-    /// Builds this process did not finish failed with it; images no snapshot record names
-    /// (a deleted record, a reset database) are removed.
+    /// Builds this process did not finish failed with it; their archives, and images no
+    /// snapshot record names (a deleted record, a reset database), are removed.
     async fn recover_snapshots(&self) {
         let records = match self.store.list_snapshots(None) {
             Ok(r) => r,
@@ -62,6 +62,13 @@ impl Control {
                 if let Err(e) = self.store.put_snapshot(&s) {
                     tracing::error!(snapshot = %s.id, error = %error_chain(&e), "failed to mark an interrupted build failed");
                 }
+            }
+        }
+        // Archives spooled for imports: their builds, if any, were failed just above, and only
+        // this daemon writes there. An upload cut short before it owned its file left one too.
+        if let Ok(entries) = std::fs::read_dir(self.imports_dir()) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_file(entry.path());
             }
         }
         match self.driver.gc_images(&keep).await {

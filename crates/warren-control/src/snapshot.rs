@@ -4,12 +4,13 @@
 //! use. The system default image is a snapshot too, with a fixed id, in every workspace.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use warren_driver::ImageStatus;
 use warren_types::{ImageRef, RunConfig, SandboxStatus};
 
 use crate::config::{ConfigError, defaults, validate_run_config};
-use crate::control::{Control, now};
+use crate::control::{Control, detached, now};
 use crate::error::ControlError;
 use crate::store::{Principal, SandboxRecord, SnapshotRecord, SnapshotStatus, Store};
 
@@ -307,7 +308,18 @@ impl Control {
 
     /// Captures a sandbox's files, running or stopped, as a new ready snapshot: one atomic
     /// copy-on-write snapshot of its root filesystem, `/tmp` left out, the sandbox untouched.
+    /// Runs to its end even if the caller goes away: a copy is never left without its record.
     pub async fn capture(
+        self: &Arc<Self>,
+        p: &Principal,
+        sandbox: &str,
+        req: CaptureSnapshot,
+    ) -> Result<SnapshotView, ControlError> {
+        let (this, p, sandbox) = (self.clone(), p.clone(), sandbox.to_owned());
+        detached(async move { this.capture_detached(&p, &sandbox, req).await }).await
+    }
+
+    async fn capture_detached(
         &self,
         p: &Principal,
         sandbox: &str,
@@ -358,10 +370,13 @@ impl Control {
             created_at: t,
             updated_at: t,
         };
-        self.driver
-            .capture(&rec.runtime_id, &snapshot_image(&record.id))
-            .await?;
-        self.publish(&record, &tag)?;
+        let image = snapshot_image(&record.id);
+        self.driver.capture(&rec.runtime_id, &image).await?;
+        if let Err(e) = self.publish(&record, &tag) {
+            // Unnamed, the copy would only hold disk until the next restart's collection.
+            let _ = self.driver.remove_image(&image).await;
+            return Err(e);
+        }
         self.audit(
             Some(p),
             "snapshot.capture",

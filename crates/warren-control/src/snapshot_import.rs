@@ -102,17 +102,18 @@ impl Control {
         if up.bytes == 0 {
             return Err(ConfigError::Invalid("the archive is empty".into()).into());
         }
-        let Some(mut file) = up.file.take() else {
+        let Some(file) = up.file.as_mut() else {
             return Err(ControlError::Unavailable(
                 "the import was already finished".into(),
             ));
         };
-        let path = up.path.clone();
+        // Flushed while the upload still owns the file: a caller that goes away meanwhile
+        // drops the upload, and with it the file.
         if let Err(e) = file.flush().await {
-            let _ = std::fs::remove_file(&path);
             return Err(io("write the import file", &e));
         }
-        drop(file);
+        drop(up.file.take());
+        let path = up.path.clone();
         req.source = BuildSource::Archive(path.clone());
         match self.build_snapshot(p, req) {
             Ok(v) => Ok(v),

@@ -2,26 +2,33 @@
 
 use warren_types::SandboxStatus;
 
-use crate::control::{Control, guard, now};
+use std::sync::Arc;
+
+use crate::control::{Control, detached, guard, now};
 use crate::error::ControlError;
 use crate::store::{Principal, SandboxRecord, Store};
 
 impl Control {
-    /// Stops a sandbox: processes end, files stay. Idempotent.
+    /// Stops a sandbox: processes end, files stay. Idempotent. Runs to its end (and its audit
+    /// entry) even if the caller goes away.
     pub async fn stop(
-        &self,
+        self: &Arc<Self>,
         p: &Principal,
         name_or_id: &str,
     ) -> Result<SandboxRecord, ControlError> {
         let rec = self.find(p, name_or_id)?;
-        let rec = self.stop_id(&rec.id, None).await?;
-        self.audit(
-            Some(p),
-            "sandbox.stop",
-            Some(&rec.id),
-            Some(rec.name.clone()),
-        );
-        Ok(rec)
+        let (this, p) = (self.clone(), p.clone());
+        detached(async move {
+            let rec = this.stop_id(&rec.id, None).await?;
+            this.audit(
+                Some(&p),
+                "sandbox.stop",
+                Some(&rec.id),
+                Some(rec.name.clone()),
+            );
+            Ok(rec)
+        })
+        .await
     }
 
     pub(crate) async fn stop_id(

@@ -71,7 +71,7 @@ impl Control {
     /// Deletes each named sandbox the caller may see; one that cannot be deleted is skipped
     /// with the reason and the rest go on.
     pub async fn delete_many(
-        &self,
+        self: &std::sync::Arc<Self>,
         p: &Principal,
         names: &[String],
     ) -> Result<BatchDeleted, ControlError> {

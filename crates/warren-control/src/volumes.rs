@@ -5,11 +5,12 @@
 //! deleted sandbox holds nothing.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use warren_types::SandboxStatus;
 
 use crate::config::{ConfigError, VolumeAttachment, VolumeRequest};
-use crate::control::{Control, now};
+use crate::control::{Control, detached, now};
 use crate::error::ControlError;
 use crate::store::{Principal, SandboxRecord, Store, StoreError, VolumeRecord, rfc3339};
 
@@ -136,8 +137,18 @@ impl Control {
         }
     }
 
-    /// Creates a volume.
+    /// Creates a volume. Runs to its end even if the caller goes away: no record is left
+    /// without its files.
     pub async fn create_volume(
+        self: &Arc<Self>,
+        p: &Principal,
+        req: CreateVolume,
+    ) -> Result<VolumeView, ControlError> {
+        let (this, p) = (self.clone(), p.clone());
+        detached(async move { this.create_volume_detached(&p, req).await }).await
+    }
+
+    async fn create_volume_detached(
         &self,
         p: &Principal,
         req: CreateVolume,
@@ -238,8 +249,22 @@ impl Control {
         self.volume_view(v)
     }
 
-    /// Deletes a volume and its files; 409 while a sandbox has it.
-    pub async fn delete_volume(&self, p: &Principal, id_or_name: &str) -> Result<(), ControlError> {
+    /// Deletes a volume and its files; 409 while a sandbox has it. Runs to its end even if the
+    /// caller goes away: no record is left for deleted files.
+    pub async fn delete_volume(
+        self: &Arc<Self>,
+        p: &Principal,
+        id_or_name: &str,
+    ) -> Result<(), ControlError> {
+        let (this, p, id_or_name) = (self.clone(), p.clone(), id_or_name.to_owned());
+        detached(async move { this.delete_volume_detached(&p, &id_or_name).await }).await
+    }
+
+    async fn delete_volume_detached(
+        &self,
+        p: &Principal,
+        id_or_name: &str,
+    ) -> Result<(), ControlError> {
         let view = self.get_volume(p, id_or_name)?;
         if let Some((_, name, _)) = view.attachments.first() {
             return Err(ControlError::Conflict(format!(
@@ -255,8 +280,19 @@ impl Control {
     }
 
     /// A copy-on-write copy of a volume; refused while it is attached read-write to a sandbox
-    /// that is not stopped (its files may be changing mid-copy).
+    /// that is not stopped (its files may be changing mid-copy). Runs to its end even if the
+    /// caller goes away.
     pub async fn clone_volume(
+        self: &Arc<Self>,
+        p: &Principal,
+        id_or_name: &str,
+        req: CreateVolume,
+    ) -> Result<VolumeView, ControlError> {
+        let (this, p, id_or_name) = (self.clone(), p.clone(), id_or_name.to_owned());
+        detached(async move { this.clone_volume_detached(&p, &id_or_name, req).await }).await
+    }
+
+    async fn clone_volume_detached(
         &self,
         p: &Principal,
         id_or_name: &str,

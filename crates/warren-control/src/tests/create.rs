@@ -355,12 +355,14 @@ async fn a_failed_boot_leaves_the_sandbox_failed_with_the_reason() {
 async fn a_stop_or_delete_before_the_boot_runs_wins() {
     let h = harness().await;
     // Provisioning → Stopped: the stop takes the lock first; the boot then finds nothing to do.
+    // (The inner verbs, run inline: the public ones run in a task of their own, which the
+    // already spawned boot would come before.)
     let rec = h.control.create(&h.admin, named("early-stop")).unwrap();
-    let stopped = h.control.stop(&h.admin, &rec.id).await.unwrap();
+    let stopped = h.control.stop_id(&rec.id, None).await.unwrap();
     assert_eq!(stopped.status, SandboxStatus::Stopped);
     // Provisioning → Deleting → gone.
     let gone = h.control.create(&h.admin, named("early-delete")).unwrap();
-    h.control.delete(&h.admin, &gone.id).await.unwrap();
+    h.control.delete_id(&gone.id).await.unwrap();
     // Let the spawned boots run.
     for _ in 0..10 {
         tokio::task::yield_now().await;

@@ -3,6 +3,7 @@
 mod support;
 
 mod create;
+mod cut_off;
 mod delete;
 mod egress;
 mod exec;

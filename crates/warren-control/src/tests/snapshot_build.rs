@@ -179,7 +179,17 @@ async fn recovery_fails_interrupted_builds_and_removes_images_no_record_names() 
     let orphan_rec = h.control.get_snapshot(&h.admin, "orphan").unwrap().record;
     h.control.store.delete_snapshot(&orphan_rec.id).unwrap();
 
+    // The archive an interrupted import was building from.
+    let imports = h.control.imports_dir();
+    std::fs::create_dir_all(&imports).unwrap();
+    let archive = imports.join("interrupted.tar");
+    std::fs::write(&archive, b"half an archive").unwrap();
+
     h.control.recover().await.unwrap();
+    assert!(
+        !archive.exists(),
+        "the interrupted import's archive is left"
+    );
     let v = h.control.get_snapshot(&h.admin, &building.id).unwrap();
     assert_eq!(v.record.status, SnapshotStatus::Failed);
     assert!(

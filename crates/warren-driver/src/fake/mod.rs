@@ -188,6 +188,7 @@ impl Driver for FakeDriver {
         _handle: Option<&'a SandboxHandle>,
     ) -> BoxFuture<'a, Result<(), DriverError>> {
         Box::pin(async move {
+            takes_time().await;
             let mut inner = self.inner();
             inner.calls.push(format!("stop {id}"));
             if inner.fail_stops > 0 {
@@ -214,6 +215,7 @@ impl Driver for FakeDriver {
         _handle: Option<&'a SandboxHandle>,
     ) -> BoxFuture<'a, Result<(), DriverError>> {
         Box::pin(async move {
+            takes_time().await;
             let mut inner = self.inner();
             inner.calls.push(format!("destroy {id}"));
             if inner.fail_destroys > 0 {
@@ -246,7 +248,10 @@ impl Driver for FakeDriver {
         id: &'a SandboxId,
         image: &'a ImageRef,
     ) -> BoxFuture<'a, Result<(), DriverError>> {
-        Box::pin(async move { self.capture_now(id, image) })
+        Box::pin(async move {
+            takes_time().await;
+            self.capture_now(id, image)
+        })
     }
 
     fn fork_storage<'a>(
@@ -256,10 +261,10 @@ impl Driver for FakeDriver {
         _disk_bytes: u64,
     ) -> BoxFuture<'a, Result<(), DriverError>> {
         Box::pin(async move {
-            // A copy takes time, as the real one does: copies started together are seen to
-            // overlap (every start logged before any copy).
+            // Copies started together are seen to overlap: every start is logged before any
+            // copy.
             self.inner().calls.push(format!("fork-start {dst}"));
-            tokio::task::yield_now().await;
+            takes_time().await;
             self.fork_now(src, dst)
         })
     }
@@ -289,11 +294,17 @@ impl Driver for FakeDriver {
     }
 
     fn create_volume<'a>(&'a self, id: &'a str, size: u64) -> BoxFuture<'a, VolumeResult> {
-        Box::pin(async move { self.create_volume_now(id, size) })
+        Box::pin(async move {
+            takes_time().await;
+            self.create_volume_now(id, size)
+        })
     }
 
     fn clone_volume<'a>(&'a self, src: &'a str, dst: &'a str, size: u64) -> VolumeFuture<'a> {
-        Box::pin(async move { self.clone_volume_now(src, dst, size) })
+        Box::pin(async move {
+            takes_time().await;
+            self.clone_volume_now(src, dst, size)
+        })
     }
 
     fn resize_volume<'a>(&'a self, id: &'a str, size: u64) -> BoxFuture<'a, VolumeResult> {
@@ -301,7 +312,10 @@ impl Driver for FakeDriver {
     }
 
     fn delete_volume<'a>(&'a self, id: &'a str) -> BoxFuture<'a, VolumeResult> {
-        Box::pin(async move { self.delete_volume_now(id) })
+        Box::pin(async move {
+            takes_time().await;
+            self.delete_volume_now(id)
+        })
     }
 
     fn volume_used_bytes(&self, id: &str) -> Option<u64> {
@@ -566,4 +580,11 @@ impl Driver for FakeDriver {
             net::dial(port)
         })
     }
+}
+
+/// Storage work takes time, as the real driver's does (it runs on a blocking thread): the
+/// operation yields once, so a caller can be cut off mid-operation, and operations started
+/// together overlap.
+async fn takes_time() {
+    tokio::task::yield_now().await;
 }
