@@ -268,7 +268,17 @@ impl Control {
     }
 
     /// Deletes a snapshot, its tags and its files. 409 while a sandbox was booted from it.
+    /// Runs to its end (and its audit entry) even if the caller goes away.
     pub async fn delete_snapshot(
+        self: &Arc<Self>,
+        p: &Principal,
+        id_or_ref: &str,
+    ) -> Result<(), ControlError> {
+        let (this, p, id_or_ref) = (self.clone(), p.clone(), id_or_ref.to_owned());
+        detached(async move { this.delete_snapshot_detached(&p, &id_or_ref).await }).await
+    }
+
+    async fn delete_snapshot_detached(
         &self,
         p: &Principal,
         id_or_ref: &str,

@@ -123,3 +123,32 @@ async fn volume_verbs_cut_off_leave_records_and_files_agreeing() {
         eventually(action, || audited_once(&h, action)).await;
     }
 }
+
+#[tokio::test]
+async fn a_snapshot_delete_cut_off_removes_the_files_and_audits() {
+    let h = harness().await;
+    h.sandbox(&h.admin, "src").await;
+    let v = h
+        .control
+        .capture(
+            &h.admin,
+            "src",
+            CaptureSnapshot {
+                name: "gone".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let image = crate::snapshot_image(&v.record.id);
+    cut_off(h.control.delete_snapshot(&h.admin, "gone"));
+    eventually("the snapshot's files are gone", || {
+        warren_driver::Driver::image_status(&h.fake, &image) == warren_driver::ImageStatus::Missing
+    })
+    .await;
+    assert!(h.control.get_snapshot(&h.admin, "gone").is_err());
+    eventually("snapshot.delete is audited", || {
+        audited_once(&h, "snapshot.delete")
+    })
+    .await;
+}

@@ -271,6 +271,7 @@ impl Driver for FakeDriver {
 
     fn remove_image<'a>(&'a self, image: &'a ImageRef) -> BoxFuture<'a, Result<(), DriverError>> {
         Box::pin(async move {
+            takes_time().await;
             self.remove_image_now(image);
             Ok(())
         })
