@@ -1,4 +1,5 @@
-//! The sweeper: idle stop, delete after stop, and finishing deletions that failed.
+//! The sweeper: idle stop, delete after stop, finishing deletions that failed, and failing
+//! boots a process abandoned.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,8 +72,45 @@ impl Control {
                     self.delete_id(&rec.id).await?;
                 }
             }
-            SandboxStatus::Provisioning | SandboxStatus::Failed => {}
+            SandboxStatus::Provisioning => {
+                let stale = rec.updated_at.elapsed().is_ok_and(|e| e >= ABANDONED_BOOT);
+                if stale {
+                    self.fail_abandoned_boot(&rec.id)?;
+                }
+            }
+            SandboxStatus::Failed => {}
         }
         Ok(())
     }
+
+    /// A boot runs under the sandbox's lock and takes seconds. A sandbox still provisioning
+    /// long after, with its lock free in this process, was left by a process that went away
+    /// mid-boot (a `warren run` killed, a boot that panicked): nothing would ever finish it.
+    /// It is failed, so it can be started afresh or deleted, and counts as nothing booting.
+    fn fail_abandoned_boot(&self, id: &str) -> Result<(), ControlError> {
+        let lock = self.lock_for(id);
+        let Ok(_held) = lock.try_lock() else {
+            return Ok(());
+        };
+        let mut rec = self.record(id)?;
+        let stale = rec.updated_at.elapsed().is_ok_and(|e| e >= ABANDONED_BOOT);
+        if rec.status != SandboxStatus::Provisioning || !stale {
+            return Ok(());
+        }
+        tracing::warn!(sandbox = %rec.name, sandbox_id = %rec.id, "a boot was abandoned mid-way; marking the sandbox failed");
+        rec.status = SandboxStatus::Failed;
+        rec.status_message = Some(
+            "the boot did not finish: the process booting it went away; start or delete it".into(),
+        );
+        rec.handle = None;
+        rec.updated_at = crate::control::now();
+        self.store.update_sandbox(&rec)?;
+        self.changed();
+        Ok(())
+    }
 }
+
+/// How long a sandbox may stay provisioning with no boot of this process on it before the
+/// sweeper calls the boot abandoned: far beyond any boot (a jail boots in tens of
+/// milliseconds, an emulated microVM in seconds), so a boot in another process is never cut.
+const ABANDONED_BOOT: Duration = Duration::from_secs(600);

@@ -1,5 +1,5 @@
-//! The sweeper: idle stop, noticing crashed sandboxes, delete after stop, and finishing
-//! deletions.
+//! The sweeper: idle stop, noticing crashed sandboxes, delete after stop, finishing
+//! deletions, and failing abandoned boots.
 
 use std::time::Duration;
 
@@ -168,4 +168,46 @@ async fn the_sweeper_runs_on_its_interval() {
         Some("the sandbox's processes exited")
     );
     sweeper.abort();
+}
+
+#[tokio::test]
+async fn a_boot_abandoned_long_ago_is_failed_and_one_in_progress_or_recent_is_not() {
+    let h = harness().await;
+    let long_ago = ago(Duration::from_secs(3600));
+    // Left provisioning an hour ago by a process that went away mid-boot.
+    let abandoned = h.sandbox(&h.admin, "abandoned").await;
+    h.rewrite(&abandoned.id, |r| {
+        r.status = SandboxStatus::Provisioning;
+        r.updated_at = long_ago;
+    });
+    // Just as old, but a boot of this process holds its lock.
+    let booting = h.sandbox(&h.admin, "booting").await;
+    h.rewrite(&booting.id, |r| {
+        r.status = SandboxStatus::Provisioning;
+        r.updated_at = long_ago;
+    });
+    // Provisioning a moment ago (another process's boot, say).
+    let recent = h.sandbox(&h.admin, "recent").await;
+    h.rewrite(&recent.id, |r| r.status = SandboxStatus::Provisioning);
+
+    let lock = h.control.lock_for(&booting.id);
+    let held = lock.lock().await;
+    h.control.sweep_once().await.unwrap();
+    drop(held);
+
+    let failed = h.record(&abandoned.id);
+    assert_eq!(failed.status, SandboxStatus::Failed);
+    assert!(
+        failed
+            .status_message
+            .as_deref()
+            .is_some_and(|m| m.contains("went away")),
+        "{failed:?}"
+    );
+    assert_eq!(h.record(&booting.id).status, SandboxStatus::Provisioning);
+    assert_eq!(h.record(&recent.id).status, SandboxStatus::Provisioning);
+    // A failed sandbox starts afresh.
+    let started = h.control.start(&h.admin, "abandoned").await.unwrap();
+    let settled = h.settle(&started.id).await;
+    assert_eq!(settled.status, SandboxStatus::Ready);
 }
