@@ -7,7 +7,7 @@ use std::sync::Arc;
 use warren_driver::{CommandOpen, CommandSummary};
 
 use crate::command::{CommandStream, ExecRequest, StreamContext};
-use crate::control::Control;
+use crate::control::{Control, detached};
 use crate::error::ControlError;
 use crate::state::Running;
 use crate::store::Principal;
@@ -33,12 +33,19 @@ impl Control {
         // What the sandbox's driver gives every command (the egress proxy's address) goes
         // first, so the sandbox's and the command's own variables win.
         spec.env = running.handle.env.iter().cloned().chain(spec.env).collect();
-        let stream = self
-            .open_command(running, CommandOpen::Exec(spec), timeout_ms)
-            .await?;
-        self.metrics.command_started();
-        self.audit(Some(p), "exec", Some(&rec.id), Some(req.command));
-        Ok(stream)
+        // Opened in a task of its own: once the agent may have started the command, its audit
+        // entry is written even if the caller goes away meanwhile (a dropped stream then
+        // reaches the command as any disconnect does).
+        let (this, p) = (self.clone(), p.clone());
+        detached(async move {
+            let stream = this
+                .open_command(running, CommandOpen::Exec(spec), timeout_ms)
+                .await?;
+            this.metrics.command_started();
+            this.audit(Some(&p), "exec", Some(&rec.id), Some(req.command));
+            Ok(stream)
+        })
+        .await
     }
 
     /// Attaches to a command the sandbox holds, replaying its output from the given offsets.

@@ -152,3 +152,19 @@ async fn a_snapshot_delete_cut_off_removes_the_files_and_audits() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_exec_cut_off_once_sent_is_still_audited() {
+    let h = harness().await;
+    let rec = h.sandbox(&h.admin, "busy").await;
+    cut_off(h.control.exec(
+        &h.admin,
+        &rec.id,
+        crate::ExecRequest {
+            command: "echo unseen".into(),
+            ..Default::default()
+        },
+    ));
+    eventually("exec is audited", || audited_once(&h, "exec")).await;
+    assert_eq!(h.audited("exec")[0].detail.as_deref(), Some("echo unseen"));
+}

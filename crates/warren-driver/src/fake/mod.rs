@@ -360,6 +360,8 @@ impl Driver for FakeDriver {
         open: CommandOpen,
     ) -> BoxFuture<'a, Result<CommandChannel, DriverError>> {
         Box::pin(async move {
+            // The agent answers after a round trip.
+            takes_time().await;
             // Like the agent, an attach to an unknown command opens and fails as its first
             // event.
             if let CommandOpen::Attach { command_id, .. } = &open {
