@@ -9,11 +9,16 @@ here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 cd "$repo"
 
+# A venv at $1 (made if missing) with the pinned packages of requirements file $2.
+venv_with() {
+  if [ ! -x "$1/bin/python" ]; then
+    "${PYTHON:-python3}" -m venv "$1"
+  fi
+  "$1/bin/python" -m pip install -q --disable-pip-version-check -r "$2"
+}
+
 venv="${WARREN_CONFORMANCE_VENV:-$repo/target/conformance-venv}"
-if [ ! -x "$venv/bin/python" ]; then
-  "${PYTHON:-python3}" -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/requirements.txt"
+venv_with "$venv" "$here/requirements.txt"
 
 command -v node >/dev/null || { echo "run.sh: node is required for the JS SDK tests" >&2; exit 1; }
 command -v npm >/dev/null || { echo "run.sh: npm is required for the JS SDK tests" >&2; exit 1; }
@@ -32,10 +37,7 @@ fi
 # LangChain's standard sandbox suite pins the Deep Agents release it was written against, which
 # the main venv's Deep Agents is newer than: a venv of its own.
 std_venv="${WARREN_STANDARD_VENV:-$repo/target/standard-venv}"
-if [ ! -x "$std_venv/bin/python" ]; then
-  "${PYTHON:-python3}" -m venv "$std_venv"
-fi
-"$std_venv/bin/python" -m pip install -q --disable-pip-version-check -r "$here/standard/requirements.txt"
+venv_with "$std_venv" "$here/standard/requirements.txt"
 
 main=0
 "$venv/bin/python" -m pytest -q tests/conformance --ignore=tests/conformance/standard "$@" || main=$?

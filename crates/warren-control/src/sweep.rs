@@ -73,8 +73,7 @@ impl Control {
                 }
             }
             SandboxStatus::Provisioning => {
-                let stale = rec.updated_at.elapsed().is_ok_and(|e| e >= ABANDONED_BOOT);
-                if stale {
+                if boot_looks_abandoned(rec) {
                     self.fail_abandoned_boot(&rec.id)?;
                 }
             }
@@ -92,9 +91,9 @@ impl Control {
         let Ok(_held) = lock.try_lock() else {
             return Ok(());
         };
+        // Read again under the lock: a boot may have finished or started since the sweep's read.
         let mut rec = self.record(id)?;
-        let stale = rec.updated_at.elapsed().is_ok_and(|e| e >= ABANDONED_BOOT);
-        if rec.status != SandboxStatus::Provisioning || !stale {
+        if !boot_looks_abandoned(&rec) {
             return Ok(());
         }
         tracing::warn!(sandbox = %rec.name, sandbox_id = %rec.id, "a boot was abandoned mid-way; marking the sandbox failed");
@@ -114,3 +113,9 @@ impl Control {
 /// sweeper calls the boot abandoned: far beyond any boot (a jail boots in tens of
 /// milliseconds, an emulated microVM in seconds), so a boot in another process is never cut.
 const ABANDONED_BOOT: Duration = Duration::from_secs(600);
+
+/// Whether `rec` has been provisioning for longer than any boot takes.
+fn boot_looks_abandoned(rec: &SandboxRecord) -> bool {
+    rec.status == SandboxStatus::Provisioning
+        && rec.updated_at.elapsed().is_ok_and(|e| e >= ABANDONED_BOOT)
+}
