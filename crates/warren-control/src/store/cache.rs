@@ -5,12 +5,16 @@
 //! Kept right by the store itself: its writes to a row drop that row's entry while they hold
 //! the connection, and a commit by another process (a `warren run` beside the daemon) changes
 //! SQLite's `data_version`, which every lookup checks first and which clears the lot.
+//!
+//! The admission tallies ([`HeldIndex`]) live here too, under the same rules: the store's
+//! writes update them, another process's commit has them read again.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rusqlite::Connection;
 
+use super::held::{Held, HeldIndex, Holding};
 use super::{SandboxRecord, StoreError};
 
 /// At most this many records are held; past it the cache starts again empty (cheaper than
@@ -27,6 +31,8 @@ struct Inner {
     /// `data_version` when the entries were read; `None` before the first lookup.
     version: Option<i64>,
     records: HashMap<String, SandboxRecord>,
+    /// The admission tallies, once read.
+    held: Option<HeldIndex>,
 }
 
 impl SandboxCache {
@@ -41,15 +47,37 @@ impl SandboxCache {
         conn: &Connection,
         id: &str,
     ) -> Result<Option<SandboxRecord>, StoreError> {
+        Ok(self.current(conn)?.records.get(id).cloned())
+    }
+
+    /// The entries, emptied first if another process has committed since they were read.
+    fn current(&self, conn: &Connection) -> Result<MutexGuard<'_, Inner>, StoreError> {
         let version: i64 = conn
             .prepare_cached("PRAGMA data_version")?
             .query_row([], |r| r.get(0))?;
         let mut inner = self.lock();
         if inner.version != Some(version) {
             inner.records.clear();
+            inner.held = None;
             inner.version = Some(version);
         }
-        Ok(inner.records.get(id).cloned())
+        Ok(inner)
+    }
+
+    /// The admission sums for `user` without `except`, from the tallies (read from the table
+    /// first when not held). The caller holds `conn`'s lock.
+    pub(super) fn held(
+        &self,
+        conn: &Connection,
+        user: &str,
+        except: Option<&str>,
+    ) -> Result<Held, StoreError> {
+        let mut inner = self.current(conn)?;
+        let index = match &mut inner.held {
+            Some(index) => index,
+            none => none.insert(HeldIndex::load(conn)?),
+        };
+        Ok(index.held(user, except))
     }
 
     /// Holds a record just read, under the same connection lock as the read.
@@ -64,5 +92,13 @@ impl SandboxCache {
     /// Drops a row's entry; called by every write to it, before the connection is released.
     pub(super) fn forget(&self, id: &str) {
         self.lock().records.remove(id);
+    }
+
+    /// Brings the tallies up to a write of this store that succeeded: the row `id` holds `now`
+    /// (`None`: it is gone). Called under the same connection lock as the write.
+    pub(super) fn wrote(&self, id: &str, now: Option<Holding>) {
+        if let Some(index) = &mut self.lock().held {
+            index.set(id, now);
+        }
     }
 }

@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::held::Holding;
 use super::{
     AuditEntry, KeyInfo, Principal, SandboxRecord, SecretRecord, Store, StoreError, secrets,
 };
@@ -62,7 +63,7 @@ const MIGRATIONS: &[&str] = &[
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
-    sandboxes: super::cache::SandboxCache,
+    pub(super) sandboxes: super::cache::SandboxCache,
 }
 
 /// Formats a time as RFC 3339 with microseconds, UTC.
@@ -393,6 +394,7 @@ impl Store for SqliteStore {
             rec.stopped_at.map(rfc3339),
         ])
         .map_err(|e| conflict(e, &format!("sandbox {}", rec.name)))?;
+        self.sandboxes.wrote(&rec.id, Some(Holding::of(rec)));
         Ok(())
     }
 
@@ -406,21 +408,24 @@ impl Store for SqliteStore {
         let conn = self.lock();
         // Forgotten rather than replaced by `rec`: the next read gets exactly what the row says.
         self.sandboxes.forget(&rec.id);
-        conn.prepare_cached(
-            "UPDATE sandboxes SET name = ?2, status = ?3, status_message = ?4, config = ?5, \
-             handle = ?6, updated_at = ?7, stopped_at = ?8 WHERE id = ?1",
-        )?
-        .execute(params![
-            rec.id,
-            rec.name,
-            rec.status.as_str(),
-            rec.status_message,
-            config,
-            handle,
-            rfc3339(rec.updated_at),
-            rec.stopped_at.map(rfc3339),
-        ])
-        .map_err(|e| conflict(e, &format!("sandbox {}", rec.name)))?;
+        let changed = conn
+            .prepare_cached(
+                "UPDATE sandboxes SET name = ?2, status = ?3, status_message = ?4, config = ?5, \
+                 handle = ?6, updated_at = ?7, stopped_at = ?8 WHERE id = ?1",
+            )?
+            .execute(params![
+                rec.id,
+                rec.name,
+                rec.status.as_str(),
+                rec.status_message,
+                config,
+                handle,
+                rfc3339(rec.updated_at),
+                rec.stopped_at.map(rfc3339),
+            ])
+            .map_err(|e| conflict(e, &format!("sandbox {}", rec.name)))?;
+        self.sandboxes
+            .wrote(&rec.id, (changed > 0).then(|| Holding::of(rec)));
         Ok(())
     }
 
@@ -477,6 +482,7 @@ impl Store for SqliteStore {
         self.sandboxes.forget(id);
         conn.prepare_cached("DELETE FROM sandboxes WHERE id = ?1")?
             .execute(params![id])?;
+        self.sandboxes.wrote(id, None);
         Ok(())
     }
 

@@ -166,3 +166,103 @@ fn a_read_sandbox_follows_every_write_of_this_store_and_of_another_process() {
     assert!(s.get_sandbox(&b.id).unwrap().is_none());
     assert!(other.get_sandbox(&b.id).unwrap().is_none());
 }
+
+/// The admission sums as SQL computes them from the table: the oracle for the tallies.
+fn held_by_sql(s: &SqliteStore, user: &str, except: Option<&str>) -> Held {
+    let conn = s.lock();
+    let (a, b, c, d): (i64, i64, i64, i64) = conn
+        .query_row(
+            "SELECT COUNT(*), \
+               COALESCE(SUM(CASE WHEN status IN ('provisioning', 'ready') \
+                 THEN json_extract(config, '$.mem_bytes') ELSE 0 END), 0), \
+               COALESCE(SUM(created_by = ?1), 0), \
+               COALESCE(SUM(CASE WHEN created_by = ?1 AND status IN ('provisioning', 'ready') \
+                 THEN json_extract(config, '$.mem_bytes') ELSE 0 END), 0) \
+             FROM sandboxes WHERE id IS NOT ?2",
+            rusqlite::params![user, except],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    Held {
+        sandboxes: usize::try_from(a).unwrap(),
+        committed_mem: u64::try_from(b).unwrap(),
+        user_sandboxes: usize::try_from(c).unwrap(),
+        user_committed_mem: u64::try_from(d).unwrap(),
+    }
+}
+
+#[test]
+fn admission_tallies_follow_every_write_of_this_store_and_of_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.db");
+    let s = SqliteStore::open(&path).unwrap();
+    // Another connection, as `warren run` beside the daemon.
+    let other = SqliteStore::open(&path).unwrap();
+    let ws = s.create_workspace("default").unwrap();
+    let users = [
+        s.create_user(&ws, "alice", false).unwrap(),
+        s.create_user(&ws, "bob", false).unwrap(),
+    ];
+    let statuses = [
+        SandboxStatus::Provisioning,
+        SandboxStatus::Ready,
+        SandboxStatus::Stopped,
+        SandboxStatus::Failed,
+    ];
+    // A fixed xorshift sequence: the same 600 steps every run.
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        usize::try_from(seed % n as u64).unwrap()
+    };
+    let check = |s: &SqliteStore, at: &str| {
+        for user in &users {
+            assert_eq!(
+                s.held(user, None).unwrap(),
+                held_by_sql(s, user, None),
+                "{at}"
+            );
+        }
+    };
+    let mut live: Vec<SandboxRecord> = Vec::new();
+    for step in 0..600 {
+        let writer = if next(10) == 0 { &other } else { &s };
+        match next(5) {
+            0 | 1 => {
+                let mut rec = record(&ws, &users[next(2)], &format!("box-{step}"));
+                rec.status = statuses[next(4)];
+                rec.config.mem_bytes = (next(8) as u64 + 1) << 26;
+                writer.insert_sandbox(&rec).unwrap();
+                live.push(rec);
+            }
+            2 | 3 if !live.is_empty() => {
+                let i = next(live.len());
+                live[i].status = statuses[next(4)];
+                live[i].config.mem_bytes = (next(8) as u64 + 1) << 26;
+                writer.update_sandbox(&live[i]).unwrap();
+            }
+            4 if !live.is_empty() => {
+                let rec = live.swap_remove(next(live.len()));
+                writer.delete_sandbox(&rec.id).unwrap();
+                check(&s, &format!("step {step}, deleted"));
+                // A second delete, and an update of a row that is gone, change nothing.
+                writer.delete_sandbox(&rec.id).unwrap();
+                writer.update_sandbox(&rec).unwrap();
+            }
+            _ => {}
+        }
+        let user = &users[next(2)];
+        let except = (!live.is_empty() && next(3) == 0).then(|| live[next(live.len())].id.clone());
+        assert_eq!(
+            s.held(user, except.as_deref()).unwrap(),
+            held_by_sql(&s, user, except.as_deref()),
+            "step {step}"
+        );
+    }
+    assert!(
+        s.held(&users[0], None).unwrap().sandboxes > 0,
+        "the run left sandboxes to count"
+    );
+}
