@@ -11,7 +11,7 @@ use warren_driver::{
     SearchResult,
 };
 
-use crate::control::Control;
+use crate::control::{Control, detached};
 use crate::error::{ControlError, FileOp};
 use crate::state::{ActivityGuard, Running};
 use crate::store::{Principal, SandboxRecord};
@@ -226,22 +226,32 @@ impl Control {
             .await)
     }
 
-    /// Makes an upload take effect.
-    pub async fn finish_upload(&self, p: &Principal, up: Upload) -> Result<(), ControlError> {
-        match up.writer.commit().await {
-            Ok(()) => {
-                self.audit(
-                    Some(p),
-                    "file.write",
-                    Some(&up.running.record.id),
-                    Some(up.path),
-                );
-                Ok(())
+    /// Makes an upload take effect. Runs to its end even if the caller goes away: once the
+    /// commit is sent the file may be in place, and then its audit entry must be too.
+    pub async fn finish_upload(
+        self: &Arc<Self>,
+        p: &Principal,
+        up: Upload,
+    ) -> Result<(), ControlError> {
+        let this = self.clone();
+        let p = p.clone();
+        detached(async move {
+            match up.writer.commit().await {
+                Ok(()) => {
+                    this.audit(
+                        Some(&p),
+                        "file.write",
+                        Some(&up.running.record.id),
+                        Some(up.path),
+                    );
+                    Ok(())
+                }
+                Err(e) => Err(this
+                    .file_failed(&up.running, FileOp::Write, &up.path, e)
+                    .await),
             }
-            Err(e) => Err(self
-                .file_failed(&up.running, FileOp::Write, &up.path, e)
-                .await),
-        }
+        })
+        .await
     }
 
     /// The sandbox and absolute root of a search, checked before anything is woken.
