@@ -10,6 +10,7 @@ use warren_control::store::rfc3339;
 use warren_control::{
     ConfigError, CreateSandbox, RunConfig, SandboxRecord, UpdateSandbox, VolumeRequest,
 };
+use warren_types::SandboxStatus;
 use warren_wire::sandbox::{
     BatchDeleteBody, BatchDeleteResult, BatchSkipped, CreateSandboxBody, Sandbox, SandboxList,
     SandboxStatusBody, UpdateSandboxBody, UsageBody, millicores_to_vcpus,
@@ -119,7 +120,8 @@ pub(crate) async fn create(
         }),
     };
     let rec = state.control.create(&caller, req)?;
-    if !body.wait_for_ready.unwrap_or(true) {
+    // A sandbox from a warm pool is ready as created: there is nothing to wait for.
+    if !body.wait_for_ready.unwrap_or(true) || rec.status == SandboxStatus::Ready {
         return Ok(Json(sandbox(&state, &rec)));
     }
     let timeout = Duration::from_secs(body.timeout.unwrap_or(30).clamp(1, 3600));

@@ -435,10 +435,11 @@ impl Control {
         p: &Principal,
         snapshot: Option<&str>,
     ) -> Result<(ImageRef, String, Option<SnapshotRecord>), ControlError> {
-        let view = match snapshot {
-            None => self.default_snapshot(),
-            Some(s) => self.get_snapshot(p, s)?,
+        let Some(snapshot) = snapshot else {
+            // The default image, checked once (its view would check it too).
+            return Ok((self.check_default_image()?, default_snapshot_id(), None));
         };
+        let view = self.get_snapshot(p, snapshot)?;
         if view.record.id == default_snapshot_id() {
             let image = self.check_default_image()?;
             return Ok((image, view.record.id, None));
