@@ -22,6 +22,14 @@ ROWS = [
     ("oneshot", "one-shot CLI: create → `true` → destroy", "ms", True, None),
     ("run_true", "`run(\"true\")` on a running sandbox", "ms", True,
      ("warren", "p50", "<=", 3, "p50 ≤ 3 ms")),
+    ("paced_create_first", "paced, 0.3 s of idle before each: create → first `run(\"true\")`",
+     "ms", True, None),
+    ("paced_run_true", "paced, 0.3 s of idle before each: `run(\"true\")` on a running sandbox",
+     "ms", True, None),
+    ("pool_gap_paced", "pooled create → first `run(\"true\")` minus `run(\"true\")` on a running "
+     "sandbox, both paced", "ms", True, ("warren-pooled", "value", "<=", 2, "issue 16: ≤ 2 ms")),
+    ("pool_gap_steady", "paced pooled create → first `run(\"true\")` minus `run(\"true\")` back to "
+     "back", "ms", True, None),
     ("fork", "fork ×1 (booted and ready)", "ms", True, None),
     ("fork10", "fork ×10 of a sandbox holding {fork_mib} MiB, one request", "ms", True,
      ("warren", "p50", "<=", 100, "≤ 100 ms")),
