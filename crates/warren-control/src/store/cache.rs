@@ -10,7 +10,7 @@
 //! writes update them, another process's commit has them read again.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::Connection;
 
@@ -37,7 +37,14 @@ struct Inner {
 
 impl SandboxCache {
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner.lock().unwrap_or_else(|poisoned| {
+            // A panic mid-update may have left the tallies half-written: read everything
+            // again from the table.
+            let mut inner = poisoned.into_inner();
+            *inner = Inner::default();
+            self.inner.clear_poison();
+            inner
+        })
     }
 
     /// The record of `id` if held and no other process has committed since it was read. The

@@ -208,6 +208,7 @@ fn admission_tallies_follow_every_write_of_this_store_and_of_another_process() {
         SandboxStatus::Ready,
         SandboxStatus::Stopped,
         SandboxStatus::Failed,
+        SandboxStatus::Deleting,
     ];
     // A fixed xorshift sequence: the same 600 steps every run.
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -217,13 +218,16 @@ fn admission_tallies_follow_every_write_of_this_store_and_of_another_process() {
         seed ^= seed << 17;
         usize::try_from(seed % n as u64).unwrap()
     };
-    let check = |s: &SqliteStore, at: &str| {
-        for user in &users {
-            assert_eq!(
-                s.held(user, None).unwrap(),
-                held_by_sql(s, user, None),
-                "{at}"
-            );
+    // Both stores' tallies, each kept up by its own writes and reloaded after the other's.
+    let check = |at: &str| {
+        for store in [&s, &other] {
+            for user in &users {
+                assert_eq!(
+                    store.held(user, None).unwrap(),
+                    held_by_sql(store, user, None),
+                    "{at}"
+                );
+            }
         }
     };
     let mut live: Vec<SandboxRecord> = Vec::new();
@@ -232,21 +236,21 @@ fn admission_tallies_follow_every_write_of_this_store_and_of_another_process() {
         match next(5) {
             0 | 1 => {
                 let mut rec = record(&ws, &users[next(2)], &format!("box-{step}"));
-                rec.status = statuses[next(4)];
+                rec.status = statuses[next(statuses.len())];
                 rec.config.mem_bytes = (next(8) as u64 + 1) << 26;
                 writer.insert_sandbox(&rec).unwrap();
                 live.push(rec);
             }
             2 | 3 if !live.is_empty() => {
                 let i = next(live.len());
-                live[i].status = statuses[next(4)];
+                live[i].status = statuses[next(statuses.len())];
                 live[i].config.mem_bytes = (next(8) as u64 + 1) << 26;
                 writer.update_sandbox(&live[i]).unwrap();
             }
             4 if !live.is_empty() => {
                 let rec = live.swap_remove(next(live.len()));
                 writer.delete_sandbox(&rec.id).unwrap();
-                check(&s, &format!("step {step}, deleted"));
+                check(&format!("step {step}, deleted"));
                 // A second delete, and an update of a row that is gone, change nothing.
                 writer.delete_sandbox(&rec.id).unwrap();
                 writer.update_sandbox(&rec).unwrap();
@@ -255,11 +259,13 @@ fn admission_tallies_follow_every_write_of_this_store_and_of_another_process() {
         }
         let user = &users[next(2)];
         let except = (!live.is_empty() && next(3) == 0).then(|| live[next(live.len())].id.clone());
-        assert_eq!(
-            s.held(user, except.as_deref()).unwrap(),
-            held_by_sql(&s, user, except.as_deref()),
-            "step {step}"
-        );
+        for store in [&s, &other] {
+            assert_eq!(
+                store.held(user, except.as_deref()).unwrap(),
+                held_by_sql(store, user, except.as_deref()),
+                "step {step}"
+            );
+        }
     }
     assert!(
         s.held(&users[0], None).unwrap().sandboxes > 0,
