@@ -2,9 +2,10 @@
 //! authorize it, then to reach it), several times, and a query plus the JSON decode of its
 //! config was a tenth of the daemon's time per command.
 //!
-//! Kept right by the store itself: its writes to a row drop that row's entry while they hold
-//! the connection, and a commit by another process (a `warren run` beside the daemon) changes
-//! SQLite's `data_version`, which every lookup checks first and which clears the lot.
+//! Kept right by the store itself: each of its writes to a row that succeeds drops that row's
+//! entry while it holds the connection, and a commit by another process (a `warren run`
+//! beside the daemon) changes SQLite's `data_version`, which every lookup checks first and
+//! which clears the lot.
 //!
 //! The admission tallies ([`HeldIndex`]) live here too, under the same rules: the store's
 //! writes update them, another process's commit has them read again.
@@ -96,15 +97,14 @@ impl SandboxCache {
         inner.records.insert(rec.id.clone(), rec.clone());
     }
 
-    /// Drops a row's entry; called by every write to it, before the connection is released.
-    pub(super) fn forget(&self, id: &str) {
-        self.lock().records.remove(id);
-    }
-
-    /// Brings the tallies up to a write of this store that succeeded: the row `id` holds `now`
-    /// (`None`: it is gone). Called under the same connection lock as the write.
+    /// Brings the cache up to a write of this store that succeeded, under the same connection
+    /// lock as the write: drops the row's record (the next read gets exactly what the row
+    /// says) and sets its share of the tallies to `now` (`None`: the row is gone). A write
+    /// that failed changed nothing, so nothing here changes either.
     pub(super) fn wrote(&self, id: &str, now: Option<Holding>) {
-        if let Some(index) = &mut self.lock().held {
+        let mut inner = self.lock();
+        inner.records.remove(id);
+        if let Some(index) = &mut inner.held {
             index.set(id, now);
         }
     }

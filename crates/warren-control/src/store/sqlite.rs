@@ -374,7 +374,6 @@ impl Store for SqliteStore {
             .map(|h| encode_json(h, "handle"))
             .transpose()?;
         let conn = self.lock();
-        self.sandboxes.forget(&rec.id);
         conn.prepare_cached(&format!(
             "INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES \
              (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
@@ -406,8 +405,6 @@ impl Store for SqliteStore {
             .map(|h| encode_json(h, "handle"))
             .transpose()?;
         let conn = self.lock();
-        // Forgotten rather than replaced by `rec`: the next read gets exactly what the row says.
-        self.sandboxes.forget(&rec.id);
         let changed = conn
             .prepare_cached(
                 "UPDATE sandboxes SET name = ?2, status = ?3, status_message = ?4, config = ?5, \
@@ -479,7 +476,6 @@ impl Store for SqliteStore {
 
     fn delete_sandbox(&self, id: &str) -> Result<(), StoreError> {
         let conn = self.lock();
-        self.sandboxes.forget(id);
         conn.prepare_cached("DELETE FROM sandboxes WHERE id = ?1")?
             .execute(params![id])?;
         self.sandboxes.wrote(id, None);
