@@ -173,15 +173,9 @@ async fn an_exec_cut_off_once_sent_is_still_audited() {
 async fn an_upload_cut_off_at_its_commit_still_lands_and_is_audited() {
     let h = harness().await;
     let rec = h.sandbox(&h.admin, "files").await;
-    let mut up = h
-        .control
-        .upload(&h.admin, &rec.id, "/tmp/kept.txt")
-        .await
-        .unwrap();
-    h.control
-        .upload_chunk(&mut up, b"kept".to_vec())
-        .await
-        .unwrap();
+    let up = h
+        .unfinished_upload(&rec.id, "/tmp/kept.txt", &[b"kept"])
+        .await;
     cut_off(h.control.finish_upload(&h.admin, up));
     eventually("the file is in place", || {
         h.fake.file(&rec.runtime_id, "/tmp/kept.txt") == Some(b"kept".to_vec())

@@ -7,10 +7,7 @@ use crate::{
 };
 
 async fn put(h: &super::support::Harness, id: &str, path: &str, chunks: &[&[u8]]) -> String {
-    let mut up = h.control.upload(&h.admin, id, path).await.unwrap();
-    for c in chunks {
-        h.control.upload_chunk(&mut up, c.to_vec()).await.unwrap();
-    }
+    let up = h.unfinished_upload(id, path, chunks).await;
     let abs = up.path.clone();
     h.control.finish_upload(&h.admin, up).await.unwrap();
     abs
@@ -76,15 +73,7 @@ async fn an_unfinished_upload_changes_nothing() {
     let h = harness().await;
     let rec = h.sandbox(&h.admin, "box").await;
     put(&h, &rec.id, "/etc/motd", &[b"old"]).await;
-    let mut up = h
-        .control
-        .upload(&h.admin, &rec.id, "/etc/motd")
-        .await
-        .unwrap();
-    h.control
-        .upload_chunk(&mut up, b"new".to_vec())
-        .await
-        .unwrap();
+    let up = h.unfinished_upload(&rec.id, "/etc/motd", &[b"new"]).await;
     drop(up);
     tokio::task::yield_now().await;
     assert_eq!(

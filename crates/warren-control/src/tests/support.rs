@@ -118,6 +118,23 @@ impl Harness {
         .await
     }
 
+    /// An upload of `chunks` to `path`, opened and written but not yet finished.
+    pub(super) async fn unfinished_upload(
+        &self,
+        id: &str,
+        path: &str,
+        chunks: &[&[u8]],
+    ) -> crate::Upload {
+        let mut up = self.control.upload(&self.admin, id, path).await.unwrap();
+        for c in chunks {
+            self.control
+                .upload_chunk(&mut up, c.to_vec())
+                .await
+                .unwrap();
+        }
+        up
+    }
+
     /// Creates a sandbox and waits until it is ready.
     pub(super) async fn sandbox_with(&self, p: &Principal, req: CreateSandbox) -> SandboxRecord {
         let rec = self.control.create(p, req).expect("create");
