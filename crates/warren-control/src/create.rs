@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use warren_driver::ImageStatus;
 use warren_types::{ImageRef, SandboxStatus};
 
-use crate::admission::Held;
+use crate::admission::{Held, ResourceLimits};
 use crate::config::{
     ConfigError, CreateSandbox, SandboxConfig, validate_name, validate_passthrough,
     validate_resources, validate_run_config, validate_ttl,
@@ -56,7 +56,7 @@ impl Control {
             return Err(e);
         }
         if claimed.is_none() {
-            self.make_room(&held, rec.config.mem_bytes);
+            self.make_room(&self.cfg.limits, &held, rec.config.mem_bytes);
         }
         drop(admission);
         self.touch(&rec.id);
@@ -182,12 +182,12 @@ impl Control {
         }
     }
 
-    /// Gives back pooled sandboxes until the server's limits hold again after a cold create
-    /// (`held` as it was before it, `mem` its memory): pools yield to real work.
-    fn make_room(&self, held: &Held, mem: u64) {
+    /// Gives back pooled sandboxes until `limits` hold again after a cold create, a fork or a
+    /// start (`held` as it was before it, `mem` its memory): pools yield to real work.
+    pub(crate) fn make_room(&self, limits: &ResourceLimits, held: &Held, mem: u64) {
         loop {
             let (n, pooled_mem) = self.pools.totals();
-            if n == 0 || self.cfg.limits.room(held, n, pooled_mem, mem).is_ok() {
+            if n == 0 || limits.room(held, n, pooled_mem, mem).is_ok() {
                 return;
             }
             match self.pools.evict_one() {

@@ -166,6 +166,7 @@ impl Control {
         self.host_capacity()?;
         let stem: String = parent.name.chars().take(50).collect();
         self.insert_named(&mut rec, name, &format!("{stem}-fork"))?;
+        self.make_room(&self.cfg.limits, &held, rec.config.mem_bytes);
         Ok(rec)
     }
 

@@ -14,6 +14,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -192,6 +193,8 @@ pub(crate) enum Work {
 pub(crate) struct Pools {
     state: Mutex<HashMap<PoolKey, PoolState>>,
     pub(crate) wake: tokio::sync::Notify,
+    /// Set once the daemon shuts down: no fill starts, and one that lands is handed back.
+    closed: AtomicBool,
 }
 
 impl Pools {
@@ -218,6 +221,22 @@ impl Pools {
         drop(pools);
         self.wake.notify_one();
         removed
+    }
+
+    /// Every pool.
+    pub(crate) fn keys(&self) -> Vec<PoolKey> {
+        self.lock().keys().cloned().collect()
+    }
+
+    /// Whether a pool does not know its shape yet (new, or its snapshot is gone).
+    pub(crate) fn unshaped(&self) -> bool {
+        self.lock().values().any(|s| s.shape.is_none())
+    }
+
+    /// Stops filling for good (a daemon shutting down): no fill starts from now on, and one
+    /// that lands is handed back by [`Pools::filled`] for removal.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
     }
 
     /// Takes a sandbox of `shape` for a create in `workspace_id`, counting the demand of every
@@ -253,10 +272,12 @@ impl Pools {
     }
 
     /// Puts back, into the pool it came from, an entry a claim could not use; hands it back
-    /// when that pool is gone.
+    /// when that pool is gone or the pools are closed.
     pub(crate) fn put_back(&self, entry: Entry) -> Option<Entry> {
+        // Checked under the lock: a drain closes the pools before it takes what they hold.
         let mut pools = self.lock();
         match pools.get_mut(&entry.pool) {
+            Some(_) if self.closed.load(Ordering::SeqCst) => Some(entry),
             Some(st) => {
                 st.claims = st.claims.saturating_sub(1);
                 st.ready.push_front(entry);
@@ -329,9 +350,12 @@ impl Pools {
     /// The next fill, trimming pools above their target (the trimmed entries are returned).
     pub(crate) fn next(&self) -> (Work, Vec<Entry>) {
         let now = Instant::now();
+        let mut wait = Duration::from_secs(1);
+        if self.closed.load(Ordering::SeqCst) {
+            return (Work::Idle(wait), Vec::new());
+        }
         let mut pools = self.lock();
         let mut trimmed = Vec::new();
-        let mut wait = Duration::from_secs(1);
         let mut fill = None;
         for (key, st) in pools.iter_mut() {
             let target = usize::try_from(st.target(now)).unwrap_or(usize::MAX);
@@ -370,7 +394,8 @@ impl Pools {
                 st.failures = 0;
                 st.retry_at = None;
                 st.last_error = None;
-                let wanted = st.shape.as_ref() == Some(&entry.shape)
+                let wanted = !self.closed.load(Ordering::SeqCst)
+                    && st.shape.as_ref() == Some(&entry.shape)
                     && st.ready.len() < usize::try_from(st.size.max).unwrap_or(usize::MAX);
                 if wanted {
                     st.ready.push_back(entry);
@@ -391,19 +416,20 @@ impl Pools {
         }
     }
 
-    /// Notes the shape a pool fills with; entries of an older shape (a moved tag, a changed
-    /// template) are returned for removal.
-    pub(crate) fn reshape(&self, key: &PoolKey, shape: &Shape) -> Vec<Entry> {
+    /// Notes the shape a pool fills with (`None`: it can make nothing now, its snapshot is
+    /// gone); entries of another shape (a moved tag, a changed template) are returned for
+    /// removal.
+    pub(crate) fn reshape(&self, key: &PoolKey, shape: Option<&Shape>) -> Vec<Entry> {
         let mut pools = self.lock();
         let Some(st) = pools.get_mut(key) else {
             return Vec::new();
         };
-        if st.shape.as_ref() == Some(shape) {
+        if st.shape.as_ref() == shape {
             return Vec::new();
         }
-        st.shape = Some(shape.clone());
+        st.shape = shape.cloned();
         let (keep, old): (Vec<Entry>, Vec<Entry>) =
-            st.ready.drain(..).partition(|e| &e.shape == shape);
+            st.ready.drain(..).partition(|e| Some(&e.shape) == shape);
         st.ready = keep.into();
         old
     }

@@ -2,6 +2,7 @@
 //! host capacity, and sets and shows the pools' bounds.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use warren_types::SandboxId;
 
@@ -10,6 +11,9 @@ use crate::control::{Control, error_chain, spec_for};
 use crate::error::ControlError;
 use crate::pool::{Entry, PoolKey, PoolSize, PoolView, Shape, TemplateRef, Work};
 use crate::store::Principal;
+
+/// How often the filler checks what each pool should make (see [`Control::refresh_shapes`]).
+const SHAPE_REFRESH: Duration = Duration::from_secs(1);
 
 /// One metric of every pool: name, type, help and its value.
 type Series = (
@@ -23,15 +27,40 @@ impl Control {
     /// Fills and trims the pools until the process ends (the daemon runs it; without it pools
     /// stay empty and every create boots cold).
     pub async fn pools_forever(self: Arc<Self>) {
+        let mut refreshed: Option<Instant> = None;
         loop {
+            // At most once a second (a claim wakes this loop), unless a pool is new.
+            if refreshed.is_none_or(|t| t.elapsed() >= SHAPE_REFRESH) || self.pools.unshaped() {
+                self.refresh_shapes();
+                refreshed = Some(Instant::now());
+            }
             let (work, trimmed) = self.pools.next();
             self.discard(trimmed);
             match work {
-                Work::Fill(key) => self.fill_one(&key).await,
+                // Tracked with the removals, so a shutdown waits for the fill to land (and be
+                // handed back) instead of cutting a boot off halfway.
+                Work::Fill(key) => self.removals.track_future(self.fill_one(&key)).await,
                 Work::Idle(wait) => {
                     let _ = tokio::time::timeout(wait, self.pools.wake.notified()).await;
                 }
             }
+        }
+    }
+
+    /// Notes what each pool makes now, before and between fills: a pool knows its shape before
+    /// its first fill, so creates of that shape count as its demand even when its minimum is
+    /// 0; and when a template's snapshot tag moves or its snapshot is deleted, the sandboxes it
+    /// holds go within a second instead of waiting, unclaimable, for a fill that may never
+    /// come. A pool whose config fails for another reason (the default image being built) is
+    /// left as it is: its next fill reports the reason.
+    fn refresh_shapes(&self) {
+        for key in self.pools.keys() {
+            let shape = match self.pool_config(&key) {
+                Ok(cfg) => Shape::of(&cfg),
+                Err(ControlError::NotFound(_)) => None,
+                Err(_) => continue,
+            };
+            self.discard(self.pools.reshape(&key, shape.as_ref()));
         }
     }
 
@@ -49,7 +78,7 @@ impl Control {
     async fn make_pooled(self: &Arc<Self>, key: &PoolKey) -> Result<Entry, String> {
         let cfg = self.pool_config(key).map_err(|e| e.to_string())?;
         let shape = Shape::of(&cfg).ok_or("a pool cannot hold sandboxes with volumes")?;
-        let stale = self.pools.reshape(key, &shape);
+        let stale = self.pools.reshape(key, Some(&shape));
         self.discard(stale);
         self.pool_room(cfg.mem_bytes)?;
         self.host_capacity().map_err(|e| e.to_string())?;
@@ -161,11 +190,13 @@ impl Control {
         }
     }
 
-    /// Destroys every pooled sandbox, and waits for those being destroyed already (a daemon
-    /// shutting down: they belong to nobody, so nothing should keep them running, and a
-    /// removal the runtime's end cut short would leave one behind). A failure leaves one to
-    /// the next start's orphan sweep.
+    /// Destroys every pooled sandbox, and waits for those being destroyed already and for a
+    /// fill in progress, which lands and is destroyed too; no fill starts after (a daemon
+    /// shutting down: pooled sandboxes belong to nobody, so nothing should keep them running,
+    /// and a boot or removal the runtime's end cut short would leave one behind). A failure
+    /// leaves one to the next start's orphan sweep.
     pub async fn drain_pools(&self) {
+        self.pools.close();
         self.discard(self.pools.take_all());
         self.removals.close();
         self.removals.wait().await;

@@ -56,6 +56,7 @@ impl Control {
             rec.status_message = None;
             rec.updated_at = now();
             self.store.update_sandbox(&rec)?;
+            self.make_room(&limits, &others, rec.config.mem_bytes);
             rec
         };
         self.touch(id);

@@ -381,3 +381,173 @@ async fn a_claim_refused_for_its_name_goes_back_to_its_pool() {
     assert_eq!((after.ready, after.claims), (2, before.claims), "{after:?}");
     assert_eq!(boots(&h), booted, "nothing was booted or thrown away");
 }
+
+/// Sandboxes the fake driver has running.
+fn running(h: &Harness) -> Vec<warren_types::SandboxId> {
+    h.fake
+        .sandboxes()
+        .into_iter()
+        .filter_map(|(id, r)| r.then_some(id))
+        .collect()
+}
+
+/// Waits until `done` holds of a pool's view (`None`: the default pool).
+async fn wait_view(h: &Harness, template: Option<&str>, done: impl Fn(&PoolView) -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = h.control.pool_view(&h.admin, template);
+        if done(&v) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the pool never got there: {v:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_shutdown_waits_for_a_fill_in_flight_and_starts_none_after() {
+    let h = pooled(generous(), PoolSize { min: 2, max: 2 }).await;
+    wait_ready(&h, None, 2).await;
+    let open = h.fake.hold_creates();
+    let kept = h.control.create(&h.admin, named("kept")).unwrap();
+    // The refill starts booting and waits at the gate.
+    wait_view(&h, None, |v| v.starting == 1).await;
+    let control = h.control.clone();
+    let drain = tokio::spawn(async move { control.drain_pools().await });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !drain.is_finished(),
+        "the shutdown did not wait for the boot in flight"
+    );
+    open.send(true).unwrap();
+    drain.await.unwrap();
+    // Long enough for a filler that kept going to start another boot.
+    let booted = boots(&h);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(boots(&h), booted, "a fill started after the shutdown");
+    assert_eq!(running(&h), vec![kept.runtime_id]);
+}
+
+#[tokio::test]
+async fn a_pool_with_no_minimum_grows_from_demand() {
+    let h = pooled(generous(), PoolSize::default()).await;
+    h.control
+        .create_template(
+            &h.admin,
+            CreateTemplate {
+                name: "py".into(),
+                snapshot: "system/default".into(),
+                mem_bytes: Some(GIB / 4),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    h.control
+        .set_template_pool(&h.admin, "py", PoolSize { min: 0, max: 4 })
+        .unwrap();
+    // It knows what it makes before it has made anything, so creates count as its demand.
+    wait_view(&h, Some("py"), |v| v.snapshot_id.is_some()).await;
+    let from = |n: &str| CreateSandbox {
+        template: Some("py".into()),
+        ..named(n)
+    };
+    let first = h.control.create(&h.admin, from("first")).unwrap();
+    assert_eq!(
+        first.status,
+        SandboxStatus::Provisioning,
+        "nothing was pooled"
+    );
+    wait_ready(&h, Some("py"), 1).await;
+    let second = h.control.create(&h.admin, from("second")).unwrap();
+    assert_eq!(
+        second.status,
+        SandboxStatus::Ready,
+        "not served by the pool"
+    );
+}
+
+#[tokio::test]
+async fn a_pool_follows_its_templates_snapshot_tag_and_empties_when_it_is_deleted() {
+    let h = pooled(generous(), PoolSize::default()).await;
+    let src = h.sandbox(&h.admin, "src").await;
+    let capture = || crate::CaptureSnapshot {
+        name: "img".into(),
+        ..Default::default()
+    };
+    let a = h
+        .control
+        .capture(&h.admin, &src.id, capture())
+        .await
+        .unwrap();
+    h.control
+        .create_template(
+            &h.admin,
+            CreateTemplate {
+                name: "t".into(),
+                snapshot: "img:latest".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    h.control
+        .set_template_pool(&h.admin, "t", PoolSize { min: 1, max: 1 })
+        .unwrap();
+    let a_id = a.record.id.clone();
+    wait_view(&h, Some("t"), |v| {
+        v.ready == 1 && v.snapshot_id.as_deref() == Some(a_id.as_str())
+    })
+    .await;
+    // `latest` moves to a new capture: the pool's sandbox of the old one goes, one of the new
+    // one takes its place.
+    let b = h
+        .control
+        .capture(&h.admin, &src.id, capture())
+        .await
+        .unwrap();
+    let b_id = b.record.id.clone();
+    wait_view(&h, Some("t"), |v| {
+        v.ready == 1 && v.starting == 0 && v.snapshot_id.as_deref() == Some(b_id.as_str())
+    })
+    .await;
+    h.settle_removals().await;
+    assert_eq!(running(&h).len(), 2, "the source and one pooled sandbox");
+    // The snapshot it makes is deleted: what it held can never be claimed, and goes.
+    h.control.delete_snapshot(&h.admin, &b_id).await.unwrap();
+    wait_view(&h, Some("t"), |v| v.ready == 0 && v.snapshot_id.is_none()).await;
+    h.settle_removals().await;
+    assert_eq!(running(&h), vec![src.runtime_id]);
+}
+
+#[tokio::test]
+async fn forks_and_starts_take_room_from_pools_like_creates() {
+    let mut limits = generous();
+    limits.max_committed_mem_bytes = Some(3 * GIB);
+    let h = pooled(limits, PoolSize { min: 3, max: 3 }).await;
+    wait_ready(&h, None, 3).await;
+    // A claim leaves memory for two pooled sandboxes only.
+    let a = h.control.create(&h.admin, named("a")).unwrap();
+    assert_eq!(a.status, SandboxStatus::Ready);
+    wait_ready(&h, None, 2).await;
+    // Stopped, it commits no memory, and the pool takes that room back.
+    h.control.stop(&h.admin, "a").await.unwrap();
+    wait_ready(&h, None, 3).await;
+    h.control.start(&h.admin, "a").await.unwrap();
+    assert_eq!(h.settle(&a.id).await.status, SandboxStatus::Ready);
+    h.settle_removals().await;
+    assert_eq!(running(&h).len(), 3, "memory for three, pools included");
+    assert_eq!(h.control.pool_view(&h.admin, None).ready, 2);
+    // A fork commits memory too: a pooled sandbox gives way.
+    let forks = h
+        .control
+        .fork(&h.admin, "a", crate::ForkSandbox::default())
+        .await
+        .unwrap();
+    assert_eq!(h.settle(&forks[0].id).await.status, SandboxStatus::Ready);
+    h.settle_removals().await;
+    assert_eq!(running(&h).len(), 3, "memory for three, pools included");
+    let v = h.control.pool_view(&h.admin, None);
+    assert_eq!(v.ready + v.starting, 1, "{v:?}");
+}

@@ -151,6 +151,18 @@ impl Harness {
             .expect("the boot ends")
     }
 
+    /// Waits until the pooled sandboxes being removed are gone and no fill is booting one.
+    pub(super) async fn settle_removals(&self) {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        while !self.control.removals.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "pooled sandboxes were still being removed after {SETTLE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// A ready sandbox, stopped.
     pub(super) async fn stopped(&self, p: &Principal, name: &str) -> SandboxRecord {
         let rec = self.sandbox(p, name).await;

@@ -12,6 +12,14 @@ impl FakeDriver {
         self.inner().images.insert(image.to_string(), status);
     }
 
+    /// Creates from now on wait, before they boot, until the returned sender sends `true` (or
+    /// is dropped): a test holds a boot in flight.
+    pub fn hold_creates(&self) -> tokio::sync::watch::Sender<bool> {
+        let (open, gate) = tokio::sync::watch::channel(false);
+        self.inner().create_gate = Some(gate);
+        open
+    }
+
     /// The next create fails with this reason.
     pub fn fail_next_create(&self, reason: &str) {
         self.inner().fail_create = Some(reason.to_owned());

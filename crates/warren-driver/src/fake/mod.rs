@@ -65,6 +65,8 @@ struct Inner {
     next_pid: u32,
     /// Whether it offers the vm tier ([`FakeDriver::offer_vm`]).
     vm: bool,
+    /// Creates wait until this reads `true` ([`FakeDriver::hold_creates`]).
+    create_gate: Option<watch::Receiver<bool>>,
 }
 
 #[derive(Debug, Default)]
@@ -172,7 +174,14 @@ impl Driver for FakeDriver {
         &'a self,
         spec: &'a SandboxSpec,
     ) -> BoxFuture<'a, Result<SandboxHandle, DriverError>> {
-        Box::pin(async move { self.boot(spec, true) })
+        Box::pin(async move {
+            let gate = self.inner().create_gate.clone();
+            if let Some(mut gate) = gate {
+                // A dropped sender opens the gate too.
+                let _ = gate.wait_for(|open| *open).await;
+            }
+            self.boot(spec, true)
+        })
     }
 
     fn start<'a>(
