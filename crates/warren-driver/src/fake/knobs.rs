@@ -20,6 +20,15 @@ impl FakeDriver {
         open
     }
 
+    /// Waits at the gate [`FakeDriver::hold_creates`] set, if any.
+    pub(super) async fn pass_create_gate(&self) {
+        let gate = self.inner().create_gate.clone();
+        if let Some(mut gate) = gate {
+            // A dropped sender opens the gate too.
+            let _ = gate.wait_for(|open| *open).await;
+        }
+    }
+
     /// The next create fails with this reason.
     pub fn fail_next_create(&self, reason: &str) {
         self.inner().fail_create = Some(reason.to_owned());

@@ -175,11 +175,7 @@ impl Driver for FakeDriver {
         spec: &'a SandboxSpec,
     ) -> BoxFuture<'a, Result<SandboxHandle, DriverError>> {
         Box::pin(async move {
-            let gate = self.inner().create_gate.clone();
-            if let Some(mut gate) = gate {
-                // A dropped sender opens the gate too.
-                let _ = gate.wait_for(|open| *open).await;
-            }
+            self.pass_create_gate().await;
             self.boot(spec, true)
         })
     }
