@@ -115,6 +115,33 @@ def test_an_allow_list_without_the_index_refuses_pip_fast(server, client):
         client.delete_sandbox(name)
 
 
+def test_a_sandbox_resolves_its_own_hostname_to_its_address_under_any_policy(server, client):
+    """As in any container: `hostname -f`, Java's getLocalHost and the like need it."""
+    name = uniq("host")
+    r = requests.post(
+        f"{server.api_base}/boxes",
+        json={"name": name, "proxy_config": {"access_control": {"allow_list": ["example.invalid"]}}},
+        headers=server.headers(),
+        timeout=120,
+    )
+    assert r.status_code == 200, r.text
+    try:
+        sb = client.get_sandbox(name)
+        probe = (
+            "import socket; h = socket.gethostname(); "
+            "print(h, socket.gethostbyname(h), socket.getfqdn())"
+        )
+        r = sb.run(f'python3 -c "{probe}" && hostname -I', timeout=30)
+        assert r.exit_code == 0, r.stderr
+        line, addresses = r.stdout.splitlines()
+        host, address, fqdn = line.split()
+        assert host == sb.run("hostname", timeout=30).stdout.strip()
+        assert address in addresses.split(), (address, addresses)
+        assert fqdn == host
+    finally:
+        client.delete_sandbox(name)
+
+
 def test_the_host_is_unreachable_directly_and_through_the_proxy(server, sb):
     svc = _Listener()
     try:

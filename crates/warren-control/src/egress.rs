@@ -16,6 +16,8 @@ use warren_driver::{DriverError, FailureKind};
 pub struct EgressTarget {
     /// Its public id.
     pub sandbox_id: String,
+    /// Its hostname inside (its runtime id).
+    pub hostname: String,
     /// Its workspace (the audit entry goes there).
     pub workspace_id: String,
     /// Its `proxy_config` now: an update applies to the next connection.
@@ -50,6 +52,7 @@ impl Control {
             && rec.handle.as_ref().is_some_and(|h| h.slot == slot);
         live.then_some(EgressTarget {
             sandbox_id: rec.id,
+            hostname: rec.runtime_id.to_string(),
             workspace_id: rec.workspace_id,
             proxy_config: rec.config.proxy_config,
         })

@@ -2,7 +2,8 @@
 //! policy, over UDP and TCP.
 //!
 //! - `A`: the addresses the sandbox may reach (short TTL, so a policy change or a moved name
-//!   is picked up soon);
+//!   is picked up soon); for the sandbox's own hostname, its own address, whatever the policy
+//!   (as in any container: `hostname -f`, Java's `getLocalHost` and the like need it);
 //! - `AAAA`: an empty NOERROR for a name the policy allows, as sandboxes have no IPv6 route and
 //!   clients should fall back to `A` at once;
 //! - a name the policy refuses, or one that resolves only to refused addresses: NXDOMAIN
@@ -256,7 +257,9 @@ impl DnsServer {
             return reply;
         };
         let qtype = question.query_type();
-        let code = self.answer_question(&sandbox, question, &mut reply).await;
+        let code = self
+            .answer_question(source, &sandbox, question, &mut reply)
+            .await;
         debug!(sandbox_id = %sandbox.sandbox_id, %qtype, ?code, answers = reply.answers.len(), "dns: answered");
         reply.metadata.response_code = code;
         reply
@@ -265,6 +268,7 @@ impl DnsServer {
     /// Fills in the answers to `question` and returns the response code.
     async fn answer_question(
         &self,
+        source: IpAddr,
         sandbox: &SandboxPolicy,
         question: &Query,
         reply: &mut Message,
@@ -275,6 +279,20 @@ impl DnsServer {
         let Ok(name) = normalize_name(&question.name().to_ascii()) else {
             return ResponseCode::NXDomain;
         };
+        if !sandbox.hostname.is_empty() && sandbox.hostname.eq_ignore_ascii_case(&name) {
+            return match (question.query_type(), source) {
+                (RecordType::A, IpAddr::V4(own)) => {
+                    reply.add_answer(Record::from_rdata(
+                        question.name().clone(),
+                        self.inner.config.ttl,
+                        RData::A(A(own)),
+                    ));
+                    ResponseCode::NoError
+                }
+                (RecordType::A | RecordType::AAAA, _) => ResponseCode::NoError,
+                _ => ResponseCode::NotImp,
+            };
+        }
         match question.query_type() {
             RecordType::A => {}
             RecordType::AAAA => {

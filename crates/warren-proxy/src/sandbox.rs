@@ -19,6 +19,8 @@ use crate::policy::Policy;
 pub struct SandboxPolicy {
     /// The sandbox's id, for events and logs.
     pub sandbox_id: String,
+    /// Its hostname, which its DNS answers with its own address (empty: none).
+    pub hostname: String,
     /// Its workspace (a callback's `identity.tenant_id`).
     pub workspace_id: String,
     /// Its policy.
@@ -34,6 +36,7 @@ impl SandboxPolicy {
     pub fn new(sandbox_id: impl Into<String>, policy: Policy) -> Self {
         Self {
             sandbox_id: sandbox_id.into(),
+            hostname: String::new(),
             workspace_id: String::new(),
             policy,
             credentials: Credentials::none(),

@@ -200,6 +200,7 @@ pub(crate) async fn start_proxy(control: Arc<Control>, setup: EgressSetup) -> Re
                     };
                     let mut sandbox = SandboxPolicy::new(target.sandbox_id, policy);
                     sandbox.workspace_id = target.workspace_id;
+                    sandbox.hostname = target.hostname;
                     sandbox.credentials = credentials;
                     sandbox.ca = ca;
                     Some(Arc::new(sandbox))

@@ -154,3 +154,37 @@ async fn tcp_queries_are_answered() {
         assert_eq!(reply.metadata.response_code, code, "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_sandbox_resolves_its_own_hostname_to_its_own_address_whatever_its_policy() {
+    let resolver = StaticResolver::new().with("sb-self", [IpAddr::V4(PUBLIC)]);
+    let table = SandboxTable::new();
+    // A policy that allows no name at all.
+    let pc = json!({"access_control": {"allow_list": ["only.test"]}});
+    let policy = Policy::from_proxy_config(Some(&pc), Arc::new(PolicyConfig::new())).unwrap();
+    let mut sandbox = SandboxPolicy::new("sb-dns", policy);
+    sandbox.hostname = "sb-self".into();
+    table.insert(LOCAL, sandbox);
+    let server = DnsServer::new(DnsConfig::default(), Arc::new(table), Arc::new(resolver));
+    let IpAddr::V4(own) = LOCAL else {
+        panic!("the harness's address is IPv4")
+    };
+    // Any case, with or without the root's dot; the host's resolver is not asked.
+    for name in ["sb-self.", "SB-Self"] {
+        let reply = ask_udp(&server, name, RecordType::A).await;
+        assert_eq!(
+            reply.metadata.response_code,
+            ResponseCode::NoError,
+            "{name}"
+        );
+        assert_eq!(a_records(&reply), vec![own], "{name}");
+    }
+    let reply = ask_udp(&server, "sb-self.", RecordType::AAAA).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+    assert!(reply.answers.is_empty(), "{reply:?}");
+    let reply = ask_udp(&server, "sb-self.", RecordType::MX).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NotImp);
+    // Other names still follow the policy.
+    let reply = ask_udp(&server, "sb-other.", RecordType::A).await;
+    assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
+}
