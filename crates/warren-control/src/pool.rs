@@ -125,6 +125,8 @@ struct PoolState {
     misses: u64,
     /// The shape it fills with, once known.
     shape: Option<Shape>,
+    /// Whether the filler has looked up its shape since it was made (see [`Pools::checking`]).
+    checked: bool,
     failures: u32,
     retry_at: Option<Instant>,
     last_error: Option<String>,
@@ -223,14 +225,16 @@ impl Pools {
         removed
     }
 
-    /// Every pool.
-    pub(crate) fn keys(&self) -> Vec<PoolKey> {
-        self.lock().keys().cloned().collect()
+    /// Every pool, each noted as checked: the caller looks up what each makes now.
+    pub(crate) fn checking(&self) -> Vec<PoolKey> {
+        let mut pools = self.lock();
+        pools.values_mut().for_each(|s| s.checked = true);
+        pools.keys().cloned().collect()
     }
 
-    /// Whether a pool does not know its shape yet (new, or its snapshot is gone).
-    pub(crate) fn unshaped(&self) -> bool {
-        self.lock().values().any(|s| s.shape.is_none())
+    /// Whether a pool was made since the last [`Pools::checking`].
+    pub(crate) fn unchecked(&self) -> bool {
+        self.lock().values().any(|s| !s.checked)
     }
 
     /// Stops filling for good (a daemon shutting down): no fill starts from now on, and one
@@ -272,12 +276,19 @@ impl Pools {
     }
 
     /// Puts back, into the pool it came from, an entry a claim could not use; hands it back
-    /// when that pool is gone or the pools are closed.
+    /// when that pool is gone or makes another shape now, or the pools are closed.
     pub(crate) fn put_back(&self, entry: Entry) -> Option<Entry> {
         // Checked under the lock: a drain closes the pools before it takes what they hold.
         let mut pools = self.lock();
         match pools.get_mut(&entry.pool) {
-            Some(_) if self.closed.load(Ordering::SeqCst) => Some(entry),
+            // Nor does an entry go back to a pool that makes something else now (a moved tag):
+            // no claim would take it.
+            Some(st)
+                if self.closed.load(Ordering::SeqCst)
+                    || st.shape.as_ref() != Some(&entry.shape) =>
+            {
+                Some(entry)
+            }
             Some(st) => {
                 st.claims = st.claims.saturating_sub(1);
                 st.ready.push_front(entry);

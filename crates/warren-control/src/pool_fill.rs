@@ -15,6 +15,11 @@ use crate::store::Principal;
 /// How often the filler checks what each pool should make (see [`Control::refresh_shapes`]).
 const SHAPE_REFRESH: Duration = Duration::from_secs(1);
 
+/// Longest a shutdown waits for pooled sandboxes to be removed and a fill in flight to land
+/// (a vm-tier boot may take minutes under emulation; a service manager's stop timeout is
+/// typically 90 s).
+const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
+
 /// One metric of every pool: name, type, help and its value.
 type Series = (
     &'static str,
@@ -30,17 +35,20 @@ impl Control {
         let mut refreshed: Option<Instant> = None;
         loop {
             // At most once a second (a claim wakes this loop), unless a pool is new.
-            if refreshed.is_none_or(|t| t.elapsed() >= SHAPE_REFRESH) || self.pools.unshaped() {
+            if refreshed.is_none_or(|t| t.elapsed() >= SHAPE_REFRESH) || self.pools.unchecked() {
                 self.refresh_shapes();
                 refreshed = Some(Instant::now());
             }
+            // Counted with the removals from before `next` looks at whether the pools are
+            // closed, so a shutdown waits for the fill this pass starts to land (and be handed
+            // back) instead of cutting a boot off halfway.
+            let busy = self.removals.token();
             let (work, trimmed) = self.pools.next();
             self.discard(trimmed);
             match work {
-                // Tracked with the removals, so a shutdown waits for the fill to land (and be
-                // handed back) instead of cutting a boot off halfway.
-                Work::Fill(key) => self.removals.track_future(self.fill_one(&key)).await,
+                Work::Fill(key) => self.fill_one(&key).await,
                 Work::Idle(wait) => {
+                    drop(busy);
                     let _ = tokio::time::timeout(wait, self.pools.wake.notified()).await;
                 }
             }
@@ -54,7 +62,7 @@ impl Control {
     /// come. A pool whose config fails for another reason (the default image being built) is
     /// left as it is: its next fill reports the reason.
     fn refresh_shapes(&self) {
-        for key in self.pools.keys() {
+        for key in self.pools.checking() {
             let shape = match self.pool_config(&key) {
                 Ok(cfg) => Shape::of(&cfg),
                 Err(ControlError::NotFound(_)) => None,
@@ -199,7 +207,15 @@ impl Control {
         self.pools.close();
         self.discard(self.pools.take_all());
         self.removals.close();
-        self.removals.wait().await;
+        if tokio::time::timeout(DRAIN_DEADLINE, self.removals.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = self.removals.len(),
+                "pooled sandboxes were still booting or being removed at the shutdown deadline; the next start's orphan sweep removes them"
+            );
+        }
         self.removals.reopen();
     }
 

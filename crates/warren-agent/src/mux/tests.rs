@@ -161,6 +161,16 @@ async fn a_client_hang_up_reaches_the_guest_and_kills_a_silent_command() {
             read_frame(&mut c).unwrap(),
             Some(Response::Started { .. })
         ));
+        // Hung up only once the shell has written its pid: a hang-up before that kills it
+        // before it could (on a loaded machine), and the test would find no pid to watch.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&p).map_or(true, |t| !t.ends_with('\n')) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the command never started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         // Dropped here: the whole connection closes.
     })
     .await

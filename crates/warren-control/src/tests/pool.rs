@@ -423,7 +423,10 @@ async fn a_shutdown_waits_for_a_fill_in_flight_and_starts_none_after() {
         "the shutdown did not wait for the boot in flight"
     );
     open.send(true).unwrap();
-    drain.await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), drain)
+        .await
+        .expect("the shutdown never ended")
+        .unwrap();
     // Long enough for a filler that kept going to start another boot.
     let booted = boots(&h);
     tokio::time::sleep(Duration::from_millis(1500)).await;
