@@ -183,13 +183,27 @@ def post_oversize(origin: str, path: str, key: str, total: int) -> tuple[int, by
 
 
 def error_detail(resp) -> dict:
-    """The `{"detail": {"error", "message"}}` body of an error response, asserted."""
+    """The `{"detail": {"error", "message"}}` body of an error response, asserted. A create's
+    refused values come as FastAPI's `{"detail": [{"loc", "msg", "type": "value_error"}]}`
+    (what the SDK raises `ValidationError` for); that is returned as the SDK reads it: error
+    `ValidationError`, the messages joined with "; ", and the first item's `loc`."""
     try:
         body = resp.json()
     except ValueError as e:
         raise AssertionError(f"error body is not JSON: {resp.status_code} {resp.text[:300]!r}") from e
     assert isinstance(body, dict) and "detail" in body, f"no 'detail' in {body!r}"
     detail = body["detail"]
+    if isinstance(detail, list):
+        assert resp.status_code == 422 and detail, f"a list 'detail' off a 422: {body!r}"
+        for item in detail:
+            assert item.get("type") == "value_error", f"not a value error: {body!r}"
+            assert isinstance(item.get("msg"), str) and item["msg"], f"no msg in {body!r}"
+            assert isinstance(item.get("loc"), list) and item["loc"][:1] == ["body"], f"bad loc in {body!r}"
+        return {
+            "error": "ValidationError",
+            "message": "; ".join(item["msg"] for item in detail),
+            "loc": detail[0]["loc"],
+        }
     assert isinstance(detail, dict), f"'detail' is not an object: {body!r}"
     assert isinstance(detail.get("error"), str) and detail["error"], f"no detail.error in {body!r}"
     assert isinstance(detail.get("message"), str) and detail["message"], f"no detail.message in {body!r}"

@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
+from langsmith.sandbox import ValidationError
 
-from helpers import uniq
+from helpers import error_detail, uniq
 
 
 def _host_memory() -> int:
@@ -38,7 +40,7 @@ def _delete_all(server, names: list[str]) -> None:
 def test_memory_above_the_host_is_refused_with_the_limit(server):
     r = _create(server, {"name": uniq("huge"), "mem_bytes": 9_000_000_000_000_000_000})
     assert r.status_code == 422, r.text
-    msg = r.json()["detail"]["message"]
+    msg = error_detail(r)["message"]
     assert "mem_bytes" in msg and str(_host_memory()) in msg, msg
 
     r = _create(server, {"name": uniq("huge"), "mem_bytes": _host_memory() + 1})
@@ -48,14 +50,26 @@ def test_memory_above_the_host_is_refused_with_the_limit(server):
 def test_vcpus_above_the_host_are_refused(server):
     r = _create(server, {"name": uniq("cpus"), "vcpus": 64})
     assert r.status_code == 422, r.text
-    msg = r.json()["detail"]["message"]
+    msg = error_detail(r)["message"]
     assert "vcpus" in msg and str(os.cpu_count()) in msg, msg
+
+
+def test_the_sdk_raises_validation_error_naming_the_field(client):
+    """The SDK raises ValidationError on create only for FastAPI's value-error list (any other
+    422 there is a ResourceCreationError), with `field` from its `loc`."""
+    with pytest.raises(ValidationError) as refused:
+        client.create_sandbox(name=uniq("cpus"), vcpus=64)
+    assert refused.value.field == "vcpus"
+    assert str(os.cpu_count()) in str(refused.value)
+    with pytest.raises(ValidationError) as refused:
+        client.create_sandbox(name="not a name")
+    assert refused.value.field == "name"
 
 
 def test_disk_above_the_pool_is_refused(server):
     r = _create(server, {"name": uniq("disk"), "fs_capacity_bytes": 1 << 40})
     assert r.status_code == 422, r.text
-    assert "fs_capacity_bytes" in r.json()["detail"]["message"]
+    assert "fs_capacity_bytes" in error_detail(r)["message"]
 
 
 def test_update_cannot_raise_memory_past_the_host(server):

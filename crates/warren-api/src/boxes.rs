@@ -71,10 +71,49 @@ pub(crate) fn parse_tier(tier: Option<&str>) -> Result<Option<warren_control::Ti
         .map_err(|e: String| ConfigError::Invalid(e).into())
 }
 
+/// The create body's fields, which a refused value's error names (see
+/// [`ApiError::into_value_error`]).
+const CREATE_FIELDS: &[&str] = &[
+    "template",
+    "tier",
+    "timeout",
+    "snapshot_id",
+    "snapshot",
+    "snapshot_name",
+    "name",
+    "idle_ttl_seconds",
+    "delete_after_stop_seconds",
+    "persistent",
+    "vcpus",
+    "cpu_millicores",
+    "mem_bytes",
+    "fs_capacity_bytes",
+    "mount_config",
+    "proxy_config",
+    "run_config",
+    "env_vars",
+    "access_delegation",
+    "labels",
+    "preserve_memory_on_stop",
+    "restore_memory",
+    "tag_value_ids",
+    "volumes",
+];
+
 pub(crate) async fn create(
-    State(state): State<AppState>,
+    state: State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<CreateSandboxBody>,
+) -> Result<Json<Sandbox>, ApiError> {
+    create_from(state, caller, body)
+        .await
+        .map_err(|e| e.into_value_error(CREATE_FIELDS))
+}
+
+async fn create_from(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: CreateSandboxBody,
 ) -> Result<Json<Sandbox>, ApiError> {
     let refs = [&body.snapshot_id, &body.snapshot, &body.snapshot_name];
     if refs.iter().filter(|r| r.is_some()).count() > 1 {
@@ -83,12 +122,13 @@ pub(crate) async fn create(
         )
         .into());
     }
+    // The sandbox's own `env_vars` is the layer above its `run_config`: it wins a shared key.
     let mut run_config = body.run_config;
     if let Some(env) = body.env_vars {
-        let rc = run_config.get_or_insert_with(RunConfig::default);
-        for (k, v) in env {
-            rc.env_vars.entry(k).or_insert(v);
-        }
+        run_config
+            .get_or_insert_with(RunConfig::default)
+            .env_vars
+            .extend(env);
     }
     let req = CreateSandbox {
         tier: parse_tier(body.tier.as_deref())?,

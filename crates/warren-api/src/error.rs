@@ -21,6 +21,9 @@ pub struct ApiError {
     pub error: &'static str,
     /// `detail.message`.
     pub message: String,
+    /// Where in the request a refused value was, when it is sent as a value error (see
+    /// [`ApiError::into_value_error`]).
+    loc: Option<Vec<String>>,
 }
 
 impl ApiError {
@@ -29,7 +32,29 @@ impl ApiError {
             status,
             error,
             message: message.into(),
+            loc: None,
         }
+    }
+
+    /// For a create's body: a refused value (422 `ValidationError`) is sent as the real
+    /// service's validators send one, FastAPI's `{"detail": [{"loc": ["body", <field>], "msg":
+    /// <message>, "type": "value_error"}]}`. On create, the Python SDK raises `ValidationError`
+    /// only for that shape; any other 422 there is a `ResourceCreationError`. The field is the
+    /// first of `fields` the message names.
+    pub(crate) fn into_value_error(mut self, fields: &[&str]) -> Self {
+        if self.status == StatusCode::UNPROCESSABLE_ENTITY && self.error == "ValidationError" {
+            let field = self
+                .message
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .find(|w| fields.contains(w));
+            self.loc = Some(
+                std::iter::once("body")
+                    .chain(field)
+                    .map(str::to_owned)
+                    .collect(),
+            );
+        }
+        self
     }
 
     /// 401.
@@ -64,7 +89,17 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody::new(self.error, self.message))).into_response()
+        match self.loc {
+            Some(loc) => {
+                let detail = [serde_json::json!({
+                    "loc": loc,
+                    "msg": self.message,
+                    "type": "value_error",
+                })];
+                (self.status, Json(serde_json::json!({ "detail": detail }))).into_response()
+            }
+            None => (self.status, Json(ErrorBody::new(self.error, self.message))).into_response(),
+        }
     }
 }
 

@@ -78,8 +78,17 @@ impl Answer {
         })
     }
 
+    /// The status and `detail.error`, or the first item's `type` when `detail` is FastAPI's
+    /// list of refused values.
     fn error(&self) -> (StatusCode, String) {
-        (self.status, self.json::<ErrorBody>().detail.error)
+        let body: serde_json::Value = self.json();
+        match &body["detail"] {
+            serde_json::Value::Array(items) => (
+                self.status,
+                items[0]["type"].as_str().unwrap_or_default().to_owned(),
+            ),
+            _ => (self.status, self.json::<ErrorBody>().detail.error),
+        }
     }
 }
 
@@ -214,15 +223,16 @@ async fn bad_bodies_get_the_status_that_says_why() {
             "ValidationError",
         ),
         (r#"{"name": "#, StatusCode::BAD_REQUEST, "InvalidJson"),
+        // Refused values come as the real service's validators send them.
         (
             r#"{"name": "a b"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "ValidationError",
+            "value_error",
         ),
         (
             r#"{"idle_ttl_seconds": 61}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "ValidationError",
+            "value_error",
         ),
         (
             r#"{"volumes": [{}]}"#,
@@ -232,7 +242,7 @@ async fn bad_bodies_get_the_status_that_says_why() {
         (
             r#"{"snapshot": "a", "snapshot_id": "b"}"#,
             StatusCode::UNPROCESSABLE_ENTITY,
-            "ValidationError",
+            "value_error",
         ),
         (
             r#"{"snapshot": "nope/none:1"}"#,
@@ -249,6 +259,21 @@ async fn bad_bodies_get_the_status_that_says_why() {
         let a = api.json(Method::POST, boxes, body).await;
         assert_eq!(a.error(), (status, error.into()), "{body}");
     }
+    // A value error names the field it refused, and why.
+    let refused: serde_json::Value = api
+        .json(Method::POST, boxes, r#"{"vcpus": 1000}"#)
+        .await
+        .json();
+    let item = &refused["detail"][0];
+    assert_eq!(
+        item["loc"],
+        serde_json::json!(["body", "vcpus"]),
+        "{refused}"
+    );
+    assert!(
+        item["msg"].as_str().is_some_and(|m| m.contains("1000")),
+        "{refused}"
+    );
     let no_type = api
         .send(api.req(Method::POST, boxes).body(Body::from("{}")).unwrap())
         .await;
