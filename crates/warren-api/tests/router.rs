@@ -281,6 +281,32 @@ async fn bad_bodies_get_the_status_that_says_why() {
 }
 
 #[tokio::test]
+async fn the_sandboxs_own_env_vars_are_layered_over_its_run_config() {
+    let api = api().await;
+    let body = r#"{"name": "env", "run_config": {"env_vars": {"A": "run", "B": "run"}},
+                   "env_vars": {"A": "own"}}"#;
+    let a = api
+        .json(Method::POST, "/api/v2/sandboxes/boxes", body)
+        .await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let sb: Sandbox = a.json();
+    let r: HttpExecuteResponse = api
+        .json(
+            Method::POST,
+            &format!("/dp/{}/execute", sb.id),
+            r#"{"command": "env A; env B"}"#,
+        )
+        .await
+        .json();
+    assert_eq!(r.stdout, "own\nrun\n");
+}
+
+#[tokio::test]
 async fn blocking_execute_returns_both_streams_and_the_exit_code() {
     let api = api().await;
     let sb = api.sandbox("x").await;
