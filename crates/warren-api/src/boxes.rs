@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, RawQuery, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use warren_control::store::rfc3339;
@@ -17,7 +17,7 @@ use warren_wire::sandbox::{
 };
 use warren_wire::volumes::SandboxVolume;
 
-use crate::{ApiError, ApiJson, AppState, Caller};
+use crate::{ApiError, ApiJson, ApiQuery, AppState, Caller};
 
 /// The sandbox object of §3.1.
 pub(crate) fn sandbox(state: &AppState, r: &SandboxRecord) -> Sandbox {
@@ -180,7 +180,7 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<SandboxList>, ApiError> {
     let mut all = state.control.list(&caller)?;

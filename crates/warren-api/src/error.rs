@@ -4,9 +4,10 @@
 
 use axum::Json;
 use axum::extract::multipart::MultipartError;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use warren_control::{ConfigError, ControlError, ErrorKind, FileOp};
@@ -231,6 +232,38 @@ impl From<JsonRejection> for ApiError {
             }
             other => Self::new(StatusCode::BAD_REQUEST, "InvalidRequest", other.body_text()),
         }
+    }
+}
+
+/// `Query` whose rejection uses the API's error format: a query string that does not give the
+/// endpoint's parameters (`limit=-1`, a missing `path`) is a 422 that names the parameter, as
+/// FastAPI answers, not axum's plain-text 400.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Query(v) = Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Self(v))
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ValidationError",
+            rejection
+                .body_text()
+                .trim_start_matches("Failed to deserialize query string: ")
+                .to_owned(),
+        )
     }
 }
 

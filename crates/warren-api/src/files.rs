@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -11,7 +11,7 @@ use warren_control::store::rfc3339;
 use warren_control::{FileInfo, Glob, Grep, Principal, SearchHit, SearchResult};
 use warren_wire::files::{GlobBody, GlobMatch, GrepBody, GrepMatch, SearchResponse};
 
-use crate::{ApiError, ApiJson, AppState, Caller};
+use crate::{ApiError, ApiJson, ApiQuery, AppState, Caller};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct PathQuery {
@@ -22,7 +22,7 @@ pub(crate) async fn upload(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<PathQuery>,
+    ApiQuery(q): ApiQuery<PathQuery>,
     mut form: Multipart,
 ) -> Result<StatusCode, ApiError> {
     let mut field = loop {
@@ -98,7 +98,7 @@ pub(crate) async fn download(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<PathQuery>,
+    ApiQuery(q): ApiQuery<PathQuery>,
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {

@@ -45,7 +45,7 @@ use axum::routing::{any, get, post};
 use axum::{Extension, Router};
 use warren_control::{Control, Principal};
 
-pub use error::{ApiError, ApiJson};
+pub use error::{ApiError, ApiJson, ApiQuery};
 pub use listen::{
     DEFAULT_MAX_CONNECTIONS, FDS_PER_SANDBOX, ListenConfig, RESERVED_FDS, bind, connection_cap_for,
     serve,

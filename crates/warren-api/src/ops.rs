@@ -1,14 +1,14 @@
 //! Warren's own endpoints: server info, API keys, the audit log and metrics.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::Deserialize;
 use warren_control::store::rfc3339;
 use warren_wire::ops::{AuditEntry, AuditList, CreateKeyBody, CreatedKey, Info, Key, KeyList};
 
-use crate::{ApiError, ApiJson, AppState, Caller};
+use crate::{ApiError, ApiJson, ApiQuery, AppState, Caller};
 
 /// The LangSmith API version Warren's wire protocol matches (the generated SDK client checks
 /// `/info` for at least 0.16.0).
@@ -93,7 +93,7 @@ pub(crate) struct AuditQuery {
 pub(crate) async fn audit(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Json<AuditList>, ApiError> {
     let entries = state
         .control

@@ -2,13 +2,13 @@
 //! never appears in an answer.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use warren_control::{PutRegistry, RegistryRecord};
 use warren_wire::registries::{Registry, RegistryBody, RegistryList};
 
-use crate::{ApiError, ApiJson, AppState, Caller};
+use crate::{ApiError, ApiJson, ApiQuery, AppState, Caller};
 
 fn registry(r: &RegistryRecord) -> Registry {
     Registry {
@@ -59,7 +59,7 @@ pub(crate) async fn create(
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<RegistryList>, ApiError> {
     let needle = q.name_contains.map(|n| n.to_lowercase());
     let offset = q.offset.unwrap_or(0);

@@ -3,7 +3,7 @@
 //! come back: every answer is a key and its hosts.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use warren_control::store::rfc3339;
@@ -12,7 +12,7 @@ use warren_control::{
 };
 use warren_wire::secrets::{PutSecretBody, SecretConfig, WorkspaceSecret};
 
-use crate::{ApiError, ApiJson, AppState, Caller};
+use crate::{ApiError, ApiJson, ApiQuery, AppState, Caller};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct ListQuery {
@@ -57,7 +57,7 @@ fn secret(s: SecretInfo, with_configs: bool) -> WorkspaceSecret {
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<WorkspaceSecret>>, ApiError> {
     let with_configs = flag(q.include_configs.as_deref())?;
     let list = state.control.list_secrets(&caller)?;

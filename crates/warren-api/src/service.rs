@@ -10,7 +10,7 @@
 //! storage are its own origin's. Without a service domain, `browser_url` is path-based too.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
@@ -21,7 +21,7 @@ use warren_wire::service::{
 };
 
 use crate::files::{Presentation, serve_file};
-use crate::{ApiError, ApiJson, AppState, Caller};
+use crate::{ApiError, ApiJson, ApiQuery, AppState, Caller};
 
 /// Times in these answers: RFC 3339, whole seconds, `Z` (Python 3.10 parses it).
 fn seconds(t: std::time::SystemTime) -> String {
@@ -137,7 +137,7 @@ pub(crate) async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(q): Query<PortQuery>,
+    ApiQuery(q): ApiQuery<PortQuery>,
 ) -> Result<StatusCode, ApiError> {
     state
         .control

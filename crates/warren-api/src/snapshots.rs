@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use warren_control::store::rfc3339;
@@ -18,7 +18,7 @@ use warren_wire::snapshot::{
 };
 
 use crate::boxes::sandbox;
-use crate::{ApiError, ApiJson, AppState, Caller};
+use crate::{ApiError, ApiJson, ApiQuery, AppState, Caller};
 
 /// The snapshot object of §3.2.
 pub(crate) fn snapshot(v: &SnapshotView) -> Snapshot {
@@ -54,7 +54,7 @@ pub(crate) struct ListQuery {
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<SnapshotList>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
@@ -117,7 +117,7 @@ pub(crate) struct ImportQuery {
 pub(crate) async fn import(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ImportQuery>,
+    ApiQuery(q): ApiQuery<ImportQuery>,
     body: axum::body::Body,
 ) -> Result<(StatusCode, Json<Snapshot>), ApiError> {
     use futures_util::StreamExt;

@@ -1,7 +1,7 @@
 //! Volumes (beta, §13): `/api/v2/sandboxes/volumes`. Translation only.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
@@ -10,7 +10,7 @@ use warren_wire::volumes::{
     CloneVolumeBody, CreateVolumeBody, UpdateVolumeBody, Volume, VolumeAttachmentBody, VolumeList,
 };
 
-use crate::{ApiError, ApiJson, AppState, Caller};
+use crate::{ApiError, ApiJson, ApiQuery, AppState, Caller};
 
 fn volume(v: &VolumeView) -> Volume {
     let r = &v.record;
@@ -67,7 +67,7 @@ pub(crate) async fn create(
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<VolumeList>, ApiError> {
     let start = match q.cursor.as_deref() {
         None | Some("") => 0,

@@ -281,6 +281,27 @@ async fn bad_bodies_get_the_status_that_says_why() {
 }
 
 #[tokio::test]
+async fn bad_query_strings_get_the_error_format() {
+    let api = api().await;
+    let sb = api.sandbox("q").await;
+    for (uri, param) in [
+        ("/api/v2/sandboxes/boxes?limit=-1".to_owned(), "limit"),
+        (format!("/dp/{}/download", sb.id), "path"),
+    ] {
+        let a = api
+            .send(api.req(Method::GET, &uri).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(
+            a.error(),
+            (StatusCode::UNPROCESSABLE_ENTITY, "ValidationError".into()),
+            "{uri}"
+        );
+        let message = a.json::<ErrorBody>().detail.message;
+        assert!(message.contains(param), "{uri}: {message}");
+    }
+}
+
+#[tokio::test]
 async fn the_sandboxs_own_env_vars_are_layered_over_its_run_config() {
     let api = api().await;
     let body = r#"{"name": "env", "run_config": {"env_vars": {"A": "run", "B": "run"}},
