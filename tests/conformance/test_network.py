@@ -8,6 +8,7 @@ try to reach are loopback and link services this test starts itself.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -92,8 +93,10 @@ def test_the_seed_flow_installs_pandas_and_runs_the_analysis(client):
         client.delete_sandbox(sb.name)
 
 
-def test_an_allow_list_without_the_index_refuses_pip_fast(server, client):
-    name = uniq("allow")
+@contextlib.contextmanager
+def _allowing_only_example_invalid(server, client, prefix: str):
+    """A sandbox whose egress policy allows only a name nobody uses, deleted on the way out."""
+    name = uniq(prefix)
     r = requests.post(
         f"{server.api_base}/boxes",
         json={"name": name, "proxy_config": {"access_control": {"allow_list": ["example.invalid"]}}},
@@ -101,8 +104,14 @@ def test_an_allow_list_without_the_index_refuses_pip_fast(server, client):
         timeout=120,
     )
     assert r.status_code == 200, r.text
-    sb = client.get_sandbox(name)
     try:
+        yield client.get_sandbox(name)
+    finally:
+        client.delete_sandbox(name)
+
+
+def test_an_allow_list_without_the_index_refuses_pip_fast(server, client):
+    with _allowing_only_example_invalid(server, client, "allow") as sb:
         r = sb.run("curl -sS https://pypi.org/simple/six/ 2>&1; echo rc=$?", timeout=60)
         assert "403" in r.stdout, r.stdout
         r = sb.run("pip install --no-cache-dir --retries 1 --timeout 5 pyjokes", timeout=120)
@@ -111,22 +120,11 @@ def test_an_allow_list_without_the_index_refuses_pip_fast(server, client):
         audit = requests.get(f"{server.api_base}/audit", headers=server.headers(), timeout=30).json()
         denied = [e for e in audit["entries"] if e["action"] == "egress.denied" and e["target"] == sb.id]
         assert any("pypi.org:443" in (e["detail"] or "") for e in denied), denied[-5:]
-    finally:
-        client.delete_sandbox(name)
 
 
 def test_a_sandbox_resolves_its_own_hostname_to_its_address_under_any_policy(server, client):
     """As in any container: `hostname -f`, Java's getLocalHost and the like need it."""
-    name = uniq("host")
-    r = requests.post(
-        f"{server.api_base}/boxes",
-        json={"name": name, "proxy_config": {"access_control": {"allow_list": ["example.invalid"]}}},
-        headers=server.headers(),
-        timeout=120,
-    )
-    assert r.status_code == 200, r.text
-    try:
-        sb = client.get_sandbox(name)
+    with _allowing_only_example_invalid(server, client, "host") as sb:
         probe = (
             "import socket; h = socket.gethostname(); "
             "print(h, socket.gethostbyname(h), socket.getfqdn())"
@@ -138,8 +136,6 @@ def test_a_sandbox_resolves_its_own_hostname_to_its_address_under_any_policy(ser
         assert host == sb.run("hostname", timeout=30).stdout.strip()
         assert address in addresses.split(), (address, addresses)
         assert fqdn == host
-    finally:
-        client.delete_sandbox(name)
 
 
 def test_the_host_is_unreachable_directly_and_through_the_proxy(server, sb):

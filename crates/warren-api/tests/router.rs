@@ -128,12 +128,13 @@ impl Api {
     }
 
     async fn sandbox(&self, name: &str) -> Sandbox {
+        self.sandbox_with(&format!(r#"{{"name": "{name}"}}"#)).await
+    }
+
+    /// A sandbox created from this create body.
+    async fn sandbox_with(&self, body: &str) -> Sandbox {
         let a = self
-            .json(
-                Method::POST,
-                "/api/v2/sandboxes/boxes",
-                &format!(r#"{{"name": "{name}"}}"#),
-            )
+            .json(Method::POST, "/api/v2/sandboxes/boxes", body)
             .await;
         assert_eq!(
             a.status,
@@ -306,16 +307,7 @@ async fn the_sandboxs_own_env_vars_are_layered_over_its_run_config() {
     let api = api().await;
     let body = r#"{"name": "env", "run_config": {"env_vars": {"A": "run", "B": "run"}},
                    "env_vars": {"A": "own"}}"#;
-    let a = api
-        .json(Method::POST, "/api/v2/sandboxes/boxes", body)
-        .await;
-    assert_eq!(
-        a.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&a.body)
-    );
-    let sb: Sandbox = a.json();
+    let sb = api.sandbox_with(body).await;
     let r: HttpExecuteResponse = api
         .json(
             Method::POST,

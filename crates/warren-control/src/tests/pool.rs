@@ -45,20 +45,34 @@ fn named(name: &str) -> CreateSandbox {
     }
 }
 
-/// Waits until the pool (`None`: the default one) has `ready` sandboxes.
-async fn wait_ready(h: &Harness, template: Option<&str>, ready: u32) -> PoolView {
+/// Waits until `done` holds of a pool's view (`None`: the default pool) and returns the view;
+/// `what` says what was waited for.
+async fn wait_view(
+    h: &Harness,
+    template: Option<&str>,
+    what: &str,
+    done: impl Fn(&PoolView) -> bool,
+) -> PoolView {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         let v = h.control.pool_view(&h.admin, template);
-        if v.ready == ready && v.starting == 0 {
+        if done(&v) {
             return v;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "pool never reached {ready} ready: {v:?}"
+            "pool never reached {what}: {v:?}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Waits until the pool (`None`: the default one) has `ready` sandboxes and none booting.
+async fn wait_ready(h: &Harness, template: Option<&str>, ready: u32) -> PoolView {
+    wait_view(h, template, &format!("{ready} ready"), |v| {
+        v.ready == ready && v.starting == 0
+    })
+    .await
 }
 
 async fn pooled(limits: crate::ResourceLimits, size: PoolSize) -> Harness {
@@ -391,22 +405,6 @@ fn running(h: &Harness) -> Vec<warren_types::SandboxId> {
         .collect()
 }
 
-/// Waits until `done` holds of a pool's view (`None`: the default pool).
-async fn wait_view(h: &Harness, template: Option<&str>, done: impl Fn(&PoolView) -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = h.control.pool_view(&h.admin, template);
-        if done(&v) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the pool never got there: {v:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_shutdown_waits_for_a_fill_in_flight_and_starts_none_after() {
     let h = pooled(generous(), PoolSize { min: 2, max: 2 }).await;
@@ -414,7 +412,7 @@ async fn a_shutdown_waits_for_a_fill_in_flight_and_starts_none_after() {
     let open = h.fake.hold_creates();
     let kept = h.control.create(&h.admin, named("kept")).unwrap();
     // The refill starts booting and waits at the gate.
-    wait_view(&h, None, |v| v.starting == 1).await;
+    wait_view(&h, None, "one booting", |v| v.starting == 1).await;
     let control = h.control.clone();
     let drain = tokio::spawn(async move { control.drain_pools().await });
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -452,7 +450,7 @@ async fn a_pool_with_no_minimum_grows_from_demand() {
         .set_template_pool(&h.admin, "py", PoolSize { min: 0, max: 4 })
         .unwrap();
     // It knows what it makes before it has made anything, so creates count as its demand.
-    wait_view(&h, Some("py"), |v| v.snapshot_id.is_some()).await;
+    wait_view(&h, Some("py"), "a known shape", |v| v.snapshot_id.is_some()).await;
     let from = |n: &str| CreateSandbox {
         template: Some("py".into()),
         ..named(n)
@@ -499,7 +497,7 @@ async fn a_pool_follows_its_templates_snapshot_tag_and_empties_when_it_is_delete
         .set_template_pool(&h.admin, "t", PoolSize { min: 1, max: 1 })
         .unwrap();
     let a_id = a.record.id.clone();
-    wait_view(&h, Some("t"), |v| {
+    wait_view(&h, Some("t"), "one of the first capture", |v| {
         v.ready == 1 && v.snapshot_id.as_deref() == Some(a_id.as_str())
     })
     .await;
@@ -511,7 +509,7 @@ async fn a_pool_follows_its_templates_snapshot_tag_and_empties_when_it_is_delete
         .await
         .unwrap();
     let b_id = b.record.id.clone();
-    wait_view(&h, Some("t"), |v| {
+    wait_view(&h, Some("t"), "one of the second capture", |v| {
         v.ready == 1 && v.starting == 0 && v.snapshot_id.as_deref() == Some(b_id.as_str())
     })
     .await;
@@ -519,7 +517,10 @@ async fn a_pool_follows_its_templates_snapshot_tag_and_empties_when_it_is_delete
     assert_eq!(running(&h).len(), 2, "the source and one pooled sandbox");
     // The snapshot it makes is deleted: what it held can never be claimed, and goes.
     h.control.delete_snapshot(&h.admin, &b_id).await.unwrap();
-    wait_view(&h, Some("t"), |v| v.ready == 0 && v.snapshot_id.is_none()).await;
+    wait_view(&h, Some("t"), "nothing and no shape", |v| {
+        v.ready == 0 && v.snapshot_id.is_none()
+    })
+    .await;
     h.settle_removals().await;
     assert_eq!(running(&h), vec![src.runtime_id]);
 }
