@@ -3,9 +3,8 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
 use warren_control::store::rfc3339;
 use warren_control::{
     ConfigError, CreateSandbox, RunConfig, SandboxRecord, UpdateSandbox, VolumeRequest,
@@ -17,7 +16,8 @@ use warren_wire::sandbox::{
 };
 use warren_wire::volumes::SandboxVolume;
 
-use crate::{ApiError, ApiJson, ApiQuery, AppState, Caller};
+use crate::listing::ListParams;
+use crate::{ApiError, ApiJson, AppState, Caller};
 
 /// The sandbox object of §3.1.
 pub(crate) fn sandbox(state: &AppState, r: &SandboxRecord) -> Sandbox {
@@ -169,53 +169,18 @@ async fn create_from(
     Ok(Json(sandbox(&state, &rec)))
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct ListQuery {
-    name_contains: Option<String>,
-    status: Option<String>,
-    limit: Option<usize>,
-    offset: Option<usize>,
-}
-
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<ListQuery>,
-    RawQuery(raw): RawQuery,
+    ListParams(q): ListParams,
 ) -> Result<Json<SandboxList>, ApiError> {
-    let mut all = state.control.list(&caller)?;
-    // `tag_value_id` repeats, and every one given must be on the sandbox.
-    let tag_values: Vec<String> =
-        serde_urlencoded::from_str::<Vec<(String, String)>>(raw.as_deref().unwrap_or(""))
-            .map_err(|e| ConfigError::Malformed(format!("invalid query string: {e}")))?
-            .into_iter()
-            .filter(|(k, _)| k == "tag_value_id")
-            .map(|(_, v)| v)
-            .collect();
-    all.retain(|r| {
-        tag_values
-            .iter()
-            .all(|t| r.config.tag_value_ids.contains(t))
-    });
-    if let Some(s) = &q.name_contains {
-        let s = s.to_lowercase();
-        all.retain(|r| r.name.to_lowercase().contains(&s));
-    }
-    if let Some(st) = &q.status {
-        all.retain(|r| r.status.as_str() == st);
-    }
-    let offset = q.offset.unwrap_or(0);
-    let items: Vec<Sandbox> = all
-        .iter()
-        .skip(offset)
-        .take(q.limit.unwrap_or(usize::MAX))
-        .map(|r| sandbox(&state, r))
-        .collect();
+    let page = state.control.list_page(&caller, &q)?;
+    let items: Vec<Sandbox> = page.items.iter().map(|r| sandbox(&state, r)).collect();
     Ok(Json(SandboxList {
         sandboxes: items.clone(),
         items,
-        next_cursor: None,
-        offset,
+        next_cursor: page.next_cursor,
+        offset: page.offset,
     }))
 }
 

@@ -25,6 +25,7 @@ mod error;
 mod exec;
 mod files;
 mod listen;
+mod listing;
 mod ops;
 mod proxy;
 mod registries;

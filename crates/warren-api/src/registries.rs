@@ -4,11 +4,11 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
 use warren_control::{PutRegistry, RegistryRecord};
 use warren_wire::registries::{Registry, RegistryBody, RegistryList};
 
-use crate::{ApiError, ApiJson, ApiQuery, AppState, Caller};
+use crate::listing::ListParams;
+use crate::{ApiError, ApiJson, AppState, Caller};
 
 fn registry(r: &RegistryRecord) -> Registry {
     Registry {
@@ -39,14 +39,6 @@ fn put(b: RegistryBody) -> PutRegistry {
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct ListQuery {
-    name_contains: Option<String>,
-    limit: Option<usize>,
-    page_size: Option<usize>,
-    offset: Option<usize>,
-}
-
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -59,28 +51,15 @@ pub(crate) async fn create(
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ListParams(q): ListParams,
 ) -> Result<Json<RegistryList>, ApiError> {
-    let needle = q.name_contains.map(|n| n.to_lowercase());
-    let offset = q.offset.unwrap_or(0);
-    let items: Vec<Registry> = state
-        .control
-        .list_registries(&caller)?
-        .iter()
-        .filter(|r| {
-            needle
-                .as_deref()
-                .is_none_or(|n| r.name.to_lowercase().contains(n))
-        })
-        .skip(offset)
-        .take(q.page_size.or(q.limit).unwrap_or(50).clamp(1, 500))
-        .map(registry)
-        .collect();
+    let page = state.control.registries_page(&caller, &q)?;
+    let items: Vec<Registry> = page.items.iter().map(registry).collect();
     Ok(Json(RegistryList {
         registries: items.clone(),
         items,
-        next_cursor: None,
-        offset,
+        next_cursor: page.next_cursor,
+        offset: page.offset,
     }))
 }
 

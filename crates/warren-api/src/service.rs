@@ -21,6 +21,7 @@ use warren_wire::service::{
 };
 
 use crate::files::{Presentation, serve_file};
+use crate::listing::ListParams;
 use crate::{ApiError, ApiJson, ApiQuery, AppState, Caller};
 
 /// Times in these answers: RFC 3339, whole seconds, `Z` (Python 3.10 parses it).
@@ -120,11 +121,12 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
+    ListParams(q): ListParams,
 ) -> Result<Json<ServiceGrantList>, ApiError> {
-    let grants = state.control.list_service_grants(&caller, &name)?;
+    let page = state.control.service_grants_page(&caller, &name, &q)?;
     Ok(Json(ServiceGrantList {
-        items: grants.into_iter().map(item).collect(),
-        next_cursor: None,
+        items: page.items.into_iter().map(item).collect(),
+        next_cursor: page.next_cursor,
     }))
 }
 

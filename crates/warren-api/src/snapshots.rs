@@ -9,8 +9,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use warren_control::store::rfc3339;
 use warren_control::{
-    BuildSnapshot, BuildSource, CaptureSnapshot, ConfigError, ForkSandbox, SnapshotQuery,
-    SnapshotView,
+    BuildSnapshot, BuildSource, CaptureSnapshot, ConfigError, ForkSandbox, SnapshotView,
 };
 use warren_wire::snapshot::{
     CaptureBody, CreateSnapshotBody, ForkBody, ForkList, Snapshot, SnapshotList, SnapshotTag,
@@ -18,6 +17,7 @@ use warren_wire::snapshot::{
 };
 
 use crate::boxes::sandbox;
+use crate::listing::ListParams;
 use crate::{ApiError, ApiJson, ApiQuery, AppState, Caller};
 
 /// The snapshot object of §3.2.
@@ -44,42 +44,18 @@ pub(crate) fn snapshot(v: &SnapshotView) -> Snapshot {
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct ListQuery {
-    name_contains: Option<String>,
-    limit: Option<i64>,
-    offset: Option<i64>,
-}
-
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ListParams(q): ListParams,
 ) -> Result<Json<SnapshotList>, ApiError> {
-    let limit = q.limit.unwrap_or(50);
-    if !(1..=500).contains(&limit) {
-        return Err(ConfigError::Invalid(format!("limit must be 1 to 500, got {limit}")).into());
-    }
-    let offset = q.offset.unwrap_or(0);
-    let Ok(offset) = usize::try_from(offset) else {
-        return Err(ConfigError::Invalid(format!("offset must be 0 or more, got {offset}")).into());
-    };
-    let query = SnapshotQuery {
-        name_contains: q.name_contains,
-        limit: usize::try_from(limit).unwrap_or(50),
-        offset,
-    };
-    let items: Vec<Snapshot> = state
-        .control
-        .list_snapshots(&caller, &query)?
-        .iter()
-        .map(snapshot)
-        .collect();
+    let page = state.control.list_snapshots(&caller, &q)?;
+    let items: Vec<Snapshot> = page.items.iter().map(snapshot).collect();
     Ok(Json(SnapshotList {
         snapshots: items.clone(),
         items,
-        next_cursor: None,
-        offset,
+        next_cursor: page.next_cursor,
+        offset: page.offset,
     }))
 }
 

@@ -3,14 +3,14 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
 use serde_json::Value;
 use warren_control::{ConfigError, CreateVolume, UpdateVolume, VolumeView};
 use warren_wire::volumes::{
     CloneVolumeBody, CreateVolumeBody, UpdateVolumeBody, Volume, VolumeAttachmentBody, VolumeList,
 };
 
-use crate::{ApiError, ApiJson, ApiQuery, AppState, Caller};
+use crate::listing::ListParams;
+use crate::{ApiError, ApiJson, AppState, Caller};
 
 fn volume(v: &VolumeView) -> Volume {
     let r = &v.record;
@@ -41,13 +41,6 @@ fn volume(v: &VolumeView) -> Volume {
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct ListQuery {
-    name_contains: Option<String>,
-    page_size: Option<usize>,
-    cursor: Option<String>,
-}
-
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -63,27 +56,15 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(volume(&v))))
 }
 
-/// Pages by a cursor that is the offset of the next item.
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ListParams(q): ListParams,
 ) -> Result<Json<VolumeList>, ApiError> {
-    let start = match q.cursor.as_deref() {
-        None | Some("") => 0,
-        Some(c) => c
-            .parse::<usize>()
-            .map_err(|_| ConfigError::Invalid(format!("invalid cursor {c:?}")))?,
-    };
-    let size = q.page_size.unwrap_or(20).clamp(1, 100);
-    let all = state
-        .control
-        .list_volumes(&caller, q.name_contains.as_deref())?;
-    let items: Vec<Volume> = all.iter().skip(start).take(size).map(volume).collect();
-    let next = start + items.len();
+    let page = state.control.volumes_page(&caller, &q)?;
     Ok(Json(VolumeList {
-        next_cursor: (next < all.len()).then(|| next.to_string()),
-        items,
+        items: page.items.iter().map(volume).collect(),
+        next_cursor: page.next_cursor,
     }))
 }
 

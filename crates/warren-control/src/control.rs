@@ -14,6 +14,7 @@ use warren_types::{ImageRef, Limits, SandboxStatus};
 use crate::admission::{self, ResourceLimits};
 use crate::config::{Egress, SandboxConfig};
 use crate::error::ControlError;
+use crate::listing::{ListQuery, Listed, Listing, Order, Page, SortValue};
 use crate::metrics::Metrics;
 use crate::parked::Parked;
 use crate::state::{ActivityMap, KeyCache, PendingDeletes};
@@ -256,6 +257,16 @@ impl Control {
         Ok(all)
     }
 
+    /// The sandboxes the caller can see, filtered, sorted and paged (oldest first unless the
+    /// query sorts otherwise; all of them unless it asks for pages).
+    pub fn list_page(
+        &self,
+        p: &Principal,
+        q: &ListQuery,
+    ) -> Result<Page<SandboxRecord>, ControlError> {
+        Ok(q.page(self.list(p)?, p, &SANDBOX_LISTING)?)
+    }
+
     /// Sandboxes per status.
     pub fn counts(&self) -> Result<StatusCounts, ControlError> {
         Ok(status_counts(&self.store.list_sandboxes(None)?))
@@ -430,4 +441,52 @@ fn tier_gauge(all: &[SandboxRecord]) -> String {
         }
     }
     o
+}
+
+/// How sandboxes list: everything when no page is asked for (the hand-written SDKs read one
+/// page), oldest first.
+const SANDBOX_LISTING: Listing = Listing {
+    columns: &[
+        "name",
+        "status",
+        "created_at",
+        "stopped_at",
+        "idle_ttl_seconds",
+        "delete_after_stop_seconds",
+    ],
+    default_sort: ("created_at", Order::Asc),
+    default_limit: None,
+    max_limit: None,
+};
+
+impl Listed for SandboxRecord {
+    fn list_id(&self) -> &str {
+        &self.id
+    }
+    fn list_name(&self) -> &str {
+        &self.name
+    }
+    fn list_status(&self) -> Option<&str> {
+        Some(self.status.as_str())
+    }
+    fn list_labels(&self) -> Option<&std::collections::BTreeMap<String, String>> {
+        Some(&self.config.labels)
+    }
+    fn list_creator(&self) -> Option<&str> {
+        Some(&self.created_by)
+    }
+    fn list_tag_values(&self) -> Option<&[String]> {
+        Some(&self.config.tag_value_ids)
+    }
+    fn sort_value(&self, column: &str) -> SortValue {
+        let secs = |s: u64| SortValue::Int(i64::try_from(s).unwrap_or(i64::MAX));
+        match column {
+            "name" => SortValue::Text(self.name.clone()),
+            "status" => SortValue::Text(self.status.as_str().to_owned()),
+            "stopped_at" => self.stopped_at.map_or(SortValue::Null, SortValue::time),
+            "idle_ttl_seconds" => secs(self.config.idle_ttl_seconds),
+            "delete_after_stop_seconds" => secs(self.config.delete_after_stop_seconds),
+            _ => SortValue::time(self.created_at),
+        }
+    }
 }

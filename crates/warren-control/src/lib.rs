@@ -24,6 +24,7 @@ mod exec;
 mod files;
 mod fork;
 mod keys;
+pub mod listing;
 pub mod metrics;
 mod parked;
 pub mod pool;
@@ -64,6 +65,7 @@ pub use files::{
     FileBody, GLOB_DEFAULT_LIMIT, GREP_DEFAULT_LIMIT, Glob, Grep, MAX_MATCHES, OpenFile, Upload,
 };
 pub use fork::{ForkSandbox, MAX_FORKS};
+pub use listing::{ListQuery, Page};
 pub use proxy_values::{carry_over_opaque, redact_proxy_config, rule_env_vars};
 pub use registries::{MAX_REGISTRY_PASSWORD_BYTES, PutRegistry, reference_host, registry_host};
 pub use secrets::{
@@ -76,8 +78,8 @@ pub use service::{
 };
 pub use signing::TokenError;
 pub use snapshot::{
-    CaptureSnapshot, DEFAULT_SNAPSHOT_NAME, SnapshotQuery, SnapshotView, default_snapshot_id,
-    snapshot_image, validate_snapshot_name, validate_tag,
+    CaptureSnapshot, DEFAULT_SNAPSHOT_NAME, SnapshotView, default_snapshot_id, snapshot_image,
+    validate_snapshot_name, validate_tag,
 };
 pub use snapshot_build::{BuildSnapshot, BuildSource};
 pub use snapshot_import::ImageUpload;

@@ -8,6 +8,7 @@ use crate::auth::admin_only;
 use crate::config::ConfigError;
 use crate::control::{Control, now};
 use crate::error::ControlError;
+use crate::listing::{ListQuery, Listed, Listing, Order, Page, SortValue};
 use crate::store::{Principal, RegistryRecord, StoreError, rfc3339};
 
 /// Longest registry password or token accepted.
@@ -161,6 +162,16 @@ impl Control {
         Ok(self.store.list_registries(&p.workspace_id)?)
     }
 
+    /// The caller's workspace's registries, filtered, sorted and paged (by name unless the
+    /// query sorts otherwise).
+    pub fn registries_page(
+        &self,
+        p: &Principal,
+        q: &ListQuery,
+    ) -> Result<Page<RegistryRecord>, ControlError> {
+        Ok(q.page(self.list_registries(p)?, p, &REGISTRY_LISTING)?)
+    }
+
     /// Deletes a registry.
     pub fn delete_registry(&self, p: &Principal, id_or_name: &str) -> Result<(), ControlError> {
         admin_only(p, "change registries")?;
@@ -252,6 +263,33 @@ fn apply(rec: &mut RegistryRecord, req: PutRegistry) -> Result<(), ControlError>
         rec.password = Some(pw);
     }
     Ok(())
+}
+
+/// How registries list: 50 a page without a page size; `limit` at most 500.
+const REGISTRY_LISTING: Listing = Listing {
+    columns: &["name", "created_at"],
+    default_sort: ("name", Order::Asc),
+    default_limit: Some(50),
+    max_limit: Some(500),
+};
+
+impl Listed for RegistryRecord {
+    fn list_id(&self) -> &str {
+        &self.id
+    }
+    fn list_name(&self) -> &str {
+        &self.name
+    }
+    fn list_creator(&self) -> Option<&str> {
+        Some(&self.created_by)
+    }
+    fn sort_value(&self, column: &str) -> SortValue {
+        match column {
+            // RFC 3339 in one format sorts as text.
+            "created_at" => SortValue::Text(self.created_at.clone()),
+            _ => SortValue::Text(self.name.clone()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::control::{Control, now};
 use crate::error::ControlError;
+use crate::listing::{ListQuery, Listed, Listing, Order, Page, SortValue};
 use crate::signing::TokenError;
 use crate::store::{GrantRecord, Principal};
 use crate::tunnel::{StreamKind, TunnelError, TunnelStream};
@@ -231,6 +232,16 @@ impl Control {
         Ok(self.store.list_grants(&rec.id)?)
     }
 
+    /// A sandbox's service grants, by port, paged.
+    pub fn service_grants_page(
+        &self,
+        p: &Principal,
+        name_or_id: &str,
+        q: &ListQuery,
+    ) -> Result<Page<GrantRecord>, ControlError> {
+        Ok(q.page(self.list_service_grants(p, name_or_id)?, p, &GRANT_LISTING)?)
+    }
+
     /// Revokes a sandbox's grant of one port, or every grant: their tokens stop working at
     /// once. Returns how many grants went.
     pub fn revoke_service_grants(
@@ -390,5 +401,31 @@ impl Control {
             content_type: c.content_type,
             content_disposition: c.content_disposition,
         })
+    }
+}
+
+/// How a sandbox's service grants list: every one unless a page is asked for.
+const GRANT_LISTING: Listing = Listing {
+    columns: &["port", "created_at"],
+    default_sort: ("port", Order::Asc),
+    default_limit: None,
+    max_limit: None,
+};
+
+impl Listed for GrantRecord {
+    fn list_id(&self) -> &str {
+        &self.id
+    }
+    fn list_name(&self) -> &str {
+        ""
+    }
+    fn list_creator(&self) -> Option<&str> {
+        Some(&self.user_id)
+    }
+    fn sort_value(&self, column: &str) -> SortValue {
+        match column {
+            "created_at" => SortValue::time(self.created_at),
+            _ => SortValue::Int(i64::from(self.port)),
+        }
     }
 }

@@ -12,6 +12,7 @@ use warren_types::{ImageRef, RunConfig, SandboxStatus};
 use crate::config::{ConfigError, defaults, validate_run_config};
 use crate::control::{Control, detached, now};
 use crate::error::ControlError;
+use crate::listing::{ListQuery, Listed, Listing, Order, Page, SortValue};
 use crate::store::{Principal, SandboxRecord, SnapshotRecord, SnapshotStatus, Store};
 
 /// The name of the system default snapshot.
@@ -39,15 +40,37 @@ pub struct SnapshotView {
     pub tags: Vec<String>,
 }
 
-/// A list query.
-#[derive(Debug, Clone, Default)]
-pub struct SnapshotQuery {
-    /// Case-insensitive substring of the name.
-    pub name_contains: Option<String>,
-    /// Page size.
-    pub limit: usize,
-    /// Items to skip.
-    pub offset: usize,
+/// How snapshots list: 50 a page without a page size, as the SDKs expect; `limit` at most 500.
+const SNAPSHOT_LISTING: Listing = Listing {
+    columns: &["name", "status", "created_at"],
+    default_sort: ("created_at", Order::Desc),
+    default_limit: Some(50),
+    max_limit: Some(500),
+};
+
+impl Listed for SnapshotView {
+    fn list_id(&self) -> &str {
+        &self.record.id
+    }
+    fn list_name(&self) -> &str {
+        &self.record.name
+    }
+    fn list_status(&self) -> Option<&str> {
+        Some(self.record.status.as_str())
+    }
+    fn list_labels(&self) -> Option<&BTreeMap<String, String>> {
+        Some(&self.record.labels)
+    }
+    fn list_creator(&self) -> Option<&str> {
+        Some(&self.record.created_by)
+    }
+    fn sort_value(&self, column: &str) -> SortValue {
+        match column {
+            "name" => SortValue::Text(self.record.name.clone()),
+            "status" => SortValue::Text(self.record.status.as_str().to_owned()),
+            _ => SortValue::time(self.record.created_at),
+        }
+    }
 }
 
 /// A capture request (`POST {B}/boxes/{name}/snapshot`).
@@ -212,28 +235,18 @@ impl Control {
         Err(not_found(id_or_ref))
     }
 
-    /// The caller's workspace's snapshots, the default first, filtered and paged.
+    /// The caller's workspace's snapshots and the default, filtered, sorted and paged (newest
+    /// first unless the query sorts otherwise).
     pub fn list_snapshots(
         &self,
         p: &Principal,
-        q: &SnapshotQuery,
-    ) -> Result<Vec<SnapshotView>, ControlError> {
-        let needle = q.name_contains.as_deref().map(str::to_lowercase);
-        let matches = |name: &str| {
-            needle
-                .as_deref()
-                .is_none_or(|n| name.to_lowercase().contains(n))
-        };
-        let mut out = Vec::new();
-        if matches(DEFAULT_SNAPSHOT_NAME) {
-            out.push(self.default_snapshot());
-        }
+        q: &ListQuery,
+    ) -> Result<Page<SnapshotView>, ControlError> {
+        let mut all = vec![self.default_snapshot()];
         for s in self.store.list_snapshots(Some(&p.workspace_id))? {
-            if matches(&s.name) {
-                out.push(self.view(s)?);
-            }
+            all.push(self.view(s)?);
         }
-        Ok(out.into_iter().skip(q.offset).take(q.limit).collect())
+        Ok(q.page(all, p, &SNAPSHOT_LISTING)?)
     }
 
     /// The tags of a name: `(tag, snapshot id)`. 404 when nothing was ever published under it.

@@ -12,6 +12,7 @@ use warren_types::SandboxStatus;
 use crate::config::{ConfigError, VolumeAttachment, VolumeRequest};
 use crate::control::{Control, detached, now};
 use crate::error::ControlError;
+use crate::listing::{ListQuery, Listed, Listing, Order, Page, SortValue};
 use crate::store::{Principal, SandboxRecord, Store, StoreError, VolumeRecord, rfc3339};
 
 /// Most volumes one sandbox may have.
@@ -207,6 +208,16 @@ impl Control {
     pub fn get_volume(&self, p: &Principal, id_or_name: &str) -> Result<VolumeView, ControlError> {
         let v = self.find_volume(p, id_or_name)?;
         self.volume_view(v)
+    }
+
+    /// The caller's volumes, filtered, sorted and paged (20 a page by name unless the query
+    /// says otherwise).
+    pub fn volumes_page(
+        &self,
+        p: &Principal,
+        q: &ListQuery,
+    ) -> Result<Page<VolumeView>, ControlError> {
+        Ok(q.page(self.list_volumes(p, None)?, p, &VOLUME_LISTING)?)
     }
 
     /// The caller's volumes (every volume of the workspace for an admin), by name.
@@ -405,5 +416,34 @@ fn conflict(e: StoreError, name: &str) -> ControlError {
             ControlError::Conflict(format!("Volume with name '{name}' already exists"))
         }
         other => other.into(),
+    }
+}
+
+/// How volumes list: 20 a page.
+const VOLUME_LISTING: Listing = Listing {
+    columns: &["name", "created_at"],
+    default_sort: ("name", Order::Asc),
+    default_limit: Some(crate::listing::DEFAULT_PAGE_SIZE),
+    max_limit: None,
+};
+
+impl Listed for VolumeView {
+    fn list_id(&self) -> &str {
+        &self.record.id
+    }
+    fn list_name(&self) -> &str {
+        &self.record.name
+    }
+    fn list_labels(&self) -> Option<&BTreeMap<String, String>> {
+        Some(&self.record.labels)
+    }
+    fn list_creator(&self) -> Option<&str> {
+        Some(&self.record.created_by)
+    }
+    fn sort_value(&self, column: &str) -> SortValue {
+        match column {
+            "created_at" => SortValue::Text(self.record.created_at.clone()),
+            _ => SortValue::Text(self.record.name.clone()),
+        }
     }
 }

@@ -69,7 +69,7 @@ pub struct RegistryList {
     /// The page (hand-written clients).
     #[serde(default)]
     pub registries: Vec<Registry>,
-    /// Always null.
+    /// The next page's cursor; null on the last page.
     #[serde(default)]
     pub next_cursor: Option<String>,
     /// The page's offset.

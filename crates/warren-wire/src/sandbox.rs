@@ -94,7 +94,7 @@ pub struct SandboxList {
     /// The same page under the older name.
     #[serde(default)]
     pub sandboxes: Vec<Sandbox>,
-    /// Cursor of the next page (always `null`: one page).
+    /// The next page's cursor; null on the last page.
     #[serde(default)]
     pub next_cursor: Option<String>,
     /// Offset of the page.

@@ -62,7 +62,7 @@ pub struct ServiceGrantItem {
 pub struct ServiceGrantList {
     /// The grants, by port.
     pub items: Vec<ServiceGrantItem>,
-    /// Always null: one page holds every grant.
+    /// The next page's cursor; null on the last page.
     pub next_cursor: Option<String>,
 }
 

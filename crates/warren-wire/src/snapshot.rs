@@ -70,7 +70,7 @@ pub struct SnapshotList {
     /// The page (hand-written clients read this).
     #[serde(default)]
     pub snapshots: Vec<Snapshot>,
-    /// Always null: pages are by offset.
+    /// The next page's cursor; null on the last page.
     #[serde(default)]
     pub next_cursor: Option<String>,
     /// The page's offset.

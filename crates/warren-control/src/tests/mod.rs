@@ -9,6 +9,7 @@ mod egress;
 mod exec;
 mod files;
 mod keys_audit;
+mod listing;
 mod pool;
 mod quota;
 mod recover;

@@ -7,7 +7,7 @@ use warren_types::{RunConfig, SandboxStatus};
 
 use super::support::{SETTLE, harness};
 use crate::{
-    CaptureSnapshot, ControlError, CreateSandbox, ForkSandbox, SnapshotQuery, SnapshotStatus,
+    CaptureSnapshot, ControlError, CreateSandbox, ForkSandbox, ListQuery, SnapshotStatus,
     default_snapshot_id, snapshot_image,
 };
 
@@ -28,9 +28,9 @@ fn capture(name: &str, tag: Option<&str>) -> CaptureSnapshot {
     }
 }
 
-fn all() -> SnapshotQuery {
-    SnapshotQuery {
-        limit: 500,
+fn all() -> ListQuery {
+    ListQuery {
+        limit: Some(500),
         ..Default::default()
     }
 }
@@ -47,7 +47,7 @@ async fn the_default_image_is_a_snapshot_with_a_stable_id() {
         assert_eq!(v.record.status, SnapshotStatus::Ready);
         assert_eq!(v.tags, ["latest"]);
     }
-    let listed = h.control.list_snapshots(&h.admin, &all()).unwrap();
+    let listed = h.control.list_snapshots(&h.admin, &all()).unwrap().items;
     assert_eq!(listed[0].record.id, id);
     // Booting by its id is booting the default image.
     let rec = h
@@ -162,24 +162,26 @@ async fn tags_move_like_dockers_and_bare_names_mean_latest() {
         ControlError::NotFound(_)
     ));
     // Listing filters by a case-insensitive substring and pages.
-    let q = SnapshotQuery {
+    let q = ListQuery {
         name_contains: Some("APP".into()),
-        limit: 1,
-        offset: 1,
+        limit: Some(1),
+        offset: Some(1),
+        ..Default::default()
     };
-    let page = h.control.list_snapshots(&h.admin, &q).unwrap();
+    let page = h.control.list_snapshots(&h.admin, &q).unwrap().items;
     assert_eq!(page.len(), 1);
     assert_eq!(page[0].record.name, "app");
     assert_eq!(
         h.control
             .list_snapshots(
                 &h.admin,
-                &SnapshotQuery {
+                &ListQuery {
                     name_contains: Some("app".into()),
                     ..all()
                 }
             )
             .unwrap()
+            .items
             .len(),
         2
     );

@@ -1,0 +1,139 @@
+"""The generated (Stainless) client that ships in the `langsmith` package, `langsmith.Langsmith`,
+against Warren: the endpoints only it calls (cursor pages, label and creator filters, sorting,
+service-URL listing, batch delete, snapshot tags) and the lifecycle it drives, through its own
+request building and response models."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from helpers import uniq
+
+
+@pytest.fixture(scope="module")
+def gen(server):
+    from langsmith import Langsmith
+
+    g = Langsmith(api_key=server.key, base_url=server.origin, max_retries=0)
+    yield g
+    g.close()
+
+
+@pytest.fixture(scope="module")
+def five(gen):
+    """Five sandboxes of one run, made in order; labels `run`, and `team` on even ones."""
+    run = uuid.uuid4().hex[:8]
+    names = []
+    try:
+        for i in range(5):
+            labels = {"run": run, **({"team": f"t{i}"} if i % 2 == 0 else {})}
+            names.append(gen.sandboxes.boxes.create(name=uniq(f"gen{i}"), labels=labels).name)
+        yield run, names
+    finally:
+        gen.sandboxes.boxes.batch_delete(names=names)
+
+
+def test_cursor_pages_hand_out_every_sandbox_once_in_order(gen, five):
+    run, names = five
+    pages = list(gen.sandboxes.boxes.list(label=[f"run={run}"], page_size=2).iter_pages())
+    assert [len(p.items) for p in pages] == [2, 2, 1]
+    assert [s.name for p in pages for s in p.items] == names, "oldest first by default"
+    assert pages[-1].next_cursor is None
+    # Auto-paging follows the cursors.
+    assert [s.name for s in gen.sandboxes.boxes.list(label=[f"run={run}"], page_size=3)] == names
+
+
+def test_a_sandbox_deleted_between_pages_does_not_shift_the_next_page(gen):
+    run = uuid.uuid4().hex[:8]
+    names = [gen.sandboxes.boxes.create(name=uniq(f"shift{i}"), labels={"run": run}).name for i in range(4)]
+    try:
+        first = gen.sandboxes.boxes.list(label=[f"run={run}"], page_size=2)
+        assert [s.name for s in first.items] == names[:2]
+        gen.sandboxes.boxes.delete(names[0])
+        rest = gen.sandboxes.boxes.list(label=[f"run={run}"], page_size=2, cursor=first.next_cursor)
+        assert [s.name for s in rest.items] == names[2:]
+    finally:
+        gen.sandboxes.boxes.batch_delete(names=names)
+
+
+def test_filters_and_sorts_sandboxes(gen, five):
+    run, names = five
+    mine = [f"run={run}"]
+
+    def listed(**kw):
+        return [s.name for s in gen.sandboxes.boxes.list(**kw)]
+
+    assert listed(label=[*mine, "team"]) == names[0::2]
+    assert listed(label=[*mine, "team=t2"]) == [names[2]]
+    assert listed(label=[*mine, "team=nobody"]) == []
+    assert listed(label=mine, sort_by="name", sort_order="desc") == sorted(names, reverse=True)
+    assert listed(label=mine, sort_by="name", sort_direction="asc") == sorted(names)
+    assert listed(label=mine, created_by="me") == names
+    assert listed(label=mine, status="ready") == names
+    assert listed(label=mine, status="stopped") == []
+    assert listed(label=mine, name_contains=names[3].upper()) == [names[3]]
+
+
+def test_a_creator_filter_sees_only_the_callers_own(server, bob_key, five):
+    from langsmith import Langsmith
+
+    run, _ = five
+    with Langsmith(api_key=bob_key, base_url=server.origin, max_retries=0) as bob:
+        mine = uniq("bobs")
+        bob.sandboxes.boxes.create(name=mine, labels={"run": run})
+        try:
+            assert [s.name for s in bob.sandboxes.boxes.list(label=[f"run={run}"], created_by="me")] == [mine]
+        finally:
+            bob.sandboxes.boxes.delete(mine)
+
+
+def test_bad_list_queries_are_422_naming_the_parameter(gen):
+    from langsmith import UnprocessableEntityError
+
+    for kw, named in [
+        ({"sort_by": "secret"}, "sort_by"),
+        ({"sort_order": "sideways"}, "sort_order"),
+        ({"page_size": 0}, "page_size"),
+        ({"page_size": 101}, "page_size"),
+        ({"created_by": "someone-else"}, "created_by"),
+        ({"cursor": "not-a-cursor"}, "cursor"),
+    ]:
+        with pytest.raises(UnprocessableEntityError) as e:
+            gen.sandboxes.boxes.list(**kw)
+        assert named in e.value.body["detail"]["message"], (kw, e.value.body)
+
+
+def test_the_generated_client_drives_a_sandbox_from_create_to_snapshot(gen):
+    boxes = gen.sandboxes.boxes
+    name = uniq("genlife")
+    snap = uniq("gensnap")
+    created = boxes.create(name=name, labels={"k": "v"}, idle_ttl_seconds=900)
+    try:
+        assert created.status == "ready" and created.labels == {"k": "v"}
+        assert boxes.retrieve(name).id == created.id
+        assert boxes.update(path_name=name, idle_ttl_seconds=1200).idle_ttl_seconds == 1200
+
+        url = boxes.generate_service_url(name, port=8080)
+        assert url.token
+        assert [g.port for g in boxes.list_service_urls(name)] == [8080]
+        boxes.delete_service_url(name, port=8080)
+        assert list(boxes.list_service_urls(name)) == []
+
+        boxes.stop(name)
+        assert boxes.get_status(name).status == "stopped"
+        boxes.start(name)
+        gen.sandboxes.boxes.retrieve(name)  # started; the capture below needs its files
+
+        s = boxes.create_snapshot(path_name=name, body_name=snap, tag="v1")
+        assert s.name == snap and s.status == "ready"
+        tags = gen.sandboxes.snapshots.retrieve_by_name(snap)
+        assert [(t.tag, t.snapshot_id) for t in tags.tags] == [("v1", s.id)]
+        listed = gen.sandboxes.snapshots.list(name_contains=snap, page_size=1)
+        assert [x.id for x in listed.items] == [s.id] and listed.next_cursor is None
+        assert gen.sandboxes.snapshots.list(label=["k=v"], name_contains=snap).items[0].id == s.id
+        gen.sandboxes.snapshots.delete(s.id)
+    finally:
+        result = boxes.batch_delete(names=[name])
+    assert result.deleted == [name]
