@@ -94,6 +94,7 @@ pub(crate) fn setup() {
     if let Some(ns) = params.nameserver {
         crate::write_resolv_conf(ns);
     }
+    crate::own_name_in_hosts(params.nameserver.is_some());
 }
 
 /// Serves the host over the port at `path` for as long as the VM runs.

@@ -139,6 +139,51 @@ pub(crate) fn write_resolv_conf(nameserver: std::net::Ipv4Addr) {
     let _ = std::fs::write(path, text);
 }
 
+/// Ends the line Warren keeps in `/etc/hosts`, so a later start finds and replaces it.
+const OWN_NAME_MARK: &str = "# warren: this sandbox's own name";
+/// The most of `/etc/hosts` the agent reads: the file is the tenant's.
+const MAX_HOSTS_BYTES: u64 = 1 << 20;
+
+/// Makes the sandbox's own hostname resolve without DNS: software expects it to (`sudo`
+/// warns on every call, Java's `getLocalHost` fails). A networked sandbox asks Warren's DNS,
+/// which answers with its own address, so the line goes there; an offline one has no DNS, so it
+/// gets `127.0.1.1`, as Debian gives a machine without a fixed address. The tenant's own lines
+/// stay as they are, and a file that is not a regular one is left alone.
+pub(crate) fn own_name_in_hosts(networked: bool) {
+    use std::io::Read as _;
+    let path = std::path::Path::new("/etc/hosts");
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+        return;
+    }
+    let mut current = String::new();
+    let read = std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_HOSTS_BYTES).read_to_string(&mut current));
+    let Ok(hostname) = nix::unistd::gethostname() else {
+        return;
+    };
+    if read.is_err() {
+        return;
+    }
+    let name = hostname.to_string_lossy();
+    let wanted = hosts_with_own_name(&current, (!networked).then_some(name.as_ref()));
+    if wanted != current {
+        let _ = std::fs::write(path, wanted);
+    }
+}
+
+/// `hosts` without Warren's line, plus a new one for `name` when there is one.
+fn hosts_with_own_name(hosts: &str, name: Option<&str>) -> String {
+    let mut out: String = hosts
+        .lines()
+        .filter(|l| !l.ends_with(OWN_NAME_MARK))
+        .flat_map(|l| [l, "\n"])
+        .collect();
+    if let Some(name) = name.filter(|n| !n.is_empty() && !n.contains(char::is_whitespace)) {
+        out.push_str(&format!("127.0.1.1\t{name}\t{OWN_NAME_MARK}\n"));
+    }
+    out
+}
+
 /// Gives the sandbox its own `/etc/machine-id` when its image has none (or an empty one), as
 /// systemd does at a machine's first boot: software that tells machines apart by it (D-Bus,
 /// journald, telemetry) must not see every sandbox as one machine. In a jail the runtime has
@@ -182,6 +227,9 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(ns) = args.nameserver {
         write_resolv_conf(ns);
+    }
+    if matches!(args.mode, Mode::Serve(_)) {
+        own_name_in_hosts(args.nameserver.is_some());
     }
     if matches!(args.mode, Mode::Guest(_)) {
         guest::setup();
@@ -323,5 +371,28 @@ mod tests {
         assert!(parse_args(args(&["--listen-fd", "3", "--vmm", &no_argv])).is_err());
         let rel_sock = SPEC.replace("\"/run/vm/serial.sock\"", "\"serial.sock\"");
         assert!(parse_args(args(&["--listen-fd", "3", "--vmm", &rel_sock])).is_err());
+    }
+
+    #[test]
+    fn the_own_name_line_is_added_once_replaced_and_removed_keeping_the_tenants_lines() {
+        let tenant = "127.0.0.1\tlocalhost\n10.1.2.3 db # mine\n";
+        let offline = hosts_with_own_name(tenant, Some("sb-1"));
+        assert_eq!(
+            offline,
+            format!("{tenant}127.0.1.1\tsb-1\t{OWN_NAME_MARK}\n")
+        );
+        // A later start with another name (a sandbox made from a snapshot) replaces the line.
+        let renamed = hosts_with_own_name(&offline, Some("sb-2"));
+        assert_eq!(renamed.matches(OWN_NAME_MARK).count(), 1);
+        assert!(renamed.contains("\tsb-2\t") && !renamed.contains("sb-1"));
+        // Networked, the name is DNS's to answer: the line goes, the tenant's stay.
+        assert_eq!(hosts_with_own_name(&renamed, None), tenant);
+        // A file without a last newline, and names the file cannot hold.
+        assert_eq!(
+            hosts_with_own_name("::1 localhost", None),
+            "::1 localhost\n"
+        );
+        assert_eq!(hosts_with_own_name("", Some("a b")), "");
+        assert_eq!(hosts_with_own_name("", Some("")), "");
     }
 }
