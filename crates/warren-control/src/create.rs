@@ -32,7 +32,10 @@ impl Control {
         let admission = self.admission();
         let held = self.store.held(&p.user_id, None)?;
         self.cfg.limits.admit(&held, rec.config.mem_bytes)?;
-        let shape = volumes.is_empty().then(|| Shape::of(&rec.config)).flatten();
+        let shape = volumes
+            .is_empty()
+            .then(|| self.pool_shape(&rec.config))
+            .flatten();
         let claimed = shape
             .as_ref()
             .and_then(|s| self.claim_pooled(s, &p.workspace_id));

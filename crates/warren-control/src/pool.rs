@@ -87,11 +87,15 @@ pub(crate) struct Shape {
     pub mem_bytes: u64,
     pub fs_capacity_bytes: u64,
     pub tier: warren_driver::Tier,
+    /// The image's generation ([`warren_driver::Driver::image_generation`]): a sandbox made
+    /// before the image was replaced has the old files.
+    pub image_generation: u64,
 }
 
 impl Shape {
-    /// The shape of a config; `None` when no pooled sandbox can serve it (it mounts volumes).
-    pub(crate) fn of(cfg: &SandboxConfig) -> Option<Self> {
+    /// The shape of a config whose image is at `image_generation`; `None` when no pooled
+    /// sandbox can serve it (it mounts volumes).
+    pub(crate) fn of(cfg: &SandboxConfig, image_generation: u64) -> Option<Self> {
         cfg.volumes.is_empty().then(|| Self {
             snapshot_id: cfg.snapshot_id.clone(),
             image: cfg.snapshot.clone(),
@@ -99,6 +103,7 @@ impl Shape {
             mem_bytes: cfg.mem_bytes,
             fs_capacity_bytes: cfg.fs_capacity_bytes,
             tier: cfg.tier,
+            image_generation,
         })
     }
 }

@@ -64,12 +64,23 @@ impl Control {
     fn refresh_shapes(&self) {
         for key in self.pools.checking() {
             let shape = match self.pool_config(&key) {
-                Ok(cfg) => Shape::of(&cfg),
+                Ok(cfg) => self.pool_shape(&cfg),
                 Err(ControlError::NotFound(_)) => None,
                 Err(_) => continue,
             };
             self.discard(self.pools.reshape(&key, shape.as_ref()));
         }
+    }
+
+    /// What a pooled sandbox of this config is, its image's generation as it is now: after the
+    /// image is replaced, neither a create nor the pool's next check matches the sandboxes made
+    /// from the old one, and the pool refills.
+    pub(crate) fn pool_shape(&self, cfg: &SandboxConfig) -> Option<Shape> {
+        let generation = cfg
+            .snapshot
+            .parse::<warren_types::ImageRef>()
+            .map_or(0, |image| self.driver.image_generation(&image));
+        Shape::of(cfg, generation)
     }
 
     /// Boots one sandbox into a pool.
@@ -85,7 +96,9 @@ impl Control {
 
     async fn make_pooled(self: &Arc<Self>, key: &PoolKey) -> Result<Entry, String> {
         let cfg = self.pool_config(key).map_err(|e| e.to_string())?;
-        let shape = Shape::of(&cfg).ok_or("a pool cannot hold sandboxes with volumes")?;
+        let shape = self
+            .pool_shape(&cfg)
+            .ok_or("a pool cannot hold sandboxes with volumes")?;
         let stale = self.pools.reshape(key, Some(&shape));
         self.discard(stale);
         self.pool_room(cfg.mem_bytes)?;

@@ -247,6 +247,13 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn has_storage(&self, id: &SandboxId) -> bool;
     /// Whether sandboxes can be created from `image` now, and if not, why.
     fn image_status(&self, image: &ImageRef) -> ImageStatus;
+    /// How many times `image` was replaced in place under its name while this driver runs (the
+    /// default image, rebuilt from a newer recipe). Sandboxes made before a change have the old
+    /// files: a warm pool drops them.
+    fn image_generation(&self, image: &ImageRef) -> u64 {
+        let _ = image;
+        0
+    }
     /// Copies a sandbox's files as they are now into a new read-only image, its `/tmp`
     /// excluded. The sandbox may be running: the copy is one atomic, copy-on-write snapshot.
     /// Fails if the image exists.

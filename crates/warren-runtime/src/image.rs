@@ -168,6 +168,17 @@ impl BtrfsStorage {
         }
     }
 
+    /// How many times this process replaced `image` under its name: only the default image is
+    /// ever rebuilt in place (a snapshot's files never change).
+    pub fn image_generation(&self, image: &ImageRef) -> u64 {
+        if *image == ImageRef::default_image() {
+            self.default_generation
+                .load(std::sync::atomic::Ordering::SeqCst)
+        } else {
+            0
+        }
+    }
+
     fn build_state(&self) -> std::sync::MutexGuard<'_, BuildState> {
         // The state is a plain value: a panic while it was held left nothing half-written.
         self.default_build
@@ -294,6 +305,11 @@ pub fn build_image(
     }
     storage.set_build_state(BuildState::Building);
     let result = build_into_store(storage, image, progress);
+    if result.is_ok() {
+        storage
+            .default_generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
     storage.set_build_state(match &result {
         Ok(()) => BuildState::Idle,
         Err(e) => BuildState::Failed(e.public_reason()),

@@ -288,6 +288,10 @@ impl warren_driver::Driver for JailDriver {
         self.storage().image_status(image)
     }
 
+    fn image_generation(&self, image: &ImageRef) -> u64 {
+        self.storage().image_generation(image)
+    }
+
     fn capture<'a>(
         &'a self,
         id: &'a SandboxId,

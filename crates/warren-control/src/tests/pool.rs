@@ -555,3 +555,33 @@ async fn forks_and_starts_take_room_from_pools_like_creates() {
     let v = h.control.pool_view(&h.admin, None);
     assert_eq!(v.ready + v.starting, 1, "{v:?}");
 }
+
+#[tokio::test]
+async fn a_rebuilt_image_replaces_its_pooled_sandboxes() {
+    let h = pooled(generous(), PoolSize { min: 2, max: 2 }).await;
+    wait_ready(&h, None, 2).await;
+    let old = running(&h);
+    assert_eq!(old.len(), 2);
+    // The default image is rebuilt under its name (a newer recipe): what the pool holds has
+    // the old files. A create at once gets none of it, even before the pool's next check.
+    h.fake
+        .replace_image(&warren_types::ImageRef::default_image());
+    let a = h.control.create(&h.admin, named("a")).unwrap();
+    assert!(
+        !old.contains(&a.runtime_id),
+        "a create got a sandbox of the old image"
+    );
+    h.settle(&a.id).await;
+    // The pool drops the old ones and refills from the new image.
+    wait_view(&h, None, "two of the new image", |v| {
+        v.ready == 2 && v.starting == 0 && running(&h).iter().all(|id| !old.contains(id))
+    })
+    .await;
+    h.settle_removals().await;
+    let now = running(&h);
+    assert_eq!(now.len(), 3, "a and two pooled: {now:?}");
+    assert!(
+        now.iter().all(|id| !old.contains(id)),
+        "an old pooled sandbox is left"
+    );
+}

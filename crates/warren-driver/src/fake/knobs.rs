@@ -12,6 +12,16 @@ impl FakeDriver {
         self.inner().images.insert(image.to_string(), status);
     }
 
+    /// Replaces `image` in place, as a rebuild of the default image does: its generation
+    /// ([`crate::Driver::image_generation`]) goes up by one.
+    pub fn replace_image(&self, image: &ImageRef) {
+        *self
+            .inner()
+            .generations
+            .entry(image.to_string())
+            .or_insert(0) += 1;
+    }
+
     /// Creates from now on wait, before they boot, until the returned sender sends `true` (or
     /// is dropped): a test holds a boot in flight.
     pub fn hold_creates(&self) -> tokio::sync::watch::Sender<bool> {

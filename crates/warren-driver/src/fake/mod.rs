@@ -52,6 +52,7 @@ pub struct FakeDriver {
 struct Inner {
     boxes: HashMap<SandboxId, FakeBox>,
     images: HashMap<String, ImageStatus>,
+    generations: HashMap<String, u64>,
     /// Files of captured images, by image.
     image_files: HashMap<String, BTreeMap<String, Vec<u8>>>,
     volumes: HashMap<String, volumes::FakeVolume>,
@@ -238,6 +239,14 @@ impl Driver for FakeDriver {
 
     fn has_storage(&self, id: &SandboxId) -> bool {
         self.inner().boxes.contains_key(id)
+    }
+
+    fn image_generation(&self, image: &ImageRef) -> u64 {
+        self.inner()
+            .generations
+            .get(&image.to_string())
+            .copied()
+            .unwrap_or(0)
     }
 
     fn image_status(&self, image: &ImageRef) -> ImageStatus {
