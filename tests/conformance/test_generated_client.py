@@ -23,13 +23,14 @@ def gen(server):
 
 @pytest.fixture(scope="module")
 def five(gen):
-    """Five sandboxes of one run, made in order; labels `run`, and `team` on even ones."""
+    """Five sandboxes of one run, made in order, named so that by name they sort the other way
+    round; labels `run`, and `team` on even ones."""
     run = uuid.uuid4().hex[:8]
     names = []
     try:
         for i in range(5):
             labels = {"run": run, **({"team": f"t{i}"} if i % 2 == 0 else {})}
-            names.append(gen.sandboxes.boxes.create(name=uniq(f"gen{i}"), labels=labels).name)
+            names.append(gen.sandboxes.boxes.create(name=uniq(f"gen{4 - i}"), labels=labels).name)
         yield run, names
     finally:
         gen.sandboxes.boxes.batch_delete(names=names)
@@ -68,25 +69,29 @@ def test_filters_and_sorts_sandboxes(gen, five):
     assert listed(label=[*mine, "team"]) == names[0::2]
     assert listed(label=[*mine, "team=t2"]) == [names[2]]
     assert listed(label=[*mine, "team=nobody"]) == []
-    assert listed(label=mine, sort_by="name", sort_order="desc") == sorted(names, reverse=True)
-    assert listed(label=mine, sort_by="name", sort_direction="asc") == sorted(names)
-    assert listed(label=mine, created_by="me") == names
+    assert sorted(names) == names[::-1], "names sort against the order they were made in"
+    assert listed(label=mine, sort_by="name") == sorted(names)
+    assert listed(label=mine, sort_by="name", sort_direction="desc") == sorted(names, reverse=True)
+    assert listed(label=mine, sort_by="created_at", sort_order="desc") == names[::-1]
     assert listed(label=mine, status="ready") == names
     assert listed(label=mine, status="stopped") == []
     assert listed(label=mine, name_contains=names[3].upper()) == [names[3]]
 
 
-def test_a_creator_filter_sees_only_the_callers_own(server, bob_key, five):
+def test_a_creator_filter_sees_only_the_callers_own(server, gen, bob_key, five):
     from langsmith import Langsmith
 
-    run, _ = five
+    run, names = five
     with Langsmith(api_key=bob_key, base_url=server.origin, max_retries=0) as bob:
-        mine = uniq("bobs")
-        bob.sandboxes.boxes.create(name=mine, labels={"run": run})
+        bobs = uniq("bobs")
+        bob.sandboxes.boxes.create(name=bobs, labels={"run": run})
         try:
-            assert [s.name for s in bob.sandboxes.boxes.list(label=[f"run={run}"], created_by="me")] == [mine]
+            # The admin sees every sandbox of the workspace; `created_by=me` only its own.
+            assert [s.name for s in gen.sandboxes.boxes.list(label=[f"run={run}"])] == [*names, bobs]
+            assert [s.name for s in gen.sandboxes.boxes.list(label=[f"run={run}"], created_by="me")] == names
+            assert [s.name for s in bob.sandboxes.boxes.list(label=[f"run={run}"], created_by="me")] == [bobs]
         finally:
-            bob.sandboxes.boxes.delete(mine)
+            bob.sandboxes.boxes.delete(bobs)
 
 
 def test_bad_list_queries_are_422_naming_the_parameter(gen):

@@ -129,9 +129,10 @@ def test_a_sandbox_resolves_its_own_hostname_to_its_address_under_any_policy(ser
             "import socket; h = socket.gethostname(); "
             "print(h, socket.gethostbyname(h), socket.getfqdn())"
         )
-        r = sb.run(f'python3 -c "{probe}" && hostname -I', timeout=30)
-        assert r.exit_code == 0, r.stderr
-        line, addresses = r.stdout.splitlines()
+        r = sb.run(f'python3 -c "{probe}" && hostname -I && grep -c warren /etc/hosts', timeout=30)
+        assert r.exit_code == 1, f"DNS answers, no hosts line of Warren's: {r.stdout} {r.stderr}"
+        line, addresses, in_hosts = r.stdout.splitlines()
+        assert in_hosts == "0"
         host, address, fqdn = line.split()
         assert host == sb.run("hostname", timeout=30).stdout.strip()
         assert address in addresses.split(), (address, addresses)

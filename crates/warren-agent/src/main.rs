@@ -146,42 +146,67 @@ const MAX_HOSTS_BYTES: u64 = 1 << 20;
 
 /// Makes the sandbox's own hostname resolve without DNS: software expects it to (`sudo`
 /// warns on every call, Java's `getLocalHost` fails). A networked sandbox asks Warren's DNS,
-/// which answers with its own address, so the line goes there; an offline one has no DNS, so it
-/// gets `127.0.1.1`, as Debian gives a machine without a fixed address. The tenant's own lines
-/// stay as they are, and a file that is not a regular one is left alone.
-pub(crate) fn own_name_in_hosts(networked: bool) {
-    use std::io::Read as _;
-    let path = std::path::Path::new("/etc/hosts");
-    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file()) {
+/// which answers with its own address, so `offline_name` is `None` and the line goes; an
+/// offline one has no DNS, so its name gets `127.0.1.1`, as Debian gives a machine without a
+/// fixed address. The file is the tenant's: its own lines stay byte for byte, it is written
+/// only when Warren's line changes, and anything but a regular file of at most
+/// [`MAX_HOSTS_BYTES`] (a FIFO, a symlink, a huge list) is left alone. Opened once, without
+/// following a link or blocking, and checked on that descriptor, so nothing swapped in between
+/// is touched.
+pub(crate) fn own_name_in_hosts(offline_name: Option<&str>) {
+    use std::io::{Read as _, Seek as _, Write as _};
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let Ok(mut file) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open("/etc/hosts")
+    else {
+        return;
+    };
+    if !file
+        .metadata()
+        .is_ok_and(|m| m.is_file() && m.len() <= MAX_HOSTS_BYTES)
+    {
         return;
     }
     let mut current = String::new();
-    let read = std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_HOSTS_BYTES).read_to_string(&mut current));
-    let Ok(hostname) = nix::unistd::gethostname() else {
-        return;
-    };
-    if read.is_err() {
+    if file.read_to_string(&mut current).is_err() {
         return;
     }
-    let name = hostname.to_string_lossy();
-    let wanted = hosts_with_own_name(&current, (!networked).then_some(name.as_ref()));
-    if wanted != current {
-        let _ = std::fs::write(path, wanted);
+    if let Some(wanted) = hosts_with_own_name(&current, offline_name) {
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(wanted.as_bytes()));
     }
 }
 
-/// `hosts` without Warren's line, plus a new one for `name` when there is one.
-fn hosts_with_own_name(hosts: &str, name: Option<&str>) -> String {
-    let mut out: String = hosts
-        .lines()
-        .filter(|l| !l.ends_with(OWN_NAME_MARK))
-        .flat_map(|l| [l, "\n"])
-        .collect();
-    if let Some(name) = name.filter(|n| !n.is_empty() && !n.contains(char::is_whitespace)) {
-        out.push_str(&format!("127.0.1.1\t{name}\t{OWN_NAME_MARK}\n"));
+/// `hosts` with Warren's line for `name` (none when `None`), or `None` when it has exactly that
+/// already. Every other line is kept as it is, line endings included.
+fn hosts_with_own_name(hosts: &str, name: Option<&str>) -> Option<String> {
+    let name = name.filter(|n| !n.is_empty() && !n.contains(char::is_whitespace));
+    let line = name.map(|n| format!("127.0.1.1\t{n}\t{OWN_NAME_MARK}\n"));
+    let ours = |l: &str| l.trim_end().ends_with(OWN_NAME_MARK);
+    let mut kept = String::with_capacity(hosts.len() + 64);
+    let mut had = Vec::new();
+    for l in hosts.split_inclusive('\n') {
+        if ours(l) {
+            had.push(l);
+        } else {
+            kept.push_str(l);
+        }
     }
-    out
+    if had == line.as_deref().into_iter().collect::<Vec<_>>() {
+        return None;
+    }
+    if let Some(line) = line {
+        if !kept.is_empty() && !kept.ends_with('\n') {
+            kept.push('\n');
+        }
+        kept.push_str(&line);
+    }
+    Some(kept)
 }
 
 /// Gives the sandbox its own `/etc/machine-id` when its image has none (or an empty one), as
@@ -228,8 +253,12 @@ fn main() -> anyhow::Result<()> {
     if let Some(ns) = args.nameserver {
         write_resolv_conf(ns);
     }
-    if matches!(args.mode, Mode::Serve(_)) {
-        own_name_in_hosts(args.nameserver.is_some());
+    // Only in a jail (the jailer hands the listener over): an agent started on a path, as
+    // tests start one, shares the host's files.
+    if matches!(args.mode, Mode::Serve(Listen::Fd(_))) {
+        let hostname = nix::unistd::gethostname().ok();
+        let name = hostname.as_deref().map(std::ffi::OsStr::to_string_lossy);
+        own_name_in_hosts(name.as_deref().filter(|_| args.nameserver.is_none()));
     }
     if matches!(args.mode, Mode::Guest(_)) {
         guest::setup();
@@ -375,24 +404,30 @@ mod tests {
 
     #[test]
     fn the_own_name_line_is_added_once_replaced_and_removed_keeping_the_tenants_lines() {
-        let tenant = "127.0.0.1\tlocalhost\n10.1.2.3 db # mine\n";
-        let offline = hosts_with_own_name(tenant, Some("sb-1"));
+        let tenant = "127.0.0.1\tlocalhost\r\n10.1.2.3 db # mine";
+        let offline = hosts_with_own_name(tenant, Some("sb-1")).unwrap();
         assert_eq!(
             offline,
-            format!("{tenant}127.0.1.1\tsb-1\t{OWN_NAME_MARK}\n")
+            format!("{tenant}\n127.0.1.1\tsb-1\t{OWN_NAME_MARK}\n")
         );
+        // Already there: nothing to write.
+        assert_eq!(hosts_with_own_name(&offline, Some("sb-1")), None);
         // A later start with another name (a sandbox made from a snapshot) replaces the line.
-        let renamed = hosts_with_own_name(&offline, Some("sb-2"));
+        let renamed = hosts_with_own_name(&offline, Some("sb-2")).unwrap();
         assert_eq!(renamed.matches(OWN_NAME_MARK).count(), 1);
         assert!(renamed.contains("\tsb-2\t") && !renamed.contains("sb-1"));
-        // Networked, the name is DNS's to answer: the line goes, the tenant's stay.
-        assert_eq!(hosts_with_own_name(&renamed, None), tenant);
-        // A file without a last newline, and names the file cannot hold.
+        // Networked, the name is DNS's to answer: the line goes, the tenant's stay byte for
+        // byte; a file without Warren's line is not written at all.
         assert_eq!(
-            hosts_with_own_name("::1 localhost", None),
-            "::1 localhost\n"
+            hosts_with_own_name(&renamed, None).unwrap(),
+            format!("{tenant}\n")
         );
-        assert_eq!(hosts_with_own_name("", Some("a b")), "");
-        assert_eq!(hosts_with_own_name("", Some("")), "");
+        assert_eq!(hosts_with_own_name(tenant, None), None);
+        // Two lines of ours (a copied file) become one.
+        let twice = format!("{offline}{}", offline.lines().last().unwrap());
+        assert_eq!(hosts_with_own_name(&twice, Some("sb-1")).unwrap(), offline);
+        // Names the file cannot hold are not written.
+        assert_eq!(hosts_with_own_name("", Some("a b")), None);
+        assert_eq!(hosts_with_own_name("", Some("")), None);
     }
 }

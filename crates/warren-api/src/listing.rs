@@ -52,7 +52,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ListParams {
             sort_by: s.sort_by,
             // `sort_direction` is the older name; `sort_order` wins when both come.
             sort_order: s.sort_order.or(s.sort_direction),
-            cursor: s.cursor,
+            // An empty cursor is the first page, as none is.
+            cursor: s.cursor.filter(|c| !c.is_empty()),
             page_size: s.page_size,
             limit: s.limit,
             offset: s.offset,

@@ -3,8 +3,9 @@
 //! same way.
 //!
 //! Pages follow a cursor that names the last item handed out (its sort value and id), not a
-//! position: a sandbox deleted or created between two pages neither repeats an item nor skips
-//! one that was there all along. The older `limit`/`offset` pages still work.
+//! position: a sandbox deleted or created between two pages makes no other item repeat or go
+//! missing (an item whose own sort value changes between pages, a rename under
+//! `sort_by=name`, may). The older `limit`/`offset` pages still work.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
@@ -92,7 +93,8 @@ pub struct Listing {
     pub max_limit: Option<usize>,
 }
 
-/// A list query, as every list endpoint takes it. Fields a list does not know are ignored.
+/// A list query, as every list endpoint takes it. A filter on something a list's items do not
+/// have (labels on service URLs, say) matches none of them.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
     /// Case-insensitive substring of the name.
@@ -227,7 +229,7 @@ impl ListQuery {
             }
             return Ok(Some(n));
         }
-        if self.cursor.is_some() {
+        if self.cursor.as_deref().is_some_and(|c| !c.is_empty()) {
             return Ok(Some(DEFAULT_PAGE_SIZE));
         }
         Ok(listing.default_limit)
@@ -312,12 +314,13 @@ fn encode(c: &Cursor) -> String {
 }
 
 fn decode(raw: &str, by: &str, order: Order) -> Result<Cursor, ConfigError> {
-    let invalid = || ConfigError::Invalid(format!("invalid cursor {raw:?}"));
+    let shown: String = raw.chars().take(64).collect();
+    let invalid = || ConfigError::Invalid(format!("invalid cursor {shown:?}"));
     let bytes = URL_SAFE_NO_PAD.decode(raw).map_err(|_| invalid())?;
     let c: Cursor = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
     if c.by != by || c.order != order {
         return Err(ConfigError::Invalid(format!(
-            "cursor {raw:?} belongs to another sort than sort_by={by}, sort_order={}",
+            "cursor {shown:?} belongs to another sort than sort_by={by}, sort_order={}",
             match order {
                 Order::Asc => "asc",
                 Order::Desc => "desc",

@@ -48,27 +48,30 @@ const SNAPSHOT_LISTING: Listing = Listing {
     max_limit: Some(500),
 };
 
-impl Listed for SnapshotView {
+impl Listed for SnapshotRecord {
     fn list_id(&self) -> &str {
-        &self.record.id
+        &self.id
     }
     fn list_name(&self) -> &str {
-        &self.record.name
+        &self.name
     }
     fn list_status(&self) -> Option<&str> {
-        Some(self.record.status.as_str())
+        Some(self.status.as_str())
     }
     fn list_labels(&self) -> Option<&BTreeMap<String, String>> {
-        Some(&self.record.labels)
+        Some(&self.labels)
     }
     fn list_creator(&self) -> Option<&str> {
-        Some(&self.record.created_by)
+        Some(&self.created_by)
     }
     fn sort_value(&self, column: &str) -> SortValue {
         match column {
-            "name" => SortValue::Text(self.record.name.clone()),
-            "status" => SortValue::Text(self.record.status.as_str().to_owned()),
-            _ => SortValue::time(self.record.created_at),
+            "name" => SortValue::Text(self.name.clone()),
+            "status" => SortValue::Text(self.status.as_str().to_owned()),
+            // The default has no creation time of its own (its record is made up on each
+            // start): it sorts as the newest, so the first page, newest first, always has it.
+            _ if self.id == default_snapshot_id() => SortValue::Int(i64::MAX),
+            _ => SortValue::time(self.created_at),
         }
     }
 }
@@ -235,18 +238,33 @@ impl Control {
         Err(not_found(id_or_ref))
     }
 
-    /// The caller's workspace's snapshots and the default, filtered, sorted and paged (newest
-    /// first unless the query sorts otherwise).
+    /// The caller's workspace's snapshots and the default, filtered, sorted and paged (the
+    /// default, then the newest first, unless the query sorts otherwise).
     pub fn list_snapshots(
         &self,
         p: &Principal,
         q: &ListQuery,
     ) -> Result<Page<SnapshotView>, ControlError> {
-        let mut all = vec![self.default_snapshot()];
-        for s in self.store.list_snapshots(Some(&p.workspace_id))? {
-            all.push(self.view(s)?);
-        }
-        Ok(q.page(all, p, &SNAPSHOT_LISTING)?)
+        // Paged as records, so only the page's items are looked up further (their tags).
+        let mut all = vec![self.default_snapshot().record];
+        all.extend(self.store.list_snapshots(Some(&p.workspace_id))?);
+        let page = q.page(all, p, &SNAPSHOT_LISTING)?;
+        let items = page
+            .items
+            .into_iter()
+            .map(|r| {
+                if r.id == default_snapshot_id() {
+                    Ok(self.default_snapshot())
+                } else {
+                    self.view(r)
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Page {
+            items,
+            next_cursor: page.next_cursor,
+            offset: page.offset,
+        })
     }
 
     /// The tags of a name: `(tag, snapshot id)`. 404 when nothing was ever published under it.

@@ -217,7 +217,23 @@ impl Control {
         p: &Principal,
         q: &ListQuery,
     ) -> Result<Page<VolumeView>, ControlError> {
-        Ok(q.page(self.list_volumes(p, None)?, p, &VOLUME_LISTING)?)
+        // Paged as records, so only the page's items are looked up further (attachments, use).
+        let page = q.page(self.visible_volumes(p)?, p, &VOLUME_LISTING)?;
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|v| self.volume_view(v))
+                .collect::<Result<_, _>>()?,
+            next_cursor: page.next_cursor,
+            offset: page.offset,
+        })
+    }
+
+    fn visible_volumes(&self, p: &Principal) -> Result<Vec<VolumeRecord>, ControlError> {
+        let mut all = self.store.list_volumes(Some(&p.workspace_id))?;
+        all.retain(|v| may_change(p, v));
+        Ok(all)
     }
 
     /// The caller's volumes (every volume of the workspace for an admin), by name.
@@ -227,10 +243,8 @@ impl Control {
         name_contains: Option<&str>,
     ) -> Result<Vec<VolumeView>, ControlError> {
         let needle = name_contains.map(str::to_lowercase);
-        self.store
-            .list_volumes(Some(&p.workspace_id))?
+        self.visible_volumes(p)?
             .into_iter()
-            .filter(|v| may_change(p, v))
             .filter(|v| {
                 needle
                     .as_deref()
@@ -427,23 +441,23 @@ const VOLUME_LISTING: Listing = Listing {
     max_limit: None,
 };
 
-impl Listed for VolumeView {
+impl Listed for VolumeRecord {
     fn list_id(&self) -> &str {
-        &self.record.id
+        &self.id
     }
     fn list_name(&self) -> &str {
-        &self.record.name
+        &self.name
     }
     fn list_labels(&self) -> Option<&BTreeMap<String, String>> {
-        Some(&self.record.labels)
+        Some(&self.labels)
     }
     fn list_creator(&self) -> Option<&str> {
-        Some(&self.record.created_by)
+        Some(&self.created_by)
     }
     fn sort_value(&self, column: &str) -> SortValue {
         match column {
-            "created_at" => SortValue::Text(self.record.created_at.clone()),
-            _ => SortValue::Text(self.record.name.clone()),
+            "created_at" => SortValue::Text(self.created_at.clone()),
+            _ => SortValue::Text(self.name.clone()),
         }
     }
 }

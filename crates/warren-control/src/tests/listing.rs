@@ -14,6 +14,7 @@ struct Item {
     rank: i64,
     creator: &'static str,
     labels: BTreeMap<String, String>,
+    tags: Vec<String>,
 }
 
 impl Listed for Item {
@@ -32,16 +33,24 @@ impl Listed for Item {
     fn list_creator(&self) -> Option<&str> {
         Some(self.creator)
     }
+    fn list_tag_values(&self) -> Option<&[String]> {
+        Some(&self.tags)
+    }
     fn sort_value(&self, column: &str) -> SortValue {
         match column {
             "name" => SortValue::Text(self.name.clone()),
+            // Set on odd items only, as a sandbox's stop time is.
+            "odd_rank" if self.name.ends_with(['1', '3', '5', '7', '9']) => {
+                SortValue::Int(self.rank)
+            }
+            "odd_rank" => SortValue::Null,
             _ => SortValue::Int(self.rank),
         }
     }
 }
 
 const LISTING: Listing = Listing {
-    columns: &["name", "rank"],
+    columns: &["name", "rank", "odd_rank"],
     default_sort: ("rank", Order::Asc),
     default_limit: None,
     max_limit: Some(10),
@@ -66,7 +75,10 @@ fn items(count: usize) -> Vec<Item> {
             rank: i64::try_from(i / 2).unwrap(),
             creator: if i % 3 == 0 { "me" } else { "other" },
             labels: BTreeMap::from([("i".to_owned(), i.to_string())]),
+            tags: if i < 2 { vec!["t".into()] } else { Vec::new() },
         })
+        // Handed over in no particular order: the sort is the list's.
+        .rev()
         .collect()
 }
 
@@ -139,7 +151,8 @@ fn items_deleted_or_added_between_pages_neither_repeat_nor_skip_others() {
     // After each page, the first item left (one already handed out) goes: pages by position
     // would skip an item.
     let seen = walk(items(8), &q, |all| {
-        all.remove(0);
+        let first = (0..all.len()).min_by_key(|&i| all[i].name.clone()).unwrap();
+        all.remove(first);
     });
     let all: Vec<String> = (0..8).map(|i| format!("n{i:02}")).collect();
     assert_eq!(seen, all);
@@ -173,6 +186,46 @@ fn filters_by_name_status_label_and_creator() {
     assert!(q(|q| q.labels = vec!["missing".into()]).is_empty());
     assert!(q(|q| q.labels = vec!["i".into(), "i=9".into()]).is_empty());
     assert_eq!(q(|q| q.created_by = Some("me".into())), ["n00", "n03"]);
+    assert_eq!(q(|q| q.tag_value_ids = vec!["t".into()]), ["n00", "n01"]);
+    assert!(q(|q| q.tag_value_ids = vec!["t".into(), "u".into()]).is_empty());
+}
+
+#[test]
+fn descending_pages_break_ties_by_id_and_unset_values_sort_first() {
+    // Ranks tie in pairs (0,0,1,1,...): pages of three cut through the ties.
+    let q = ListQuery {
+        sort_by: Some("rank".into()),
+        sort_order: Some("desc".into()),
+        page_size: Some(3),
+        ..Default::default()
+    };
+    let seen = walk(items(8), &q, |_| {});
+    let want: Vec<String> = (0..8).rev().map(|i| format!("n{i:02}")).collect();
+    assert_eq!(seen, want);
+    // Items without a value come first ascending, last descending.
+    let asc = ListQuery {
+        sort_by: Some("odd_rank".into()),
+        ..Default::default()
+    };
+    let firsts = names(&page(items(4), &asc).unwrap());
+    assert_eq!(firsts, ["n00", "n02", "n01", "n03"]);
+}
+
+#[test]
+fn the_next_page_starts_right_after_a_cursor_whose_item_is_gone() {
+    let q = ListQuery {
+        page_size: Some(3),
+        ..Default::default()
+    };
+    let first = page(items(8), &q).unwrap();
+    assert_eq!(names(&first), ["n00", "n01", "n02"]);
+    let mut all = items(8);
+    all.retain(|i| i.name != "n02");
+    let rest = ListQuery {
+        cursor: first.next_cursor,
+        ..q
+    };
+    assert_eq!(names(&page(all, &rest).unwrap()), ["n03", "n04", "n05"]);
 }
 
 #[test]
