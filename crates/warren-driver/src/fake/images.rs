@@ -16,6 +16,24 @@ fn no_sandbox(what: &str) -> DriverError {
 }
 
 impl FakeDriver {
+    /// What `image_status` answers: what a test set, else present for the default image only.
+    pub(super) fn status_of(&self, image: &ImageRef) -> ImageStatus {
+        match self.inner().images.get(&image.to_string()) {
+            Some(s) => s.clone(),
+            None if *image == ImageRef::default_image() => ImageStatus::Present,
+            None => ImageStatus::Missing,
+        }
+    }
+
+    /// What `image_generation` answers: how often a test replaced the image.
+    pub(super) fn generation_of(&self, image: &ImageRef) -> u64 {
+        self.inner()
+            .generations
+            .get(&image.to_string())
+            .copied()
+            .unwrap_or(0)
+    }
+
     pub(super) fn capture_now(&self, id: &SandboxId, image: &ImageRef) -> Result<(), DriverError> {
         let mut inner = self.inner();
         inner.calls.push(format!("capture {id} {image}"));

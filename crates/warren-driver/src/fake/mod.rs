@@ -242,19 +242,11 @@ impl Driver for FakeDriver {
     }
 
     fn image_generation(&self, image: &ImageRef) -> u64 {
-        self.inner()
-            .generations
-            .get(&image.to_string())
-            .copied()
-            .unwrap_or(0)
+        self.generation_of(image)
     }
 
     fn image_status(&self, image: &ImageRef) -> ImageStatus {
-        match self.inner().images.get(&image.to_string()) {
-            Some(s) => s.clone(),
-            None if *image == ImageRef::default_image() => ImageStatus::Present,
-            None => ImageStatus::Missing,
-        }
+        self.status_of(image)
     }
 
     fn capture<'a>(
