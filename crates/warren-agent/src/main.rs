@@ -16,6 +16,7 @@
 //! ([`guest`]).
 
 mod conn;
+mod etc;
 mod exec;
 mod files;
 mod guest;
@@ -132,54 +133,29 @@ fn parse_args(mut args: impl Iterator<Item = std::ffi::OsString>) -> anyhow::Res
 /// not die for it, and commands then fail to resolve names, visibly.
 pub(crate) fn write_resolv_conf(nameserver: std::net::Ipv4Addr) {
     let text = warren_proto::resolv_conf(nameserver);
-    let path = "/etc/resolv.conf";
-    if std::fs::read(path).is_ok_and(|now| now == text.as_bytes()) {
-        return;
-    }
-    let _ = std::fs::write(path, text);
+    let _ = etc::edit(
+        std::path::Path::new("/etc/resolv.conf"),
+        etc::Links::Follow,
+        true,
+        |now| (now != text).then(|| text.clone()),
+    );
 }
 
 /// Ends the line Warren keeps in `/etc/hosts`, so a later start finds and replaces it.
 const OWN_NAME_MARK: &str = "# warren: this sandbox's own name";
-/// The most of `/etc/hosts` the agent reads: the file is the tenant's.
-const MAX_HOSTS_BYTES: u64 = 1 << 20;
 
 /// Makes the sandbox's own hostname resolve without DNS: software expects it to (`sudo`
 /// warns on every call, Java's `getLocalHost` fails). A networked sandbox asks Warren's DNS,
 /// which answers with its own address, so `offline_name` is `None` and the line goes; an
 /// offline one has no DNS, so its name gets `127.0.1.1`, as Debian gives a machine without a
-/// fixed address. The file is the tenant's: its own lines stay byte for byte, it is written
-/// only when Warren's line changes, and anything but a regular file of at most
-/// [`MAX_HOSTS_BYTES`] (a FIFO, a symlink, a huge list) is left alone. Opened once, without
-/// following a link or blocking, and checked on that descriptor, so nothing swapped in between
-/// is touched.
+/// fixed address. The tenant's own lines stay byte for byte; a symlink is left alone.
 pub(crate) fn own_name_in_hosts(offline_name: Option<&str>) {
-    use std::io::{Read as _, Seek as _, Write as _};
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let Ok(mut file) = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open("/etc/hosts")
-    else {
-        return;
-    };
-    if !file
-        .metadata()
-        .is_ok_and(|m| m.is_file() && m.len() <= MAX_HOSTS_BYTES)
-    {
-        return;
-    }
-    let mut current = String::new();
-    if file.read_to_string(&mut current).is_err() {
-        return;
-    }
-    if let Some(wanted) = hosts_with_own_name(&current, offline_name) {
-        let _ = file
-            .set_len(0)
-            .and_then(|()| file.rewind())
-            .and_then(|()| file.write_all(wanted.as_bytes()));
-    }
+    let _ = etc::edit(
+        std::path::Path::new("/etc/hosts"),
+        etc::Links::Refuse,
+        false,
+        |now| hosts_with_own_name(now, offline_name),
+    );
 }
 
 /// `hosts` with Warren's line for `name` (none when `None`), or `None` when it has exactly that
@@ -215,12 +191,16 @@ fn hosts_with_own_name(hosts: &str, name: Option<&str>) -> Option<String> {
 /// usually bound the sandbox's id over an image's empty file already; an image with an id of
 /// its own (a snapshot captured before ids were bound) keeps it, as a cloned VM does.
 fn ensure_machine_id() {
-    let path = std::path::Path::new("/etc/machine-id");
-    let empty = std::fs::read(path).map_or(true, |b| b.iter().all(u8::is_ascii_whitespace));
-    if empty && std::fs::symlink_metadata(path).map_or(true, |m| m.is_file()) {
-        let id = format!("{}\n", uuid::Uuid::new_v4().simple());
-        let _ = std::fs::write(path, id);
-    }
+    let _ = etc::edit(
+        std::path::Path::new("/etc/machine-id"),
+        etc::Links::Refuse,
+        true,
+        |now| {
+            now.trim()
+                .is_empty()
+                .then(|| format!("{}\n", uuid::Uuid::new_v4().simple()))
+        },
+    );
 }
 
 /// The process-wide setup every sandbox relies on. A VMM supervisor keeps its inheritable set
