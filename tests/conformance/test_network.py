@@ -129,10 +129,9 @@ def test_a_sandbox_resolves_its_own_hostname_to_its_address_under_any_policy(ser
             "import socket; h = socket.gethostname(); "
             "print(h, socket.gethostbyname(h), socket.getfqdn())"
         )
-        r = sb.run(f'python3 -c "{probe}" && hostname -I && grep -c warren /etc/hosts', timeout=30)
-        assert r.exit_code == 1, f"DNS answers, no hosts line of Warren's: {r.stdout} {r.stderr}"
-        line, addresses, in_hosts = r.stdout.splitlines()
-        assert in_hosts == "0"
+        r = sb.run(f'python3 -c "{probe}" && hostname -I', timeout=30)
+        assert r.exit_code == 0, r.stderr
+        line, addresses = r.stdout.splitlines()
         host, address, fqdn = line.split()
         assert host == sb.run("hostname", timeout=30).stdout.strip()
         assert address in addresses.split(), (address, addresses)
@@ -181,13 +180,6 @@ def test_a_none_sandbox_has_only_its_loopback(server, client):
                 r = sb.run(f"timeout 3 bash -c 'echo x > /dev/tcp/{target}/{svc.port}'; echo rc=$?", timeout=30)
                 assert "rc=0" not in r.stdout, f"{target} reachable from a none sandbox"
             assert svc.accepted == 0
-            # With no DNS, its own hostname still resolves (to 127.0.1.1, from /etc/hosts).
-            probe = "import socket; h = socket.gethostname(); print(h, socket.gethostbyname(h))"
-            r = sb.run(f'python3 -c "{probe}" && grep -c "$(hostname)" /etc/hosts', timeout=30)
-            assert r.exit_code == 0, r.stderr
-            (line, count) = r.stdout.splitlines()
-            assert line.split()[1] == "127.0.1.1", line
-            assert count == "1", r.stdout
     finally:
         svc.close()
         server.stop()

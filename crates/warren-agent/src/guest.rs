@@ -94,12 +94,6 @@ pub(crate) fn setup() {
     if let Some(ns) = params.nameserver {
         crate::write_resolv_conf(ns);
     }
-    crate::own_name_in_hosts(
-        params
-            .hostname
-            .as_deref()
-            .filter(|_| params.nameserver.is_none()),
-    );
 }
 
 /// Serves the host over the port at `path` for as long as the VM runs.

@@ -141,50 +141,6 @@ pub(crate) fn write_resolv_conf(nameserver: std::net::Ipv4Addr) {
     );
 }
 
-/// Ends the line Warren keeps in `/etc/hosts`, so a later start finds and replaces it.
-const OWN_NAME_MARK: &str = "# warren: this sandbox's own name";
-
-/// Makes the sandbox's own hostname resolve without DNS: software expects it to (`sudo`
-/// warns on every call, Java's `getLocalHost` fails). A networked sandbox asks Warren's DNS,
-/// which answers with its own address, so `offline_name` is `None` and the line goes; an
-/// offline one has no DNS, so its name gets `127.0.1.1`, as Debian gives a machine without a
-/// fixed address. The tenant's own lines stay byte for byte; a symlink is left alone.
-pub(crate) fn own_name_in_hosts(offline_name: Option<&str>) {
-    let _ = etc::edit(
-        std::path::Path::new("/etc/hosts"),
-        etc::Links::Refuse,
-        false,
-        |now| hosts_with_own_name(now, offline_name),
-    );
-}
-
-/// `hosts` with Warren's line for `name` (none when `None`), or `None` when it has exactly that
-/// already. Every other line is kept as it is, line endings included.
-fn hosts_with_own_name(hosts: &str, name: Option<&str>) -> Option<String> {
-    let name = name.filter(|n| !n.is_empty() && !n.contains(char::is_whitespace));
-    let line = name.map(|n| format!("127.0.1.1\t{n}\t{OWN_NAME_MARK}\n"));
-    let ours = |l: &str| l.trim_end().ends_with(OWN_NAME_MARK);
-    let mut kept = String::with_capacity(hosts.len() + 64);
-    let mut had = Vec::new();
-    for l in hosts.split_inclusive('\n') {
-        if ours(l) {
-            had.push(l);
-        } else {
-            kept.push_str(l);
-        }
-    }
-    if had == line.as_deref().into_iter().collect::<Vec<_>>() {
-        return None;
-    }
-    if let Some(line) = line {
-        if !kept.is_empty() && !kept.ends_with('\n') {
-            kept.push('\n');
-        }
-        kept.push_str(&line);
-    }
-    Some(kept)
-}
-
 /// Gives the sandbox its own `/etc/machine-id` when its image has none (or an empty one), as
 /// systemd does at a machine's first boot: software that tells machines apart by it (D-Bus,
 /// journald, telemetry) must not see every sandbox as one machine. In a jail the runtime has
@@ -232,13 +188,6 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(ns) = args.nameserver {
         write_resolv_conf(ns);
-    }
-    // Only in a jail (the jailer hands the listener over): an agent started on a path, as
-    // tests start one, shares the host's files.
-    if matches!(args.mode, Mode::Serve(Listen::Fd(_))) {
-        let hostname = nix::unistd::gethostname().ok();
-        let name = hostname.as_deref().map(std::ffi::OsStr::to_string_lossy);
-        own_name_in_hosts(name.as_deref().filter(|_| args.nameserver.is_none()));
     }
     if matches!(args.mode, Mode::Guest(_)) {
         guest::setup();
@@ -380,34 +329,5 @@ mod tests {
         assert!(parse_args(args(&["--listen-fd", "3", "--vmm", &no_argv])).is_err());
         let rel_sock = SPEC.replace("\"/run/vm/serial.sock\"", "\"serial.sock\"");
         assert!(parse_args(args(&["--listen-fd", "3", "--vmm", &rel_sock])).is_err());
-    }
-
-    #[test]
-    fn the_own_name_line_is_added_once_replaced_and_removed_keeping_the_tenants_lines() {
-        let tenant = "127.0.0.1\tlocalhost\r\n10.1.2.3 db # mine";
-        let offline = hosts_with_own_name(tenant, Some("sb-1")).unwrap();
-        assert_eq!(
-            offline,
-            format!("{tenant}\n127.0.1.1\tsb-1\t{OWN_NAME_MARK}\n")
-        );
-        // Already there: nothing to write.
-        assert_eq!(hosts_with_own_name(&offline, Some("sb-1")), None);
-        // A later start with another name (a sandbox made from a snapshot) replaces the line.
-        let renamed = hosts_with_own_name(&offline, Some("sb-2")).unwrap();
-        assert_eq!(renamed.matches(OWN_NAME_MARK).count(), 1);
-        assert!(renamed.contains("\tsb-2\t") && !renamed.contains("sb-1"));
-        // Networked, the name is DNS's to answer: the line goes, the tenant's stay byte for
-        // byte; a file without Warren's line is not written at all.
-        assert_eq!(
-            hosts_with_own_name(&renamed, None).unwrap(),
-            format!("{tenant}\n")
-        );
-        assert_eq!(hosts_with_own_name(tenant, None), None);
-        // Two lines of ours (a copied file) become one.
-        let twice = format!("{offline}{}", offline.lines().last().unwrap());
-        assert_eq!(hosts_with_own_name(&twice, Some("sb-1")).unwrap(), offline);
-        // Names the file cannot hold are not written.
-        assert_eq!(hosts_with_own_name("", Some("a b")), None);
-        assert_eq!(hosts_with_own_name("", Some("")), None);
     }
 }
