@@ -9,6 +9,8 @@ import uuid
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+import requests
+
 
 def uniq(prefix: str) -> str:
     """A fresh, valid sandbox name."""
@@ -208,3 +210,25 @@ def error_detail(resp) -> dict:
     assert isinstance(detail.get("error"), str) and detail["error"], f"no detail.error in {body!r}"
     assert isinstance(detail.get("message"), str) and detail["message"], f"no detail.message in {body!r}"
     return detail
+
+
+def audit_entries(server, timeout: float = 30) -> list[dict]:
+    """Every entry of the server's audit log so far, page by page (`after` the last one seen):
+    a session's tests fill many pages. Each read of the log is itself logged, so the log never
+    runs dry: a page that is not full is the last."""
+    entries: list[dict] = []
+    after, size = 0, 1000
+    while True:
+        r = requests.get(
+            f"{server.api_base}/audit",
+            params={"after": after, "limit": size},
+            headers=server.headers(),
+            timeout=timeout,
+        )
+        assert r.status_code == 200, r.text
+        page = r.json()["entries"]
+        assert not page or page[0]["seq"] > after, "pages move forward"
+        entries += page
+        if len(page) < size:
+            return entries
+        after = page[-1]["seq"]

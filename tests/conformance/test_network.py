@@ -17,7 +17,7 @@ import threading
 
 import requests
 
-from helpers import uniq
+from helpers import audit_entries, uniq
 
 ANALYSIS = textwrap.dedent(
     """
@@ -117,8 +117,7 @@ def test_an_allow_list_without_the_index_refuses_pip_fast(server, client):
         r = sb.run("pip install --no-cache-dir --retries 1 --timeout 5 pyjokes", timeout=120)
         assert r.exit_code != 0
         assert "403" in (r.stdout + r.stderr), (r.stdout + r.stderr)[-2000:]
-        audit = requests.get(f"{server.api_base}/audit", headers=server.headers(), timeout=30).json()
-        denied = [e for e in audit["entries"] if e["action"] == "egress.denied" and e["target"] == sb.id]
+        denied = [e for e in audit_entries(server) if e["action"] == "egress.denied" and e["target"] == sb.id]
         assert any("pypi.org:443" in (e["detail"] or "") for e in denied), denied[-5:]
 
 

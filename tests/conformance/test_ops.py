@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 
 import requests
 
-from helpers import uniq
+from helpers import audit_entries, uniq
 
 TIMEOUT = 30
 SAMPLE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[^}]*\})? [-+0-9.eEInfNa]+( [0-9]+)?$")
@@ -38,34 +39,13 @@ def test_metrics(server, client):
     assert requests.get(f"{server.origin}/metrics", timeout=TIMEOUT).status_code == 401
 
 
-def _whole_audit_log(server) -> str:
-    """Every entry up to now, page by page (`after` the last one seen): a session's earlier
-    tests fill more than one page. Each read is audited too, so the log never runs dry: a page
-    that is not full is the last."""
-    pages, after, size = [], 0, 500
-    while True:
-        r = requests.get(
-            f"{server.api_base}/audit",
-            params={"after": after, "limit": size},
-            headers=server.headers(),
-            timeout=TIMEOUT,
-        )
-        assert r.status_code == 200
-        entries = r.json()["entries"]
-        assert not entries or entries[0]["seq"] > after, "pages move forward"
-        pages.append(r.text)
-        if len(entries) < size:
-            return "".join(pages)
-        after = entries[-1]["seq"]
-
-
 def test_audit_lists_api_calls_and_commands(server, client):
     marker = f"audit-marker-{uniq('cmd')}"
     name = uniq("audited")
     with client.sandbox(name=name) as sb:
         sb.run(f"echo {marker}")
         sandbox_id = sb.id
-    log = _whole_audit_log(server)
+    log = json.dumps(audit_entries(server, TIMEOUT))
     assert name in log or sandbox_id in log, "the create call is in the audit log"
     assert marker in log, "the command is in the audit log"
     assert requests.get(f"{server.api_base}/audit", timeout=TIMEOUT).status_code == 401

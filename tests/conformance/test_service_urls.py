@@ -18,7 +18,7 @@ import httpx
 import pytest
 import requests
 
-from helpers import uniq, wait_until
+from helpers import audit_entries, uniq, wait_until
 
 TOKEN = "X-Langsmith-Sandbox-Service-Token"
 WEB_PORT = 8000
@@ -124,21 +124,8 @@ def _metric(server, name: str) -> int:
 
 
 def _audit(server, action: str, target: str) -> list[dict]:
-    """Every audit entry with this action and target (paging through the log)."""
-    found, after, limit = [], 0, 1000
-    while True:
-        r = requests.get(
-            f"{server.api_base}/audit",
-            params={"after": after, "limit": limit},
-            headers=server.headers(),
-            timeout=30,
-        )
-        entries = r.json()["entries"]
-        found += [e for e in entries if e["action"] == action and e.get("target") == target]
-        # Each read of the log is itself logged, so a short page is the end.
-        if len(entries) < limit:
-            return found
-        after = entries[-1]["seq"]
+    """Every audit entry with this action and target."""
+    return [e for e in audit_entries(server) if e["action"] == action and e.get("target") == target]
 
 
 def test_the_sdk_reaches_an_http_server_in_the_sandbox(server, sb, web):
