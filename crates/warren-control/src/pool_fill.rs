@@ -85,13 +85,27 @@ impl Control {
 
     /// Boots one sandbox into a pool.
     async fn fill_one(self: &Arc<Self>, key: &PoolKey) {
-        let result = self.make_pooled(key).await;
+        let booted = self.make_pooled(key).await;
+        // Creates admitted while it booted may have taken the room it was counted in. The check
+        // and the entry joining its pool are one step under the admission lock, so no create
+        // can take that room in between.
+        let admission = self.admission();
+        let (result, no_room) = match booted {
+            Ok(entry) => match self.pool_room_held(entry.shape.mem_bytes) {
+                Ok(()) => (Ok(entry), None),
+                Err(reason) => (
+                    Err(format!("no room left for a pooled sandbox: {reason}")),
+                    Some(entry),
+                ),
+            },
+            Err(e) => (Err(e), None),
+        };
         if let Err(e) = &result {
             tracing::warn!(pool = ?key.template, error = %e, "failed to fill a warm pool");
         }
-        if let Some(unwanted) = self.pools.filled(key, result) {
-            self.discard(vec![unwanted]);
-        }
+        let unwanted = self.pools.filled(key, result);
+        drop(admission);
+        self.discard(no_room.into_iter().chain(unwanted).collect());
     }
 
     async fn make_pooled(self: &Arc<Self>, key: &PoolKey) -> Result<Entry, String> {
@@ -113,15 +127,6 @@ impl Control {
             }
             Err(e) => Err(e),
         };
-        // Creates admitted while it booted may have taken the room it was counted in.
-        let result = result.and_then(|handle| match self.pool_room(cfg.mem_bytes) {
-            Ok(()) => Ok(handle),
-            Err(reason) => Err(warren_driver::DriverError::failed(
-                warren_driver::FailureKind::Other,
-                "no room left for a pooled sandbox",
-                reason,
-            )),
-        });
         if let Ok(handle) = &result {
             self.warm(handle).await;
         }
@@ -167,6 +172,11 @@ impl Control {
     /// totals already, as starting) beside every record and other pooled sandbox.
     fn pool_room(&self, mem: u64) -> Result<(), String> {
         let _admission = self.admission();
+        self.pool_room_held(mem)
+    }
+
+    /// [`Control::pool_room`], for a caller that holds the admission lock.
+    fn pool_room_held(&self, mem: u64) -> Result<(), String> {
         let held = self.store.held("", None).map_err(|e| e.to_string())?;
         let (n, pooled_mem) = self.pools.totals();
         self.cfg
