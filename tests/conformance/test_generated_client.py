@@ -142,3 +142,69 @@ def test_the_generated_client_drives_a_sandbox_from_create_to_snapshot(gen):
     finally:
         result = boxes.batch_delete(names=[name])
     assert result.deleted == [name]
+
+
+def test_a_capture_carries_the_settings_it_includes(gen, client):
+    """`include` on capture: the snapshot carries the sandbox's env vars, resources, lifecycle,
+    labels and proxy_config into the sandboxes created from it, each where their create leaves
+    it unset; literal secrets only when confirmed; env var values and opaque credentials are
+    never shown."""
+    from langsmith import UnprocessableEntityError
+
+    boxes = gen.sandboxes.boxes
+    opaque = "opq-" + uuid.uuid4().hex
+    proxy_config = {"rules": [{"name": "carry", "enabled": True, "match_hosts": ["127.0.0.1"],
+                               "headers": [{"name": "X-Carried", "type": "opaque", "value": opaque}]}]}
+    name, snap, plain = uniq("carry"), uniq("carried"), uniq("uncarried")
+    made = [name]
+    boxes.create(name=name, vcpus=2, mem_bytes=512 << 20, idle_ttl_seconds=300,
+                 delete_after_stop_seconds=7200, env_vars={"CARRIED_TOKEN": "tok-123"},
+                 run_config={"env_vars": {"BASE": "rc"}}, labels={"team": "carry"},
+                 proxy_config=proxy_config)
+    try:
+        # The create's own env vars are the caller's: the sandbox's run_config does not show them.
+        src = boxes.retrieve(name)
+        assert (src.run_config.env_vars or {}) == {"BASE": "rc"}
+        assert "tok-123" not in src.model_dump_json()
+
+        with pytest.raises(UnprocessableEntityError, match="confirm_allow_snapshot_secret_values"):
+            boxes.create_snapshot(path_name=name, body_name=snap, include=["all"])
+        with pytest.raises(UnprocessableEntityError, match="proxy_config"):
+            boxes.create_snapshot(path_name=name, body_name=snap, include=["proxy_config"])
+        with pytest.raises(UnprocessableEntityError, match="memory"):
+            boxes.create_snapshot(path_name=name, body_name=snap, include=["memory"])
+        assert gen.sandboxes.snapshots.list(name_contains=snap).items == [], "a refusal stores nothing"
+
+        s = boxes.create_snapshot(path_name=name, body_name=snap, include=["all"],
+                                  confirm_allow_snapshot_secret_values=True)
+        assert s.included == ["mounts", "proxy_config", "env_vars", "resources", "lifecycle", "labels"]
+        shown = gen.sandboxes.snapshots.retrieve(s.id)
+        assert shown.included == s.included
+        assert shown.proxy_config.rules[0].name == "carry"
+        for text in (s.model_dump_json(), shown.model_dump_json()):
+            assert "tok-123" not in text and opaque not in text
+        assert (shown.run_config.env_vars or {}) == {"BASE": "rc"}
+
+        child = boxes.create(name=uniq("child"), snapshot_id=s.id, vcpus=1, labels={"env": "prod"})
+        made.append(child.name)
+        assert (child.vcpus, child.mem_bytes) == (1, 512 << 20), "its own CPUs, the carried memory"
+        assert (child.idle_ttl_seconds, child.delete_after_stop_seconds) == (300, 7200)
+        assert child.labels == {"team": "carry", "env": "prod"}
+        header = child.proxy_config.rules[0].headers[0]
+        assert header.name == "X-Carried" and getattr(header, "value", None) is None
+        r = client.get_sandbox(child.name).run("echo $CARRIED_TOKEN $BASE")
+        assert r.stdout.split() == ["tok-123", "rc"]
+
+        # Without include only the files, run_config and labels pass on.
+        p = boxes.create_snapshot(path_name=name, body_name=plain)
+        assert p.included == [] and p.proxy_config is None
+        bare = boxes.create(name=uniq("bare"), snapshot_id=p.id)
+        made.append(bare.name)
+        assert (bare.vcpus, bare.proxy_config) == (1, None)
+        r = client.get_sandbox(bare.name).run("echo \"[$CARRIED_TOKEN]\" $BASE")
+        assert r.stdout.split() == ["[]", "rc"]
+    finally:
+        boxes.batch_delete(names=made)
+        for n in (snap, plain):
+            for x in gen.sandboxes.snapshots.list(name_contains=n).items:
+                gen.sandboxes.snapshots.delete(x.id)

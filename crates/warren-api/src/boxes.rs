@@ -6,9 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use warren_control::store::rfc3339;
-use warren_control::{
-    ConfigError, CreateSandbox, RunConfig, SandboxRecord, UpdateSandbox, VolumeRequest,
-};
+use warren_control::{ConfigError, CreateSandbox, SandboxRecord, UpdateSandbox, VolumeRequest};
 use warren_types::SandboxStatus;
 use warren_wire::sandbox::{
     BatchDeleteBody, BatchDeleteResult, BatchSkipped, CreateSandboxBody, Sandbox, SandboxList,
@@ -122,14 +120,6 @@ async fn create_from(
         )
         .into());
     }
-    // The sandbox's own `env_vars` is the layer above its `run_config`: it wins a shared key.
-    let mut run_config = body.run_config;
-    if let Some(env) = body.env_vars {
-        run_config
-            .get_or_insert_with(RunConfig::default)
-            .env_vars
-            .extend(env);
-    }
     let req = CreateSandbox {
         tier: parse_tier(body.tier.as_deref())?,
         template: body.template,
@@ -141,7 +131,8 @@ async fn create_from(
         idle_ttl_seconds: body.idle_ttl_seconds,
         delete_after_stop_seconds: body.delete_after_stop_seconds,
         persistent: body.persistent,
-        run_config,
+        run_config: body.run_config,
+        env_vars: body.env_vars,
         labels: body.labels,
         access_delegation: body.access_delegation,
         proxy_config: body.proxy_config,

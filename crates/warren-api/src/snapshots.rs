@@ -7,6 +7,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
+use warren_control::carry::Setting;
 use warren_control::store::rfc3339;
 use warren_control::{
     BuildSnapshot, BuildSource, CaptureSnapshot, ConfigError, ForkSandbox, SnapshotView,
@@ -41,6 +42,20 @@ pub(crate) fn snapshot(v: &SnapshotView) -> Snapshot {
         run_config: Some(r.run_config.clone()),
         labels: r.labels.clone(),
         description: r.description.clone(),
+        included: r
+            .carried
+            .included
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect(),
+        // A mounts' credentials are shown as the sandbox shows them; proxy credentials
+        // without their opaque values.
+        mount_config: r.carried.mount_config.clone(),
+        proxy_config: r
+            .carried
+            .proxy_config
+            .as_ref()
+            .map(warren_control::redact_proxy_config),
     }
 }
 
@@ -190,6 +205,8 @@ pub(crate) async fn capture(
         run_config: body.run_config,
         labels: body.labels,
         description: body.description,
+        include: Setting::parse_include(&body.include.unwrap_or_default())?,
+        confirm_secret_values: body.confirm_allow_snapshot_secret_values == Some(true),
     };
     let v = state.control.capture(&caller, &name, req).await?;
     Ok((StatusCode::CREATED, Json(snapshot(&v))))

@@ -69,8 +69,15 @@ pub struct SandboxConfig {
     pub delete_after_stop_seconds: u64,
     /// False: writes are discarded on every stop.
     pub persistent: bool,
-    /// The sandbox's run_config layer.
+    /// What its commands run with beneath `env_vars`: user, working directory and base env
+    /// (its snapshot's, under the create's own run_config). A snapshot captured from it
+    /// carries this.
     pub run_config: RunConfig,
+    /// The create's own `env_vars`, above `run_config`'s. Kept apart because they are the
+    /// caller's (often credentials): never shown, and carried into a captured snapshot only
+    /// when the capture includes them. Records from before this kept them in `run_config`.
+    #[serde(default)]
+    pub env_vars: BTreeMap<String, String>,
     /// Stored and echoed.
     pub labels: BTreeMap<String, String>,
     /// Stored and echoed.
@@ -116,6 +123,16 @@ pub mod defaults {
     pub const MAX_FS_CAPACITY_BYTES: u64 = 1 << 40;
 }
 
+impl SandboxConfig {
+    /// What a command runs with before its own layer: `run_config` with `env_vars` over it.
+    pub fn command_base(&self) -> RunConfig {
+        self.run_config.layered(&RunConfig {
+            env_vars: self.env_vars.clone(),
+            ..RunConfig::default()
+        })
+    }
+}
+
 impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
@@ -128,6 +145,7 @@ impl Default for SandboxConfig {
             delete_after_stop_seconds: defaults::DELETE_AFTER_STOP_SECONDS,
             persistent: true,
             run_config: RunConfig::default(),
+            env_vars: BTreeMap::new(),
             labels: BTreeMap::new(),
             access_delegation: None,
             proxy_config: None,
@@ -174,6 +192,8 @@ pub struct CreateSandbox {
     pub persistent: Option<bool>,
     /// run_config layer.
     pub run_config: Option<RunConfig>,
+    /// Environment variables above the run_config's.
+    pub env_vars: Option<BTreeMap<String, String>>,
     /// Labels.
     pub labels: Option<BTreeMap<String, String>>,
     /// Access delegation.

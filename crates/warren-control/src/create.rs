@@ -109,6 +109,13 @@ impl Control {
             Some(t) => t.under(req),
             None => req,
         };
+        let (image, snapshot_id, snapshot) = self.resolve_for_create(p, req.snapshot.as_deref())?;
+        // The settings the snapshot carries fill what the request (and its template) leave
+        // unset, and are checked as the request's own.
+        let req = match &snapshot {
+            Some(s) => s.carried.under(req),
+            None => req,
+        };
         let secrets = validate_passthrough(&req, self.cfg.egress.as_ref())?;
         self.check_secrets(&p.workspace_id, &secrets)?;
         validate_resources(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
@@ -124,12 +131,16 @@ impl Control {
         if let Some(rc) = &req.run_config {
             validate_run_config(rc)?;
         }
+        let env_vars = req.env_vars.unwrap_or_default();
+        validate_run_config(&crate::RunConfig {
+            env_vars: env_vars.clone(),
+            ..crate::RunConfig::default()
+        })?;
         if let Some(name) = &req.name {
             validate_name(name)?;
         }
         let tier = req.tier.unwrap_or(self.cfg.default_tier);
         self.check_tier(tier)?;
-        let (image, snapshot_id, snapshot) = self.resolve_for_create(p, req.snapshot.as_deref())?;
         let d = SandboxConfig::default();
         // A snapshot's capacity is the least its sandboxes get; its run_config and labels are
         // where theirs start.
@@ -161,6 +172,7 @@ impl Control {
                 .unwrap_or(d.delete_after_stop_seconds),
             persistent: req.persistent.unwrap_or(true),
             run_config: base_run_config.layered(&req.run_config.unwrap_or_default()),
+            env_vars,
             labels,
             access_delegation: req.access_delegation,
             proxy_config: req.proxy_config,

@@ -27,7 +27,7 @@ impl Control {
             env_vars: crate::rule_env_vars(rec.config.proxy_config.as_ref()),
             ..crate::RunConfig::default()
         };
-        let mut spec = req.to_spec(&rules_env.layered(&rec.config.run_config))?;
+        let mut spec = req.to_spec(&rules_env.layered(&rec.config.command_base()))?;
         let timeout_ms = spec.timeout_ms;
         let running = self.running(&rec.id).await?;
         // What the sandbox's driver gives every command (the egress proxy's address) goes

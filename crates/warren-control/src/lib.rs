@@ -13,6 +13,7 @@ pub mod admission;
 mod audit;
 mod audit_log;
 pub mod auth;
+pub mod carry;
 mod command;
 pub mod config;
 mod control;

@@ -115,6 +115,19 @@ fn fill(v: &mut Value, path: String, kept: &HashMap<String, Value>) {
     }
 }
 
+/// Whether `proxy_config` holds a literal credential: an opaque value that is set (plaintext
+/// values and workspace secret names are not secrets).
+pub(crate) fn holds_opaque_values(pc: &Value) -> bool {
+    match pc {
+        Value::Object(obj) if is_holder(obj) => {
+            is_opaque(obj) && obj.get("value").is_some_and(|v| !v.is_null())
+        }
+        Value::Object(obj) => obj.values().any(holds_opaque_values),
+        Value::Array(items) => items.iter().any(holds_opaque_values),
+        _ => false,
+    }
+}
+
 fn walk_mut(v: &mut Value, f: &mut dyn FnMut(&mut Map<String, Value>)) {
     match v {
         Value::Object(obj) => {

@@ -91,6 +91,10 @@ pub struct CaptureSnapshot {
     pub labels: Option<BTreeMap<String, String>>,
     /// Free text.
     pub description: Option<String>,
+    /// The sandbox's settings to carry, beside its files ([`crate::carry`]).
+    pub include: Vec<crate::carry::Setting>,
+    /// Allows carrying settings that hold literal secrets (env vars, opaque credentials).
+    pub confirm_secret_values: bool,
 }
 
 /// Checks a snapshot name: lowercase registry-style components (`[a-z0-9]` runs joined by
@@ -173,6 +177,7 @@ impl Control {
                 run_config: RunConfig::default(),
                 labels: BTreeMap::new(),
                 description: Some("Warren's default image".into()),
+                carried: crate::carry::Carried::default(),
                 created_by: "system".into(),
                 created_at: self.started_at,
                 updated_at: self.started_at,
@@ -388,6 +393,8 @@ impl Control {
                 rec.status.as_str()
             )));
         }
+        let carried =
+            crate::carry::Carried::capture(&rec.config, &req.include, req.confirm_secret_values)?;
         let t = now();
         let record = SnapshotRecord {
             id: uuid::Uuid::new_v4().to_string(),
@@ -405,8 +412,11 @@ impl Control {
                 .config
                 .run_config
                 .layered(&req.run_config.unwrap_or_default()),
-            labels: req.labels.unwrap_or_else(|| rec.config.labels.clone()),
+            labels: req
+                .labels
+                .unwrap_or_else(|| crate::carry::unreserved(&rec.config.labels)),
             description: req.description,
+            carried,
             created_by: p.user_id.clone(),
             created_at: t,
             updated_at: t,

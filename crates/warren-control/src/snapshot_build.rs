@@ -127,6 +127,7 @@ impl Control {
             run_config: RunConfig::default(),
             labels: req.labels.unwrap_or_default(),
             description: req.description,
+            carried: crate::carry::Carried::default(),
             created_by: p.user_id.clone(),
             created_at: t,
             updated_at: t,

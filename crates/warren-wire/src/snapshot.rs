@@ -59,6 +59,16 @@ pub struct Snapshot {
     /// Free text.
     #[serde(default)]
     pub description: Option<String>,
+    /// The sandbox settings it carries, in `include` terms (generated client); env var values
+    /// are never shown.
+    #[serde(default)]
+    pub included: Vec<String>,
+    /// The `mount_config` it carries, secret values redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_config: Option<Value>,
+    /// The `proxy_config` it carries, secret values redacted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_config: Option<Value>,
 }
 
 /// `GET {B}/snapshots`.

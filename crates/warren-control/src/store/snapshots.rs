@@ -74,6 +74,8 @@ pub struct SnapshotRecord {
     pub labels: BTreeMap<String, String>,
     /// Free text.
     pub description: Option<String>,
+    /// The settings of its sandbox it carries (capture's `include`).
+    pub carried: crate::carry::Carried,
     /// Creating user.
     pub created_by: String,
     /// Creation time.
@@ -84,7 +86,7 @@ pub struct SnapshotRecord {
 
 const COLUMNS: &str = "id, workspace_id, name, status, status_message, fs_capacity_bytes, \
     fs_used_bytes, docker_image, image_digest, source_sandbox_id, registry_id, run_config, \
-    labels, description, created_by, created_at, updated_at";
+    labels, description, created_by, created_at, updated_at, carried";
 
 type Raw = (
     [String; 4],
@@ -95,6 +97,7 @@ type Raw = (
     [String; 2],
     Option<String>,
     [String; 3],
+    String,
 );
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
@@ -107,6 +110,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Raw> {
         [r.get(11)?, r.get(12)?],
         r.get(13)?,
         [r.get(14)?, r.get(15)?, r.get(16)?],
+        r.get(17)?,
     ))
 }
 
@@ -137,6 +141,7 @@ fn decode(raw: Raw) -> Result<SnapshotRecord, StoreError> {
         [rc, labels],
         description,
         [by, created, updated],
+        carried,
     ) = raw;
     let [docker_image, image_digest, source_sandbox_id, registry_id] = opts;
     Ok(SnapshotRecord {
@@ -154,6 +159,7 @@ fn decode(raw: Raw) -> Result<SnapshotRecord, StoreError> {
         run_config: decode_json(&rc, "snapshot run_config")?,
         labels: decode_json(&labels, "snapshot labels")?,
         description,
+        carried: decode_json(&carried, "snapshot carried settings")?,
         created_by: by,
         created_at: time(&created)?,
         updated_at: time(&updated)?,
@@ -172,7 +178,7 @@ impl SqliteStore {
     /// Writes a snapshot's record (insert or replace by id).
     pub(crate) fn put_snapshot(&self, s: &SnapshotRecord) -> Result<(), StoreError> {
         self.lock().execute(
-            &format!("INSERT OR REPLACE INTO snapshots ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
+            &format!("INSERT OR REPLACE INTO snapshots ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"),
             params![
                 s.id,
                 s.workspace_id,
@@ -191,6 +197,7 @@ impl SqliteStore {
                 s.created_by,
                 rfc3339(s.created_at),
                 rfc3339(s.updated_at),
+                json(&s.carried),
             ],
         )?;
         Ok(())

@@ -56,6 +56,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0005_registries.sql"),
     include_str!("../../migrations/0006_volumes.sql"),
     include_str!("../../migrations/0007_templates.sql"),
+    include_str!("../../migrations/0008_snapshot_carried.sql"),
 ];
 
 /// SQLite-backed [`Store`]. One connection behind a mutex: every statement is short, and WAL

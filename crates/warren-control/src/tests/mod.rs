@@ -2,6 +2,7 @@
 
 mod support;
 
+mod carry;
 mod create;
 mod cut_off;
 mod delete;

@@ -44,6 +44,15 @@ enum SnapshotCommand {
         /// NAME[:TAG] of the snapshot [default tag: latest].
         #[arg(value_name = "NAME[:TAG]", value_parser = parse_name_tag)]
         name: NameTag,
+        /// Sandbox settings the snapshot carries, beside the files: sandboxes created from it
+        /// start with each one their create leaves unset (mounts, proxy_config, env_vars,
+        /// resources, lifecycle, labels, or all; repeat or separate by commas).
+        #[arg(long, value_delimiter = ',')]
+        include: Vec<String>,
+        /// Store the env var values and credentials the included settings hold (refused
+        /// without it when they hold any).
+        #[arg(long)]
+        confirm_secret_values: bool,
         /// Print the snapshot object as JSON.
         #[arg(long)]
         json: bool,
@@ -121,10 +130,12 @@ fn build_body(a: &BuildArgs) -> CreateSnapshotBody {
 }
 
 /// The POST `{B}/boxes/{sandbox}/snapshot` body.
-fn capture_body(name: &NameTag) -> CaptureBody {
+fn capture_body(name: &NameTag, include: Vec<String>, confirm: bool) -> CaptureBody {
     CaptureBody {
         name: name.name.clone(),
         tag: name.tag.clone(),
+        include: (!include.is_empty()).then_some(include),
+        confirm_allow_snapshot_secret_values: confirm.then_some(true),
         ..Default::default()
     }
 }
@@ -143,11 +154,12 @@ async fn snapshot_command(client: &Client, command: SnapshotCommand) -> Result<E
         SnapshotCommand::Capture {
             sandbox,
             name,
+            include,
+            confirm_secret_values,
             json,
         } => {
-            let (text, snap) = client
-                .capture_snapshot(&sandbox, &capture_body(&name))
-                .await?;
+            let body = capture_body(&name, include, confirm_secret_values);
+            let (text, snap) = client.capture_snapshot(&sandbox, &body).await?;
             if json {
                 println!("{}", text.trim_end());
             } else {

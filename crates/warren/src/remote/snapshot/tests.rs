@@ -73,10 +73,21 @@ fn bodies_carry_only_what_was_given() {
     assert_eq!(parse_build(&["py", "--image", "x"]).timeout, 600);
     assert!(Cli::try_parse_from(["snapshot", "build", "py"]).is_err());
 
-    let capture =
-        |s: &str| serde_json::to_value(capture_body(&parse_name_tag(s).unwrap())).unwrap();
+    let capture = |s: &str| {
+        serde_json::to_value(capture_body(&parse_name_tag(s).unwrap(), Vec::new(), false)).unwrap()
+    };
     assert_eq!(capture("app"), json!({"name": "app"}));
     assert_eq!(capture("app:v1"), json!({"name": "app", "tag": "v1"}));
+    let carried = capture_body(
+        &parse_name_tag("app").unwrap(),
+        vec!["env_vars".into(), "labels".into()],
+        true,
+    );
+    assert_eq!(
+        serde_json::to_value(carried).unwrap(),
+        json!({"name": "app", "include": ["env_vars", "labels"],
+               "confirm_allow_snapshot_secret_values": true})
+    );
 }
 
 fn snap(name: &str, tags: &[&str]) -> Snapshot {
