@@ -176,6 +176,15 @@ impl Carried {
         Ok(c)
     }
 
+    /// What the audit entry of the capture adds: the settings carried, if any.
+    pub(crate) fn audit_suffix(&self) -> String {
+        if self.included.is_empty() {
+            return String::new();
+        }
+        let names: Vec<&str> = self.included.iter().map(|s| s.as_str()).collect();
+        format!(" including {}", names.join(", "))
+    }
+
     /// `req` with each carried setting it leaves unset; carried labels go under its own.
     pub(crate) fn under(&self, mut req: CreateSandbox) -> CreateSandbox {
         for s in &self.included {

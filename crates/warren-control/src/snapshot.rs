@@ -432,7 +432,12 @@ impl Control {
             Some(p),
             "snapshot.capture",
             Some(&record.id),
-            Some(format!("{}:{tag} from {}", record.name, rec.name)),
+            Some(format!(
+                "{}:{tag} from {}{}",
+                record.name,
+                rec.name,
+                record.carried.audit_suffix()
+            )),
         );
         self.view(record)
     }

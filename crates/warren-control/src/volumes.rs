@@ -236,24 +236,6 @@ impl Control {
         Ok(all)
     }
 
-    /// The caller's volumes (every volume of the workspace for an admin), by name.
-    pub fn list_volumes(
-        &self,
-        p: &Principal,
-        name_contains: Option<&str>,
-    ) -> Result<Vec<VolumeView>, ControlError> {
-        let needle = name_contains.map(str::to_lowercase);
-        self.visible_volumes(p)?
-            .into_iter()
-            .filter(|v| {
-                needle
-                    .as_deref()
-                    .is_none_or(|n| v.name.to_lowercase().contains(n))
-            })
-            .map(|v| self.volume_view(v))
-            .collect()
-    }
-
     /// Changes a volume's description or labels.
     pub fn update_volume(
         &self,
