@@ -185,15 +185,23 @@ def test_a_capture_carries_the_settings_it_includes(gen, client):
             assert "tok-123" not in text and opaque not in text
         assert (shown.run_config.env_vars or {}) == {"BASE": "rc"}
 
-        child = boxes.create(name=uniq("child"), snapshot_id=s.id, vcpus=1, labels={"env": "prod"})
+        child = boxes.create(name=uniq("child"), snapshot_id=s.id, labels={"env": "prod"})
         made.append(child.name)
-        assert (child.vcpus, child.mem_bytes) == (1, 512 << 20), "its own CPUs, the carried memory"
+        assert (child.vcpus, child.mem_bytes) == (2, 512 << 20)
         assert (child.idle_ttl_seconds, child.delete_after_stop_seconds) == (300, 7200)
         assert child.labels == {"team": "carry", "env": "prod"}
         header = child.proxy_config.rules[0].headers[0]
         assert header.name == "X-Carried" and getattr(header, "value", None) is None
         r = client.get_sandbox(child.name).run("echo $CARRIED_TOKEN $BASE")
         assert r.stdout.split() == ["tok-123", "rc"]
+        # Memory asked for alone takes no CPUs from the snapshot; env vars of its own replace
+        # the carried ones.
+        sized = boxes.create(name=uniq("sized"), snapshot_id=s.id, mem_bytes=1 << 30,
+                             env_vars={"OWN": "1"})
+        made.append(sized.name)
+        assert (sized.vcpus, sized.mem_bytes) == (1, 1 << 30)
+        r = client.get_sandbox(sized.name).run("echo \"[$CARRIED_TOKEN]\" $OWN")
+        assert r.stdout.split() == ["[]", "1"]
 
         # Without include only the files, run_config and labels pass on.
         p = boxes.create_snapshot(path_name=name, body_name=plain)

@@ -46,7 +46,11 @@ pub(crate) fn sandbox(state: &AppState, r: &SandboxRecord) -> Sandbox {
             .proxy_config
             .as_ref()
             .map(warren_control::redact_proxy_config),
-        mount_config: c.mount_config.clone(),
+        // Credentials in the same value holders as proxy_config's: never shown.
+        mount_config: c
+            .mount_config
+            .as_ref()
+            .map(warren_control::redact_proxy_config),
         preserve_memory_on_stop: Some(false),
         tier: Some(c.tier.as_str().to_owned()),
         volumes: c

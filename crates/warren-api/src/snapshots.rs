@@ -48,9 +48,12 @@ pub(crate) fn snapshot(v: &SnapshotView) -> Snapshot {
             .iter()
             .map(|s| s.as_str().to_owned())
             .collect(),
-        // A mounts' credentials are shown as the sandbox shows them; proxy credentials
-        // without their opaque values.
-        mount_config: r.carried.mount_config.clone(),
+        // Both hold credentials in the same value holders: shown without opaque values.
+        mount_config: r
+            .carried
+            .mount_config
+            .as_ref()
+            .map(warren_control::redact_proxy_config),
         proxy_config: r
             .carried
             .proxy_config

@@ -137,7 +137,16 @@ impl Carried {
         let mut secrets = Vec::new();
         for s in include {
             match s {
-                Setting::Mounts => c.mount_config.clone_from(&cfg.mount_config),
+                Setting::Mounts => {
+                    c.mount_config.clone_from(&cfg.mount_config);
+                    if cfg
+                        .mount_config
+                        .as_ref()
+                        .is_some_and(crate::proxy_values::holds_opaque_values)
+                    {
+                        secrets.push("mount_config holds opaque values".to_owned());
+                    }
+                }
                 Setting::ProxyConfig => {
                     c.proxy_config.clone_from(&cfg.proxy_config);
                     if cfg
@@ -196,19 +205,32 @@ impl Carried {
                     req.proxy_config = req.proxy_config.or_else(|| self.proxy_config.clone());
                 }
                 Setting::EnvVars => {
-                    if req.env_vars.is_none() && !self.env_vars.is_empty() {
-                        req.env_vars = Some(self.env_vars.clone());
+                    // Below a key the request's own run_config sets: the request wins.
+                    if req.env_vars.is_none() {
+                        let own = req.run_config.as_ref().map(|rc| &rc.env_vars);
+                        let env: BTreeMap<String, String> = self
+                            .env_vars
+                            .iter()
+                            .filter(|(k, _)| !own.is_some_and(|o| o.contains_key(*k)))
+                            .map(|(k, v)| (k.clone(), v.clone()))
+                            .collect();
+                        req.env_vars = (!env.is_empty()).then_some(env);
                     }
                 }
+                // CPUs and memory are one setting, as idle stop and deletion are: a request
+                // that sets either part of one takes none of it from the snapshot (a memory
+                // asked for alone is not paired with CPUs sized for another).
                 Setting::Resources => {
-                    req.vcpus = req.vcpus.or(self.vcpus);
-                    req.mem_bytes = req.mem_bytes.or(self.mem_bytes);
+                    if req.vcpus.is_none() && req.mem_bytes.is_none() {
+                        req.vcpus = self.vcpus;
+                        req.mem_bytes = self.mem_bytes;
+                    }
                 }
                 Setting::Lifecycle => {
-                    req.idle_ttl_seconds = req.idle_ttl_seconds.or(self.idle_ttl_seconds);
-                    req.delete_after_stop_seconds = req
-                        .delete_after_stop_seconds
-                        .or(self.delete_after_stop_seconds);
+                    if req.idle_ttl_seconds.is_none() && req.delete_after_stop_seconds.is_none() {
+                        req.idle_ttl_seconds = self.idle_ttl_seconds;
+                        req.delete_after_stop_seconds = self.delete_after_stop_seconds;
+                    }
                 }
                 Setting::Labels => {
                     if !self.labels.is_empty() {
@@ -263,6 +285,10 @@ mod tests {
         cfg.proxy_config = Some(serde_json::json!({"rules": [{"name": "r", "headers": [
             {"name": "Authorization", "value": {"type": "workspace_secret", "value": "TOKEN"}}]}]}));
         assert!(Carried::capture(&cfg, &[Setting::ProxyConfig], false).is_ok());
+        cfg.mount_config = Some(serde_json::json!({"auth": {"aws": {
+            "secret_access_key": {"type": "opaque", "value": "k"}}}}));
+        assert!(Carried::capture(&cfg, &[Setting::Mounts], false).is_err());
+        assert!(Carried::capture(&cfg, &[Setting::Mounts], true).is_ok());
     }
 
     #[test]
@@ -278,12 +304,10 @@ mod tests {
         cfg.labels.insert("env".into(), "dev".into());
         let c = Carried::capture(&cfg, &Setting::ALL, true).unwrap();
         let req = c.under(CreateSandbox {
-            mem_bytes: Some(1 << 30),
             labels: Some([("env".to_owned(), "prod".to_owned())].into()),
             ..CreateSandbox::default()
         });
-        assert_eq!(req.vcpus, Some(2));
-        assert_eq!(req.mem_bytes, Some(1 << 30));
+        assert_eq!((req.vcpus, req.mem_bytes), (Some(2), Some(2 << 30)));
         assert_eq!(req.idle_ttl_seconds, Some(60));
         assert_eq!(req.env_vars.unwrap()["A"], "carried");
         let labels = req.labels.unwrap();
@@ -291,12 +315,29 @@ mod tests {
             (labels["team"].as_str(), labels["env"].as_str()),
             ("a", "prod")
         );
+        // A create that sets part of a setting takes none of it.
+        let req = c.under(CreateSandbox {
+            mem_bytes: Some(1 << 30),
+            delete_after_stop_seconds: Some(5),
+            ..CreateSandbox::default()
+        });
+        assert_eq!((req.vcpus, req.mem_bytes), (None, Some(1 << 30)));
+        assert_eq!(req.idle_ttl_seconds, None);
         // A create with env vars of its own gets only those.
         let req = c.under(CreateSandbox {
             env_vars: Some([("B".to_owned(), "own".to_owned())].into()),
             ..CreateSandbox::default()
         });
         assert!(!req.env_vars.unwrap().contains_key("A"));
+        // A key the create's run_config sets is not overridden by a carried one.
+        let req = c.under(CreateSandbox {
+            run_config: Some(warren_types::RunConfig {
+                env_vars: [("A".to_owned(), "own".to_owned())].into(),
+                ..warren_types::RunConfig::default()
+            }),
+            ..CreateSandbox::default()
+        });
+        assert_eq!(req.env_vars, None);
         // Nothing included: nothing changes.
         let none = Carried::capture(&cfg, &[], false).unwrap();
         assert_eq!(

@@ -93,6 +93,35 @@ impl Control {
         })
     }
 
+    /// Checks a create request's own fields (the tier this host runs included).
+    fn check_create(&self, p: &Principal, req: &CreateSandbox) -> Result<(), ControlError> {
+        let secrets = validate_passthrough(req, self.cfg.egress.as_ref())?;
+        self.check_secrets(&p.workspace_id, &secrets)?;
+        validate_resources(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
+        self.check_shape(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
+        for (field, v) in [
+            ("idle_ttl_seconds", req.idle_ttl_seconds),
+            ("delete_after_stop_seconds", req.delete_after_stop_seconds),
+        ] {
+            if let Some(v) = v {
+                validate_ttl(field, v)?;
+            }
+        }
+        if let Some(rc) = &req.run_config {
+            validate_run_config(rc)?;
+        }
+        if let Some(env_vars) = &req.env_vars {
+            validate_run_config(&crate::RunConfig {
+                env_vars: env_vars.clone(),
+                ..crate::RunConfig::default()
+            })?;
+        }
+        if let Some(name) = &req.name {
+            validate_name(name)?;
+        }
+        self.check_tier(req.tier.unwrap_or(self.cfg.default_tier))
+    }
+
     /// A create request (over the template it names), checked and resolved to the config it
     /// makes (volumes not yet attached).
     pub(crate) fn resolve_create(
@@ -109,38 +138,20 @@ impl Control {
             Some(t) => t.under(req),
             None => req,
         };
+        // The request is checked before its snapshot is looked up, so a malformed one is
+        // refused as such whatever its snapshot; then again with what the snapshot carries.
+        self.check_create(p, &req)?;
         let (image, snapshot_id, snapshot) = self.resolve_for_create(p, req.snapshot.as_deref())?;
-        // The settings the snapshot carries fill what the request (and its template) leave
-        // unset, and are checked as the request's own.
         let req = match &snapshot {
-            Some(s) => s.carried.under(req),
-            None => req,
-        };
-        let secrets = validate_passthrough(&req, self.cfg.egress.as_ref())?;
-        self.check_secrets(&p.workspace_id, &secrets)?;
-        validate_resources(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
-        self.check_shape(req.vcpus, req.mem_bytes, req.fs_capacity_bytes)?;
-        for (field, v) in [
-            ("idle_ttl_seconds", req.idle_ttl_seconds),
-            ("delete_after_stop_seconds", req.delete_after_stop_seconds),
-        ] {
-            if let Some(v) = v {
-                validate_ttl(field, v)?;
+            Some(s) if !s.carried.included.is_empty() => {
+                let req = s.carried.under(req);
+                self.check_create(p, &req)?;
+                req
             }
-        }
-        if let Some(rc) = &req.run_config {
-            validate_run_config(rc)?;
-        }
+            _ => req,
+        };
         let env_vars = req.env_vars.unwrap_or_default();
-        validate_run_config(&crate::RunConfig {
-            env_vars: env_vars.clone(),
-            ..crate::RunConfig::default()
-        })?;
-        if let Some(name) = &req.name {
-            validate_name(name)?;
-        }
         let tier = req.tier.unwrap_or(self.cfg.default_tier);
-        self.check_tier(tier)?;
         let d = SandboxConfig::default();
         // A snapshot's capacity is the least its sandboxes get; its run_config and labels are
         // where theirs start.

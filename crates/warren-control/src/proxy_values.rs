@@ -115,8 +115,9 @@ fn fill(v: &mut Value, path: String, kept: &HashMap<String, Value>) {
     }
 }
 
-/// Whether `proxy_config` holds a literal credential: an opaque value that is set (plaintext
-/// values and workspace secret names are not secrets).
+/// Whether a stored config (`proxy_config`, `mount_config`: both hold credentials in the same
+/// value holders) holds a literal credential: an opaque value that is set (plaintext values
+/// and workspace secret names are not secrets).
 pub(crate) fn holds_opaque_values(pc: &Value) -> bool {
     match pc {
         Value::Object(obj) if is_holder(obj) => {

@@ -49,6 +49,11 @@ impl Control {
         if let Some(rc) = &req.run_config {
             validate_run_config(rc)?;
             rec.config.run_config = rec.config.run_config.layered(rc);
+            // A key the patch sets wins over the create's own env var of that name, which
+            // sits above run_config: the patched value is what later commands see.
+            rec.config
+                .env_vars
+                .retain(|k, _| !rc.env_vars.contains_key(k));
         }
         if let Some(n) = req.name {
             rec.name = n;

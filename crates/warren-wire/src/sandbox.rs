@@ -171,7 +171,8 @@ pub struct CreateSandboxBody {
     /// The sandbox's run_config layer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_config: Option<RunConfig>,
-    /// Legacy environment, merged under `run_config.env_vars`.
+    /// The caller's environment, above `run_config.env_vars`; kept by the server and never
+    /// shown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env_vars: Option<BTreeMap<String, String>>,
     /// Access delegation.

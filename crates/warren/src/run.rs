@@ -91,8 +91,10 @@ impl RunArgs {
             run_config: Some(RunConfig {
                 user: self.user.clone(),
                 work_dir: self.workdir.clone(),
-                env_vars,
+                ..RunConfig::default()
             }),
+            // The caller's own, above anything the image or a snapshot carries.
+            env_vars: (!env_vars.is_empty()).then_some(env_vars),
             labels: Some([("warren.run".to_owned(), "true".to_owned())].into()),
             tier: Some(self.tier),
             ..CreateSandbox::default()

@@ -146,18 +146,13 @@ async fn a_sandbox_from_a_carrying_snapshot_starts_with_what_its_create_leaves_u
             &h.admin,
             CreateSandbox {
                 snapshot: Some("all".into()),
-                vcpus: Some(1),
                 labels: Some(map(&[("env", "prod")])),
                 ..CreateSandbox::default()
             },
         )
         .await;
     let c = &rec.config;
-    assert_eq!(
-        (c.vcpus, c.mem_bytes),
-        (1, GIB / 2),
-        "its own CPUs, the carried memory"
-    );
+    assert_eq!((c.vcpus, c.mem_bytes), (2, GIB / 2));
     assert_eq!(
         (c.idle_ttl_seconds, c.delete_after_stop_seconds),
         (120, 3600)
@@ -179,4 +174,33 @@ async fn a_sandbox_from_a_carrying_snapshot_starts_with_what_its_create_leaves_u
         )
         .await;
     assert_eq!(own.config.env_vars, map(&[("MINE", "1")]));
+    // Memory asked for alone is not paired with the carried CPUs.
+    let sized = h
+        .sandbox_with(
+            &h.admin,
+            CreateSandbox {
+                snapshot: Some("all".into()),
+                mem_bytes: Some(GIB),
+                ..CreateSandbox::default()
+            },
+        )
+        .await;
+    assert_eq!((sized.config.vcpus, sized.config.mem_bytes), (1, GIB));
+}
+
+#[tokio::test]
+async fn a_patched_run_config_key_wins_over_the_creates_env_var() {
+    let h = harness().await;
+    let src = source(&h).await;
+    let patch = crate::UpdateSandbox {
+        run_config: Some(RunConfig {
+            env_vars: map(&[("TOKEN", "patched")]),
+            ..RunConfig::default()
+        }),
+        ..crate::UpdateSandbox::default()
+    };
+    h.control.update(&h.admin, &src.id, patch).await.unwrap();
+    assert_eq!(env_of(&h, &src.id, "TOKEN").await, "patched\n");
+    // The create's other env vars stay as they were.
+    assert_eq!(env_of(&h, &src.id, "SHARED").await, "env-vars\n");
 }
