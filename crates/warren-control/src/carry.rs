@@ -21,6 +21,18 @@ pub(crate) fn unreserved(labels: &BTreeMap<String, String>) -> BTreeMap<String, 
         .collect()
 }
 
+/// A copy of a config that may hold credentials (`proxy_config`, `mount_config`), noting in
+/// `secrets` when it holds a literal one.
+fn credentials(name: &str, config: &Option<Value>, secrets: &mut Vec<String>) -> Option<Value> {
+    if config
+        .as_ref()
+        .is_some_and(crate::proxy_values::holds_opaque_values)
+    {
+        secrets.push(format!("{name} holds opaque values"));
+    }
+    config.clone()
+}
+
 /// One setting `include` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -138,24 +150,10 @@ impl Carried {
         for s in include {
             match s {
                 Setting::Mounts => {
-                    c.mount_config.clone_from(&cfg.mount_config);
-                    if cfg
-                        .mount_config
-                        .as_ref()
-                        .is_some_and(crate::proxy_values::holds_opaque_values)
-                    {
-                        secrets.push("mount_config holds opaque values".to_owned());
-                    }
+                    c.mount_config = credentials("mount_config", &cfg.mount_config, &mut secrets);
                 }
                 Setting::ProxyConfig => {
-                    c.proxy_config.clone_from(&cfg.proxy_config);
-                    if cfg
-                        .proxy_config
-                        .as_ref()
-                        .is_some_and(crate::proxy_values::holds_opaque_values)
-                    {
-                        secrets.push("proxy_config holds opaque values".to_owned());
-                    }
+                    c.proxy_config = credentials("proxy_config", &cfg.proxy_config, &mut secrets);
                 }
                 Setting::EnvVars => {
                     c.env_vars.clone_from(&cfg.env_vars);
@@ -234,9 +232,7 @@ impl Carried {
                 }
                 Setting::Labels => {
                     if !self.labels.is_empty() {
-                        let mut labels = self.labels.clone();
-                        labels.extend(req.labels.unwrap_or_default());
-                        req.labels = Some(labels);
+                        req.labels = Some(crate::config::labels_under(&self.labels, req.labels));
                     }
                 }
             }

@@ -39,7 +39,12 @@ pub fn validate_run_config(rc: &RunConfig) -> Result<(), ConfigError> {
             "invalid run_config.user {user:?}"
         )));
     }
-    for k in rc.env_vars.keys() {
+    validate_env_names(&rc.env_vars)
+}
+
+/// Rejects environment variable names a process environment cannot hold.
+pub(crate) fn validate_env_names(env: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+    for k in env.keys() {
         if k.is_empty() || k.contains(['=', '\0']) {
             return Err(ConfigError::Invalid(format!(
                 "invalid environment variable name {k:?}"
@@ -47,6 +52,17 @@ pub fn validate_run_config(rc: &RunConfig) -> Result<(), ConfigError> {
         }
     }
     Ok(())
+}
+
+/// `base` labels with `own` over them (`own` wins a shared key): how a template's, a carried
+/// snapshot's and a snapshot's own labels go under a create's.
+pub(crate) fn labels_under(
+    base: &BTreeMap<String, String>,
+    own: Option<BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
+    let mut labels = base.clone();
+    labels.extend(own.unwrap_or_default());
+    labels
 }
 
 /// A sandbox's stored configuration.

@@ -111,10 +111,7 @@ impl Control {
             validate_run_config(rc)?;
         }
         if let Some(env_vars) = &req.env_vars {
-            validate_run_config(&crate::RunConfig {
-                env_vars: env_vars.clone(),
-                ..crate::RunConfig::default()
-            })?;
+            crate::config::validate_env_names(env_vars)?;
         }
         if let Some(name) = &req.name {
             validate_name(name)?;

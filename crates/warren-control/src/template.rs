@@ -50,9 +50,7 @@ impl TemplateRecord {
             req.run_config = Some(base.layered(&req.run_config.unwrap_or_default()));
         }
         if !self.labels.is_empty() {
-            let mut labels = self.labels.clone();
-            labels.extend(req.labels.unwrap_or_default());
-            req.labels = Some(labels);
+            req.labels = Some(crate::config::labels_under(&self.labels, req.labels));
         }
         req
     }
