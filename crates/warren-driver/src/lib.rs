@@ -247,9 +247,9 @@ pub trait Driver: Send + Sync + std::fmt::Debug {
     fn has_storage(&self, id: &SandboxId) -> bool;
     /// Whether sandboxes can be created from `image` now, and if not, why.
     fn image_status(&self, image: &ImageRef) -> ImageStatus;
-    /// How many times `image` was replaced in place under its name while this driver runs (the
-    /// default image, rebuilt from a newer recipe). Sandboxes made before a change have the old
-    /// files: a warm pool drops them.
+    /// Which copy of `image` its name holds: a value that changes whenever the image is replaced
+    /// in place under its name (the default image, rebuilt from a newer recipe, by this process
+    /// or another). Sandboxes made before a change have the old files: a warm pool drops them.
     fn image_generation(&self, image: &ImageRef) -> u64 {
         let _ = image;
         0

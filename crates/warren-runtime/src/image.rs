@@ -168,15 +168,13 @@ impl BtrfsStorage {
         }
     }
 
-    /// How many times this process replaced `image` under its name: only the default image is
-    /// ever rebuilt in place (a snapshot's files never change).
+    /// Which copy of `image` its name holds now: the id of the subvolume published under it.
+    /// Read from the disk, not counted in memory, so a default image rebuilt by another process
+    /// (`warren image build` beside a running daemon) is noticed like one this process built;
+    /// btrfs never hands a new subvolume an id in use, and the new image is made before the
+    /// old one goes. 0 while the name holds no image.
     pub fn image_generation(&self, image: &ImageRef) -> u64 {
-        if *image == ImageRef::default_image() {
-            self.default_generation
-                .load(std::sync::atomic::Ordering::SeqCst)
-        } else {
-            0
-        }
+        warren_btrfs::subvolume_id(&self.image_path(image)).unwrap_or(0)
     }
 
     fn build_state(&self) -> std::sync::MutexGuard<'_, BuildState> {
@@ -305,11 +303,6 @@ pub fn build_image(
     }
     storage.set_build_state(BuildState::Building);
     let result = build_into_store(storage, image, progress);
-    if result.is_ok() {
-        storage
-            .default_generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    }
     storage.set_build_state(match &result {
         Ok(()) => BuildState::Idle,
         Err(e) => BuildState::Failed(e.public_reason()),

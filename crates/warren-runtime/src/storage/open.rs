@@ -69,7 +69,6 @@ impl BtrfsStorage {
             root,
             quota: QuotaMode::Off,
             default_build: std::sync::Mutex::default(),
-            default_generation: std::sync::atomic::AtomicU64::new(0),
             rw_templates: std::sync::Mutex::default(),
         };
         store.quota = store.ensure_quotas(own_pool)?;

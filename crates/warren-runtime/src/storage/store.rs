@@ -68,9 +68,6 @@ pub struct BtrfsStorage {
     pub(super) quota: QuotaMode,
     /// This process's build of the default image, for creates that come while it runs.
     pub(crate) default_build: std::sync::Mutex<BuildState>,
-    /// How many times this process published the default image (see
-    /// [`BtrfsStorage::image_generation`]).
-    pub(crate) default_generation: std::sync::atomic::AtomicU64,
     /// Held while an image's `rw` template is made (see `own.rs`).
     pub(super) rw_templates: std::sync::Mutex<()>,
 }

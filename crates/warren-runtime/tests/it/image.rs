@@ -116,13 +116,19 @@ fn rebuilt_image_replaces_the_old_one_and_its_sandboxes_keep_their_files() {
     let image: ImageRef = format!("test/replace:{}", std::process::id())
         .parse()
         .unwrap();
+    assert_eq!(storage.image_generation(&image), 0, "no image yet");
     publish(&image, "old");
+    let first = storage.image_generation(&image);
+    assert_ne!(first, 0);
     let id = SandboxId::generate();
     let rootfs = storage
         .create_rootfs(&id, &image, 1 << 30, TmpLayout::Beside)
         .unwrap();
 
     publish(&image, "new");
+    // Read off the disk: a warm pool sees the rebuild whichever process made it.
+    let second = storage.image_generation(&image);
+    assert!(second != first && second != 0, "{first} then {second}");
     let read = |p: std::path::PathBuf| std::fs::read_to_string(p).unwrap();
     assert_eq!(read(storage.image_path(&image).join("version")), "new");
     assert_eq!(read(rootfs.join("version")), "old");
