@@ -45,12 +45,12 @@ pub(crate) fn sandbox(state: &AppState, r: &SandboxRecord) -> Sandbox {
         proxy_config: c
             .proxy_config
             .as_ref()
-            .map(warren_control::redact_proxy_config),
+            .map(warren_control::redact_credentials),
         // Credentials in the same value holders as proxy_config's: never shown.
         mount_config: c
             .mount_config
             .as_ref()
-            .map(warren_control::redact_proxy_config),
+            .map(warren_control::redact_credentials),
         preserve_memory_on_stop: Some(false),
         tier: Some(c.tier.as_str().to_owned()),
         volumes: c

@@ -53,12 +53,12 @@ pub(crate) fn snapshot(v: &SnapshotView) -> Snapshot {
             .carried
             .mount_config
             .as_ref()
-            .map(warren_control::redact_proxy_config),
+            .map(warren_control::redact_credentials),
         proxy_config: r
             .carried
             .proxy_config
             .as_ref()
-            .map(warren_control::redact_proxy_config),
+            .map(warren_control::redact_credentials),
     }
 }
 

@@ -24,7 +24,7 @@ fn template(t: TemplateRecord) -> Template {
         proxy_config: t
             .proxy_config
             .as_ref()
-            .map(warren_control::redact_proxy_config),
+            .map(warren_control::redact_credentials),
         labels: t.labels,
         tier: t.tier.map(|t| t.as_str().to_owned()),
         pool_min_size: t.pool_min,

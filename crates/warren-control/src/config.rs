@@ -99,7 +99,7 @@ pub struct SandboxConfig {
     /// Stored and echoed.
     pub access_delegation: Option<Value>,
     /// The egress proxy's policy and credential rules; opaque values are never shown
-    /// ([`crate::redact_proxy_config`]).
+    /// ([`crate::redact_credentials`]).
     pub proxy_config: Option<Value>,
     /// Stored and echoed (no mounts, until mounts exist).
     pub mount_config: Option<Value>,

@@ -139,10 +139,16 @@ impl Control {
         // refused as such whatever its snapshot; then again with what the snapshot carries.
         self.check_create(p, &req)?;
         let (image, snapshot_id, snapshot) = self.resolve_for_create(p, req.snapshot.as_deref())?;
+        // What the snapshot carries is checked as the request's own, but a refusal names the
+        // snapshot: the caller did not send the value it is about.
+        let mut carried_from = None;
+        let asked_mem = req.mem_bytes.is_some();
         let req = match &snapshot {
             Some(s) if !s.carried.included.is_empty() => {
                 let req = s.carried.under(req);
-                self.check_create(p, &req)?;
+                self.check_create(p, &req)
+                    .map_err(|e| carried_refusal(&s.name, e))?;
+                carried_from = Some(s.name.clone());
                 req
             }
             _ => req,
@@ -189,7 +195,12 @@ impl Control {
             volumes: Vec::new(),
             tier,
         };
-        crate::config::validate_tier_memory(cfg.tier, cfg.mem_bytes)?;
+        crate::config::validate_tier_memory(cfg.tier, cfg.mem_bytes).map_err(
+            |e| match carried_from.as_deref().filter(|_| !asked_mem) {
+                Some(name) => carried_refusal(name, e.into()),
+                None => e.into(),
+            },
+        )?;
         Ok(cfg)
     }
 
@@ -357,5 +368,25 @@ impl Control {
                 )));
             }
         }
+    }
+}
+
+/// A check that refused what snapshot `snapshot` carries, said as such (the status unchanged):
+/// the value it names came from the snapshot, and the request can override it.
+fn carried_refusal(snapshot: &str, e: ControlError) -> ControlError {
+    let say = |m: String| {
+        format!(
+            "snapshot '{snapshot}' carries a setting this create cannot take ({m}); set it in \
+             the request to override it"
+        )
+    };
+    match e {
+        ControlError::Config(ConfigError::Invalid(m)) => ConfigError::Invalid(say(m)).into(),
+        ControlError::Config(ConfigError::Malformed(m)) => ConfigError::Malformed(say(m)).into(),
+        ControlError::Config(ConfigError::Unsupported(m)) => {
+            ConfigError::Unsupported(say(m)).into()
+        }
+        ControlError::Exhausted(m) => ControlError::Exhausted(say(m)),
+        other => other,
     }
 }

@@ -67,7 +67,7 @@ pub use files::{
 };
 pub use fork::{ForkSandbox, MAX_FORKS};
 pub use listing::{ListQuery, Page};
-pub use proxy_values::{carry_over_opaque, redact_proxy_config, rule_env_vars};
+pub use proxy_values::{carry_over_opaque, redact_credentials, rule_env_vars};
 pub use registries::{MAX_REGISTRY_PASSWORD_BYTES, PutRegistry, reference_host, registry_host};
 pub use secrets::{
     MAX_SECRET_HOSTS, MAX_SECRET_VALUE_BYTES, PutSecret, SecretConfig, SecretHost,

@@ -22,9 +22,9 @@ fn is_opaque(obj: &Map<String, Value>) -> bool {
     obj.get("type").and_then(Value::as_str) == Some("opaque")
 }
 
-/// `proxy_config` as the API shows it: opaque values removed, every value holder with
-/// `is_set`.
-pub fn redact_proxy_config(pc: &Value) -> Value {
+/// A `proxy_config` or `mount_config` (both keep credentials in the same value holders) as
+/// the API shows it: opaque values removed, every value holder with `is_set`.
+pub fn redact_credentials(pc: &Value) -> Value {
     let mut out = pc.clone();
     walk_mut(&mut out, &mut |obj| {
         if is_holder(obj) {
@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn opaque_values_are_never_shown() {
-        let shown = redact_proxy_config(&config());
+        let shown = redact_credentials(&config());
         assert!(!shown.to_string().contains("hunter2"));
         assert!(!shown.to_string().contains("b-secret"));
         let h = &shown["rules"][0]["headers"];
@@ -204,7 +204,7 @@ mod tests {
         let old = config();
         // What a client sends back after reading the redacted config, with rules reordered
         // and one value replaced.
-        let mut shown = redact_proxy_config(&old);
+        let mut shown = redact_credentials(&old);
         let rules = shown["rules"].as_array_mut().unwrap();
         rules.reverse();
         rules[1]["headers"][1]["value"] = json!("green");
@@ -230,7 +230,7 @@ mod tests {
             json!({"match_paths": ["/other/*"]}),
             json!({"match_headers": ["x-a: b"]}),
         ] {
-            let mut new = redact_proxy_config(&old);
+            let mut new = redact_credentials(&old);
             let rule = new["rules"][0].as_object_mut().unwrap();
             rule.extend(change.as_object().unwrap().clone());
             carry_over_opaque(&mut new, Some(&old));

@@ -204,3 +204,48 @@ async fn a_patched_run_config_key_wins_over_the_creates_env_var() {
     // The create's other env vars stay as they were.
     assert_eq!(env_of(&h, &src.id, "SHARED").await, "env-vars\n");
 }
+
+#[tokio::test]
+async fn a_carried_value_a_create_cannot_take_is_refused_naming_the_snapshot() {
+    let h = harness().await;
+    h.fake.offer_vm();
+    h.sandbox_with(
+        &h.admin,
+        CreateSandbox {
+            name: Some("small".into()),
+            mem_bytes: Some(64 << 20),
+            ..CreateSandbox::default()
+        },
+    )
+    .await;
+    h.control
+        .capture(
+            &h.admin,
+            "small",
+            capture("small-res", &[Setting::Resources], false),
+        )
+        .await
+        .unwrap();
+    let vm = |mem_bytes| CreateSandbox {
+        snapshot: Some("small-res".into()),
+        tier: Some(warren_driver::Tier::Vm),
+        mem_bytes,
+        ..CreateSandbox::default()
+    };
+    // 64 MiB is too little for a VM: the refusal says the value came from the snapshot.
+    let err = h.control.create(&h.admin, vm(None)).unwrap_err();
+    assert!(
+        matches!(&err, ControlError::Config(crate::ConfigError::Invalid(m))
+            if m.starts_with("snapshot 'small-res' carries") && m.contains("mem_bytes")),
+        "{err:?}"
+    );
+    // The caller's own too-small value is refused as theirs.
+    let err = h.control.create(&h.admin, vm(Some(64 << 20))).unwrap_err();
+    assert!(
+        matches!(&err, ControlError::Config(crate::ConfigError::Invalid(m))
+            if m.starts_with("mem_bytes must be")),
+        "{err:?}"
+    );
+    // Overriding the carried value in the request makes the create work.
+    h.control.create(&h.admin, vm(Some(GIB))).unwrap();
+}

@@ -209,7 +209,7 @@ async fn opaque_values_are_hidden_and_survive_an_update_that_leaves_them_out() {
             },
         )
         .unwrap();
-    let shown = crate::redact_proxy_config(rec.config.proxy_config.as_ref().unwrap());
+    let shown = crate::redact_credentials(rec.config.proxy_config.as_ref().unwrap());
     assert!(!shown.to_string().contains("hunter2"), "{shown}");
     // A client sends back what it was shown, with one change.
     let mut back = shown.clone();
