@@ -29,13 +29,15 @@ impl Control {
         let name = req.name.clone();
         let volumes = req.volumes.clone().unwrap_or_default();
         let mut rec = new_record(p, self.resolve_create(p, req)?);
-        let admission = self.admission();
-        let held = self.store.held(&p.user_id, None)?;
-        self.cfg.limits.admit(&held, rec.config.mem_bytes)?;
+        // Before the admission lock: reading the image's generation is a few syscalls, and it
+        // may change at any moment anyway (a fill checks it again).
         let shape = volumes
             .is_empty()
             .then(|| self.pool_shape(&rec.config))
             .flatten();
+        let admission = self.admission();
+        let held = self.store.held(&p.user_id, None)?;
+        self.cfg.limits.admit(&held, rec.config.mem_bytes)?;
         let claimed = shape
             .as_ref()
             .and_then(|s| self.claim_pooled(s, &p.workspace_id));
@@ -372,12 +374,13 @@ impl Control {
 }
 
 /// A check that refused what snapshot `snapshot` carries, said as such (the status unchanged):
-/// the value it names came from the snapshot, and the request can override it.
+/// the value it names came from the snapshot, and the request can override it. The check's
+/// own words come first, so the field they name is the one a 422 points at: the one to set.
 fn carried_refusal(snapshot: &str, e: ControlError) -> ControlError {
     let say = |m: String| {
         format!(
-            "snapshot '{snapshot}' carries a setting this create cannot take ({m}); set it in \
-             the request to override it"
+            "{m} (a value snapshot '{snapshot}' carries, which this create took because it \
+             did not set its own; set it in the request to override it)"
         )
     };
     match e {

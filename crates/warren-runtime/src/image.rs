@@ -172,9 +172,27 @@ impl BtrfsStorage {
     /// Read from the disk, not counted in memory, so a default image rebuilt by another process
     /// (`warren image build` beside a running daemon) is noticed like one this process built;
     /// btrfs never hands a new subvolume an id in use, and the new image is made before the
-    /// old one goes. 0 while the name holds no image.
+    /// old one goes. 0 while the name holds no image. A read that fails for another reason
+    /// (no descriptor left, say) says nothing about the image: the id read last stands, so a
+    /// warm pool does not drop its sandboxes over it.
     pub fn image_generation(&self, image: &ImageRef) -> u64 {
-        warren_btrfs::subvolume_id(&self.image_path(image)).unwrap_or(0)
+        let read = warren_btrfs::subvolume_id(&self.image_path(image));
+        let mut known = self
+            .generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let name = image.storage_name();
+        match read {
+            Ok(id) => {
+                known.insert(name, id);
+                id
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                known.remove(&name);
+                0
+            }
+            Err(_) => known.get(&name).copied().unwrap_or(0),
+        }
     }
 
     fn build_state(&self) -> std::sync::MutexGuard<'_, BuildState> {

@@ -69,6 +69,7 @@ impl BtrfsStorage {
             root,
             quota: QuotaMode::Off,
             default_build: std::sync::Mutex::default(),
+            generations: std::sync::Mutex::default(),
             rw_templates: std::sync::Mutex::default(),
         };
         store.quota = store.ensure_quotas(own_pool)?;

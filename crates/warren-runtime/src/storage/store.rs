@@ -70,6 +70,8 @@ pub struct BtrfsStorage {
     pub(crate) default_build: std::sync::Mutex<BuildState>,
     /// Held while an image's `rw` template is made (see `own.rs`).
     pub(super) rw_templates: std::sync::Mutex<()>,
+    /// The generation last read of each image (see [`BtrfsStorage::image_generation`]).
+    pub(crate) generations: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl BtrfsStorage {

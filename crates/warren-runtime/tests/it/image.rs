@@ -162,6 +162,11 @@ fn rebuilt_image_replaces_the_old_one_and_its_sandboxes_keep_their_files() {
     storage.destroy_rootfs(&id3).unwrap();
     storage.remove_image(&image).unwrap();
     assert_eq!(templates(), Vec::<String>::new());
+    assert_eq!(
+        storage.image_generation(&image),
+        0,
+        "the name holds no image again"
+    );
 }
 
 #[test]
