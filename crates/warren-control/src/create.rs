@@ -143,14 +143,16 @@ impl Control {
         let (image, snapshot_id, snapshot) = self.resolve_for_create(p, req.snapshot.as_deref())?;
         // What the snapshot carries is checked as the request's own, but a refusal names the
         // snapshot: the caller did not send the value it is about.
-        let mut carried_from = None;
-        let asked_mem = req.mem_bytes.is_some();
+        let mut mem_carried_by = None;
         let req = match &snapshot {
             Some(s) if !s.carried.included.is_empty() => {
+                let asked_mem = req.mem_bytes.is_some();
                 let req = s.carried.under(req);
                 self.check_create(p, &req)
                     .map_err(|e| carried_refusal(&s.name, e))?;
-                carried_from = Some(s.name.clone());
+                if !asked_mem && req.mem_bytes.is_some() {
+                    mem_carried_by = Some(s.name.clone());
+                }
                 req
             }
             _ => req,
@@ -197,12 +199,12 @@ impl Control {
             volumes: Vec::new(),
             tier,
         };
-        crate::config::validate_tier_memory(cfg.tier, cfg.mem_bytes).map_err(
-            |e| match carried_from.as_deref().filter(|_| !asked_mem) {
+        crate::config::validate_tier_memory(cfg.tier, cfg.mem_bytes).map_err(|e| {
+            match &mem_carried_by {
                 Some(name) => carried_refusal(name, e.into()),
                 None => e.into(),
-            },
-        )?;
+            }
+        })?;
         Ok(cfg)
     }
 
@@ -376,7 +378,11 @@ impl Control {
 /// A check that refused what snapshot `snapshot` carries, said as such (the status unchanged):
 /// the value it names came from the snapshot, and the request can override it. The check's
 /// own words come first, so the field they name is the one a 422 points at: the one to set.
+/// Every check a create's config goes through refuses with a [`ConfigError`].
 fn carried_refusal(snapshot: &str, e: ControlError) -> ControlError {
+    let ControlError::Config(e) = e else {
+        return e;
+    };
     let say = |m: String| {
         format!(
             "{m} (a value snapshot '{snapshot}' carries, which this create took because it \
@@ -384,12 +390,9 @@ fn carried_refusal(snapshot: &str, e: ControlError) -> ControlError {
         )
     };
     match e {
-        ControlError::Config(ConfigError::Invalid(m)) => ConfigError::Invalid(say(m)).into(),
-        ControlError::Config(ConfigError::Malformed(m)) => ConfigError::Malformed(say(m)).into(),
-        ControlError::Config(ConfigError::Unsupported(m)) => {
-            ConfigError::Unsupported(say(m)).into()
-        }
-        ControlError::Exhausted(m) => ControlError::Exhausted(say(m)),
-        other => other,
+        ConfigError::Invalid(m) => ConfigError::Invalid(say(m)),
+        ConfigError::Malformed(m) => ConfigError::Malformed(say(m)),
+        ConfigError::Unsupported(m) => ConfigError::Unsupported(say(m)),
     }
+    .into()
 }
