@@ -7,6 +7,8 @@ with plain curl (no key), honours Range and stops after its expiry."""
 from __future__ import annotations
 
 import hashlib
+import html
+import re
 import shutil
 import struct
 import subprocess
@@ -249,14 +251,109 @@ def test_expired_tampered_foreign_and_revoked_tokens_are_refused(server, client,
     assert r.status_code == 403 and "revoked" in r.text
 
 
-def test_login_mode_is_refused_clearly(server, sb):
-    r = requests.post(
-        f"{server.api_base}/boxes/{sb.name}/service-url",
-        json={"port": WEB_PORT, "access": "workspace"},
-        headers=server.headers(),
+HEADERS_PORT = 8002
+# Answers every GET with the request's headers as JSON: what the app behind a service URL sees.
+HEADERS_SERVER = r'''
+import http.server, json
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", %d), H).serve_forever()
+''' % HEADERS_PORT
+
+
+def _sign_in(server, host: str, key: str, path: str = "/") -> requests.Response:
+    """A browser opening `path` on a login-mode service host: sent to the sign-in page on the
+    API's origin, the form posted with `key`; returns the last answer, not following it."""
+    first = requests.get(
+        f"{server.origin}{path}", headers={"Host": host, "Accept": "text/html"}, allow_redirects=False, timeout=30
+    )
+    assert first.status_code == 302, first.text
+    login = first.headers["location"]
+    assert login.startswith(f"{server.origin}/auth/service-login?"), login
+    page = requests.get(login, timeout=30)
+    assert page.status_code == 200 and 'name=api_key' in page.text
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    fields = dict(re.findall(r'type=hidden name=(\w+) value="([^"]*)"', page.text))
+    return requests.post(
+        f"{server.origin}/auth/service-login",
+        data={**{k: html.unescape(v) for k, v in fields.items()}, "api_key": key},
+        allow_redirects=False,
         timeout=30,
     )
-    assert r.status_code == 400 and "not supported" in r.text
+
+
+def test_a_login_mode_service_url_signs_a_browser_in_and_names_the_user_to_the_app(server, client, sb):
+    """`access="restricted"`: the SDK gets a ServiceLoginURL, token mode is refused (409) while
+    the grant stands, a browser signs in on the API's origin with its key and comes back with a
+    session cookie, and the app sees who it is in a user token the SDK's own verifier accepts
+    by the server's JWKS; a client's forged user headers never reach the app; a user who may
+    not read the sandbox is refused until the port is shared with the workspace."""
+    from langsmith.sandbox import SandboxClientError, SandboxTokenVerifier, ServiceLoginURL
+
+    sb.write("/tmp/headers.py", HEADERS_SERVER)
+    sb.run("nohup python3 /tmp/headers.py >/dev/null 2>&1 &")
+    assert wait_until(lambda: _listening(sb, HEADERS_PORT), timeout=20)
+    host = f"{HEADERS_PORT}-{sb.id}.localhost:{server.port}"
+    login = client.service(sb.name, HEADERS_PORT, access="restricted")
+    assert isinstance(login, ServiceLoginURL)
+    assert login.url == f"http://{host}/" and login.access == "restricted"
+    with pytest.raises(SandboxClientError):
+        client.service(sb.name, HEADERS_PORT)
+    # A program gets no page, and is told why.
+    r = requests.get(f"{server.origin}/", headers={"Host": host}, timeout=30)
+    assert r.status_code == 401 and "shared by login" in r.text
+
+    back = _sign_in(server, host, server.key, "/page?x=1")
+    assert back.status_code == 303, back.text
+    auth = back.headers["location"]
+    assert auth.startswith(f"http://{host}/__auth?code="), auth
+    a = requests.get(f"{server.origin}/{auth.split('/', 3)[3]}", headers={"Host": host}, allow_redirects=False, timeout=30)
+    assert a.status_code == 302 and a.headers["location"] == "/page?x=1", a.text
+    cookie = a.headers["set-cookie"]
+    assert "HttpOnly" in cookie
+    session = cookie.split(";", 1)[0]
+    seen = requests.get(
+        f"{server.origin}/page?x=1",
+        headers={"Host": host, "Cookie": session, "X-Langsmith-User-Id": "forged", "X-Langsmith-User-Email": "x@evil"},
+        timeout=30,
+    )
+    assert seen.status_code == 200, seen.text
+    h = seen.json()
+    assert "x-langsmith-user-email" not in h
+    assert h["x-langsmith-user-id"] != "forged"
+    assert "warren_svc" not in h.get("cookie", "")
+    verifier = SandboxTokenVerifier(jwks_url=f"{server.origin}/.well-known/jwks.json")
+    user = verifier.verify_user_token(h["x-langsmith-user-token"], audience=h["host"], issuer=server.origin)
+    assert user.subject == h["x-langsmith-user-id"]
+    with pytest.raises(Exception):
+        verifier.verify_user_token(h["x-langsmith-user-token"], audience=f"1-{sb.id}.localhost:{server.port}")
+
+    made = requests.post(f"{server.api_base}/keys", json={"name": uniq("dora")}, headers=server.headers(), timeout=30)
+    assert made.status_code in (200, 201), made.text
+    dora = made.json()
+    try:
+        refused = _sign_in(server, host, dora["key"])
+        assert refused.status_code == 403 and "may not open" in refused.text
+        workspace = client.service(sb.name, HEADERS_PORT, access="workspace")
+        assert workspace.access == "workspace"
+        admitted = _sign_in(server, host, dora["key"])
+        assert admitted.status_code == 303, admitted.text
+    finally:
+        requests.delete(f"{server.api_base}/keys/{dora['id']}", headers=server.headers(), timeout=30)
+    # Revoking the grant ends the session and makes way for tokens again.
+    d = requests.delete(
+        f"{server.api_base}/boxes/{sb.name}/service-urls", params={"port": HEADERS_PORT}, headers=server.headers(), timeout=30
+    )
+    assert d.status_code == 204
+    r = requests.get(f"{server.origin}/", headers={"Host": host, "Cookie": session}, timeout=30)
+    assert r.status_code == 403
+    assert sb.service(HEADERS_PORT).get("/").status_code == 200
 
 
 def _curl(*args: str) -> subprocess.CompletedProcess:

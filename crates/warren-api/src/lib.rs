@@ -26,6 +26,7 @@ mod exec;
 mod files;
 mod listen;
 mod listing;
+mod login;
 mod ops;
 mod proxy;
 mod registries;
@@ -240,6 +241,7 @@ pub fn router_with_limits(control: Arc<Control>, limits: ApiLimits) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/info", get(ops::info))
         .route("/.well-known/jwks.json", get(ops::jwks))
+        .route("/auth/service-login", get(login::form).post(login::submit))
         .route(
             "/dl/{token}",
             get(service::download_link).head(service::download_link),

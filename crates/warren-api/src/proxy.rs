@@ -9,10 +9,16 @@
 //! both are removed before the request goes on, and so are hop-by-hop headers, except the
 //! `Connection: upgrade` pair of a WebSocket handshake, whose upgraded connection is spliced
 //! to the agent connection.
+//!
+//! A port shared by login is opened on its service host only: a browser that has not signed
+//! in is sent to the sign-in page on the API's origin (`login.rs`), which sends it back to
+//! `__auth?code=` for its session cookie. Its requests reach the app with
+//! `X-Langsmith-User-Token` (verifiable by the JWKS) and `X-Langsmith-User-Id`; copies of those
+//! headers a client sends are always removed.
 
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
@@ -26,6 +32,10 @@ use crate::{ApiError, AppState};
 const TOKEN_HEADER: &str = "x-langsmith-sandbox-service-token";
 /// The cookie `__auth` sets.
 const COOKIE: &str = "warren_svc";
+/// The headers a signed-in request reaches the app with; a client's own copies never do.
+const USER_TOKEN_HEADER: &str = "x-langsmith-user-token";
+const USER_ID_HEADER: &str = "x-langsmith-user-id";
+const USER_HEADERS: &[&str] = &[USER_TOKEN_HEADER, USER_ID_HEADER, "x-langsmith-user-email"];
 /// Hop-by-hop headers (RFC 9110 §7.6.1), never forwarded as they came.
 const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -102,9 +112,30 @@ async fn service(state: AppState, t: Target, mut req: Request) -> Response {
     }
     let access = match authorise(&state, &t, req.headers()) {
         Ok(a) => a,
-        Err(e) => return token_error(&e).into_response(),
+        Err(e) => return refused(&state, &t, &req, &e),
     };
     strip_credentials(req.headers_mut());
+    if access.signed_in {
+        let host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let token = match state.control.user_token(&access, &host) {
+            Ok(t) => t,
+            Err(e) => return ApiError::from(e).into_response(),
+        };
+        let h = req.headers_mut();
+        for (name, value) in [
+            (USER_TOKEN_HEADER, token.as_str()),
+            (USER_ID_HEADER, access.principal.user_id.as_str()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(name, v);
+            }
+        }
+    }
     let pq = match req.uri().query() {
         Some(q) => format!("{rest}?{q}"),
         None => rest,
@@ -126,16 +157,74 @@ async fn service(state: AppState, t: Target, mut req: Request) -> Response {
     resp
 }
 
-/// The token from the header, else the first service cookie that verifies.
-fn authorise(state: &AppState, t: &Target, h: &HeaderMap) -> Result<ServiceAccess, TokenError> {
-    let verify = |tok: &str| {
-        state
-            .control
-            .verify_service_token(tok, &t.sandbox_id, t.port)
+/// A refused request: a browser finding a port shared by login on its service host is sent
+/// to sign in; everything else gets the token error.
+fn refused(state: &AppState, t: &Target, req: &Request, e: &TokenError) -> Response {
+    let Some(mode) = t
+        .prefix
+        .is_empty()
+        .then(|| state.control.service_login_mode(&t.sandbox_id, t.port))
+        .flatten()
+    else {
+        return token_error(e).into_response();
     };
-    if let Some(tok) = h.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) {
-        return verify(tok.trim());
+    let navigation = matches!(*req.method(), Method::GET | Method::HEAD)
+        && req
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"));
+    if !navigation {
+        return ApiError::with(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            format!(
+                "port {} of this sandbox is shared by login (access: {}): open it in a browser \
+                 and sign in; it takes no service token",
+                t.port,
+                mode.as_str()
+            ),
+        )
+        .into_response();
     }
+    let back = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let query = serde_urlencoded::to_string([
+        ("sandbox", t.sandbox_id.as_str()),
+        ("port", &t.port.to_string()),
+        ("redirect", back),
+    ])
+    .unwrap_or_default();
+    let location = format!(
+        "{}/auth/service-login?{query}",
+        state.control.config().public_url
+    );
+    let mut h = HeaderMap::new();
+    if let Ok(l) = HeaderValue::from_str(&location) {
+        h.insert(header::LOCATION, l);
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    (StatusCode::FOUND, h).into_response()
+}
+
+/// The token from the header, else the first service cookie that verifies. A sign-in session
+/// is taken only as the cookie of a service host (by path, the API's origin, it never is).
+fn authorise(state: &AppState, t: &Target, h: &HeaderMap) -> Result<ServiceAccess, TokenError> {
+    if let Some(tok) = h.get(TOKEN_HEADER).and_then(|v| v.to_str().ok()) {
+        return state
+            .control
+            .verify_service_token(tok.trim(), &t.sandbox_id, t.port);
+    }
+    let verify = |tok: &str| {
+        if t.prefix.is_empty() {
+            state
+                .control
+                .verify_service_cookie(tok, &t.sandbox_id, t.port)
+        } else {
+            state
+                .control
+                .verify_service_token(tok, &t.sandbox_id, t.port)
+        }
+    };
     let mut first_err = TokenError::Missing;
     for tok in cookies(h) {
         match verify(&tok) {
@@ -161,9 +250,13 @@ fn cookies(h: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// Removes the token header and the service cookie (keeping the app's own cookies).
+/// Removes the token header, the service cookie (keeping the app's own cookies) and any user
+/// headers the client sent.
 fn strip_credentials(h: &mut HeaderMap) {
     h.remove(TOKEN_HEADER);
+    for name in USER_HEADERS {
+        h.remove(*name);
+    }
     let kept: Vec<String> = h
         .get_all(header::COOKIE)
         .iter()
@@ -181,24 +274,43 @@ fn strip_credentials(h: &mut HeaderMap) {
     }
 }
 
+/// A path on the same origin to send a browser to, or `/`.
+pub(crate) fn same_origin_path(redirect: Option<&str>) -> &str {
+    redirect
+        .filter(|r| r.starts_with('/') && !r.starts_with("//") && !r.contains('\\'))
+        .unwrap_or("/")
+}
+
 /// `__auth?token=…[&redirect=/path]`: checks the token, sets it as an HttpOnly cookie for this
-/// host (or path prefix) and redirects. Only same-origin paths are redirected to.
+/// host (or path prefix) and redirects. `__auth?code=…` does the same with a sign-in's
+/// one-time code, on a service host only, and sets the browser's session. Only same-origin
+/// paths are redirected to.
 fn auth(state: &AppState, t: &Target, uri: &Uri) -> Response {
     let q: HashMap<String, String> = Query::try_from_uri(uri).map(|q| q.0).unwrap_or_default();
-    let token = q.get("token").map(String::as_str).unwrap_or("");
-    let access = match state
-        .control
-        .verify_service_token(token, &t.sandbox_id, t.port)
-    {
-        Ok(a) => a,
-        Err(e) => return token_error(&e).into_response(),
+    let (cookie, expires_at) = match q.get("code") {
+        Some(code) if t.prefix.is_empty() => {
+            match state
+                .control
+                .finish_service_login(code, &t.sandbox_id, t.port)
+            {
+                Ok(s) => (s.token, s.expires_at),
+                Err(e) => return token_error(&e).into_response(),
+            }
+        }
+        Some(_) => return ApiError::no_route().into_response(),
+        None => {
+            let token = q.get("token").map(String::as_str).unwrap_or("");
+            match state
+                .control
+                .verify_service_token(token, &t.sandbox_id, t.port)
+            {
+                Ok(a) => (token.to_owned(), a.expires_at),
+                Err(e) => return token_error(&e).into_response(),
+            }
+        }
     };
-    let redirect = q
-        .get("redirect")
-        .filter(|r| r.starts_with('/') && !r.starts_with("//") && !r.contains('\\'))
-        .map_or("/", String::as_str);
-    let max_age = access
-        .expires_at
+    let redirect = same_origin_path(q.get("redirect").map(String::as_str));
+    let max_age = expires_at
         .duration_since(std::time::SystemTime::now())
         .map_or(0, |d| d.as_secs());
     let path = if t.prefix.is_empty() { "/" } else { &t.prefix };
@@ -207,8 +319,9 @@ fn auth(state: &AppState, t: &Target, uri: &Uri) -> Response {
     } else {
         ""
     };
-    let cookie =
-        format!("{COOKIE}={token}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
+    let cookie = format!(
+        "{COOKIE}={cookie}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+    );
     let location = format!("{}{redirect}", t.prefix);
     let mut h = HeaderMap::new();
     if let (Ok(c), Ok(l)) = (

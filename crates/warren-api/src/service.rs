@@ -12,12 +12,12 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use warren_control::{ConfigError, GrantRecord, TokenError};
+use warren_control::{GrantMode, GrantRecord, TokenError};
 use warren_wire::service::{
-    DownloadUrlBody, DownloadUrlResponse, ServiceGrantItem, ServiceGrantList, ServiceUrlBody,
-    ServiceUrlResponse,
+    DownloadUrlBody, DownloadUrlResponse, ServiceGrantItem, ServiceGrantList, ServiceLoginResponse,
+    ServiceUrlBody, ServiceUrlResponse,
 };
 
 use crate::files::{Presentation, serve_file};
@@ -46,7 +46,7 @@ pub(crate) fn path_base(public_url: &str, sandbox_id: &str, port: u16) -> String
 }
 
 /// The base the browser opens: the port's own host if the server has a service domain.
-fn browser_base(state: &AppState, sandbox_id: &str, port: u16) -> String {
+pub(crate) fn browser_base(state: &AppState, sandbox_id: &str, port: u16) -> String {
     let cfg = state.control.config();
     match cfg.service_domain {
         Some(_) => {
@@ -77,15 +77,24 @@ pub(crate) async fn mint(
     caller: Caller,
     Path(name): Path<String>,
     ApiJson(body): ApiJson<ServiceUrlBody>,
-) -> Result<Json<ServiceUrlResponse>, ApiError> {
-    if let Some(access) = body.access.as_deref() {
-        return Err(ConfigError::Unsupported(format!(
-            "login-mode service URLs (access: {access}) are not supported by this server; \
-             omit `access` for a token-mode service URL"
-        ))
-        .into());
-    }
+) -> Result<Response, ApiError> {
     let origins = body.embed_origins.unwrap_or_default();
+    // "off" (the generated client's) ends a login grant and mints a token.
+    if body.access.as_deref() == Some("off") {
+        state.control.end_service_login(&caller, &name, body.port)?;
+    } else if let Some(access) = body.access.as_deref() {
+        let g = state
+            .control
+            .grant_service_login(&caller, &name, body.port, access, origins)?;
+        let url = format!("{}/", browser_base(&state, &g.sandbox_id, g.port));
+        return Ok(Json(ServiceLoginResponse {
+            browser_url: url.clone(),
+            service_url: url,
+            access: g.mode.as_str().to_owned(),
+            embed_origins: (!g.embed_origins.is_empty()).then_some(g.embed_origins),
+        })
+        .into_response());
+    }
     let m = state.control.mint_service_token(
         &caller,
         &name,
@@ -103,16 +112,17 @@ pub(crate) async fn mint(
         embed_origins: embedded.then_some(m.embed_origins),
         token: m.token,
         expires_at: seconds(m.expires_at),
-    }))
+    })
+    .into_response())
 }
 
 fn item(g: GrantRecord) -> ServiceGrantItem {
     ServiceGrantItem {
         port: g.port,
-        access: "token".into(),
+        access: g.mode.as_str().into(),
         created_at: seconds(g.created_at),
         created_by: Some(g.user_id),
-        expires_at: Some(seconds(g.expires_at)),
+        expires_at: (g.mode == GrantMode::Token).then(|| seconds(g.expires_at)),
         embed_origins: (!g.embed_origins.is_empty()).then_some(g.embed_origins),
     }
 }

@@ -25,6 +25,20 @@ use warren_wire::exec::HttpExecuteResponse;
 use warren_wire::files::{GlobMatch, SearchResponse};
 use warren_wire::sandbox::{Sandbox, SandboxList};
 
+/// Signs by writing the claims out in the clear: the router's side of login-mode service URLs
+/// only passes tokens on (the real key and the SDK's verifier meet in the conformance suite).
+#[derive(Debug)]
+struct ClearSigner;
+
+impl warren_control::TokenSigner for ClearSigner {
+    fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({"keys": [{"kid": "clear"}]})
+    }
+    fn sign(&self, claims: &serde_json::Value) -> Result<String, String> {
+        Ok(format!("clear.{claims}"))
+    }
+}
+
 struct Api {
     router: Router,
     key: String,
@@ -40,6 +54,7 @@ async fn api() -> Api {
         public_url: "http://warren.test".into(),
         sweep_interval: Duration::from_secs(3600),
         egress: None,
+        signer: Some(Arc::new(ClearSigner)),
         service_domain: Some("svc.test".into()),
         limits: ResourceLimits {
             max_vcpus: 8,

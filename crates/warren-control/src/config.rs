@@ -370,8 +370,17 @@ pub trait Egress: Send + Sync + std::fmt::Debug {
     fn sandbox_ca(&self, sandbox_id: &str) -> Result<String, String>;
     /// Forgets a deleted sandbox's CA.
     fn forget(&self, sandbox_id: &str);
-    /// The public keys callback signatures are made with, as a JWK Set.
+}
+
+/// The server's asymmetric signing key: proxy callback signatures and the user tokens of
+/// login-mode service URLs are made with it, and anyone verifies them with the public half
+/// published at `/.well-known/jwks.json` (LANGSMITH-API.md §6.3). Given by the server binary,
+/// which owns the key file.
+pub trait TokenSigner: Send + Sync + std::fmt::Debug {
+    /// The public keys, as a JWK Set.
     fn jwks(&self) -> Value;
+    /// A JWS of `claims` (the whole payload) with the key `jwks` names by `kid`.
+    fn sign(&self, claims: &Value) -> Result<String, String>;
 }
 
 /// Checks a `proxy_config` by the egress proxy's parsers; returns the workspace secrets its

@@ -33,6 +33,9 @@ pub struct ControlConfig {
     pub limits: ResourceLimits,
     /// The egress proxy, when sandboxes have egress.
     pub egress: Option<Arc<dyn Egress>>,
+    /// The server's public signing key; without one, no JWKS is published and login-mode
+    /// service URLs are refused.
+    pub signer: Option<Arc<dyn crate::config::TokenSigner>>,
     /// The domain service hosts live under (`<port>-<id>.<domain>`), or none for path-based
     /// service URLs only.
     pub service_domain: Option<String>,
@@ -72,6 +75,8 @@ pub struct Control {
     pub(crate) secret_writes: Mutex<()>,
     /// The service token signing key, read or made on first use (`signing.rs`).
     pub(crate) service_key: Mutex<Option<Arc<Vec<u8>>>>,
+    /// Sign-in codes already traded for a session, with their expiry (`service.rs`).
+    pub(crate) login_codes: Mutex<HashMap<String, u64>>,
     /// When this control plane opened (the default snapshot's timestamps).
     pub(crate) started_at: SystemTime,
     /// The latest progress line of each snapshot build this process runs.
@@ -157,6 +162,7 @@ impl Control {
             slots: Mutex::default(),
             secret_writes: Mutex::default(),
             service_key: Mutex::default(),
+            login_codes: Mutex::default(),
             started_at: now(),
             build_progress: Arc::default(),
             revocations: watch::channel(0).0,

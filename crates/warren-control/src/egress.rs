@@ -96,11 +96,11 @@ impl Control {
         Ok(())
     }
 
-    /// The public keys the egress proxy signs callback calls with (`/.well-known/jwks.json`);
-    /// none without egress.
+    /// The public keys proxy callbacks and login-mode user tokens are signed with
+    /// (`/.well-known/jwks.json`); none without a signing key.
     pub fn jwks(&self) -> Value {
-        match &self.cfg.egress {
-            Some(egress) => egress.jwks(),
+        match &self.cfg.signer {
+            Some(signer) => signer.jwks(),
             None => serde_json::json!({"keys": []}),
         }
     }

@@ -36,6 +36,7 @@ mod registries;
 mod running;
 mod secrets;
 mod service;
+mod service_login;
 mod signing;
 mod snapshot;
 mod snapshot_build;
@@ -57,7 +58,9 @@ pub use command::{
     DEFAULT_TIMEOUT_SECONDS, DEFAULT_TTL_SECONDS, ExecEvent, ExecFailure, ExecRequest,
     MAX_LIMIT_SECONDS,
 };
-pub use config::{ConfigError, CreateSandbox, Egress, RunConfig, SandboxConfig, UpdateSandbox};
+pub use config::{
+    ConfigError, CreateSandbox, Egress, RunConfig, SandboxConfig, TokenSigner, UpdateSandbox,
+};
 pub use config::{VolumeAttachment, VolumeRequest};
 pub use control::{Control, ControlConfig, StatusCounts};
 pub use egress::{EgressRecord, EgressTarget};
@@ -77,6 +80,7 @@ pub use service::{
     DEFAULT_SERVICE_TTL, DownloadAccess, MAX_DOWNLOAD_TTL, MAX_SERVICE_TTL, MintedDownload,
     MintedService, ServiceAccess,
 };
+pub use service_login::{LOGIN_SESSION_TTL, LoginGrant, LoginSession};
 pub use signing::TokenError;
 pub use snapshot::{
     CaptureSnapshot, DEFAULT_SNAPSHOT_NAME, SnapshotView, default_snapshot_id, snapshot_image,
@@ -86,9 +90,9 @@ pub use snapshot_build::{BuildSnapshot, BuildSource};
 pub use snapshot_import::ImageUpload;
 pub use state::{ActivityGuard, Running};
 pub use store::{
-    AuditEntry, GrantRecord, KeyInfo, Principal, RegistryRecord, SandboxRecord, SecretHostRecord,
-    SecretRecord, SnapshotRecord, SnapshotStatus, SqliteStore, Store, StoreError, TemplateRecord,
-    VolumeRecord,
+    AuditEntry, GrantMode, GrantRecord, KeyInfo, Principal, RegistryRecord, SandboxRecord,
+    SecretHostRecord, SecretRecord, SnapshotRecord, SnapshotStatus, SqliteStore, Store, StoreError,
+    TemplateRecord, VolumeRecord,
 };
 pub use template::CreateTemplate;
 pub use tunnel::{TunnelError, TunnelStream};

@@ -6,6 +6,9 @@
 //!
 //! Each sandbox port has its own service host, `<port>-<sandbox id>.<service domain>`, which is
 //! also the token's audience: a token for one sandbox or port is refused on every other.
+//!
+//! A port is shared one of two ways (its grant's [`GrantMode`]): by token (here), or by login
+//! (`service_login.rs`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -16,7 +19,7 @@ use crate::control::{Control, now};
 use crate::error::ControlError;
 use crate::listing::{ListQuery, Listed, Listing, Order, Page, SortValue};
 use crate::signing::TokenError;
-use crate::store::{GrantRecord, Principal};
+use crate::store::{GrantMode, GrantRecord, Principal};
 use crate::tunnel::{StreamKind, TunnelError, TunnelStream};
 
 /// Token lifetime when the request names none.
@@ -29,18 +32,20 @@ pub const MAX_DOWNLOAD_TTL: u64 = 365 * 86_400;
 const DOWNLOAD_AUDIENCE: &str = "warren-download";
 /// Most `embed_origins` a service URL takes (§6.1).
 const MAX_EMBED_ORIGINS: usize = 5;
-
+/// A service token (token mode) or a signed-in browser's session cookie (`login`).
 #[derive(Debug, Serialize, Deserialize)]
-struct ServiceClaims {
-    sub: String,
-    sandbox_id: String,
-    port: u16,
-    aud: String,
-    exp: u64,
-    iat: u64,
-    gid: String,
+pub(crate) struct ServiceClaims {
+    pub(crate) sub: String,
+    pub(crate) sandbox_id: String,
+    pub(crate) port: u16,
+    pub(crate) aud: String,
+    pub(crate) exp: u64,
+    pub(crate) iat: u64,
+    pub(crate) gid: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    embed_origins: Vec<String>,
+    pub(crate) embed_origins: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) login: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -86,6 +91,8 @@ pub struct ServiceAccess {
     pub expires_at: SystemTime,
     /// Origins allowed to frame the service.
     pub embed_origins: Vec<String>,
+    /// A signed-in user's session (login mode), not a token: the app gets the user's identity.
+    pub signed_in: bool,
 }
 
 /// A freshly minted download link's token.
@@ -112,12 +119,12 @@ pub struct DownloadAccess {
     pub content_disposition: Option<String>,
 }
 
-fn secs(t: SystemTime) -> u64 {
+pub(crate) fn secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
 /// Now, in whole seconds: tokens carry whole seconds, and `expires_at` must equal them.
-fn now_secs() -> SystemTime {
+pub(crate) fn now_secs() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(secs(now()))
 }
 
@@ -131,7 +138,14 @@ fn ttl(asked: Option<i64>, max: u64) -> Result<Duration, ControlError> {
     }
 }
 
-fn check_origins(origins: &[String]) -> Result<(), ControlError> {
+pub(crate) fn check_port(port: i64) -> Result<u16, ControlError> {
+    u16::try_from(port)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| ControlError::invalid("port must be between 1 and 65535"))
+}
+
+pub(crate) fn check_origins(origins: &[String]) -> Result<(), ControlError> {
     if origins.len() > MAX_EMBED_ORIGINS {
         return Err(ControlError::invalid(format!(
             "at most {MAX_EMBED_ORIGINS} embed_origins"
@@ -186,17 +200,31 @@ impl Control {
         embed_origins: Vec<String>,
     ) -> Result<MintedService, ControlError> {
         let rec = self.find(p, name_or_id)?;
-        let port = u16::try_from(port)
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| ControlError::invalid("port must be between 1 and 65535"))?;
+        let port = check_port(port)?;
         let ttl = ttl(expires_in_seconds, MAX_SERVICE_TTL)?;
         check_origins(&embed_origins)?;
         let iat = now_secs();
         let exp = iat + ttl;
-        let grant =
-            self.store
-                .upsert_grant(&rec.id, port, &p.user_id, now(), exp, &embed_origins)?;
+        let Some(grant) = self.store.upsert_grant(
+            &rec.id,
+            port,
+            &p.user_id,
+            now(),
+            exp,
+            &embed_origins,
+            GrantMode::Token,
+        )?
+        else {
+            let mode = self
+                .store
+                .grant_of(&rec.id, port)?
+                .map_or("login", |g| g.mode.as_str());
+            return Err(ControlError::Conflict(format!(
+                "port {port} of sandbox '{name_or_id}' is shared by login (access: {mode}), \
+                 which takes no tokens; revoke that grant (DELETE the sandbox's service-url \
+                 with ?port={port}) to mint tokens for the port"
+            )));
+        };
         let token = self.sign(&ServiceClaims {
             sub: p.user_id.clone(),
             sandbox_id: rec.id.clone(),
@@ -206,6 +234,7 @@ impl Control {
             iat: secs(iat),
             gid: grant.id,
             embed_origins: embed_origins.clone(),
+            login: false,
         })?;
         self.audit(
             Some(p),
@@ -229,7 +258,11 @@ impl Control {
         name_or_id: &str,
     ) -> Result<Vec<GrantRecord>, ControlError> {
         let rec = self.find(p, name_or_id)?;
-        Ok(self.store.list_grants(&rec.id)?)
+        let now = now();
+        let mut grants = self.store.list_grants(&rec.id)?;
+        // What the port is reachable by now: a token grant whose newest token expired is not.
+        grants.retain(|g| g.mode != GrantMode::Token || g.expires_at > now);
+        Ok(grants)
     }
 
     /// A sandbox's service grants, by port, paged.
@@ -265,7 +298,22 @@ impl Control {
         sandbox_id: &str,
         port: u16,
     ) -> Result<ServiceAccess, TokenError> {
-        let result = self.verify_service_inner(token, sandbox_id, port);
+        let result = self.verify_service_inner(token, sandbox_id, port, false);
+        if result.is_err() {
+            self.metrics.service_refused();
+        }
+        result
+    }
+
+    /// Checks the cookie a service host set: a token, or a signed-in browser's session, whose
+    /// user must still be one the port's login mode admits.
+    pub fn verify_service_cookie(
+        &self,
+        token: &str,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<ServiceAccess, TokenError> {
+        let result = self.verify_service_inner(token, sandbox_id, port, true);
         if result.is_err() {
             self.metrics.service_refused();
         }
@@ -277,6 +325,7 @@ impl Control {
         token: &str,
         sandbox_id: &str,
         port: u16,
+        session_ok: bool,
     ) -> Result<ServiceAccess, TokenError> {
         if token.is_empty() {
             return Err(TokenError::Missing);
@@ -289,21 +338,39 @@ impl Control {
         let grant = self
             .store
             .get_grant(&c.gid)
-            .map_err(|e| TokenError::Unusable(e.to_string()))?;
-        if !grant.is_some_and(|g| g.sandbox_id == c.sandbox_id && g.port == c.port) {
+            .map_err(|e| TokenError::Unusable(e.to_string()))?
+            .filter(|g| g.sandbox_id == c.sandbox_id && g.port == c.port)
+            .ok_or(TokenError::Revoked)?;
+        // A port that changed how it is shared took its old tokens or sessions with it.
+        if c.login != (grant.mode != GrantMode::Token) {
             return Err(TokenError::Revoked);
         }
         let principal = self.principal_of(&c.sub)?;
+        if c.login {
+            if !session_ok {
+                return Err(TokenError::Foreign(
+                    "a sign-in session works only as the cookie its service host set".into(),
+                ));
+            }
+            self.may_open(&principal, &grant)
+                .map_err(|e| TokenError::Foreign(e.to_string()))?;
+        }
         Ok(ServiceAccess {
             principal,
             sandbox_id: c.sandbox_id,
             port: c.port,
             expires_at: UNIX_EPOCH + Duration::from_secs(c.exp),
-            embed_origins: c.embed_origins,
+            // A login grant's origins are the grant's current ones: each grant call replaces them.
+            embed_origins: if c.login {
+                grant.embed_origins
+            } else {
+                c.embed_origins
+            },
+            signed_in: c.login,
         })
     }
 
-    fn principal_of(&self, user_id: &str) -> Result<Principal, TokenError> {
+    pub(crate) fn principal_of(&self, user_id: &str) -> Result<Principal, TokenError> {
         self.store
             .principal_for_user(user_id)
             .map_err(|e| TokenError::Unusable(e.to_string()))?

@@ -10,7 +10,8 @@ pub struct ServiceUrlBody {
     /// Token lifetime (1..86400, default 600).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_seconds: Option<i64>,
-    /// `restricted` or `workspace` selects login mode (not supported); omitted for token mode.
+    /// `restricted` or `workspace` selects login mode; omitted for token mode; `off` ends a
+    /// login grant and mints a token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access: Option<String>,
     /// Origins allowed to frame the service.
@@ -37,19 +38,33 @@ pub struct ServiceUrlResponse {
     pub embed_origins: Option<Vec<String>>,
 }
 
+/// A login-mode service URL: no token, no expiry; a browser signs in to open it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceLoginResponse {
+    /// The service host's root, to open in a browser.
+    pub browser_url: String,
+    /// The same URL (the SDK reads either).
+    pub service_url: String,
+    /// `restricted` or `workspace`.
+    pub access: String,
+    /// Origins allowed to frame the service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embed_origins: Option<Vec<String>>,
+}
+
 /// One sharing grant of a sandbox port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceGrantItem {
     /// The port.
     pub port: u16,
-    /// Always `token`: login modes are not supported.
+    /// `token`, `restricted` or `workspace`.
     pub access: String,
     /// When the grant was first made.
     pub created_at: String,
     /// Who made (or last renewed) it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
-    /// When the newest token expires.
+    /// When the newest token expires; none for a login grant, which does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
     /// Origins allowed to frame the service.

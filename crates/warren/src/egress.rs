@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::net::{TcpListener, UdpSocket};
-use warren_control::{ConfigError, Control, Egress, EgressRecord};
+use warren_control::{ConfigError, Control, Egress, EgressRecord, TokenSigner};
 use warren_net::{HostNet, ProxyPorts};
 use warren_proxy::ca::CaStore;
 use warren_proxy::dns::{DnsConfig, DnsServer};
@@ -19,6 +19,30 @@ use warren_proxy::proxy::{CallbackSigner, Proxy, ProxyConfig};
 use warren_proxy::resolve::SystemResolver;
 use warren_proxy::sandbox::SandboxPolicy;
 use warren_runtime::JailDriver;
+
+/// The server's signing key (`<data dir>/callback-signing.pem`, made on first start): proxy
+/// callback signatures and login-mode service URLs' user tokens.
+#[derive(Debug)]
+pub(crate) struct ServerSigner(pub(crate) Arc<CallbackSigner>);
+
+impl ServerSigner {
+    pub(crate) fn load(data_dir: &Path, public_url: &str) -> Result<Self> {
+        let signer =
+            CallbackSigner::load_or_create(&data_dir.join("callback-signing.pem"), public_url)
+                .context("failed to load the server's signing key")?;
+        Ok(Self(Arc::new(signer)))
+    }
+}
+
+impl TokenSigner for ServerSigner {
+    fn jwks(&self) -> serde_json::Value {
+        self.0.jwks()
+    }
+
+    fn sign(&self, claims: &serde_json::Value) -> Result<String, String> {
+        self.0.sign_claims(claims)
+    }
+}
 
 /// The sandbox network of a `proxied` server, before the control plane exists.
 pub(crate) struct EgressSetup {
@@ -56,7 +80,7 @@ pub(crate) async fn link_sandboxes(
     sandbox_cas: &[PathBuf],
     upstream_cas: &[PathBuf],
     data_dir: &Path,
-    public_url: &str,
+    signer: Arc<CallbackSigner>,
 ) -> Result<EgressSetup> {
     let extra = read_pems(sandbox_cas, "--sandbox-ca")?;
     let mut upstream_extra = extra.clone();
@@ -65,8 +89,6 @@ pub(crate) async fn link_sandboxes(
         .context("failed to load the CAs the egress proxy verifies upstreams with")?;
     let cas = CaStore::open(data_dir.join("egress-ca"))
         .context("failed to open the sandboxes' CA directory")?;
-    let signer = CallbackSigner::load_or_create(&data_dir.join("callback-signing.pem"), public_url)
-        .context("failed to load the key proxy callbacks are signed with")?;
     let ports = ProxyPorts::default();
     let net = HostNet::open(ports).await.context(
         "failed to set up sandbox networking (needs nft and rtnetlink; `warren doctor` checks)",
@@ -77,7 +99,7 @@ pub(crate) async fn link_sandboxes(
         policy: policy_config(),
         cas: Arc::new(cas),
         upstream_tls,
-        signer: Arc::new(signer),
+        signer,
     })
 }
 
@@ -104,7 +126,6 @@ fn policy_config() -> Arc<PolicyConfig> {
 struct ProxyEgress {
     policy: Arc<PolicyConfig>,
     cas: Arc<CaStore>,
-    signer: Arc<CallbackSigner>,
 }
 
 impl Egress for ProxyEgress {
@@ -132,10 +153,6 @@ impl Egress for ProxyEgress {
             tracing::warn!(%sandbox_id, error = %e, "failed to remove a deleted sandbox's CA");
         }
     }
-
-    fn jwks(&self) -> serde_json::Value {
-        self.signer.jwks()
-    }
 }
 
 impl EgressSetup {
@@ -144,7 +161,6 @@ impl EgressSetup {
         Arc::new(ProxyEgress {
             policy: self.policy.clone(),
             cas: self.cas.clone(),
-            signer: self.signer.clone(),
         })
     }
 }

@@ -130,6 +130,7 @@ pub(crate) fn run(data_dir: &Path, args: RunArgs) -> Result<ExitCode> {
         public_url: String::new(),
         sweep_interval: Duration::from_secs(3600),
         egress: None,
+        signer: None,
         service_domain: None,
         limits,
     };

@@ -190,13 +190,14 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
             .unwrap_or_else(|| format!("http://{}", args.listen))
             .trim_end_matches('/')
             .to_owned();
+        let signer = crate::egress::ServerSigner::load(data_dir, &public_url)?;
         let egress = if args.network == NetworkArg::Proxied {
             let setup = crate::egress::link_sandboxes(
                 &driver,
                 &args.sandbox_cas,
                 &args.upstream_cas,
                 data_dir,
-                &public_url,
+                signer.0.clone(),
             )
             .await?;
             Some(setup)
@@ -216,6 +217,7 @@ pub(crate) fn serve(data_dir: &Path, args: ServeArgs) -> Result<ExitCode> {
             public_url: public_url.clone(),
             sweep_interval: Duration::from_secs(args.sweep_interval.max(1)),
             egress: egress.as_ref().map(crate::egress::EgressSetup::hooks),
+            signer: Some(std::sync::Arc::new(signer)),
             service_domain: (args.service_domain != "none")
                 .then(|| args.service_domain.trim_matches('.').to_ascii_lowercase()),
             limits,

@@ -4,7 +4,9 @@
 //! runs no HTTP server, so a request that passes auth gets the echo of its own bytes back,
 //! which is not an HTTP answer: a 502 that says so, with the bytes counted both ways.
 
-use warren_wire::service::{DownloadUrlResponse, ServiceGrantList, ServiceUrlResponse};
+use warren_wire::service::{
+    DownloadUrlResponse, ServiceGrantList, ServiceLoginResponse, ServiceUrlResponse,
+};
 
 use super::*;
 
@@ -45,7 +47,7 @@ impl Api {
 const TOKEN: &str = "x-langsmith-sandbox-service-token";
 
 #[tokio::test]
-async fn a_service_url_is_minted_in_the_sdk_shape_and_login_modes_are_refused() {
+async fn a_service_url_is_minted_in_the_sdk_shape() {
     let api = api().await;
     let sb = api.sandbox("web").await;
     let a = api
@@ -67,19 +69,14 @@ async fn a_service_url_is_minted_in_the_sdk_shape_and_login_modes_are_refused() 
     // Whole seconds and `Z`: what Python 3.10's fromisoformat takes after the SDK's replace.
     assert_eq!(s.expires_at.len(), 20, "{}", s.expires_at);
     assert!(s.expires_at.ends_with('Z'));
-    let login = api
-        .mint("web", r#"{"port": 7, "access": "restricted"}"#)
-        .await;
-    assert_eq!(
-        login.error(),
-        (StatusCode::BAD_REQUEST, "Unsupported".into())
-    );
+    let bogus = api.mint("web", r#"{"port": 7, "access": "public"}"#).await;
+    assert_eq!(bogus.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
-        login
+        bogus
             .json::<ErrorBody>()
             .detail
             .message
-            .contains("not supported")
+            .contains("restricted")
     );
     let embed = api
         .mint(
@@ -285,6 +282,220 @@ async fn a_valid_token_reaches_the_port_by_path_host_and_cookie() {
         up.unwrap() > 0 && down.unwrap() > 0,
         "up {up:?} down {down:?}"
     );
+}
+
+/// The answer's `Location`.
+fn location(a: &Answer) -> String {
+    a.headers[header::LOCATION].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_port_shared_by_login_sends_a_browser_to_sign_in_and_back() {
+    let api = api().await;
+    let sb = api.sandbox("web").await;
+    let host = format!("7-{}.svc.test", sb.id);
+    let old: ServiceUrlResponse = api.mint("web", r#"{"port": 7}"#).await.json();
+    let granted = api
+        .mint(
+            "web",
+            r#"{"port": 7, "access": "restricted", "embed_origins": ["https://app.example.com"]}"#,
+        )
+        .await;
+    assert_eq!(
+        granted.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&granted.body)
+    );
+    let g: ServiceLoginResponse = granted.json();
+    assert_eq!(g.browser_url, format!("http://{host}/"));
+    assert_eq!(g.access, "restricted");
+    assert_eq!(g.embed_origins.unwrap(), vec!["https://app.example.com"]);
+    // No token in the answer, and token mode is refused while the grant stands.
+    let body: serde_json::Value = granted.json();
+    assert!(body.get("token").is_none(), "{body}");
+    let refused = api.mint("web", r#"{"port": 7}"#).await;
+    assert_eq!(refused.error(), (StatusCode::CONFLICT, "Conflict".into()));
+    assert!(
+        refused
+            .json::<ErrorBody>()
+            .detail
+            .message
+            .contains("restricted")
+    );
+    // The port's old token stopped working, and the answer says why.
+    let stale = api
+        .anon(Method::GET, "/x", &[("host", &host), (TOKEN, &old.token)])
+        .await;
+    assert_eq!(stale.status, StatusCode::UNAUTHORIZED);
+    assert!(String::from_utf8_lossy(&stale.body).contains("takes no service token"));
+    let list: ServiceGrantList = api
+        .send(
+            api.req(Method::GET, "/api/v2/sandboxes/boxes/web/service-urls")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .json();
+    assert_eq!(list.items[0].access, "restricted");
+    assert!(list.items[0].expires_at.is_none());
+
+    // A program without a session is told how the port is shared; a browser is sent to sign in.
+    let program = api.anon(Method::GET, "/x", &[("host", &host)]).await;
+    assert_eq!(program.status, StatusCode::UNAUTHORIZED);
+    assert!(String::from_utf8_lossy(&program.body).contains("shared by login"));
+    let browser = api
+        .anon(
+            Method::GET,
+            "/x?y=1",
+            &[("host", &host), ("accept", "text/html,*/*")],
+        )
+        .await;
+    assert_eq!(browser.status, StatusCode::FOUND);
+    let to_login = location(&browser);
+    assert_eq!(
+        to_login,
+        format!(
+            "http://warren.test/auth/service-login?sandbox={}&port=7&redirect=%2Fx%3Fy%3D1",
+            sb.id
+        )
+    );
+    let form_path = to_login.strip_prefix("http://warren.test").unwrap();
+    let form = api.anon(Method::GET, form_path, &[]).await;
+    assert_eq!(form.status, StatusCode::OK);
+    let html = String::from_utf8_lossy(&form.body).into_owned();
+    assert!(html.contains("type=password name=api_key"), "{html}");
+    assert!(html.contains("value=\"/x?y=1\""), "{html}");
+    assert!(
+        form.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    // A hostile sandbox name is text on the page, never markup.
+    let hostile = api
+        .anon(
+            Method::GET,
+            "/auth/service-login?sandbox=%3Cscript%3E&port=7&redirect=//evil.example",
+            &[],
+        )
+        .await;
+    let hostile = String::from_utf8_lossy(&hostile.body).into_owned();
+    assert!(hostile.contains("&lt;script&gt;") && !hostile.contains("<script>"));
+    assert!(hostile.contains("name=redirect value=\"/\""), "{hostile}");
+
+    let post = |key: &str| {
+        let body = serde_urlencoded::to_string([
+            ("api_key", key),
+            ("sandbox", sb.id.as_str()),
+            ("port", "7"),
+            ("redirect", "/x?y=1"),
+        ])
+        .unwrap();
+        Request::builder()
+            .method(Method::POST)
+            .uri("/auth/service-login")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap()
+    };
+    let wrong = api.send(post("not-a-key")).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(String::from_utf8_lossy(&wrong.body).contains("not valid"));
+    let signed = api.send(post(&api.key)).await;
+    assert_eq!(
+        signed.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        String::from_utf8_lossy(&signed.body)
+    );
+    let back = location(&signed);
+    let auth_path = back
+        .strip_prefix(&format!("http://{host}"))
+        .unwrap_or_else(|| panic!("{back}"))
+        .to_owned();
+    assert!(auth_path.starts_with("/__auth?code="), "{auth_path}");
+    assert!(auth_path.ends_with("&redirect=%2Fx%3Fy%3D1"), "{auth_path}");
+    // The code is the service host's only: by path it is refused.
+    let by_path = api
+        .anon(Method::GET, &format!("/svc/{}/7{auth_path}", sb.id), &[])
+        .await;
+    assert_eq!(by_path.status, StatusCode::NOT_FOUND);
+    let auth = api.anon(Method::GET, &auth_path, &[("host", &host)]).await;
+    assert_eq!(
+        auth.status,
+        StatusCode::FOUND,
+        "{}",
+        String::from_utf8_lossy(&auth.body)
+    );
+    assert_eq!(location(&auth), "/x?y=1");
+    let cookie = auth.headers[header::SET_COOKIE]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let max_age: u64 = cookie
+        .split("; Max-Age=")
+        .nth(1)
+        .and_then(|r| r.split(';').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{cookie}"));
+    assert!((43_190..=43_200).contains(&max_age), "{cookie}");
+    assert!(
+        cookie.contains("; Path=/;") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_owned();
+    // Once only.
+    let again = api.anon(Method::GET, &auth_path, &[("host", &host)]).await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN);
+    assert!(String::from_utf8_lossy(&again.body).contains("used already"));
+
+    // The session passes (the echo is not HTTP: a 502 means auth let it through) and is framed
+    // only by the grant's origins; as a header, or by path, it is not a token.
+    let through = api
+        .anon(Method::GET, "/x", &[("host", &host), ("cookie", &session)])
+        .await;
+    assert_eq!(
+        through.status,
+        StatusCode::BAD_GATEWAY,
+        "{}",
+        String::from_utf8_lossy(&through.body)
+    );
+    assert!(
+        through.headers[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("https://app.example.com")
+    );
+    let value = session.strip_prefix("warren_svc=").unwrap();
+    let as_header = api
+        .anon(Method::GET, "/x", &[("host", &host), (TOKEN, value)])
+        .await;
+    assert_eq!(as_header.status, StatusCode::UNAUTHORIZED);
+    let path_cookie = api
+        .anon(
+            Method::GET,
+            &format!("/svc/{}/7/x", sb.id),
+            &[("cookie", &session)],
+        )
+        .await;
+    assert_eq!(path_cookie.status, StatusCode::FORBIDDEN);
+    // `access: "off"` ends the grant, and with it the session, and mints a token.
+    let off = api.mint("web", r#"{"port": 7, "access": "off"}"#).await;
+    assert_eq!(
+        off.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&off.body)
+    );
+    let token: ServiceUrlResponse = off.json();
+    let ended = api
+        .anon(Method::GET, "/x", &[("host", &host), ("cookie", &session)])
+        .await;
+    assert_eq!(ended.status, StatusCode::FORBIDDEN);
+    let with_token = api
+        .anon(Method::GET, "/x", &[("host", &host), (TOKEN, &token.token)])
+        .await;
+    assert_eq!(with_token.status, StatusCode::BAD_GATEWAY);
 }
 
 #[tokio::test]

@@ -25,6 +25,49 @@ pub struct GrantRecord {
     pub expires_at: SystemTime,
     /// Origins allowed to frame the service.
     pub embed_origins: Vec<String>,
+    /// How the port is opened.
+    pub mode: GrantMode,
+}
+
+/// How a port's grant is opened (the service URL's `access`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantMode {
+    /// By the tokens minted for it.
+    Token,
+    /// By a signed-in user who may read the sandbox.
+    Restricted,
+    /// By any signed-in member of the sandbox's workspace.
+    Workspace,
+}
+
+impl GrantMode {
+    /// The wire and column name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Token => "token",
+            Self::Restricted => "restricted",
+            Self::Workspace => "workspace",
+        }
+    }
+
+    /// A login mode from the request's `access`; `token` is not one.
+    pub fn login(access: &str) -> Option<Self> {
+        match access {
+            "restricted" => Some(Self::Restricted),
+            "workspace" => Some(Self::Workspace),
+            _ => None,
+        }
+    }
+
+    fn column(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "token" => Ok(Self::Token),
+            other => Self::login(other).ok_or_else(|| StoreError::Decode {
+                what: "grant access",
+                source: format!("unknown access '{other}'").into(),
+            }),
+        }
+    }
 }
 
 fn time(s: &str) -> Result<SystemTime, StoreError> {
@@ -34,7 +77,7 @@ fn time(s: &str) -> Result<SystemTime, StoreError> {
     })
 }
 
-type Row = (String, String, u16, String, String, String, String);
+type Row = (String, String, u16, String, String, String, String, String);
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok((
@@ -45,11 +88,12 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         r.get(4)?,
         r.get(5)?,
         r.get(6)?,
+        r.get(7)?,
     ))
 }
 
 fn decode(
-    (id, sandbox_id, port, user_id, created, expires, origins): Row,
+    (id, sandbox_id, port, user_id, created, expires, origins, access): Row,
 ) -> Result<GrantRecord, StoreError> {
     Ok(GrantRecord {
         id,
@@ -62,13 +106,18 @@ fn decode(
             what: "grant embed origins",
             source: Box::new(e),
         })?,
+        mode: GrantMode::column(&access)?,
     })
 }
 
-const COLUMNS: &str = "id, sandbox_id, port, user_id, created_at, expires_at, embed_origins";
+const COLUMNS: &str =
+    "id, sandbox_id, port, user_id, created_at, expires_at, embed_origins, access";
 
 impl SqliteStore {
-    /// Creates the grant of a port, or renews it (new expiry, origins and user; same id).
+    /// Creates the grant of a port, or renews it (new expiry, origins, user and mode; same
+    /// id). A token-mode renewal leaves a login grant alone and answers `None`: a login grant is
+    /// durable, and only revoking it makes way for tokens.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn upsert_grant(
         &self,
         sandbox_id: &str,
@@ -77,31 +126,59 @@ impl SqliteStore {
         now: SystemTime,
         expires_at: SystemTime,
         embed_origins: &[String],
-    ) -> Result<GrantRecord, StoreError> {
+        mode: GrantMode,
+    ) -> Result<Option<GrantRecord>, StoreError> {
         let origins = serde_json::to_string(embed_origins).map_err(|e| StoreError::Decode {
             what: "grant embed origins",
             source: Box::new(e),
         })?;
+        let only_tokens = if mode == GrantMode::Token {
+            "WHERE service_grants.access = 'token' "
+        } else {
+            ""
+        };
         let conn = self.lock();
-        let r = conn.query_row(
-            &format!(
-                "INSERT INTO service_grants ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-                 ON CONFLICT (sandbox_id, port) DO UPDATE SET user_id = excluded.user_id, \
-                 expires_at = excluded.expires_at, embed_origins = excluded.embed_origins \
-                 RETURNING {COLUMNS}"
-            ),
-            params![
-                new_id(),
-                sandbox_id,
-                port,
-                user_id,
-                rfc3339(now),
-                rfc3339(expires_at),
-                origins
-            ],
-            row,
-        )?;
-        decode(r)
+        let r = conn
+            .query_row(
+                &format!(
+                    "INSERT INTO service_grants ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                     ON CONFLICT (sandbox_id, port) DO UPDATE SET user_id = excluded.user_id, \
+                     expires_at = excluded.expires_at, embed_origins = excluded.embed_origins, \
+                     access = excluded.access {only_tokens}RETURNING {COLUMNS}"
+                ),
+                params![
+                    new_id(),
+                    sandbox_id,
+                    port,
+                    user_id,
+                    rfc3339(now),
+                    rfc3339(expires_at),
+                    origins,
+                    mode.as_str()
+                ],
+                row,
+            )
+            .optional()?;
+        r.map(decode).transpose()
+    }
+
+    /// The grant of one port of a sandbox.
+    pub(crate) fn grant_of(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<Option<GrantRecord>, StoreError> {
+        self.lock()
+            .query_row(
+                &format!(
+                    "SELECT {COLUMNS} FROM service_grants WHERE sandbox_id = ?1 AND port = ?2"
+                ),
+                params![sandbox_id, port],
+                row,
+            )
+            .optional()?
+            .map(decode)
+            .transpose()
     }
 
     /// A grant by id.
@@ -148,6 +225,18 @@ impl SqliteStore {
                 params![sandbox_id],
             )?,
         })
+    }
+
+    /// Removes a sandbox port's grant if it is a login grant; returns whether one went.
+    pub(crate) fn delete_login_grant(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+    ) -> Result<bool, StoreError> {
+        Ok(self.lock().execute(
+            "DELETE FROM service_grants WHERE sandbox_id = ?1 AND port = ?2 AND access != 'token'",
+            params![sandbox_id, port],
+        )? > 0)
     }
 
     /// A user as a principal (what a grant's or a link's tokens act as).

@@ -235,7 +235,7 @@ mod sqlite;
 mod templates;
 mod volumes;
 
-pub use grants::GrantRecord;
+pub use grants::{GrantMode, GrantRecord};
 pub use held::Held;
 pub use registries::RegistryRecord;
 pub use snapshots::{SnapshotRecord, SnapshotStatus};

@@ -57,6 +57,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0006_volumes.sql"),
     include_str!("../../migrations/0007_templates.sql"),
     include_str!("../../migrations/0008_snapshot_carried.sql"),
+    include_str!("../../migrations/0009_service_grant_access.sql"),
 ];
 
 /// SQLite-backed [`Store`]. One connection behind a mutex: every statement is short, and WAL

@@ -104,10 +104,6 @@ impl crate::Egress for TestEgress {
     fn forget(&self, sandbox_id: &str) {
         self.forgotten.lock().unwrap().push(sandbox_id.to_owned());
     }
-
-    fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({"keys": [{"kid": "test"}]})
-    }
 }
 
 async fn with_egress() -> (

@@ -8,8 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warren_driver::fake::ECHO_PORT;
 use warren_types::SandboxStatus;
 
-use super::support::harness;
-use crate::TokenError;
+use super::support::{generous, harness, harness_configured};
+use crate::{ControlError, GrantMode, TokenError};
 
 #[tokio::test]
 async fn a_minted_token_verifies_for_its_sandbox_and_port_only() {
@@ -72,6 +72,13 @@ async fn a_token_expires_and_the_key_file_is_private_and_kept() {
             .verify_service_token(&m.token, &a.id, 8000)
             .unwrap_err(),
         TokenError::Expired
+    );
+    // The port is no longer reachable by it, so it is not listed.
+    assert!(
+        h.control
+            .list_service_grants(&h.admin, "a")
+            .unwrap()
+            .is_empty()
     );
     // A token survives a restart (the key is read back), and not a rotation.
     let fresh = h
@@ -306,4 +313,175 @@ async fn download_tokens_are_not_service_tokens_and_expire() {
         TokenError::Expired
     );
     assert!(h.control.verify_download_token(&forever.token).is_ok());
+}
+
+/// Signs by writing the claims out in the clear, so a test can read what was signed.
+#[derive(Debug)]
+struct ClearSigner;
+
+impl crate::TokenSigner for ClearSigner {
+    fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({"keys": [{"kid": "clear"}]})
+    }
+    fn sign(&self, claims: &serde_json::Value) -> Result<String, String> {
+        Ok(claims.to_string())
+    }
+}
+
+async fn login_harness() -> super::support::Harness {
+    harness_configured(generous(), |cfg| {
+        cfg.signer = Some(std::sync::Arc::new(ClearSigner));
+        cfg.service_domain = Some("svc.test".into());
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_login_grant_admits_whom_its_mode_says_and_takes_no_tokens() {
+    let h = login_harness().await;
+    let bob = h.user("bob");
+    let sb = h.sandbox(&h.admin, "web").await;
+    let c = &h.control;
+    let token = c
+        .mint_service_token(&h.admin, "web", 8000, None, vec![])
+        .unwrap();
+    let g = c
+        .grant_service_login(&h.admin, "web", 8000, "restricted", vec![])
+        .unwrap();
+    assert_eq!(
+        (g.sandbox_id.as_str(), g.port, g.mode),
+        (sb.id.as_str(), 8000, GrantMode::Restricted)
+    );
+    // The port's tokens went with the change, and no new one is minted while it stands.
+    assert_eq!(
+        c.verify_service_token(&token.token, &sb.id, 8000)
+            .unwrap_err(),
+        TokenError::Revoked
+    );
+    let conflict = c
+        .mint_service_token(&h.admin, "web", 8000, None, vec![])
+        .unwrap_err();
+    assert!(
+        matches!(&conflict, ControlError::Conflict(m) if m.contains("restricted")),
+        "{conflict}"
+    );
+    assert_eq!(
+        c.service_login_mode(&sb.id, 8000),
+        Some(GrantMode::Restricted)
+    );
+    assert_eq!(c.service_login_mode(&sb.id, 8001), None);
+    // Restricted: bob may not read the admin's sandbox, so he may not sign in.
+    let refused = c.begin_service_login(&bob, &sb.id, 8000).unwrap_err();
+    assert!(
+        matches!(&refused, ControlError::Forbidden(m) if m.contains("bob")),
+        "{refused}"
+    );
+    let code = c.begin_service_login(&h.admin, &sb.id, 8000).unwrap();
+    // A code is for its port, and works once.
+    assert!(c.finish_service_login(&code, &sb.id, 8001).is_err());
+    let session = c.finish_service_login(&code, &sb.id, 8000).unwrap();
+    assert!(matches!(
+        c.finish_service_login(&code, &sb.id, 8000),
+        Err(TokenError::Foreign(m)) if m.contains("used already")
+    ));
+    let access = c
+        .verify_service_cookie(&session.token, &sb.id, 8000)
+        .unwrap();
+    assert!(access.signed_in);
+    assert_eq!(access.principal.user_id, h.admin.user_id);
+    // A session is a cookie, never a header token.
+    assert!(matches!(
+        c.verify_service_token(&session.token, &sb.id, 8000),
+        Err(TokenError::Foreign(_))
+    ));
+    // The user token: the request's host, the user, the server as issuer, a few minutes.
+    let user: serde_json::Value =
+        serde_json::from_str(&c.user_token(&access, "8000-x.svc.test:7878").unwrap()).unwrap();
+    assert_eq!(user["aud"], "8000-x.svc.test:7878");
+    assert_eq!(user["sub"], h.admin.user_id.as_str());
+    assert_eq!(user["iss"], "http://warren.test");
+    assert_eq!(
+        user["exp"].as_u64().unwrap() - user["iat"].as_u64().unwrap(),
+        300
+    );
+
+    // Workspace: bob may sign in; back to restricted, his session stops admitting him.
+    c.grant_service_login(
+        &h.admin,
+        "web",
+        8000,
+        "workspace",
+        vec!["https://app.example.com".into()],
+    )
+    .unwrap();
+    let bobs = c
+        .finish_service_login(
+            &c.begin_service_login(&bob, &sb.id, 8000).unwrap(),
+            &sb.id,
+            8000,
+        )
+        .unwrap();
+    let as_bob = c.verify_service_cookie(&bobs.token, &sb.id, 8000).unwrap();
+    assert_eq!(as_bob.principal.user_id, bob.user_id);
+    assert_eq!(as_bob.embed_origins, vec!["https://app.example.com"]);
+    c.grant_service_login(&h.admin, "web", 8000, "restricted", vec![])
+        .unwrap();
+    assert!(matches!(
+        c.verify_service_cookie(&bobs.token, &sb.id, 8000),
+        Err(TokenError::Foreign(_))
+    ));
+    assert!(
+        c.verify_service_cookie(&session.token, &sb.id, 8000)
+            .is_ok()
+    );
+    let listed = c.list_service_grants(&h.admin, "web").unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].mode, GrantMode::Restricted);
+
+    // Revoked: sessions end, tokens can be minted again; a token port has no sign-in.
+    assert_eq!(
+        c.revoke_service_grants(&h.admin, "web", Some(8000))
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        c.verify_service_cookie(&session.token, &sb.id, 8000)
+            .unwrap_err(),
+        TokenError::Revoked
+    );
+    c.mint_service_token(&h.admin, "web", 8000, None, vec![])
+        .unwrap();
+    assert!(matches!(
+        c.begin_service_login(&h.admin, &sb.id, 8000),
+        Err(ControlError::NotFound(_))
+    ));
+    assert!(
+        c.grant_service_login(&h.admin, "web", 8000, "off", vec![])
+            .is_err()
+    );
+    assert!(
+        c.grant_service_login(&bob, "web", 8000, "workspace", vec![])
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn login_mode_needs_a_signing_key_and_a_service_domain() {
+    let h = harness().await;
+    h.sandbox(&h.admin, "web").await;
+    let e = h
+        .control
+        .grant_service_login(&h.admin, "web", 8000, "workspace", vec![])
+        .unwrap_err();
+    assert!(e.to_string().contains("signing key"), "{e}");
+    let h = harness_configured(generous(), |cfg| {
+        cfg.signer = Some(std::sync::Arc::new(ClearSigner));
+    })
+    .await;
+    h.sandbox(&h.admin, "web").await;
+    let e = h
+        .control
+        .grant_service_login(&h.admin, "web", 8000, "workspace", vec![])
+        .unwrap_err();
+    assert!(e.to_string().contains("service domain"), "{e}");
 }

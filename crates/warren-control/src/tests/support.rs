@@ -56,6 +56,7 @@ pub(super) fn config(dir: &TempDir, limits: ResourceLimits) -> ControlConfig {
         public_url: "http://warren.test".into(),
         sweep_interval: Duration::from_secs(3600),
         egress: None,
+        signer: None,
         service_domain: None,
         limits,
     }
@@ -66,10 +67,20 @@ pub(super) async fn harness() -> Harness {
 }
 
 pub(super) async fn harness_with(limits: ResourceLimits) -> Harness {
+    harness_configured(limits, |_| {}).await
+}
+
+/// A harness whose configuration `edit` changes first.
+pub(super) async fn harness_configured(
+    limits: ResourceLimits,
+    edit: impl FnOnce(&mut ControlConfig),
+) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let fake = FakeDriver::new();
+    let mut cfg = config(&dir, limits);
+    edit(&mut cfg);
     let (control, admin_key) = Control::with_store(
-        config(&dir, limits),
+        cfg,
         Arc::new(fake.clone()),
         SqliteStore::in_memory().expect("in-memory store"),
     )

@@ -105,17 +105,22 @@ impl CallbackSigner {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let claims = json!({
+        self.sign_claims(&json!({
             "iss": self.issuer,
             "aud": aud,
             "sub": CALLBACK_SUBJECT,
             "iat": now,
             "exp": now + SIGNATURE_TTL.as_secs(),
             "body_sha256": format!("{:x}", Sha256::digest(body)),
-        });
+        }))
+    }
+
+    /// A JWS of `claims` as given (EdDSA, this key's `kid`): the server's other tokens that
+    /// third parties verify by the same JWKS, such as login-mode service URLs' user tokens.
+    pub fn sign_claims(&self, claims: &Value) -> Result<String, String> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| e.to_string())
+        jsonwebtoken::encode(&header, claims, &self.key).map_err(|e| e.to_string())
     }
 }
 

@@ -57,6 +57,7 @@ impl TestServer {
             public_url: format!("http://{addr}"),
             sweep_interval: Duration::from_secs(3600),
             egress: None,
+            signer: None,
             service_domain: None,
             limits: generous(),
         };
