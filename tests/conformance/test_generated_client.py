@@ -125,6 +125,15 @@ def test_the_generated_client_drives_a_sandbox_from_create_to_snapshot(gen):
         assert [g.port for g in boxes.list_service_urls(name)] == [8080]
         boxes.delete_service_url(name, port=8080)
         assert list(boxes.list_service_urls(name)) == []
+        # Login mode: no token, no expiry, listed as such; "off" ends it and mints a token.
+        login = boxes.generate_service_url(name, port=8081, access="workspace")
+        assert login.access == "workspace" and not login.token and login.browser_url
+        [grant] = boxes.list_service_urls(name)
+        assert (grant.port, grant.access, grant.expires_at) == (8081, "workspace", None)
+        off = boxes.generate_service_url(name, port=8081, access="off")
+        assert off.token and off.access is None
+        assert [g.access for g in boxes.list_service_urls(name)] == ["token"]
+        boxes.delete_service_url(name, port=8081)
 
         boxes.stop(name)
         assert boxes.get_status(name).status == "stopped"

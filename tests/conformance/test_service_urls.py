@@ -344,8 +344,19 @@ def test_a_login_mode_service_url_signs_a_browser_in_and_names_the_user_to_the_a
         assert workspace.access == "workspace"
         admitted = _sign_in(server, host, dora["key"])
         assert admitted.status_code == 303, admitted.text
+        code_path = admitted.headers["location"].split("/", 3)[3]
+        a = requests.get(f"{server.origin}/{code_path}", headers={"Host": host}, allow_redirects=False, timeout=30)
+        assert a.status_code == 302, a.text
+        doras = a.headers["set-cookie"].split(";", 1)[0]
+        # She reaches the app of a sandbox she cannot otherwise see, as herself.
+        seen = requests.get(f"{server.origin}/", headers={"Host": host, "Cookie": doras}, timeout=30)
+        assert seen.status_code == 200, seen.text
+        assert seen.json()["x-langsmith-user-id"] not in ("", h["x-langsmith-user-id"])
     finally:
         requests.delete(f"{server.api_base}/keys/{dora['id']}", headers=server.headers(), timeout=30)
+    # Her key revoked, her session ends.
+    r = requests.get(f"{server.origin}/", headers={"Host": host, "Cookie": doras}, timeout=30)
+    assert r.status_code == 401 and "shared by login" in r.text
     # Revoking the grant ends the session and makes way for tokens again.
     d = requests.delete(
         f"{server.api_base}/boxes/{sb.name}/service-urls", params={"port": HEADERS_PORT}, headers=server.headers(), timeout=30

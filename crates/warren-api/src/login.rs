@@ -106,8 +106,11 @@ pub(crate) async fn submit(State(state): State<AppState>, Form(f): Form<Submitte
         port: f.port,
         redirect: f.redirect,
     };
-    let p = match state.control.authenticate(f.api_key.trim()) {
-        Ok(Some(p)) => p,
+    let code = match state
+        .control
+        .begin_service_login(f.api_key.trim(), &t.sandbox, t.port)
+    {
+        Ok(Some(code)) => code,
         Ok(None) => {
             state.control.metrics().unauthenticated_request();
             return page(
@@ -116,10 +119,6 @@ pub(crate) async fn submit(State(state): State<AppState>, Form(f): Form<Submitte
                 Some("That API key is not valid."),
             );
         }
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let code = match state.control.begin_service_login(&p, &t.sandbox, t.port) {
-        Ok(code) => code,
         Err(e) => {
             let e = ApiError::from(e);
             return page(e.status, &t, Some(&e.message));

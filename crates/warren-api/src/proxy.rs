@@ -49,11 +49,13 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Where a request is going: the sandbox, the port, and the path prefix the route added.
+/// Where a request is going: the sandbox, the port, and the path prefix the route added (by
+/// path), or the service host it was sent to (by host).
 struct Target {
     sandbox_id: String,
     port: u16,
     prefix: String,
+    host: String,
 }
 
 /// Sends a request whose `Host` is a service host to its port; passes every other request on.
@@ -62,13 +64,18 @@ pub(crate) async fn by_host(State(state): State<AppState>, req: Request, next: N
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().host());
-    match host.and_then(|h| state.control.parse_service_host(h)) {
-        Some((sandbox_id, port)) => {
+        .or_else(|| {
+            req.uri()
+                .authority()
+                .map(axum::http::uri::Authority::as_str)
+        });
+    match host.and_then(|h| Some((h, state.control.parse_service_host(h)?))) {
+        Some((host, (sandbox_id, port))) => {
             let t = Target {
                 sandbox_id,
                 port,
                 prefix: String::new(),
+                host: host.to_owned(),
             };
             service(state, t, req).await
         }
@@ -89,6 +96,7 @@ pub(crate) async fn by_path(State(state): State<AppState>, req: Request) -> Resp
         prefix: format!("/svc/{id}/{port}"),
         sandbox_id: id.to_owned(),
         port,
+        host: String::new(),
     };
     service(state, t, req).await
 }
@@ -105,10 +113,20 @@ async fn service(state: AppState, t: Target, mut req: Request) -> Response {
     } else {
         rest
     };
+    // With a service domain, a browser never needs the path form, and a page served there would
+    // run on the API's own origin, beside the sign-in page: by path, only the header token of
+    // programs opens a port.
+    let browsers_by_path = state.control.config().service_domain.is_none();
     match rest.as_str() {
+        "/__auth" | "/__embed" if !t.prefix.is_empty() && !browsers_by_path => {
+            return ApiError::no_route().into_response();
+        }
         "/__auth" => return auth(&state, &t, req.uri()),
         "/__embed" => return embed_page(),
         _ => {}
+    }
+    if !t.prefix.is_empty() && !browsers_by_path {
+        strip_cookie(req.headers_mut());
     }
     let access = match authorise(&state, &t, req.headers()) {
         Ok(a) => a,
@@ -116,13 +134,7 @@ async fn service(state: AppState, t: Target, mut req: Request) -> Response {
     };
     strip_credentials(req.headers_mut());
     if access.signed_in {
-        let host = req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        let token = match state.control.user_token(&access, &host) {
+        let token = match state.control.user_token(&access, &t.host) {
             Ok(t) => t,
             Err(e) => return ApiError::from(e).into_response(),
         };
@@ -257,6 +269,11 @@ fn strip_credentials(h: &mut HeaderMap) {
     for name in USER_HEADERS {
         h.remove(*name);
     }
+    strip_cookie(h);
+}
+
+/// Removes the service cookie, keeping the app's own cookies.
+fn strip_cookie(h: &mut HeaderMap) {
     let kept: Vec<String> = h
         .get_all(header::COOKIE)
         .iter()
@@ -274,10 +291,18 @@ fn strip_credentials(h: &mut HeaderMap) {
     }
 }
 
-/// A path on the same origin to send a browser to, or `/`.
+/// A path on the same origin to send a browser to, or `/`. Browsers drop tabs and newlines
+/// from a URL and read `\` as `/`, so a path with any of them (or any other control or space
+/// character) could turn into `//elsewhere`: refused.
 pub(crate) fn same_origin_path(redirect: Option<&str>) -> &str {
     redirect
-        .filter(|r| r.starts_with('/') && !r.starts_with("//") && !r.contains('\\'))
+        .filter(|r| {
+            r.starts_with('/')
+                && !r.starts_with("//")
+                && !r
+                    .chars()
+                    .any(|c| c == '\\' || c.is_control() || c.is_whitespace())
+        })
         .unwrap_or("/")
 }
 

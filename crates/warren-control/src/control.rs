@@ -75,7 +75,7 @@ pub struct Control {
     pub(crate) secret_writes: Mutex<()>,
     /// The service token signing key, read or made on first use (`signing.rs`).
     pub(crate) service_key: Mutex<Option<Arc<Vec<u8>>>>,
-    /// Sign-in codes already traded for a session, with their expiry (`service.rs`).
+    /// Sign-in codes already traded for a session, with their expiry (`service_login.rs`).
     pub(crate) login_codes: Mutex<HashMap<String, u64>>,
     /// When this control plane opened (the default snapshot's timestamps).
     pub(crate) started_at: SystemTime,

@@ -25,7 +25,15 @@ impl Control {
 
     /// The principal an API key belongs to.
     pub fn authenticate(&self, key: &str) -> Result<Option<Principal>, ControlError> {
-        let hash = auth::hash_key(key);
+        self.authenticate_hash(auth::hash_key(key))
+    }
+
+    /// The principal of the unrevoked key with this hash (what a sign-in session keeps of the
+    /// key it was made with, so revoking the key ends the session).
+    pub(crate) fn authenticate_hash(
+        &self,
+        hash: String,
+    ) -> Result<Option<Principal>, ControlError> {
         let generation = match self.keys.get(&hash) {
             Ok(p) => return Ok(Some(p)),
             Err(generation) => generation,

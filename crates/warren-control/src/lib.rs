@@ -80,7 +80,7 @@ pub use service::{
     DEFAULT_SERVICE_TTL, DownloadAccess, MAX_DOWNLOAD_TTL, MAX_SERVICE_TTL, MintedDownload,
     MintedService, ServiceAccess,
 };
-pub use service_login::{LOGIN_SESSION_TTL, LoginGrant, LoginSession};
+pub use service_login::{LoginGrant, LoginSession};
 pub use signing::TokenError;
 pub use snapshot::{
     CaptureSnapshot, DEFAULT_SNAPSHOT_NAME, SnapshotView, default_snapshot_id, snapshot_image,

@@ -46,6 +46,9 @@ pub(crate) struct ServiceClaims {
     pub(crate) embed_origins: Vec<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub(crate) login: bool,
+    /// A session's sign-in key hash (`service_login.rs`); empty for a token.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) kh: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -221,8 +224,8 @@ impl Control {
                 .map_or("login", |g| g.mode.as_str());
             return Err(ControlError::Conflict(format!(
                 "port {port} of sandbox '{name_or_id}' is shared by login (access: {mode}), \
-                 which takes no tokens; revoke that grant (DELETE the sandbox's service-url \
-                 with ?port={port}) to mint tokens for the port"
+                 which takes no tokens; end it (mint with access \"off\", or DELETE the sandbox's \
+                 service-urls with ?port={port}) to mint tokens for the port"
             )));
         };
         let token = self.sign(&ServiceClaims {
@@ -235,6 +238,7 @@ impl Control {
             gid: grant.id,
             embed_origins: embed_origins.clone(),
             login: false,
+            kh: String::new(),
         })?;
         self.audit(
             Some(p),
@@ -345,7 +349,11 @@ impl Control {
         if c.login != (grant.mode != GrantMode::Token) {
             return Err(TokenError::Revoked);
         }
-        let principal = self.principal_of(&c.sub)?;
+        let principal = if c.login {
+            self.session_user(&c.kh, &c.sub)?
+        } else {
+            self.principal_of(&c.sub)?
+        };
         if c.login {
             if !session_ok {
                 return Err(TokenError::Foreign(
@@ -388,7 +396,10 @@ impl Control {
             &access.principal,
             &access.sandbox_id,
             access.port,
-            StreamKind::Service(what),
+            StreamKind::Service {
+                what,
+                signed_in: access.signed_in,
+            },
         )
         .await
     }

@@ -4,8 +4,8 @@
 //! the tenant's scripts. The API origin hands the browser a one-time code
 //! ([`Control::begin_service_login`]) that the service host's `__auth` trades for a session
 //! cookie ([`Control::finish_service_login`]); each request the session makes reaches the app
-//! with a user token the server signs with its public key ([`Control::user_token`]), which the
-//! app can verify by the JWKS. Token mode is `service.rs`.
+//! with a user token the server signs with its private key ([`Control::user_token`]), which
+//! the app can verify by the public half in the JWKS. Token mode is `service.rs`.
 
 use std::time::{Duration, SystemTime};
 
@@ -22,7 +22,7 @@ use crate::store::{GrantMode, GrantRecord, Principal, Store};
 /// How long a sign-in's one-time code is good for: the browser follows it at once.
 const LOGIN_CODE_TTL: u64 = 60;
 /// How long a browser stays signed in to a login-mode service host.
-pub const LOGIN_SESSION_TTL: u64 = 12 * 3600;
+const LOGIN_SESSION_TTL: u64 = 12 * 3600;
 /// How long a user token handed to the app is valid: it rides on one request.
 const USER_TOKEN_TTL: u64 = 300;
 
@@ -37,6 +37,9 @@ struct LoginCode {
     iat: u64,
     gid: String,
     jti: String,
+    /// The hash of the API key signed in with (as the store keeps it), so revoking the key
+    /// ends what it signed in.
+    kh: String,
 }
 
 /// A port shared by login.
@@ -174,14 +177,19 @@ impl Control {
         }
     }
 
-    /// Signs `p` in to a port shared by login: checks the grant and that `p` may open it, and
-    /// answers a one-time code for the service host's `__auth` (good for a minute, once).
+    /// Signs the owner of `api_key` in to a port shared by login: checks the key, the grant and
+    /// that its user may open the port, and answers a one-time code for the service host's
+    /// `__auth` (good for a minute, once). `None`: the key is not a valid one.
     pub fn begin_service_login(
         &self,
-        p: &Principal,
+        api_key: &str,
         sandbox_id: &str,
         port: u16,
-    ) -> Result<String, ControlError> {
+    ) -> Result<Option<String>, ControlError> {
+        let key_hash = crate::auth::hash_key(api_key);
+        let Some(p) = self.authenticate_hash(key_hash.clone())? else {
+            return Ok(None);
+        };
         let grant = self
             .store
             .grant_of(sandbox_id, port)?
@@ -191,7 +199,7 @@ impl Control {
                     "port {port} of sandbox '{sandbox_id}' is not shared by login"
                 ))
             })?;
-        self.may_open(p, &grant)?;
+        self.may_open(&p, &grant)?;
         let iat = secs(now());
         let mut jti = [0u8; 16];
         getrandom::fill(&mut jti)
@@ -205,7 +213,25 @@ impl Control {
             iat,
             gid: grant.id,
             jti: jti.iter().map(|b| format!("{b:02x}")).collect(),
+            kh: key_hash,
         })
+        .map(Some)
+    }
+
+    /// The user a session or code acts as: the owner of the key it was signed in with, while
+    /// that key stands.
+    pub(crate) fn session_user(
+        &self,
+        key_hash: &str,
+        user_id: &str,
+    ) -> Result<Principal, TokenError> {
+        match self.authenticate_hash(key_hash.to_owned()) {
+            Ok(Some(p)) if p.user_id == user_id => Ok(p),
+            Ok(_) => Err(TokenError::Foreign(
+                "the API key this browser signed in with was revoked: sign in again".into(),
+            )),
+            Err(e) => Err(TokenError::Unusable(e.to_string())),
+        }
     }
 
     fn login_audience(&self, sandbox_id: &str, port: u16) -> String {
@@ -241,7 +267,7 @@ impl Control {
             .filter(|g| g.sandbox_id == sandbox_id && g.port == port)
             .filter(|g| g.mode != GrantMode::Token)
             .ok_or(TokenError::Revoked)?;
-        let principal = self.principal_of(&c.sub)?;
+        let principal = self.session_user(&c.kh, &c.sub)?;
         self.may_open(&principal, &grant)
             .map_err(|e| TokenError::Foreign(e.to_string()))?;
         let iat = now_secs();
@@ -257,6 +283,7 @@ impl Control {
                 gid: grant.id,
                 embed_origins: Vec::new(),
                 login: true,
+                kh: c.kh,
             })
             .map_err(|e| TokenError::Unusable(e.to_string()))?;
         self.audit(
@@ -272,7 +299,7 @@ impl Control {
     }
 
     /// The user token a signed-in request reaches the app with (`X-Langsmith-User-Token`):
-    /// signed with the server's public key for the host the request was sent to, valid for
+    /// signed with the server's private key for the host the request was sent to, valid for
     /// a few minutes.
     pub fn user_token(&self, access: &ServiceAccess, host: &str) -> Result<String, ControlError> {
         let signer = self.cfg.signer.as_ref().ok_or_else(|| {

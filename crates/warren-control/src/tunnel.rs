@@ -34,8 +34,15 @@ pub enum TunnelError {
 pub(crate) enum StreamKind {
     /// A tunnel stream (`/tunnel`).
     Tunnel,
-    /// One request proxied to a service URL; the text says which (method and path).
-    Service(String),
+    /// One request proxied to a service URL: which (method and path), and whether it is a
+    /// signed-in session's, which its port's login grant admitted just now (it may admit
+    /// users who cannot see the sandbox: `access: workspace`).
+    Service {
+        /// Method and path.
+        what: String,
+        /// A login-mode session's request.
+        signed_in: bool,
+    },
 }
 
 /// An open tunnel stream: bytes written go to the sandbox port, bytes read come from it.
@@ -99,7 +106,19 @@ impl Control {
             self.metrics.tunnel_refused();
             return Err(TunnelError::NotAllowed("port 0 cannot be tunnelled".into()));
         }
-        let rec = self.visible_record(p, sandbox_id).map_err(|e| {
+        let rec = match kind {
+            StreamKind::Service {
+                signed_in: true, ..
+            } => crate::store::Store::get_sandbox(&*self.store, sandbox_id)
+                .map_err(ControlError::from)
+                .and_then(|r| {
+                    r.ok_or_else(|| {
+                        ControlError::NotFound(format!("Sandbox '{sandbox_id}' not found"))
+                    })
+                }),
+            _ => self.visible_record(p, sandbox_id),
+        }
+        .map_err(|e| {
             self.metrics.tunnel_refused();
             TunnelError::NotAllowed(e.to_string())
         })?;
@@ -124,7 +143,7 @@ impl Control {
         };
         match kind {
             StreamKind::Tunnel => self.metrics.tunnel_opened(),
-            StreamKind::Service(_) => self.metrics.service_opened(),
+            StreamKind::Service { .. } => self.metrics.service_opened(),
         }
         Ok(TunnelStream {
             inner,
@@ -159,7 +178,7 @@ impl Drop for TunnelStream {
                 self.control.metrics.tunnel_closed(self.up, self.down);
                 ("tunnel", String::new())
             }
-            StreamKind::Service(what) => {
+            StreamKind::Service { what, .. } => {
                 self.control.metrics.service_closed(self.up, self.down);
                 ("service", format!(" {what}"))
             }

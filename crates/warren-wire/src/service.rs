@@ -61,7 +61,7 @@ pub struct ServiceGrantItem {
     pub access: String,
     /// When the grant was first made.
     pub created_at: String,
-    /// Who made (or last renewed) it.
+    /// Who first shared the port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_by: Option<String>,
     /// When the newest token expires; none for a login grant, which does not.

@@ -227,23 +227,41 @@ async fn a_valid_token_reaches_the_port_by_path_host_and_cookie() {
         "{cookie}"
     );
     assert!(cookie.contains("HttpOnly"));
-    let evil = api
+    // Only same-origin paths are redirected to: not `//host`, nor what a browser would turn
+    // into one (a tab dropped, a backslash read as a slash).
+    for evil in [
+        "//evil.example",
+        "/%09/evil.example",
+        "/\\evil.example",
+        "https://evil.example",
+    ] {
+        let a = api
+            .anon(
+                Method::GET,
+                &format!("/__auth?token={}&redirect={evil}", t.token),
+                &[("host", &host)],
+            )
+            .await;
+        assert_eq!(a.headers[header::LOCATION], "/", "{evil}");
+    }
+    // With a service domain, browsers never use the path form: it has no `__auth`, and the
+    // service cookie does not open it (only the header token of programs does).
+    let by_path = api
         .anon(
             Method::GET,
-            &format!(
-                "/svc/{}/7/__auth?token={}&redirect=//evil.example",
-                a.id, t.token
-            ),
+            &format!("/svc/{}/7/__auth?token={}", a.id, t.token),
             &[],
         )
         .await;
-    assert_eq!(evil.headers[header::LOCATION], format!("/svc/{}/7/", a.id));
-    assert!(
-        evil.headers[header::SET_COOKIE]
-            .to_str()
-            .unwrap()
-            .contains(&format!("Path=/svc/{}/7;", a.id))
-    );
+    assert_eq!(by_path.status, StatusCode::NOT_FOUND);
+    let cookie_by_path = api
+        .anon(
+            Method::GET,
+            &format!("/svc/{}/7/x", a.id),
+            &[("cookie", &format!("warren_svc={}", t.token))],
+        )
+        .await;
+    assert_eq!(cookie_by_path.status, StatusCode::UNAUTHORIZED);
     let bad_auth = api
         .anon(Method::GET, "/__auth?token=nope", &[("host", &host)])
         .await;
@@ -478,7 +496,7 @@ async fn a_port_shared_by_login_sends_a_browser_to_sign_in_and_back() {
             &[("cookie", &session)],
         )
         .await;
-    assert_eq!(path_cookie.status, StatusCode::FORBIDDEN);
+    assert_eq!(path_cookie.status, StatusCode::UNAUTHORIZED);
     // `access: "off"` ends the grant, and with it the session, and mints a token.
     let off = api.mint("web", r#"{"port": 7, "access": "off"}"#).await;
     assert_eq!(

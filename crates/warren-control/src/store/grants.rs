@@ -17,7 +17,7 @@ pub struct GrantRecord {
     pub sandbox_id: String,
     /// The port.
     pub port: u16,
-    /// Who made or last renewed it; its tokens act as this user.
+    /// Who first shared the port (each token acts as the user who minted it).
     pub user_id: String,
     /// When it was first made.
     pub created_at: SystemTime,
@@ -114,8 +114,9 @@ const COLUMNS: &str =
     "id, sandbox_id, port, user_id, created_at, expires_at, embed_origins, access";
 
 impl SqliteStore {
-    /// Creates the grant of a port, or renews it (new expiry, origins, user and mode; same
-    /// id). A token-mode renewal leaves a login grant alone and answers `None`: a login grant is
+    /// Creates the grant of a port, or renews it (new origins and mode; same id and first
+    /// sharer). A token grant's expiry is its longest-lived token's, so a shorter renewal does
+    /// not hide a port an earlier token still opens. A token-mode renewal leaves a login grant alone and answers `None`: a login grant is
     /// durable, and only revoking it makes way for tokens.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn upsert_grant(
@@ -142,8 +143,11 @@ impl SqliteStore {
             .query_row(
                 &format!(
                     "INSERT INTO service_grants ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-                     ON CONFLICT (sandbox_id, port) DO UPDATE SET user_id = excluded.user_id, \
-                     expires_at = excluded.expires_at, embed_origins = excluded.embed_origins, \
+                     ON CONFLICT (sandbox_id, port) DO UPDATE SET \
+                     expires_at = CASE WHEN julianday(excluded.expires_at) > \
+                     julianday(service_grants.expires_at) OR excluded.access != 'token' \
+                     THEN excluded.expires_at ELSE service_grants.expires_at END, \
+                     embed_origins = excluded.embed_origins, \
                      access = excluded.access {only_tokens}RETURNING {COLUMNS}"
                 ),
                 params![

@@ -159,7 +159,8 @@ async fn revoking_a_grant_refuses_its_tokens_and_a_remint_renews_it() {
         vec![8000, 9000],
         "re-minting renews one grant per port"
     );
-    assert_eq!(grants[0].expires_at, t2.expires_at);
+    // The grant lasts as long as its longest-lived token (t1's default 600 s, not t2's 120).
+    assert_eq!(grants[0].expires_at, t1.expires_at);
     assert!(
         h.control
             .verify_service_token(&t1.token, &a.id, 8000)
@@ -339,65 +340,71 @@ async fn login_harness() -> super::support::Harness {
 #[tokio::test]
 async fn a_login_grant_admits_whom_its_mode_says_and_takes_no_tokens() {
     let h = login_harness().await;
-    let bob = h.user("bob");
+    let (bob, bob_key_id, bob_key) = h.user_with_key("bob");
     let sb = h.sandbox(&h.admin, "web").await;
     let c = &h.control;
+    let port = ECHO_PORT;
+    let web = |p: u16| -> i64 { i64::from(p) };
     let token = c
-        .mint_service_token(&h.admin, "web", 8000, None, vec![])
+        .mint_service_token(&h.admin, "web", web(port), None, vec![])
         .unwrap();
     let g = c
-        .grant_service_login(&h.admin, "web", 8000, "restricted", vec![])
+        .grant_service_login(&h.admin, "web", web(port), "restricted", vec![])
         .unwrap();
     assert_eq!(
         (g.sandbox_id.as_str(), g.port, g.mode),
-        (sb.id.as_str(), 8000, GrantMode::Restricted)
+        (sb.id.as_str(), port, GrantMode::Restricted)
     );
     // The port's tokens went with the change, and no new one is minted while it stands.
     assert_eq!(
-        c.verify_service_token(&token.token, &sb.id, 8000)
+        c.verify_service_token(&token.token, &sb.id, port)
             .unwrap_err(),
         TokenError::Revoked
     );
     let conflict = c
-        .mint_service_token(&h.admin, "web", 8000, None, vec![])
+        .mint_service_token(&h.admin, "web", web(port), None, vec![])
         .unwrap_err();
     assert!(
-        matches!(&conflict, ControlError::Conflict(m) if m.contains("restricted")),
+        matches!(&conflict, ControlError::Conflict(m) if m.contains("restricted") && m.contains("off")),
         "{conflict}"
     );
     assert_eq!(
-        c.service_login_mode(&sb.id, 8000),
+        c.service_login_mode(&sb.id, port),
         Some(GrantMode::Restricted)
     );
-    assert_eq!(c.service_login_mode(&sb.id, 8001), None);
-    // Restricted: bob may not read the admin's sandbox, so he may not sign in.
-    let refused = c.begin_service_login(&bob, &sb.id, 8000).unwrap_err();
+    assert_eq!(c.service_login_mode(&sb.id, port + 1), None);
+    // A key that is none signs nobody in; bob may not read the admin's sandbox.
+    assert_eq!(c.begin_service_login("nope", &sb.id, port).unwrap(), None);
+    let refused = c.begin_service_login(&bob_key, &sb.id, port).unwrap_err();
     assert!(
         matches!(&refused, ControlError::Forbidden(m) if m.contains("bob")),
         "{refused}"
     );
-    let code = c.begin_service_login(&h.admin, &sb.id, 8000).unwrap();
+    let code = c
+        .begin_service_login(&h.admin_key, &sb.id, port)
+        .unwrap()
+        .unwrap();
     // A code is for its port, and works once.
-    assert!(c.finish_service_login(&code, &sb.id, 8001).is_err());
-    let session = c.finish_service_login(&code, &sb.id, 8000).unwrap();
+    assert!(c.finish_service_login(&code, &sb.id, port + 1).is_err());
+    let session = c.finish_service_login(&code, &sb.id, port).unwrap();
     assert!(matches!(
-        c.finish_service_login(&code, &sb.id, 8000),
+        c.finish_service_login(&code, &sb.id, port),
         Err(TokenError::Foreign(m)) if m.contains("used already")
     ));
     let access = c
-        .verify_service_cookie(&session.token, &sb.id, 8000)
+        .verify_service_cookie(&session.token, &sb.id, port)
         .unwrap();
     assert!(access.signed_in);
     assert_eq!(access.principal.user_id, h.admin.user_id);
     // A session is a cookie, never a header token.
     assert!(matches!(
-        c.verify_service_token(&session.token, &sb.id, 8000),
+        c.verify_service_token(&session.token, &sb.id, port),
         Err(TokenError::Foreign(_))
     ));
     // The user token: the request's host, the user, the server as issuer, a few minutes.
     let user: serde_json::Value =
-        serde_json::from_str(&c.user_token(&access, "8000-x.svc.test:7878").unwrap()).unwrap();
-    assert_eq!(user["aud"], "8000-x.svc.test:7878");
+        serde_json::from_str(&c.user_token(&access, "7-x.svc.test:7878").unwrap()).unwrap();
+    assert_eq!(user["aud"], "7-x.svc.test:7878");
     assert_eq!(user["sub"], h.admin.user_id.as_str());
     assert_eq!(user["iss"], "http://warren.test");
     assert_eq!(
@@ -405,33 +412,57 @@ async fn a_login_grant_admits_whom_its_mode_says_and_takes_no_tokens() {
         300
     );
 
-    // Workspace: bob may sign in; back to restricted, his session stops admitting him.
+    // Workspace: bob signs in and reaches the port of a sandbox he cannot otherwise see.
     c.grant_service_login(
         &h.admin,
         "web",
-        8000,
+        web(port),
         "workspace",
         vec!["https://app.example.com".into()],
     )
     .unwrap();
-    let bobs = c
-        .finish_service_login(
-            &c.begin_service_login(&bob, &sb.id, 8000).unwrap(),
-            &sb.id,
-            8000,
-        )
+    let bob_code = c
+        .begin_service_login(&bob_key, &sb.id, port)
+        .unwrap()
         .unwrap();
-    let as_bob = c.verify_service_cookie(&bobs.token, &sb.id, 8000).unwrap();
+    let bobs = c.finish_service_login(&bob_code, &sb.id, port).unwrap();
+    let as_bob = c.verify_service_cookie(&bobs.token, &sb.id, port).unwrap();
     assert_eq!(as_bob.principal.user_id, bob.user_id);
     assert_eq!(as_bob.embed_origins, vec!["https://app.example.com"]);
-    c.grant_service_login(&h.admin, "web", 8000, "restricted", vec![])
+    let mut s = c
+        .open_service_stream(&as_bob, "GET /".into())
+        .await
+        .unwrap();
+    s.write_all(b"ping").await.unwrap();
+    let mut got = [0u8; 4];
+    s.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"ping");
+    drop(s);
+    // Revoking bob's key ends his session.
+    c.revoke_key(&h.admin, &bob_key_id).unwrap();
+    assert!(matches!(
+        c.verify_service_cookie(&bobs.token, &sb.id, port),
+        Err(TokenError::Foreign(m)) if m.contains("revoked")
+    ));
+    // Back to restricted: another workspace member's session stops admitting them.
+    let (_carol, _, carol_key) = h.user_with_key("carol");
+    let carols = c
+        .finish_service_login(
+            &c.begin_service_login(&carol_key, &sb.id, port)
+                .unwrap()
+                .unwrap(),
+            &sb.id,
+            port,
+        )
+        .unwrap();
+    c.grant_service_login(&h.admin, "web", web(port), "restricted", vec![])
         .unwrap();
     assert!(matches!(
-        c.verify_service_cookie(&bobs.token, &sb.id, 8000),
+        c.verify_service_cookie(&carols.token, &sb.id, port),
         Err(TokenError::Foreign(_))
     ));
     assert!(
-        c.verify_service_cookie(&session.token, &sb.id, 8000)
+        c.verify_service_cookie(&session.token, &sb.id, port)
             .is_ok()
     );
     let listed = c.list_service_grants(&h.admin, "web").unwrap();
@@ -440,29 +471,40 @@ async fn a_login_grant_admits_whom_its_mode_says_and_takes_no_tokens() {
 
     // Revoked: sessions end, tokens can be minted again; a token port has no sign-in.
     assert_eq!(
-        c.revoke_service_grants(&h.admin, "web", Some(8000))
+        c.revoke_service_grants(&h.admin, "web", Some(port))
             .unwrap(),
         1
     );
     assert_eq!(
-        c.verify_service_cookie(&session.token, &sb.id, 8000)
+        c.verify_service_cookie(&session.token, &sb.id, port)
             .unwrap_err(),
         TokenError::Revoked
     );
-    c.mint_service_token(&h.admin, "web", 8000, None, vec![])
+    c.mint_service_token(&h.admin, "web", web(port), None, vec![])
         .unwrap();
     assert!(matches!(
-        c.begin_service_login(&h.admin, &sb.id, 8000),
+        c.begin_service_login(&h.admin_key, &sb.id, port),
         Err(ControlError::NotFound(_))
     ));
     assert!(
-        c.grant_service_login(&h.admin, "web", 8000, "off", vec![])
+        c.grant_service_login(&h.admin, "web", web(port), "off", vec![])
             .is_err()
     );
-    assert!(
-        c.grant_service_login(&bob, "web", 8000, "workspace", vec![])
-            .is_err()
-    );
+}
+
+#[tokio::test]
+async fn a_shorter_renewal_keeps_a_token_grant_listed_while_an_older_token_lives() {
+    let h = harness().await;
+    h.sandbox(&h.admin, "a").await;
+    h.control
+        .mint_service_token(&h.admin, "a", 8000, Some(3600), vec![])
+        .unwrap();
+    h.control
+        .mint_service_token(&h.admin, "a", 8000, Some(1), vec![])
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let listed = h.control.list_service_grants(&h.admin, "a").unwrap();
+    assert_eq!(listed.len(), 1, "the hour-long token still opens the port");
 }
 
 #[tokio::test]

@@ -104,7 +104,12 @@ pub(super) async fn harness_configured(
 impl Harness {
     /// A new non-admin user of the admin's workspace.
     pub(super) fn user(&self, name: &str) -> Principal {
-        let (_, key) = self
+        self.user_with_key(name).0
+    }
+
+    /// A new non-admin user of the admin's workspace, with its key's id and the key.
+    pub(super) fn user_with_key(&self, name: &str) -> (Principal, String, String) {
+        let (id, key) = self
             .control
             .create_key(&self.admin, name, false)
             .expect("create key");
@@ -114,7 +119,7 @@ impl Harness {
             .expect("authenticate")
             .expect("a new key authenticates");
         assert!(!p.is_admin);
-        p
+        (p, id, key)
     }
 
     /// Creates a sandbox named `name` and waits for its boot to end.
