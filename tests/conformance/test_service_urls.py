@@ -191,7 +191,8 @@ def test_the_service_host_serves_the_app_at_its_root(server, sb, web):
     assert r.status_code == 401
 
 
-def test_a_websocket_echo_works_through_the_service_url(sb, web):
+def test_a_websocket_echo_works_through_the_service_url(server, sb, web):
+    from websockets.exceptions import ConnectionClosed
     from websockets.sync.client import connect
 
     svc = sb.service(WS_PORT)
@@ -202,6 +203,14 @@ def test_a_websocket_echo_works_through_the_service_url(sb, web):
         blob = bytes(range(256)) * 800  # 200 KiB, several TCP segments each way
         ws.send(blob)
         assert ws.recv(timeout=30) == b"echo:" + blob
+        # Revoking the port's grant cuts the open connection, not only new requests.
+        d = requests.delete(
+            f"{server.api_base}/boxes/{sb.name}/service-urls", params={"port": WS_PORT}, headers=server.headers(), timeout=30
+        )
+        assert d.status_code == 204
+        with pytest.raises(ConnectionClosed):
+            ws.send("again")
+            ws.recv(timeout=10)
     # No token, no upgrade.
     with pytest.raises(Exception) as e:
         connect(url, open_timeout=30)

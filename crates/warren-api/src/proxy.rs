@@ -434,12 +434,24 @@ async fn forward(state: &AppState, access: &ServiceAccess, mut req: Request) -> 
         && let Some(client_side) = client_side
     {
         let sandbox_side = hyper::upgrade::on(&mut resp);
+        let (control, access) = (state.control.clone(), access.clone());
         tokio::spawn(async move {
             let (Ok(c), Ok(s)) = (client_side.await, sandbox_side.await) else {
                 return;
             };
             let (mut c, mut s) = (TokioIo::new(c), TokioIo::new(s));
-            let _ = tokio::io::copy_bidirectional(&mut c, &mut s).await;
+            // Each plain request is checked on its own; an upgraded connection lives on, so it
+            // ends when the access it was let in with is revoked.
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut c, &mut s) => {}
+                () = control.service_access_ended(&access) => {
+                    tracing::info!(
+                        sandbox = %access.sandbox_id,
+                        port = access.port,
+                        "service connection cut: its access was revoked"
+                    );
+                }
+            }
         });
     } else {
         // The answer's framing is hyper's to set on the client's connection.

@@ -83,6 +83,9 @@ pub struct Control {
     pub(crate) build_progress: Arc<Mutex<HashMap<String, String>>>,
     /// Bumped on every key revocation, so long-lived sessions re-check their key.
     pub(crate) revocations: watch::Sender<u64>,
+    /// Bumped whenever a service grant is revoked or changes how it is shared, so open
+    /// WebSocket connections through a service URL re-check their access.
+    pub(crate) grant_changes: watch::Sender<u64>,
     /// Warm pools (`pool.rs`).
     pub(crate) pools: crate::pool::Pools,
     /// Pooled sandboxes being destroyed, which a shutdown waits for.
@@ -166,6 +169,7 @@ impl Control {
             started_at: now(),
             build_progress: Arc::default(),
             revocations: watch::channel(0).0,
+            grant_changes: watch::channel(0).0,
             pools: crate::pool::Pools::default(),
             removals: tokio_util::task::TaskTracker::new(),
         }

@@ -96,6 +96,10 @@ pub struct ServiceAccess {
     pub embed_origins: Vec<String>,
     /// A signed-in user's session (login mode), not a token: the app gets the user's identity.
     pub signed_in: bool,
+    /// The grant it rides on.
+    grant_id: String,
+    /// A session's sign-in key hash; empty for a token.
+    key_hash: String,
 }
 
 /// A freshly minted download link's token.
@@ -289,6 +293,7 @@ impl Control {
     ) -> Result<usize, ControlError> {
         let rec = self.find(p, name_or_id)?;
         let n = self.store.delete_grants(&rec.id, port)?;
+        self.grant_changes.send_modify(|n| *n += 1);
         let what = port.map_or_else(|| "all ports".to_owned(), |p| format!("port {p}"));
         self.audit(Some(p), "service.revoke", Some(&rec.id), Some(what));
         Ok(n)
@@ -375,7 +380,44 @@ impl Control {
                 c.embed_origins
             },
             signed_in: c.login,
+            grant_id: grant.id,
+            key_hash: c.kh,
         })
+    }
+
+    /// Whether the access a request was let in with still stands: its grant neither revoked
+    /// nor shared another way, its user still there, and a session's key and admission still
+    /// good (expiry aside: a connection already open outlives its token).
+    fn service_access_stands(&self, a: &ServiceAccess) -> bool {
+        let Ok(Some(grant)) = self.store.get_grant(&a.grant_id) else {
+            return false;
+        };
+        if grant.sandbox_id != a.sandbox_id
+            || grant.port != a.port
+            || (grant.mode != GrantMode::Token) != a.signed_in
+        {
+            return false;
+        }
+        if a.signed_in {
+            self.session_user(&a.key_hash, &a.principal.user_id)
+                .is_ok_and(|p| self.may_open(&p, &grant).is_ok())
+        } else {
+            self.principal_of(&a.principal.user_id).is_ok()
+        }
+    }
+
+    /// Resolves when a connection let in with `a` must end (a WebSocket through a service URL):
+    /// its access no longer stands. Checked again on every grant change and key revocation,
+    /// never by polling.
+    pub async fn service_access_ended(&self, a: &ServiceAccess) {
+        let mut grants = self.grant_changes.subscribe();
+        let mut revocations = self.revocations.subscribe();
+        while self.service_access_stands(a) {
+            tokio::select! {
+                r = grants.changed() => if r.is_err() { return },
+                r = revocations.changed() => if r.is_err() { return },
+            }
+        }
     }
 
     pub(crate) fn principal_of(&self, user_id: &str) -> Result<Principal, TokenError> {

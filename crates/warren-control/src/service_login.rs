@@ -104,6 +104,7 @@ impl Control {
             .store
             .upsert_grant(&rec.id, port, &p.user_id, at, at, &embed_origins, mode)?
             .ok_or_else(|| ControlError::Unavailable("the login grant was not stored".into()))?;
+        self.grant_changes.send_modify(|n| *n += 1);
         self.audit(
             Some(p),
             "service.grant",
@@ -129,6 +130,7 @@ impl Control {
         let rec = self.find(p, name_or_id)?;
         let port = check_port(port)?;
         if self.store.delete_login_grant(&rec.id, port)? {
+            self.grant_changes.send_modify(|n| *n += 1);
             self.audit(
                 Some(p),
                 "service.revoke",

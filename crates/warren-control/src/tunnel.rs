@@ -61,8 +61,6 @@ pub struct TunnelStream {
 }
 
 impl Control {
-    /// Opens a stream to `port` on the loopback of a sandbox the caller may use (waking it if
-    /// stopped).
     /// Resolves when a long-lived session that `key` opened on a sandbox must end: the key was
     /// revoked, or the sandbox is no longer ready (stopped, deleted, failed). Checked again on
     /// every revocation and every status change, never by polling.
@@ -84,6 +82,8 @@ impl Control {
         }
     }
 
+    /// Opens a stream to `port` on the loopback of a sandbox the caller may use (waking it if
+    /// stopped).
     pub async fn open_tunnel_stream(
         self: &Arc<Self>,
         p: &Principal,

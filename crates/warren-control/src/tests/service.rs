@@ -527,3 +527,47 @@ async fn login_mode_needs_a_signing_key_and_a_service_domain() {
         .unwrap_err();
     assert!(e.to_string().contains("service domain"), "{e}");
 }
+
+#[tokio::test]
+async fn an_open_service_connection_ends_when_its_access_is_revoked() {
+    let h = login_harness().await;
+    let (_bob, bob_key_id, bob_key) = h.user_with_key("bob");
+    let sb = h.sandbox(&h.admin, "web").await;
+    let c = h.control.clone();
+    let watch = |a: crate::ServiceAccess| {
+        let c = c.clone();
+        tokio::spawn(async move { c.service_access_ended(&a).await })
+    };
+    let m = c
+        .mint_service_token(&h.admin, "web", 8000, None, vec![])
+        .unwrap();
+    let token = watch(c.verify_service_token(&m.token, &sb.id, 8000).unwrap());
+    // Another port's grant changing leaves it open; its own grant revoked ends it.
+    c.grant_service_login(&h.admin, "web", 9000, "workspace", vec![])
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!token.is_finished());
+    c.revoke_service_grants(&h.admin, "web", Some(8000))
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(2), token)
+        .await
+        .expect("a revoked grant ends its connections")
+        .unwrap();
+    // A session ends with the key it signed in with.
+    let code = c
+        .begin_service_login(&bob_key, &sb.id, 9000)
+        .unwrap()
+        .unwrap();
+    let session = c.finish_service_login(&code, &sb.id, 9000).unwrap();
+    let bobs = watch(
+        c.verify_service_cookie(&session.token, &sb.id, 9000)
+            .unwrap(),
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!bobs.is_finished());
+    c.revoke_key(&h.admin, &bob_key_id).unwrap();
+    tokio::time::timeout(Duration::from_secs(2), bobs)
+        .await
+        .expect("a revoked key ends its session's connections")
+        .unwrap();
+}
