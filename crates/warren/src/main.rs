@@ -68,6 +68,8 @@ enum Command {
     Template(remote::TemplateArgs),
     /// Show and size the warm pools that keep sandboxes booted ahead of creates.
     Pool(remote::PoolArgs),
+    /// Share a port of a sandbox over HTTP (service URLs, by token or by login); list, revoke.
+    Service(remote::ServiceArgs),
     /// Forward a local TCP port to a port on a sandbox's loopback (yamux over a WebSocket).
     Tunnel(remote::TunnelArgs),
 }
@@ -108,6 +110,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Shell(args) => exec::shell(&cli.data_dir, args),
         Command::Cp(args) => remote::cp(&cli.data_dir, args),
         Command::Keys(args) => remote::keys(&cli.data_dir, args),
+        Command::Service(args) => remote::service(&cli.data_dir, args),
         Command::Secret(args) => remote::secret(&cli.data_dir, args),
         Command::Tunnel(args) => remote::tunnel(&cli.data_dir, args),
         Command::Template(args) => remote::template(&cli.data_dir, args),

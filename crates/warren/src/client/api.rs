@@ -9,6 +9,7 @@ use reqwest::Method;
 use warren_wire::ops::{CreateKeyBody, CreatedKey, KeyList};
 use warren_wire::sandbox::{CreateSandboxBody, Sandbox, SandboxList, SandboxStatusBody};
 use warren_wire::secrets::{PutSecretBody, WorkspaceSecret};
+use warren_wire::service::{ServiceGrantList, ServiceUrlBody};
 use warren_wire::snapshot::{
     CaptureBody, CreateSnapshotBody, ForkBody, ForkList, Snapshot, SnapshotList, TagBody,
 };
@@ -52,6 +53,35 @@ impl Client {
             rb = rb.timeout(wait.saturating_add(CREATE_GRACE));
         }
         self.json(rb, "sandbox object").await
+    }
+
+    /// POST `{B}/boxes/{name}/service-url`: a token-mode or a login-mode answer, whose shapes
+    /// differ, so it is read as JSON.
+    pub(crate) async fn service_url(
+        &self,
+        name: &str,
+        body: &ServiceUrlBody,
+    ) -> Result<(String, serde_json::Value)> {
+        let rb = self
+            .control(Method::POST, &["boxes", name, "service-url"])
+            .json(body);
+        self.json(rb, "service URL").await
+    }
+
+    /// GET `{B}/boxes/{name}/service-urls`.
+    pub(crate) async fn list_service_urls(&self, name: &str) -> Result<(String, ServiceGrantList)> {
+        let rb = self.control(Method::GET, &["boxes", name, "service-urls"]);
+        self.json(rb, "service URL list").await
+    }
+
+    /// DELETE `{B}/boxes/{name}/service-urls[?port=N]`.
+    pub(crate) async fn revoke_service_urls(&self, name: &str, port: Option<u16>) -> Result<()> {
+        let mut rb = self.control(Method::DELETE, &["boxes", name, "service-urls"]);
+        if let Some(port) = port {
+            rb = rb.query(&[("port", port)]);
+        }
+        self.send(rb).await?;
+        Ok(())
     }
 
     /// DELETE `{B}/boxes/{name}`.

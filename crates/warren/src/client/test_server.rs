@@ -57,8 +57,12 @@ impl TestServer {
             public_url: format!("http://{addr}"),
             sweep_interval: Duration::from_secs(3600),
             egress: None,
-            signer: None,
-            service_domain: None,
+            // The server's real key, so login-mode service URLs work as they do in `serve`.
+            signer: Some(Arc::new(
+                crate::egress::ServerSigner::load(dir.path(), &format!("http://{addr}"))
+                    .expect("signing key"),
+            )),
+            service_domain: Some("localhost".into()),
             limits: generous(),
         };
         let fake = FakeDriver::new();
