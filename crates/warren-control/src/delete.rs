@@ -69,8 +69,12 @@ impl Control {
         }
         self.store.delete_sandbox(id)?;
         // Its service URL grants go with it (their tokens already fail: no sandbox).
-        if let Err(e) = self.store.delete_grants(id, None) {
-            tracing::warn!(sandbox = %id, error = %e, "failed to remove service URL grants");
+        match self.store.delete_grants(id, None) {
+            Ok(0) => {}
+            Ok(_) => self.grant_changes.send_modify(|n| *n += 1),
+            Err(e) => {
+                tracing::warn!(sandbox = %id, error = %e, "failed to remove service URL grants");
+            }
         }
         if let Some(egress) = &self.cfg.egress {
             egress.forget(id);

@@ -100,6 +100,8 @@ pub struct ServiceAccess {
     grant_id: String,
     /// A session's sign-in key hash; empty for a token.
     key_hash: String,
+    /// The signing key the token or session verified with (a rotation ends what it let in).
+    signed_with: Option<Arc<Vec<u8>>>,
 }
 
 /// A freshly minted download link's token.
@@ -293,7 +295,9 @@ impl Control {
     ) -> Result<usize, ControlError> {
         let rec = self.find(p, name_or_id)?;
         let n = self.store.delete_grants(&rec.id, port)?;
-        self.grant_changes.send_modify(|n| *n += 1);
+        if n > 0 {
+            self.grant_changes.send_modify(|n| *n += 1);
+        }
         let what = port.map_or_else(|| "all ports".to_owned(), |p| format!("port {p}"));
         self.audit(Some(p), "service.revoke", Some(&rec.id), Some(what));
         Ok(n)
@@ -382,6 +386,7 @@ impl Control {
             signed_in: c.login,
             grant_id: grant.id,
             key_hash: c.kh,
+            signed_with: self.service_key().ok(),
         })
     }
 
@@ -389,8 +394,18 @@ impl Control {
     /// nor shared another way, its user still there, and a session's key and admission still
     /// good (expiry aside: a connection already open outlives its token).
     fn service_access_stands(&self, a: &ServiceAccess) -> bool {
-        let Ok(Some(grant)) = self.store.get_grant(&a.grant_id) else {
-            return false;
+        let rotated = match (&a.signed_with, self.service_key()) {
+            (Some(then), Ok(now)) => !Arc::ptr_eq(then, &now),
+            _ => false,
+        };
+        let grant = match self.store.get_grant(&a.grant_id) {
+            Ok(Some(g)) if !rotated => g,
+            Ok(_) => return false,
+            // A store that fails to answer says nothing about the access: kept until it does.
+            Err(e) => {
+                tracing::warn!(grant = %a.grant_id, error = %e, "failed to re-check a service grant");
+                return true;
+            }
         };
         if grant.sandbox_id != a.sandbox_id
             || grant.port != a.port

@@ -99,12 +99,17 @@ impl Control {
             )
             .into());
         }
+        let before = self.store.grant_of(&rec.id, port)?.map(|g| g.mode);
         let at = now_secs();
         let grant = self
             .store
             .upsert_grant(&rec.id, port, &p.user_id, at, at, &embed_origins, mode)?
             .ok_or_else(|| ControlError::Unavailable("the login grant was not stored".into()))?;
-        self.grant_changes.send_modify(|n| *n += 1);
+        // Connections a change of mode may end re-check; a renewal of the same mode changes
+        // no one's access.
+        if before.is_some_and(|m| m != mode) {
+            self.grant_changes.send_modify(|n| *n += 1);
+        }
         self.audit(
             Some(p),
             "service.grant",

@@ -70,7 +70,7 @@ fn write_new(path: &Path) -> std::io::Result<Vec<u8>> {
 }
 
 impl Control {
-    fn service_key(&self) -> Result<Arc<Vec<u8>>, ControlError> {
+    pub(crate) fn service_key(&self) -> Result<Arc<Vec<u8>>, ControlError> {
         let mut slot = lock(&self.service_key);
         if let Some(k) = slot.as_ref() {
             return Ok(k.clone());
@@ -103,6 +103,9 @@ impl Control {
         let key = write_new(&path)
             .map_err(|e| ControlError::Unavailable(format!("failed to write {KEY_FILE}: {e}")))?;
         *slot = Some(Arc::new(key));
+        drop(slot);
+        // Connections let in by a token or session of the old key end too.
+        self.grant_changes.send_modify(|n| *n += 1);
         Ok(())
     }
 

@@ -565,9 +565,21 @@ async fn an_open_service_connection_ends_when_its_access_is_revoked() {
     );
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!bobs.is_finished());
+    let m = c
+        .mint_service_token(&h.admin, "web", 8000, None, vec![])
+        .unwrap();
+    let admins = watch(c.verify_service_token(&m.token, &sb.id, 8000).unwrap());
     c.revoke_key(&h.admin, &bob_key_id).unwrap();
     tokio::time::timeout(Duration::from_secs(2), bobs)
         .await
         .expect("a revoked key ends its session's connections")
+        .unwrap();
+    // Bob's key is no concern of a token the admin minted; a rotated signing key is.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!admins.is_finished());
+    c.rotate_service_key(&h.admin).unwrap();
+    tokio::time::timeout(Duration::from_secs(2), admins)
+        .await
+        .expect("a rotated key ends what its tokens let in")
         .unwrap();
 }

@@ -40,9 +40,10 @@ enum ServiceCommand {
         name: String,
         /// The port inside the sandbox.
         port: u16,
-        /// Who may open it. Switching a login-shared port back to a token ends the login.
-        #[arg(long, value_enum, default_value_t = Access::Token)]
-        access: Access,
+        /// Who may open it [default: a token, unless the port is shared by sign-in, which
+        /// the server then says]. `--access token` also ends a sign-in share of the port.
+        #[arg(long, value_enum)]
+        access: Option<Access>,
         /// Token lifetime in seconds (1..86400) [default: 600].
         #[arg(long, value_name = "SECS")]
         expires: Option<i64>,
@@ -87,10 +88,13 @@ async fn service_command(client: &Client, command: ServiceCommand) -> Result<Exi
             embed_origins,
             json,
         } => {
+            if expires.is_some() && matches!(access, Some(Access::Restricted | Access::Workspace)) {
+                anyhow::bail!("--expires is for tokens: a sign-in share does not expire");
+            }
             let body = ServiceUrlBody {
                 port: i64::from(port),
                 expires_in_seconds: expires,
-                access: Some(access.wire().into()),
+                access: access.map(|a| a.wire().into()),
                 embed_origins: (!embed_origins.is_empty()).then_some(embed_origins),
             };
             let (text, answer) = client.service_url(&name, &body).await?;
@@ -167,20 +171,20 @@ mod tests {
         let srv = TestServer::start().await;
         let c = srv.client();
         srv.sandbox("web").await;
-        let body = |access: Access| ServiceUrlBody {
+        let body = |access: Option<Access>| ServiceUrlBody {
             port: 8000,
             expires_in_seconds: None,
-            access: Some(access.wire().into()),
+            access: access.map(|a| a.wire().into()),
             embed_origins: None,
         };
-        let (_, token) = c.service_url("web", &body(Access::Token)).await.unwrap();
+        let (_, token) = c.service_url("web", &body(None)).await.unwrap();
         let shown = describe(&token);
         let lines: Vec<&str> = shown.lines().collect();
         assert_eq!(lines.len(), 4, "{shown}");
         assert!(lines[0].contains("/__auth?token="), "{shown}");
         assert!(lines[2].starts_with("token: ey"), "{shown}");
         let (_, login) = c
-            .service_url("web", &body(Access::Workspace))
+            .service_url("web", &body(Some(Access::Workspace)))
             .await
             .unwrap();
         let shown = describe(&login);
@@ -194,9 +198,17 @@ mod tests {
             table.contains("workspace") && table.contains("never"),
             "{table}"
         );
-        // Asking for a token again ends the login.
-        let (_, again) = c.service_url("web", &body(Access::Token)).await.unwrap();
+        // No access named: the server refuses to replace the sign-in share, and says so;
+        // `--access token` ends it.
+        let e = c.service_url("web", &body(None)).await.unwrap_err();
+        assert!(e.to_string().contains("shared by login"), "{e}");
+        let (_, again) = c
+            .service_url("web", &body(Some(Access::Token)))
+            .await
+            .unwrap();
         assert!(again["token"].as_str().is_some_and(|t| !t.is_empty()));
+        let (_, list) = c.list_service_urls("web").await.unwrap();
+        assert_eq!(list.items[0].access, "token");
         c.revoke_service_urls("web", Some(8000)).await.unwrap();
         assert!(c.list_service_urls("web").await.unwrap().1.items.is_empty());
         let e = c.list_service_urls("nope").await.unwrap_err();
