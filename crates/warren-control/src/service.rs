@@ -311,11 +311,7 @@ impl Control {
         sandbox_id: &str,
         port: u16,
     ) -> Result<ServiceAccess, TokenError> {
-        let result = self.verify_service_inner(token, sandbox_id, port, false);
-        if result.is_err() {
-            self.metrics.service_refused();
-        }
-        result
+        self.verify_service(token, sandbox_id, port, false)
     }
 
     /// Checks the cookie a service host set: a token, or a signed-in browser's session, whose
@@ -326,7 +322,18 @@ impl Control {
         sandbox_id: &str,
         port: u16,
     ) -> Result<ServiceAccess, TokenError> {
-        let result = self.verify_service_inner(token, sandbox_id, port, true);
+        self.verify_service(token, sandbox_id, port, true)
+    }
+
+    /// A token or (`session_ok`) a session checked, and counted when refused.
+    fn verify_service(
+        &self,
+        token: &str,
+        sandbox_id: &str,
+        port: u16,
+        session_ok: bool,
+    ) -> Result<ServiceAccess, TokenError> {
+        let result = self.verify_service_inner(token, sandbox_id, port, session_ok);
         if result.is_err() {
             self.metrics.service_refused();
         }
@@ -352,25 +359,12 @@ impl Control {
             .store
             .get_grant(&c.gid)
             .map_err(|e| TokenError::Unusable(e.to_string()))?
-            .filter(|g| g.sandbox_id == c.sandbox_id && g.port == c.port)
             .ok_or(TokenError::Revoked)?;
-        // A port that changed how it is shared took its old tokens or sessions with it.
-        if c.login != (grant.mode != GrantMode::Token) {
-            return Err(TokenError::Revoked);
-        }
-        let principal = if c.login {
-            self.session_user(&c.kh, &c.sub)?
-        } else {
-            self.principal_of(&c.sub)?
-        };
-        if c.login {
-            if !session_ok {
-                return Err(TokenError::Foreign(
-                    "a sign-in session works only as the cookie its service host set".into(),
-                ));
-            }
-            self.may_open(&principal, &grant)
-                .map_err(|e| TokenError::Foreign(e.to_string()))?;
+        let principal = self.admitted(&grant, &c.sandbox_id, c.port, c.login, &c.sub, &c.kh)?;
+        if c.login && !session_ok {
+            return Err(TokenError::Foreign(
+                "a sign-in session works only as the cookie its service host set".into(),
+            ));
         }
         Ok(ServiceAccess {
             principal,
@@ -398,27 +392,47 @@ impl Control {
             (Some(then), Ok(now)) => !Arc::ptr_eq(then, &now),
             _ => false,
         };
-        let grant = match self.store.get_grant(&a.grant_id) {
-            Ok(Some(g)) if !rotated => g,
-            Ok(_) => return false,
+        match self.store.get_grant(&a.grant_id) {
+            Ok(Some(g)) if !rotated => {
+                let user = &a.principal.user_id;
+                self.admitted(&g, &a.sandbox_id, a.port, a.signed_in, user, &a.key_hash)
+                    .is_ok()
+            }
+            Ok(_) => false,
             // A store that fails to answer says nothing about the access: kept until it does.
             Err(e) => {
                 tracing::warn!(grant = %a.grant_id, error = %e, "failed to re-check a service grant");
-                return true;
+                true
             }
-        };
-        if grant.sandbox_id != a.sandbox_id
-            || grant.port != a.port
-            || (grant.mode != GrantMode::Token) != a.signed_in
+        }
+    }
+
+    /// Who a token or session acts as, if `grant` still admits it: the grant is of its sandbox
+    /// and port and shares the port the same way (a port that changed how it is shared took
+    /// its old tokens or sessions with it); a token's user still exists; a session's key still
+    /// stands and the grant's mode still admits its user.
+    fn admitted(
+        &self,
+        grant: &GrantRecord,
+        sandbox_id: &str,
+        port: u16,
+        login: bool,
+        user_id: &str,
+        key_hash: &str,
+    ) -> Result<Principal, TokenError> {
+        if grant.sandbox_id != sandbox_id
+            || grant.port != port
+            || login != (grant.mode != GrantMode::Token)
         {
-            return false;
+            return Err(TokenError::Revoked);
         }
-        if a.signed_in {
-            self.session_user(&a.key_hash, &a.principal.user_id)
-                .is_ok_and(|p| self.may_open(&p, &grant).is_ok())
-        } else {
-            self.principal_of(&a.principal.user_id).is_ok()
+        if !login {
+            return self.principal_of(user_id);
         }
+        let p = self.session_user(key_hash, user_id)?;
+        self.may_open(&p, grant)
+            .map_err(|e| TokenError::Foreign(e.to_string()))?;
+        Ok(p)
     }
 
     /// Resolves when a connection let in with `a` must end (a WebSocket through a service URL):
