@@ -40,6 +40,25 @@ def test_write_creates_parents_and_overwrites(sb):
     assert result.stdout == "ok\n", result.stderr
 
 
+def test_etc_hosts_and_hostname_name_the_sandbox_and_take_writes(sb):
+    """Like any container's: /etc/hostname says the hostname and /etc/hosts maps it to the
+    sandbox's address; both are the sandbox's own (bound over the image's), and the SDK's write
+    reaches them although they cannot be replaced by a rename."""
+    name = sb.run("hostname").stdout.strip()
+    assert name and sb.read("/etc/hostname") == f"{name}\n".encode()
+    r = sb.run('getent hosts "$(hostname)" && hostname -I')
+    assert r.exit_code == 0, r.stderr
+    resolved, addresses = r.stdout.splitlines()
+    assert resolved.split()[1] == name and resolved.split()[0] in addresses.split(), r.stdout
+    hosts = sb.read("/etc/hosts").decode()
+    assert hosts.count(name) == 1 and "localhost" in hosts, hosts
+    sb.write("/etc/hosts", hosts + "10.9.8.7 db.internal\n")
+    assert sb.read("/etc/hosts").decode() == hosts + "10.9.8.7 db.internal\n"
+    r = sb.run("getent hosts db.internal && echo '10.9.8.6 cache.internal' >> /etc/hosts && getent hosts cache.internal")
+    assert r.exit_code == 0, r.stderr
+    assert [line.split()[0] for line in r.stdout.splitlines()] == ["10.9.8.7", "10.9.8.6"], r.stdout
+
+
 def test_empty_file(sb):
     sb.write("/tmp/empty.txt", b"")
     assert sb.read("/tmp/empty.txt") == b""

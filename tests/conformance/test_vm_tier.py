@@ -99,6 +99,13 @@ def test_a_vm_sandbox_reports_its_tier_and_runs_its_own_kernel(server, vm):
     assert 400 < free_total <= 512, free_total
     r = sb.run("echo out; echo err >&2; exit 7", timeout=60)
     assert (r.exit_code, r.stdout, r.stderr) == (7, "out\n", "err\n")
+    # The guest names itself as a jail does: /etc/hostname, and one line of /etc/hosts mapping
+    # the name to its address on its link.
+    name = out(sb, "hostname").strip()
+    assert out(sb, "cat /etc/hostname").strip() == name
+    resolved = out(sb, 'getent hosts "$(hostname)"').split()
+    assert resolved[1] == name and resolved[0] in out(sb, "hostname -I").split(), resolved
+    assert out(sb, "grep -c \"$(hostname)\" /etc/hosts").strip() == "1"
 
 
 def test_the_hosts_processes_mounts_and_network_are_invisible(server, vm):

@@ -328,11 +328,38 @@ impl FileWriter {
         file.set_permissions(std::fs::Permissions::from_mode(self.mode))
             .map_err(|e| io_error(&e, &path))?;
         drop(file);
-        std::fs::rename(&self.tmp, &self.target).map_err(|e| io_error(&e, &path))?;
-        // Renamed: nothing left for Drop to clean up.
-        self.tmp = PathBuf::new();
-        Ok(())
+        match std::fs::rename(&self.tmp, &self.target) {
+            Ok(()) => {
+                // Renamed: nothing left for Drop to clean up.
+                self.tmp = PathBuf::new();
+                Ok(())
+            }
+            // The target is a mount point (the runtime binds a sandbox's own /etc/hosts and
+            // /etc/hostname over the image's, as Docker does): it cannot be replaced, only
+            // rewritten. Drop removes the temp file.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                rewrite_in_place(&self.tmp, &self.target).map_err(|e| io_error(&e, &path))
+            }
+            Err(e) => Err(io_error(&e, &path)),
+        }
     }
+}
+
+/// Copies `from` over the regular file `target` in place, keeping its owner and mode: how a
+/// write reaches a file that is a mount point. Never follows a link or opens anything but a
+/// regular file (a FIFO bound there must not hang the agent).
+fn rewrite_in_place(from: &Path, target: &Path) -> io::Result<()> {
+    let mut out = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(target)?;
+    if !out.metadata()?.is_file() {
+        return Err(io::Error::from_raw_os_error(libc::EBUSY));
+    }
+    let mut src = File::open(from)?;
+    out.set_len(0)?;
+    io::copy(&mut src, &mut out)?;
+    Ok(())
 }
 
 impl Drop for FileWriter {

@@ -33,6 +33,8 @@ pub(crate) struct BootParams {
     pub(crate) shm_bytes: Option<u64>,
     pub(crate) hostname: Option<String>,
     pub(crate) nameserver: Option<std::net::Ipv4Addr>,
+    /// The guest's address on its link to the host, when it has one.
+    pub(crate) address: Option<std::net::Ipv4Addr>,
 }
 
 impl BootParams {
@@ -49,6 +51,9 @@ impl BootParams {
                     p.hostname = Some(value.to_owned());
                 }
                 "warren.nameserver" => p.nameserver = value.parse().ok(),
+                "warren.ip" => {
+                    p.address = value.split_once('/').map_or(value, |(a, _)| a).parse().ok();
+                }
                 _ => {}
             }
         }
@@ -90,10 +95,36 @@ pub(crate) fn setup() {
     );
     if let Some(name) = &params.hostname {
         let _ = nix::unistd::sethostname(name);
+        name_self(
+            name,
+            params.address.unwrap_or(warren_proto::OFFLINE_ADDRESS),
+        );
     }
     if let Some(ns) = params.nameserver {
         crate::write_resolv_conf(ns);
     }
+}
+
+/// Writes the guest's `/etc/hostname` and its own line in `/etc/hosts` (the same text the
+/// runtime binds into a jail), so that its name resolves with or without a network. They are the
+/// tenant's files, kept across boots: each is edited only when it is a small regular file.
+fn name_self(hostname: &str, address: std::net::Ipv4Addr) {
+    let text = format!("{hostname}\n");
+    let _ = crate::etc::edit(
+        Path::new("/etc/hostname"),
+        crate::etc::Links::Refuse,
+        false,
+        |now| (now != text).then(|| text.clone()),
+    );
+    let _ = crate::etc::edit(
+        Path::new("/etc/hosts"),
+        crate::etc::Links::Refuse,
+        true,
+        |now| {
+            let wanted = warren_proto::hosts_file(Some(now), hostname, address.into());
+            (now != wanted).then_some(wanted)
+        },
+    );
 }
 
 /// Serves the host over the port at `path` for as long as the VM runs.
@@ -190,9 +221,12 @@ mod tests {
                 shm_bytes: Some(1 << 20),
                 hostname: Some("vmtest".into()),
                 nameserver: Some(std::net::Ipv4Addr::new(10, 0, 2, 3)),
+                address: Some(std::net::Ipv4Addr::new(10, 0, 2, 15)),
             }
         );
-        let bad = BootParams::parse("warren.shm=lots warren.nameserver=::1 warren.hostname=");
+        let bad = BootParams::parse(
+            "warren.shm=lots warren.nameserver=::1 warren.hostname= warren.ip=10.0.2/24",
+        );
         assert_eq!(bad, BootParams::default());
     }
 }

@@ -40,7 +40,7 @@ pub struct JailVolume {
 }
 
 /// Most files the jail binds over the rootfs's own ([`JailFile`]).
-pub const MAX_FILES: usize = 4;
+pub const MAX_FILES: usize = 8;
 
 /// A host file or directory the jail binds over the rootfs's own at `path`, idmapped like the
 /// rootfs: how a sandbox gets its resolver, machine id and trust store without a write to its
@@ -68,7 +68,7 @@ pub struct JailFile {
 /// Checks a spec's files: at most [`MAX_FILES`], host paths absolute, paths valid mount paths.
 pub fn check_files(files: &[JailFile]) -> Result<(), &'static str> {
     if files.len() > MAX_FILES {
-        return Err("holds more than 4 files");
+        return Err("holds more than 8 files");
     }
     for f in files {
         if !f.host_path.is_absolute() || f.host_path.as_os_str().as_encoded_bytes().contains(&0) {

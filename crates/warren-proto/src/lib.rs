@@ -78,6 +78,39 @@ pub const MAX_DIR_ENTRIES: usize = 10_000;
 #[cfg(test)]
 mod tests;
 
+/// The `/etc/hosts` an image starts with: loopback names only. Its sandboxes' own line is added
+/// at each boot ([`hosts_file`]).
+pub const HOSTS_BASE: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
+
+/// Ends the line of `/etc/hosts` that names the sandbox itself, so that the next boot (which
+/// may give it another address, or, after a fork, another name) replaces that line alone.
+pub const HOSTS_MARK: &str = "# Warren: this sandbox";
+
+/// The address a sandbox without a network link names itself by, as Debian names a host
+/// without a permanent address: its hostname must resolve offline too (`sudo`, Java's
+/// `getLocalHost`, `socket.gethostbyname(socket.gethostname())`).
+pub const OFFLINE_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 0, 1, 1);
+
+/// A sandbox's `/etc/hosts` for this boot: `current` (the file as the tenant left it, or
+/// [`HOSTS_BASE`] when there is none or it is blank) without any line of an earlier boot's, then the line
+/// naming `hostname` at `address`. The tenant's own lines stay, before it, so one of theirs for
+/// the same name wins. The runtime writes it for a jail, the agent in a VM's guest: both must
+/// write the same text.
+pub fn hosts_file(current: Option<&str>, hostname: &str, address: std::net::IpAddr) -> String {
+    let mut text = String::new();
+    for line in current
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or(HOSTS_BASE)
+        .lines()
+        .filter(|l| !l.trim_end().ends_with(HOSTS_MARK))
+    {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push_str(&format!("{address}\t{hostname}\t{HOSTS_MARK}\n"));
+    text
+}
+
 /// The `/etc/resolv.conf` of a sandbox linked to the host: Warren's DNS on the host side of its
 /// link, which resolves names through the egress proxy. The runtime binds it into a jail; the
 /// agent writes it where nothing was bound (a VM's guest, an image whose resolv.conf is a

@@ -237,3 +237,33 @@ fn cut_reasons_are_the_api_strings() {
         assert_eq!(cut.to_string(), reason);
     }
 }
+
+#[test]
+fn a_hosts_file_keeps_the_tenants_lines_and_replaces_only_its_own_line() {
+    use crate::{HOSTS_BASE, HOSTS_MARK, hosts_file};
+    let first = hosts_file(None, "sb-1", "100.66.0.2".parse().unwrap());
+    assert_eq!(
+        first,
+        format!("{HOSTS_BASE}100.66.0.2\tsb-1\t{HOSTS_MARK}\n")
+    );
+    // The tenant added a line (without a final newline); the next boot moved the sandbox and,
+    // as a fork, renamed it: one line of its own, the new one, and the tenant's kept.
+    let edited = format!("{first}10.1.2.3 db.internal");
+    let next = hosts_file(Some(&edited), "sb-2", "127.0.1.1".parse().unwrap());
+    assert_eq!(
+        next,
+        format!("{HOSTS_BASE}10.1.2.3 db.internal\n127.0.1.1\tsb-2\t{HOSTS_MARK}\n")
+    );
+    assert_eq!(next.matches(HOSTS_MARK).count(), 1);
+    // Booting again with nothing changed writes the same text.
+    assert_eq!(
+        hosts_file(Some(&next), "sb-2", "127.0.1.1".parse().unwrap()),
+        next
+    );
+    // A blank file (a tenant truncated it, or an agent just created it) starts again from the
+    // loopback names.
+    assert_eq!(
+        hosts_file(Some(" \n"), "sb-2", "127.0.1.1".parse().unwrap()),
+        format!("{HOSTS_BASE}127.0.1.1\tsb-2\t{HOSTS_MARK}\n")
+    );
+}

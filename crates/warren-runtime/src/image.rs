@@ -449,11 +449,8 @@ fn finish_rootfs(root: &Path) -> Result<(), ImageError> {
             .map_err(IoError::at("set the mode of the mount point", &p))?;
     }
     let hosts = root.join("etc/hosts");
-    std::fs::write(
-        &hosts,
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-    )
-    .map_err(IoError::at("write the image's hosts file", &hosts))?;
+    std::fs::write(&hosts, warren_proto::HOSTS_BASE)
+        .map_err(IoError::at("write the image's hosts file", &hosts))?;
     let hostname = root.join("etc/hostname");
     std::fs::write(&hostname, "sandbox\n")
         .map_err(IoError::at("write the image's hostname", &hostname))?;

@@ -230,7 +230,13 @@ impl JailDriver {
             Some(_) => (None, Vec::new()),
             None => {
                 let nameserver = linked.then(|| warren_net::host_address(slot)).flatten();
-                self.inner.storage.jail_mounts(&spec.id, nameserver)?
+                let address = crate::network::own_address(linked, slot);
+                self.inner.storage.jail_mounts(
+                    &spec.id,
+                    nameserver,
+                    &spec.id.to_string(),
+                    address,
+                )?
             }
         };
         let agent_args = match &vm {

@@ -142,3 +142,13 @@ pub(crate) async fn link(
     env.extend(trust_env());
     Ok(env)
 }
+
+/// The address a sandbox's `/etc/hosts` names it by: its `eth0` (what Warren's DNS answers for
+/// its hostname) when linked, else [`warren_proto::OFFLINE_ADDRESS`].
+pub(crate) fn own_address(linked: bool, slot: u32) -> std::net::IpAddr {
+    linked
+        .then(|| warren_net::addrs_for(slot).map(|a| a.sandbox))
+        .flatten()
+        .unwrap_or(warren_proto::OFFLINE_ADDRESS)
+        .into()
+}

@@ -7,8 +7,9 @@
 //!   images/<name@tag>/            read-only subvolume per image
 //!   images/.build-*/              an image being built (deleted at open if a build was killed)
 //!   sandboxes/<id>/rootfs/        writable snapshot of the image: O(1), own inodes per sandbox
-//!   sandboxes/<id>/rw/            subvolume: tmp/ (mounted at /tmp; persistent, not captured)
-//!                                 and certs/ (mounted over /etc/ssl/certs)
+//!   sandboxes/<id>/rw/            subvolume: tmp/ (mounted at /tmp; persistent, not captured),
+//!                                 certs/ (mounted over /etc/ssl/certs), and hosts and
+//!                                 hostname (bound over /etc's, rewritten at each boot)
 //!   sandboxes/<id>/etc/           machine-id and resolv.conf, bound read-only over the rootfs's
 //!   sandboxes/<id>/rootfs/tmp/    nested subvolume instead, in a VM's rootfs (see TmpLayout)
 //!   volumes/<id>/                 subvolume per volume, mounted into sandboxes (see `volumes`)

@@ -158,10 +158,7 @@ fn make_sandbox_root(root: &Path) -> Result<(), DriverError> {
         }
     }
     for (file, text) in [
-        (
-            "etc/hosts",
-            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-        ),
+        ("etc/hosts", warren_proto::HOSTS_BASE),
         ("etc/hostname", "sandbox\n"),
         ("etc/resolv.conf", ""),
         ("etc/machine-id", ""),

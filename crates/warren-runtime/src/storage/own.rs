@@ -1,6 +1,7 @@
 //! What a sandbox has beside its rootfs in the [`crate::storage::TmpLayout::Beside`] layout: the
-//! `rw` subvolume (its `/tmp`, and its copy of the image's `/etc/ssl/certs`), and the runtime's
-//! files the jail binds read-only over the image's (its machine id and resolver).
+//! `rw` subvolume (its `/tmp`, its copy of the image's `/etc/ssl/certs`, and its `/etc/hosts`
+//! and `/etc/hostname`), and the runtime's files the jail binds read-only over the image's (its
+//! machine id and resolver).
 //!
 //! Each `rw` is a snapshot of its image's template (`templates/<image>.<subvolume id>`, made
 //! at the image's first create): one O(1) snapshot instead of copying the ~300 entries of a
@@ -202,12 +203,15 @@ impl BtrfsStorage {
     }
 
     /// What the jail mounts of the sandbox's own over its rootfs: its `/tmp`, its files, with
-    /// the resolver (when the sandbox is linked to the host) written for this boot, and its
-    /// certs directory. A sandbox in the nested layout has none of them.
+    /// the resolver (when the sandbox is linked to the host) written for this boot, its certs
+    /// directory, and its `/etc/hosts` and `/etc/hostname` naming it `hostname` at `address`
+    /// for this boot. A sandbox in the nested layout has none of them.
     pub(crate) fn jail_mounts(
         &self,
         id: &SandboxId,
         nameserver: Option<std::net::Ipv4Addr>,
+        hostname: &str,
+        address: std::net::IpAddr,
     ) -> Result<(Option<PathBuf>, Vec<JailFile>), StorageError> {
         let rw = self.rw_path(id);
         if !btrfs::is_subvolume(&rw) {
@@ -233,7 +237,8 @@ impl BtrfsStorage {
             });
         }
         // `rw` holds only what the runtime made in it: the sandbox reaches its `tmp` and
-        // `certs` subtrees, never their names.
+        // `certs` subtrees and its names files, never their names.
+        files.extend(write_names(&rw, hostname, address));
         let certs = rw.join("certs");
         if certs.is_dir() {
             files.push(JailFile {
@@ -327,6 +332,89 @@ fn plan_copy(
 /// The sandbox's own files in `<dir>/etc`, which the jail binds read-only over the rootfs's:
 /// its machine id (`id`, or a new one). Its resolver is written at each boot of a linked sandbox
 /// (see `jail_mounts`).
+/// The sandbox's `/etc/hosts` and `/etc/hostname` for this boot, in its `rw` subvolume: bound
+/// writable (tenants add hosts lines; Docker binds the same two), counted in its disk quota,
+/// never captured. The hosts file keeps what the tenant wrote there ([`warren_proto::hosts_file`]).
+/// Each is written beside and renamed into place, so a full quota leaves the last boot's file
+/// whole; a file that cannot be written is left out (the image's own stays visible) and logged:
+/// a sandbox whose disk is full must still boot.
+fn write_names(rw: &Path, hostname: &str, address: std::net::IpAddr) -> Vec<JailFile> {
+    let hosts = rw.join("hosts");
+    let current = read_small(&hosts);
+    let wanted = [
+        (
+            hosts,
+            "/etc/hosts",
+            warren_proto::hosts_file(current.as_deref(), hostname, address),
+        ),
+        (
+            rw.join("hostname"),
+            "/etc/hostname",
+            format!("{hostname}\n"),
+        ),
+    ];
+    let mut files = Vec::new();
+    for (host_path, path, text) in wanted {
+        match replace_file(&host_path, text.as_bytes()) {
+            Ok(()) => files.push(JailFile {
+                host_path,
+                path: path.into(),
+                only_over_empty: false,
+                read_only: false,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, file = %host_path.display(), "failed to write a sandbox's names file; its image's stays");
+            }
+        }
+    }
+    files
+}
+
+/// A regular file's text of at most [`NAMES_MAX_BYTES`], read without following a link or
+/// blocking on a FIFO; `None` for anything else (then it is written afresh).
+fn read_small(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() || meta.len() > NAMES_MAX_BYTES {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(NAMES_MAX_BYTES).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// The most of a tenant's hosts file a boot keeps: past it the file starts afresh.
+const NAMES_MAX_BYTES: u64 = 1 << 20;
+
+/// Writes `text` beside `path` and renames it over `path`.
+fn replace_file(path: &Path, text: &[u8]) -> Result<(), StorageError> {
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".new");
+    let new = path.with_file_name(name);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&new)
+        .map_err(io_err("write", &new))?;
+    let written = file
+        .write_all(text)
+        .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(0o644)));
+    drop(file);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&new);
+        return Err(io_err("write", &new)(e));
+    }
+    std::fs::rename(&new, path).map_err(io_err("replace", path))
+}
+
 pub(super) fn write_own_files(dir: &Path, id: Option<&[u8]>) -> Result<(), StorageError> {
     let own = dir.join("etc");
     std::fs::create_dir(&own).map_err(io_err("create the sandbox's files dir", &own))?;

@@ -4,7 +4,8 @@
 //! more as sandboxes of one image add up).
 
 use warren_btrfs as btrfs;
-use warren_runtime::Storage;
+use warren_runtime::{SandboxSpec, Storage};
+use warren_types::{ImageRef, Limits};
 
 use crate::support::{TestSandbox, driver};
 
@@ -92,4 +93,124 @@ async fn a_new_sandbox_writes_nothing_into_its_rootfs() {
     assert!(changed > made, "{changed} {made}");
     sb.destroy().await;
     assert!(!tmp.exists() && !rootfs.exists());
+}
+
+/// A sandbox's own name resolves without a network (this driver links none): `/etc/hostname`
+/// and a line of `/etc/hosts` say it, both files the sandbox may write; a restart keeps the
+/// tenant's lines and writes its own line once, afresh, even over a file the tenant emptied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_resolves_its_own_name_offline_and_keeps_its_hosts_lines_across_a_restart() {
+    let mut sb = TestSandbox::new().await;
+    let id = sb.id().to_string();
+    let probe = "hostname; cat /etc/hostname; getent hosts \"$(hostname)\"; \
+                 python3 -c 'import socket; print(socket.gethostbyname(socket.gethostname()))'; \
+                 grep -c \"$(hostname)\" /etc/hosts";
+    let out = sb.sh(probe).await;
+    assert_eq!(out.code(), 0, "{}", out.err());
+    let text = out.out();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    assert_eq!(lines[0], id);
+    assert_eq!(lines[1], id, "/etc/hostname names the sandbox");
+    assert_eq!(
+        lines[2].split_whitespace().collect::<Vec<_>>(),
+        ["127.0.1.1", id.as_str()],
+        "{text}"
+    );
+    assert_eq!(lines[3], "127.0.1.1");
+    assert_eq!(lines[4], "1");
+
+    // The tenant adds a name (appending, as `echo >>` does) and the rootfs stays unwritten:
+    // the file is the sandbox's own, in its rw subvolume.
+    let out = sb
+        .sh("echo '10.9.8.7 db.internal' >> /etc/hosts && getent hosts db.internal")
+        .await;
+    assert_eq!(out.code(), 0, "{}", out.err());
+    assert!(out.out().starts_with("10.9.8.7"), "{}", out.out());
+    let storage = driver().storage();
+    let rootfs = storage.rootfs_path(sb.id());
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("etc/hosts")).unwrap(),
+        warren_proto::HOSTS_BASE
+    );
+
+    let spec = SandboxSpec {
+        id: sb.id().clone(),
+        image: ImageRef::default_image(),
+        limits: Limits::default(),
+        trust: String::new(),
+        tier: warren_driver::Tier::Jail,
+        volumes: Vec::new(),
+    };
+    driver().stop(sb.id(), Some(&sb.handle)).await.unwrap();
+    sb.handle = driver().start(&spec).await.unwrap();
+    let out = sb
+        .sh("getent hosts db.internal; grep -c \"$(hostname)\" /etc/hosts; grep -c localhost /etc/hosts")
+        .await;
+    assert_eq!(out.code(), 0, "{}", out.err());
+    assert_eq!(
+        out.out().lines().skip(1).collect::<Vec<_>>(),
+        ["1", "2"],
+        "{}",
+        out.out()
+    );
+    assert!(out.out().starts_with("10.9.8.7"), "{}", out.out());
+
+    // Emptied by the tenant: the next boot starts again from the loopback names.
+    let out = sb.sh(": > /etc/hosts; : > /etc/hostname").await;
+    assert_eq!(out.code(), 0, "{}", out.err());
+    driver().stop(sb.id(), Some(&sb.handle)).await.unwrap();
+    sb.handle = driver().start(&spec).await.unwrap();
+    let out = sb
+        .sh("cat /etc/hostname; getent hosts localhost \"$(hostname)\" | wc -l")
+        .await;
+    assert_eq!(out.code(), 0, "{}", out.err());
+    assert_eq!(out.out(), format!("{id}\n2\n"));
+    sb.destroy().await;
+}
+
+/// A sandbox that filled the subvolume its hosts file lives in still boots: the boot's write of
+/// its names fails at worst, and then the files it had stay whole or the image's show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_whose_tmp_is_full_still_boots_with_its_names() {
+    let limits = Limits {
+        disk_bytes: 64 << 20,
+        ..Limits::default()
+    };
+    let mut sb = TestSandbox::with_limits(limits).await;
+    let out = sb
+        .sh(
+            "dd if=/dev/zero of=/tmp/fill bs=1M count=128 2>/dev/null; sync; \
+             echo more > /tmp/more 2>/dev/null || echo full",
+        )
+        .await;
+    assert!(
+        out.out().contains("full"),
+        "/tmp did not fill: {}",
+        out.out()
+    );
+    let spec = SandboxSpec {
+        id: sb.id().clone(),
+        image: ImageRef::default_image(),
+        limits,
+        trust: String::new(),
+        tier: warren_driver::Tier::Jail,
+        volumes: Vec::new(),
+    };
+    driver().stop(sb.id(), Some(&sb.handle)).await.unwrap();
+    sb.handle = driver().start(&spec).await.expect("a full sandbox boots");
+    let out = sb
+        .sh("hostname; head -c 64 /etc/hostname; grep -c localhost /etc/hosts; ls -l /tmp/fill | wc -l")
+        .await;
+    assert_eq!(out.code(), 0, "{}", out.err());
+    let text = out.out();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(lines[0], sb.id().to_string());
+    assert!(
+        [sb.id().to_string().as_str(), "sandbox"].contains(&lines[1]),
+        "{text}"
+    );
+    assert_eq!(&lines[2..], ["2", "1"], "{text}");
+    sb.destroy().await;
 }
