@@ -10,11 +10,11 @@
 
 use axum::Form;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::proxy::same_origin_path;
+use crate::proxy::{redirect, same_origin_path};
 use crate::service::browser_base;
 use crate::{ApiError, ApiQuery, AppState};
 
@@ -133,12 +133,7 @@ pub(crate) async fn submit(State(state): State<AppState>, Form(f): Form<Submitte
         "{}/__auth?{query}",
         browser_base(&state, &t.sandbox, t.port)
     );
-    let mut h = HeaderMap::new();
-    if let Ok(l) = HeaderValue::from_str(&location) {
-        h.insert(header::LOCATION, l);
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    (StatusCode::SEE_OTHER, h).into_response()
+    redirect(StatusCode::SEE_OTHER, &location, None)
 }
 
 #[cfg(test)]

@@ -210,12 +210,7 @@ fn refused(state: &AppState, t: &Target, req: &Request, e: &TokenError) -> Respo
         "{}/auth/service-login?{query}",
         state.control.config().public_url
     );
-    let mut h = HeaderMap::new();
-    if let Ok(l) = HeaderValue::from_str(&location) {
-        h.insert(header::LOCATION, l);
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    }
-    (StatusCode::FOUND, h).into_response()
+    redirect(StatusCode::FOUND, &location, None)
 }
 
 /// The token from the header, else the first service cookie that verifies. A sign-in session
@@ -334,7 +329,7 @@ fn auth(state: &AppState, t: &Target, uri: &Uri) -> Response {
             }
         }
     };
-    let redirect = same_origin_path(q.get("redirect").map(String::as_str));
+    let back = same_origin_path(q.get("redirect").map(String::as_str));
     let max_age = expires_at
         .duration_since(std::time::SystemTime::now())
         .map_or(0, |d| d.as_secs());
@@ -347,17 +342,27 @@ fn auth(state: &AppState, t: &Target, uri: &Uri) -> Response {
     let cookie = format!(
         "{COOKIE}={cookie}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
     );
-    let location = format!("{}{redirect}", t.prefix);
+    let location = format!("{}{back}", t.prefix);
+    redirect(StatusCode::FOUND, &location, Some(&cookie))
+}
+
+/// A redirect (`status` 302 or 303) to `location` that no cache keeps, setting `cookie` when
+/// given. Both are built from checked parts; one that is still no valid header value answers
+/// 500 rather than a redirect without a target.
+pub(crate) fn redirect(status: StatusCode, location: &str, cookie: Option<&str>) -> Response {
     let mut h = HeaderMap::new();
-    if let (Ok(c), Ok(l)) = (
-        HeaderValue::from_str(&cookie),
-        HeaderValue::from_str(&location),
-    ) {
+    let Ok(l) = HeaderValue::from_str(location) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    h.insert(header::LOCATION, l);
+    if let Some(cookie) = cookie {
+        let Ok(c) = HeaderValue::from_str(cookie) else {
+            return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        };
         h.insert(header::SET_COOKIE, c);
-        h.insert(header::LOCATION, l);
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
-    (StatusCode::FOUND, h).into_response()
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    (status, h).into_response()
 }
 
 /// `__embed#token=…[&redirect=/path]`: the token stays in the fragment (no server or Referer
