@@ -101,7 +101,7 @@ pub struct ServiceAccess {
     /// A session's sign-in key hash; empty for a token.
     key_hash: String,
     /// The signing key the token or session verified with (a rotation ends what it let in).
-    signed_with: Option<Arc<Vec<u8>>>,
+    signed_with: Arc<Vec<u8>>,
 }
 
 /// A freshly minted download link's token.
@@ -351,7 +351,7 @@ impl Control {
             return Err(TokenError::Missing);
         }
         let aud = self.service_host(sandbox_id, port);
-        let c: ServiceClaims = self.verify(token, &aud, true)?;
+        let (c, key): (ServiceClaims, _) = self.verify_keyed(token, &aud, true)?;
         if c.sandbox_id != sandbox_id || c.port != port {
             return Err(TokenError::Foreign(format!("the token is not for {aud}")));
         }
@@ -380,7 +380,7 @@ impl Control {
             signed_in: c.login,
             grant_id: grant.id,
             key_hash: c.kh,
-            signed_with: self.service_key().ok(),
+            signed_with: key,
         })
     }
 
@@ -388,10 +388,9 @@ impl Control {
     /// nor shared another way, its user still there, and a session's key and admission still
     /// good (expiry aside: a connection already open outlives its token).
     fn service_access_stands(&self, a: &ServiceAccess) -> bool {
-        let rotated = match (&a.signed_with, self.service_key()) {
-            (Some(then), Ok(now)) => !Arc::ptr_eq(then, &now),
-            _ => false,
-        };
+        let rotated = self
+            .service_key()
+            .is_ok_and(|now| !Arc::ptr_eq(&a.signed_with, &now));
         match self.store.get_grant(&a.grant_id) {
             Ok(Some(g)) if !rotated => {
                 let user = &a.principal.user_id;

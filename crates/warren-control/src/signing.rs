@@ -126,6 +126,19 @@ impl Control {
         audience: &str,
         require_exp: bool,
     ) -> Result<C, TokenError> {
+        self.verify_keyed(token, audience, require_exp)
+            .map(|(claims, _)| claims)
+    }
+
+    /// [`Control::verify`], with the key that verified the token: what an open connection
+    /// compares with the current key to learn of a rotation. A second read of the key could
+    /// see one rotated in between, and the connection would never learn of it.
+    pub(crate) fn verify_keyed<C: DeserializeOwned>(
+        &self,
+        token: &str,
+        audience: &str,
+        require_exp: bool,
+    ) -> Result<(C, Arc<Vec<u8>>), TokenError> {
         let key = self
             .service_key()
             .map_err(|e| TokenError::Unusable(e.to_string()))?;
@@ -139,7 +152,7 @@ impl Control {
             v.set_required_spec_claims(&["aud", "sub"]);
         }
         match jsonwebtoken::decode::<C>(token, &DecodingKey::from_secret(&key), &v) {
-            Ok(d) => Ok(d.claims),
+            Ok(d) => Ok((d.claims, key)),
             Err(e) => Err(match e.kind() {
                 JwtErrorKind::ExpiredSignature => TokenError::Expired,
                 JwtErrorKind::InvalidAudience => {
