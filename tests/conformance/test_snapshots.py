@@ -95,6 +95,7 @@ def test_tags_move_and_a_snapshot_in_use_is_not_deleted(client):
 def test_forks_start_from_the_parents_files_and_diverge(client, server):
     with client.sandbox(name=uniq("fork-parent")) as parent:
         parent.write("/root/state.txt", b"parent")
+        assert parent.run("echo '10.9.8.7 db.internal' >> /etc/hosts").exit_code == 0
         parent.run("sleep 600", wait=False, timeout=0, idle_timeout=-1)
         started = time.monotonic()
         r = requests.post(
@@ -110,8 +111,18 @@ def test_forks_start_from_the_parents_files_and_diverge(client, server):
         print(f"3 forks ready in {took:.2f} s")
         try:
             boxes = [client.get_sandbox(f["name"]) for f in forks]
+            names = {parent.run("hostname").stdout.strip()}
             for i, b in enumerate(boxes):
                 assert b.read("/root/state.txt") == b"parent"
+                # A fork has a name of its own, and its /etc/hosts keeps the parent's added line
+                # but names the fork, once.
+                name = b.run("hostname").stdout.strip()
+                assert name not in names and b.read("/etc/hostname") == f"{name}\n".encode()
+                names.add(name)
+                r = b.run('getent hosts db.internal "$(hostname)"; grep -c "$(hostname)" /etc/hosts; grep -c sb- /etc/hosts')
+                lines = r.stdout.splitlines()
+                assert lines[0].split() == ["10.9.8.7", "db.internal"] and lines[1].split()[1] == name, r.stdout
+                assert lines[2:] == ["1", "1"], r.stdout
                 b.write("/root/state.txt", f"fork {i}".encode())
             assert parent.read("/root/state.txt") == b"parent"
             assert [b.read("/root/state.txt") for b in boxes] == [b"fork 0", b"fork 1", b"fork 2"]

@@ -44,8 +44,10 @@ pub(crate) fn edit(
     if !meta.is_file() || meta.len() > MAX_BYTES {
         return Ok(false);
     }
-    let mut current = String::new();
-    file.read_to_string(&mut current)?;
+    // Bytes that are not UTF-8 (a tenant's) read as U+FFFD rather than stop the edit.
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)?;
+    let current = String::from_utf8_lossy(&bytes);
     let Some(wanted) = change(&current) else {
         return Ok(false);
     };

@@ -345,29 +345,54 @@ impl FileWriter {
     }
 }
 
-/// Copies `from` over the regular file `target` in place, keeping its owner and mode: how a
-/// write reaches a file that is a mount point. Never follows a link or opens anything but a
-/// regular file (a FIFO bound there must not hang the agent).
-fn rewrite_in_place(from: &Path, target: &Path) -> io::Result<()> {
-    let mut out = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(target)?;
-    if !out.metadata()?.is_file() {
-        return Err(io::Error::from_raw_os_error(libc::EBUSY));
-    }
-    let mut src = File::open(from)?;
-    out.set_len(0)?;
-    io::copy(&mut src, &mut out)?;
-    Ok(())
-}
-
 impl Drop for FileWriter {
     fn drop(&mut self) {
         if !self.tmp.as_os_str().is_empty() {
             let _ = std::fs::remove_file(&self.tmp);
         }
     }
+}
+
+/// The largest file a write replaces in place (a mount point's: `/etc/hosts`, `/etc/hostname`).
+const IN_PLACE_MAX: u64 = 1 << 20;
+
+/// Copies `from` over the regular file `target` in place, keeping its owner and mode: how a
+/// write reaches a file that is a mount point. Only a regular file of at most [`IN_PLACE_MAX`]
+/// is opened (never a device or FIFO bound there, never through a link); should the write fail
+/// (a full disk), what was there is put back rather than left cut short.
+fn rewrite_in_place(from: &Path, target: &Path) -> io::Result<()> {
+    let busy = || io::Error::from_raw_os_error(libc::EBUSY);
+    let before = std::fs::symlink_metadata(target)?;
+    let new_len = std::fs::metadata(from)?.len();
+    if !before.is_file() {
+        return Err(busy());
+    }
+    if before.len() > IN_PLACE_MAX || new_len > IN_PLACE_MAX {
+        return Err(io::Error::other(
+            "the file is a mount point, which a write larger than 1 MiB cannot replace",
+        ));
+    }
+    let mut out = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(target)?;
+    let meta = out.metadata()?;
+    if !meta.is_file() || (meta.dev(), meta.ino()) != (before.dev(), before.ino()) {
+        return Err(busy());
+    }
+    let mut old = Vec::new();
+    (&mut out).take(IN_PLACE_MAX).read_to_end(&mut old)?;
+    let new = std::fs::read(from)?;
+    let put = |data: &[u8]| {
+        out.set_len(0)?;
+        std::os::unix::fs::FileExt::write_all_at(&out, data, 0)
+    };
+    if let Err(e) = put(&new) {
+        let _ = put(&old);
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Creates `dir` and its missing parents, owned by the user.
@@ -389,4 +414,44 @@ fn mkdir_p(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_in_place_rewrite_keeps_the_file_and_touches_nothing_but_a_small_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("from");
+        let target = dir.path().join("target");
+        std::fs::write(&target, "a much longer old text\n").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let ino = std::fs::metadata(&target).unwrap().ino();
+        std::fs::write(&from, "new\n").unwrap();
+        rewrite_in_place(&from, &target).unwrap();
+        let meta = std::fs::metadata(&target).unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
+        assert_eq!((meta.ino(), meta.mode() & 0o7777), (ino, 0o640));
+
+        // A link, a FIFO (which must not block the agent) and a device are never written.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        for refused in [&link, &fifo, Path::new("/dev/null")] {
+            let e = rewrite_in_place(&from, refused).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EBUSY), "{}", refused.display());
+        }
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
+
+        // Too big to hold in memory twice: refused, the target untouched.
+        std::fs::write(
+            &from,
+            vec![b'x'; usize::try_from(IN_PLACE_MAX).unwrap() + 1],
+        )
+        .unwrap();
+        assert!(rewrite_in_place(&from, &target).is_err());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
+    }
 }

@@ -206,9 +206,9 @@ fn child_steps(
     drop(lxcfs);
     inside::mount_dev(&root, spec.shm_bytes)?;
     drop(proc);
-    //    The sandbox's own /tmp and files (resolver, machine id), then volumes last, so their
-    //    mount points cannot lie on /proc or /dev (the walk refuses to cross a mount) as well
-    //    as never following a symlink of the tenant's rootfs.
+    //    The sandbox's own /tmp and files (resolver, machine id, names, trust store), then
+    //    volumes last, so their mount points cannot lie on /proc or /dev (the walk refuses to
+    //    cross a mount) as well as never following a symlink of the tenant's rootfs.
     inside::mount_own(&root, spec, own)?;
     inside::mount_volumes(&root, &spec.volumes, &volumes)?;
     drop(volumes);

@@ -73,7 +73,8 @@ pub struct JailSpec {
     /// made before `/tmp` moved out keeps it as a subvolume nested in its rootfs).
     #[serde(default)]
     pub tmp: Option<PathBuf>,
-    /// Host files bound read-only over the rootfs's own (see [`JailFile`]).
+    /// Host files and directories bound over the rootfs's own, read-only or writable (see
+    /// [`JailFile`]).
     #[serde(default)]
     pub files: Vec<JailFile>,
     /// The jail holds a virtual machine monitor instead of a tenant's commands: `rootfs` is

@@ -43,9 +43,9 @@ pub struct JailVolume {
 pub const MAX_FILES: usize = 8;
 
 /// A host file or directory the jail binds over the rootfs's own at `path`, idmapped like the
-/// rootfs: how a sandbox gets its resolver, machine id and trust store without a write to its
-/// rootfs. Every
-/// sandbox of an image shares the image's tree blocks, and the first write to any of them
+/// rootfs: how a sandbox gets its resolver, machine id, names and trust store without a write
+/// to its rootfs. Every sandbox of an image shares the image's tree blocks, and the first write
+/// to any of them
 /// copies the path to it, each copy adding a back-reference per shared child block: at 1,000
 /// sandboxes of one image, a create that wrote `/etc` cost 40 ms of btrfs commit instead of 7.
 /// It is bound only where the rootfs has the same kind of thing at `path` (a regular file, a

@@ -255,6 +255,17 @@ fn a_hosts_file_keeps_the_tenants_lines_and_replaces_only_its_own_line() {
         format!("{HOSTS_BASE}10.1.2.3 db.internal\n127.0.1.1\tsb-2\t{HOSTS_MARK}\n")
     );
     assert_eq!(next.matches(HOSTS_MARK).count(), 1);
+    // A line of the tenant's for the same name comes first, so theirs is the one resolved;
+    // CRLF line ends read as lines.
+    let own = hosts_file(
+        Some("10.0.0.9 sb-2\r\n"),
+        "sb-2",
+        "127.0.1.1".parse().unwrap(),
+    );
+    assert_eq!(
+        own,
+        format!("10.0.0.9 sb-2\n127.0.1.1\tsb-2\t{HOSTS_MARK}\n")
+    );
     // Booting again with nothing changed writes the same text.
     assert_eq!(
         hosts_file(Some(&next), "sb-2", "127.0.1.1".parse().unwrap()),
