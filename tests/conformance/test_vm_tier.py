@@ -167,13 +167,16 @@ def test_files_survive_stop_and_start_of_a_vm(server, client):
         sb = client.get_sandbox(name)
         boot_id = out(sb, "cat /proc/sys/kernel/random/boot_id").strip()
         sb.write("/root/kept.txt", "across the stop")
-        out(sb, "echo tmp > /tmp/kept && sync")
+        out(sb, "echo tmp > /tmp/kept && echo '10.9.8.7 db.internal' >> /etc/hosts && sync")
         client.stop_sandbox(name)
         assert client.get_sandbox(name).status == "stopped"
         client.start_sandbox(name, timeout=180)
         sb = client.get_sandbox(name)
         assert sb.read("/root/kept.txt") == b"across the stop"
         assert out(sb, "cat /tmp/kept").strip() == "tmp"
+        # The guest's hosts file is its own: the tenant's line stays, its own line is not doubled.
+        assert out(sb, "getent hosts db.internal").split() == ["10.9.8.7", "db.internal"]
+        assert out(sb, 'grep -c "$(hostname)" /etc/hosts').strip() == "1"
         # A fresh boot of the same disk: a new kernel instance.
         assert out(sb, "cat /proc/sys/kernel/random/boot_id").strip() != boot_id
     finally:
