@@ -104,6 +104,12 @@ impl ResourceLimits {
     /// given what is `held` now (by everyone, and by that creator). Callers hold the admission
     /// lock across this check and the insert, so concurrent creates cannot both pass.
     pub fn admit(&self, held: &Held, mem: u64) -> Result<(), ControlError> {
+        self.admit_count(held)?;
+        self.admit_memory(held, mem)
+    }
+
+    /// [`Limits::admit`]'s sandbox counts alone.
+    pub fn admit_count(&self, held: &Held) -> Result<(), ControlError> {
         if held.sandboxes >= self.max_sandboxes {
             return Err(ControlError::Exhausted(format!(
                 "sandbox limit reached: this server holds at most {} sandboxes",
@@ -117,6 +123,11 @@ impl ResourceLimits {
                 "sandbox quota reached: each user holds at most {max} sandboxes"
             )));
         }
+        Ok(())
+    }
+
+    /// [`Limits::admit`]'s memory quotas alone.
+    pub fn admit_memory(&self, held: &Held, mem: u64) -> Result<(), ControlError> {
         if let Some(max) = self.max_committed_mem_bytes
             && held.committed_mem.saturating_add(mem) > max
         {

@@ -28,7 +28,8 @@ impl Control {
         let started = Instant::now();
         let name = req.name.clone();
         let volumes = req.volumes.clone().unwrap_or_default();
-        let mut rec = new_record(p, self.resolve_create(p, req)?);
+        let (config, mem_from) = self.resolve_create(p, req)?;
+        let mut rec = new_record(p, config);
         // Before the admission lock: reading the image's generation is a few syscalls, and it
         // may change at any moment anyway (a fill checks it again).
         let shape = volumes
@@ -37,7 +38,13 @@ impl Control {
             .flatten();
         let admission = self.admission();
         let held = self.store.held(&p.user_id, None)?;
-        self.cfg.limits.admit(&held, rec.config.mem_bytes)?;
+        self.cfg.limits.admit_count(&held)?;
+        (self.cfg.limits)
+            .admit_memory(&held, rec.config.mem_bytes)
+            .map_err(|e| match &mem_from {
+                Some(snapshot) => carried_quota(snapshot, e),
+                None => e,
+            })?;
         let claimed = shape
             .as_ref()
             .and_then(|s| self.claim_pooled(s, &p.workspace_id));
@@ -122,12 +129,13 @@ impl Control {
     }
 
     /// A create request (over the template it names), checked and resolved to the config it
-    /// makes (volumes not yet attached).
+    /// makes (volumes not yet attached), and the snapshot whose carried memory size it took
+    /// for want of its own, if any.
     pub(crate) fn resolve_create(
         &self,
         p: &Principal,
         req: CreateSandbox,
-    ) -> Result<SandboxConfig, ControlError> {
+    ) -> Result<(SandboxConfig, Option<String>), ControlError> {
         let template = req
             .template
             .as_deref()
@@ -205,7 +213,7 @@ impl Control {
                 None => e.into(),
             }
         })?;
-        Ok(cfg)
+        Ok((cfg, mem_carried_by))
     }
 
     /// A running pooled sandbox of this shape for the workspace, if a pool has one.
@@ -379,6 +387,18 @@ impl Control {
 /// the value it names came from the snapshot, and the request can override it. The check's
 /// own words come first, so the field they name is the one a 422 points at: the one to set.
 /// Every check a create's config goes through refuses with a [`ConfigError`].
+/// A memory quota's refusal of a size the create took from `snapshot`: says so, and how to ask
+/// for less.
+fn carried_quota(snapshot: &str, e: ControlError) -> ControlError {
+    match e {
+        ControlError::Exhausted(m) => ControlError::Exhausted(format!(
+            "{m} (the memory size snapshot '{snapshot}' carries, which this create took because \
+             it did not set mem_bytes; set a smaller mem_bytes in the request)"
+        )),
+        e => e,
+    }
+}
+
 fn carried_refusal(snapshot: &str, e: ControlError) -> ControlError {
     let ControlError::Config(e) = e else {
         return e;

@@ -216,7 +216,7 @@ impl Control {
                     template: Some(rec.id),
                     ..Default::default()
                 };
-                self.resolve_create(&p, req)
+                self.resolve_create(&p, req).map(|(cfg, _)| cfg)
             }
         }
     }

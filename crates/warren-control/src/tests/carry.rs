@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use warren_types::RunConfig;
 
-use super::support::{GIB, Harness, drain, harness, output};
+use super::support::{GIB, Harness, drain, generous, harness, harness_with, output};
 use crate::carry::Setting;
 use crate::{CaptureSnapshot, ControlError, CreateSandbox, ExecRequest, SandboxRecord, Stream};
 
@@ -248,4 +248,49 @@ async fn a_carried_value_a_create_cannot_take_is_refused_naming_the_snapshot() {
     );
     // Overriding the carried value in the request makes the create work.
     h.control.create(&h.admin, vm(Some(GIB))).unwrap();
+}
+
+#[tokio::test]
+async fn a_memory_quota_refusing_a_carried_size_names_the_snapshot() {
+    let mut limits = generous();
+    limits.user_max_mem_bytes = Some(2 * GIB);
+    let h = harness_with(limits).await;
+    h.sandbox_with(
+        &h.admin,
+        CreateSandbox {
+            name: Some("big".into()),
+            mem_bytes: Some(3 * GIB / 2),
+            ..CreateSandbox::default()
+        },
+    )
+    .await;
+    h.control
+        .capture(
+            &h.admin,
+            "big",
+            capture("big-res", &[Setting::Resources], false),
+        )
+        .await
+        .unwrap();
+    let from = |mem_bytes| CreateSandbox {
+        snapshot: Some("big-res".into()),
+        mem_bytes,
+        ..CreateSandbox::default()
+    };
+    // 1.5 GiB held and 1.5 more carried: past the user's 2 GiB, and the answer says whose size.
+    let err = h.control.create(&h.admin, from(None)).unwrap_err();
+    assert!(
+        matches!(&err, ControlError::Exhausted(m)
+            if m.starts_with("memory quota reached") && m.contains("snapshot 'big-res' carries")),
+        "{err:?}"
+    );
+    // The caller's own size past the quota is refused as theirs.
+    let err = h.control.create(&h.admin, from(Some(GIB))).unwrap_err();
+    assert!(
+        matches!(&err, ControlError::Exhausted(m)
+            if m.starts_with("memory quota reached") && !m.contains("snapshot")),
+        "{err:?}"
+    );
+    // Asking for less, as the refusal says, works.
+    h.control.create(&h.admin, from(Some(GIB / 4))).unwrap();
 }
