@@ -26,6 +26,7 @@
 
 mod error;
 mod images;
+mod names;
 mod open;
 mod own;
 mod pool;

@@ -238,7 +238,12 @@ impl BtrfsStorage {
         }
         // `rw` holds only what the runtime made in it: the sandbox reaches its `tmp` and
         // `certs` subtrees and its names files, never their names.
-        files.extend(write_names(&self.rootfs_path(id), &rw, hostname, address));
+        files.extend(super::names::write_names(
+            &self.rootfs_path(id),
+            &rw,
+            hostname,
+            address,
+        ));
         let certs = rw.join("certs");
         if certs.is_dir() {
             files.push(JailFile {
@@ -329,126 +334,6 @@ fn plan_copy(
     Ok(true)
 }
 
-/// The sandbox's `/etc/hosts` and `/etc/hostname` for this boot, in its `rw` subvolume: bound
-/// writable (tenants add hosts lines; Docker binds the same two), counted in its disk quota,
-/// never captured. The hosts file keeps what the tenant wrote there ([`warren_proto::hosts_file`]);
-/// at its first boot, what its rootfs's `/etc/hosts` holds (a snapshot's, or the tenant's from
-/// before the file was bound). Each is written beside and renamed into place. When one cannot
-/// be written (a full quota), the last boot's copy is bound as it is, or, with none, the
-/// image's stays visible: a sandbox whose disk is full must still boot.
-fn write_names(
-    rootfs: &Path,
-    rw: &Path,
-    hostname: &str,
-    address: std::net::IpAddr,
-) -> Vec<JailFile> {
-    let hosts = rw.join("hosts");
-    let current = open_nofollow(&hosts)
-        .or_else(|| open_in_root(rootfs, "etc/hosts"))
-        .and_then(read_capped);
-    let wanted = [
-        (
-            hosts,
-            "/etc/hosts",
-            warren_proto::hosts_file(current.as_deref(), hostname, address),
-        ),
-        (
-            rw.join("hostname"),
-            "/etc/hostname",
-            format!("{hostname}\n"),
-        ),
-    ];
-    let mut files = Vec::new();
-    for (host_path, path, text) in wanted {
-        if let Err(e) = replace_file(&host_path, text.as_bytes()) {
-            tracing::warn!(error = %e, file = %host_path.display(), "failed to write a sandbox's names file; the last one stays");
-            if !std::fs::symlink_metadata(&host_path).is_ok_and(|m| m.is_file()) {
-                continue;
-            }
-        }
-        files.push(JailFile {
-            host_path,
-            path: path.into(),
-            only_over_empty: false,
-            read_only: false,
-        });
-    }
-    files
-}
-
-/// Opens a file to read without following a link at its end or blocking on a FIFO.
-fn open_nofollow(path: &Path) -> Option<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
-        .open(path)
-        .ok()
-}
-
-/// Opens `name` in the tenant's tree at `root` to read, following no symlink at any component
-/// (its `/etc` may be one, pointing anywhere on the host) and crossing no mount.
-fn open_in_root(root: &Path, name: &str) -> Option<std::fs::File> {
-    use rustix::fs::{Mode, OFlags, ResolveFlags};
-    let dir = rustix::fs::open(
-        root,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .ok()?;
-    let fd = rustix::fs::openat2(
-        &dir,
-        name,
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::CLOEXEC,
-        Mode::empty(),
-        ResolveFlags::IN_ROOT
-            | ResolveFlags::NO_SYMLINKS
-            | ResolveFlags::NO_MAGICLINKS
-            | ResolveFlags::NO_XDEV,
-    )
-    .ok()?;
-    Some(std::fs::File::from(fd))
-}
-
-/// A regular file's text, of at most [`NAMES_MAX_BYTES`] (bytes that are not UTF-8 read as
-/// U+FFFD); `None` for anything else (then it is written afresh).
-fn read_capped(file: std::fs::File) -> Option<String> {
-    use std::io::Read;
-    let meta = file.metadata().ok()?;
-    if !meta.is_file() || meta.len() > NAMES_MAX_BYTES {
-        return None;
-    }
-    let mut bytes = Vec::new();
-    file.take(NAMES_MAX_BYTES).read_to_end(&mut bytes).ok()?;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
-}
-
-/// The most of a tenant's hosts file a boot keeps: past it the file starts afresh.
-const NAMES_MAX_BYTES: u64 = 1 << 20;
-
-/// Writes `text` beside `path` and renames it over `path`.
-fn replace_file(path: &Path, text: &[u8]) -> Result<(), StorageError> {
-    let mut name = path.file_name().unwrap_or_default().to_owned();
-    name.push(".new");
-    let new = path.with_file_name(name);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&new)
-        .map_err(io_err("write", &new))?;
-    let written = file
-        .write_all(text)
-        .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(0o644)));
-    drop(file);
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&new);
-        return Err(io_err("write", &new)(e));
-    }
-    std::fs::rename(&new, path).map_err(io_err("replace", path))
-}
-
 /// The sandbox's own files in `<dir>/etc`, which the jail binds read-only over the rootfs's:
 /// its machine id (`id`, or a new one). Its resolver is written at each boot of a linked sandbox
 /// (see `jail_mounts`).
@@ -523,61 +408,5 @@ mod tests {
         ] {
             std::fs::remove_dir_all(dir).unwrap();
         }
-    }
-
-    #[test]
-    fn names_start_from_the_rootfs_without_following_it_and_a_failed_write_keeps_the_last() {
-        let base = scratch("names");
-        let (rootfs, rw) = (base.join("rootfs"), base.join("rw"));
-        std::fs::create_dir_all(rootfs.join("etc")).unwrap();
-        std::fs::create_dir_all(&rw).unwrap();
-        std::fs::write(rootfs.join("etc/hosts"), b"10.0.0.1 from-image \xff\n").unwrap();
-        let addr: std::net::IpAddr = "127.0.1.1".parse().unwrap();
-        let bound = |files: &[JailFile]| files.iter().map(|f| f.path.clone()).collect::<Vec<_>>();
-
-        // First boot: the rootfs's lines (bytes that are not UTF-8 read as U+FFFD), then its own.
-        let files = write_names(&rootfs, &rw, "sb-1", addr);
-        assert_eq!(bound(&files), ["/etc/hosts", "/etc/hostname"]);
-        assert!(files.iter().all(|f| !f.read_only));
-        let first = std::fs::read_to_string(rw.join("hosts")).unwrap();
-        assert!(
-            first.starts_with("10.0.0.1 from-image \u{fffd}\n127.0.1.1\tsb-1\t"),
-            "{first}"
-        );
-        assert_eq!(
-            std::fs::read_to_string(rw.join("hostname")).unwrap(),
-            "sb-1\n"
-        );
-
-        // A write that fails (here a directory where its temp file goes; a full quota in life)
-        // keeps the last boot's file, bound as it is.
-        std::fs::create_dir(rw.join("hosts.new")).unwrap();
-        let files = write_names(&rootfs, &rw, "sb-2", addr);
-        assert_eq!(bound(&files), ["/etc/hosts", "/etc/hostname"]);
-        assert_eq!(std::fs::read_to_string(rw.join("hosts")).unwrap(), first);
-        assert_eq!(
-            std::fs::read_to_string(rw.join("hostname")).unwrap(),
-            "sb-2\n"
-        );
-        // With no last file, nothing is bound: the image's own shows.
-        std::fs::remove_file(rw.join("hosts")).unwrap();
-        assert_eq!(
-            bound(&write_names(&rootfs, &rw, "sb-2", addr)),
-            ["/etc/hostname"]
-        );
-        std::fs::remove_dir(rw.join("hosts.new")).unwrap();
-
-        // A rootfs whose /etc is a link to a host directory: nothing is read through it.
-        let host = base.join("host-etc");
-        std::fs::create_dir_all(&host).unwrap();
-        std::fs::write(host.join("hosts"), "10.6.6.6 host-secret\n").unwrap();
-        let linked = base.join("linked");
-        std::fs::create_dir_all(&linked).unwrap();
-        std::os::unix::fs::symlink(&host, linked.join("etc")).unwrap();
-        write_names(&linked, &rw, "sb-3", addr);
-        let text = std::fs::read_to_string(rw.join("hosts")).unwrap();
-        assert!(!text.contains("host-secret"), "{text}");
-        assert_eq!(text, warren_proto::hosts_file(None, "sb-3", addr));
-        let _ = std::fs::remove_dir_all(&base);
     }
 }
