@@ -13,9 +13,9 @@ use super::error::{StorageError, io_err};
 /// writable (tenants add hosts lines; Docker binds the same two), counted in its disk quota,
 /// never captured. The hosts file keeps what the tenant wrote there ([`warren_proto::hosts_file`]);
 /// at its first boot, what its rootfs's `/etc/hosts` holds (a snapshot's, or the tenant's from
-/// before the file was bound). Each is written beside and renamed into place. When one cannot
-/// be written (a full quota), the last boot's copy is bound as it is, or, with none, the
-/// image's stays visible: a sandbox whose disk is full must still boot.
+/// before the file was bound). Each is written as [`put_file`] says. When one cannot be
+/// written (a full quota), the last boot's copy is bound as it is, or, with none, the image's
+/// stays visible: a sandbox whose disk is full must still boot.
 pub(super) fn write_names(
     rootfs: &Path,
     rw: &Path,
