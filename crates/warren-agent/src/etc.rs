@@ -51,9 +51,16 @@ pub(crate) fn edit(
     let Some(wanted) = change(&current) else {
         return Ok(false);
     };
-    file.set_len(0)?;
-    file.rewind()?;
-    file.write_all(wanted.as_bytes())?;
+    let mut put = |text: &[u8]| {
+        file.set_len(0)?;
+        file.rewind()?;
+        file.write_all(text)
+    };
+    if let Err(e) = put(wanted.as_bytes()) {
+        // A full disk: what was there goes back rather than stay cut short.
+        let _ = put(&bytes);
+        return Err(e);
+    }
     Ok(true)
 }
 

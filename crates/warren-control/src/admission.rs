@@ -108,7 +108,7 @@ impl ResourceLimits {
         self.admit_memory(held, mem)
     }
 
-    /// [`Limits::admit`]'s sandbox counts alone.
+    /// [`Self::admit`]'s sandbox counts alone.
     pub fn admit_count(&self, held: &Held) -> Result<(), ControlError> {
         if held.sandboxes >= self.max_sandboxes {
             return Err(ControlError::Exhausted(format!(
@@ -126,7 +126,7 @@ impl ResourceLimits {
         Ok(())
     }
 
-    /// [`Limits::admit`]'s memory quotas alone.
+    /// [`Self::admit`]'s memory quotas alone.
     pub fn admit_memory(&self, held: &Held, mem: u64) -> Result<(), ControlError> {
         if let Some(max) = self.max_committed_mem_bytes
             && held.committed_mem.saturating_add(mem) > max

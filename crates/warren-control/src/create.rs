@@ -383,10 +383,6 @@ impl Control {
     }
 }
 
-/// A check that refused what snapshot `snapshot` carries, said as such (the status unchanged):
-/// the value it names came from the snapshot, and the request can override it. The check's
-/// own words come first, so the field they name is the one a 422 points at: the one to set.
-/// Every check a create's config goes through refuses with a [`ConfigError`].
 /// A memory quota's refusal of a size the create took from `snapshot`: says so, and how to ask
 /// for less.
 fn carried_quota(snapshot: &str, e: ControlError) -> ControlError {
@@ -399,6 +395,10 @@ fn carried_quota(snapshot: &str, e: ControlError) -> ControlError {
     }
 }
 
+/// A check that refused what snapshot `snapshot` carries, said as such (the status unchanged):
+/// the value it names came from the snapshot, and the request can override it. The check's
+/// own words come first, so the field they name is the one a 422 points at: the one to set.
+/// Every check a create's config goes through refuses with a [`ConfigError`].
 fn carried_refusal(snapshot: &str, e: ControlError) -> ControlError {
     let ControlError::Config(e) = e else {
         return e;

@@ -24,12 +24,11 @@ pub(super) fn write_names(
 ) -> Vec<JailFile> {
     let hosts = rw.join("hosts");
     let name = rw.join("hostname");
-    // What each holds now (`None`: not there yet). At a first boot the hosts file starts from
-    // the rootfs's.
-    let hosts_now = open_nofollow(&hosts).map(read_capped);
+    // At a first boot the hosts file starts from the rootfs's.
+    let hosts_now = Now::of(&hosts);
     let seed = match &hosts_now {
-        Some(text) => text.clone(),
-        None => open_in_root(rootfs, "etc/hosts").and_then(read_capped),
+        Now::Read(text) => text.clone(),
+        _ => open_in_root(rootfs, "etc/hosts").and_then(read_capped),
     };
     let wanted = [
         (
@@ -37,17 +36,21 @@ pub(super) fn write_names(
             "/etc/hosts",
             warren_proto::hosts_file(seed.as_deref(), hostname, address),
             hosts_now,
+            // Its lines are the tenant's, kept from boot to boot: never left half-written.
+            true,
         ),
         (
             name.clone(),
             "/etc/hostname",
             format!("{hostname}\n"),
-            open_nofollow(&name).map(read_capped),
+            Now::of(&name),
+            // Compared and written again at every boot.
+            false,
         ),
     ];
     let mut files = Vec::new();
-    for (host_path, path, text, now) in wanted {
-        if let Err(e) = put_file(&host_path, text.as_bytes(), now) {
+    for (host_path, path, text, now, whole) in wanted {
+        if let Err(e) = put_file(&host_path, text.as_bytes(), now, whole) {
             tracing::warn!(error = %e, file = %host_path.display(), "failed to write a sandbox's names file; the last one stays");
             if !std::fs::symlink_metadata(&host_path).is_ok_and(|m| m.is_file()) {
                 continue;
@@ -63,23 +66,50 @@ pub(super) fn write_names(
     files
 }
 
-/// Makes the file at `path`, which holds `now` (`None`: there is none; `Some(None)`: it could
-/// not be read), hold `text`. Each boot costs a create's time, so the cheapest way is taken: no
-/// write when it already does, a new file written in place at a first boot (a failed one is
-/// removed), and otherwise a copy written beside it and renamed over it, so that a write the
-/// quota refuses leaves the last one whole.
-fn put_file(path: &Path, text: &[u8], now: Option<Option<String>>) -> Result<(), StorageError> {
-    let new = match now {
-        Some(Some(now)) if now.as_bytes() == text => return Ok(()),
-        None => path.to_owned(),
-        Some(_) => {
-            let mut name = path.file_name().unwrap_or_default().to_owned();
-            name.push(".new");
-            path.with_file_name(name)
+/// What a names file holds before a boot writes it.
+enum Now {
+    /// There is none yet (a first boot).
+    Absent,
+    /// Its text; `None` when it is no regular file of at most [`NAMES_MAX_BYTES`] (then it is
+    /// written afresh).
+    Read(Option<String>),
+    /// It could not be opened for another reason (a link, out of descriptors, an I/O error):
+    /// it is left as it is.
+    Unknown(std::io::Error),
+}
+
+impl Now {
+    fn of(path: &Path) -> Self {
+        match open_nofollow(path) {
+            Ok(file) => Self::Read(read_capped(file)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::Absent,
+            Err(e) => Self::Unknown(e),
         }
+    }
+}
+
+/// Makes the file at `path`, which holds `now`, hold `text`. Each boot costs a create's time,
+/// so the cheapest safe way is taken: no write when it already does; a new file at a first boot
+/// (unless `whole`) created in place, and removed should the write fail; otherwise a copy
+/// written beside it and renamed over it, so a write the quota refuses, or a crash, leaves the
+/// last one whole.
+fn put_file(path: &Path, text: &[u8], now: Now, whole: bool) -> Result<(), StorageError> {
+    let in_place = match now {
+        Now::Unknown(e) => return Err(io_err("open", path)(e)),
+        Now::Read(Some(now)) if now.as_bytes() == text => return Ok(()),
+        Now::Absent => !whole,
+        Now::Read(_) => false,
+    };
+    let new = if in_place {
+        path.to_owned()
+    } else {
+        let mut name = path.file_name().unwrap_or_default().to_owned();
+        name.push(".new");
+        path.with_file_name(name)
     };
     let mut file = std::fs::OpenOptions::new()
         .write(true)
+        .create_new(in_place)
         .create(true)
         .truncate(true)
         .mode(0o644)
@@ -90,23 +120,24 @@ fn put_file(path: &Path, text: &[u8], now: Option<Option<String>>) -> Result<(),
         .write_all(text)
         .and_then(|()| file.set_permissions(std::fs::Permissions::from_mode(0o644)));
     drop(file);
-    if let Err(e) = written {
+    let placed = written
+        .map_err(io_err("write", &new))
+        .and_then(|()| match in_place {
+            true => Ok(()),
+            false => std::fs::rename(&new, path).map_err(io_err("replace", path)),
+        });
+    if placed.is_err() {
         let _ = std::fs::remove_file(&new);
-        return Err(io_err("write", &new)(e));
     }
-    if new == path {
-        return Ok(());
-    }
-    std::fs::rename(&new, path).map_err(io_err("replace", path))
+    placed
 }
 
 /// Opens a file to read without following a link at its end or blocking on a FIFO.
-fn open_nofollow(path: &Path) -> Option<std::fs::File> {
+fn open_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
-        .ok()
 }
 
 /// Opens `name` in the tenant's tree at `root` to read, following no symlink at any component
@@ -212,6 +243,27 @@ mod tests {
         );
         assert!(!elsewhere.exists());
         std::fs::remove_file(rw.join("hosts")).unwrap();
+
+        // A first boot's hosts file is written whole or not at all: its copy failing leaves no
+        // file (nothing bound), and nothing half-written that a later boot would keep.
+        std::fs::create_dir(rw.join("hosts.new")).unwrap();
+        assert_eq!(
+            bound(&write_names(&rootfs, &rw, "sb-2", addr)),
+            ["/etc/hostname"]
+        );
+        assert!(!rw.join("hosts").exists());
+        std::fs::remove_dir(rw.join("hosts.new")).unwrap();
+        // A file past the size a boot keeps starts afresh.
+        std::fs::write(
+            rw.join("hosts"),
+            vec![b'#'; usize::try_from(NAMES_MAX_BYTES + 1).unwrap()],
+        )
+        .unwrap();
+        write_names(&rootfs, &rw, "sb-2", addr);
+        assert_eq!(
+            std::fs::read_to_string(rw.join("hosts")).unwrap(),
+            warren_proto::hosts_file(None, "sb-2", addr)
+        );
 
         // A rootfs whose /etc is a link to a host directory: nothing is read through it.
         let host = base.join("host-etc");
