@@ -338,7 +338,8 @@ impl FileWriter {
             // /etc/hostname over the image's, as Docker does): it cannot be replaced, only
             // rewritten. Drop removes the temp file.
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                rewrite_in_place(&self.tmp, &self.target).map_err(|e| io_error(&e, &path))
+                let owner = (self.uid, self.gid, self.mode);
+                rewrite_in_place(&self.tmp, &self.target, owner).map_err(|e| io_error(&e, &path))
             }
             Err(e) => Err(io_error(&e, &path)),
         }
@@ -356,11 +357,16 @@ impl Drop for FileWriter {
 /// The largest file a write replaces in place (a mount point's: `/etc/hosts`, `/etc/hostname`).
 const IN_PLACE_MAX: u64 = 1 << 20;
 
-/// Copies `from` over the regular file `target` in place, keeping its owner and mode: how a
-/// write reaches a file that is a mount point. Only a regular file of at most [`IN_PLACE_MAX`]
-/// is opened (never a device or FIFO bound there, never through a link); should the write fail
-/// (a full disk), what was there is put back rather than left cut short.
-fn rewrite_in_place(from: &Path, target: &Path) -> io::Result<()> {
+/// Copies `from` over the regular file `target` in place, with the owner and mode `(uid, gid,
+/// mode)` a replacing write would have given it: how a write reaches a file that is a mount
+/// point. Only a regular file of at most [`IN_PLACE_MAX`] is opened (never a device or FIFO
+/// bound there, never through a link); should the write fail (a full disk), what was there
+/// (content, owner and mode) is put back rather than left cut short.
+fn rewrite_in_place(
+    from: &Path,
+    target: &Path,
+    (uid, gid, mode): (u32, u32, u32),
+) -> io::Result<()> {
     let busy = || io::Error::from_raw_os_error(libc::EBUSY);
     let before = std::fs::symlink_metadata(target)?;
     let new_len = std::fs::metadata(from)?.len();
@@ -384,12 +390,15 @@ fn rewrite_in_place(from: &Path, target: &Path) -> io::Result<()> {
     let mut old = Vec::new();
     (&mut out).take(IN_PLACE_MAX).read_to_end(&mut old)?;
     let new = std::fs::read(from)?;
-    let put = |data: &[u8]| {
+    let put = |data: &[u8], (uid, gid, mode): (u32, u32, u32)| {
+        // Owner first: chown clears set-id bits that chmod then puts back.
+        fchown(&out, Some(uid), Some(gid))?;
+        out.set_permissions(std::fs::Permissions::from_mode(mode))?;
         out.set_len(0)?;
         std::os::unix::fs::FileExt::write_all_at(&out, data, 0)
     };
-    if let Err(e) = put(&new) {
-        let _ = put(&old);
+    if let Err(e) = put(&new, (uid, gid, mode)) {
+        let _ = put(&old, (meta.uid(), meta.gid(), meta.mode() & 0o7777));
         return Err(e);
     }
     Ok(())
@@ -421,18 +430,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_in_place_rewrite_keeps_the_file_and_touches_nothing_but_a_small_regular_file() {
+    fn an_in_place_rewrite_keeps_the_inode_and_touches_nothing_but_a_small_regular_file() {
         let dir = tempfile::tempdir().unwrap();
+        let me = (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        );
+        let wrote = (me.0, me.1, 0o600);
         let from = dir.path().join("from");
         let target = dir.path().join("target");
         std::fs::write(&target, "a much longer old text\n").unwrap();
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
         let ino = std::fs::metadata(&target).unwrap().ino();
         std::fs::write(&from, "new\n").unwrap();
-        rewrite_in_place(&from, &target).unwrap();
+        rewrite_in_place(&from, &target, wrote).unwrap();
         let meta = std::fs::metadata(&target).unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
-        assert_eq!((meta.ino(), meta.mode() & 0o7777), (ino, 0o640));
+        // The same inode (a mount point stays one), with the mode the write asked for.
+        assert_eq!((meta.ino(), meta.mode() & 0o7777), (ino, 0o600));
+        assert_eq!((meta.uid(), meta.gid()), me);
 
         // A link, a FIFO (which must not block the agent) and a device are never written.
         let link = dir.path().join("link");
@@ -440,7 +456,7 @@ mod tests {
         let fifo = dir.path().join("fifo");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
         for refused in [&link, &fifo, Path::new("/dev/null")] {
-            let e = rewrite_in_place(&from, refused).unwrap_err();
+            let e = rewrite_in_place(&from, refused, wrote).unwrap_err();
             assert_eq!(e.raw_os_error(), Some(libc::EBUSY), "{}", refused.display());
         }
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
@@ -451,7 +467,7 @@ mod tests {
             vec![b'x'; usize::try_from(IN_PLACE_MAX).unwrap() + 1],
         )
         .unwrap();
-        assert!(rewrite_in_place(&from, &target).is_err());
+        assert!(rewrite_in_place(&from, &target, wrote).is_err());
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
     }
 }

@@ -184,16 +184,10 @@ const NAMES_MAX_BYTES: u64 = 1 << 20;
 mod tests {
     use super::*;
 
-    fn scratch(tag: &str) -> std::path::PathBuf {
-        let dir = std::env::temp_dir().join(format!("warren-names-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn names_start_from_the_rootfs_without_following_it_and_a_failed_write_keeps_the_last() {
-        let base = scratch("names");
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path();
         let (rootfs, rw) = (base.join("rootfs"), base.join("rw"));
         std::fs::create_dir_all(rootfs.join("etc")).unwrap();
         std::fs::create_dir_all(&rw).unwrap();
@@ -276,6 +270,5 @@ mod tests {
         let text = std::fs::read_to_string(rw.join("hosts")).unwrap();
         assert!(!text.contains("host-secret"), "{text}");
         assert_eq!(text, warren_proto::hosts_file(None, "sb-3", addr));
-        let _ = std::fs::remove_dir_all(&base);
     }
 }

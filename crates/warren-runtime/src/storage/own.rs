@@ -357,16 +357,15 @@ pub(super) fn write_own_files(dir: &Path, id: Option<&[u8]>) -> Result<(), Stora
 mod tests {
     use super::*;
 
-    fn scratch(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("warren-certs-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
     #[test]
     fn the_certs_copy_keeps_files_links_and_subdirectories_and_follows_nothing() {
-        let image = scratch("image");
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = |tag: &str| {
+            let d = scratch.path().join(tag);
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        };
+        let image = dir("image");
         let certs = image.join(CERTS);
         std::fs::create_dir_all(certs.join("java")).unwrap();
         std::fs::write(certs.join(BUNDLE), "bundle\n").unwrap();
@@ -376,7 +375,7 @@ mod tests {
         // A link to a host file is copied as a link, never read.
         std::os::unix::fs::symlink("/etc/shadow", certs.join("shadow.pem")).unwrap();
         nix::unistd::mkfifo(&certs.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
-        let dest = scratch("dest").join("certs");
+        let dest = dir("dest").join("certs");
         copy_certs(&image, &dest).unwrap();
         assert_eq!(
             std::fs::read_to_string(dest.join(BUNDLE)).unwrap(),
@@ -394,19 +393,11 @@ mod tests {
         assert!(!dest.join("fifo").exists(), "no special files");
 
         // An image whose certs directory is a link has no copy made.
-        let linked = scratch("linked");
+        let linked = dir("linked");
         std::fs::create_dir_all(linked.join("etc/ssl")).unwrap();
         std::os::unix::fs::symlink(&certs, linked.join(CERTS)).unwrap();
-        let none = scratch("none").join("certs");
+        let none = dir("none").join("certs");
         copy_certs(&linked, &none).unwrap();
         assert!(!none.exists());
-        for dir in [
-            image,
-            dest.parent().unwrap().to_owned(),
-            linked,
-            none.parent().unwrap().to_owned(),
-        ] {
-            std::fs::remove_dir_all(dir).unwrap();
-        }
     }
 }
