@@ -4,9 +4,9 @@
 //! descriptor (a regular file of at most [`MAX_BYTES`]; anything else is left alone), and
 //! written only when its content must change.
 
-use std::fs::OpenOptions;
-use std::io::{self, Read as _, Seek as _, Write as _};
-use std::os::unix::fs::OpenOptionsExt as _;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read as _};
+use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::Path;
 
 /// The largest such file the agent reads or rewrites.
@@ -51,17 +51,20 @@ pub(crate) fn edit(
     let Some(wanted) = change(&current) else {
         return Ok(false);
     };
-    let mut put = |text: &[u8]| {
-        file.set_len(0)?;
-        file.rewind()?;
-        file.write_all(text)
-    };
-    if let Err(e) = put(wanted.as_bytes()) {
-        // A full disk: what was there goes back rather than stay cut short.
-        let _ = put(&bytes);
-        return Err(e);
-    }
+    overwrite(&file, wanted.as_bytes(), &bytes)?;
     Ok(true)
+}
+
+/// Replaces the whole content of `file` (read as `old`) with `new`. Should that fail part way
+/// (a full disk), `old` goes back rather than the file staying cut short.
+pub(crate) fn overwrite(file: &File, new: &[u8], old: &[u8]) -> io::Result<()> {
+    let put = |data: &[u8]| {
+        file.set_len(0)?;
+        file.write_all_at(data, 0)
+    };
+    put(new).inspect_err(|_| {
+        let _ = put(old);
+    })
 }
 
 #[cfg(test)]

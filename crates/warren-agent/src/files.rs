@@ -390,18 +390,15 @@ fn rewrite_in_place(
     let mut old = Vec::new();
     (&mut out).take(IN_PLACE_MAX).read_to_end(&mut old)?;
     let new = std::fs::read(from)?;
-    let put = |data: &[u8], (uid, gid, mode): (u32, u32, u32)| {
+    let own = |(uid, gid, mode): (u32, u32, u32)| {
         // Owner first: chown clears set-id bits that chmod then puts back.
         fchown(&out, Some(uid), Some(gid))?;
-        out.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        out.set_len(0)?;
-        std::os::unix::fs::FileExt::write_all_at(&out, data, 0)
+        out.set_permissions(std::fs::Permissions::from_mode(mode))
     };
-    if let Err(e) = put(&new, (uid, gid, mode)) {
-        let _ = put(&old, (meta.uid(), meta.gid(), meta.mode() & 0o7777));
-        return Err(e);
-    }
-    Ok(())
+    let result = own((uid, gid, mode)).and_then(|()| crate::etc::overwrite(&out, &new, &old));
+    result.inspect_err(|_| {
+        let _ = own((meta.uid(), meta.gid(), meta.mode() & 0o7777));
+    })
 }
 
 /// Creates `dir` and its missing parents, owned by the user.
