@@ -33,7 +33,7 @@ pub(crate) fn edit(
     if links == Links::Refuse {
         flags |= libc::O_NOFOLLOW;
     }
-    let mut file = OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(create)
@@ -46,7 +46,11 @@ pub(crate) fn edit(
     }
     // Bytes that are not UTF-8 (a tenant's) read as U+FFFD rather than stop the edit.
     let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes)?;
+    (&file).take(MAX_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_BYTES {
+        // It grew since it was measured: left alone like any file past the limit.
+        return Ok(false);
+    }
     let current = String::from_utf8_lossy(&bytes);
     let Some(wanted) = change(&current) else {
         return Ok(false);

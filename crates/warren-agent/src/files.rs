@@ -281,7 +281,10 @@ impl FileWriter {
         let (tmp, file) = loop {
             let seq = TEMP_SEQ.fetch_add(1, Ordering::Relaxed);
             let tmp = parent.join(format!(".warren-tmp.{}.{seq}", std::process::id()));
+            // Readable too: a write that must go in place reads it back through this handle,
+            // never by its name, which the tenant could swap meanwhile.
             match OpenOptions::new()
+                .read(true)
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
@@ -323,11 +326,8 @@ impl FileWriter {
             return Err(AgentError::new(ErrorKind::Io, "file already committed"));
         };
         let path = self.path.clone();
-        // Owner first: chown clears set-id bits that chmod then puts back.
-        fchown(&file, Some(self.uid), Some(self.gid)).map_err(|e| io_error(&e, &path))?;
-        file.set_permissions(std::fs::Permissions::from_mode(self.mode))
-            .map_err(|e| io_error(&e, &path))?;
-        drop(file);
+        let owner = (self.uid, self.gid, self.mode);
+        set_owner(&file, owner).map_err(|e| io_error(&e, &path))?;
         match std::fs::rename(&self.tmp, &self.target) {
             Ok(()) => {
                 // Renamed: nothing left for Drop to clean up.
@@ -338,8 +338,7 @@ impl FileWriter {
             // /etc/hostname over the image's, as Docker does): it cannot be replaced, only
             // rewritten. Drop removes the temp file.
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                let owner = (self.uid, self.gid, self.mode);
-                rewrite_in_place(&self.tmp, &self.target, owner).map_err(|e| io_error(&e, &path))
+                rewrite_in_place(&file, &self.target, owner).map_err(|e| io_error(&e, &path))
             }
             Err(e) => Err(io_error(&e, &path)),
         }
@@ -357,47 +356,63 @@ impl Drop for FileWriter {
 /// The largest file a write replaces in place (a mount point's: `/etc/hosts`, `/etc/hostname`).
 const IN_PLACE_MAX: u64 = 1 << 20;
 
-/// Copies `from` over the regular file `target` in place, with the owner and mode `(uid, gid,
-/// mode)` a replacing write would have given it: how a write reaches a file that is a mount
-/// point. Only a regular file of at most [`IN_PLACE_MAX`] is opened (never a device or FIFO
-/// bound there, never through a link); should the write fail (a full disk), what was there
-/// (content, owner and mode) is put back rather than left cut short.
-fn rewrite_in_place(
-    from: &Path,
-    target: &Path,
-    (uid, gid, mode): (u32, u32, u32),
-) -> io::Result<()> {
+/// Gives `file` its owner, then its mode: chown clears set-id bits that chmod then puts back.
+/// Writing clears them again (for any writer but the host's root), so this comes after the
+/// content.
+fn set_owner(file: &File, (uid, gid, mode): (u32, u32, u32)) -> io::Result<()> {
+    fchown(file, Some(uid), Some(gid))?;
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+}
+
+fn too_large() -> io::Error {
+    io::Error::other("the file is a mount point, which a write larger than 1 MiB cannot replace")
+}
+
+/// The whole of `file` from its start (whatever its offset), refusing more than
+/// [`IN_PLACE_MAX`] bytes.
+fn read_small(file: &File) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt as _;
+    let (mut all, mut chunk) = (Vec::new(), vec![0; 64 << 10]);
+    loop {
+        match file.read_at(&mut chunk, all.len() as u64) {
+            Ok(0) => return Ok(all),
+            Ok(n) => all.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if all.len() as u64 > IN_PLACE_MAX {
+            return Err(too_large());
+        }
+    }
+}
+
+/// Copies `from` (the write's temp file, read through its handle) over the regular file
+/// `target` in place, with the owner and mode `(uid, gid, mode)` a replacing write gives: how
+/// a write reaches a file that is a mount point. Only a regular file of at most
+/// [`IN_PLACE_MAX`] is opened (never a device or FIFO bound there, never through a link);
+/// should the write fail (a full disk), what was there (content, owner and mode) is put back
+/// rather than left cut short.
+fn rewrite_in_place(from: &File, target: &Path, owner: (u32, u32, u32)) -> io::Result<()> {
     let busy = || io::Error::from_raw_os_error(libc::EBUSY);
-    let before = std::fs::symlink_metadata(target)?;
-    let new_len = std::fs::metadata(from)?.len();
-    if !before.is_file() {
+    if !std::fs::symlink_metadata(target)?.is_file() {
         return Err(busy());
     }
-    if before.len() > IN_PLACE_MAX || new_len > IN_PLACE_MAX {
-        return Err(io::Error::other(
-            "the file is a mount point, which a write larger than 1 MiB cannot replace",
-        ));
-    }
-    let mut out = OpenOptions::new()
+    let new = read_small(from)?;
+    let out = OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(target)?;
     let meta = out.metadata()?;
-    if !meta.is_file() || (meta.dev(), meta.ino()) != (before.dev(), before.ino()) {
+    if !meta.is_file() {
         return Err(busy());
     }
-    let mut old = Vec::new();
-    (&mut out).take(IN_PLACE_MAX).read_to_end(&mut old)?;
-    let new = std::fs::read(from)?;
-    let own = |(uid, gid, mode): (u32, u32, u32)| {
-        // Owner first: chown clears set-id bits that chmod then puts back.
-        fchown(&out, Some(uid), Some(gid))?;
-        out.set_permissions(std::fs::Permissions::from_mode(mode))
-    };
-    let result = own((uid, gid, mode)).and_then(|()| crate::etc::overwrite(&out, &new, &old));
-    result.inspect_err(|_| {
-        let _ = own((meta.uid(), meta.gid(), meta.mode() & 0o7777));
+    let old = read_small(&out)?;
+    // Content first, then owner and mode, as a replacing write (see `set_owner`).
+    crate::etc::overwrite(&out, &new, &old)?;
+    set_owner(&out, owner).inspect_err(|_| {
+        let _ = crate::etc::overwrite(&out, &old, &old);
+        let _ = set_owner(&out, (meta.uid(), meta.gid(), meta.mode() & 0o7777));
     })
 }
 
@@ -426,26 +441,41 @@ fn mkdir_p(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    /// A temp file as a write leaves it: written through its handle, whose offset is at the end.
+    fn written(path: &Path, data: &[u8]) -> File {
+        let mut f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .unwrap();
+        f.write_all(data).unwrap();
+        f
+    }
+
     #[test]
     fn an_in_place_rewrite_keeps_the_inode_and_touches_nothing_but_a_small_regular_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let me = (
-            nix::unistd::geteuid().as_raw(),
-            nix::unistd::getegid().as_raw(),
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test needs root: it gives the file to another user"
         );
-        let wrote = (me.0, me.1, 0o600);
-        let from = dir.path().join("from");
+        let dir = tempfile::tempdir().unwrap();
+        let wrote = (1234, 1234, 0o2750);
         let target = dir.path().join("target");
         std::fs::write(&target, "a much longer old text\n").unwrap();
         std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o640)).unwrap();
         let ino = std::fs::metadata(&target).unwrap().ino();
-        std::fs::write(&from, "new\n").unwrap();
+        let from = written(&dir.path().join("from"), b"new\n");
         rewrite_in_place(&from, &target, wrote).unwrap();
         let meta = std::fs::metadata(&target).unwrap();
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
-        // The same inode (a mount point stays one), with the mode the write asked for.
-        assert_eq!((meta.ino(), meta.mode() & 0o7777), (ino, 0o600));
-        assert_eq!((meta.uid(), meta.gid()), me);
+        // The same inode (a mount point stays one), with the owner and mode (set-id bits
+        // included) the write asked for.
+        assert_eq!(
+            (meta.ino(), meta.uid(), meta.gid(), meta.mode() & 0o7777),
+            (ino, 1234, 1234, 0o2750)
+        );
 
         // A link, a FIFO (which must not block the agent) and a device are never written.
         let link = dir.path().join("link");
@@ -458,13 +488,14 @@ mod tests {
         }
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
 
-        // Too big to hold in memory twice: refused, the target untouched.
-        std::fs::write(
-            &from,
-            vec![b'x'; usize::try_from(IN_PLACE_MAX).unwrap() + 1],
-        )
-        .unwrap();
-        assert!(rewrite_in_place(&from, &target, wrote).is_err());
+        // Too big to hold in memory twice, new or old: refused, the target untouched.
+        let big = vec![b'x'; usize::try_from(IN_PLACE_MAX).unwrap() + 1];
+        let huge = written(&dir.path().join("huge"), &big);
+        assert!(rewrite_in_place(&huge, &target, wrote).is_err());
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "new\n");
+        let grown = dir.path().join("grown");
+        std::fs::write(&grown, &big).unwrap();
+        assert!(rewrite_in_place(&from, &grown, wrote).is_err());
+        assert_eq!(std::fs::read(&grown).unwrap(), big);
     }
 }
