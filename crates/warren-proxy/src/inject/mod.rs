@@ -11,9 +11,10 @@
 //!   `Bearer {OPENAI_API_KEY}`. Secrets are read when a request needs them, so rotating one
 //!   takes effect at once; a secret restricted to some hosts is never sent anywhere else.
 //! - The `attribution` rule adds literal `X-` headers to every request the proxy handles.
-//! - A TLS connection to a host some rule covers is intercepted ([`crate::ca`]); so is one to
-//!   HTTPS's port from a sandbox with attribution headers. Every other TLS connection is
-//!   spliced untouched (see `Client::intercepts` in [`crate::proxy`]).
+//!   Its limit: HTTPS to a host that no credential rule covers is passed through without
+//!   interception, so it carries no attribution headers.
+//! - A TLS connection to a host some rule covers is intercepted ([`crate::ca`]); every other
+//!   TLS connection is spliced untouched.
 //! - `aws` rules sign requests with SigV4 ([`aws`]); `callbacks` ask a service of the user's
 //!   for headers ([`callback`]).
 //!
@@ -363,12 +364,6 @@ impl Credentials {
             .iter()
             .any(|r| r.covers(dest) && r.port.is_none_or(|p| p == dest.port()))
             || self.callbacks.iter().any(|c| c.covers(dest))
-    }
-
-    /// Whether some headers go on every request, whatever its host: an attribution rule's,
-    /// or an attribution callback's.
-    pub fn attributes(&self) -> bool {
-        !self.attribution.is_empty() || self.callbacks.iter().any(Callback::is_attribution)
     }
 
     /// The callbacks.

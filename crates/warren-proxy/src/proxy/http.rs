@@ -107,7 +107,7 @@ async fn connect(client: Arc<Client>, req: Request<Incoming>) -> Response<Body> 
         Err(failure) => return fail(&client, attempt, &dest, failure),
     };
     let upgrade = hyper::upgrade::on(req);
-    let intercept = client.intercepts(&dest);
+    let intercept = client.sandbox.credentials.intercepts(&dest);
     tokio::spawn(async move {
         if intercept {
             match upgrade.await {

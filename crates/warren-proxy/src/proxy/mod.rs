@@ -17,9 +17,8 @@
 //! refused transparent TLS connection is closed, as there is no way to answer in the clear.
 //!
 //! A TLS connection (CONNECT or transparent) to a host that one of the sandbox's credential
-//! rules covers is intercepted to add the rule's headers (`mitm`), and so is one to port 443
-//! from a sandbox with attribution headers; plain HTTP requests get them as they pass. Every
-//! other TLS connection is spliced untouched.
+//! rules covers is intercepted to add the rule's headers (`mitm`); plain HTTP requests get
+//! them as they pass. Every other TLS connection is spliced untouched.
 
 mod callback;
 mod http;
@@ -248,21 +247,6 @@ impl Client {
 
     fn config(&self) -> &ProxyConfig {
         &self.shared.config
-    }
-
-    /// Whether a TLS connection to `dest` is intercepted. One a credential rule covers always
-    /// is (and is refused if it cannot be). Attribution headers go on every request the proxy
-    /// handles, so a sandbox with them has its HTTPS (the transparent TLS port's, 443)
-    /// intercepted too, when it can be: with no CA or no upstream verification such a
-    /// connection is passed through bare rather than refused. Other ports may carry any
-    /// protocol over TLS, which interception would break.
-    fn intercepts(&self, dest: &Destination) -> bool {
-        let credentials = &self.sandbox.credentials;
-        credentials.intercepts(dest)
-            || (credentials.attributes()
-                && dest.port() == self.config().transparent_tls_port
-                && self.sandbox.ca.is_some()
-                && self.config().upstream_tls.is_some())
     }
 
     /// Reports a connection the policy refused.

@@ -60,7 +60,7 @@ pub(super) async fn serve(client: Arc<Client>, mut stream: TcpStream) {
         Ok(opened) => opened,
         Err(failure) => return client.failed(attempt, failure),
     };
-    if client.intercepts(&dest) {
+    if client.sandbox.credentials.intercepts(&dest) {
         let downstream = mitm::Prefixed::new(hello.bytes, stream);
         return mitm::serve(client, downstream, dest, attempt, upstream, route).await;
     }

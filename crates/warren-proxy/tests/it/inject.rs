@@ -52,16 +52,10 @@ struct Setup {
 }
 
 async fn setup(extra: Value) -> Setup {
-    setup_https_port(extra, None).await
-}
-
-/// [`setup`], with HTTPS's port (the transparent TLS listener's, 443 in life) this one rather
-/// than the upstream's.
-async fn setup_https_port(extra: Value, https_port: Option<u16>) -> Setup {
     let upstream_cert = TestCert::new();
     let upstream = Upstream::https(&upstream_cert).await;
     let listeners = ProxyConfig {
-        transparent_tls_port: https_port.unwrap_or(upstream.port()),
+        transparent_tls_port: upstream.port(),
         upstream_tls: Some(upstream_tls(upstream_cert.pem().as_bytes()).unwrap()),
         ..ProxyConfig::default()
     };
@@ -375,59 +369,5 @@ async fn plain_http_requests_get_headers_unless_https_only() {
     assert!(
         reply.body.contains("x-agent: warren-test"),
         "attribution still applies"
-    );
-}
-
-#[tokio::test]
-async fn attribution_intercepts_https_where_it_can_and_nothing_else() {
-    // The credential rule covers port 1 only: nothing but the attribution rule asks for
-    // interception here.
-    let s = setup(json!({"match_port": 1})).await;
-    let mut pc = rules(s.upstream.port(), json!({"match_port": 1}));
-    pc["rules"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"name": "attr", "type": "attribution",
-        "headers": [{"name": "X-Agent", "type": "plaintext", "value": "warren-test"}]}));
-    s.harness
-        .set_credentials(pc.clone(), secrets(), Some(s.ca.clone()));
-    let request = "GET / HTTP/1.1\r\nHost: upstream.test\r\nConnection: close\r\n\r\n";
-    // CONNECT to HTTPS's port: intercepted with the sandbox's CA, the header added, no secret.
-    let reply = get_via_connect(&s, request).await;
-    assert!(
-        reply.body.contains("x-agent: warren-test"),
-        "{}",
-        reply.body
-    );
-    assert!(!reply.body.contains(SECRET), "{}", reply.body);
-    // Transparent TLS too.
-    let stream = TcpStream::connect(s.harness.tls).await.unwrap();
-    let mut transparent = tls(stream, s.ca.cert_pem()).await.unwrap();
-    transparent.write_all(request.as_bytes()).await.unwrap();
-    let reply = read_reply(&mut transparent, false).await;
-    assert!(
-        reply.body.contains("x-agent: warren-test"),
-        "{}",
-        reply.body
-    );
-
-    // Without a CA to intercept with, the connection is passed through, not refused.
-    s.harness.set_credentials(pc.clone(), secrets(), None);
-    let target = format!("upstream.test:{}", s.upstream.port());
-    let (stream, reply) = connect(s.harness.explicit, &target).await;
-    assert_eq!(reply.status, 200);
-    let mut direct = tls(stream, s.upstream_cert.pem()).await.unwrap();
-    direct.write_all(request.as_bytes()).await.unwrap();
-    let reply = read_reply(&mut direct, false).await;
-    assert!(!reply.body.contains("x-agent"), "{}", reply.body);
-
-    // A port other than HTTPS's may carry any protocol over TLS: passed through untouched.
-    let s = setup_https_port(json!({"match_port": 1}), Some(1)).await;
-    s.harness.set_credentials(pc, secrets(), Some(s.ca.clone()));
-    let target = format!("upstream.test:{}", s.upstream.port());
-    let (stream, _) = connect(s.harness.explicit, &target).await;
-    assert!(
-        tls(stream, s.ca.cert_pem()).await.is_err(),
-        "not intercepted"
     );
 }
