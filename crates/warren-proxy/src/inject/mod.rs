@@ -11,8 +11,10 @@
 //!   `Bearer {OPENAI_API_KEY}`. Secrets are read when a request needs them, so rotating one
 //!   takes effect at once; a secret restricted to some hosts is never sent anywhere else.
 //! - The `attribution` rule adds literal `X-` headers to every request the proxy handles.
-//!   Its limit: HTTPS to a host that no credential rule covers is passed through without
-//!   interception, so it carries no attribution headers.
+//!   HTTPS to a host that no credential rule covers is passed through without interception,
+//!   as the SDK documents ("A host no rule covers is passed through without TLS
+//!   interception"), so it carries none: intercepting it would break HTTP/2-only clients,
+//!   websockets, pinned certificates and other protocols on 443 for the sake of metadata.
 //! - A TLS connection to a host some rule covers is intercepted ([`crate::ca`]); every other
 //!   TLS connection is spliced untouched.
 //! - `aws` rules sign requests with SigV4 ([`aws`]); `callbacks` ask a service of the user's

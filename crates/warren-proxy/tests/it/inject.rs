@@ -309,6 +309,14 @@ async fn an_upstream_the_proxy_cannot_verify_gets_no_secret() {
 #[tokio::test]
 async fn hosts_no_rule_covers_are_spliced_untouched() {
     let s = setup(json!({"match_port": 1})).await;
+    // An attribution rule covers no host: it asks for no interception (as the SDK documents).
+    let mut pc = rules(s.upstream.port(), json!({"match_port": 1}));
+    pc["rules"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "attr", "type": "attribution",
+        "headers": [{"name": "X-Agent", "type": "plaintext", "value": "warren-test"}]}));
+    s.harness.set_credentials(pc, secrets(), Some(s.ca.clone()));
     // The rule covers port 1 only: this connection is passed through, so the client's TLS
     // session is with the upstream itself (its own certificate verifies, the CA's would not).
     let target = format!("upstream.test:{}", s.upstream.port());
@@ -325,6 +333,7 @@ async fn hosts_no_rule_covers_are_spliced_untouched() {
         .unwrap();
     let reply = read_reply(&mut direct, false).await;
     assert!(reply.body.contains("authorization: mine"), "{}", reply.body);
+    assert!(!reply.body.contains("x-agent"), "{}", reply.body);
 }
 
 #[tokio::test]
