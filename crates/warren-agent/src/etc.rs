@@ -5,7 +5,7 @@
 //! written only when its content must change.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read as _};
+use std::io;
 use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
 use std::path::Path;
 
@@ -44,19 +44,34 @@ pub(crate) fn edit(
     if !meta.is_file() || meta.len() > MAX_BYTES {
         return Ok(false);
     }
-    // Bytes that are not UTF-8 (a tenant's) read as U+FFFD rather than stop the edit.
-    let mut bytes = Vec::new();
-    (&file).take(MAX_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_BYTES {
+    let Some(bytes) = read_capped(&file, MAX_BYTES)? else {
         // It grew since it was measured: left alone like any file past the limit.
         return Ok(false);
-    }
+    };
+    // Bytes that are not UTF-8 (a tenant's) read as U+FFFD rather than stop the edit.
     let current = String::from_utf8_lossy(&bytes);
     let Some(wanted) = change(&current) else {
         return Ok(false);
     };
     overwrite(&file, wanted.as_bytes(), &bytes)?;
     Ok(true)
+}
+
+/// The whole of `file` from its start (whatever its offset), or `None` if it holds more than
+/// `cap` bytes.
+pub(crate) fn read_capped(file: &File, cap: u64) -> io::Result<Option<Vec<u8>>> {
+    let (mut all, mut chunk) = (Vec::new(), vec![0; 64 << 10]);
+    loop {
+        match file.read_at(&mut chunk, all.len() as u64) {
+            Ok(0) => return Ok(Some(all)),
+            Ok(n) => all.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if all.len() as u64 > cap {
+            return Ok(None);
+        }
+    }
 }
 
 /// Replaces the whole content of `file` (read as `old`) with `new`. Should that fail part way

@@ -368,22 +368,9 @@ fn too_large() -> io::Error {
     io::Error::other("the file is a mount point, which a write larger than 1 MiB cannot replace")
 }
 
-/// The whole of `file` from its start (whatever its offset), refusing more than
-/// [`IN_PLACE_MAX`] bytes.
+/// The whole of `file`, refusing more than [`IN_PLACE_MAX`] bytes.
 fn read_small(file: &File) -> io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt as _;
-    let (mut all, mut chunk) = (Vec::new(), vec![0; 64 << 10]);
-    loop {
-        match file.read_at(&mut chunk, all.len() as u64) {
-            Ok(0) => return Ok(all),
-            Ok(n) => all.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-        if all.len() as u64 > IN_PLACE_MAX {
-            return Err(too_large());
-        }
-    }
+    crate::etc::read_capped(file, IN_PLACE_MAX)?.ok_or_else(too_large)
 }
 
 /// Copies `from` (the write's temp file, read through its handle) over the regular file
