@@ -16,8 +16,8 @@ import time
 
 import requests
 
-from bench import ROOT, percentile  # bench/bench.py, next to this file
-from sdk_bench import start_server
+from bench import percentile  # bench/bench.py, next to this file
+from sdk_bench import add_server_args, start_server
 
 
 def pool_used(data_dir):
@@ -37,8 +37,7 @@ def main():
     ap.add_argument("--gib", type=int, default=1)
     ap.add_argument("--forks", type=int, default=10)
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--data-dir", default=os.environ.get("WARREN_DATA_DIR", "/var/lib/warren"))
-    ap.add_argument("--warren", default=os.path.join(ROOT, "target/release/warren"))
+    add_server_args(ap)
     args = ap.parse_args()
     with start_server(args, "none") as (origin, key):
         api = f"{origin}/api/v2/sandboxes"

@@ -19,13 +19,12 @@ Needs root, a built Warren (scripts/build.sh) and the SDK (tests/conformance/run
 """
 import argparse
 import json
-import os
 import socket
 import sys
 import time
 
-from bench import ROOT, percentile  # bench/bench.py, next to this file
-from sdk_bench import start_server
+from bench import percentile  # bench/bench.py, next to this file
+from sdk_bench import add_server_args, sdk_only_here, start_server
 
 IDLE = 0.3
 
@@ -63,14 +62,9 @@ def timed(f):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=15, help="samples of each kind")
-    ap.add_argument("--data-dir", default=os.environ.get("WARREN_DATA_DIR", "/var/lib/warren"))
-    ap.add_argument("--warren", default=os.path.join(ROOT, "target/release/warren"))
+    add_server_args(ap)
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench needs root")
-    for var in [v for v in os.environ if v.startswith(("LANGSMITH_", "LANGCHAIN_"))]:
-        del os.environ[var]
-    os.environ["LANGSMITH_TRACING"] = "false"
+    sdk_only_here()
     import httpx
     from langsmith.sandbox import SandboxClient
 

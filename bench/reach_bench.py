@@ -12,14 +12,12 @@ package (tests/conformance/run.sh installs it into target/conformance-venv):
 import argparse
 import json
 import os
-import statistics
-import sys
 import time
 
 import requests
 
-from bench import ROOT, percentile  # bench/bench.py, next to this file
-from sdk_bench import free_port, start_server
+from bench import percentile  # bench/bench.py, next to this file
+from sdk_bench import add_server_args, free_port, sdk_only_here, start_server
 
 SERVER = """
 import http.server, os
@@ -55,14 +53,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--mib", type=int, default=256, help="size of the file fetched for throughput")
     ap.add_argument("--runs", type=int, default=200, help="small GETs per path")
-    ap.add_argument("--data-dir", default=os.environ.get("WARREN_DATA_DIR", "/var/lib/warren"))
-    ap.add_argument("--warren", default=os.path.join(ROOT, "target/release/warren"))
+    add_server_args(ap)
     args = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("bench needs root")
-    for var in [v for v in os.environ if v.startswith(("LANGSMITH_", "LANGCHAIN_"))]:
-        del os.environ[var]
-    os.environ["LANGSMITH_TRACING"] = "false"
+    sdk_only_here()
     from langsmith.sandbox import SandboxClient
 
     with start_server(args, "none") as (origin, key):

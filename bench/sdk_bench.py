@@ -34,20 +34,31 @@ def free_port():
         return s.getsockname()[1]
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("-n", type=int, default=50, help="cold create/run/delete cycles")
-    ap.add_argument("--runs", type=int, default=300, help="run('true') on one sandbox")
+def add_server_args(ap):
+    """The arguments `start_server` reads: the data dir and the `warren` binary."""
     ap.add_argument("--data-dir", default=os.environ.get("WARREN_DATA_DIR", "/var/lib/warren"))
     ap.add_argument("--warren", default=os.path.join(ROOT, "target/release/warren"))
-    ap.add_argument("--network", default="proxied",
-                    help="network modes to measure, comma-separated (none, proxied)")
-    args = ap.parse_args()
+
+
+def sdk_only_here():
+    """Exits unless root; leaves the SDK no LangSmith settings but those given it, and no
+    tracing."""
     if os.geteuid() != 0:
         sys.exit("bench needs root")
     for var in [v for v in os.environ if v.startswith(("LANGSMITH_", "LANGCHAIN_"))]:
         del os.environ[var]
     os.environ["LANGSMITH_TRACING"] = "false"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("-n", type=int, default=50, help="cold create/run/delete cycles")
+    ap.add_argument("--runs", type=int, default=300, help="run('true') on one sandbox")
+    add_server_args(ap)
+    ap.add_argument("--network", default="proxied",
+                    help="network modes to measure, comma-separated (none, proxied)")
+    args = ap.parse_args()
+    sdk_only_here()
     from langsmith.sandbox import SandboxClient
 
     creates = {}
